@@ -1,0 +1,117 @@
+"""Masked layers: frozen weights, learnable scores, and one ``mask()`` each.
+
+A masked layer is an ordinary ``nn.Conv2d`` / ``nn.Linear`` whose weight is frozen and whose
+forward uses an *effective* weight derived from a score tensor of the same shape
+(see :class:`MaskSpec` for the four combinations the methods use). Everything is configured
+through ``__init__``; nothing reads global state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mptc.conventions import kept_count
+from mptc.nn.estimators import BipropTernaryWeight, BiRealSign, EdgePopupMask, ternary_alpha, top_k_mask
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """How a masked layer turns (frozen weight W, scores s) into its effective weight.
+
+    Attributes:
+        sparsity: fraction of the layer's weights PRUNED, in [0, 1).
+        ternary: MPT binarization ``alpha * sign(W) * M`` (biprop) instead of ``W * M``.
+        signed_scores: rank by the signed score ``s`` (lottery jackpot) instead of ``|s|``.
+        per_channel_alpha: one alpha per output channel instead of one per layer (ternary only).
+    """
+
+    sparsity: float
+    ternary: bool = False
+    signed_scores: bool = False
+    per_channel_alpha: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity is the fraction pruned and must be in [0, 1), got {self.sparsity}")
+        if self.per_channel_alpha and not self.ternary:
+            raise ValueError("per_channel_alpha applies to ternary (biprop) weights only")
+
+
+class MaskedLayer(nn.Module):
+    """Mixin holding the frozen weight's scores and the effective-weight maths."""
+
+    weight: Tensor
+    spec: MaskSpec
+
+    def _init_scores(self, spec: MaskSpec) -> None:
+        self.spec = spec
+        self.weight.requires_grad_(False)
+        self.scores = nn.Parameter(torch.zeros_like(self.weight))
+        self.kept = kept_count(self.weight.numel(), spec.sparsity)
+
+    def _score_key(self) -> Tensor:
+        return self.scores if self.spec.signed_scores else self.scores.abs()
+
+    def mask(self) -> Tensor:
+        """The current binary mask (float 0/1, no gradient), exactly ``kept`` ones."""
+        return top_k_mask(self._score_key().detach(), self.kept)
+
+    def alpha(self) -> Tensor:
+        """The ternary magnitude(s) for the current mask (1.0 when the layer is not ternary)."""
+        if not self.spec.ternary:
+            return torch.ones((), device=self.weight.device)
+        return ternary_alpha(self.weight, self.mask(), self.spec.per_channel_alpha)
+
+    def effective_weight(self) -> Tensor:
+        """The weight the forward pass uses, with the method's straight-through gradient."""
+        if self.spec.ternary:
+            return BipropTernaryWeight.apply(self._score_key(), self.weight, self.kept, self.spec.per_channel_alpha)
+        return self.weight * EdgePopupMask.apply(self._score_key(), self.kept)
+
+    def set_mask(self, mask: Tensor) -> None:
+        """Fix the scores so that :meth:`mask` returns ``mask`` exactly (used to load tickets)."""
+        if mask.shape != self.weight.shape or int(mask.sum()) != self.kept:
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} with {int(mask.sum())} kept does not fit a layer of "
+                f"shape {tuple(self.weight.shape)} keeping {self.kept}"
+            )
+        with torch.no_grad():
+            self.scores.copy_(mask.to(self.scores))
+
+
+class MaskedConv2d(nn.Conv2d, MaskedLayer):
+    """``nn.Conv2d`` (no bias) over a frozen weight, pruned and optionally ternarized by scores."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, spec: MaskSpec, stride: int = 1, padding: int = 0, groups: int = 1) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=False)
+        self._init_scores(spec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.effective_weight(), None)
+
+
+class MaskedLinear(nn.Linear, MaskedLayer):
+    """``nn.Linear`` (no bias) over a frozen weight, pruned and optionally ternarized by scores."""
+
+    def __init__(self, in_features: int, out_features: int, *, spec: MaskSpec) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self._init_scores(spec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight())
+
+
+class BinaryActivation(nn.Module):
+    """``sign(x)`` with sign(0) = +1 in the forward pass and the Bi-Real gradient backward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return BiRealSign.apply(x)
+
+
+def masked_layers(model: nn.Module) -> list[tuple[str, MaskedLayer]]:
+    """The model's masked layers with their qualified names, in definition order."""
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, MaskedLayer)]

@@ -1,0 +1,109 @@
+"""Tickets: a trained strong lottery ticket as seed + packed mask bits + alpha, in safetensors.
+
+Masked layers' weights are a pure function of (seed, architecture, init) and are not stored;
+their masks are stored bit-packed (:mod:`mptc.conventions`), one ``uint8`` per 8 weights, with
+alpha for verification. Everything else the model needs (BatchNorm statistics, dense layers,
+pre-trained weights a jackpot was searched in) is stored as ordinary tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from mptc.conventions import pack_bits, unpack_bits
+from mptc.errors import InputError
+from mptc.io import write_bytes
+from mptc.models import build_model
+from mptc.nn.init import initialize
+from mptc.nn.layers import masked_layers
+from mptc.train.config import TrainConfig
+
+FORMAT = "mptc-ticket/1"
+MASK_SUFFIX, ALPHA_SUFFIX = ".mask_bits", ".alpha"
+ALPHA_RTOL = 1e-5
+
+
+def ticket_tensors(model: nn.Module, store_weights: bool) -> dict[str, torch.Tensor]:
+    """The tensors a ticket holds for ``model`` (weights of masked layers only if ``store_weights``)."""
+    masked = dict(masked_layers(model))
+    skip = {f"{name}.scores" for name in masked}
+    if not store_weights:
+        skip |= {f"{name}.weight" for name in masked}
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items() if key not in skip}
+    for name, layer in masked.items():
+        bits = pack_bits(layer.mask().bool().cpu().numpy().reshape(-1))
+        tensors[name + MASK_SUFFIX] = torch.from_numpy(bits)
+        tensors[name + ALPHA_SUFFIX] = layer.alpha().detach().float().cpu().reshape(-1)
+    return tensors
+
+
+def save_ticket(model: nn.Module, config: TrainConfig, path: str | Path, store_weights: bool = False) -> int:
+    """Write the ticket atomically; returns its size in bytes."""
+    metadata = {"format": FORMAT, "config": config.dumps(), "weights": "stored" if store_weights else "seed"}
+    data = save_safetensors(ticket_tensors(model, store_weights), metadata=metadata)
+    write_bytes(path, data)
+    return len(data)
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise InputError(f"ticket {path} does not exist")
+    raw = path.read_bytes()
+    try:
+        tensors = load_safetensors(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
+    except (SafetensorError, ValueError, json.JSONDecodeError) as error:
+        raise InputError(f"ticket {path} is corrupt or truncated ({error})") from error
+    if metadata.get("format") != FORMAT:
+        raise InputError(f"{path} is not an mptc ticket (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    return tensors, metadata
+
+
+def load_ticket(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """Rebuild the model of a ticket, bit-exactly: regenerate weights from the seed, apply masks.
+
+    Raises:
+        InputError: missing/corrupt file, or masks/alpha that do not fit the regenerated weights
+            (a ticket saved by another architecture, seed or version).
+    """
+    path = Path(path)
+    tensors, metadata = _read(path)
+    config = TrainConfig.from_json(json.loads(metadata["config"]))
+    from mptc.data import load_dataset  # the data set fixes the input shape and class count
+
+    dataset = load_dataset(config.dataset)
+    model = build_model(config.model, config.recipe, dataset.input_shape, dataset.num_classes)
+    initialize(model, config.seed, config.init or "kaiming-normal")
+    masked = dict(masked_layers(model))
+    plain = {key: value for key, value in tensors.items() if not key.endswith((MASK_SUFFIX, ALPHA_SUFFIX))}
+    try:
+        missing, unexpected = model.load_state_dict(plain, strict=False)
+        for name, layer in masked.items():
+            bits = tensors[name + MASK_SUFFIX].numpy()
+            mask = unpack_bits(bits, layer.weight.numel()).reshape(layer.weight.shape)
+            layer.set_mask(torch.from_numpy(mask.astype(np.float32)))
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise InputError(f"ticket {path} does not fit model {config.model}: {error}") from error
+    expected_missing = {f"{n}.scores" for n in masked} | ({f"{n}.weight" for n in masked} if metadata.get("weights") == "seed" else set())
+    if set(missing) - expected_missing or unexpected:
+        raise InputError(f"ticket {path} does not fit model {config.model}: missing {sorted(set(missing) - expected_missing)}, unexpected {sorted(unexpected)}")
+    for name, layer in masked.items():
+        stored = tensors[name + ALPHA_SUFFIX]
+        if not torch.allclose(layer.alpha().reshape(-1), stored, rtol=ALPHA_RTOL, atol=0):
+            raise InputError(f"ticket {path}: layer {name} alpha does not match the weights regenerated from seed {config.seed}")
+    return model.to(device).eval(), config
+
+
+def fp32_bytes(model: nn.Module) -> int:
+    """Size of the model as an fp32 checkpoint of its weights (scores excluded)."""
+    masked = {f"{name}.scores" for name, _ in masked_layers(model)}
+    return sum(v.numel() * 4 for k, v in model.state_dict().items() if k not in masked and v.is_floating_point())

@@ -1,0 +1,112 @@
+"""The training run's complete description: everything needed to rebuild the model and redo the run.
+
+Defaults follow the recipes of ``shared/notes/algorithms.md`` and were tuned on digits for the
+MLP (see the README's table); any field left ``None`` is filled by :func:`resolve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mptc.models import METHODS, MODELS, LayerRecipe
+from mptc.nn.init import INITS
+
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``sparsity`` is the fraction of weights PRUNED."""
+
+    model: str = "mlp"
+    method: str = "biprop"
+    sparsity: float = 0.5
+    binary_act: bool = False
+    binarize: bool = False
+    init: str | None = None
+    width: float = 1.0
+    dense_first: bool = False
+    dense_last: bool = False
+    per_channel_alpha: bool = False
+    learn_bn: bool = False
+    dataset: str = "digits"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.model in MODELS, f"unknown model {self.model!r}; expected one of {', '.join(MODELS)}"),
+            (self.method in METHODS, f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}"),
+            (0.0 <= self.sparsity < 1.0, f"--sparsity is the fraction pruned and must be in [0, 1), got {self.sparsity}"),
+            (self.init is None or self.init in INITS, f"unknown init {self.init!r}; expected one of {', '.join(INITS)}"),
+            (self.width > 0, f"--width must be positive, got {self.width}"),
+            (self.optimizer is None or self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; expected sgd or adam"),
+            (self.device in DEVICES, f"unknown device {self.device!r}; expected cpu or cuda"),
+            (self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size is None or self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def recipe(self) -> LayerRecipe:
+        return LayerRecipe(
+            method=self.method,
+            sparsity=self.sparsity if self.method != "dense" else 0.0,
+            binarize=self.binarize,
+            binary_act=self.binary_act,
+            width=self.width,
+            dense_first=self.dense_first,
+            dense_last=self.dense_last,
+            per_channel_alpha=self.per_channel_alpha,
+            learn_bn=self.learn_bn,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"config has unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True)
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Fill every ``None`` with the recipe default for this model, method and data."""
+    small = config.model == "mlp" or config.dataset.startswith(("digits", "synthetic"))
+    binary = config.binary_act
+    if config.method == "dense":
+        defaults = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, epochs=30 if small else 100, init="kaiming-normal")
+    elif binary:
+        # MPT-1/1 recipe: Adam on scores, cosine schedule.
+        defaults = dict(optimizer="adam", lr=0.01 if small else 0.1, weight_decay=0.0, epochs=40 if small else 100)
+    elif config.model == "resnet18":
+        defaults = dict(optimizer="sgd", lr=0.1, weight_decay=5e-4, epochs=100)
+    elif small:
+        defaults = dict(optimizer="adam", lr=0.01, weight_decay=0.0, epochs=40)
+    else:
+        defaults = dict(optimizer="sgd", lr=0.1, weight_decay=1e-4, epochs=100)
+    # edge-popup's best random weights are signed constants (Ramanujan et al.); MPT uses kaiming.
+    defaults.setdefault("init", "signed-constant" if config.method == "edge-popup" else "kaiming-normal")
+    defaults["batch_size"] = 64 if small else (256 if config.model == "resnet18" else 128)
+    filled = {key: value for key, value in defaults.items() if getattr(config, key) is None}
+    return dataclasses.replace(config, **filled)

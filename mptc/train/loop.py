@@ -1,0 +1,220 @@
+"""``train()``: learn a mask (or dense weights) and write a resumable run directory.
+
+Determinism is by construction: weights come from (seed, name), the shuffle of epoch ``e`` from
+(seed, "epoch", e), and the checkpoint after each epoch holds all remaining state, so a run
+resumed from any epoch boundary ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from mptc import __version__
+from mptc.data import Dataset, DataSplit, augment_batch, load_dataset
+from mptc.errors import InputError, OutputError, UnsupportedError
+from mptc.io import write_json, write_text
+from mptc.models import build_model
+from mptc.nn.init import generator, initialize
+from mptc.nn.layers import masked_layers
+from mptc.ticket import fp32_bytes, save_ticket
+from mptc.train.checkpoint import load_checkpoint, save_checkpoint
+from mptc.train.config import TrainConfig, resolve
+from mptc.train.rundir import RunDir
+
+log = logging.getLogger(__name__)
+EVAL_BATCH = 1024
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedError("--device cuda asked for, but this torch build sees no CUDA GPU")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: DataSplit, device: torch.device | str = "cpu") -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``split``."""
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for x, y in split.batches(EVAL_BATCH):
+        logits = model(x.to(device))
+        loss_sum += float(nn.functional.cross_entropy(logits, y.to(device), reduction="sum"))
+        correct += int((logits.argmax(1).cpu() == y).sum())
+    return correct / len(split), loss_sum / len(split)
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def build(config: TrainConfig, dataset: Dataset) -> nn.Module:
+    """The model of ``config`` with its seeded initial weights and scores."""
+    model = build_model(config.model, config.recipe, dataset.input_shape, dataset.num_classes)
+    initialize(model, config.seed, config.init or "kaiming-normal")
+    return model
+
+
+def _check_resume_config(run: RunDir, config: TrainConfig) -> None:
+    if not run.config.is_file():
+        raise InputError(f"{run.root} has no config.json: not a run directory that can be resumed")
+    stored = TrainConfig.from_json(json.loads(run.config.read_text()))
+    diffs = [k for k, v in stored.to_json().items() if k not in ("epochs", "device") and config.to_json()[k] != v]
+    if diffs:
+        raise InputError(f"{run.root} was started with different settings ({', '.join(diffs)}); resume it without changing them")
+
+
+def layer_summary(model: nn.Module) -> list[dict[str, Any]]:
+    """Per masked layer: name, shape, kept count, sparsity and alpha (mean if per channel)."""
+    rows = []
+    for name, layer in masked_layers(model):
+        alpha = layer.alpha().detach()
+        rows.append(
+            {
+                "layer": name,
+                "shape": list(layer.weight.shape),
+                "kept": layer.kept,
+                "sparsity": 1.0 - layer.kept / layer.weight.numel(),
+                "alpha": float(alpha.mean()),
+            }
+        )
+    return rows
+
+
+def overall_sparsity(model: nn.Module) -> float:
+    """Fraction pruned over all masked layers' weights (0 for a dense model)."""
+    layers = [layer for _, layer in masked_layers(model)]
+    total = sum(layer.weight.numel() for layer in layers)
+    return 1.0 - sum(layer.kept for layer in layers) / total if total else 0.0
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    on_epoch: EpochCallback | None = None,
+    prepare: Callable[[nn.Module, TrainConfig], None] | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+) -> TrainResult:
+    """Train ``config`` into ``run_dir`` (created), or continue it with ``resume``.
+
+    Args:
+        on_epoch: called with each epoch's record (progress display).
+        prepare: method-specific set-up after the seeded initialisation (e.g. a jackpot loads
+            pre-trained weights and magnitude scores); must be deterministic.
+        after_step: called after every optimiser step (e.g. the jackpot's short restriction).
+    """
+    config = resolve(config)
+    run = RunDir(Path(run_dir))
+    if resume:
+        _check_resume_config(run, config)
+    elif run.has_run():
+        raise OutputError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
+    device = select_device(config.device)
+    dataset = load_dataset(config.dataset)
+    model = build(config, dataset)
+    if prepare is not None:
+        prepare(model, config)
+    model.to(device)
+    optimizer = make_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume and run.checkpoint.exists():
+        state = load_checkpoint(run.checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start = list(state["history"]), int(state["epoch"])
+        log.info("resuming %s after epoch %d", run.root, start)
+    else:
+        write_text(run.config, config.dumps() + "\n")
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        shuffle = generator(config.seed, "epoch", epoch)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in dataset.train.batches(config.batch_size, shuffle):
+            if dataset.augment:
+                x = augment_batch(x, shuffle)
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step(model)
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        scheduler.step()
+        test_accuracy, test_loss = evaluate(model, dataset.test, device)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - began,
+        }
+        history.append(record)
+        save_checkpoint(
+            run.checkpoint,
+            {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+            },
+        )
+        if on_epoch is not None:
+            on_epoch(record)
+
+    model.cpu().eval()
+    ticket_bytes = save_ticket(model, config, run.ticket, store_weights=config.method in ("jackpot", "magnitude"))
+    final_accuracy, final_loss = evaluate(model, dataset.test)
+    metrics = {
+        "mptc_version": __version__,
+        "method": config.method,
+        "model": config.model,
+        "dataset": dataset.name,
+        "binary_act": config.binary_act,
+        "sparsity": overall_sparsity(model),
+        "kept_fraction": 1.0 - overall_sparsity(model),
+        "test_accuracy": final_accuracy,
+        "test_loss": final_loss,
+        "epochs": config.epochs,
+        "train_seconds": sum(r["seconds"] for r in history),
+        "ticket_bytes": ticket_bytes,
+        "fp32_bytes": fp32_bytes(model),
+        "layers": layer_summary(model),
+        "history": history,
+    }
+    write_json(run.metrics, metrics)
+    return TrainResult(config=config, run_dir=run.root, metrics=metrics, model=model)

@@ -1,0 +1,81 @@
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mptc.errors import InputError, OutputError
+from mptc.train.config import TrainConfig
+from mptc.train.loop import train
+
+
+def test_run_directory_holds_ticket_config_and_metrics(tiny_run):
+    root = tiny_run.run_dir
+    assert {p.name for p in root.iterdir()} >= {"ticket.safetensors", "config.json", "metrics.json", "checkpoint.pt"}
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["method"] == "biprop" and metrics["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert len(metrics["history"]) == 3 and {"train_loss", "test_accuracy"} <= set(metrics["history"][0])
+    assert metrics["test_accuracy"] > 0.8  # three epochs of a quarter-width ticket already learn digits
+    assert metrics["ticket_bytes"] * 10 < metrics["fp32_bytes"]
+    assert TrainConfig.from_json(json.loads((root / "config.json").read_text())).epochs == 3
+
+
+def test_same_seed_same_result(tmp_path, tiny_config):
+    a = train(tiny_config, tmp_path / "a").metrics
+    b = train(tiny_config, tmp_path / "b").metrics
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_config, tiny_run):
+    config = dataclasses.replace(tiny_config)
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "r", on_epoch=stop_after_two)
+    assert not (tmp_path / "r" / "ticket.safetensors").exists()
+    resumed = train(config, tmp_path / "r", resume=True)
+    strip = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]  # noqa: E731
+    assert strip(resumed.metrics["history"]) == strip(tiny_run.metrics["history"])
+    resumed_ticket = load_file(tmp_path / "r" / "ticket.safetensors")
+    reference_ticket = load_file(tiny_run.run_dir / "ticket.safetensors")
+    assert resumed_ticket.keys() == reference_ticket.keys()
+    assert all(torch.equal(resumed_ticket[k], reference_ticket[k]) for k in reference_ticket)
+
+
+def test_existing_run_is_not_overwritten(tiny_run, tiny_config):
+    with pytest.raises(OutputError, match="already holds a run"):
+        train(tiny_config, tiny_run.run_dir)
+
+
+def test_resume_with_changed_settings_is_refused(tiny_run, tiny_config):
+    with pytest.raises(InputError, match="sparsity"):
+        train(dataclasses.replace(tiny_config, sparsity=0.9), tiny_run.run_dir, resume=True)
+
+
+def test_dense_baseline_trains_weights(tmp_path):
+    result = train(TrainConfig(model="mlp", method="dense", width=0.25, epochs=2), tmp_path / "d")
+    assert result.metrics["sparsity"] == 0.0 and result.metrics["test_accuracy"] > 0.8
+    assert all(p.requires_grad for p in result.model.parameters())
+
+
+@pytest.mark.parametrize("field,value", [("sparsity", 1.5), ("model", "alexnet"), ("epochs", 0), ("init", "xavier")])
+def test_bad_settings_are_rejected_with_a_message(field, value):
+    with pytest.raises(ValueError, match=field if field != "init" else "unknown init"):
+        TrainConfig(**{field: value})
+
+
+def test_cuda_without_gpu_is_a_clear_error(tmp_path, tiny_config):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from mptc.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="CUDA"):
+        train(dataclasses.replace(tiny_config, device="cuda"), tmp_path / "c")
