@@ -8,3 +8,7 @@ from mptc.cli.train import evaluate, train  # noqa: E402
 
 main.add_command(train)
 main.add_command(evaluate)
+
+from mptc.cli.export import export  # noqa: E402
+
+main.add_command(export)

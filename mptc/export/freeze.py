@@ -1,0 +1,52 @@
+"""Freeze a trained ticket into a plain PyTorch module that exports to standard ONNX.
+
+Masked layers become ordinary ``nn.Conv2d`` / ``nn.Linear`` whose weight IS the effective
+weight (ternary ``alpha * sign(W) * M`` for MPT, ``W * M`` for edge-popup), so no latent weight,
+score or Sign/Abs/ReduceMean chain reaches the graph; binary activations become
+``Where(x >= 0, 1, -1)``, the project's sign with sign(0) = +1.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from mptc.nn.layers import BinaryActivation, MaskedConv2d, MaskedLayer, MaskedLinear
+
+
+class ExportSign(nn.Module):
+    """``sign(x)`` with sign(0) = +1, written as ``Where(x >= 0, 1, -1)`` for ONNX."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.where(x >= 0, 1.0, -1.0)
+
+
+def _frozen(layer: MaskedLayer) -> nn.Module:
+    weight = layer.effective_weight().detach().clone()
+    if isinstance(layer, MaskedConv2d):
+        plain: nn.Module = nn.Conv2d(
+            layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+            padding=layer.padding, dilation=layer.dilation, groups=layer.groups, bias=False,
+        )
+    elif isinstance(layer, MaskedLinear):
+        plain = nn.Linear(layer.in_features, layer.out_features, bias=False)
+    else:
+        raise TypeError(f"cannot freeze {type(layer).__name__}")
+    plain.weight = nn.Parameter(weight, requires_grad=False)
+    return plain
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """A frozen, eval-mode copy of ``model`` made of standard layers only."""
+    frozen = copy.deepcopy(model).cpu().eval()
+    for parent in list(frozen.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, MaskedLayer):
+                setattr(parent, name, _frozen(child))
+            elif isinstance(child, BinaryActivation):
+                setattr(parent, name, ExportSign())
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    return frozen

@@ -1,0 +1,187 @@
+"""``export_onnx``: a run's ticket -> standard ONNX with frozen sparse +-alpha weights, self-checked.
+
+The model is frozen (:mod:`mptc.export.freeze`), exported with PyTorch's dynamo exporter with
+its graph optimiser OFF (it would fold BatchNorm into the ternary weights; we keep
+``BatchNormalization`` and let ``mptc.passes`` fold it into the packed operator's scale),
+constant-folded, checked with ``onnx.checker`` (full) and then run in onnxruntime against
+PyTorch on held-out data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import torch
+from torch import nn
+
+from mptc import __version__
+from mptc.data import Dataset, load_dataset
+from mptc.errors import InputError, VerificationError
+from mptc.export.freeze import freeze
+from mptc.io import write_bytes
+from mptc.nn.layers import masked_layers
+from mptc.ticket import load_ticket
+from mptc.train.loop import evaluate
+from mptc.train.rundir import RunDir
+
+ONNX_IR_VERSION = 10  # onnxruntime 1.31 reads IR <= 13; onnx 1.23 writes 14 by default
+DEFAULT_OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+CHECK_SAMPLES = 256
+RTOL, ATOL = 1e-4, 1e-5
+MAX_MISMATCH_FRACTION = 0.01  # binary activations may flip on a pre-activation within float noise of 0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What the export measured: parity with PyTorch and accuracy at every stage so far."""
+
+    path: Path
+    max_abs_diff: float
+    argmax_agreement: float
+    mismatched_fraction: float
+    pytorch_accuracy: float
+    onnx_accuracy: float
+    samples: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+def to_onnx(module: nn.Module, sample: torch.Tensor, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Export a frozen module with a dynamic batch dimension; quiet, constant-folded, IR 10."""
+    from onnxscript import optimizer
+
+    quiet = [logging.getLogger(name) for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.onnx._internal.exporter._compat")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.onnx.export(
+                module, (sample,), dynamo=True, optimize=False, opset_version=opset, verbose=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+            )
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+    model = program.model
+    optimizer.fold_constants(model)
+    ir.passes.common.RemoveUnusedNodesPass()(model)
+    proto = ir.serde.serialize_model(model)
+    proto.ir_version = ONNX_IR_VERSION
+    return proto
+
+
+def ort_session(model: onnx.ModelProto):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(model: onnx.ModelProto, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Outputs of ``model`` in onnxruntime on ``x``, batch by batch."""
+    session = ort_session(model)
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Argmax agreement over the samples whose reference decision is not a tie.
+
+    Ternary weights on sign activations give logits that are integer multiples of alpha, so
+    exact ties between classes are common; float noise then picks either, and such a sample
+    says nothing about the two stages.
+    """
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > ATOL + RTOL * np.abs(reference).max(axis=1)
+    if not decisive.any():
+        return 1.0
+    return float((reference.argmax(1) == candidate.argmax(1))[decisive].mean())
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray, what: str) -> tuple[float, float, float]:
+    """(max abs diff, argmax agreement, fraction of samples off tolerance); raises past limits."""
+    diff = np.abs(reference - candidate)
+    tolerance = ATOL + RTOL * np.abs(reference).max(axis=1, keepdims=True)
+    mismatched = float((diff > tolerance).any(axis=1).mean())
+    agreement = decisive_agreement(reference, candidate)
+    if mismatched > MAX_MISMATCH_FRACTION or agreement < 1.0 - MAX_MISMATCH_FRACTION:
+        raise VerificationError(
+            f"{what} disagree: max abs diff {diff.max():.3g}, {mismatched:.1%} of samples beyond "
+            f"{RTOL:g} relative, argmax agreement {agreement:.1%}"
+        )
+    return float(diff.max()), agreement, mismatched
+
+
+def _metadata(model: nn.Module, config, accuracy: float) -> dict[str, str]:
+    layers = [
+        {"layer": name, "sparsity": 1.0 - layer.kept / layer.weight.numel(), "alpha": layer.alpha().detach().reshape(-1).tolist()}
+        for name, layer in masked_layers(model)
+    ]
+    return {
+        "mptc.version": __version__,
+        "mptc.method": config.method,
+        "mptc.binary_act": json.dumps(config.binary_act),
+        "mptc.model": config.model,
+        "mptc.dataset": config.dataset,
+        "mptc.seed": str(config.seed),
+        "mptc.init": str(config.init),
+        "mptc.sparsity": json.dumps(config.sparsity),
+        "mptc.layers": json.dumps(layers),
+        "mptc.sign_convention": "sign(0)=+1; Where(x >= 0, 1, -1)",
+        "mptc.accuracy": json.dumps(accuracy),
+    }
+
+
+def export_run(run_dir: str | Path, output: str | Path, *, fmt: str = "onnx", opset: int = DEFAULT_OPSET) -> ExportReport:
+    """Export a run directory's ticket to ``output`` (``fmt`` ``onnx`` or ``qonnx``)."""
+    run = RunDir(Path(run_dir))
+    if not run.ticket.is_file():
+        raise InputError(f"{run.root} has no ticket.safetensors: train it first (or finish it with --resume)")
+    model, config = load_ticket(run.ticket)
+    return export_model(model, config, load_dataset(config.dataset), output, fmt=fmt, opset=opset)
+
+
+def export_model(model: nn.Module, config, dataset: Dataset, output: str | Path, *, fmt: str = "onnx", opset: int = DEFAULT_OPSET) -> ExportReport:
+    """Freeze, export, check and write ``model``; see :func:`export_run`."""
+    if fmt not in ("onnx", "qonnx"):
+        raise InputError(f"unknown export format {fmt!r}; expected onnx or qonnx")
+    if opset < 17:
+        raise InputError(f"opset {opset} is too old; mptc exports opset 17 or newer")
+    frozen = freeze(model)
+    test_x = dataset.test.x
+    with torch.no_grad():
+        reference = frozen(test_x).numpy()
+        latent = model.eval()(test_x).numpy()
+    compare_logits(latent, reference, "the frozen model and the trained model")
+    proto = to_onnx(frozen, test_x[:2], opset)
+    onnx_logits = run_onnx(proto, test_x.numpy())
+    max_diff, agreement, mismatched = compare_logits(reference[:CHECK_SAMPLES], onnx_logits[:CHECK_SAMPLES], "PyTorch and onnxruntime")
+    labels = dataset.test.y.numpy()
+    onnx_accuracy = float((onnx_logits.argmax(1) == labels).mean())
+    pytorch_accuracy, _ = evaluate(frozen, dataset.test)
+    if fmt == "qonnx":
+        from mptc.export.qonnx import to_qonnx
+
+        proto = to_qonnx(proto, check_input=test_x[:CHECK_SAMPLES].numpy(), expected=onnx_logits[:CHECK_SAMPLES])
+    onnx.helper.set_model_props(proto, _metadata(model, config, onnx_accuracy))
+    onnx.checker.check_model(proto, full_check=fmt == "onnx")
+    write_bytes(output, proto.SerializeToString())
+    return ExportReport(Path(output), max_diff, agreement, mismatched, pytorch_accuracy, onnx_accuracy, min(CHECK_SAMPLES, len(test_x)))
