@@ -10,24 +10,53 @@ import torch
 from torch import Tensor
 
 
-def top_k_mask(magnitude: Tensor, kept: int) -> Tensor:
-    """Float 0/1 mask keeping exactly the ``kept`` largest entries of ``magnitude``.
+RADIX_BITS = 16
+_BUCKETS = 1 << RADIX_BITS
 
-    A threshold from ``kthvalue`` (O(n), no sort and no n-sized index tensor) selects the mask;
-    only when ties straddle the threshold (e.g. the 1.0/0.99 initial scores of a jackpot) is
-    the exact count restored with a stable ``topk`` over the flattened tensor.
+
+def _ordered_keys(values: Tensor) -> Tensor:
+    """int32 keys whose order is the float32 order (negative floats have their magnitude bits
+    flipped), so a radix histogram over the high bits finds the k-th largest value. Magnitudes
+    (never negative, except -0.0, which the flip leaves below +0.0) need no flip."""
+    bits = values.contiguous().view(torch.int32)
+    if bool(bits.min() >= 0):
+        return bits
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+def top_k_mask(score_key: Tensor, kept: int) -> Tensor:
+    """Float 0/1 mask keeping exactly the ``kept`` largest entries of ``score_key``.
+
+    Radix select, not a sort: one histogram of the top 16 bits of the order-preserving keys
+    locates the bucket that holds the k-th largest value, and ``kthvalue`` runs only inside that
+    bucket (a few hundred entries), which is ~7x cheaper than ``kthvalue`` over the layer on CPU.
+    Only when ties straddle the threshold (e.g. the 1.0/0.99 initial scores of a jackpot) is
+    the exact count restored with ``topk``.
     """
-    flat = magnitude.detach().reshape(-1)
+    flat = score_key.detach().reshape(-1)
     numel = flat.numel()
     if kept >= numel:
-        return torch.ones_like(magnitude)
-    threshold = flat.kthvalue(numel - kept).values
-    mask = magnitude.detach() > threshold
+        return torch.ones_like(score_key)
+    if flat.dtype != torch.float32:
+        mask = flat > flat.kthvalue(numel - kept).values
+    else:
+        keys = _ordered_keys(flat)
+        high = (keys >> RADIX_BITS) + _BUCKETS // 2
+        at_or_above = torch.bincount(high, minlength=_BUCKETS).flip(0).cumsum(0).flip(0)
+        bucket = int((at_or_above >= kept).sum()) - 1
+        above_bucket = int(at_or_above[bucket + 1]) if bucket + 1 < _BUCKETS else 0
+        inside = keys[high == bucket]
+        need = kept - above_bucket
+        if need == inside.numel():
+            return (high >= bucket).reshape(score_key.shape).to(score_key.dtype)
+        threshold = inside.kthvalue(inside.numel() - need).values
+        if int((inside == threshold).sum()) == 1:  # no tie at the threshold: the count is exact
+            return (keys > threshold).reshape(score_key.shape).to(score_key.dtype)
+        mask = keys > threshold
     if int(mask.sum()) != kept:
         mask = torch.zeros(numel, dtype=torch.bool, device=flat.device)
         mask[flat.topk(kept, sorted=False).indices] = True
-        mask = mask.reshape(magnitude.shape)
-    return mask.to(magnitude.dtype)
+    return mask.reshape(score_key.shape).to(score_key.dtype)
 
 
 class EdgePopupMask(torch.autograd.Function):
@@ -49,6 +78,9 @@ class EdgePopupMask(torch.autograd.Function):
 class BipropTernaryWeight(torch.autograd.Function):
     """MPT-1/32 effective weight ``W_eff = alpha * sign(W) * M`` (Diffenderfer & Kailkhura 2021).
 
+    ``weight_sign`` and ``weight_abs`` are ``sign(W)`` and ``|W|``, passed in because the frozen
+    weight's are computed once, not every step.
+
     Forward: ``M = topk_mask(|s|, k)``; ``alpha = mean(|W| over kept)`` per layer, or per output
     channel when ``per_channel``; ``sign(0) = +1``.
     Backward (as the biprop reference): alpha is a constant and the straight-through gradient to
@@ -57,27 +89,26 @@ class BipropTernaryWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, magnitude: Tensor, weight: Tensor, kept: int, per_channel: bool) -> Tensor:  # type: ignore[override]
-        mask = top_k_mask(magnitude, kept)
-        alpha = ternary_alpha(weight, mask, per_channel)
+    def forward(ctx, score_key: Tensor, weight: Tensor, weight_sign: Tensor, weight_abs: Tensor, kept: int, per_channel: bool) -> Tensor:  # type: ignore[override]
+        mask = top_k_mask(score_key, kept)
+        alpha = ternary_alpha(weight_abs, mask, per_channel)
         ctx.save_for_backward(weight)
-        return alpha * binary_sign(weight) * mask
+        return (alpha * weight_sign) * mask
 
     @staticmethod
     def backward(ctx, grad_weight: Tensor):  # type: ignore[override]
         (weight,) = ctx.saved_tensors
-        return grad_weight * weight, None, None, None
+        return grad_weight * weight, None, None, None, None, None
 
 
-def ternary_alpha(weight: Tensor, mask: Tensor, per_channel: bool) -> Tensor:
-    """``alpha = sum(|W| * M) / sum(M)``, a scalar or one per output channel (shape broadcastable
-    to ``weight``); a channel that keeps nothing gets alpha 0."""
-    kept_magnitude = weight.abs() * mask
+def ternary_alpha(magnitude: Tensor, mask: Tensor, per_channel: bool) -> Tensor:
+    """``alpha = sum(|W| * M) / sum(M)`` from ``magnitude = |W|``, a scalar or one per output
+    channel (shape broadcastable to the weight); a channel that keeps nothing gets alpha 0."""
     if not per_channel:
-        return kept_magnitude.sum() / mask.sum().clamp_min(1)
-    dims = tuple(range(1, weight.dim()))
-    alpha = kept_magnitude.sum(dims, keepdim=True) / mask.sum(dims, keepdim=True).clamp_min(1)
-    return alpha
+        return torch.linalg.vecdot(magnitude.reshape(-1), mask.reshape(-1)) / max(float(mask.sum()), 1.0)
+    kept_magnitude = magnitude * mask
+    dims = tuple(range(1, magnitude.dim()))
+    return kept_magnitude.sum(dims, keepdim=True) / mask.sum(dims, keepdim=True).clamp_min(1)
 
 
 def binary_sign(x: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mptc.conventions import kept_count
-from mptc.nn.estimators import BipropTernaryWeight, BiRealSign, EdgePopupMask, ternary_alpha, top_k_mask
+from mptc.nn.estimators import BipropTernaryWeight, BiRealSign, EdgePopupMask, binary_sign, ternary_alpha, top_k_mask
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,14 @@ class MaskedLayer(nn.Module):
     def _score_key(self) -> Tensor:
         return self.scores if self.spec.signed_scores else self.scores.abs()
 
+    def _weight_sign_abs(self) -> tuple[Tensor, Tensor]:
+        """``sign(W)`` and ``|W|`` of the frozen weight, recomputed only when the weight changes."""
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.device)
+        if getattr(self, "_sign_key", None) != key:
+            weight = self.weight.detach()
+            self._sign_abs, self._sign_key = (binary_sign(weight), weight.abs()), key
+        return self._sign_abs
+
     def mask(self) -> Tensor:
         """The current binary mask (float 0/1, no gradient), exactly ``kept`` ones."""
         return top_k_mask(self._score_key().detach(), self.kept)
@@ -64,13 +72,27 @@ class MaskedLayer(nn.Module):
         """The ternary magnitude(s) for the current mask (1.0 when the layer is not ternary)."""
         if not self.spec.ternary:
             return torch.ones((), device=self.weight.device)
-        return ternary_alpha(self.weight, self.mask(), self.spec.per_channel_alpha)
+        return ternary_alpha(self.weight.abs(), self.mask(), self.spec.per_channel_alpha)
 
     def effective_weight(self) -> Tensor:
         """The weight the forward pass uses, with the method's straight-through gradient."""
         if self.spec.ternary:
-            return BipropTernaryWeight.apply(self._score_key(), self.weight, self.kept, self.spec.per_channel_alpha)
+            return BipropTernaryWeight.apply(self._score_key(), self.weight, *self._weight_sign_abs(), self.kept, self.spec.per_channel_alpha)
         return self.weight * EdgePopupMask.apply(self._score_key(), self.kept)
+
+    def set_kept(self, kept: int) -> None:
+        """Keep exactly ``kept`` weights in this layer, overriding ``spec.sparsity``.
+
+        Used where sparsity is a model-wide target split unevenly over layers, e.g. a lottery
+        jackpot's per-layer counts from one global magnitude threshold; the layer's own sparsity
+        is then ``1 - kept / numel``. Call before :meth:`set_mask` or training.
+
+        Raises:
+            ValueError: ``kept`` outside ``[1, numel]``.
+        """
+        if not 1 <= kept <= self.weight.numel():
+            raise ValueError(f"a layer of shape {tuple(self.weight.shape)} can keep 1 to {self.weight.numel()} weights, got {kept}")
+        self.kept = int(kept)
 
     def set_mask(self, mask: Tensor) -> None:
         """Fix the scores so that :meth:`mask` returns ``mask`` exactly (used to load tickets)."""

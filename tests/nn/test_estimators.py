@@ -18,6 +18,14 @@ def test_top_k_mask_is_exact_with_ties_straddling_the_threshold():
     assert int(mask.sum()) == 2 and mask[4:].sum() == 0
 
 
+@pytest.mark.parametrize("numel,kept", [(300_000, 150_000), (70_000, 9), (5000, 4999)])
+def test_radix_select_agrees_with_sort_on_signed_values(numel, kept):
+    values = torch.randn(numel, generator=torch.Generator().manual_seed(kept))
+    expected = torch.zeros(numel, dtype=torch.bool)
+    expected[values.argsort(descending=True)[:kept]] = True
+    assert torch.equal(top_k_mask(values, kept).bool(), expected)
+
+
 def test_jackpot_style_tied_scores_give_the_magnitude_mask():
     scores = torch.tensor([1.0, 0.99, 1.0, 0.99, 0.99, 1.0])
     assert top_k_mask(scores, 3).tolist() == [1, 0, 1, 0, 0, 1]
@@ -40,7 +48,7 @@ def test_edge_popup_gradient_matches_spec():
 def test_biprop_forward_is_ternary_with_alpha_mean_of_kept_magnitudes():
     gen = torch.Generator().manual_seed(1)
     weight, scores = torch.randn(8, 5, generator=gen), torch.randn(8, 5, generator=gen)
-    effective = BipropTernaryWeight.apply(scores.abs(), weight, 10, False)
+    effective = BipropTernaryWeight.apply(scores.abs(), weight, binary_sign(weight), weight.abs(), 10, False)
     mask = top_k_mask(scores.abs(), 10).bool()
     alpha = weight.abs()[mask].mean()
     assert int((effective != 0).sum()) == 10
@@ -52,7 +60,7 @@ def test_biprop_gradient_matches_spec():
     gen = torch.Generator().manual_seed(2)
     weight, scores = torch.randn(3, 7, generator=gen), torch.randn(3, 7, generator=gen).requires_grad_()
     upstream = torch.randn(3, 7, generator=gen)
-    (BipropTernaryWeight.apply(scores.abs(), weight, 9, False) * upstream).sum().backward()
+    (BipropTernaryWeight.apply(scores.abs(), weight, binary_sign(weight), weight.abs(), 9, False) * upstream).sum().backward()
     # alpha is constant; the STE multiplies by |W| and sign(W): dL/ds = dL/dW_eff * W * sign(s)
     torch.testing.assert_close(scores.grad, upstream * weight * torch.sign(scores))
 
@@ -60,8 +68,8 @@ def test_biprop_gradient_matches_spec():
 def test_per_channel_alpha_is_mean_per_output_row():
     weight = torch.tensor([[1.0, -3.0, 0.5], [2.0, 2.0, -4.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
-    torch.testing.assert_close(ternary_alpha(weight, mask, True).reshape(-1), torch.tensor([2.0, 3.0]))
-    torch.testing.assert_close(ternary_alpha(weight, mask, False), torch.tensor(2.5))
+    torch.testing.assert_close(ternary_alpha(weight.abs(), mask, True).reshape(-1), torch.tensor([2.0, 3.0]))
+    torch.testing.assert_close(ternary_alpha(weight.abs(), mask, False), torch.tensor(2.5))
 
 
 def test_bireal_sign_gradient_is_derivative_of_piecewise_quadratic():
