@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.mptc-installed
 TORCH  ?= torch==2.13.0
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo test bench clean
+ARM_SETUP := scripts/setup_arm_emulator.sh
+
+.PHONY: setup arm-emulator demo test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,10 +19,15 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(VENV)/bin/mptc demo --out runs/demo
+	$(VENV)/bin/mptc sweep --out runs/demo
 
-test: setup
+# aarch64 board emulation (qemu-user + runtime-only TVM in .arm/) for tests/deploy and
+# `mptc profile --emulate`; checks its own stamp and returns at once when already set up.
+arm-emulator: $(STAMP)
+	HOST_PY=$(PY) $(ARM_SETUP)
+
+test: setup arm-emulator
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) .arm runs .pytest_cache .hypothesis

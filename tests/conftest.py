@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,3 +22,8 @@ def tiny_config() -> TrainConfig:
 def tiny_run(tmp_path_factory, tiny_config):
     """A finished run directory of :func:`tiny_config`."""
     return train(tiny_config, tmp_path_factory.mktemp("runs") / "tiny")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -3,17 +3,28 @@
 Masked layers become ordinary ``nn.Conv2d`` / ``nn.Linear`` whose weight IS the effective
 weight (ternary ``alpha * sign(W) * M`` for MPT, ``W * M`` for edge-popup), so no latent weight,
 score or Sign/Abs/ReduceMean chain reaches the graph; binary activations become
-``Where(x >= 0, 1, -1)``, the project's sign with sign(0) = +1.
+``Where(x >= 0, 1, -1)``, the project's sign with sign(0) = +1, and flattening becomes a
+``Reshape`` to a constant shape.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import Tensor, nn
 
 from mptc.nn.layers import BinaryActivation, MaskedConv2d, MaskedLayer, MaskedLinear
+
+
+class ExportFlatten(nn.Module):
+    """``flatten(x, 1)`` written as ``Reshape(x, [-1, C*H*W])``: a constant shape, where
+    ``nn.Flatten`` under a dynamic batch exports a Shape/Gather/Concat chain that compilers
+    must then evaluate symbolically."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(-1, math.prod(x.shape[1:]))
 
 
 class ExportSign(nn.Module):
@@ -47,6 +58,8 @@ def freeze(model: nn.Module) -> nn.Module:
                 setattr(parent, name, _frozen(child))
             elif isinstance(child, BinaryActivation):
                 setattr(parent, name, ExportSign())
+            elif isinstance(child, nn.Flatten) and child.start_dim == 1 and child.end_dim == -1:
+                setattr(parent, name, ExportFlatten())
     for parameter in frozen.parameters():
         parameter.requires_grad_(False)
     return frozen

@@ -1,0 +1,1 @@
+"""The ``ai.mptc`` operators: NumPy references, ONNX function bodies and optional ``onnx.defs`` schemas."""

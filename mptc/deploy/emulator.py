@@ -1,0 +1,122 @@
+"""Emulated boards: a TVM RPC server running under qemu-user with the board's own CPU model.
+
+Why: an ARM module must run for real (load, execute, match the reference) before a board is at
+hand. ``scripts/setup_arm_emulator.sh`` prepares an aarch64 Python with a runtime-only TVM under
+``$MPTC_ARM_ROOT`` (default ``<repo>/.arm``); ``QEMU_CPU`` then gives the guest exactly the
+instructions of the board's core, so a module using an instruction the board lacks dies with
+SIGILL here as it would on the board. Emulated latency is 40-60x the board's and only a smoke
+figure: every report labels it ``emulated``.
+
+The server's private folder is named ``mptc-emulated-<board>-...`` and a client reads it back
+through TVM's standard ``tvm.rpc.server.workpath`` function: a report is labelled emulated even
+when the user reached the server with a plain ``--rpc HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from mptc.deploy.server import RpcServer
+from mptc.errors import DeviceError, InputError
+
+SETUP_SCRIPT = "scripts/setup_arm_emulator.sh"
+_MARKER = "mptc-emulated-"
+_ARMV8_0 = frozenset({"neon", "fp-armv8", "crc", "crypto", "aes", "sha2"})
+_ARMV8_2 = _ARMV8_0 | {"v8.2a", "dotprod", "fullfp16", "rcpc", "lse", "rdm", "ras", "ssbs"}
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board mptc can emulate.
+
+    ``features`` are the LLVM ``mattr`` names the board's core implements; they only serve to
+    name the likely culprit when a module dies from an illegal instruction.
+    """
+
+    name: str
+    description: str
+    qemu_cpu: str
+    features: frozenset[str]
+
+
+BOARDS: dict[str, Board] = {
+    board.name: board
+    for board in (
+        Board("rpi4", "Raspberry Pi 4 (Cortex-A72)", "cortex-a72", _ARMV8_0),
+        Board("rpi5", "Raspberry Pi 5 (Cortex-A76)", "cortex-a76", _ARMV8_2),
+        # QEMU has no Cortex-A78AE; the Neoverse-N1 is the closest core it models (ARMv8.2 + dotprod).
+        Board("jetson-orin", "Jetson Orin CPU (Cortex-A78AE, emulated as Neoverse-N1)", "neoverse-n1", _ARMV8_2),
+    )
+}
+
+
+def get_board(name: str) -> Board:
+    """The board called ``name``; a clear error naming the choices otherwise."""
+    try:
+        return BOARDS[name]
+    except KeyError as e:
+        raise InputError(f"unknown board '{name}': expected one of {', '.join(BOARDS)}") from e
+
+
+def arm_root() -> Path:
+    """Where the emulation lives: ``$MPTC_ARM_ROOT``, else ``.arm/`` in the repository."""
+    env = os.environ.get("MPTC_ARM_ROOT")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / ".arm"
+
+
+def launcher() -> Path:
+    """The emulated aarch64 Python; a clear error when the set-up has not been run."""
+    path = arm_root() / "bin" / "python3-aarch64"
+    if not os.access(path, os.X_OK) or not (arm_root() / ".ready").is_file():
+        raise DeviceError(f"ARM emulation is not set up (no {path}): run {SETUP_SCRIPT} (make test runs it)")
+    if shutil.which("qemu-aarch64") is None:
+        raise DeviceError(f"qemu-aarch64 is not installed: run {SETUP_SCRIPT}")
+    return path
+
+
+def emulated_board(
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    tracker: str | None = None,
+    key: str = "",
+    capture_log: bool = True,
+) -> RpcServer:
+    """An RPC server that behaves like board ``name`` (use it as a context manager).
+
+    Args:
+        name: ``rpi4``, ``rpi5`` or ``jetson-orin``.
+        host: address to bind (loopback by default: an emulator is a local test device).
+        port: port to bind; ``None`` picks a free one.
+        tracker: ``HOST:PORT`` of a TVM tracker to register with, under ``key``.
+        key: the tracker key (e.g. ``rpi4``).
+        capture_log: keep the server's output in a log (needed to report a SIGILL's cause).
+    """
+    board = get_board(name)
+    return RpcServer(
+        [launcher()],
+        host=host,
+        port=port,
+        tracker=tracker,
+        key=key,
+        env={"QEMU_CPU": board.qemu_cpu},
+        work_prefix=f"{_MARKER}{board.name}-",
+        capture_log=capture_log,
+    )
+
+
+def board_from_workpath(path: str) -> Board | None:
+    """The emulated board behind a server, read from a path its ``tvm.rpc.server.workpath`` returned."""
+    for board in BOARDS.values():
+        if f"/{_MARKER}{board.name}-" in path:
+            return board
+    return None
+
+
+def missing_features(board: Board, mattr: list[str]) -> list[str]:
+    """The ``+feature`` entries of a target's mattr that the board's core does not implement."""
+    return [attr for attr in mattr if attr.startswith("+") and attr[1:] not in board.features]

@@ -1,0 +1,138 @@
+"""The one optimization pipeline: exported ONNX with ternary float weights -> packed ``ai.mptc`` ONNX.
+
+Order matters: shape inference tells packing the rank of MatMul inputs; packing creates the
+``ai.mptc`` nodes both folds look at (the sign fold works on a node's input, the BatchNormalization
+fold on its output, so their order between them is free); cleanup runs after them so the Where/BN
+nodes and float weights they orphaned disappear before the function bodies are attached.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+from google.protobuf.message import DecodeError
+from onnxscript.version_converter import ConvertVersionPass
+
+from mptc.errors import InputError, MptcError, OutputError, UnsupportedError
+from mptc.ops import functions
+from mptc.ops.reference import DOMAIN
+from mptc.passes.attach_function_bodies import AttachFunctionBodiesPass
+from mptc.passes.fold_batch_norm_into_scale import FoldBatchNormIntoScalePass
+from mptc.passes.fold_sign_into_binary_input import FoldSignIntoBinaryInputPass
+from mptc.passes.pack_ternary_weights import PackTernaryWeightsPass
+
+IR_VERSION = 10
+"""IR version written: onnxruntime 1.31 reads at most 13, function attribute defaults need >= 9."""
+
+_REASONS_SHOWN = 3  # layers named in the "nothing to pack" error; the message stays one line
+
+
+def build_pass_manager(opset: int, pack: PackTernaryWeightsPass | None = None) -> ir.passes.PassManager:
+    """The pipeline's passes for a model whose default-domain opset is ``opset``.
+
+    Args:
+        opset: the model's default-domain opset; below 19 the model is first converted up
+            (the function bodies need it, see :mod:`mptc.ops.functions`).
+        pack: the packing pass to use (to read its ``skipped`` reasons afterwards).
+    """
+    passes: list[ir.passes.PassBase] = []
+    if opset < functions.MIN_OPSET:
+        passes.append(ConvertVersionPass(target_version=functions.MIN_OPSET, fallback=True))
+    passes += [
+        # Packing a MatMul needs its input's rank; exported models often carry no value_info.
+        common_passes.ShapeInferencePass(strict_mode=False),
+        pack or PackTernaryWeightsPass(),
+        FoldSignIntoBinaryInputPass(),
+        FoldBatchNormIntoScalePass(),
+        # Constant nodes (value_ints from the exporter) become initializers: TVM's importer
+        # cannot read value_ints Constants, and every consumer reads initializers.
+        common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common_passes.RemoveUnusedNodesPass(),
+        AttachFunctionBodiesPass(),
+        common_passes.RemoveUnusedOpsetsPass(),
+        common_passes.TopologicalSortPass(),
+    ]
+    return ir.passes.PassManager(passes, steps=1)
+
+
+def optimize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Pack every ternary layer of ``model`` and fold signs and batch norms into the packed ops.
+
+    Returns a new model (the input is not changed) that onnxruntime 1.31 runs as it is.
+
+    Raises:
+        InputError: the model is not valid ONNX.
+        UnsupportedError: no layer could be packed (the reasons per candidate are in the message),
+            or a construct the pipeline cannot handle, named.
+    """
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as error:
+        raise InputError(f"not a valid ONNX model: {_first_line(error)}") from error
+    ir_model = ir.from_proto(model)
+    pack = PackTernaryWeightsPass()
+    try:
+        build_pass_manager(ir_model.opset_imports.get("", 1), pack)(ir_model)
+    except Exception as error:
+        typed = _typed_cause(error)
+        if typed is None:
+            raise
+        # A fresh error of the same type keeps the CLI's exit code; the pass chain is its cause.
+        raise type(typed)(str(typed)) from error
+    if not any(node.domain == DOMAIN for node in ir_model.graph):
+        reasons = "; ".join(pack.skipped[:_REASONS_SHOWN]) or "the model has no Conv, Gemm or MatMul"
+        if len(pack.skipped) > _REASONS_SHOWN:
+            reasons += f"; and {len(pack.skipped) - _REASONS_SHOWN} more"
+        raise UnsupportedError(f"no ternary Conv/Gemm/MatMul layer to pack: {reasons}")
+    ir_model.ir_version = IR_VERSION
+    return ir.to_proto(ir_model)
+
+
+def optimize_file(src: str | os.PathLike, dst: str | os.PathLike) -> onnx.ModelProto:
+    """:func:`optimize` from file to file; returns the packed model.
+
+    Raises:
+        InputError: ``src`` is missing, unreadable, corrupt or truncated.
+        OutputError: ``dst`` cannot be written.
+    """
+    packed = optimize(load_model(src))
+    try:
+        onnx.save(packed, os.fspath(dst))
+    except OSError as error:
+        raise OutputError(f"cannot write {dst}: {error.strerror or error}") from error
+    return packed
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file, turning every way it can be unusable into one :class:`InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    try:
+        model = onnx.load(os.fspath(path))
+    except (DecodeError, onnx.onnx_cpp2py_export.checker.ValidationError, ValueError, RuntimeError) as error:
+        raise InputError(f"{path}: not an ONNX model (corrupt or truncated): {_first_line(error)}") from error
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror or error}") from error
+    if not model.HasField("graph") or not model.graph.node:
+        raise InputError(f"{path}: not an ONNX model (no graph; corrupt or truncated file?)")
+    return model
+
+
+def _typed_cause(error: BaseException) -> MptcError | None:
+    """The first mptc error in a chain of causes (PassManager wraps what a pass raises)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, MptcError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
