@@ -43,3 +43,9 @@ class OutputError(MptcError):
     """An output path cannot be written (permissions, full disk, a file where a folder must be)."""
 
     exit_code = 7
+
+
+def first_line(error: BaseException) -> str:
+    """A one-line description of ``error`` for a message (its type when it says nothing)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

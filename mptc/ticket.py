@@ -24,7 +24,7 @@ from mptc.io import write_bytes
 from mptc.models import build_model
 from mptc.nn.init import initialize
 from mptc.nn.layers import masked_layers
-from mptc.train.config import TrainConfig
+from mptc.train.config import PRETRAINED_METHODS, TrainConfig, parse_config
 
 FORMAT = "mptc-ticket/1"
 MASK_SUFFIX, ALPHA_SUFFIX = ".mask_bits", ".alpha"
@@ -77,7 +77,7 @@ def load_ticket(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Train
     """
     path = Path(path)
     tensors, metadata = _read(path)
-    config = TrainConfig.from_json(json.loads(metadata["config"]))
+    config = parse_config(metadata.get("config", ""), f"ticket {path}'s config")
     from mptc.data import load_dataset  # the data set fixes the input shape and class count
 
     dataset = load_dataset(config.dataset)
@@ -90,6 +90,9 @@ def load_ticket(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Train
         for name, layer in masked.items():
             bits = tensors[name + MASK_SUFFIX].numpy()
             mask = unpack_bits(bits, layer.weight.numel()).reshape(layer.weight.shape)
+            if config.method in PRETRAINED_METHODS:
+                # per-layer counts came from a global magnitude threshold, not from the sparsity
+                layer.set_kept(int(mask.sum()))
             layer.set_mask(torch.from_numpy(mask.astype(np.float32)))
     except (KeyError, ValueError, RuntimeError) as error:
         raise InputError(f"ticket {path} does not fit model {config.model}: {error}") from error

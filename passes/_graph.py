@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
-from mptc.ops.reference import DOMAIN
+from mptc.errors import InputError
+from mptc.ops.reference import DOMAIN, REFERENCE_OPS
+
+
+def read_ir(model: onnx.ModelProto) -> ir.Model:
+    """``ir.from_proto``, with the file blamed: onnx parses bit rot (a name that is not UTF-8,
+    a function that does not resolve) that onnx_ir then cannot read, and that is a bad input."""
+    try:
+        return ir.from_proto(model)
+    except ir.serde.SerdeError as error:
+        raise InputError(f"not a usable ONNX model: {root_message(error)}") from error
+
+
+def root_message(error: BaseException) -> str:
+    """The first line of the innermost cause (onnx_ir wraps the real problem in layers)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
@@ -15,8 +34,31 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     """
     if value is None or value.is_graph_input():
         return None
-    tensor = ir.convenience.get_const_tensor(value)
-    return None if tensor is None else tensor.numpy()
+    try:
+        tensor = ir.convenience.get_const_tensor(value)
+        return None if tensor is None else tensor.numpy()
+    except ValueError as error:  # data that does not fill the declared shape
+        raise InputError(f"initializer {value.name!r} does not match its declared shape: {root_message(error)}") from error
+
+
+PACKED_INPUTS = ("X", "sign_bits", "mask_bits", "scale", "bias")
+"""The inputs of every ``ai.mptc`` operator, in order (docs/operators.md)."""
+
+
+def check_packed(node: ir.Node) -> None:
+    """Raise :class:`InputError` unless ``node`` is a well-formed ``ai.mptc`` operator.
+
+    The packing pass only makes well-formed ones; a model packed elsewhere or edited by hand is
+    read by the folds and by ``inspect``, which index the inputs.
+    """
+    name = node.name or (node.outputs[0].name if node.outputs else "")
+    if node.op_type not in [op.__name__ for op in REFERENCE_OPS]:
+        raise InputError(f"unknown operator {DOMAIN}::{node.op_type} (node {name!r}): expected BinaryConv or BinaryDense")
+    if len(node.inputs) != len(PACKED_INPUTS) or any(v is None for v in node.inputs) or len(node.outputs) != 1:
+        raise InputError(
+            f"{node.op_type} node {name!r} has {len(node.inputs)} inputs and {len(node.outputs)} outputs; "
+            f"it takes {len(PACKED_INPUTS)} ({', '.join(PACKED_INPUTS)}) and gives one"
+        )
 
 
 def add_initializer(graph: ir.Graph, base_name: str, array: np.ndarray) -> ir.Value:

@@ -14,12 +14,14 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from onnxscript.version_converter import ConvertVersionPass
 
-from mptc.errors import InputError, MptcError, OutputError, UnsupportedError
+from mptc.errors import InputError, MptcError, UnsupportedError
+from mptc.io import write_bytes
 from mptc.ops import functions
 from mptc.ops.reference import DOMAIN
+from mptc.passes._graph import check_packed, read_ir, root_message
 from mptc.passes.attach_function_bodies import AttachFunctionBodiesPass
 from mptc.passes.fold_batch_norm_into_scale import FoldBatchNormIntoScalePass
 from mptc.passes.fold_sign_into_binary_input import FoldSignIntoBinaryInputPass
@@ -73,7 +75,10 @@ def optimize(model: onnx.ModelProto) -> onnx.ModelProto:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as error:
         raise InputError(f"not a valid ONNX model: {_first_line(error)}") from error
-    ir_model = ir.from_proto(model)
+    ir_model = read_ir(model)
+    for node in ir_model.graph:
+        if node.domain == DOMAIN:  # packed before: the folds index its inputs
+            check_packed(node)
     pack = PackTernaryWeightsPass()
     try:
         build_pass_manager(ir_model.opset_imports.get("", 1), pack)(ir_model)
@@ -89,7 +94,10 @@ def optimize(model: onnx.ModelProto) -> onnx.ModelProto:
             reasons += f"; and {len(pack.skipped) - _REASONS_SHOWN} more"
         raise UnsupportedError(f"no ternary Conv/Gemm/MatMul layer to pack: {reasons}")
     ir_model.ir_version = IR_VERSION
-    return ir.to_proto(ir_model)
+    try:
+        return ir.to_proto(ir_model)
+    except ir.serde.SerdeError as error:  # text onnx parsed but cannot write back: not UTF-8
+        raise InputError(f"not a usable ONNX model: {root_message(error)}") from error
 
 
 def optimize_file(src: str | os.PathLike, dst: str | os.PathLike) -> onnx.ModelProto:
@@ -100,10 +108,7 @@ def optimize_file(src: str | os.PathLike, dst: str | os.PathLike) -> onnx.ModelP
         OutputError: ``dst`` cannot be written.
     """
     packed = optimize(load_model(src))
-    try:
-        onnx.save(packed, os.fspath(dst))
-    except OSError as error:
-        raise OutputError(f"cannot write {dst}: {error.strerror or error}") from error
+    write_bytes(dst, packed.SerializeToString())
     return packed
 
 
@@ -120,7 +125,25 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"{path}: cannot read: {error.strerror or error}") from error
     if not model.HasField("graph") or not model.graph.node:
         raise InputError(f"{path}: not an ONNX model (no graph; corrupt or truncated file?)")
+    field = _non_utf8_text(model)
+    if field is not None:
+        raise InputError(f"{path}: corrupt ONNX model: {field} is not UTF-8 text")
     return model
+
+
+def _non_utf8_text(message: Message, where: str = "model") -> str | None:
+    """Where a text field holds bytes that are not UTF-8 (protobuf hands those back as
+    ``bytes``; every later stage would fail on them), or None."""
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else [value]
+        if field.type == field.TYPE_STRING and any(isinstance(v, bytes) for v in values):
+            return f"{where}.{field.name}"
+        if field.type == field.TYPE_MESSAGE:
+            for item in values:
+                found = _non_utf8_text(item, f"{where}.{field.name}")
+                if found is not None:
+                    return found
+    return None
 
 
 def _typed_cause(error: BaseException) -> MptcError | None:

@@ -27,3 +27,10 @@ def tiny_run(tmp_path_factory, tiny_config):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_run(tmp_path_factory):
+    """A finished quarter-width dense MLP run: the pre-trained model jackpots search in and the
+    target ``mptc approximate`` approximates."""
+    return train(TrainConfig(model="mlp", method="dense", width=0.25, epochs=3, seed=1), tmp_path_factory.mktemp("runs") / "dense")

@@ -23,7 +23,14 @@ from mptc.cli.export import export  # noqa: E402
 
 main.add_command(export)
 
+from mptc.cli.compile import compile_command  # noqa: E402
+
+main.add_command(compile_command)
+
 from mptc.cli.sweep import sweep_command  # noqa: E402
 
 main.add_command(sweep_command)
 
+from mptc.cli.approximate import approximate_command  # noqa: E402
+
+main.add_command(approximate_command)

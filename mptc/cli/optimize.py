@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from mptc.passes.inspect import inspect_model, render_table
-from mptc.passes.pipeline import load_model, optimize_file
+from mptc.io import write_bytes
+from mptc.passes.pipeline import load_model, optimize
 
 _MODEL = click.Path(dir_okay=False, path_type=Path)
 
@@ -28,7 +29,9 @@ def optimize_command(model: Path, out: Path) -> None:
       mptc optimize runs/mlp/model.onnx -o runs/mlp/packed.onnx
       mptc inspect runs/mlp/packed.onnx
     """
-    rows = inspect_model(optimize_file(model, out))
+    packed = optimize(load_model(model))
+    rows = inspect_model(packed)  # before writing: a model that inspect refuses is not written
+    write_bytes(out, packed.SerializeToString())
     packed = sum(1 for row in rows if row.op.startswith("Binary"))
     click.echo(f"wrote {out}: {packed} packed layer(s), {sum(row.bytes for row in rows):,} parameter bytes")
 

@@ -11,16 +11,25 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mptc.errors import InputError, first_line
 from mptc.models import METHODS, MODELS, LayerRecipe
 from mptc.nn.init import INITS
 
 OPTIMIZERS = ("sgd", "adam")
+PRETRAINED_METHODS = ("jackpot", "magnitude")
 DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. ``sparsity`` is the fraction of weights PRUNED."""
+    """One training run. ``sparsity`` is the fraction of weights PRUNED.
+
+    The lottery-jackpot methods (``jackpot``, and ``magnitude``: its one-shot baseline) search
+    inside the ``pretrained`` model (a ``--method dense`` run directory or a safetensors state
+    dict of the same architecture); there ``sparsity`` is a model-wide target split over layers
+    by one global magnitude threshold. ``restriction`` turns the jackpot's short restriction on,
+    ``restriction_rate`` is its swap rate at the first step (cosine-decayed to 0 over the run).
+    """
 
     model: str = "mlp"
     method: str = "biprop"
@@ -43,8 +52,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "cpu"
+    pretrained: str | None = None
+    restriction: bool = True
+    restriction_rate: float = 1.0
 
     def __post_init__(self) -> None:
+        min_epochs = 0 if self.method == "magnitude" else 1
         checks = [
             (self.model in MODELS, f"unknown model {self.model!r}; expected one of {', '.join(MODELS)}"),
             (self.method in METHODS, f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}"),
@@ -53,7 +66,11 @@ class TrainConfig:
             (self.width > 0, f"--width must be positive, got {self.width}"),
             (self.optimizer is None or self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; expected sgd or adam"),
             (self.device in DEVICES, f"unknown device {self.device!r}; expected cpu or cuda"),
-            (self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.epochs is None or self.epochs >= min_epochs, f"--epochs must be at least {min_epochs}, got {self.epochs}"),
+            (self.method != "magnitude" or not self.epochs, "--method magnitude is one-shot pruning: it searches for 0 epochs, leave --epochs out"),
+            (self.pretrained is not None or self.method not in PRETRAINED_METHODS, f"--method {self.method} searches inside a pre-trained model: pass --pretrained RUN_DIR or weights.safetensors"),
+            (self.pretrained is None or self.method in PRETRAINED_METHODS, f"--pretrained applies to --method {' or '.join(PRETRAINED_METHODS)}, not {self.method}"),
+            (0.0 < self.restriction_rate <= 1.0, f"--restriction-rate is the fraction of candidate swaps applied per step and must be in (0, 1], got {self.restriction_rate}"),
             (self.batch_size is None or self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
         ]
@@ -72,7 +89,8 @@ class TrainConfig:
             dense_first=self.dense_first,
             dense_last=self.dense_last,
             per_channel_alpha=self.per_channel_alpha,
-            learn_bn=self.learn_bn,
+            # A pre-trained model's BatchNorm affine transform is carried over (frozen unless learn_bn).
+            learn_bn=self.learn_bn or self.method in PRETRAINED_METHODS,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -94,7 +112,12 @@ def resolve(config: TrainConfig) -> TrainConfig:
     """Fill every ``None`` with the recipe default for this model, method and data."""
     small = config.model == "mlp" or config.dataset.startswith(("digits", "synthetic"))
     binary = config.binary_act
-    if config.method == "dense":
+    if config.method == "magnitude":
+        defaults = dict(optimizer="sgd", lr=0.1, weight_decay=0.0, epochs=0)
+    elif config.method == "jackpot":
+        # Lottery-jackpot recipe (Zhang et al.): SGD lr 0.1, wd 5e-4 at CIFAR scale; 5-10 search epochs suffice (10 on digits).
+        defaults = dict(optimizer="sgd", lr=0.1, weight_decay=5e-4 if small else 1e-4, epochs=10 if small else 30)
+    elif config.method == "dense":
         defaults = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, epochs=30 if small else 100, init="kaiming-normal")
     elif binary:
         # MPT-1/1 recipe: Adam on scores, cosine schedule.
@@ -110,3 +133,19 @@ def resolve(config: TrainConfig) -> TrainConfig:
     defaults["batch_size"] = 64 if small else (256 if config.model == "resnet18" else 128)
     filled = {key: value for key, value in defaults.items() if getattr(config, key) is None}
     return dataclasses.replace(config, **filled)
+
+
+def parse_config(text: str | bytes, source: str) -> TrainConfig:
+    """A stored config (``config.json``, a ticket's metadata) read back.
+
+    Raises:
+        InputError: not JSON, not an object, or fields a :class:`TrainConfig` cannot take;
+            the message names ``source``.
+    """
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        return TrainConfig.from_json(data)
+    except (ValueError, TypeError) as error:  # JSON and UTF-8 decode errors are ValueErrors
+        raise InputError(f"{source} is not a valid mptc config: {first_line(error)}") from error

@@ -7,8 +7,8 @@ resumed from any epoch boundary ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +25,10 @@ from mptc.models import build_model
 from mptc.nn.init import generator, initialize
 from mptc.nn.layers import masked_layers
 from mptc.ticket import fp32_bytes, save_ticket
-from mptc.train.checkpoint import load_checkpoint, save_checkpoint
-from mptc.train.config import TrainConfig, resolve
+from mptc.train.checkpoint import restore, save_checkpoint
+from mptc.train.config import PRETRAINED_METHODS, TrainConfig, parse_config, resolve
+from mptc.train.distributed import join
+from mptc.train.hooks import SearchHooks, hooks_for
 from mptc.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ def build(config: TrainConfig, dataset: Dataset) -> nn.Module:
 def _check_resume_config(run: RunDir, config: TrainConfig) -> None:
     if not run.config.is_file():
         raise InputError(f"{run.root} has no config.json: not a run directory that can be resumed")
-    stored = TrainConfig.from_json(json.loads(run.config.read_text()))
+    stored = parse_config(run.config.read_bytes(), str(run.config))
     diffs = [k for k, v in stored.to_json().items() if k not in ("epochs", "device") and config.to_json()[k] != v]
     if diffs:
         raise InputError(f"{run.root} was started with different settings ({', '.join(diffs)}); resume it without changing them")
@@ -114,16 +116,15 @@ def train(
     *,
     resume: bool = False,
     on_epoch: EpochCallback | None = None,
-    prepare: Callable[[nn.Module, TrainConfig], None] | None = None,
-    after_step: Callable[[nn.Module], None] | None = None,
+    hooks: SearchHooks | None = None,
 ) -> TrainResult:
     """Train ``config`` into ``run_dir`` (created), or continue it with ``resume``.
 
     Args:
         on_epoch: called with each epoch's record (progress display).
-        prepare: method-specific set-up after the seeded initialisation (e.g. a jackpot loads
-            pre-trained weights and magnitude scores); must be deterministic.
-        after_step: called after every optimiser step (e.g. the jackpot's short restriction).
+        hooks: method-specific steps (default :func:`~mptc.train.hooks.hooks_for` the method:
+            e.g. a jackpot loads pre-trained weights and magnitude scores, freezes BatchNorm and
+            applies the short restriction after each step); must be deterministic.
     """
     config = resolve(config)
     run = RunDir(Path(run_dir))
@@ -131,47 +132,47 @@ def train(
         _check_resume_config(run, config)
     elif run.has_run():
         raise OutputError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
-    device = select_device(config.device)
+    world = join(select_device(config.device))
+    device = world.device
     dataset = load_dataset(config.dataset)
     model = build(config, dataset)
-    if prepare is not None:
-        prepare(model, config)
+    hooks = hooks if hooks is not None else hooks_for(config)
+    hooks.prepare(model, dataset)
     model.to(device)
     optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     history: list[dict[str, Any]] = []
     start = 0
     if resume and run.checkpoint.exists():
-        state = load_checkpoint(run.checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start = list(state["history"]), int(state["epoch"])
+        history, start = restore(run.checkpoint, model, optimizer, scheduler, config.epochs)
         log.info("resuming %s after epoch %d", run.root, start)
-    else:
+    elif world.is_main:
         write_text(run.config, config.dumps() + "\n")
+    trainer = world.wrap(model)
 
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
         shuffle = generator(config.seed, "epoch", epoch)
-        model.train()
+        hooks.start_epoch(model)
         loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in dataset.train.batches(config.batch_size, shuffle):
+        for step, (x, y) in enumerate(world.batches(dataset.train, config.batch_size, shuffle), start=epoch * steps_per_epoch):
             if dataset.augment:
                 x = augment_batch(x, shuffle)
             x, y = x.to(device), y.to(device)
-            logits = model(x)
+            logits = trainer(x)
             loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if after_step is not None:
-                after_step(model)
+            hooks.after_step(model, step / total_steps)
             loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         scheduler.step()
+        loss_sum, correct, seen = world.sum(loss_sum, correct, seen)
         test_accuracy, test_loss = evaluate(model, dataset.test, device)
         record = {
             "epoch": epoch + 1,
@@ -183,21 +184,26 @@ def train(
             "seconds": time.perf_counter() - began,
         }
         history.append(record)
-        save_checkpoint(
-            run.checkpoint,
-            {
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "history": history,
-            },
-        )
+        if world.is_main:
+            save_checkpoint(
+                run.checkpoint,
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "history": history,
+                },
+            )
         if on_epoch is not None:
             on_epoch(record)
 
+    world.check_masks_agree(model)
+    if not world.is_main:
+        world.finish()  # rank 0 writes the ticket and metrics
+        return TrainResult(config=config, run_dir=run.root, model=model.cpu().eval())
     model.cpu().eval()
-    ticket_bytes = save_ticket(model, config, run.ticket, store_weights=config.method in ("jackpot", "magnitude"))
+    ticket_bytes = save_ticket(model, config, run.ticket, store_weights=config.method in PRETRAINED_METHODS)
     final_accuracy, final_loss = evaluate(model, dataset.test)
     metrics = {
         "mptc_version": __version__,
@@ -215,6 +221,8 @@ def train(
         "fp32_bytes": fp32_bytes(model),
         "layers": layer_summary(model),
         "history": history,
+        **hooks.report(model, dataset),
     }
     write_json(run.metrics, metrics)
+    world.finish()
     return TrainResult(config=config, run_dir=run.root, metrics=metrics, model=model)

@@ -168,8 +168,9 @@ def test_directory_is_not_a_model(tmp_path):
 def test_unwritable_output_is_an_output_error(tmp_path, rng):
     src = tmp_path / "model.onnx"
     onnx.save(conv_stack(rng), src)
+    (tmp_path / "a_file").write_text("")
     with pytest.raises(OutputError, match="cannot write"):
-        optimize_file(src, tmp_path / "missing_dir" / "packed.onnx")
+        optimize_file(src, tmp_path / "a_file" / "packed.onnx")
 
 
 @st.composite

@@ -1,0 +1,258 @@
+"""Layer-level benchmark of the x86 ``ai.mptc`` kernels against onnxruntime and torch fp32.
+
+Every layer is one packed ONNX node compiled through the real frontend and pipeline
+(``targets.frontend`` + ``targets.build``) and timed with the Relax VM, side by side in one
+process with onnxruntime and torch running the same maths in fp32 (the ternary weight unpacked
+and scaled), at 1 and 2 threads; medians. For the binary kernels it prints the fraction of the
+popcount bound reached: on AVX-512 a 512-bit word costs ``CYCLES_PER_WORD`` cycles (vpternlogq +
+vpopcntq + vpaddq), so ``bound = 512 / CYCLES_PER_WORD * f * threads`` bit-MACs per second, with
+every weight bit counted (the mask zeroes pruned taps, it skips no work). For the real-input
+layers it times both kernels the chooser picks between and prints the break-even sparsity (the
+value to keep in ``targets.chooser.SPARSE_BREAK_EVEN``).
+
+    .venv/bin/python bench/bench_kernels.py [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+
+# TVM sizes its thread pool once, from this variable or its own core count (1 on the 2-vCPU
+# machines here); config_threadpool can only go below it, so it must be set before tvm loads.
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+import tvm  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from tvm import relax  # noqa: E402
+
+from mptc.conventions import pack_bits, sign  # noqa: E402
+from mptc.ops.reference import DOMAIN, OPSET_VERSION  # noqa: E402
+from mptc.targets import chooser  # noqa: E402
+from mptc.targets.build import build  # noqa: E402
+from mptc.targets.frontend import Lowering, from_onnx  # noqa: E402
+from mptc.targets.schedules import kernel_schedules  # noqa: E402
+from mptc.targets.target import resolve_target  # noqa: E402
+
+CYCLES_PER_WORD = 1.5  # AVX-512 ternlog + popcnt + add per 512-bit word (toolchain notes)
+WORD_BITS = 512
+THREADS = (1, 2)
+SPARSITIES = (0.5, 0.8, 0.9, 0.95)
+TVM_THREADPOOL_BIG_CORES = 1  # runtime.config_threadpool mode: all (big) cores, n threads
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One benchmark layer: a conv ``(C -> O, k x k, size)`` or a dense ``(K -> O)`` at ``batch``."""
+
+    name: str
+    op_type: str
+    batch: int
+    channels: int  # C (conv) or K (dense)
+    out: int
+    size: int = 1
+    kernel: int = 1
+
+    @property
+    def input_shape(self) -> list[int]:
+        return [self.batch, self.channels, self.size, self.size] if self.op_type == "BinaryConv" else [self.batch, self.channels]
+
+    @property
+    def bit_macs(self) -> int:
+        taps = self.channels * self.kernel * self.kernel
+        return self.batch * self.out * taps * self.size * self.size
+
+
+def ternary(rng: np.random.Generator, layer: Layer, sparsity: float) -> np.ndarray:
+    shape = (layer.out, layer.channels, layer.kernel, layer.kernel) if layer.op_type == "BinaryConv" else (layer.out, layer.channels)
+    w = rng.choice([-1.0, 1.0], size=shape).astype(np.float32)
+    w[rng.random(shape) < sparsity] = 0.0
+    return w
+
+
+def packed_model(layer: Layer, weights: list[np.ndarray], scale: np.ndarray, mode: str) -> onnx.ModelProto:
+    """``len(weights)`` chained copies of ``layer`` (same shape in and out when chained), named ``l0, l1, ...``."""
+    nodes, inits, x = [], [], "x"
+    for i, weight in enumerate(weights):
+        rows = weight.reshape(layer.out, -1)
+        inits += [numpy_helper.from_array(a, f"{n}{i}") for a, n in (
+            (pack_bits(rows > 0), "s"), (pack_bits(rows != 0), "m"), (scale, "a"), (np.zeros(layer.out, np.float32), "b"))]
+        attrs = {"kernel_shape": [layer.kernel] * 2, "pads": [layer.kernel // 2] * 4} if layer.op_type == "BinaryConv" else {}
+        y = "y" if i == len(weights) - 1 else f"l{i}"
+        nodes.append(helper.make_node(layer.op_type, [x, f"s{i}", f"m{i}", f"a{i}", f"b{i}"], [y], name=f"l{i}",
+                                      domain=DOMAIN, input_mode=mode, **attrs))
+        x = y
+    return _model(nodes, inits, layer)
+
+
+def float_model(layer: Layer, weight: np.ndarray, scale: np.ndarray) -> onnx.ModelProto:
+    dense = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    if layer.op_type == "BinaryConv":
+        node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[layer.kernel] * 2, pads=[layer.kernel // 2] * 4)
+    else:
+        node = helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)
+    return _model([node], [numpy_helper.from_array(dense.astype(np.float32), "w")], layer)
+
+
+def _model(nodes, inits, layer: Layer) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, layer.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, layer.input_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    model.ir_version = 10
+    return model
+
+
+class Timer:
+    """Medians of ``repeat`` runs of ``number`` calls, in microseconds."""
+
+    def __init__(self, number: int, repeat: int):
+        self.number, self.repeat = number, repeat
+
+    def tvm(self, vm: relax.VirtualMachine, x: np.ndarray, threads: int) -> float:
+        tvm.get_global_func("runtime.config_threadpool")(TVM_THREADPOOL_BIG_CORES, threads)
+        vm.set_input("main", tvm.runtime.tensor(x))
+        timer = vm.time_evaluator("invoke_stateful", tvm.cpu(), number=self.number, repeat=self.repeat)
+        return timer("main").median * 1e6
+
+    def ort(self, model: onnx.ModelProto, x: np.ndarray, threads: int) -> float:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return self._median(lambda: session.run(None, {"x": x}))
+
+    def torch(self, layer: Layer, weight: np.ndarray, scale: np.ndarray, x: np.ndarray, threads: int) -> float:
+        torch.set_num_threads(threads)
+        w = torch.from_numpy(weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1)))
+        tx = torch.from_numpy(x)
+        if layer.op_type == "BinaryConv":
+            def call():
+                return torch.nn.functional.conv2d(tx, w, padding=layer.kernel // 2)
+        else:
+            def call():
+                return torch.nn.functional.linear(tx, w)
+        with torch.inference_mode():
+            return self._median(call)
+
+    def _median(self, call) -> float:
+        for _ in range(3):
+            call()
+        runs = []
+        for _ in range(self.repeat):
+            start = time.perf_counter()
+            for _ in range(self.number):
+                call()
+            runs.append((time.perf_counter() - start) / self.number)
+        return statistics.median(runs) * 1e6
+
+
+def compile_layer(model: onnx.ModelProto, layer: Layer, break_even: float | None, packed: bool = True) -> relax.VirtualMachine:
+    """A packed model through the real frontend and x86 pipeline (``break_even`` forces a real-input
+    kernel; ``packed=False`` keeps float activations between binary layers)."""
+    target = resolve_target("x86")
+    kernels = kernel_schedules(target)
+    lowering = Lowering(kernels, break_even=break_even, pack_activations=packed)
+    return relax.VirtualMachine(build(from_onnx(model, lowering, {"x": layer.input_shape}), target, kernels.float_lanes), tvm.cpu())
+
+
+def cpu_hz() -> float:
+    with open("/proc/cpuinfo") as f:
+        mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+    return (max(mhz) if mhz else 2500.0) * 1e6
+
+
+def bench_binary(timer: Timer, rng, layers: list[Layer]) -> None:
+    print("\n## binary input (XNOR-popcount) vs fp32\n")
+    print("| layer | threads | mptc us | ort fp32 us | torch fp32 us | vs ort | vs torch | popcount bound |")
+    print("|---|---|---|---|---|---|---|---|")
+    for layer in layers:
+        weight, scale = ternary(rng, layer, 0.5), (rng.random(layer.out) + 0.5).astype(np.float32)
+        x = rng.standard_normal(layer.input_shape).astype(np.float32)
+        signs = sign(x)  # what the fp32 baselines multiply: the same maths as the packed layer
+        vm, fp32 = compile_layer(packed_model(layer, [weight], scale, "binary"), layer, None), float_model(layer, weight, scale)
+        for threads in THREADS:
+            ours = timer.tvm(vm, x, threads)
+            ort_us, torch_us = timer.ort(fp32, signs, threads), timer.torch(layer, weight, scale, signs, threads)
+            bound = WORD_BITS / CYCLES_PER_WORD * cpu_hz() * threads
+            reached = layer.bit_macs / (ours * 1e-6) / bound
+            print(f"| {layer.name} | {threads} | {ours:.0f} | {ort_us:.0f} | {torch_us:.0f} | {ort_us / ours:.1f}x | {torch_us / ours:.1f}x | {reached:.0%} |")
+
+
+def bench_chain(timer: Timer, rng, layer: Layer, depth: int) -> None:
+    """``depth`` chained binary layers: float activations between them vs packed signs."""
+    print(f"\n## {depth} x {layer.name} chained (MPT-1/1): float vs packed activations between layers\n")
+    print("| threads | float between us | packed between us | speed-up |")
+    print("|---|---|---|---|")
+    model = packed_model(layer, [ternary(rng, layer, 0.5) for _ in range(depth)], np.ones(layer.out, np.float32), "binary")
+    x = rng.standard_normal(layer.input_shape).astype(np.float32)
+    unfused, fused = compile_layer(model, layer, None, packed=False), compile_layer(model, layer, None)
+    for threads in THREADS:
+        a, b = timer.tvm(unfused, x, threads), timer.tvm(fused, x, threads)
+        print(f"| {threads} | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
+
+
+def bench_real(timer: Timer, rng, layers: list[Layer]) -> None:
+    print("\n## real input (MPT-1/32): sparse sign-split vs dense fp32 path vs onnxruntime\n")
+    print("| layer | sparsity | threads | sparse us | dense us | ort fp32 us | torch fp32 us | sparse vs ort | sparse vs dense |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    times: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    for layer in layers:
+        x = rng.standard_normal(layer.input_shape).astype(np.float32)
+        for sparsity in SPARSITIES:
+            weight, scale = ternary(rng, layer, sparsity), (rng.random(layer.out) + 0.5).astype(np.float32)
+            packed, fp32 = packed_model(layer, [weight], scale, "real"), float_model(layer, weight, scale)
+            sparse_vm, dense_vm = compile_layer(packed, layer, 0.0), compile_layer(packed, layer, 1.1)
+            for threads in THREADS:
+                sparse, dense = timer.tvm(sparse_vm, x, threads), timer.tvm(dense_vm, x, threads)
+                ort_us, torch_us = timer.ort(fp32, x, threads), timer.torch(layer, weight, scale, x, threads)
+                times.setdefault((layer.name, threads), []).append((sparsity, sparse, dense))
+                print(f"| {layer.name} | {sparsity:.2f} | {threads} | {sparse:.0f} | {dense:.0f} | {ort_us:.0f} | {torch_us:.0f} "
+                      f"| {ort_us / sparse:.2f}x | {dense / sparse:.2f}x |")
+    print("\nbreak-even sparsity (sparse time = dense time, linear between the bracketing measurements):")
+    for (name, threads), rows in times.items():
+        print(f"  {name}, {threads} thread(s): {break_even(rows)}")
+    print(f"  chooser defaults SPARSE_BREAK_EVEN = {chooser.SPARSE_BREAK_EVEN}")
+
+
+def break_even(rows: list[tuple[float, float, float]]) -> str:
+    """Crossing of ``sparse - dense`` over ``(sparsity, sparse us, dense us)`` rows sorted by sparsity."""
+    gaps = [(s, sparse - dense) for s, sparse, dense in rows]
+    if gaps[0][1] <= 0:
+        return f"<= {gaps[0][0]:.2f}"
+    for (s0, g0), (s1, g1) in zip(gaps, gaps[1:]):
+        if g1 <= 0 < g0:
+            return f"{s0 + (s1 - s0) * g0 / (g0 - g1):.2f}"
+    return f"> {gaps[-1][0]:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="Fewer repeats (a smoke run).")
+    args = parser.parse_args()
+    timer = Timer(number=5, repeat=5) if args.quick else Timer(number=10, repeat=7)
+    rng = np.random.default_rng(0)
+    print(f"host: {resolve_target('x86').spec['mcpu']}, {cpu_hz() / 1e9:.2f} GHz (cpuinfo), load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores; tvm {tvm.__version__}, ort {ort.__version__}, torch {torch.__version__}")
+    bench_binary(timer, rng, [
+        Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3),
+        Layer("dense 4096x4096 b1", "BinaryDense", 1, 4096, 4096),
+        Layer("dense 4096x4096 b64", "BinaryDense", 64, 4096, 4096),
+    ])
+    bench_chain(timer, rng, Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3), depth=4)
+    bench_chain(timer, rng, Layer("dense 1024x1024 b1", "BinaryDense", 1, 1024, 1024), depth=4)
+    print(f"\nload average after the binary layers: {os.getloadavg()[0]:.1f}")
+    bench_real(timer, rng, [
+        Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3),
+        Layer("dense 4096x4096 b1", "BinaryDense", 1, 4096, 4096),
+    ])
+
+
+if __name__ == "__main__":
+    main()

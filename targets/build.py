@@ -1,0 +1,43 @@
+"""Lower and build a Relax module for a :class:`~mptc.targets.target.CompileTarget`.
+
+The kernels arrive already scheduled (``tirx.is_scheduled``). On CPU the pipeline is TVM's
+``cpu_generic`` one with one pass added after fusion: our glue rules
+(``targets.schedules.cpu_glue``), since the default CPU pipeline schedules nothing. On CUDA it is
+TVM's default CUDA pipeline, which applies dlight's GPU rules to the glue.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+from tvm.s_tir import dlight as dl
+
+from mptc.targets.schedules.cpu_glue import glue_rules
+from mptc.targets.target import CompileTarget
+
+
+def relax_pipeline(target: CompileTarget, float_lanes: int):
+    """The Relax pipeline for ``target``: TVM's default for CUDA, with our glue schedules for CPU."""
+    if target.family == "cuda":
+        return "default"
+    tvm_target = target.tvm_target()
+    passes = (
+        cpu_pipeline.library_dispatch_passes(tvm_target)
+        + cpu_pipeline.legalize_passes(tvm_target)
+        + [dl.ApplyDefaultSchedule(*glue_rules(float_lanes))]
+        + cpu_pipeline.dataflow_lower_passes(tvm_target)
+        + cpu_pipeline.finalize_passes(tvm_target)
+    )
+
+    @tvm.transform.module_pass(opt_level=0, name="MptcCpuPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with tvm_target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+def build(mod: tvm.IRModule, target: CompileTarget, float_lanes: int) -> relax.VMExecutable:
+    """Compile ``mod`` (a Relax module from ``targets.frontend``) into a VM executable."""
+    return tvm.compile(mod, target=target.tvm_target(), relax_pipeline=relax_pipeline(target, float_lanes))

@@ -1,0 +1,196 @@
+"""``compile_model``: a packed ONNX model -> ``OUT/`` with the compiled module, its manifest and a reference.
+
+``OUT/`` holds (the names are read by ``mptc profile``):
+
+* ``module.so`` - the Relax VM executable as a shared library (x86 native; aarch64 cross-linked
+  with ``aarch64-linux-gnu-gcc``; for CUDA the host library with the CUDA module inside);
+* ``module.cu`` - CUDA only: the generated CUDA source;
+* ``manifest.json`` - target, input/output, per-layer kernel choice and why, sizes, sha256 of the
+  source model, mptc and TVM versions;
+* ``reference.npz`` - a sample input ``x`` and the expected output ``y`` of the packed model, from
+  onnxruntime when every ``ai.mptc`` node carries its ONNX function body, else from
+  ``onnx.reference`` with ``mptc.ops.reference``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import tvm
+
+from mptc import __version__
+from mptc.errors import InputError, OutputError, UnsupportedError
+from mptc.ops.reference import DOMAIN, REFERENCE_OPS
+from mptc.targets import chooser
+from mptc.targets.build import build
+from mptc.targets.frontend import Lowering, from_onnx
+from mptc.targets.schedules import kernel_schedules
+from mptc.targets.target import CompileTarget, resolve_target
+
+MODULE_FILE = "module.so"
+CUDA_SOURCE_FILE = "module.cu"
+MANIFEST_FILE = "manifest.json"
+REFERENCE_FILE = "reference.npz"
+MANIFEST_FORMAT = 1
+REFERENCE_SEED = 0  # the sample input is N(0, 1) from this seed: reproducible across runs
+CROSS_COMPILER = "aarch64-linux-gnu-gcc"
+CROSS_COMPILER_HINT = "apt-get install -y gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+ORT_MAX_IR_VERSION = 10  # onnx 1.23 writes IR 14, onnxruntime 1.31 reads at most 13
+
+
+def compile_model(
+    model: str | Path | onnx.ModelProto,
+    target: str,
+    out_dir: str | Path,
+    board: str | None = None,
+    target_json: str | Path | None = None,
+) -> dict[str, Any]:
+    """Compile a packed ONNX model (``ai.mptc`` layers) for ``target`` and write ``out_dir``.
+
+    Args:
+        model: path to, or the proto of, an ONNX model whose ternary layers are already packed.
+        target: ``"x86"`` (this host), ``"arm"`` or ``"cuda"``.
+        out_dir: created if missing; ``module.so``, ``manifest.json``, ``reference.npz`` are written.
+        board: ``rpi4`` / ``rpi5`` / ``jetson-orin`` (arm, cuda); picks the CPU or GPU of the board.
+        target_json: a file holding a TVM target dict that replaces the built-in one.
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json``).
+
+    Raises:
+        InputError: unreadable model or target JSON; UnsupportedError: unknown target/board, an op
+        or layer the targets do not compile; OutputError: ``out_dir`` cannot be written.
+    """
+    compile_target = resolve_target(target, board, target_json)
+    proto, source = _load(model)
+    input_name, input_shape = _graph_input(proto)
+    kernels = kernel_schedules(compile_target)
+    lowering = Lowering(kernels)
+    mod = from_onnx(proto, lowering, {input_name: input_shape})
+    executable = build(mod, compile_target, kernels.float_lanes)
+    out = _prepare(Path(out_dir))
+    files = _export(executable, compile_target, out)
+    x, y, runtime = reference_io(proto, input_name, input_shape)
+    np.savez(out / REFERENCE_FILE, x=x, y=y)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "versions": {"mptc": __version__, "tvm": tvm.__version__},
+        "target": {"name": target, "family": compile_target.family, "board": compile_target.board, "spec": compile_target.spec},
+        "source_model": source,
+        "input": {"name": input_name, "shape": list(input_shape), "dtype": "float32"},
+        "output": {"name": proto.graph.output[0].name, "shape": list(y.shape), "dtype": str(y.dtype)},
+        "files": {**files, "reference": REFERENCE_FILE},
+        "reference_runtime": runtime,
+        "sparse_break_even": lowering.break_even if lowering.break_even is not None else chooser.SPARSE_BREAK_EVEN,
+        "layers": [dataclasses.asdict(layer) for layer in lowering.layers],
+        "sizes": {
+            "module_bytes": (out / MODULE_FILE).stat().st_size,
+            "source_model_bytes": source["bytes"],
+            "packed_weight_bytes": sum(layer.packed_bytes for layer in lowering.layers),
+            "lowered_weight_bytes": sum(layer.lowered_bytes for layer in lowering.layers),
+        },
+    }
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def reference_io(model: onnx.ModelProto, input_name: str, shape: list[int]) -> tuple[np.ndarray, np.ndarray, str]:
+    """A seeded sample input and the packed model's output on it, and which runtime produced it."""
+    x = np.random.default_rng(REFERENCE_SEED).standard_normal(shape).astype(np.float32)
+    with_bodies = {f.name for f in model.functions if f.domain == DOMAIN}
+    used = {n.op_type for n in model.graph.node if n.domain == DOMAIN}
+    if used <= with_bodies:
+        import onnxruntime as ort
+
+        runnable = onnx.ModelProto()
+        runnable.CopyFrom(model)
+        runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
+        session = ort.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"])
+        return x, session.run(None, {input_name: x})[0], f"onnxruntime {ort.__version__}"
+    from onnx.reference import ReferenceEvaluator
+
+    return x, ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {input_name: x})[0], f"onnx.reference {onnx.__version__}"
+
+
+def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    if isinstance(model, onnx.ModelProto):
+        data = model.SerializeToString()
+        path = None
+    else:
+        path = Path(model)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise InputError(f"cannot read model {path}: {error.strerror or error}") from error
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as error:  # protobuf raises DecodeError and friends, not one base class
+        raise InputError(f"{path or 'model'} is not an ONNX model: {error}") from error
+    return proto, {"path": str(path) if path else None, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def _graph_input(model: onnx.ModelProto) -> tuple[str, list[int]]:
+    """The single non-initializer graph input, float32, static shape (a symbolic batch becomes 1)."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise UnsupportedError(f"expected one graph input, got {[i.name for i in inputs]}")
+    tensor = inputs[0].type.tensor_type
+    if tensor.elem_type != onnx.TensorProto.FLOAT:
+        raise UnsupportedError(f"input {inputs[0].name!r} must be float32, got {onnx.TensorProto.DataType.Name(tensor.elem_type)}")
+    shape = []
+    for axis, dim in enumerate(tensor.shape.dim):
+        if dim.HasField("dim_value"):
+            shape.append(dim.dim_value)
+        elif axis == 0:
+            shape.append(1)
+        else:
+            raise UnsupportedError(f"input {inputs[0].name!r} axis {axis} is symbolic ({dim.dim_param!r}): only the batch may be")
+    return inputs[0].name, shape
+
+
+def _prepare(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create output folder {out}: {error.strerror or error}") from error
+    return out
+
+
+def _export(executable, target: CompileTarget, out: Path) -> dict[str, str]:
+    """Write ``module.so`` (and ``module.cu`` for CUDA); returns the files written by role."""
+    files = {"module": MODULE_FILE}
+    if target.family == "cuda":
+        (out / CUDA_SOURCE_FILE).write_text(cuda_source(executable))
+        files["cuda_source"] = CUDA_SOURCE_FILE
+    host_triple = str((target.spec.get("host") or target.spec).get("mtriple", ""))
+    if host_triple.startswith("aarch64"):
+        if shutil.which(CROSS_COMPILER) is None:
+            raise UnsupportedError(f"target {target.family} needs the cross linker {CROSS_COMPILER}: {CROSS_COMPILER_HINT}")
+        executable.export_library(str(out / MODULE_FILE), fcompile=tvm.support.cc.cross_compiler(CROSS_COMPILER))
+    else:
+        executable.export_library(str(out / MODULE_FILE))
+    return files
+
+
+def cuda_source(executable) -> str:
+    """The generated CUDA source of a CUDA build (the device code compiles at load time)."""
+    sources, pending = [], list(executable.mod.imports)
+    while pending:  # the CUDA module hangs under the host (llvm) module
+        module = pending.pop()
+        pending.extend(module.imports)
+        if module.kind == "cuda":
+            sources.append(module.inspect_source("cuda"))
+    if not sources:
+        raise UnsupportedError("the CUDA build produced no CUDA module")
+    return "\n".join(sources)
+

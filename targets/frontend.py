@@ -1,0 +1,371 @@
+"""The one hook of the ``ai.mptc`` operators into TVM's ONNX importer (``tvm.relax.frontend.onnx``).
+
+TVM's ``from_onnx`` looks converters up by op_type only, in a private table, and takes no custom
+ops. Rather than patch that table for the whole process, :class:`MptcGraphImporter` subclasses
+TVM's graph importer: ``ai.mptc`` nodes go to our ``OnnxOpConverter`` subclasses, every other
+node to TVM's own converters. Each converter unpacks the layer's constant bits at compile time,
+chooses a kernel (``targets.chooser``), builds its TE compute (``targets.kernels``), schedules it
+for the target family (``targets.schedules``) and emits ``relax.call_tir`` of the scheduled
+PrimFunc. The dense real-input form is plain Relax ``conv2d`` / ``matmul`` on the unpacked,
+scaled weight (scheduled by the glue rules), except a small-batch dense layer, which takes a
+row-streaming kernel (``binary_dense.row_dot``).
+
+Binary chains: when a binary-input layer's output feeds only the next binary-input layer of the
+same kind (``BinaryConv -> BinaryConv``, ``BinaryDense -> BinaryDense``; the sign between them
+is folded into ``input_mode`` and the batch norm into ``scale`` / ``bias`` by the passes), possibly
+through ``MaxPool`` nodes, the producer's epilogue writes the packed signs directly, the pools OR
+words, and the consumer reads words: the float tensor between them never exists
+(:func:`packed_edges`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import tvm
+from tvm import relax, tirx
+from tvm.relax.frontend.onnx import onnx_frontend as _onnx
+
+from mptc.errors import InputError, UnsupportedError
+from mptc.ops.reference import DOMAIN, INPUT_MODES, OPSET_VERSION, unpack_ternary
+from mptc.targets import chooser, layout
+from mptc.targets.kernels import binary_conv, binary_dense, packed_pool
+
+ONNX_DOMAINS = ("", "ai.onnx")
+OP_PATTERN_OPAQUE = 8  # relay/relax OpPatternKind::kOpaque
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What the compiler did with one ``ai.mptc`` layer (written to the manifest)."""
+
+    name: str
+    op_type: str
+    input_mode: str
+    sparsity: float
+    kernel: str
+    reason: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    packed_bytes: int  # sign + mask bits as stored in the ONNX model
+    lowered_bytes: int  # the constants the chosen kernel reads
+    input_words: bool  # reads the previous layer's packed signs (no float input)
+    output_words: bool  # writes the packed signs of its output for the next layer
+
+
+@dataclass
+class Lowering:
+    """Per-compilation context the importer hands to the converters."""
+
+    kernels: Any  # a family's kernel schedules (``targets.schedules.kernel_schedules``)
+    break_even: float | None = None  # overrides ``chooser.SPARSE_BREAK_EVEN`` for every layer
+    layers: list[LayerRecord] = field(default_factory=list)
+    pack_activations: bool = True  # let binary chains pass packed signs (``packed_edges``)
+    words_out: frozenset[str] = frozenset()  # names of the layers whose output travels packed
+    packed: list[tuple[relax.Var, tuple[int, ...]]] = field(default_factory=list)  # words var, logical shape
+
+    def call_kernel(
+        self, bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list[relax.Expr], shape, logical_shape=None
+    ) -> relax.Expr:
+        """Add the scheduled ``func`` under a unique symbol and call it; ``logical_shape`` marks a words output."""
+        gv = bb.add_func(func, f"mptc_{len(self.layers)}_{re.sub(r'[^0-9A-Za-z_]', '_', name)}")
+        # kOpaque: FuseOps must not merge a scheduled kernel with its neighbours (FuseTIR would
+        # rebuild it unscheduled, and its epilogue already holds what could be fused).
+        attrs = {"global_symbol": gv.name_hint, "tirx.is_scheduled": True, "op_pattern": OP_PATTERN_OPAQUE}
+        bb.update_func(gv, func.with_attrs(attrs))
+        dtype = "float32" if logical_shape is None else "uint64"
+        call = relax.call_tir(gv, args, relax.TensorType(list(shape), dtype))
+        if logical_shape is None:
+            return call
+        words = bb.emit(call)
+        self.packed.append((words, tuple(logical_shape)))
+        return words
+
+    def logical_shape(self, x: relax.Expr) -> tuple[int, ...] | None:
+        """The float shape a words tensor stands for, or None if ``x`` is not packed."""
+        return next((shape for var, shape in self.packed if var.same_as(x)), None)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """The parsed, validated inputs of one ``ai.mptc`` node."""
+
+    name: str
+    op_type: str
+    lowering: Lowering
+    x: relax.Expr
+    shape: tuple[int, ...]
+    sign_bits: np.ndarray
+    mask_bits: np.ndarray
+    scale: np.ndarray
+    bias: np.ndarray
+    input_mode: str
+
+    @classmethod
+    def parse(cls, op_type: str, inputs, attr: dict) -> _Layer:
+        name = attr["tvm_custom"]["name"] or op_type
+        if len(inputs) != 5 or any(i is None for i in inputs):
+            raise InputError(f"{op_type} {name!r}: expected inputs X, sign_bits, mask_bits, scale, bias")
+        x, lowering = inputs[0], attr["tvm_custom"]["lowering"]
+        shape = lowering.logical_shape(x)
+        if shape is None:
+            shape = tuple(x.ty.shape.values) if hasattr(x.ty, "shape") and x.ty.shape is not None else ()
+            if not shape or not all(isinstance(d, tirx.IntImm) for d in shape):
+                raise UnsupportedError(f"{op_type} {name!r}: input needs a static shape, got {shape}")
+        consts = []
+        for role, value in zip(("sign_bits", "mask_bits", "scale", "bias"), inputs[1:]):
+            if not isinstance(value, tvm.ir.GenericConst):
+                raise UnsupportedError(f"{op_type} {name!r}: {role} must be an initializer (constant) to be compiled")
+            consts.append(value.value.numpy())
+        mode = attr.get("input_mode", b"real")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode not in INPUT_MODES:
+            raise InputError(f"{op_type} {name!r}: input_mode must be one of {INPUT_MODES}, got {mode!r}")
+        sign_bits, mask_bits, scale, bias = consts
+        if sign_bits.dtype != np.uint8 or sign_bits.shape != mask_bits.shape or scale.shape != (sign_bits.shape[0],):
+            raise InputError(
+                f"{op_type} {name!r}: expected uint8 sign/mask bits (O, ceil(K/8)) and scale (O,), got "
+                f"{sign_bits.dtype}{sign_bits.shape}, {mask_bits.shape}, {scale.shape}"
+            )
+        return cls(name, op_type, lowering, x, tuple(int(d) for d in shape),
+                   sign_bits, mask_bits, scale.astype(np.float32), bias.astype(np.float32), mode)
+
+    @property
+    def words_in(self) -> bool:
+        return self.lowering.logical_shape(self.x) is not None
+
+    @property
+    def words_out(self) -> bool:
+        return self.name in self.lowering.words_out
+
+    def check_k(self, k: int) -> None:
+        if self.sign_bits.shape[1] != layout.ceil_div(k, 8):
+            raise InputError(f"{self.op_type} {self.name!r}: bits hold {self.sign_bits.shape[1]} bytes per row, K={k} needs {layout.ceil_div(k, 8)}")
+
+    def lower(self, weight: np.ndarray, out_shape, kernel_call) -> relax.Expr:
+        """Choose the kernel, emit it via ``kernel_call(choice)`` -> (expr, constants) and record the layer."""
+        sparsity = float(1.0 - np.count_nonzero(weight) / weight.size)
+        choice = chooser.choose_kernel(self.op_type, self.input_mode, sparsity, self.lowering.break_even)
+        expr, consts = kernel_call(choice)
+        self.lowering.layers.append(LayerRecord(
+            self.name, self.op_type, self.input_mode, sparsity, choice.kernel, choice.reason, self.shape, tuple(out_shape),
+            int(self.sign_bits.nbytes + self.mask_bits.nbytes), int(sum(np.asarray(c).nbytes for c in consts)),
+            self.words_in, self.words_out,
+        ))
+        return expr
+
+    def call(self, bb: relax.BlockBuilder, func: tirx.PrimFunc, consts: list[np.ndarray], out_shape) -> relax.Expr:
+        """Call a kernel; a words output ``(N, [OH, OW,] ceil(O / 64))`` stands for ``out_shape``."""
+        args = [self.x] + [relax.const(c) for c in consts]
+        if not self.words_out:
+            return self.lowering.call_kernel(bb, func, self.name, args, out_shape)
+        spatial = tuple(out_shape[2:])  # NCHW -> NHWC words; (N, O) -> (N, words)
+        words = (out_shape[0], *spatial, layout.ceil_div(out_shape[1], layout.WORD_BITS))
+        return self.lowering.call_kernel(bb, func, self.name, args, words, logical_shape=out_shape)
+
+
+class BinaryConv(_onnx.OnnxOpConverter):
+    """``ai.mptc.BinaryConv`` -> XNOR-popcount, sparse sign-split or dense fp32 conv (``docs/operators.md``)."""
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        layer = _Layer.parse("BinaryConv", inputs, attr)
+        if int(attr.get("group", 1)) != 1:
+            raise UnsupportedError(f"BinaryConv {layer.name!r}: group={attr['group']} (only group=1 is compiled)")
+        pad_value = float(attr.get("pad_value", 0.0))
+        if layer.input_mode == "real" and pad_value != 0.0:
+            raise InputError(f"BinaryConv {layer.name!r}: pad_value must be 0 in real mode, got {pad_value}")
+        if len(layer.shape) != 4:
+            raise UnsupportedError(f"BinaryConv {layer.name!r}: expected an NCHW input, got shape {layer.shape}")
+        geo = layout.ConvGeometry(
+            *layer.shape, out_channels=layer.sign_bits.shape[0], kernel=tuple(attr["kernel_shape"]),
+            strides=tuple(attr.get("strides", (1, 1))), pads=tuple(attr.get("pads", (0, 0, 0, 0))),
+            dilations=tuple(attr.get("dilations", (1, 1))),
+        )
+        layer.check_k(geo.channels * geo.kernel[0] * geo.kernel[1])
+        weight = layout.ternary_conv_weight(layer.sign_bits, layer.mask_bits, geo)
+        out_shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
+        kernels = layer.lowering.kernels
+
+        def kernel_call(choice: chooser.KernelChoice):
+            if choice.kernel == chooser.XNOR_POPCOUNT:
+                outputs = layout.table_outputs(geo.out_channels, kernels.word_lanes, layer.words_out)
+                t = layout.binary_conv_tables(weight, geo, kernels.word_lanes, pad_value, outputs)
+                func = kernels.binary_conv(binary_conv.xnor_conv_func(
+                    geo, kernels.word_lanes, t.border.shape[:2], layer.words_in, layer.words_out))
+                consts = [t.sign, t.mask, t.border, t.row_class, t.col_class, layer.scale, layer.bias]
+                return layer.call(bb, func, consts, out_shape), consts
+            if choice.kernel == chooser.SPARSE_SIGN_SPLIT:
+                index = layout.sparse_conv_index(weight, geo)
+                func = kernels.sparse_conv(binary_conv.sparse_conv_func(geo, index.shape[1]))
+                consts = [index, layer.scale, layer.bias]
+                return layer.call(bb, func, consts, out_shape), consts
+            dense = (weight * layer.scale[:, None, None, None]).astype(np.float32)
+            conv = relax.op.nn.conv2d(layer.x, relax.const(dense), strides=geo.strides, padding=geo.pads, dilation=geo.dilations)
+            bias = layer.bias.reshape(1, -1, 1, 1)
+            return relax.op.add(bb.normalize(conv), relax.const(bias)), [dense, bias]
+
+        return layer.lower(weight, out_shape, kernel_call)
+
+
+class BinaryDense(_onnx.OnnxOpConverter):
+    """``ai.mptc.BinaryDense`` -> XNOR-popcount, sparse sign-split or dense fp32 matmul (``docs/operators.md``)."""
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        layer = _Layer.parse("BinaryDense", inputs, attr)
+        if len(layer.shape) != 2:
+            raise UnsupportedError(f"BinaryDense {layer.name!r}: expected a 2-D input (N, K), got shape {layer.shape}")
+        batch, k = layer.shape
+        out = layer.sign_bits.shape[0]
+        layer.check_k(k)
+        weight = unpack_ternary(layer.sign_bits, layer.mask_bits, (out, k))
+        kernels = layer.lowering.kernels
+
+        def kernel_call(choice: chooser.KernelChoice):
+            if choice.kernel == chooser.XNOR_POPCOUNT:
+                outputs = layout.table_outputs(out, kernels.word_lanes, layer.words_out)
+                t = layout.binary_dense_tables(weight, kernels.word_lanes, outputs)
+                func = kernels.binary_dense(binary_dense.xnor_dense_func(
+                    batch, k, out, kernels.word_lanes, layer.words_in, layer.words_out))
+                consts = [t.sign, t.mask, t.count, layer.scale, layer.bias]
+                return layer.call(bb, func, consts, (batch, out)), consts
+            if choice.kernel == chooser.SPARSE_SIGN_SPLIT:
+                index = layout.sparse_dense_index(weight, kernels.float_lanes)
+                func = kernels.sparse_dense(binary_dense.sparse_dense_func(batch, k, out, index.shape))
+                consts = [index, layer.scale, layer.bias]
+                return layer.call(bb, func, consts, (batch, out)), consts
+            dense = (weight * layer.scale[:, None]).astype(np.float32)
+            if batch <= chooser.ROW_DOT_MAX_BATCH:  # memory-bound: stream each (O, K) row once
+                rows = np.pad(dense, ((0, 0), (0, layout.ceil_div(k, kernels.float_lanes) * kernels.float_lanes - k)))
+                func = kernels.row_dot(binary_dense.row_dot_func(batch, k, out, kernels.float_lanes))
+                return layer.call(bb, func, [rows, layer.bias], (batch, out)), [rows, layer.bias]
+            dense_t = np.ascontiguousarray(dense.T)  # (K, O): the tiled GEMM vectorizes over contiguous outputs
+            matmul = relax.op.matmul(layer.x, relax.const(dense_t))
+            return relax.op.add(bb.normalize(matmul), relax.const(layer.bias)), [dense_t, layer.bias]
+
+        return layer.lower(weight, (batch, out), kernel_call)
+
+
+class PackedMaxPool(_onnx.OnnxOpConverter):
+    """``MaxPool`` whose input is packed signs (between two binary convs): an OR over the window."""
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        lowering, name = attr["tvm_custom"]["lowering"], attr["tvm_custom"]["name"] or "MaxPool"
+        batch, channels, height, width = lowering.logical_shape(inputs[0])
+        geo = layout.ConvGeometry(
+            batch, channels, height, width, channels, kernel=tuple(attr["kernel_shape"]),
+            strides=tuple(attr.get("strides", (1, 1))), pads=tuple(attr.get("pads", (0, 0, 0, 0))),
+            dilations=tuple(attr.get("dilations", (1, 1))),
+        )
+        func = lowering.kernels.or_pool(packed_pool.or_pool_func(geo))
+        words = (batch, geo.out_height, geo.out_width, geo.channel_words)
+        logical = (batch, channels, geo.out_height, geo.out_width)
+        return lowering.call_kernel(bb, func, name, [inputs[0]], words, logical_shape=logical)
+
+
+CONVERTERS: dict[str, type[_onnx.OnnxOpConverter]] = {"BinaryConv": BinaryConv, "BinaryDense": BinaryDense}
+WORD_CONVERTERS: dict[str, type[_onnx.OnnxOpConverter]] = {"MaxPool": PackedMaxPool}  # when the input is words
+
+
+class MptcGraphImporter(_onnx.ONNXGraphImporter):
+    """TVM's ONNX graph importer, with the ``ai.mptc`` converters and typed errors for unknown ops."""
+
+    def __init__(self, lowering: Lowering, shape_dict: dict[str, list[int]]):
+        super().__init__(shape_dict, "float32")
+        self.lowering = lowering
+
+    def from_onnx(self, graph: onnx.GraphProto, opset: int) -> tvm.IRModule:
+        self.lowering.words_out = packed_edges(graph) if self.lowering.pack_activations else frozenset()
+        return super().from_onnx(graph, opset)
+
+    def _check_for_unsupported_ops(self, graph: onnx.GraphProto) -> None:
+        known = set(_onnx._get_convert_map()) | {"If", "Constant"}
+        unsupported = sorted({
+            f"{node.domain or 'ai.onnx'}.{node.op_type}"
+            for node in graph.node
+            if (node.domain == DOMAIN and node.op_type not in CONVERTERS)
+            or (node.domain != DOMAIN and (node.domain not in ONNX_DOMAINS or node.op_type not in known))
+        })
+        if unsupported:
+            raise UnsupportedError(f"operators not supported by the TVM targets: {', '.join(unsupported)}")
+
+    def _convert_operator(self, op_name: str, inputs, attrs: dict, opset: int) -> relax.Expr:
+        converter = CONVERTERS.get(op_name)
+        if converter is None and op_name in WORD_CONVERTERS and self.lowering.logical_shape(inputs[0]) is not None:
+            converter = WORD_CONVERTERS[op_name]
+        if converter is None:
+            return super()._convert_operator(op_name, inputs, attrs, opset)
+        attrs["tvm_custom"]["lowering"] = self.lowering
+        impl = converter.get_converter(OPSET_VERSION)
+        return self.bb.normalize(impl(self.bb, inputs, attrs, [self._nodes, self._params]))
+
+
+def packed_edges(graph: onnx.GraphProto) -> frozenset[str]:
+    """Names of the layers whose output can travel packed to the next layer.
+
+    A binary-input ``ai.mptc`` node qualifies when its output reaches exactly one node, a
+    binary-input node of the same op_type reading it as ``X``, either directly or through plain
+    ``MaxPool`` nodes (``sign`` commutes with max: they run as an OR on the words), with every
+    tensor on the way consumed once and none a graph output. Both ends then take the
+    XNOR-popcount kernel, so the consumer only ever needs ``sign(y)``. Unnamed or duplicate node
+    names are left alone (the converters know a node only by its name).
+    """
+    names = Counter(node.name for node in graph.node)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def consumer(tensor: str) -> onnx.NodeProto | None:
+        while tensor not in outputs and len(readers.get(tensor, [])) == 1:
+            node = readers[tensor][0]
+            if not _is_word_pool(node):
+                return node if _is_binary(node) and list(node.input).index(tensor) == 0 and list(node.input).count(tensor) == 1 else None
+            tensor = node.output[0]
+        return None
+
+    edges = set()
+    for node in graph.node:
+        if _is_binary(node) and node.name and names[node.name] == 1:
+            reached = consumer(node.output[0])
+            if reached is not None and reached.op_type == node.op_type:
+                edges.add(node.name)
+    return frozenset(edges)
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _is_binary(node: onnx.NodeProto) -> bool:
+    return node.domain == DOMAIN and node.op_type in CONVERTERS and _attrs(node).get("input_mode") == b"binary"
+
+
+def _is_word_pool(node: onnx.NodeProto) -> bool:
+    """A 2-D ``MaxPool`` that :class:`PackedMaxPool` runs on words (floor mode, one output)."""
+    attrs = _attrs(node)
+    return (
+        node.op_type == "MaxPool" and node.domain in ONNX_DOMAINS and len([o for o in node.output if o]) == 1
+        and len(attrs.get("kernel_shape", ())) == 2 and not attrs.get("ceil_mode", 0)
+        and attrs.get("auto_pad", b"NOTSET") == b"NOTSET" and not attrs.get("storage_order", 0)
+    )
+
+
+def from_onnx(model: onnx.ModelProto, lowering: Lowering, shape_dict: dict[str, list[int]]):
+    """Import a packed ONNX model into a Relax ``IRModule`` whose ``ai.mptc`` layers call scheduled kernels.
+
+    Raises:
+        UnsupportedError: an operator, opset or layer configuration the targets do not compile.
+    """
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    if DOMAIN in opsets and opsets[DOMAIN] != OPSET_VERSION:
+        raise UnsupportedError(f"{DOMAIN} opset {opsets[DOMAIN]} (the targets compile version {OPSET_VERSION})")
+    return MptcGraphImporter(lowering, shape_dict).from_onnx(model.graph, opsets.get("ai.onnx", 1))

@@ -1,0 +1,208 @@
+"""Compile-time re-layout of ``ai.mptc`` weights into the tables the TVM kernels read.
+
+The ONNX operators carry ``sign_bits`` / ``mask_bits`` as ``uint8 (O, ceil(K / 8))`` rows over
+``K = C * kh * kw`` in ``(c, ky, kx)`` order (``docs/operators.md``). The kernels want:
+
+* binary path: ``uint64`` words over input channels, one word row per tap ``(ky, kx)``, with
+  ``lanes`` consecutive output channels interleaved as the innermost axis (the vector lanes of
+  the popcount loop); channels are zero-padded to whole words and outputs to whole lanes. Pad
+  bits are 0 in both the mask and the activations, so they add nothing to any count;
+* a border-class table that makes zero padding exact without a branch in the inner loop;
+* real path, sparse form: an ELL index table of the kept taps into a sign-split operand
+  ``[x, -x, 0]`` (the kernel only adds), padded with the index of the zero slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mptc.ops.reference import unpack_ternary
+
+WORD_BITS = 64
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Shapes of one 2-D convolution (NCHW input, OIHW weight, ONNX ``pads`` order t, l, b, r)."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+
+    @property
+    def padded_height(self) -> int:
+        return self.height + self.pads[0] + self.pads[2]
+
+    @property
+    def padded_width(self) -> int:
+        return self.width + self.pads[1] + self.pads[3]
+
+    @property
+    def out_height(self) -> int:
+        return (self.padded_height - (self.kernel[0] - 1) * self.dilations[0] - 1) // self.strides[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        return (self.padded_width - (self.kernel[1] - 1) * self.dilations[1] - 1) // self.strides[1] + 1
+
+    @property
+    def channel_words(self) -> int:
+        return ceil_div(self.channels, WORD_BITS)
+
+
+@dataclass(frozen=True)
+class BinaryConvTables:
+    """Constants of the XNOR-popcount conv: ``(O/lanes, kh, kw, Cw, lanes)`` words and the border table."""
+
+    sign: np.ndarray
+    mask: np.ndarray
+    border: np.ndarray  # int32 (row classes, column classes, O padded): exact count per border class
+    row_class: np.ndarray  # int32 (OH,)
+    col_class: np.ndarray  # int32 (OW,)
+
+
+@dataclass(frozen=True)
+class BinaryDenseTables:
+    """Constants of the XNOR-popcount dense: ``(O/lanes, Kw, lanes)`` words and ``popcount(mask)`` per row."""
+
+    sign: np.ndarray
+    mask: np.ndarray
+    count: np.ndarray  # int32 (O padded,)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def pack_words(bits: np.ndarray) -> np.ndarray:
+    """Pack booleans along the last axis into ``uint64`` words, LSB first, zero pad bits.
+
+    Bit ``j`` of word ``w`` is element ``64 * w + j`` (the ``uint8`` convention read as
+    little-endian words; every target we build for is little-endian).
+    """
+    bits = np.asarray(bits, bool)
+    pad = ceil_div(bits.shape[-1], WORD_BITS) * WORD_BITS - bits.shape[-1]
+    bits = np.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(0, pad)])
+    return np.ascontiguousarray(np.packbits(bits, axis=-1, bitorder="little")).view("<u8")
+
+
+def table_outputs(out: int, lanes: int, words_out: bool = False) -> int:
+    """Outputs a weight table covers: whole lanes, or whole 64-bit words when the kernel's output
+    is packed (each output word needs the counts of 64 channels; the extra rows are all pruned)."""
+    unit = WORD_BITS if words_out else lanes
+    return ceil_div(out, unit) * unit
+
+
+def interleave_lanes(rows: np.ndarray, lanes: int, outputs: int | None = None) -> np.ndarray:
+    """``(O, *rest)`` -> ``(outputs / lanes, *rest, lanes)``, zero rows appended up to ``outputs``
+    (default: whole lanes)."""
+    out = outputs or table_outputs(rows.shape[0], lanes)
+    rows = np.pad(rows, [(0, out - rows.shape[0])] + [(0, 0)] * (rows.ndim - 1))
+    tiled = rows.reshape((out // lanes, lanes) + rows.shape[1:])
+    return np.ascontiguousarray(np.moveaxis(tiled, 1, -1))
+
+
+def ternary_conv_weight(sign_bits: np.ndarray, mask_bits: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """The ternary weight ``(O, C, kh, kw)`` in {-1, 0, +1} (float32) of a packed BinaryConv."""
+    return unpack_ternary(sign_bits, mask_bits, (geo.out_channels, geo.channels, *geo.kernel))
+
+
+def binary_conv_tables(
+    weight: np.ndarray, geo: ConvGeometry, lanes: int, pad_value: float = 0.0, outputs: int | None = None
+) -> BinaryConvTables:
+    """Words and border table of a ternary conv weight ``(O, C, kh, kw)``.
+
+    Padded taps read activation bits 0, so the kernel's ``D = popcount((a ^ w) & m)`` counts
+    ``popcount(w & m)`` there, while a padded tap's true contribution is
+    ``p * sum(w) = p * (2 * popcount(w & m) - popcount(m))`` for the pad value ``p``. With
+    ``valid`` the taps inside the image at an output position, the exact dot product is
+    ``dot = B - 2 * D`` where
+
+        B = sum_{valid taps} popcount(m) + sum_{padded taps} (2 popcount(w & m) + p (2 popcount(w & m) - popcount(m)))
+
+    (``p = 0``: ONNX zero padding of ``sign(x)``), which depends only on which taps are padded:
+    one value per (row class, column class).
+    """
+    keep = np.transpose(weight != 0, (0, 2, 3, 1))  # O, kh, kw, C
+    plus = np.transpose(weight > 0, (0, 2, 3, 1))
+    row_valid, row_class = _border_classes(geo.out_height, geo.height, geo.kernel[0], geo.strides[0], geo.pads[0], geo.dilations[0])
+    col_valid, col_class = _border_classes(geo.out_width, geo.width, geo.kernel[1], geo.strides[1], geo.pads[1], geo.dilations[1])
+    count, plus_count = keep.sum(-1), plus.sum(-1)  # O, kh, kw
+    valid = row_valid[:, None, :, None] & col_valid[None, :, None, :]  # RC, CC, kh, kw
+    padded_tap = 2 * plus_count + pad_value * (2 * plus_count - count)
+    border = np.einsum("rcyx,oyx->rco", valid, count) + np.einsum("rcyx,oyx->rco", ~valid, padded_tap)
+    outputs = outputs or table_outputs(geo.out_channels, lanes)
+    border = np.pad(border, ((0, 0), (0, 0), (0, outputs - geo.out_channels)))
+    return BinaryConvTables(
+        sign=interleave_lanes(pack_words(plus), lanes, outputs),
+        mask=interleave_lanes(pack_words(keep), lanes, outputs),
+        border=np.rint(border).astype(np.int32),
+        row_class=row_class,
+        col_class=col_class,
+    )
+
+
+def binary_dense_tables(weight: np.ndarray, lanes: int, outputs: int | None = None) -> BinaryDenseTables:
+    """Words and ``popcount(mask)`` of a ternary dense weight ``(O, K)``: ``dot = count - 2 * D``."""
+    keep = weight != 0
+    outputs = outputs or table_outputs(weight.shape[0], lanes)
+    count = np.pad(keep.sum(-1), (0, outputs - weight.shape[0]))
+    return BinaryDenseTables(
+        sign=interleave_lanes(pack_words(weight > 0), lanes, outputs),
+        mask=interleave_lanes(pack_words(keep), lanes, outputs),
+        count=count.astype(np.int32),
+    )
+
+
+def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:
+    """ELL table ``(O/lanes, L, lanes)`` int32 into the sign-split operand ``[x, -x, 0]`` of length ``2K + 1``.
+
+    ``y[o] = sum_j xs[idx[o, j]]`` equals ``sum_{w=+1} x - sum_{w=-1} x``; short rows point at the zero.
+    """
+    k = weight.shape[1]
+    taps = np.arange(k)
+    rows = [np.concatenate([taps[w > 0], k + taps[w < 0]]) for w in weight]
+    return interleave_lanes(_ell(rows, pad=2 * k), lanes)
+
+
+def sparse_conv_index(weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """ELL table ``(O, L)`` int32 of flat offsets into the sign-split padded input ``(2, C + 1, Hp, Wp)``.
+
+    Plane ``c`` holds ``x[c]``, plane ``C`` zeros, plane ``C + 1 + c`` holds ``-x[c]``; a tap
+    ``(c, ky, kx)`` of output ``(oy, ox)`` reads offset ``idx + oy * sh * Wp + ox * sw``, and short rows
+    point at the zero plane (any in-plane offset stays inside it).
+    """
+    c, plane = geo.channels, geo.padded_height * geo.padded_width
+    cc, ky, kx = np.meshgrid(np.arange(c), np.arange(geo.kernel[0]), np.arange(geo.kernel[1]), indexing="ij")
+    shift = (ky * geo.dilations[0] * geo.padded_width + kx * geo.dilations[1]).ravel()
+    cc = cc.ravel()
+    rows = []
+    for w in weight.reshape(weight.shape[0], -1):
+        rows.append(np.concatenate([cc[w > 0] * plane + shift[w > 0], (c + 1 + cc[w < 0]) * plane + shift[w < 0]]))
+    return _ell(rows, pad=c * plane)
+
+
+def _ell(rows: list[np.ndarray], pad: int) -> np.ndarray:
+    width = max(1, max(len(r) for r in rows))
+    table = np.full((len(rows), width), pad, np.int32)
+    for i, r in enumerate(rows):
+        table[i, : len(r)] = np.sort(r)
+    return table
+
+
+def _border_classes(out: int, size: int, taps: int, stride: int, pad: int, dilation: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output row: which taps fall inside the image, deduplicated into classes.
+
+    Returns ``(valid (classes, taps) bool, class_of_output (out,) int32)``.
+    """
+    pos = np.arange(out)[:, None] * stride + np.arange(taps)[None, :] * dilation - pad
+    valid, index = np.unique((pos >= 0) & (pos < size), axis=0, return_inverse=True)
+    return valid, index.reshape(-1).astype(np.int32)

@@ -1,0 +1,177 @@
+"""CPU schedules of the ``ai.mptc`` kernels, shared by x86 and ARM (which differ only in tiles).
+
+Every popcount kernel gets the same shape of schedule: output channels interleaved as vector
+lanes (``CpuTiles.word_lanes`` uint64 words per register), a register tile of
+``vectors x columns`` (or ``x batch rows``) accumulators, the reduction over taps and words
+outside the tile, one parallel loop over tiles, and the float epilogue computed per tile while
+the counts are still in registers (or, for a packed output, while the 64 counts of one output
+word are). The sparse real-input kernels vectorize over output columns (conv) or output channels
+(dense, a gather) and only add; the small-batch dense form streams ``row_dot_rows`` weight rows
+at a time with the lanes along K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+
+from mptc.targets.layout import WORD_BITS
+
+
+@dataclass(frozen=True)
+class CpuTiles:
+    """Register tiling of one CPU family (named defaults live in ``x86.py`` / ``arm.py``)."""
+
+    word_lanes: int  # uint64 words per vector register = output channels per popcount vector
+    float_lanes: int  # fp32 elements per vector register
+    conv_vectors: int  # popcount vectors (of word_lanes channels) per conv register tile
+    conv_cols: int  # output columns per conv register tile (the largest divisor of OW not above it)
+    dense_vectors: int  # popcount vectors per dense register tile
+    dense_rows: int  # batch rows per dense register tile (largest divisor of N not above it)
+    sparse_rows: int  # output rows sharing one pass over a sparse conv index row
+    row_dot_rows: int  # weight rows streamed together by the small-batch fp32 dense kernel
+
+
+def divisor_at_most(n: int, cap: int) -> int:
+    """Largest divisor of ``n`` not above ``cap``: tiles that divide exactly need no predicate."""
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int:
+    return int(sch.get(loop).extent)
+
+
+class CpuKernelSchedules:
+    """Schedules of the PrimFuncs built by ``targets.kernels`` for one CPU family."""
+
+    def __init__(self, tiles: CpuTiles):
+        self.tiles = tiles
+
+    @property
+    def word_lanes(self) -> int:
+        return self.tiles.word_lanes
+
+    @property
+    def float_lanes(self) -> int:
+        return self.tiles.float_lanes
+
+    def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Tile ``(n, oy, ox/cols, o/(vectors*lanes))`` parallel; taps and words outside the register tile.
+
+        With a packed output the tile covers one 64-channel output word as ``64 / (vectors * lanes)``
+        unrolled register tiles, so the word is packed while its counts are still in registers.
+        """
+        sch = s_tir.Schedule(func)
+        count, out = sch.get_sblock("popcount"), sch.get_sblock("output")
+        n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
+        xo, xi = sch.split(ox, [None, divisor_at_most(extent(sch, ox), self.tiles.conv_cols)])
+        oo, og, on, ov = self._split_outputs(sch, o, self.tiles.conv_vectors, _writes_words(sch, out))
+        sch.reorder(n, oy, xo, oo, og, ky, kx, cw, xi, on, ov)
+        tile = sch.fuse(n, oy, xo, oo)
+        self._register_tile(sch, count, out, tile, reduce_from=ky, unrolled=(og, xi, on), lanes=ov)
+        self._pack(sch, parallel_loops=2)
+        return sch.mod["main"]
+
+    def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Tile ``(o/(vectors*lanes), n/rows)`` parallel; words outside the register tile (see ``binary_conv``)."""
+        sch = s_tir.Schedule(func)
+        count, out = sch.get_sblock("popcount"), sch.get_sblock("output")
+        n, o, kw = sch.get_loops(count)
+        oo, og, on, ov = self._split_outputs(sch, o, self.tiles.dense_vectors, _writes_words(sch, out))
+        no, ni = sch.split(n, [None, divisor_at_most(extent(sch, n), self.tiles.dense_rows)])
+        sch.reorder(oo, no, og, kw, ni, on, ov)
+        tile = sch.fuse(oo, no)
+        self._register_tile(sch, count, out, tile, reduce_from=kw, unrolled=(og, ni, on), lanes=ov)
+        self._pack(sch, parallel_loops=1)
+        return sch.mod["main"]
+
+    def _split_outputs(self, sch, o, max_vectors: int, words_out: bool):
+        """``o -> (tile, group, vector, lane)``: a tile is one 64-channel word when the output is packed."""
+        per_tile = WORD_BITS // self.word_lanes if words_out else extent(sch, o) // self.word_lanes
+        vectors = divisor_at_most(per_tile, max_vectors)
+        groups = per_tile // vectors if words_out else 1
+        return sch.split(o, [None, groups, vectors, self.word_lanes])
+
+    def sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Parallel over ``(n, o)``; per index entry, add a contiguous input row into ``rows`` accumulators."""
+        sch = s_tir.Schedule(func)
+        gather, out = sch.get_sblock("gather"), sch.get_sblock("output")
+        n, o, oy, ox, j = sch.get_loops(gather)
+        yo, yi = sch.split(oy, [None, divisor_at_most(extent(sch, oy), self.tiles.sparse_rows)])
+        sch.reorder(n, o, yo, j, yi, ox)
+        tile = sch.fuse(n, o, yo)
+        self._register_tile(sch, gather, out, tile, reduce_from=j, unrolled=(yi,), lanes=ox)
+        self._elementwise(sch, sch.get_sblock("split"))
+        return sch.mod["main"]
+
+    def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Parallel over output-channel vectors; per index entry, one gather-add per batch row."""
+        sch = s_tir.Schedule(func)
+        gather, out = sch.get_sblock("gather"), sch.get_sblock("output")
+        n, o, j = sch.get_loops(gather)
+        oo, ov = sch.split(o, [None, self.float_lanes])
+        no, ni = sch.split(n, [None, divisor_at_most(extent(sch, n), self.tiles.dense_rows)])
+        sch.reorder(oo, no, j, ni, ov)
+        tile = sch.fuse(oo, no)
+        self._register_tile(sch, gather, out, tile, reduce_from=j, unrolled=(ni,), lanes=ov)
+        self._elementwise(sch, sch.get_sblock("split"))
+        return sch.mod["main"]
+
+    def row_dot(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Parallel over tiles of ``rows`` weight rows x batch rows; each streams its rows once, lanes vectorized."""
+        sch = s_tir.Schedule(func)
+        partial, out = sch.get_sblock("partial"), sch.get_sblock("output")
+        n, o, lane, c = sch.get_loops(partial)
+        oo, oi = sch.split(o, [None, divisor_at_most(extent(sch, o), self.tiles.row_dot_rows)])
+        no, ni = sch.split(n, [None, divisor_at_most(extent(sch, n), self.tiles.dense_rows)])
+        sch.reorder(oo, no, c, ni, oi, lane)
+        tile = sch.fuse(oo, no)
+        self._register_tile(sch, partial, sch.get_sblock("total"), tile, reduce_from=c, unrolled=(ni, oi), lanes=lane,
+                            vectorize_epilogue=False)
+        sch.reverse_compute_at(out, tile)
+        return sch.mod["main"]
+
+    def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Max-pool on packed signs: parallel over ``(n, oy)``, the words of a row contiguous."""
+        sch = s_tir.Schedule(func)
+        n, oy, _, _ = sch.get_loops(sch.get_sblock("output"))
+        sch.parallel(sch.fuse(n, oy))
+        return sch.mod["main"]
+
+    @staticmethod
+    def _register_tile(sch, reduce, epilogue, tile, reduce_from, unrolled, lanes, vectorize_epilogue=True) -> None:
+        """Accumulate ``reduce`` in a register tile under ``tile`` and emit the epilogue there
+        (vectorized over its innermost loop unless it packs words or ``vectorize_epilogue`` is False)."""
+        sch.parallel(tile)
+        sch.set_scope(reduce, 0, "local")
+        sch.reverse_compute_at(epilogue, tile)
+        for loop in unrolled:
+            sch.unroll(loop)
+        sch.vectorize(lanes)
+        sch.decompose_reduction(reduce, reduce_from)
+        inner = sch.get_loops(epilogue)[-1]
+        if vectorize_epilogue and not _writes_words(sch, epilogue) and not sch.get(inner).same_as(sch.get(tile)):
+            sch.vectorize(inner)
+
+    @staticmethod
+    def _pack(sch, parallel_loops: int) -> None:
+        """Sign-pack (or pad) of the input words, if the kernel has that stage: parallel over leading loops."""
+        if "pack" in _block_names(sch):
+            loops = sch.get_loops(sch.get_sblock("pack"))
+            sch.parallel(sch.fuse(*loops[:parallel_loops]))
+
+    def _elementwise(self, sch, block) -> None:
+        loops = sch.get_loops(block)
+        fused = sch.fuse(*loops)
+        outer, inner = sch.split(fused, [None, self.float_lanes])
+        sch.parallel(outer)
+        sch.vectorize(inner)
+
+
+def _writes_words(sch: s_tir.Schedule, block) -> bool:
+    return sch.get(block).writes[0].source.dtype == "uint64"
+
+
+def _block_names(sch: s_tir.Schedule) -> set[str]:
+    return {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}

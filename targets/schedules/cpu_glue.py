@@ -1,0 +1,166 @@
+"""dlight-style CPU rules for the fp32 glue a compiled model needs around the binary kernels.
+
+The default Relax CPU pipeline legalizes these ops and schedules nothing (naive single-thread
+loops). ``s_tir.dlight.cpu`` has only GEMV and Reduction rules, so two rules are added, tried
+first:
+
+* :class:`TiledReduction` - one reduction block whose spatial axes lead (matmul / dense, conv2d,
+  max/avg pooling, reductions), with any injective epilogue fused by ``FuseOps`` (bias, batch-norm
+  folded into multiply-add, relu, residual add). Register tile of ``rows x columns`` outputs:
+  columns are the innermost spatial axis (vectorized); rows are the innermost other spatial axis
+  that the vector-loaded operands do not depend on, so one loaded vector feeds every row (the
+  batch rows of a matmul, the output channels of an NCHW conv). The reduction runs outside the
+  tile, one parallel loop covers the tiles, the epilogue is applied while the tile is in
+  registers. With no rows to reuse a vector (a batch-1 matmul), the tile becomes a panel of up to
+  ``PANEL_COLUMNS`` outputs that streams each weight row contiguously instead. A zero-pad
+  producer stays a separate parallel stage (inlined, its branch would sit in the inner loop).
+* :class:`Injective` - elementwise / layout functions: everything inlined into the last block,
+  whose loops are fused, split into vector chunks, and the chunks run in parallel.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
+from tvm.s_tir.dlight.base import try_inline
+from tvm.target import Target
+
+from mptc.targets.schedules.cpu import divisor_at_most, extent
+
+TILE_VECTORS = 2  # vectors per register-tile row (innermost spatial axis)
+TILE_ACCUMULATORS = 8  # rows x vectors kept in registers; leaves room for operands in 16 (AVX2/NEON: 32) registers
+PANEL_COLUMNS = 1024  # batch-1 matmul: outputs per thread panel (4 KiB of accumulators, stays in L1)
+
+
+class TiledReduction(dl.cpu.base.CPUScheduleRule):
+    """Register-tiled schedule of one leading-spatial reduction block plus its fused epilogue."""
+
+    def __init__(self, float_lanes: int):
+        self.float_lanes = float_lanes
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        reductions = [i for i, info in enumerate(infos) if info.is_reduction()]
+        if len(reductions) != 1:
+            return None
+        main = infos[reductions[0]]
+        kinds = main.dom_kind()
+        spatial = len(kinds) - len(kinds.lstrip("S"))
+        if spatial == 0 or set(kinds[spatial:]) != {"R"}:
+            return None
+        if not all(info.is_injective() for info in infos if info is not main):
+            return None
+        pads = [info.block_rv for info in infos[: reductions[0]] if info.is_data_pad(sch)]
+        for info in infos[: reductions[0]]:
+            if info.block_rv not in pads:
+                sch.compute_inline(info.block_rv)
+        writeback = sch.cache_write(main.block_rv, 0, "local")
+        for info in infos[reductions[0] + 1 :]:
+            sch.reverse_compute_inline(info.block_rv)
+        self._tile(sch, main.block_rv, writeback, spatial)
+        for pad in pads:
+            self._parallel_vectorized(sch, pad)
+        return sch
+
+    def _tile(self, sch: s_tir.Schedule, block, writeback, spatial: int) -> None:
+        loops = sch.get_loops(block)
+        outer, reduce, cols = list(loops[: spatial - 1]), loops[spatial:], loops[spatial - 1]
+        rows = self._row_axis(sch, block, spatial)
+        if rows is None or extent(sch, outer[rows]) == 1:
+            self._panel(sch, block, writeback, outer, cols, reduce)
+            return
+        vector_cols = divisor_at_most(extent(sch, cols), TILE_VECTORS * self.float_lanes)
+        vectors = -(-vector_cols // self.float_lanes)
+        co, ci = sch.split(cols, [None, vector_cols])
+        ro, ri = sch.split(outer[rows], [None, divisor_at_most(extent(sch, outer[rows]), max(1, TILE_ACCUMULATORS // vectors))])
+        outer[rows] = ro
+        sch.reorder(*outer, co, *reduce, ri, ci)
+        tile = sch.fuse(*outer, co)
+        sch.parallel(tile)
+        sch.reverse_compute_at(writeback, tile)
+        sch.vectorize(ci)
+        sch.unroll(ri)
+        sch.decompose_reduction(block, reduce[0])
+        self._vectorize_innermost(sch, writeback, tile)
+
+    def _panel(self, sch: s_tir.Schedule, block, writeback, outer, cols, reduce) -> None:
+        """Batch-1 matmul: each thread streams weight rows into a panel of accumulators."""
+        panel = divisor_at_most(extent(sch, cols), PANEL_COLUMNS)
+        vector = divisor_at_most(panel, self.float_lanes)
+        co, cm, cv = sch.split(cols, [None, panel // vector, vector])
+        sch.reorder(*outer, co, *reduce, cm, cv)
+        tile = sch.fuse(*outer, co)
+        sch.parallel(tile)
+        sch.reverse_compute_at(writeback, tile)
+        sch.vectorize(cv)
+        sch.decompose_reduction(block, reduce[0])
+        self._vectorize_innermost(sch, writeback, tile)
+
+    @staticmethod
+    def _row_axis(sch: s_tir.Schedule, block, spatial: int) -> int | None:
+        """Innermost outer spatial axis that no operand read with the column index depends on."""
+        stmt = sch.get(block)
+        iters = [iv.var for iv in stmt.iter_vars]
+        column = iters[spatial - 1]
+        used: set = set()
+        for read in stmt.reads:
+            found = set().union(*(collect_vars_used_in_prim_expr(r.min) for r in read.region))
+            if column in found:
+                used |= found
+        free = [i for i in range(spatial - 1) if iters[i] not in used]
+        return free[-1] if free else (spatial - 2 if spatial > 1 else None)
+
+    def _vectorize_innermost(self, sch: s_tir.Schedule, block, tile) -> None:
+        last = sch.get_loops(block)[-1]
+        if sch.get(last).same_as(sch.get(tile)):
+            return
+        if extent(sch, last) > self.float_lanes:
+            last = sch.split(last, [None, divisor_at_most(extent(sch, last), self.float_lanes)])[1]
+        sch.vectorize(last)
+
+    def _parallel_vectorized(self, sch: s_tir.Schedule, block) -> None:
+        loops = sch.get_loops(block)
+        if len(loops) > 1:
+            sch.parallel(sch.fuse(*loops[:-1]))
+        if extent(sch, loops[-1]) > 1:
+            sch.vectorize(loops[-1])
+
+
+class Injective(dl.cpu.base.CPUScheduleRule):
+    """All blocks injective: inline into the last one, fuse, vectorize chunks, parallel over chunks."""
+
+    def __init__(self, float_lanes: int):
+        self.float_lanes = float_lanes
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None or not all(info.is_injective() for info in infos):
+            return None
+        infos = try_inline(sch, infos)
+        for info in infos:
+            loops = sch.get_loops(info.block_rv)
+            if not loops:
+                continue
+            fused = sch.fuse(*loops)
+            size = extent(sch, fused)
+            if size <= self.float_lanes:
+                continue
+            outer, inner = sch.split(fused, [None, self.float_lanes])
+            sch.parallel(outer)
+            sch.vectorize(inner)
+        return sch
+
+
+def glue_rules(float_lanes: int) -> list[dl.ScheduleRule]:
+    """Our rules first, then dlight's CPU rules for what they cover (softmax-like reductions)."""
+    return [TiledReduction(float_lanes), Injective(float_lanes), dl.cpu.GEMV(), dl.cpu.Reduction()]

@@ -1,0 +1,69 @@
+"""CUDA schedules of the ``ai.mptc`` kernels: one thread per output element.
+
+Each thread computes one output, running the reduction over taps and words serially in a
+register (``__popcll`` on 64-bit words); packing/splitting stages get one thread per word or
+element. Consecutive threads take consecutive output columns. This is a correct, simple mapping
+(no shared-memory tiling yet); the fp32 glue is scheduled by dlight's GPU rules in the default
+CUDA pipeline.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+THREADS_PER_BLOCK = 128  # a multiple of the warp size that leaves room for several blocks per SM
+WORD_LANES = 8  # output channels interleaved per weight row: 8 x 64-bit = one 64-byte segment
+FLOAT_LANES = 8  # output channels interleaved per sparse index row
+
+
+class CudaKernelSchedules:
+    """Schedules of the PrimFuncs built by ``targets.kernels`` for CUDA."""
+
+    word_lanes = WORD_LANES
+    float_lanes = FLOAT_LANES
+
+    def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        return self._per_output(func, "pack", "popcount")
+
+    def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        return self._per_output(func, "pack", "popcount")
+
+    def sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        return self._per_output(func, "split", "gather")
+
+    def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        return self._per_output(func, "split", "gather")
+
+    def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        sch = s_tir.Schedule(func)
+        _bind(sch, sch.get_sblock("output"))
+        return sch.mod["main"]
+
+    def row_dot(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        sch = s_tir.Schedule(func)
+        thread = _bind(sch, sch.get_sblock("output"))
+        for name in ("total", "partial"):
+            block = sch.get_sblock(name)
+            sch.set_scope(block, 0, "local")
+            sch.compute_at(block, thread)
+        return sch.mod["main"]
+
+    @staticmethod
+    def _per_output(func: tirx.PrimFunc, prologue: str, reduction: str) -> tirx.PrimFunc:
+        sch = s_tir.Schedule(func)
+        out, reduce = sch.get_sblock("output"), sch.get_sblock(reduction)
+        thread = _bind(sch, out)
+        sch.set_scope(reduce, 0, "local")
+        sch.compute_at(reduce, thread)
+        if prologue in {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}:
+            _bind(sch, sch.get_sblock(prologue))  # absent when the input arrives packed
+        return sch.mod["main"]
+
+
+def _bind(sch: s_tir.Schedule, block) -> s_tir.schedule.LoopRV:
+    """Fuse the (spatial-only) block's loops and bind them to blocks x threads; returns the thread loop."""
+    fused = sch.fuse(*sch.get_loops(block))
+    bx, tx = sch.split(fused, [None, THREADS_PER_BLOCK])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    return tx

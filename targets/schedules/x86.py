@@ -1,0 +1,25 @@
+"""x86 tiles: AVX-512 (32 zmm registers of 8 uint64 / 16 fp32) or AVX2 (16 ymm of 4 / 8).
+
+With AVX-512 VPOPCNTDQ the popcount inner step is vpternlogq + vpopcntq + vpaddq on 8 output
+channels; a conv tile of 2 vectors x 7 columns keeps 14 accumulators plus the weight and mask
+words of 2 vectors in registers. AVX2 has no vector popcount (LLVM emulates it with vpshufb), and
+half the registers, so its tile is half as wide.
+"""
+
+from __future__ import annotations
+
+from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
+
+AVX512_TILES = CpuTiles(
+    word_lanes=8, float_lanes=16, conv_vectors=2, conv_cols=7, dense_vectors=2, dense_rows=4, sparse_rows=4,
+    row_dot_rows=8,
+)
+AVX2_TILES = CpuTiles(
+    word_lanes=4, float_lanes=8, conv_vectors=2, conv_cols=4, dense_vectors=2, dense_rows=2, sparse_rows=2,
+    row_dot_rows=4,
+)
+
+
+def kernel_schedules(avx512: bool) -> CpuKernelSchedules:
+    """The kernel schedules for an x86 target with or without AVX-512."""
+    return CpuKernelSchedules(AVX512_TILES if avx512 else AVX2_TILES)

@@ -1,0 +1,135 @@
+"""Compile targets: ``x86`` (this host), ``arm`` (a board's CPU), ``cuda`` (a GPU), as TVM target dicts.
+
+TVM 0.27 takes targets as JSON dicts (the old ``"llvm -mtriple=..."`` strings are refused), and a
+misspelt ``mcpu`` only logs, so the dicts live here, once. Boards::
+
+    rpi4         cortex-a72  +neon
+    rpi5         cortex-a76  +neon +dotprod +fullfp16
+    jetson-orin  cortex-a78ae (arm), GPU sm_87 with that CPU as host (cuda)
+
+The x86 target is the build host: its LLVM CPU name, and the kernel tiles chosen by whether it
+has AVX-512 VPOPCNTDQ (vector popcount) or only AVX2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tvm
+from tvm.target import codegen
+
+from mptc.errors import InputError, UnsupportedError
+
+TARGETS = ("x86", "arm", "cuda")
+AARCH64_TRIPLE = "aarch64-linux-gnu"
+CUDA_DEFAULT_ARCH = "sm_90"
+
+BOARD_CPUS: dict[str, dict[str, Any]] = {
+    "rpi4": {"mcpu": "cortex-a72", "mattr": ["+neon"], "num-cores": 4},
+    "rpi5": {"mcpu": "cortex-a76", "mattr": ["+neon", "+dotprod", "+fullfp16"], "num-cores": 4},
+    "jetson-orin": {"mcpu": "cortex-a78ae", "mattr": ["+neon", "+dotprod", "+fullfp16"], "num-cores": 6},
+}
+BOARD_GPUS: dict[str, str] = {"jetson-orin": "sm_87"}
+DEFAULT_ARM_BOARD = "rpi4"
+
+
+@dataclass(frozen=True)
+class CompileTarget:
+    """A resolved target: its schedule family, the board (if any) and the TVM target dict."""
+
+    family: str  # "x86" | "arm" | "cuda": which ``targets.schedules`` module schedules the kernels
+    spec: dict[str, Any]
+    board: str | None = None
+
+    def tvm_target(self) -> tvm.target.Target:
+        spec = dict(self.spec)
+        host = spec.pop("host", None)
+        return tvm.target.Target(spec, host=host) if host is not None else tvm.target.Target(spec)
+
+    @property
+    def has_avx512_popcount(self) -> bool:
+        """Whether an x86 target's CPU has AVX-512 VPOPCNTDQ (vector popcount on zmm words)."""
+        return self.family == "x86" and "avx512vpopcntdq" in x86_features(self.spec.get("mcpu"))
+
+
+def resolve_target(target: str, board: str | None = None, target_json: str | Path | None = None) -> CompileTarget:
+    """Turn ``--target`` / ``--board`` / ``--target-json`` into a :class:`CompileTarget`.
+
+    Raises:
+        UnsupportedError: an unknown target or board, or a board the target cannot have.
+        InputError: an unreadable ``--target-json`` file, or one whose kind contradicts ``target``.
+    """
+    if target not in TARGETS:
+        raise UnsupportedError(f"unknown target {target!r}: expected one of {', '.join(TARGETS)}")
+    if target_json is not None:
+        return _from_json(target, board, Path(target_json))
+    if board is not None and board not in BOARD_CPUS:
+        raise UnsupportedError(f"unknown board {board!r} for target {target!r}: expected one of {', '.join(BOARD_CPUS)}")
+    if target == "x86":
+        if board is not None:
+            raise UnsupportedError(f"board {board!r} is not an x86 machine: use --target arm or cuda")
+        return CompileTarget("x86", host_spec())
+    if target == "arm":
+        return CompileTarget("arm", arm_spec(board or DEFAULT_ARM_BOARD), board or DEFAULT_ARM_BOARD)
+    if board is not None and board not in BOARD_GPUS:
+        raise UnsupportedError(f"board {board!r} has no CUDA GPU: expected one of {', '.join(BOARD_GPUS)}")
+    if board is None:
+        return CompileTarget("cuda", {"kind": "cuda", "arch": CUDA_DEFAULT_ARCH, "host": host_spec()})
+    return CompileTarget("cuda", {"kind": "cuda", "arch": BOARD_GPUS[board], "host": arm_spec(board)}, board)
+
+
+def host_spec() -> dict[str, Any]:
+    """The build host as an LLVM target dict (native CPU name, all its cores)."""
+    return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
+
+
+def arm_spec(board: str) -> dict[str, Any]:
+    return {"kind": "llvm", "mtriple": AARCH64_TRIPLE, **BOARD_CPUS[board]}
+
+
+def x86_features(mcpu: str | None) -> set[str]:
+    """LLVM's feature names of an x86 CPU (the host's ``/proc/cpuinfo`` flags if LLVM cannot say)."""
+    spec = {"kind": "llvm", "mcpu": mcpu or codegen.llvm_get_system_cpu()}
+    try:
+        return set(codegen.llvm_get_cpu_features(tvm.target.Target(spec)))
+    except tvm.TVMError:
+        return _cpuinfo_flags()
+
+
+def family_of(spec: dict[str, Any]) -> str:
+    """Schedule family of a target dict: cuda by kind, arm by an aarch64 triple, else x86."""
+    if spec.get("kind") == "cuda":
+        return "cuda"
+    if spec.get("kind") == "llvm":
+        return "arm" if str(spec.get("mtriple", "")).startswith("aarch64") else "x86"
+    raise UnsupportedError(f"unsupported target kind {spec.get('kind')!r}: expected 'llvm' or 'cuda'")
+
+
+def _from_json(target: str, board: str | None, path: Path) -> CompileTarget:
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read target JSON {path}: {error}") from error
+    if not isinstance(spec, dict):
+        raise InputError(f"target JSON {path} must hold one object (a TVM target dict), got {type(spec).__name__}")
+    family = family_of(spec)
+    if family != target:
+        raise InputError(f"target JSON {path} describes a {family} target but --target is {target!r}")
+    try:
+        CompileTarget(family, spec, board).tvm_target()
+    except (tvm.TVMError, ValueError) as error:
+        raise InputError(f"target JSON {path} is not a valid TVM target: {error}") from error
+    return CompileTarget(family, spec, board)
+
+
+def _cpuinfo_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "")
+    return {flag.replace("avx512_vpopcntdq", "avx512vpopcntdq") for flag in flags.split()}

@@ -1,0 +1,47 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mptc.cli import main
+
+pytestmark = pytest.mark.slow
+ARGS = ["--width", "0.25", "--epochs", "2", "--sparsity", "0.5,0.7,0.9", "--repeat", "3"]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "report"
+    result = CliRunner().invoke(main, ["sweep", *ARGS, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("sparsity 0.") == 3
+    return out
+
+
+def test_sweep_writes_report_plots_and_every_stage(sweep_dir):
+    report = json.loads((sweep_dir / "report.json").read_text())
+    assert [p["sparsity"] for p in report["points"]] == [0.5, 0.7, 0.9]
+    for point in report["points"]:
+        accuracy = point["accuracy"]
+        assert set(accuracy) == {"pytorch", "onnx", "packed_onnx", "module"}
+        assert all(value is not None and value > 0.5 for value in accuracy.values())
+        assert abs(accuracy["module"] - accuracy["pytorch"]) <= 0.01
+        assert point["latency_ms"]["module"]["median"] > 0 and point["latency_ms"]["onnxruntime_fp32"]["median"] > 0
+        assert point["sizes"]["packed_onnx_bytes"] * 5 < point["sizes"]["fp32_onnx_bytes"]  # tiny model: fixed overhead
+        assert not point["emulated"]
+    markdown = (sweep_dir / "report.md").read_text()
+    assert "Accuracy at every stage" in markdown and "| 0.90 |" in markdown
+    for name in ("latency.png", "accuracy.png", "size.png"):
+        assert (sweep_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_reuses_finished_points(sweep_dir):
+    before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("sparsity-*/point.json")}
+    result = CliRunner().invoke(main, ["sweep", *ARGS, "-o", str(sweep_dir)])
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("sparsity-*/point.json")} == before
+
+
+def test_bad_sparsity_list_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["sweep", "--sparsity", "0.5,1.2", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "fraction pruned" in result.output

@@ -1,0 +1,48 @@
+"""Build one packed model for x86 through the real frontend and pipeline, run it, and run the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import tvm
+from onnx.reference import ReferenceEvaluator
+from tvm import relax
+
+from mptc.ops.reference import REFERENCE_OPS
+from mptc.targets.build import build
+from mptc.targets.frontend import Lowering, from_onnx
+from mptc.targets.schedules import kernel_schedules
+from mptc.targets.target import resolve_target
+
+
+def input_shape(model: onnx.ModelProto) -> list[int]:
+    return [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+
+
+def compile_x86(model: onnx.ModelProto, break_even: float | None = None, kernels=None) -> tuple[relax.VirtualMachine, Lowering]:
+    """The model compiled for this host; ``break_even`` forces the real-input kernel (0: sparse, >1: dense);
+    ``kernels`` replaces the host's kernel schedules (any CPU family's tiles run here)."""
+    target = resolve_target("x86")
+    kernels = kernels or kernel_schedules(target)
+    lowering = Lowering(kernels, break_even=break_even)
+    executable = build(from_onnx(model, lowering, {"x": input_shape(model)}), target, kernels.float_lanes)
+    return relax.VirtualMachine(executable, tvm.cpu()), lowering
+
+
+def run(vm: relax.VirtualMachine, x: np.ndarray) -> np.ndarray:
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    return ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {"x": x})[0]
+
+
+def sample(model: onnx.ModelProto, seed: int = 0) -> np.ndarray:
+    """N(0, 1) input with exact zeros sprinkled in: sign(0) = +1 must hold in the kernels too."""
+    x = np.random.default_rng(seed).standard_normal(input_shape(model)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    return x
+
+
+def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))

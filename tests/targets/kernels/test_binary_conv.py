@@ -1,0 +1,49 @@
+"""XNOR-popcount and real-input (sparse and dense) BinaryConv kernels vs ``mptc.ops.reference`` on x86."""
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from mptc.targets import chooser
+
+from ..harness import compile_x86, reference, relative_error, run, sample
+from ..packed_models import binary_conv_model
+
+# (batch, channels, size, out, kernel, stride, pad): odd channel counts, 1x1 and 3x3, stride 1/2, pad 0/1
+BINARY_CASES = [
+    (1, 3, 7, 5, 3, 1, 1),
+    (2, 3, 7, 5, 3, 2, 0),
+    (1, 70, 9, 13, 3, 2, 1),
+    (2, 70, 6, 13, 1, 1, 0),
+    (1, 64, 5, 8, 3, 1, 0),
+    (2, 130, 5, 17, 3, 1, 1),
+    (1, 5, 8, 3, 1, 2, 1),
+]
+
+
+@pytest.mark.parametrize("case", BINARY_CASES, ids=lambda c: "n{}c{}s{}o{}k{}st{}p{}".format(*c))
+def test_xnor_popcount_conv_matches_reference(case):
+    model = binary_conv_model(np.random.default_rng(1), *case, mode="binary")
+    vm, lowering = compile_x86(model)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.XNOR_POPCOUNT
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("break_even, kernel", [(0.0, chooser.SPARSE_SIGN_SPLIT), (1.1, chooser.DENSE_FP32)])
+@pytest.mark.parametrize("case", [(1, 3, 7, 5, 3, 1, 1), (2, 70, 9, 13, 3, 2, 1)], ids=["c3o5", "c70o13s2"])
+def test_real_input_conv_both_paths_match_reference(case, break_even, kernel):
+    model = binary_conv_model(np.random.default_rng(2), *case, mode="real", sparsity=0.8)
+    vm, lowering = compile_x86(model, break_even)
+    x = sample(model)
+    assert lowering.layers[0].kernel == kernel
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+@pytest.mark.parametrize("pad_value", [-1.0, 1.0])
+def test_xnor_popcount_conv_pads_with_a_sign(pad_value):
+    model = binary_conv_model(np.random.default_rng(5), 1, 70, 6, 13, 3, 2, 1, mode="binary")
+    model.graph.node[0].attribute.append(helper.make_attribute("pad_value", pad_value))
+    vm, _ = compile_x86(model)
+    x = sample(model)
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,30 @@
+"""XNOR-popcount and real-input (sparse and dense) BinaryDense kernels vs ``mptc.ops.reference`` on x86."""
+
+import numpy as np
+import pytest
+
+from mptc.targets import chooser
+
+from ..harness import compile_x86, reference, relative_error, run, sample
+from ..packed_models import binary_dense_model
+
+CASES = [(1, 100, 13), (5, 70, 37), (5, 200, 64), (1, 64, 3)]  # (batch, K, out): K off and on word boundaries
+
+
+@pytest.mark.parametrize("batch, k, out", CASES)
+def test_xnor_popcount_dense_matches_reference(batch, k, out):
+    model = binary_dense_model(np.random.default_rng(3), batch, k, out, mode="binary")
+    vm, lowering = compile_x86(model)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.XNOR_POPCOUNT
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("break_even, kernel", [(0.0, chooser.SPARSE_SIGN_SPLIT), (1.1, chooser.DENSE_FP32)])
+@pytest.mark.parametrize("batch, k, out", [(1, 100, 13), (5, 70, 37)])
+def test_real_input_dense_both_paths_match_reference(batch, k, out, break_even, kernel):
+    model = binary_dense_model(np.random.default_rng(4), batch, k, out, mode="real", sparsity=0.8)
+    vm, lowering = compile_x86(model, break_even)
+    x = sample(model)
+    assert lowering.layers[0].kernel == kernel
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5

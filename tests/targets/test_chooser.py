@@ -1,0 +1,21 @@
+"""Kernel choice per layer: binary input always popcount; real input by sparsity vs the op's break-even."""
+
+import pytest
+
+from mptc.targets import chooser
+
+
+def test_binary_input_always_takes_popcount():
+    assert chooser.choose_kernel("BinaryConv", "binary", 0.0).kernel == chooser.XNOR_POPCOUNT
+
+
+@pytest.mark.parametrize("op_type", sorted(chooser.SPARSE_BREAK_EVEN))
+def test_real_input_switches_at_the_measured_break_even(op_type):
+    threshold = chooser.SPARSE_BREAK_EVEN[op_type]
+    assert chooser.choose_kernel(op_type, "real", threshold).kernel == chooser.SPARSE_SIGN_SPLIT
+    below = chooser.choose_kernel(op_type, "real", threshold - 0.01)
+    assert below.kernel == chooser.DENSE_FP32 and f"{threshold:.2f}" in below.reason
+
+
+def test_an_override_replaces_the_default():
+    assert chooser.choose_kernel("BinaryDense", "real", 0.3, break_even=0.2).kernel == chooser.SPARSE_SIGN_SPLIT

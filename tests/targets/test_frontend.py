@@ -1,0 +1,94 @@
+"""The ai.mptc hook into TVM's ONNX importer: dispatch, recorded choices, typed errors with context."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from mptc.errors import InputError, UnsupportedError
+from mptc.targets import chooser
+from mptc.targets.frontend import Lowering, from_onnx, packed_edges
+from mptc.targets.schedules import kernel_schedules
+from mptc.targets.target import resolve_target
+
+from .harness import compile_x86, reference, run, sample
+from .packed_models import binary_chain, binary_conv_model, binary_dense_model
+
+
+def _import(model, break_even=None):
+    lowering = Lowering(kernel_schedules(resolve_target("x86")), break_even=break_even)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return from_onnx(model, lowering, {"x": shape}), lowering
+
+
+def test_layers_call_scheduled_kernels_and_record_why():
+    mod, lowering = _import(binary_dense_model(np.random.default_rng(0), 1, 100, 13, mode="real", sparsity=0.9))
+    (layer,) = lowering.layers
+    assert (layer.name, layer.op_type, layer.kernel) == ("dense", "BinaryDense", chooser.SPARSE_SIGN_SPLIT)
+    assert "break-even" in layer.reason and 0.85 < layer.sparsity < 0.95
+    kernels = [f for gv, f in mod.functions_items() if gv.name_hint.startswith("mptc_")]
+    assert len(kernels) == 1 and kernels[0].attrs["tirx.is_scheduled"]
+
+
+@pytest.mark.parametrize(
+    "model, kernels",
+    [
+        (binary_conv_model(np.random.default_rng(0), 1, 4, 5, 4, 3, 1, 1, mode="real"), 0),  # Relax conv2d
+        (binary_dense_model(np.random.default_rng(0), 5, 100, 13, mode="real"), 0),  # Relax matmul (tiled GEMM)
+        (binary_dense_model(np.random.default_rng(0), 1, 100, 13, mode="real"), 1),  # row-streaming kernel
+    ],
+    ids=["conv", "dense-batch5", "dense-batch1"],
+)
+def test_below_break_even_real_input_takes_the_dense_form(model, kernels):
+    mod, lowering = _import(model, break_even=0.9)
+    assert lowering.layers[0].kernel == chooser.DENSE_FP32
+    assert sum(gv.name_hint.startswith("mptc_") for gv, _ in mod.functions_items()) == kernels
+
+
+def test_unknown_mptc_op_is_named():
+    model = binary_dense_model(np.random.default_rng(0), 1, 100, 13, mode="binary")
+    model.graph.node[0].op_type = "BinaryAttention"
+    with pytest.raises(UnsupportedError, match="ai.mptc.BinaryAttention"):
+        _import(model)
+
+
+def test_grouped_binary_conv_is_refused_with_layer_and_op():
+    model = binary_conv_model(np.random.default_rng(0), 1, 4, 5, 4, 3, 1, 1, mode="binary")
+    model.graph.node[0].attribute.append(helper.make_attribute("group", 2))
+    with pytest.raises(UnsupportedError, match="BinaryConv 'conv': group=2"):
+        _import(model)
+
+
+def test_real_mode_rejects_a_sign_pad_value():
+    model = binary_conv_model(np.random.default_rng(0), 1, 4, 5, 4, 3, 1, 1, mode="real")
+    model.graph.node[0].attribute.append(helper.make_attribute("pad_value", -1.0))
+    with pytest.raises(InputError, match="pad_value must be 0 in real mode"):
+        _import(model)
+
+
+def test_binary_chains_pass_packed_signs_between_layers():
+    model = binary_chain(np.random.default_rng(6))
+    vm, lowering = compile_x86(model)
+    flags = {layer.name: (layer.input_words, layer.output_words) for layer in lowering.layers}
+    assert flags == {
+        "c1": (False, True), "c2": (True, True), "c3": (True, False), "d1": (False, True), "d2": (True, True), "d3": (True, False)
+    }
+    for seed in range(3):
+        x = sample(model, seed)
+        np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_packed_edges_leave_shared_outputs_and_unsupported_pools_alone():
+    chain = binary_chain(np.random.default_rng(6))
+    assert packed_edges(chain.graph) == {"c1", "c2", "d1", "d2"}
+    pool = next(n for n in chain.graph.node if n.op_type == "MaxPool")
+    pool.attribute.append(helper.make_attribute("ceil_mode", 1))
+    assert packed_edges(chain.graph) == {"c1", "d1", "d2"}
+    chain.graph.output.append(helper.make_tensor_value_info("d1", onnx.TensorProto.FLOAT, None))
+    assert packed_edges(chain.graph) == {"c1", "d2"}
+
+
+def test_packed_activations_can_be_turned_off():
+    lowering = Lowering(kernel_schedules(resolve_target("x86")), pack_activations=False)
+    from_onnx(binary_chain(np.random.default_rng(6)), lowering, {"x": [2, 70, 8, 8]})
+    assert not any(layer.input_words or layer.output_words for layer in lowering.layers)
