@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mptc.nn.layers import BinaryActivation, MaskedConv2d, MaskedLayer, MaskedLinear
+from mptc.passes.pack_ternary_weights import ternary_scale
 
 
 class ExportFlatten(nn.Module):
@@ -27,6 +28,18 @@ class ExportFlatten(nn.Module):
         return x.reshape(-1, math.prod(x.shape[1:]))
 
 
+class ChannelScale(nn.Module):
+    """``y * scale`` with one scale per output channel (or one for the layer): exports as ``Mul``."""
+
+    def __init__(self, scale: Tensor, rank: int) -> None:
+        super().__init__()
+        shape = (1, -1) + (1,) * (rank - 2) if scale.numel() > 1 else ()
+        self.register_buffer("scale", scale.reshape(shape).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
 class ExportSign(nn.Module):
     """``sign(x)`` with sign(0) = +1, written as ``Where(x >= 0, 1, -1)`` for ONNX."""
 
@@ -35,6 +48,14 @@ class ExportSign(nn.Module):
 
 
 def _frozen(layer: MaskedLayer) -> nn.Module:
+    """The plain layer computing ``layer``'s effective weight.
+
+    A ternary weight ``alpha[o] * T`` (MPT, or edge-popup over signed-constant weights) becomes
+    ``Mul(Conv(x, T), alpha)`` with ``T`` in {-1, 0, +1}: sums of +-1 activations times integer
+    weights are then exact in float32 in every runtime, whatever its summation order, so the
+    stages agree on every later sign decision (rounded sums of +-alpha do not, and a deep
+    binary network amplifies one flipped sign).
+    """
     weight = layer.effective_weight().detach().clone()
     if isinstance(layer, MaskedConv2d):
         plain: nn.Module = nn.Conv2d(
@@ -45,8 +66,15 @@ def _frozen(layer: MaskedLayer) -> nn.Module:
         plain = nn.Linear(layer.in_features, layer.out_features, bias=False)
     else:
         raise TypeError(f"cannot freeze {type(layer).__name__}")
-    plain.weight = nn.Parameter(weight, requires_grad=False)
-    return plain
+    alpha = ternary_scale(weight.numpy())
+    if alpha is None:
+        plain.weight = nn.Parameter(weight, requires_grad=False)
+        return plain
+    alpha_t = torch.from_numpy(alpha)
+    levels = torch.sign(weight) * (weight != 0)
+    plain.weight = nn.Parameter(levels, requires_grad=False)
+    scale = alpha_t[:1] if bool((alpha_t == alpha_t[0]).all()) else alpha_t
+    return nn.Sequential(plain, ChannelScale(scale, weight.dim()))
 
 
 def freeze(model: nn.Module) -> nn.Module:

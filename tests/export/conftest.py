@@ -18,8 +18,8 @@ METHODS = {
 }
 
 
-def make_ticket(family: str, method: str, sparsity: float = 0.7):
-    config = TrainConfig(model=family, dataset=FAMILIES[family], sparsity=sparsity, width=0.125, seed=3, **METHODS[method])
+def make_ticket(family: str, method: str, sparsity: float = 0.7, width: float = 0.125):
+    config = TrainConfig(model=family, dataset=FAMILIES[family], sparsity=sparsity, width=width, seed=3, **METHODS[method])
     dataset = load_dataset(config.dataset)
     model = build(config, dataset)
     for layer in model.modules():  # random scores are a valid (untrained) ticket; give BN real statistics

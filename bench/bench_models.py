@@ -1,0 +1,114 @@
+"""Model-level benchmark: whole CIFAR-shape tickets compiled by mptc vs their peers, batch 1.
+
+For each (model, variant, sparsity) a random-weight ticket (latency does not depend on what the
+mask learned, only on its sparsity) goes through the real pipeline: export -> optimize -> compile
+for this host. Side by side in one process, on the same input, medians:
+
+* mptc: the packed model compiled by ``mptc.targets`` (bit-packed / sparse kernels);
+* onnxruntime fp32 on the exported (unpacked) model: what a user gets without mptc;
+* onnxruntime static INT8 (QDQ, per-channel, calibrated on 32 inputs) of that model;
+* TVM fp32: the unpacked model compiled by ``mptc.targets`` with its fp32 schedules;
+* torch fp32 eager on the frozen model.
+
+    .venv/bin/python bench/bench_models.py [--models vgg-small,resnet18] [--repeat 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import mptc  # noqa: F401  (sets TVM_NUM_THREADS before tvm loads)
+import numpy as np
+import onnx
+import torch
+
+from mptc.data import load_dataset
+from mptc.export import export_model
+from mptc.export.freeze import freeze
+from mptc.passes.pipeline import optimize_file
+from mptc.report.latency import onnxruntime_latency, time_call
+from mptc.targets.compile import compile_model
+from mptc.train.config import TrainConfig
+from mptc.train.loop import build
+
+VARIANTS = {
+    "MPT-1/1": dict(method="biprop", binary_act=True),
+    "MPT-1/32": dict(method="biprop"),
+}
+DATASET = "synthetic:3x32x32"
+
+
+def quantize_int8(src: Path, dst: Path, samples: np.ndarray) -> Path:
+    """onnxruntime static INT8 (QDQ, per-channel weights) calibrated on ``samples``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": samples[i : i + 1]} for i in range(len(samples))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    return dst
+
+
+def module_latency(out_dir: Path, x: np.ndarray, repeat: int) -> dict[str, float]:
+    import tvm
+
+    vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(str(out_dir / "module.so")), tvm.cpu())
+    data = tvm.runtime.tensor(x, tvm.cpu())
+    return time_call(lambda: vm["main"](data), repeat)
+
+
+def bench(model_name: str, variant: str, sparsity: float, repeat: int, work: Path) -> dict[str, float]:
+    config = TrainConfig(model=model_name, dataset=DATASET, sparsity=sparsity, seed=0, **VARIANTS[variant])
+    dataset = load_dataset(DATASET)
+    model = build(config, dataset)
+    with torch.no_grad():  # realistic BatchNorm statistics, as after training
+        model.train()
+        for x_batch, _ in dataset.train.batches(64):
+            model(x_batch)
+    model.eval()
+    stem = work / f"{model_name}-{variant.replace('/', '_')}-{sparsity}"
+    export_model(model, config, dataset, stem.with_suffix(".onnx"))
+    optimize_file(stem.with_suffix(".onnx"), stem.with_suffix(".packed.onnx"))
+    compile_model(stem.with_suffix(".packed.onnx"), "x86", stem.with_name(stem.name + "-mptc"))
+    compile_model(stem.with_suffix(".onnx"), "x86", stem.with_name(stem.name + "-tvmfp32"))
+    x = dataset.test.x[:1].numpy()
+    int8 = quantize_int8(stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx"), dataset.train.x[:32].numpy())
+    frozen = freeze(model)
+    with torch.no_grad():
+        torch_ms = time_call(lambda: frozen(torch.from_numpy(x)), repeat)
+    return {
+        "mptc": module_latency(stem.with_name(stem.name + "-mptc"), x, repeat)["median"],
+        "onnxruntime fp32": onnxruntime_latency(stem.with_suffix(".onnx"), x, repeat)["median"],
+        "onnxruntime int8": onnxruntime_latency(int8, x, repeat)["median"],
+        "tvm fp32": module_latency(stem.with_name(stem.name + "-tvmfp32"), x, repeat)["median"],
+        "torch fp32": torch_ms["median"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="vgg-small,resnet18")
+    parser.add_argument("--variants", default="MPT-1/1,MPT-1/32")
+    parser.add_argument("--sparsities", default="0.5,0.9")
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    peers = ["mptc", "onnxruntime fp32", "onnxruntime int8", "tvm fp32", "torch fp32"]
+    print(f"| model | variant | sparsity | {' | '.join(p + ' (ms)' for p in peers)} | mptc vs onnxruntime fp32 |")
+    print(f"|---|---|---|{'---|' * len(peers)}---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model_name in args.models.split(","):
+            for variant in args.variants.split(","):
+                for sparsity in (float(s) for s in args.sparsities.split(",")):
+                    times = bench(model_name, variant, sparsity, args.repeat, Path(tmp))
+                    cells = " | ".join(f"{times[p]:.2f}" for p in peers)
+                    print(f"| {model_name} | {variant} | {sparsity:.2f} | {cells} | {times['onnxruntime fp32'] / times['mptc']:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The user's loop for real: an MPT-1/1 ticket trained here, exported, packed, compiled for a
+board, and run on that board (emulated) over TVM RPC, matching onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from mptc.deploy.profile import profile
+from mptc.export import export_run
+from mptc.passes.pipeline import optimize_file
+from mptc.targets.compile import compile_model
+from mptc.train.config import TrainConfig
+from mptc.train.loop import train
+
+pytestmark = [pytest.mark.emulated, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def packed_ticket(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("mpt11")
+    config = TrainConfig(model="mlp", method="biprop", binary_act=True, width=0.25, epochs=2, seed=5)
+    train(config, folder / "run")
+    export_run(folder / "run", folder / "model.onnx")
+    optimize_file(folder / "model.onnx", folder / "packed.onnx")
+    modes = [a.s for n in onnx.load(folder / "packed.onnx").graph.node for a in n.attribute if a.name == "input_mode"]
+    assert b"binary" in modes  # MPT-1/1: the hidden layers run XNOR-popcount
+    return folder / "packed.onnx"
+
+
+@pytest.mark.parametrize("board", ["rpi4", "rpi5"])
+def test_compiled_mpt11_ticket_runs_on_the_emulated_board(packed_ticket: Path, arm_ready: Path, tmp_path: Path, board: str) -> None:
+    out = tmp_path / board
+    manifest = compile_model(packed_ticket, "arm", out, board=board)
+    assert [layer["kernel"] for layer in manifest["layers"]][1:] == ["xnor-popcount"] * 2, manifest["layers"]
+    report = profile(out, emulated_board=board, repeat=3)
+    assert report["outputs_match"] and report["argmax_match"], report
+    assert report["emulated"] and report["device"]["emulated_board"] == board
+    reference = np.load(out / "reference.npz")
+    assert reference["y"].shape == tuple(report.get("output_shape", reference["y"].shape))
