@@ -76,29 +76,34 @@ class EdgePopupMask(torch.autograd.Function):
 
 
 class BipropTernaryWeight(torch.autograd.Function):
-    """MPT-1/32 effective weight ``W_eff = alpha * sign(W) * M`` (Diffenderfer & Kailkhura 2021).
+    """MPT-1/32 weight ``W_eff = alpha * T``, ``T = sign(W) * M`` (Diffenderfer & Kailkhura 2021),
+    returned as the pair ``(T, alpha)``: layers compute ``op(x, T) * alpha``, so the sums over
+    +-1 weights are exact integers for binary inputs, in training as in every exported stage.
 
     ``weight_sign`` and ``weight_abs`` are ``sign(W)`` and ``|W|``, passed in because the frozen
     weight's are computed once, not every step.
 
     Forward: ``M = topk_mask(|s|, k)``; ``alpha = mean(|W| over kept)`` per layer, or per output
-    channel when ``per_channel``; ``sign(0) = +1``.
+    channel when ``per_channel``; ``sign(0) = +1``. A channel that keeps nothing (its ``T`` row is
+    zero) gets alpha 1 instead of 0: its output is 0 either way, and its scores keep a gradient.
     Backward (as the biprop reference): alpha is a constant and the straight-through gradient to
-    the score magnitude is ``dL/d|s| = dL/dW_eff * sign(W) * |W| = dL/dW_eff * W``; through
-    ``|s|`` autograd adds the factor ``sign(s)``.
+    the score magnitude is ``dL/d|s| = dL/dW_eff * sign(W) * |W| = dL/dW_eff * W``, with
+    ``dL/dW_eff = dL/dT / alpha``; through ``|s|`` autograd adds the factor ``sign(s)``.
     """
 
     @staticmethod
-    def forward(ctx, score_key: Tensor, weight: Tensor, weight_sign: Tensor, weight_abs: Tensor, kept: int, per_channel: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, score_key: Tensor, weight: Tensor, weight_sign: Tensor, weight_abs: Tensor, kept: int, per_channel: bool):  # type: ignore[override]
         mask = top_k_mask(score_key, kept)
         alpha = ternary_alpha(weight_abs, mask, per_channel)
-        ctx.save_for_backward(weight)
-        return (alpha * weight_sign) * mask
+        alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+        ctx.save_for_backward(weight, alpha)
+        ctx.mark_non_differentiable(alpha)
+        return weight_sign * mask, alpha
 
     @staticmethod
-    def backward(ctx, grad_weight: Tensor):  # type: ignore[override]
-        (weight,) = ctx.saved_tensors
-        return grad_weight * weight, None, None, None, None, None
+    def backward(ctx, grad_levels: Tensor, _grad_alpha: Tensor):  # type: ignore[override]
+        weight, alpha = ctx.saved_tensors
+        return grad_levels / alpha * weight, None, None, None, None, None
 
 
 def ternary_alpha(magnitude: Tensor, mask: Tensor, per_channel: bool) -> Tensor:

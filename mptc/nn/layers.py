@@ -74,11 +74,27 @@ class MaskedLayer(nn.Module):
             return torch.ones((), device=self.weight.device)
         return ternary_alpha(self.weight.abs(), self.mask(), self.spec.per_channel_alpha)
 
-    def effective_weight(self) -> Tensor:
-        """The weight the forward pass uses, with the method's straight-through gradient."""
+    def weight_and_output_scale(self) -> tuple[Tensor, Tensor | None]:
+        """``(weight, scale)`` the forward pass computes ``op(x, weight) * scale`` with.
+
+        Ternary layers give the levels ``T`` in {-1, 0, +1} and alpha shaped for the output
+        (per channel on axis 1), so sums over binary inputs are exact integers; other layers give
+        ``W * M`` and no scale. Both carry the method's straight-through gradient.
+        """
         if self.spec.ternary:
-            return BipropTernaryWeight.apply(self._score_key(), self.weight, *self._weight_sign_abs(), self.kept, self.spec.per_channel_alpha)
-        return self.weight * EdgePopupMask.apply(self._score_key(), self.kept)
+            levels, alpha = BipropTernaryWeight.apply(self._score_key(), self.weight, *self._weight_sign_abs(), self.kept, self.spec.per_channel_alpha)
+            return levels, alpha.reshape(1, -1, *(1,) * (self.weight.dim() - 2)) if alpha.dim() else alpha
+        return self.weight * EdgePopupMask.apply(self._score_key(), self.kept), None
+
+    def effective_weight(self) -> Tensor:
+        """The weight the layer computes with: ``alpha * T`` (ternary) or ``W * M``."""
+        weight, scale = self.weight_and_output_scale()
+        if scale is None:
+            return weight
+        return weight * (scale.reshape(-1, *(1,) * (weight.dim() - 1)) if scale.dim() else scale)
+
+    def _scaled(self, y: Tensor, scale: Tensor | None) -> Tensor:
+        return y if scale is None else y * scale
 
     def set_kept(self, kept: int) -> None:
         """Keep exactly ``kept`` weights in this layer, overriding ``spec.sparsity``.
@@ -113,7 +129,8 @@ class MaskedConv2d(nn.Conv2d, MaskedLayer):
         self._init_scores(spec)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.effective_weight(), None)
+        weight, scale = self.weight_and_output_scale()
+        return self._scaled(self._conv_forward(x, weight, None), scale)
 
 
 class MaskedLinear(nn.Linear, MaskedLayer):
@@ -124,7 +141,8 @@ class MaskedLinear(nn.Linear, MaskedLayer):
         self._init_scores(spec)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.effective_weight())
+        weight, scale = self.weight_and_output_scale()
+        return self._scaled(F.linear(x, weight), scale)
 
 
 class BinaryActivation(nn.Module):

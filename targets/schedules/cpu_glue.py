@@ -34,19 +34,29 @@ TILE_ACCUMULATORS = 8  # rows x vectors kept in registers; leaves room for opera
 PANEL_COLUMNS = 1024  # batch-1 matmul: outputs per thread panel (4 KiB of accumulators, stays in L1)
 
 
-class TiledReduction(dl.cpu.base.CPUScheduleRule):
-    """Register-tiled schedule of one leading-spatial reduction block plus its fused epilogue."""
+class _VectorRule(dl.cpu.base.CPUScheduleRule):
+    """A CPU rule that vectorizes ``float_lanes`` fp32 values at a time."""
 
     def __init__(self, float_lanes: int):
         self.float_lanes = float_lanes
 
-    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+    def _normalized(self, func: tirx.PrimFunc, target: Target):
+        """``(schedule, block infos)`` of ``func``, or None when the rule cannot apply."""
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
-        if infos is None:
+        return None if infos is None else (sch, infos)
+
+
+class TiledReduction(_VectorRule):
+    """Register-tiled schedule of one leading-spatial reduction block plus its fused epilogue."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        normalized = self._normalized(func, target)
+        if normalized is None:
             return None
+        sch, infos = normalized
         reductions = [i for i, info in enumerate(infos) if info.is_reduction()]
         if len(reductions) != 1:
             return None
@@ -133,19 +143,14 @@ class TiledReduction(dl.cpu.base.CPUScheduleRule):
             sch.vectorize(loops[-1])
 
 
-class Injective(dl.cpu.base.CPUScheduleRule):
+class Injective(_VectorRule):
     """All blocks injective: inline into the last one, fuse, vectorize chunks, parallel over chunks."""
 
-    def __init__(self, float_lanes: int):
-        self.float_lanes = float_lanes
-
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+        normalized = self._normalized(func, target)
+        if normalized is None or not all(info.is_injective() for info in normalized[1]):
             return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if infos is None or not all(info.is_injective() for info in infos):
-            return None
+        sch, infos = normalized
         infos = try_inline(sch, infos)
         for info in infos:
             loops = sch.get_loops(info.block_rv)

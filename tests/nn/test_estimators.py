@@ -48,7 +48,9 @@ def test_edge_popup_gradient_matches_spec():
 def test_biprop_forward_is_ternary_with_alpha_mean_of_kept_magnitudes():
     gen = torch.Generator().manual_seed(1)
     weight, scores = torch.randn(8, 5, generator=gen), torch.randn(8, 5, generator=gen)
-    effective = BipropTernaryWeight.apply(scores.abs(), weight, binary_sign(weight), weight.abs(), 10, False)
+    levels, alpha_out = BipropTernaryWeight.apply(scores.abs(), weight, binary_sign(weight), weight.abs(), 10, False)
+    effective = levels * alpha_out
+    assert set(levels.unique().tolist()) <= {-1.0, 0.0, 1.0}
     mask = top_k_mask(scores.abs(), 10).bool()
     alpha = weight.abs()[mask].mean()
     assert int((effective != 0).sum()) == 10
@@ -60,9 +62,19 @@ def test_biprop_gradient_matches_spec():
     gen = torch.Generator().manual_seed(2)
     weight, scores = torch.randn(3, 7, generator=gen), torch.randn(3, 7, generator=gen).requires_grad_()
     upstream = torch.randn(3, 7, generator=gen)
-    (BipropTernaryWeight.apply(scores.abs(), weight, binary_sign(weight), weight.abs(), 9, False) * upstream).sum().backward()
+    levels, alpha = BipropTernaryWeight.apply(scores.abs(), weight, binary_sign(weight), weight.abs(), 9, False)
+    (levels * alpha * upstream).sum().backward()
     # alpha is constant; the STE multiplies by |W| and sign(W): dL/ds = dL/dW_eff * W * sign(s)
     torch.testing.assert_close(scores.grad, upstream * weight * torch.sign(scores))
+
+
+def test_channel_keeping_nothing_still_gets_score_gradient():
+    weight = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
+    scores = torch.tensor([[0.1, 0.2], [0.9, 0.8]], requires_grad=True)
+    levels, alpha = BipropTernaryWeight.apply(scores.abs(), weight, binary_sign(weight), weight.abs(), 2, True)
+    assert levels[0].abs().sum() == 0 and alpha.reshape(-1)[0] == 1.0
+    (levels * alpha).sum().backward()
+    assert (scores.grad[0] != 0).all()
 
 
 def test_per_channel_alpha_is_mean_per_output_row():
