@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from mptc.errors import InputError
+from mptc.errors import InputError, first_line
 from mptc.ops.reference import DOMAIN, REFERENCE_OPS
 
 
@@ -23,8 +23,7 @@ def root_message(error: BaseException) -> str:
     """The first line of the innermost cause (onnx_ir wraps the real problem in layers)."""
     while error.__cause__ is not None:
         error = error.__cause__
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return first_line(error)
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:

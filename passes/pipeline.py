@@ -17,7 +17,7 @@ import onnx_ir.passes.common as common_passes
 from google.protobuf.message import DecodeError, Message
 from onnxscript.version_converter import ConvertVersionPass
 
-from mptc.errors import InputError, MptcError, UnsupportedError
+from mptc.errors import InputError, MptcError, UnsupportedError, first_line
 from mptc.io import write_bytes
 from mptc.ops import functions
 from mptc.ops.reference import DOMAIN
@@ -74,7 +74,7 @@ def optimize(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as error:
-        raise InputError(f"not a valid ONNX model: {_first_line(error)}") from error
+        raise InputError(f"not a valid ONNX model: {first_line(error)}") from error
     ir_model = read_ir(model)
     for node in ir_model.graph:
         if node.domain == DOMAIN:  # packed before: the folds index its inputs
@@ -120,7 +120,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model = onnx.load(os.fspath(path))
     except (DecodeError, onnx.onnx_cpp2py_export.checker.ValidationError, ValueError, RuntimeError) as error:
-        raise InputError(f"{path}: not an ONNX model (corrupt or truncated): {_first_line(error)}") from error
+        raise InputError(f"{path}: not an ONNX model (corrupt or truncated): {first_line(error)}") from error
     except OSError as error:
         raise InputError(f"{path}: cannot read: {error.strerror or error}") from error
     if not model.HasField("graph") or not model.graph.node:
@@ -128,6 +128,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     field = _non_utf8_text(model)
     if field is not None:
         raise InputError(f"{path}: corrupt ONNX model: {field} is not UTF-8 text")
+    if not model.graph.output:
+        raise InputError(f"{path}: the graph has no outputs")
     return model
 
 
@@ -154,8 +156,3 @@ def _typed_cause(error: BaseException) -> MptcError | None:
             return seen
         seen = seen.__cause__
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -26,7 +27,8 @@ import onnx
 import tvm
 
 from mptc import __version__
-from mptc.errors import InputError, OutputError, UnsupportedError
+from mptc.errors import InputError, OutputError, UnsupportedError, first_line
+from mptc.io import atomic_path, write_bytes, write_text
 from mptc.ops.reference import DOMAIN, REFERENCE_OPS
 from mptc.targets import chooser
 from mptc.targets.build import build
@@ -39,6 +41,7 @@ CUDA_SOURCE_FILE = "module.cu"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_FILE = "reference.npz"
 MANIFEST_FORMAT = 1
+MAX_INPUT_ELEMENTS = 2**31 - 1  # TVM indexes tensors with int32 by default
 REFERENCE_SEED = 0  # the sample input is N(0, 1) from this seed: reproducible across runs
 CROSS_COMPILER = "aarch64-linux-gnu-gcc"
 CROSS_COMPILER_HINT = "apt-get install -y gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
@@ -70,15 +73,18 @@ def compile_model(
     """
     compile_target = resolve_target(target, board, target_json)
     proto, source = _load(model)
+    _check_node_order(proto)
     input_name, input_shape = _graph_input(proto)
     kernels = kernel_schedules(compile_target)
     lowering = Lowering(kernels)
     mod = from_onnx(proto, lowering, {input_name: input_shape})
     executable = build(mod, compile_target, kernels.float_lanes)
+    x, y, runtime = reference_io(proto, input_name, input_shape)  # before writing: it may refuse the model
     out = _prepare(Path(out_dir))
     files = _export(executable, compile_target, out)
-    x, y, runtime = reference_io(proto, input_name, input_shape)
-    np.savez(out / REFERENCE_FILE, x=x, y=y)
+    reference = io.BytesIO()
+    np.savez(reference, x=x, y=y)
+    write_bytes(out / REFERENCE_FILE, reference.getvalue())
     manifest = {
         "format": MANIFEST_FORMAT,
         "versions": {"mptc": __version__, "tvm": tvm.__version__},
@@ -97,7 +103,7 @@ def compile_model(
             "lowered_weight_bytes": sum(layer.lowered_bytes for layer in lowering.layers),
         },
     }
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -108,11 +114,15 @@ def reference_io(model: onnx.ModelProto, input_name: str, shape: list[int]) -> t
     used = {n.op_type for n in model.graph.node if n.domain == DOMAIN}
     if used <= with_bodies:
         import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         runnable = onnx.ModelProto()
         runnable.CopyFrom(model)
         runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
-        session = ort.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"])
+        except (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.InvalidProtobuf) as error:
+            raise InputError(f"onnxruntime cannot load the model to compute its reference output: {first_line(error)}") from error
         return x, session.run(None, {input_name: x})[0], f"onnxruntime {ort.__version__}"
     from onnx.reference import ReferenceEvaluator
 
@@ -153,7 +163,21 @@ def _graph_input(model: onnx.ModelProto) -> tuple[str, list[int]]:
             shape.append(1)
         else:
             raise UnsupportedError(f"input {inputs[0].name!r} axis {axis} is symbolic ({dim.dim_param!r}): only the batch may be")
+    elements = int(np.prod(shape, dtype=np.int64))
+    if not 0 < elements <= MAX_INPUT_ELEMENTS:
+        raise InputError(f"input {inputs[0].name!r} declares shape {shape} ({elements} elements): expected 1 to {MAX_INPUT_ELEMENTS}")
     return inputs[0].name, shape
+
+
+def _check_node_order(model: onnx.ModelProto) -> None:
+    """Every node reads only graph inputs, initializers and earlier nodes' outputs (ONNX requires
+    topological order; a cycle breaks it too), so the importer never meets an unknown name."""
+    known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
+    for node in model.graph.node:
+        missing = [name for name in node.input if name not in known]
+        if missing:
+            raise InputError(f"node {node.name or node.op_type!r} ({node.op_type}) reads {missing[0]!r} before any node produces it: the graph is cyclic or not topologically sorted")
+        known.update(node.output)
 
 
 def _prepare(out: Path) -> Path:
@@ -173,12 +197,19 @@ def _export(executable, target: CompileTarget, out: Path) -> dict[str, str]:
         (out / CUDA_SOURCE_FILE).write_text(cuda_source(executable))
         files["cuda_source"] = CUDA_SOURCE_FILE
     host_triple = str((target.spec.get("host") or target.spec).get("mtriple", ""))
+    fcompile = None
     if host_triple.startswith("aarch64"):
         if shutil.which(CROSS_COMPILER) is None:
             raise UnsupportedError(f"target {target.family} needs the cross linker {CROSS_COMPILER}: {CROSS_COMPILER_HINT}")
-        executable.export_library(str(out / MODULE_FILE), fcompile=tvm.support.cc.cross_compiler(CROSS_COMPILER))
-    else:
-        executable.export_library(str(out / MODULE_FILE))
+        fcompile = tvm.support.cc.cross_compiler(CROSS_COMPILER)
+    # Linked beside and renamed into place: a link cut short (a full disk) leaves no truncated module.so.
+    with atomic_path(out / MODULE_FILE) as tmp:
+        try:
+            executable.export_library(str(tmp), fcompile=fcompile)
+        except RuntimeError as error:  # the linker's own failure; a full disk is the user's, not a bug
+            if "No space left on device" not in str(error):
+                raise
+            raise OutputError(f"cannot write {out / MODULE_FILE}: No space left on device") from error
     return files
 
 

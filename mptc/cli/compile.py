@@ -61,6 +61,5 @@ def _packed(path: Path, out: Path) -> Path:
         return path
     packed = out / PACKED_FILE
     click.echo(f"packing {len(unpacked)} ternary layer(s) first ({', '.join(unpacked)}) into {packed}", err=True)
-    out.mkdir(parents=True, exist_ok=True)
     optimize_file(path, packed)
     return packed

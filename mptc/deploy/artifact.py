@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mptc.errors import InputError
+from mptc.errors import InputError, first_line
 
 MODULE = "module.so"
 MANIFEST = "manifest.json"
@@ -68,17 +68,36 @@ def host_arch() -> str:
 
 
 def elf_arch(path: Path) -> str:
-    """Architecture of a shared library, from its ELF header."""
+    """Architecture of a shared library, from its ELF header; a truncated library is refused."""
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(20)
+        data = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from e
-    if len(header) < 20 or header[:4] != b"\x7fELF":
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2):
         raise InputError(f"{path} is not a shared library (no ELF header): was it written by `mptc compile`?")
-    byteorder = "little" if header[5] == 1 else "big"
-    machine = int.from_bytes(header[18:20], byteorder)
+    end = _elf_extent(data)
+    if end > len(data):
+        # dlopen maps a truncated library and the first touch past its end is SIGBUS: check here
+        raise InputError(f"{path} is truncated ({len(data):,} bytes, its ELF headers describe {end:,}): compile again")
+    machine = int.from_bytes(data[18:20], "little" if data[5] == 1 else "big")
     return _ELF_MACHINES.get(machine, f"ELF machine {machine}")
+
+
+def _elf_extent(data: bytes) -> int:
+    """Bytes an ELF file must have: the end of its header tables and of every loaded segment."""
+    wide, order = data[4] == 2, "little" if data[5] == 1 else "big"
+
+    def field(offset: int, size: int) -> int:
+        return int.from_bytes(data[offset : offset + size], order)
+
+    phoff, shoff = (field(0x20, 8), field(0x28, 8)) if wide else (field(0x1C, 4), field(0x20, 4))
+    phentsize, phnum, shentsize, shnum = (field(o, 2) for o in ((0x36, 0x38, 0x3A, 0x3C) if wide else (0x2A, 0x2C, 0x2E, 0x30)))
+    end = max(phoff + phnum * phentsize, shoff + shnum * shentsize)
+    for entry in range(phoff, min(phoff + phnum * phentsize, len(data)), max(phentsize, 1)):
+        if entry + phentsize <= len(data) and field(entry, 4) == 1:  # PT_LOAD
+            offset, filesz = (field(entry + 8, 8), field(entry + 32, 8)) if wide else (field(entry + 4, 4), field(entry + 16, 4))
+            end = max(end, offset + filesz)
+    return end
 
 
 def load_compiled(out_dir: str | Path) -> CompiledModel:
@@ -143,8 +162,8 @@ def _read_reference(path: Path) -> tuple[np.ndarray, np.ndarray]:
             return arrays["x"], arrays["y"]
     except KeyError as e:
         raise InputError(f"{path} must hold arrays 'x' (sample input) and 'y' (expected output)") from e
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {path}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, zlib.error, OSError, ...
+        raise InputError(f"cannot read {path}: {first_line(e)}") from e
 
 
 def _target_arch(target: dict[str, Any]) -> str | None:

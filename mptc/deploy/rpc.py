@@ -142,6 +142,8 @@ def _stage(device: Device, what: str, hint: str = "") -> Iterator[None]:
                 "the server process died or was killed"
             ) from e
         raise DeviceError(f"{device.where()}: {what} failed: {summarize(e)}{' (' + hint + ')' if hint else ''}") from e
+    except (ValueError, TypeError) as e:  # TVM's argument checks: an input the module was not built for
+        raise InputError(f"{device.where()}: {what} failed, the module does not take this input: {summarize(e)}") from e
 
 
 def _check(handshake: Callable[[str, int, float], None], host: str, port: int, timeout: float,

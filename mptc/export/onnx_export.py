@@ -39,7 +39,12 @@ DEFAULT_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CHECK_SAMPLES = 256
 RTOL, ATOL = 1e-4, 1e-5
-MAX_MISMATCH_FRACTION = 0.01  # binary activations may flip on a pre-activation within float noise of 0
+MAX_ARGMAX_DISAGREEMENT = 0.01
+MAX_MISMATCH_FRACTION = 0.01
+# With binary activations a pre-activation within float rounding of 0 (real-valued shortcuts,
+# BatchNorm, real-input layers sum in a runtime-specific order) can take the other sign and move
+# that sample's logits; deep MPT-1/1 ResNets see this on a few percent of samples.
+MAX_MISMATCH_FRACTION_BINARY = 0.05
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +121,14 @@ def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float((reference.argmax(1) == candidate.argmax(1))[decisive].mean())
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray, what: str) -> tuple[float, float, float]:
+def compare_logits(reference: np.ndarray, candidate: np.ndarray, what: str, binary_act: bool = False) -> tuple[float, float, float]:
     """(max abs diff, argmax agreement, fraction of samples off tolerance); raises past limits."""
     diff = np.abs(reference - candidate)
     tolerance = ATOL + RTOL * np.abs(reference).max(axis=1, keepdims=True)
     mismatched = float((diff > tolerance).any(axis=1).mean())
     agreement = decisive_agreement(reference, candidate)
-    if mismatched > MAX_MISMATCH_FRACTION or agreement < 1.0 - MAX_MISMATCH_FRACTION:
+    allowed = MAX_MISMATCH_FRACTION_BINARY if binary_act else MAX_MISMATCH_FRACTION
+    if mismatched > allowed or agreement < 1.0 - MAX_ARGMAX_DISAGREEMENT:
         raise VerificationError(
             f"{what} disagree: max abs diff {diff.max():.3g}, {mismatched:.1%} of samples beyond "
             f"{RTOL:g} relative, argmax agreement {agreement:.1%}"
@@ -170,10 +176,10 @@ def export_model(model: nn.Module, config, dataset: Dataset, output: str | Path,
     with torch.no_grad():
         reference = frozen(test_x).numpy()
         latent = model.eval()(test_x).numpy()
-    compare_logits(latent, reference, "the frozen model and the trained model")
+    compare_logits(latent, reference, "the frozen model and the trained model", config.binary_act)
     proto = to_onnx(frozen, test_x[:2], opset)
     onnx_logits = run_onnx(proto, test_x.numpy())
-    max_diff, agreement, mismatched = compare_logits(reference[:CHECK_SAMPLES], onnx_logits[:CHECK_SAMPLES], "PyTorch and onnxruntime")
+    max_diff, agreement, mismatched = compare_logits(reference[:CHECK_SAMPLES], onnx_logits[:CHECK_SAMPLES], "PyTorch and onnxruntime", config.binary_act)
     labels = dataset.test.y.numpy()
     onnx_accuracy = float((onnx_logits.argmax(1) == labels).mean())
     pytorch_accuracy, _ = evaluate(frozen, dataset.test)

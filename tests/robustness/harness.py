@@ -1,0 +1,67 @@
+"""What every refused input must look like, the fuzzing settings, and the count of bad inputs tried."""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, settings
+
+from mptc.cli import main
+
+DOCUMENTED_EXIT_CODES = frozenset({2, 3, 4, 5, 6, 7})
+"""README, "What happens when things go wrong"; 1 means a bug in mptc."""
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,  # the same inputs every run: CI never flakes on a new example
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+"""Hypothesis settings of the suite; a test raises ``max_examples`` where its cases are cheap."""
+
+_TRIED: set[str] = set()
+
+
+def record(*parts: bytes | str) -> None:
+    """Count one bad input (identified by its content and the command it was fed to)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    _TRIED.add(digest.hexdigest())
+
+
+def tried() -> int:
+    return len(_TRIED)
+
+
+def invoke(args: list[str]) -> Result:
+    """Run ``mptc ARGS`` in-process as a user would (stderr apart from stdout)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_refused(result: Result, *outputs: Path, codes: frozenset[int] = DOCUMENTED_EXIT_CODES) -> None:
+    """A refused input: a documented exit code, one error line, no traceback, no output left.
+
+    Click's own usage errors (exit 2) are click's few lines ending in ``Error: ...``; everything
+    else ends in exactly one ``mptc: error: ...`` line. An output that was not written must not
+    exist, and no temporary file of it may be left beside it.
+    """
+    where = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info and result.exit_code == 1 else ""
+    assert result.exit_code in codes, f"exit {result.exit_code}, expected one of {sorted(codes)}:\n{result.output}\n{where}"
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if result.exit_code == 2 and lines and lines[-1].startswith("Error: "):
+        assert sum(line.startswith("Error: ") for line in lines) == 1, result.stderr
+    else:
+        errors = [line for line in lines if line.startswith("mptc: error: ")]
+        assert len(errors) == 1 and lines[-1] == errors[0], f"expected one 'mptc: error:' line last, got:\n{result.stderr}"
+    for output in outputs:
+        assert not output.exists(), f"{output} was left behind by a failed command"
+        assert not list(output.parent.glob(f".{output.name}.*.tmp")), f"a temporary file of {output} was left behind"
+
+
