@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import traceback
 from pathlib import Path
 
@@ -65,3 +66,17 @@ def assert_refused(result: Result, *outputs: Path, codes: frozenset[int] = DOCUM
         assert not list(output.parent.glob(f".{output.name}.*.tmp")), f"a temporary file of {output} was left behind"
 
 
+
+
+def damage_bytes(data: bytes, how: str, numbers: tuple[int, ...]) -> bytes:
+    """``data`` truncated, with 1-16 bits flipped, or replaced by random bytes, as ``how`` says;
+    ``numbers`` (drawn by hypothesis) pick the cut, the bits or the seed and length."""
+    if how == "truncate":
+        return data[: numbers[0] % len(data)]
+    if how == "random":
+        return random.Random(numbers[0]).randbytes(numbers[1] % 512)
+    flipped = bytearray(data)
+    for number in numbers:
+        bit = number % (8 * len(data))
+        flipped[bit // 8] ^= 1 << (bit % 8)
+    return bytes(flipped)

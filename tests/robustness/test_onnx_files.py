@@ -7,7 +7,6 @@ and what it writes must be a valid model. Otherwise it is refused cleanly (``ass
 
 from __future__ import annotations
 
-import random
 
 import onnx
 import pytest
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 
 from mptc.errors import InputError
 from mptc.passes.pipeline import load_model
-from tests.robustness.harness import FUZZ, assert_refused, invoke, record
+from tests.robustness.harness import FUZZ, assert_refused, damage_bytes, invoke, record
 
 SOURCES = ("model.onnx", "packed.onnx", "conv-packed.onnx")
 
@@ -36,16 +35,7 @@ def damage(draw) -> tuple[str, str, tuple[int, ...]]:
 def damaged(sources: dict[str, bytes], spec: tuple[str, str, tuple[int, ...]]) -> bytes:
     """The bytes of ``spec`` (see :func:`damage`): a truncation, 1-16 flipped bits or random bytes."""
     name, how, numbers = spec
-    data = sources[name]
-    if how == "truncate":
-        return data[: numbers[0] % len(data)]
-    if how == "random":
-        return random.Random(numbers[0]).randbytes(numbers[1] % 512)
-    flipped = bytearray(data)
-    for number in numbers:
-        bit = number % (8 * len(data))
-        flipped[bit // 8] ^= 1 << (bit % 8)
-    return bytes(flipped)
+    return damage_bytes(sources[name], how, numbers)
 
 
 def run_on(command: str, data: bytes, folder) -> None:

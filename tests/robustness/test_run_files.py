@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import random
 
 import pytest
 import torch
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 from mptc.errors import InputError
 from mptc.ticket import load_ticket
 from mptc.train.checkpoint import load_checkpoint
-from tests.robustness.harness import FUZZ, assert_refused, invoke, record
+from tests.robustness.harness import FUZZ, assert_refused, damage_bytes, invoke, record
 
 # Damaged bytes and the legacy pickles below make torch's reader warn about their pickle protocol.
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
@@ -37,16 +36,7 @@ def damage(draw) -> tuple[str, tuple[int, ...]]:
 
 
 def damaged(data: bytes, spec: tuple[str, tuple[int, ...]]) -> bytes:
-    how, numbers = spec
-    if how == "truncate":
-        return data[: numbers[0] % len(data)]
-    if how == "random":
-        return random.Random(numbers[0]).randbytes(numbers[1] % 512)
-    flipped = bytearray(data)
-    for number in numbers:
-        bit = number % (8 * len(data))
-        flipped[bit // 8] ^= 1 << (bit % 8)
-    return bytes(flipped)
+    return damage_bytes(data, *spec)
 
 
 def snapshot(folder) -> dict[str, bytes]:
