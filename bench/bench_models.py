@@ -72,7 +72,7 @@ def bench(model_name: str, variant: str, sparsity: float, repeat: int, work: Pat
         for x_batch, _ in dataset.train.batches(64):
             model(x_batch)
     model.eval()
-    stem = work / f"{model_name}-{variant.replace('/', '_')}-{sparsity}"
+    stem = work / f"{model_name}-{variant.replace('/', '_')}-s{int(round(sparsity * 100))}"
     export_model(model, config, dataset, stem.with_suffix(".onnx"))
     optimize_file(stem.with_suffix(".onnx"), stem.with_suffix(".packed.onnx"))
     compile_model(stem.with_suffix(".packed.onnx"), "x86", stem.with_name(stem.name + "-mptc"))

@@ -54,6 +54,16 @@ class ConvGeometry:
         return (self.padded_width - (self.kernel[1] - 1) * self.dilations[1] - 1) // self.strides[1] + 1
 
     @property
+    def phase_height(self) -> int:
+        """Rows of one stride phase of the padded input (``ceil(Hp / sh)``)."""
+        return ceil_div(self.padded_height, self.strides[0])
+
+    @property
+    def phase_width(self) -> int:
+        """Columns of one stride phase of the padded input (``ceil(Wp / sw)``)."""
+        return ceil_div(self.padded_width, self.strides[1])
+
+    @property
     def channel_words(self) -> int:
         return ceil_div(self.channels, WORD_BITS)
 
@@ -174,15 +184,19 @@ def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:
 
 
 def sparse_conv_index(weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """ELL table ``(O, L)`` int32 of flat offsets into the sign-split padded input ``(2, C + 1, Hp, Wp)``.
+    """ELL table ``(O, L)`` int32 of flat offsets into the sign-split padded input ``(2, C + 1, P)``.
 
-    Plane ``c`` holds ``x[c]``, plane ``C`` zeros, plane ``C + 1 + c`` holds ``-x[c]``; a tap
-    ``(c, ky, kx)`` of output ``(oy, ox)`` reads offset ``idx + oy * sh * Wp + ox * sw``, and short rows
-    point at the zero plane (any in-plane offset stays inside it).
+    Plane ``c`` holds ``x[c]``, plane ``C`` zeros, plane ``C + 1 + c`` holds ``-x[c]``. A plane of
+    ``P = sh * sw * Hq * Wq`` values stores the padded pixel ``(y, x)`` in stride phase
+    ``(y % sh, x % sw)`` at ``(y // sh, x // sw)``, so a tap ``(c, ky, kx)`` of output ``(oy, ox)``
+    reads offset ``idx + oy * Wq + ox``: consecutive outputs read consecutive values at any
+    stride. Short rows point at the zero plane (any in-plane offset stays inside it).
     """
-    c, plane = geo.channels, geo.padded_height * geo.padded_width
+    (sh, sw), (hq, wq) = geo.strides, (geo.phase_height, geo.phase_width)
+    c, plane = geo.channels, sh * sw * hq * wq
     cc, ky, kx = np.meshgrid(np.arange(c), np.arange(geo.kernel[0]), np.arange(geo.kernel[1]), indexing="ij")
-    shift = (ky * geo.dilations[0] * geo.padded_width + kx * geo.dilations[1]).ravel()
+    dy, dx = ky * geo.dilations[0], kx * geo.dilations[1]
+    shift = (((dy % sh) * sw + dx % sw) * hq * wq + (dy // sh) * wq + dx // sw).ravel()
     cc = cc.ravel()
     rows = []
     for w in weight.reshape(weight.shape[0], -1):

@@ -13,10 +13,12 @@ travel as bits (the batch norm is already folded into ``scale`` / ``bias``).
 
 Real input, sparse form (``targets.layout.sparse_conv_index``)::
 
-    xs = [pad(x), 0, -pad(x), 0]  (flat per image)
-    y[n, o, oy, ox] = scale[o] * sum_j xs[n, idx[o, j] + oy*sh*Wp + ox*sw] + bias[o]
+    xs = [pad(x), 0, -pad(x), 0]  (flat per image, each plane split into stride phases)
+    y[n, o, oy, ox] = scale[o] * sum_j xs[n, idx[o, j] + oy*Wq + ox] + bias[o]
 
-Blocks are named for the schedules: ``pack``/``split``, ``popcount``/``gather``, ``output``.
+Blocks are named for the schedules: ``pack``/``split``, ``popcount``/``gather``, ``output``. The
+flat ``split`` block carries its plane shape ``(rows, Wq)`` as the annotation ``PLANE_SHAPE``, so
+a schedule can loop over (plane, row, column) with no division left in the vector loop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from tvm import te, tirx
 
 from mptc.targets.kernels.bits import WORD, sign_word
 from mptc.targets.layout import WORD_BITS, ConvGeometry, ceil_div, table_outputs
+
+PLANE_SHAPE = "mptc.plane_shape"  # annotation of the ``split`` block: (rows, columns) of each flat plane
 
 
 def pack_input(x: te.Tensor, geo: ConvGeometry) -> te.Tensor:
@@ -132,26 +136,34 @@ def _clamp(i: tirx.PrimExpr, size: int) -> tirx.PrimExpr:
 
 
 def split_input(x: te.Tensor, geo: ConvGeometry) -> te.Tensor:
-    """Flat sign-split operand ``(N, 2 * (C + 1) * Hp * Wp)``: planes ``x, 0, -x, 0`` zero-padded."""
-    hp, wp, c = geo.padded_height, geo.padded_width, geo.channels
+    """Flat sign-split operand ``(N, 2 * (C + 1) * P)``: planes ``x, 0, -x, 0``, zero-padded, each
+    stored as ``sh * sw`` stride phases of ``(Hq, Wq)`` (``ConvGeometry.phase_*``), so every tap
+    of a strided conv reads consecutive outputs from consecutive addresses."""
+    (sh, sw), c = geo.strides, geo.channels
+    hq, wq = geo.phase_height, geo.phase_width
+    rows, plane = sh * sw * hq, sh * sw * hq * wq
 
     def value(n, f):
-        plane, pixel = f // (hp * wp), f % (hp * wp)
-        half, ch = plane // (c + 1), plane % (c + 1)
-        y, xx = pixel // wp - geo.pads[0], pixel % wp - geo.pads[1]
+        half, ch = f // plane // (c + 1), f // plane % (c + 1)
+        row, col = f % plane // wq, f % wq  # row = (py * sw + px) * Hq + qy, col = qx
+        y = row % hq * sh + row // (sw * hq) - geo.pads[0]
+        xx = col * sw + row // hq % sw - geo.pads[1]
         inside = tirx.all(ch < c, y >= 0, y < geo.height, xx >= 0, xx < geo.width)
-        v = tirx.if_then_else(inside, x[n, ch, y, xx], tirx.const(0.0, "float32"))
+        safe = x[n, tirx.min(ch, c - 1), _clamp(y, geo.height), _clamp(xx, geo.width)]
+        v = tirx.if_then_else(inside, safe, tirx.const(0.0, "float32"))
         return tirx.Select(half == 0, v, -v)
 
-    return te.compute((geo.batch, 2 * (c + 1) * hp * wp), value, name="split")
+    return te.compute((geo.batch, 2 * (c + 1) * plane), value, name="split", attrs={PLANE_SHAPE: [rows, wq]})
+
 
 def sparse_conv(xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Tensor, geo: ConvGeometry) -> te.Tensor:
     """Sign-split sparse conv: only additions of gathered inputs, ``index`` is ``(O, L)`` int32."""
     j = te.reduce_axis((0, index.shape[1]), name="j")
-    (sh, sw), wp = geo.strides, geo.padded_width
+    wq = geo.phase_width
     shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
-    s = te.compute(shape, lambda n, o, oy, ox: te.sum(xs[n, index[o, j] + oy * (sh * wp) + ox * sw], axis=j), name="gather")
+    s = te.compute(shape, lambda n, o, oy, ox: te.sum(xs[n, index[o, j] + oy * wq + ox], axis=j), name="gather")
     return te.compute(shape, lambda n, o, oy, ox: scale[o] * s[n, o, oy, ox] + bias[o], name="output")
+
 
 def sparse_conv_func(geo: ConvGeometry, taps: int) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, index, scale, bias) -> y`` of the real-input sparse path."""

@@ -44,3 +44,25 @@ def test_sparse_dense_index_points_into_sign_split_operand():
     assert index.shape == (1, 2, 2)
     np.testing.assert_array_equal(index[0, :, 0], [0, 5])  # x[0] and -x[2] (offset K + 2)
     np.testing.assert_array_equal(index[0, :, 1], [6, 6])  # an empty row reads the zero slot
+
+
+def test_sparse_conv_index_reads_stride_phases_exactly():
+    """Uneven strides, a dilation and uneven pads: the offsets into phase-split planes give the conv."""
+    rng = np.random.default_rng(3)
+    geo = layout.ConvGeometry(1, 3, 7, 8, 4, kernel=(3, 2), strides=(2, 3), pads=(1, 0, 2, 1), dilations=(2, 1))
+    weight = rng.choice([-1.0, 0.0, 1.0], size=(4, 3, 3, 2))
+    x = rng.standard_normal((3, 7, 8))
+    (sh, sw), hq, wq = geo.strides, geo.phase_height, geo.phase_width
+    padded = np.zeros((3, hq * sh, wq * sw))
+    padded[:, 1:8, 0:8] = x
+    phases = padded.reshape(3, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3).reshape(3, -1)  # (c, py, px, qy, qx)
+    zero = np.zeros((1, phases.shape[1]))
+    xs = np.concatenate([phases, zero, -phases, zero]).ravel()
+    oy, ox = np.meshgrid(np.arange(geo.out_height), np.arange(geo.out_width), indexing="ij")
+    got = xs[layout.sparse_conv_index(weight, geo)[:, :, None, None] + oy * wq + ox].sum(1)
+    expected = np.zeros_like(got)
+    for ky in range(3):
+        for kx in range(2):
+            rows = padded[:, 2 * ky : 2 * ky + sh * geo.out_height : sh, kx : kx + sw * geo.out_width : sw]
+            expected += np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], rows)
+    np.testing.assert_allclose(got, expected, atol=1e-12)

@@ -31,7 +31,7 @@ def test_xnor_popcount_conv_matches_reference(case):
 
 
 @pytest.mark.parametrize("break_even, kernel", [(0.0, chooser.SPARSE_SIGN_SPLIT), (1.1, chooser.DENSE_FP32)])
-@pytest.mark.parametrize("case", [(1, 3, 7, 5, 3, 1, 1), (2, 70, 9, 13, 3, 2, 1)], ids=["c3o5", "c70o13s2"])
+@pytest.mark.parametrize("case", [(1, 3, 7, 5, 3, 1, 1), (2, 70, 9, 13, 3, 2, 1), (1, 5, 8, 3, 1, 2, 0)], ids=["c3o5", "c70o13s2", "c5o3k1s2"])
 def test_real_input_conv_both_paths_match_reference(case, break_even, kernel):
     model = binary_conv_model(np.random.default_rng(2), *case, mode="real", sparsity=0.8)
     vm, lowering = compile_x86(model, break_even)
