@@ -7,7 +7,7 @@ from typing import Any
 
 from mptc.data import load_dataset
 from mptc.errors import InputError
-from mptc.ticket import load_ticket
+from mptc.ticket import load_ticket, ticket_signature
 from mptc.train.loop import evaluate
 from mptc.train.rundir import RunDir
 
@@ -19,11 +19,11 @@ def evaluate_run(run_dir: str | Path, dataset: str | None = None) -> dict[str, A
         raise InputError(f"{run.root} has no ticket.safetensors: train it first (or finish it with --resume)")
     model, config = load_ticket(run.ticket)
     data = load_dataset(dataset or config.dataset)
-    trained_on = load_dataset(config.dataset) if dataset else data
-    if (data.input_shape, data.num_classes) != (trained_on.input_shape, trained_on.num_classes):
+    input_shape, num_classes = ticket_signature(run.ticket)
+    if (tuple(data.input_shape), data.num_classes) != (input_shape, num_classes):
         raise InputError(
             f"dataset {data.name} has input shape {data.input_shape} and {data.num_classes} classes; "
-            f"the run was trained on {trained_on.name} with {trained_on.input_shape} and {trained_on.num_classes}"
+            f"the run was trained on {config.dataset} with {input_shape} and {num_classes}"
         )
     accuracy, loss = evaluate(model, data.test)
     return {"dataset": data.name, "test_accuracy": accuracy, "test_loss": loss, "samples": len(data.test)}

@@ -45,9 +45,21 @@ def ticket_tensors(model: nn.Module, store_weights: bool) -> dict[str, torch.Ten
     return tensors
 
 
-def save_ticket(model: nn.Module, config: TrainConfig, path: str | Path, store_weights: bool = False) -> int:
-    """Write the ticket atomically; returns its size in bytes."""
-    metadata = {"format": FORMAT, "config": config.dumps(), "weights": "stored" if store_weights else "seed"}
+def save_ticket(
+    model: nn.Module, config: TrainConfig, path: str | Path, *, input_shape: tuple[int, ...], num_classes: int, store_weights: bool = False
+) -> int:
+    """Write the ticket atomically; returns its size in bytes.
+
+    The model's input shape and class count are recorded, so the ticket rebuilds its model
+    without reading the data set it was trained on.
+    """
+    metadata = {
+        "format": FORMAT,
+        "config": config.dumps(),
+        "weights": "stored" if store_weights else "seed",
+        "input_shape": json.dumps(list(input_shape)),
+        "num_classes": str(num_classes),
+    }
     data = save_safetensors(ticket_tensors(model, store_weights), metadata=metadata)
     write_bytes(path, data)
     return len(data)
@@ -68,6 +80,23 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, metadata
 
 
+def _signature(metadata: dict[str, str], path: Path) -> tuple[tuple[int, ...], int]:
+    try:
+        shape = tuple(int(d) for d in json.loads(metadata["input_shape"]))
+        classes = int(metadata["num_classes"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"ticket {path} does not record its input shape and class count ({error})") from error
+    if not shape or min(shape) < 1 or classes < 1:
+        raise InputError(f"ticket {path} records an impossible input shape {shape} or class count {classes}")
+    return shape, classes
+
+
+def ticket_signature(path: str | Path) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, num_classes)`` of the model a ticket holds."""
+    path = Path(path)
+    return _signature(_read(path)[1], path)
+
+
 def load_ticket(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
     """Rebuild the model of a ticket, bit-exactly: regenerate weights from the seed, apply masks.
 
@@ -78,10 +107,8 @@ def load_ticket(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Train
     path = Path(path)
     tensors, metadata = _read(path)
     config = parse_config(metadata.get("config", ""), f"ticket {path}'s config")
-    from mptc.data import load_dataset  # the data set fixes the input shape and class count
-
-    dataset = load_dataset(config.dataset)
-    model = build_model(config.model, config.recipe, dataset.input_shape, dataset.num_classes)
+    input_shape, num_classes = _signature(metadata, path)
+    model = build_model(config.model, config.recipe, input_shape, num_classes)
     initialize(model, config.seed, config.init or "kaiming-normal")
     masked = dict(masked_layers(model))
     plain = {key: value for key, value in tensors.items() if not key.endswith((MASK_SUFFIX, ALPHA_SUFFIX))}

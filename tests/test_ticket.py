@@ -5,7 +5,7 @@ import torch
 
 from mptc.data import load_dataset
 from mptc.errors import InputError
-from mptc.ticket import load_ticket
+from mptc.ticket import load_ticket, ticket_signature
 
 
 def test_ticket_reloads_bit_exactly(tiny_run):
@@ -30,18 +30,33 @@ def test_truncated_ticket_is_a_clear_error(tiny_run, tmp_path):
         load_ticket(tmp_path / "t.safetensors")
 
 
-def test_ticket_with_wrong_seed_is_detected(tiny_run, tmp_path):
-    raw = (tiny_run.run_dir / "ticket.safetensors").read_bytes()
-    header_len = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + header_len])
+def _with_config(ticket: bytes, change: dict) -> bytes:
+    """The ticket's bytes with ``change`` applied to the config in its metadata."""
+    header_len = int.from_bytes(ticket[:8], "little")
+    header = json.loads(ticket[8 : 8 + header_len])
     config = json.loads(header["__metadata__"]["config"])
-    config["seed"] += 1
-    header["__metadata__"]["config"] = json.dumps(config)
+    header["__metadata__"]["config"] = json.dumps({**config, **change})
     new_header = json.dumps(header).encode()
     new_header += b" " * (-len(new_header) % 8)
-    (tmp_path / "t.safetensors").write_bytes(len(new_header).to_bytes(8, "little") + new_header + raw[8 + header_len :])
+    return len(new_header).to_bytes(8, "little") + new_header + ticket[8 + header_len :]
+
+
+def test_ticket_with_wrong_seed_is_detected(tiny_run, tmp_path):
+    raw = (tiny_run.run_dir / "ticket.safetensors").read_bytes()
+    (tmp_path / "t.safetensors").write_bytes(_with_config(raw, {"seed": tiny_run.config.seed + 1}))
     with pytest.raises(InputError, match="alpha does not match"):
         load_ticket(tmp_path / "t.safetensors")
+
+
+def test_ticket_loads_without_its_training_data(tiny_run, tmp_path):
+    raw = (tiny_run.run_dir / "ticket.safetensors").read_bytes()
+    (tmp_path / "t.safetensors").write_bytes(_with_config(raw, {"dataset": "cifar10:/data/not/here"}))
+    model, config = load_ticket(tmp_path / "t.safetensors")
+    assert config.dataset == "cifar10:/data/not/here"
+    x = load_dataset("digits").test.x[:16]
+    with torch.no_grad():
+        assert torch.equal(model(x), tiny_run.model.eval()(x))
+    assert ticket_signature(tmp_path / "t.safetensors") == ((1, 8, 8), 10)
 
 
 def test_missing_ticket(tmp_path):

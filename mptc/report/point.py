@@ -58,8 +58,9 @@ def _train(config: TrainConfig, run: RunDir) -> dict[str, Any]:
 def run_point(config: TrainConfig, folder: str | Path, device: DeviceOptions) -> dict[str, Any]:
     """Run (or reuse) one ticket through every stage and return its record."""
     from mptc.deploy.profile import profile
-    from mptc.export import export_run
+    from mptc.export import export_model
     from mptc.passes.pipeline import optimize_file
+    from mptc.ticket import load_ticket
     from mptc.targets.compile import compile_model
 
     folder = Path(folder)
@@ -67,11 +68,12 @@ def run_point(config: TrainConfig, folder: str | Path, device: DeviceOptions) ->
         return json.loads((folder / POINT_FILE).read_text())
     run = RunDir(folder / "run")
     metrics = _train(config, run)
-    export = export_run(run.root, folder / "model.onnx")
+    dataset = load_dataset(config.dataset)
+    model, trained_config = load_ticket(run.ticket)
+    export = export_model(model, trained_config, dataset, folder / "model.onnx")
     optimize_file(folder / "model.onnx", folder / "packed.onnx")
     manifest = compile_model(folder / "packed.onnx", device.target, folder / "compiled", board=device.board)
 
-    dataset = load_dataset(config.dataset)
     x, labels = dataset.test.x.numpy(), dataset.test.y.numpy()
     accuracy = {
         "pytorch": export.pytorch_accuracy,

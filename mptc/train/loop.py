@@ -203,7 +203,10 @@ def train(
         world.finish()  # rank 0 writes the ticket and metrics
         return TrainResult(config=config, run_dir=run.root, model=model.cpu().eval())
     model.cpu().eval()
-    ticket_bytes = save_ticket(model, config, run.ticket, store_weights=config.method in PRETRAINED_METHODS)
+    ticket_bytes = save_ticket(
+        model, config, run.ticket, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+        store_weights=config.method in PRETRAINED_METHODS,
+    )
     final_accuracy, final_loss = evaluate(model, dataset.test)
     metrics = {
         "mptc_version": __version__,

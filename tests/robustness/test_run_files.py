@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,38 +221,35 @@ def test_wrong_configs_through_resume(artifacts, copy_run):
         assert snapshot(run) == before, f"{name}: a refused resume changed the run directory"
 
 
-@pytest.mark.parametrize("what", ["no config", "config is a folder", "run is a file", "no such run"])
-def test_resume_of_what_is_not_a_run(what, copy_run, tmp_path):
+NOT_A_RUN = ["file missing", "file is a folder", "run is a file", "no such run"]
+
+
+def not_a_run(what: str, file: str, copy_run, tmp_path) -> Path:
+    """A run directory whose ``file`` is missing or a folder, a plain file, or nothing at all."""
     run = copy_run()
-    if what == "no config":
-        (run / "config.json").unlink()
-    elif what == "config is a folder":
-        (run / "config.json").unlink()
-        (run / "config.json").mkdir()
-    elif what == "run is a file":
-        run = tmp_path / "file"
-        run.write_text("")
-    else:
-        run = tmp_path / "none"
+    if what in ("file missing", "file is a folder"):
+        (run / file).unlink()
+        if what == "file is a folder":
+            (run / file).mkdir()
+        return run
+    if what == "run is a file":
+        (tmp_path / "file").write_text("")
+        return tmp_path / "file"
+    return tmp_path / "none"
+
+
+@pytest.mark.parametrize("what", NOT_A_RUN)
+def test_resume_of_what_is_not_a_run(what, copy_run, tmp_path):
+    run = not_a_run(what, "config.json", copy_run, tmp_path)
     record("resume", what)
     assert_refused(invoke([*RESUME, run]))
 
 
-@pytest.mark.parametrize("what", ["no ticket", "ticket is a folder", "run is a file", "no such run"])
+@pytest.mark.parametrize("what", NOT_A_RUN)
 @pytest.mark.parametrize("command", ["eval", "export"])
 def test_commands_on_what_is_not_a_run(command, what, copy_run, tmp_path):
-    run = copy_run()
+    run = not_a_run(what, "ticket.safetensors", copy_run, tmp_path)
     out = tmp_path / "model.onnx"
-    if what == "no ticket":
-        (run / "ticket.safetensors").unlink()
-    elif what == "ticket is a folder":
-        (run / "ticket.safetensors").unlink()
-        (run / "ticket.safetensors").mkdir()
-    elif what == "run is a file":
-        run = tmp_path / "file"
-        run.write_text("")
-    else:
-        run = tmp_path / "none"
     record(command, what)
     assert_refused(invoke([command, run, *(["-o", out] if command == "export" else [])]), out)
 
