@@ -45,7 +45,7 @@ from mptc.targets.target import resolve_target  # noqa: E402
 CYCLES_PER_WORD = 1.5  # AVX-512 ternlog + popcnt + add per 512-bit word (toolchain notes)
 WORD_BITS = 512
 THREADS = (1, 2)
-SPARSITIES = (0.5, 0.8, 0.9, 0.95)
+SPARSITIES = (0.3, 0.5, 0.7, 0.9, 0.95)
 TVM_THREADPOOL_BIG_CORES = 1  # runtime.config_threadpool mode: all (big) cores, n threads
 
 
@@ -198,27 +198,43 @@ def bench_chain(timer: Timer, rng, layer: Layer, depth: int) -> None:
         print(f"| {threads} | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
 
 
-def bench_real(timer: Timer, rng, layers: list[Layer]) -> None:
-    print("\n## real input (MPT-1/32): sparse sign-split vs dense fp32 path vs onnxruntime\n")
-    print("| layer | sparsity | threads | sparse us | dense us | ort fp32 us | torch fp32 us | sparse vs ort | sparse vs dense |")
-    print("|---|---|---|---|---|---|---|---|---|")
+def compile_real(packed: onnx.ModelProto, layer: Layer, block: int | None) -> relax.VirtualMachine:
+    """A real-input layer with the dense path (``block`` None) or a forced sparse kernel / conv block size."""
+    if block is None:
+        return compile_layer(packed, layer, 1.1)
+    saved, chooser.CONV_BLOCKS = chooser.CONV_BLOCKS, ((0.0, block),)
+    try:
+        return compile_layer(packed, layer, 0.0)
+    finally:
+        chooser.CONV_BLOCKS = saved
+
+
+def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> None:
+    """Every real-input kernel the chooser picks between, at each sparsity: sparse (per conv block
+    size) vs dense vs onnxruntime, and the sparsity from which sparse beats dense."""
+    print("\n## real input (MPT-1/32): sparse (conv: block-sparse, B outputs per block) vs dense fp32 path vs onnxruntime\n")
+    print("| layer | sparsity | threads | sparse us by B | best sparse us | dense us | ort fp32 us | torch fp32 us | best vs ort | best vs dense |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     times: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     for layer in layers:
         x = rng.standard_normal(layer.input_shape).astype(np.float32)
+        blocks = [b for _, b in chooser.CONV_BLOCKS] if layer.op_type == "BinaryConv" else [1]
         for sparsity in SPARSITIES:
             weight, scale = ternary(rng, layer, sparsity), (rng.random(layer.out) + 0.5).astype(np.float32)
             packed, fp32 = packed_model(layer, [weight], scale, "real"), float_model(layer, weight, scale)
-            sparse_vm, dense_vm = compile_layer(packed, layer, 0.0), compile_layer(packed, layer, 1.1)
-            for threads in THREADS:
-                sparse, dense = timer.tvm(sparse_vm, x, threads), timer.tvm(dense_vm, x, threads)
+            sparse_vms, dense_vm = {b: compile_real(packed, layer, b) for b in blocks}, compile_real(packed, layer, None)
+            for threads in threads_list:
+                sparse = {b: timer.tvm(vm, x, threads) for b, vm in sparse_vms.items()}
+                best, dense = min(sparse.values()), timer.tvm(dense_vm, x, threads)
                 ort_us, torch_us = timer.ort(fp32, x, threads), timer.torch(layer, weight, scale, x, threads)
-                times.setdefault((layer.name, threads), []).append((sparsity, sparse, dense))
-                print(f"| {layer.name} | {sparsity:.2f} | {threads} | {sparse:.0f} | {dense:.0f} | {ort_us:.0f} | {torch_us:.0f} "
-                      f"| {ort_us / sparse:.2f}x | {dense / sparse:.2f}x |")
-    print("\nbreak-even sparsity (sparse time = dense time, linear between the bracketing measurements):")
+                times.setdefault((layer.name, threads), []).append((sparsity, best, dense))
+                by_block = ", ".join(f"B{b} {t:.0f}" for b, t in sparse.items())
+                print(f"| {layer.name} | {sparsity:.2f} | {threads} | {by_block} | {best:.0f} | {dense:.0f} | {ort_us:.0f} | {torch_us:.0f} "
+                      f"| {ort_us / best:.2f}x | {dense / best:.2f}x |", flush=True)
+    print("\nbreak-even sparsity (best sparse time = dense time, linear between the bracketing measurements):")
     for (name, threads), rows in times.items():
         print(f"  {name}, {threads} thread(s): {break_even(rows)}")
-    print(f"  chooser defaults SPARSE_BREAK_EVEN = {chooser.SPARSE_BREAK_EVEN}")
+    print(f"  chooser defaults SPARSE_BREAK_EVEN = {chooser.SPARSE_BREAK_EVEN}, CONV_BLOCKS = {chooser.CONV_BLOCKS}")
 
 
 def break_even(rows: list[tuple[float, float, float]]) -> str:
@@ -235,11 +251,16 @@ def break_even(rows: list[tuple[float, float, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="Fewer repeats (a smoke run).")
+    parser.add_argument("--real-only", action="store_true", help="Only the real-input (MPT-1/32) layers, CIFAR ResNet shapes too.")
     args = parser.parse_args()
     timer = Timer(number=5, repeat=5) if args.quick else Timer(number=10, repeat=7)
     rng = np.random.default_rng(0)
     print(f"host: {resolve_target('x86').spec['mcpu']}, {cpu_hz() / 1e9:.2f} GHz (cpuinfo), load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores; tvm {tvm.__version__}, ort {ort.__version__}, torch {torch.__version__}")
+    if args.real_only:
+        bench_real(timer, rng, [Layer(f"conv3x3 {c}->{c} @{n}x{n} b1", "BinaryConv", 1, c, c, size=n, kernel=3)
+                                for c, n in ((64, 32), (128, 16), (256, 8), (512, 4))], threads_list=(1,))
+        return
     bench_binary(timer, rng, [
         Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3),
         Layer("dense 4096x4096 b1", "BinaryDense", 1, 4096, 4096),

@@ -1,10 +1,13 @@
 """Which kernel lowers an ``ai.mptc`` layer, and why (recorded per layer in the manifest).
 
-Binary input always takes the XNOR-popcount kernel. Real input (MPT-1/32) has two exact forms:
-the dense form (ternary weight unpacked at compile time, an fp32 conv/matmul) costs the same at
-any sparsity; the sign-split sparse form (``sum x over +1 taps - sum x over -1 taps``) costs one
-gathered add per kept weight, so it wins only above a break-even sparsity, measured by
-``bench/bench_kernels.py`` on the x86 host (both layer kinds, 1 and 2 threads).
+Binary input always takes the XNOR-popcount kernel. Real input (MPT-1/32) has exact forms whose
+cost depends on sparsity: the dense form (ternary weight unpacked at compile time, an fp32
+conv/matmul) costs the same at any sparsity; a dense layer's sign-split sparse form
+(``sum x over +1 taps - sum x over -1 taps``) costs one gathered add per kept weight; a conv's
+block-sparse form costs one multiply-add per kept tap of a block of ``B`` output channels, and
+one input load per tap shared by the block. At high sparsity ``B = 1`` does the least work; lower,
+the union of a block's taps grows slower than the work it shares, so larger blocks win. The
+break-evens are measured by ``bench/bench_kernels.py`` on the x86 host (1 and 2 threads).
 """
 
 from __future__ import annotations
@@ -12,17 +15,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Fraction pruned from which the sparse real-input kernel is chosen, per op. Measured with
-# bench/bench_kernels.py on the x86 host (Zen 4, 1 and 2 threads, three runs): conv 3x3 256->256
-# @14x14 crosses at 0.65-0.74; dense 4096x4096 batch 1 is already faster sparse at 0.5, the lowest
-# sparsity measured. A batch-1 dense layer is memory-bound in both forms and the sparse form reads
-# 4 bytes per kept weight where the dense one reads 4 per weight, so it wins early; a conv reuses
-# each dense weight over every output pixel, so the gathers must save more.
-SPARSE_BREAK_EVEN = {"BinaryConv": 0.7, "BinaryDense": 0.5}
+# bench/bench_kernels.py on the x86 host (Zen 4): the block-sparse conv crosses the dense path at
+# 0.34-0.39 on 32x32 and 16x16 maps and is already faster at 0.3 on 8x8 and 4x4 (where the dense
+# schedule is weakest); dense 4096x4096 batch 1 is already faster sparse at 0.5, the lowest
+# sparsity measured: a batch-1 dense layer is memory-bound in both forms and the sparse form reads
+# 4 bytes per kept weight where the dense one reads 4 per weight.
+SPARSE_BREAK_EVEN = {"BinaryConv": 0.35, "BinaryDense": 0.5}
+
+# Output channels per block of the block-sparse conv, by the lowest sparsity each serves. Measured
+# with bench/bench_kernels.py --real-only on the CIFAR ResNet conv shapes (64@32x32 .. 512@4x4,
+# 1 thread, Zen 4): B = 2 is fastest or within noise of it from 0.5 to 0.95 (B = 1 saves no load
+# there and pays the per-tap index and weight loads alone); B = 4 only wins below 0.4.
+CONV_BLOCKS = ((0.4, 2), (0.0, 4))
+
+# A conv with fewer flat outputs per channel than this reuses each table entry too few times to
+# hide reading it: in a whole ResNet-18 (19 MB of tables at 90%, evicted between layers) the
+# 512@4x4 layers ran 250 us with B = 4 and 192 us with B = 1 (signed planes, 4 bytes per kept
+# weight), though B = 4 ties B = 1 on one layer timed alone. Larger maps stay compute-bound.
+TABLE_BOUND_FLAT = 32
 
 ROW_DOT_MAX_BATCH = 4  # dense real-input layers up to this batch stream (O, K) weight rows; above, a tiled GEMM
 
 XNOR_POPCOUNT = "xnor-popcount"
 SPARSE_SIGN_SPLIT = "sparse-sign-split"
+BLOCK_SPARSE = "block-sparse"
 DENSE_FP32 = "dense-fp32"
 
 
@@ -30,16 +46,27 @@ DENSE_FP32 = "dense-fp32"
 class KernelChoice:
     kernel: str
     reason: str
+    block: int = 1  # output channels per block (block-sparse conv)
 
 
-def choose_kernel(op_type: str, input_mode: str, sparsity: float, break_even: float | None = None) -> KernelChoice:
+def choose_kernel(
+    op_type: str, input_mode: str, sparsity: float, break_even: float | None = None, flat_outputs: int | None = None
+) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
-    ``break_even`` overrides the op's measured default (``SPARSE_BREAK_EVEN``).
+    ``break_even`` overrides the op's measured default (``SPARSE_BREAK_EVEN``); ``flat_outputs``
+    (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``TABLE_BOUND_FLAT``
+    takes one output per block.
     """
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
     threshold = SPARSE_BREAK_EVEN[op_type] if break_even is None else break_even
+    if sparsity >= threshold and op_type == "BinaryConv":
+        if flat_outputs is not None and flat_outputs < TABLE_BOUND_FLAT:
+            why = f"{flat_outputs} outputs per channel: table-bound, the smallest table"
+            return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {why}", 1)
+        block = next(b for lowest, b in CONV_BLOCKS if sparsity >= lowest)
+        return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {block} output(s) per block", block)
     if sparsity >= threshold:
         return KernelChoice(SPARSE_SIGN_SPLIT, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}")
     return KernelChoice(DENSE_FP32, f"real input, sparsity {sparsity:.3f} < break-even {threshold:.2f}")

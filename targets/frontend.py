@@ -147,10 +147,10 @@ class _Layer:
         if self.sign_bits.shape[1] != layout.ceil_div(k, 8):
             raise InputError(f"{self.op_type} {self.name!r}: bits hold {self.sign_bits.shape[1]} bytes per row, K={k} needs {layout.ceil_div(k, 8)}")
 
-    def lower(self, weight: np.ndarray, out_shape, kernel_call) -> relax.Expr:
+    def lower(self, weight: np.ndarray, out_shape, kernel_call, flat_outputs: int | None = None) -> relax.Expr:
         """Choose the kernel, emit it via ``kernel_call(choice)`` -> (expr, constants) and record the layer."""
         sparsity = float(1.0 - np.count_nonzero(weight) / weight.size)
-        choice = chooser.choose_kernel(self.op_type, self.input_mode, sparsity, self.lowering.break_even)
+        choice = chooser.choose_kernel(self.op_type, self.input_mode, sparsity, self.lowering.break_even, flat_outputs)
         expr, consts = kernel_call(choice)
         self.lowering.layers.append(LayerRecord(
             self.name, self.op_type, self.input_mode, sparsity, choice.kernel, choice.reason, self.shape, tuple(out_shape),
@@ -170,7 +170,7 @@ class _Layer:
 
 
 class BinaryConv(_onnx.OnnxOpConverter):
-    """``ai.mptc.BinaryConv`` -> XNOR-popcount, sparse sign-split or dense fp32 conv (``docs/operators.md``)."""
+    """``ai.mptc.BinaryConv`` -> XNOR-popcount, block-sparse or dense fp32 conv (``docs/operators.md``)."""
 
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
@@ -192,6 +192,8 @@ class BinaryConv(_onnx.OnnxOpConverter):
         out_shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
         kernels = layer.lowering.kernels
 
+        flat = layout.flat_input(geo)
+
         def kernel_call(choice: chooser.KernelChoice):
             if choice.kernel == chooser.XNOR_POPCOUNT:
                 outputs = layout.table_outputs(geo.out_channels, kernels.word_lanes, layer.words_out)
@@ -200,17 +202,20 @@ class BinaryConv(_onnx.OnnxOpConverter):
                     geo, kernels.word_lanes, t.border.shape[:2], layer.words_in, layer.words_out))
                 consts = [t.sign, t.mask, t.border, t.row_class, t.col_class, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape), consts
-            if choice.kernel == chooser.SPARSE_SIGN_SPLIT:
-                index = layout.sparse_conv_index(weight, geo)
-                func = kernels.sparse_conv(binary_conv.sparse_conv_func(geo, index.shape[1]))
-                consts = [index, layer.scale, layer.bias]
+            if choice.kernel == chooser.BLOCK_SPARSE:
+                signed = layout.flat_input(geo, signed=choice.block == 1)  # one output per block: no values
+                t = layout.block_sparse_conv_tables(weight, geo, signed, choice.block)
+                chunk = kernels.conv_chunk(signed.flat_outputs, choice.block)
+                func = kernels.block_sparse_conv(
+                    binary_conv.block_sparse_conv_func(geo, signed, choice.block, t.index.shape[1], chunk), chunk)
+                consts = [t.index] + ([] if t.values is None else [t.values]) + [layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape), consts
             dense = (weight * layer.scale[:, None, None, None]).astype(np.float32)
             conv = relax.op.nn.conv2d(layer.x, relax.const(dense), strides=geo.strides, padding=geo.pads, dilation=geo.dilations)
             bias = layer.bias.reshape(1, -1, 1, 1)
             return relax.op.add(bb.normalize(conv), relax.const(bias)), [dense, bias]
 
-        return layer.lower(weight, out_shape, kernel_call)
+        return layer.lower(weight, out_shape, kernel_call, flat.flat_outputs)
 
 
 class BinaryDense(_onnx.OnnxOpConverter):

@@ -8,8 +8,10 @@ The ONNX operators carry ``sign_bits`` / ``mask_bits`` as ``uint8 (O, ceil(K / 8
   the popcount loop); channels are zero-padded to whole words and outputs to whole lanes. Pad
   bits are 0 in both the mask and the activations, so they add nothing to any count;
 * a border-class table that makes zero padding exact without a branch in the inner loop;
-* real path, sparse form: an ELL index table of the kept taps into a sign-split operand
-  ``[x, -x, 0]`` (the kernel only adds), padded with the index of the zero slot.
+* real path, sparse forms: for a dense layer an ELL index table of the kept taps into a
+  sign-split operand ``[x, -x, 0]`` (the kernel only adds), padded with the index of the zero
+  slot; for a conv a block-ELL table of flat tap offsets with the ternary values of a block of
+  output channels (``block_sparse_conv_tables``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,59 @@ class BinaryConvTables:
     border: np.ndarray  # int32 (row classes, column classes, O padded): exact count per border class
     row_class: np.ndarray  # int32 (OH,)
     col_class: np.ndarray  # int32 (OW,)
+
+
+@dataclass(frozen=True)
+class FlatInput:
+    """The flat input of a real-input conv, in which every tap reads the flat outputs
+    ``q = oy * row_stride + ox`` of a channel at ``offset + q`` (``flat_tap_offsets``):
+
+    * channel planes (``shifted`` False): one plane per channel, the zero-padded image split into
+      ``sh * sw`` stride phases of ``(Hq, Wq)``; ``row_stride = Wq``, so ``Wq - OW`` columns of
+      every output row are computed and dropped;
+    * shifted planes (``shifted`` True): one plane per ``(c, kx)``, the padded rows (in ``sh``
+      stride phases) at the ``OW`` columns that tap column reads; ``row_stride = OW``, nothing
+      dropped, for ``kw`` times the input. Small maps take it (``SHIFTED_PLANES_WASTE``).
+
+    ``signed``: the ``planes`` are followed by their negations, so a kernel with one output per
+    block reads ``-x`` for a -1 weight and needs no weight values at all.
+    """
+
+    shifted: bool
+    planes: int  # per sign
+    plane_rows: int
+    row_stride: int
+    out_height: int
+    signed: bool = False
+
+    @property
+    def plane_size(self) -> int:
+        return self.plane_rows * self.row_stride
+
+    @property
+    def stored_planes(self) -> int:
+        """Planes before the zero tail: ``planes``, twice that when ``signed``."""
+        return self.planes * (2 if self.signed else 1)
+
+    @property
+    def flat_outputs(self) -> int:
+        return self.out_height * self.row_stride
+
+
+# Share of dropped flat outputs (``1 - OW / Wq``) from which shifted planes pay for their ``kw``
+# times larger input. Measured (bench/bench_kernels.py shapes, 3x3, pad 1): shifted planes were
+# 4-20% faster on 16x16, 8x8 and 4x4 maps (11%, 20%, 33% dropped); 32x32 (6%) keeps channel planes.
+SHIFTED_PLANES_WASTE = 0.1
+
+
+@dataclass(frozen=True)
+class BlockSparseConvTables:
+    """Block-ELL form of a real-input ternary conv: per block of output channels, the taps any of
+    them keeps, as flat offsets into the flat input, and the ``block`` weights of each (none for
+    signed planes, where the offset selects ``x`` or ``-x``)."""
+
+    index: np.ndarray  # int32 (O / block, L): flat offset of each kept tap
+    values: np.ndarray | None  # float32 (O / block, L, block): the weights (-1, 0, +1) there; padding is 0
 
 
 @dataclass(frozen=True)
@@ -183,25 +238,49 @@ def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:
     return interleave_lanes(_ell(rows, pad=2 * k), lanes)
 
 
-def sparse_conv_index(weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """ELL table ``(O, L)`` int32 of flat offsets into the sign-split padded input ``(2, C + 1, P)``.
+def flat_input(geo: ConvGeometry, signed: bool = False) -> FlatInput:
+    (sh, sw), hq, wq = geo.strides, geo.phase_height, geo.phase_width
+    if 1 - geo.out_width / wq >= SHIFTED_PLANES_WASTE:
+        return FlatInput(True, geo.channels * geo.kernel[1], sh * hq, geo.out_width, geo.out_height, signed)
+    return FlatInput(False, geo.channels, sh * sw * hq, wq, geo.out_height, signed)
 
-    Plane ``c`` holds ``x[c]``, plane ``C`` zeros, plane ``C + 1 + c`` holds ``-x[c]``. A plane of
-    ``P = sh * sw * Hq * Wq`` values stores the padded pixel ``(y, x)`` in stride phase
-    ``(y % sh, x % sw)`` at ``(y // sh, x // sw)``, so a tap ``(c, ky, kx)`` of output ``(oy, ox)``
-    reads offset ``idx + oy * Wq + ox``: consecutive outputs read consecutive values at any
-    stride. Short rows point at the zero plane (any in-plane offset stays inside it).
-    """
-    (sh, sw), (hq, wq) = geo.strides, (geo.phase_height, geo.phase_width)
-    c, plane = geo.channels, sh * sw * hq * wq
-    cc, ky, kx = np.meshgrid(np.arange(c), np.arange(geo.kernel[0]), np.arange(geo.kernel[1]), indexing="ij")
+
+def flat_tap_offsets(geo: ConvGeometry, flat: FlatInput) -> np.ndarray:
+    """Offset of each tap ``(c, ky, kx)`` (weight order) into the flat input."""
+    (sh, sw), (hq, wq), kw = geo.strides, (geo.phase_height, geo.phase_width), geo.kernel[1]
+    cc, ky, kx = np.meshgrid(np.arange(geo.channels), np.arange(geo.kernel[0]), np.arange(kw), indexing="ij")
     dy, dx = ky * geo.dilations[0], kx * geo.dilations[1]
-    shift = (((dy % sh) * sw + dx % sw) * hq * wq + (dy // sh) * wq + dx // sw).ravel()
-    cc = cc.ravel()
-    rows = []
-    for w in weight.reshape(weight.shape[0], -1):
-        rows.append(np.concatenate([cc[w > 0] * plane + shift[w > 0], (c + 1 + cc[w < 0]) * plane + shift[w < 0]]))
-    return _ell(rows, pad=c * plane)
+    if flat.shifted:
+        offset = (cc * kw + kx) * flat.plane_size + ((dy % sh) * hq + dy // sh) * flat.row_stride
+    else:
+        offset = cc * flat.plane_size + ((dy % sh) * sw + dx % sw) * hq * wq + (dy // sh) * wq + dx // sw
+    return offset.ravel()
+
+
+def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatInput, block: int) -> BlockSparseConvTables:
+    """Block-ELL tables of a ternary conv weight ``(O, C, kh, kw)`` (outputs padded to whole blocks).
+
+    Tap ``(c, ky, kx)`` of flat output ``q`` reads ``x[offset + q]`` (``flat_tap_offsets``), so the
+    kernel is ``y[o, q] = sum_j values[b, j, o % block] * x[index[b, j] + q]`` over the taps any
+    output of ``o``'s block ``b`` keeps: a block shares each loaded input run among ``block``
+    outputs; padding entries have value 0 and read offset 0. With ``flat.signed`` (``block`` 1) a
+    -1 tap reads the negated planes instead and padding reads the zero tail: ``y = sum_j x[index[j] + q]``.
+    """
+    offset = flat_tap_offsets(geo, flat)
+    rows = weight.reshape(weight.shape[0], -1)
+    if flat.signed:
+        negated = flat.planes * flat.plane_size
+        taps = [np.concatenate([offset[w > 0], negated + offset[w < 0]]) for w in rows]
+        return BlockSparseConvTables(_ell(taps, pad=flat.stored_planes * flat.plane_size), None)
+    blocks = ceil_div(weight.shape[0], block)
+    rows = np.pad(rows, ((0, blocks * block - rows.shape[0]), (0, 0))).reshape(blocks, block, -1)
+    kept = [np.flatnonzero(np.any(r != 0, axis=0)) for r in rows]
+    width = max(1, max(len(k) for k in kept))
+    index, values = np.zeros((blocks, width), np.int32), np.zeros((blocks, width, block), np.float32)
+    for b, taps in enumerate(kept):
+        index[b, : len(taps)] = offset[taps]
+        values[b, : len(taps)] = rows[b][:, taps].T
+    return BlockSparseConvTables(index, values)
 
 
 def _ell(rows: list[np.ndarray], pad: int) -> np.ndarray:

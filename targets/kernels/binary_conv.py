@@ -1,4 +1,4 @@
-"""TE compute of ``ai.mptc.BinaryConv``: XNOR-popcount (binary input) and sign-split sparse (real input).
+"""TE compute of ``ai.mptc.BinaryConv``: XNOR-popcount (binary input) and block-sparse multiply-add (real input).
 
 Binary input, with ``a`` the packed, zero-padded input signs and ``w``, ``m`` the packed weight
 signs and mask (``targets.layout.binary_conv_tables``)::
@@ -11,14 +11,20 @@ the previous layer; the output leaves either as float NCHW or as the packed sign
 (``N, OH, OW, ceil(O / 64)``) for a next binary layer, so activations between binary layers
 travel as bits (the batch norm is already folded into ``scale`` / ``bias``).
 
-Real input, sparse form (``targets.layout.sparse_conv_index``)::
+Real input, block-sparse form (``targets.layout.block_sparse_conv_tables``), for outputs in
+blocks of ``B`` channels and flat output positions ``q = oy * R + ox``::
 
-    xs = [pad(x), 0, -pad(x), 0]  (flat per image, each plane split into stride phases)
-    y[n, o, oy, ox] = scale[o] * sum_j xs[n, idx[o, j] + oy*Wq + ox] + bias[o]
+    xs = flat(x)  (``layout.FlatInput``: zero-padded planes in stride phases, R = Wq, or shifted per tap column, R = OW)
+    acc[n, b, i, q] = sum_j values[b, j, i] * xs[n, index[b, j] + q]
+    y[n, o, oy, ox] = scale[o] * acc[n, o // B, o % B, oy * R + ox] + bias[o]
 
-Blocks are named for the schedules: ``pack``/``split``, ``popcount``/``gather``, ``output``. The
-flat ``split`` block carries its plane shape ``(rows, Wq)`` as the annotation ``PLANE_SHAPE``, so
-a schedule can loop over (plane, row, column) with no division left in the vector loop.
+``q`` runs over whole rows of ``R`` (and up to a whole number of ``chunk`` values), so every tap
+reads one contiguous run of the input: a chunk of ``q`` is a few vectors of
+accumulators, each tap one broadcast weight and a multiply-add per vector.
+
+Blocks are named for the schedules: ``pack``/``flat``, ``popcount``/``gather``, ``output``. The
+``flat`` block carries its plane shape ``(rows, Wq)`` as the annotation ``PLANE_SHAPE``, so a
+schedule can loop over (plane, row, column) with no division left in the vector loop.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from mptc.targets.kernels.bits import WORD, sign_word
-from mptc.targets.layout import WORD_BITS, ConvGeometry, ceil_div, table_outputs
+from mptc.targets.layout import WORD_BITS, ConvGeometry, FlatInput, ceil_div, table_outputs
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of the ``split`` block: (rows, columns) of each flat plane
 
@@ -135,41 +141,63 @@ def _clamp(i: tirx.PrimExpr, size: int) -> tirx.PrimExpr:
     return tirx.max(tirx.min(i, size - 1), 0)
 
 
-def split_input(x: te.Tensor, geo: ConvGeometry) -> te.Tensor:
-    """Flat sign-split operand ``(N, 2 * (C + 1) * P)``: planes ``x, 0, -x, 0``, zero-padded, each
-    stored as ``sh * sw`` stride phases of ``(Hq, Wq)`` (``ConvGeometry.phase_*``), so every tap
-    of a strided conv reads consecutive outputs from consecutive addresses."""
-    (sh, sw), c = geo.strides, geo.channels
-    hq, wq = geo.phase_height, geo.phase_width
-    rows, plane = sh * sw * hq, sh * sw * hq * wq
+def flat_input(x: te.Tensor, geo: ConvGeometry, flat: FlatInput, length: int) -> te.Tensor:
+    """The flat input ``(N, length)`` of ``layout.FlatInput``, zeros past the last plane, so every
+    tap of a strided conv reads consecutive outputs from consecutive addresses."""
+    (sh, sw), c, hq, kw = geo.strides, geo.channels, geo.phase_height, geo.kernel[1]
 
     def value(n, f):
-        half, ch = f // plane // (c + 1), f // plane % (c + 1)
-        row, col = f % plane // wq, f % wq  # row = (py * sw + px) * Hq + qy, col = qx
-        y = row % hq * sh + row // (sw * hq) - geo.pads[0]
-        xx = col * sw + row // hq % sw - geo.pads[1]
-        inside = tirx.all(ch < c, y >= 0, y < geo.height, xx >= 0, xx < geo.width)
+        stored, row, col = f // flat.plane_size, f % flat.plane_size // flat.row_stride, f % flat.row_stride
+        plane = stored % flat.planes if flat.signed else stored
+        if flat.shifted:  # plane = (c, kx), row = py * Hq + qy, col = ox
+            ch = plane // kw
+            y = row % hq * sh + row // hq - geo.pads[0]
+            xx = col * sw + plane % kw * geo.dilations[1] - geo.pads[1]
+        else:  # plane = c, row = (py * sw + px) * Hq + qy, col = qx
+            ch = plane
+            y = row % hq * sh + row // (sw * hq) - geo.pads[0]
+            xx = col * sw + row // hq % sw - geo.pads[1]
+        inside = tirx.all(stored < flat.stored_planes, ch < c, y >= 0, y < geo.height, xx >= 0, xx < geo.width)
         safe = x[n, tirx.min(ch, c - 1), _clamp(y, geo.height), _clamp(xx, geo.width)]
         v = tirx.if_then_else(inside, safe, tirx.const(0.0, "float32"))
-        return tirx.Select(half == 0, v, -v)
+        return tirx.Select(stored >= flat.planes, -v, v) if flat.signed else v
 
-    return te.compute((geo.batch, 2 * (c + 1) * plane), value, name="split", attrs={PLANE_SHAPE: [rows, wq]})
+    return te.compute((geo.batch, length), value, name="flat", attrs={PLANE_SHAPE: [flat.plane_rows, flat.row_stride]})
 
 
-def sparse_conv(xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Tensor, geo: ConvGeometry) -> te.Tensor:
-    """Sign-split sparse conv: only additions of gathered inputs, ``index`` is ``(O, L)`` int32."""
-    j = te.reduce_axis((0, index.shape[1]), name="j")
-    wq = geo.phase_width
+def block_sparse_conv(xs, index, values, scale, bias, geo: ConvGeometry, row_stride: int, outputs: int) -> te.Tensor:
+    """``acc`` over ``outputs`` flat positions per output channel, then the affine epilogue on the
+    real outputs. ``values`` None: signed planes, one output per block, only additions."""
+    blocks, taps = index.shape
+    block = 1 if values is None else values.shape[2]
+    j = te.reduce_axis((0, taps), name="j")
+
+    def tap(n, b, i, q):
+        x = xs[n, index[b, j] + q]
+        return x if values is None else values[b, j, i] * x
+
+    acc = te.compute((geo.batch, blocks, block, outputs), lambda n, b, i, q: te.sum(tap(n, b, i, q), axis=j), name="gather")
     shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
-    s = te.compute(shape, lambda n, o, oy, ox: te.sum(xs[n, index[o, j] + oy * wq + ox], axis=j), name="gather")
-    return te.compute(shape, lambda n, o, oy, ox: scale[o] * s[n, o, oy, ox] + bias[o], name="output")
+    return te.compute(
+        shape, lambda n, o, oy, ox: scale[o] * acc[n, o // block, o % block, oy * row_stride + ox] + bias[o], name="output"
+    )
 
 
-def sparse_conv_func(geo: ConvGeometry, taps: int) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, index, scale, bias) -> y`` of the real-input sparse path."""
+def block_sparse_conv_func(geo: ConvGeometry, flat: FlatInput, block: int, taps: int, chunk: int) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, index, [values,] scale, bias) -> y`` of the real-input conv
+    (no ``values`` with ``flat.signed``).
+
+    The flat outputs are padded to whole ``chunk``s (the schedule's register tile), and the input
+    by a zero tail of whole planes past the furthest read (last plane's largest tap offset + the
+    flat outputs), which signed padding entries read.
+    """
+    outputs = ceil_div(flat.flat_outputs, chunk) * chunk
+    length = (flat.stored_planes + ceil_div(outputs, flat.plane_size)) * flat.plane_size
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
-    index = te.placeholder((geo.out_channels, taps), "int32", name="index")
+    index = te.placeholder((ceil_div(geo.out_channels, block), taps), "int32", name="index")
+    values = None if flat.signed else te.placeholder((ceil_div(geo.out_channels, block), taps, block), "float32", name="values")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
-    y = sparse_conv(split_input(x, geo), index, scale, bias, geo)
-    return te.create_prim_func([x, index, scale, bias, y])
+    xs = flat_input(x, geo, flat, length)
+    y = block_sparse_conv(xs, index, values, scale, bias, geo, flat.row_stride, outputs)
+    return te.create_prim_func([x, index] + ([] if values is None else [values]) + [scale, bias, y])

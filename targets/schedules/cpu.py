@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 
 from mptc.targets.kernels.binary_conv import PLANE_SHAPE
-from mptc.targets.layout import WORD_BITS
+from mptc.targets.layout import WORD_BITS, ceil_div
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class CpuTiles:
     conv_cols: int  # output columns per conv register tile (the largest divisor of OW not above it)
     dense_vectors: int  # popcount vectors per dense register tile
     dense_rows: int  # batch rows per dense register tile (largest divisor of N not above it)
-    sparse_rows: int  # output rows sharing one pass over a sparse conv index row
+    conv_accumulators: int  # float vectors a real-input conv register tile may hold (block x chunk vectors)
     row_dot_rows: int  # weight rows streamed together by the small-batch fp32 dense kernel
 
 
@@ -94,16 +94,40 @@ class CpuKernelSchedules:
         groups = per_tile // vectors if words_out else 1
         return sch.split(o, [None, groups, vectors, self.word_lanes])
 
-    def sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        """Parallel over ``(n, o)``; per index entry, add a contiguous input row into ``rows`` accumulators."""
+    def conv_chunk(self, flat: int, block: int) -> int:
+        """Flat outputs per register tile of a real-input conv with ``block`` output channels: whole
+        full- or half-width vectors, at most ``conv_accumulators`` in all, padding ``flat`` the least
+        (ties: wider, then more vectors). Half width pays on small maps: 4x4 outputs are 24 flat
+        values, 3 half vectors or 2 full ones with 8 lanes wasted."""
+        most = max(1, self.tiles.conv_accumulators // block)
+        candidates = [(ceil_div(flat, v * lanes) * v * lanes, -lanes, -v) for lanes in (self.float_lanes, self.float_lanes // 2)
+                      for v in range(1, most + 1)]
+        padded, lanes, vectors = min(candidates)
+        return -lanes * -vectors
+
+    def _chunk_lanes(self, chunk: int) -> int:
+        return self.float_lanes if chunk % self.float_lanes == 0 else self.float_lanes // 2
+
+    def block_sparse_conv(self, func: tirx.PrimFunc, chunk: int) -> tirx.PrimFunc:
+        """Parallel over ``(n, block, chunk)`` tiles; per kept tap, one broadcast weight per output of
+        the block and a multiply-add per accumulator vector, the input run read once for the block."""
         sch = s_tir.Schedule(func)
         gather, out = sch.get_sblock("gather"), sch.get_sblock("output")
-        n, o, oy, ox, j = sch.get_loops(gather)
-        yo, yi = sch.split(oy, [None, divisor_at_most(extent(sch, oy), self.tiles.sparse_rows)])
-        sch.reorder(n, o, yo, j, yi, ox)
-        tile = sch.fuse(n, o, yo)
-        self._register_tile(sch, gather, out, tile, reduce_from=j, unrolled=(yi,), lanes=ox)
-        self._planes(sch, sch.get_sblock("split"))
+        n, b, i, q, j = sch.get_loops(gather)
+        lanes = self._chunk_lanes(chunk)
+        qo, qv, ql = sch.split(q, [None, chunk // lanes, lanes])
+        sch.reorder(n, b, qo, j, i, qv, ql)
+        tile = sch.fuse(n, b, qo)
+        sch.parallel(tile)
+        sch.reverse_compute_at(sch.cache_write(gather, 0, "local"), tile)
+        sch.unroll(i)
+        sch.unroll(qv)
+        sch.vectorize(ql)
+        sch.decompose_reduction(gather, j)
+        n, o, _, ox = sch.get_loops(out)
+        sch.parallel(sch.fuse(n, o))
+        sch.vectorize(ox)
+        self._planes(sch, sch.get_sblock("flat"))
         return sch.mod["main"]
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -164,7 +188,7 @@ class CpuKernelSchedules:
 
     @staticmethod
     def _planes(sch, block) -> None:
-        """Flat sign-split planes: parallel over ``(n, plane)``, each padded row vectorized. Split
+        """Flat input planes: parallel over ``(n, plane)``, each padded row vectorized. Split
         at the plane shape, the flat index needs no division (16-lane chunks of the flat loop
         divide and gather per lane: 20x slower)."""
         rows, cols = (int(d) for d in sch.get(block).annotations[PLANE_SHAPE])

@@ -1,8 +1,9 @@
 """CUDA schedules of the ``ai.mptc`` kernels: one thread per output element.
 
 Each thread computes one output, running the reduction over taps and words serially in a
-register (``__popcll`` on 64-bit words); packing/splitting stages get one thread per word or
-element. Consecutive threads take consecutive output columns. This is a correct, simple mapping
+register (``__popcll`` on 64-bit words; a real-input conv's thread runs its block's kept taps);
+packing/splitting stages get one thread per word or element. Consecutive threads take
+consecutive output columns. This is a correct, simple mapping
 (no shared-memory tiling yet); the fp32 glue is scheduled by dlight's GPU rules in the default
 CUDA pipeline.
 """
@@ -28,8 +29,12 @@ class CudaKernelSchedules:
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, "pack", "popcount")
 
-    def sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        return self._per_output(func, "split", "gather")
+    def conv_chunk(self, flat: int, block: int) -> int:
+        """One thread per output needs no register tile: pad the flat outputs to whole warps."""
+        return 32
+
+    def block_sparse_conv(self, func: tirx.PrimFunc, chunk: int) -> tirx.PrimFunc:
+        return self._per_output(func, "flat", "gather")
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, "split", "gather")

@@ -9,13 +9,19 @@ def test_binary_input_always_takes_popcount():
     assert chooser.choose_kernel("BinaryConv", "binary", 0.0).kernel == chooser.XNOR_POPCOUNT
 
 
-@pytest.mark.parametrize("op_type", sorted(chooser.SPARSE_BREAK_EVEN))
-def test_real_input_switches_at_the_measured_break_even(op_type):
+@pytest.mark.parametrize("op_type, sparse", [("BinaryConv", chooser.BLOCK_SPARSE), ("BinaryDense", chooser.SPARSE_SIGN_SPLIT)])
+def test_real_input_switches_at_the_measured_break_even(op_type, sparse):
     threshold = chooser.SPARSE_BREAK_EVEN[op_type]
-    assert chooser.choose_kernel(op_type, "real", threshold).kernel == chooser.SPARSE_SIGN_SPLIT
+    assert chooser.choose_kernel(op_type, "real", threshold).kernel == sparse
     below = chooser.choose_kernel(op_type, "real", threshold - 0.01)
     assert below.kernel == chooser.DENSE_FP32 and f"{threshold:.2f}" in below.reason
 
 
 def test_an_override_replaces_the_default():
     assert chooser.choose_kernel("BinaryDense", "real", 0.3, break_even=0.2).kernel == chooser.SPARSE_SIGN_SPLIT
+
+
+def test_conv_blocks_shrink_as_sparsity_grows():
+    """Each block size serves from its lowest sparsity up to the next one's."""
+    blocks = [chooser.choose_kernel("BinaryConv", "real", s, break_even=0.0).block for s in (0.0, 0.5, 0.75, 0.9, 0.99)]
+    assert blocks == sorted(blocks, reverse=True) and len(set(blocks)) == len(chooser.CONV_BLOCKS)

@@ -12,7 +12,7 @@ from mptc.errors import UnsupportedError
 from mptc.targets import chooser
 from mptc.targets.compile import compile_model
 
-from .packed_models import binary_chain, small_network
+from .packed_models import binary_chain, binary_conv_model, small_network
 
 ELF_MACHINE_AARCH64 = 183
 ELF_MACHINE_X86_64 = 62
@@ -74,3 +74,14 @@ def test_cuda_build_needs_no_gpu_and_uses_popcount(tmp_path, model):
 def test_unknown_target_or_board_is_refused(tmp_path, network, target, board):
     with pytest.raises(UnsupportedError):
         compile_model(network, target, tmp_path, board=board)
+
+
+@pytest.mark.parametrize("target", ["cuda", "arm"])
+@pytest.mark.parametrize("size", [4, 40], ids=["signed-planes", "blocks"])
+def test_real_input_conv_builds_for_cuda_and_arm(tmp_path, target, size):
+    """The block-sparse conv (one output per block on a small map, blocks on a large one) has a
+    schedule on every target family."""
+    model = binary_conv_model(np.random.default_rng(4), 1, 16, size, 24, 3, 1, 1, mode="real", sparsity=0.9)
+    manifest = compile_model(model, target, tmp_path)
+    assert [layer["kernel"] for layer in manifest["layers"]] == [chooser.BLOCK_SPARSE]
+    assert (tmp_path / "module.so").is_file()

@@ -1,6 +1,7 @@
 """Weight re-layout: bit order within uint64 words, lane interleave, border table, ELL tables."""
 
 import numpy as np
+import pytest
 
 from mptc.conventions import pack_bits
 from mptc.targets import layout
@@ -46,23 +47,38 @@ def test_sparse_dense_index_points_into_sign_split_operand():
     np.testing.assert_array_equal(index[0, :, 1], [6, 6])  # an empty row reads the zero slot
 
 
-def test_sparse_conv_index_reads_stride_phases_exactly():
-    """Uneven strides, a dilation and uneven pads: the offsets into phase-split planes give the conv."""
+@pytest.mark.parametrize("waste", [0.0, 1.0], ids=["shifted-planes", "channel-planes"])
+@pytest.mark.parametrize("block", [0, 1, 2, 3], ids=["signed", "block1", "block2", "block3"])
+def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, waste, monkeypatch):
+    """Uneven strides, a dilation, uneven pads and blocks that do not divide the outputs, in both
+    flat layouts: the tap offsets and the block values give the conv."""
+    monkeypatch.setattr(layout, "SHIFTED_PLANES_WASTE", waste)
     rng = np.random.default_rng(3)
-    geo = layout.ConvGeometry(1, 3, 7, 8, 4, kernel=(3, 2), strides=(2, 3), pads=(1, 0, 2, 1), dilations=(2, 1))
-    weight = rng.choice([-1.0, 0.0, 1.0], size=(4, 3, 3, 2))
+    geo = layout.ConvGeometry(1, 3, 7, 8, 5, kernel=(3, 2), strides=(2, 3), pads=(1, 0, 2, 1), dilations=(2, 1))
+    weight = rng.choice([-1.0, 0.0, 1.0], size=(5, 3, 3, 2))
     x = rng.standard_normal((3, 7, 8))
     (sh, sw), hq, wq = geo.strides, geo.phase_height, geo.phase_width
+    oh, ow = geo.out_height, geo.out_width
     padded = np.zeros((3, hq * sh, wq * sw))
     padded[:, 1:8, 0:8] = x
-    phases = padded.reshape(3, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3).reshape(3, -1)  # (c, py, px, qy, qx)
-    zero = np.zeros((1, phases.shape[1]))
-    xs = np.concatenate([phases, zero, -phases, zero]).ravel()
-    oy, ox = np.meshgrid(np.arange(geo.out_height), np.arange(geo.out_width), indexing="ij")
-    got = xs[layout.sparse_conv_index(weight, geo)[:, :, None, None] + oy * wq + ox].sum(1)
-    expected = np.zeros_like(got)
-    for ky in range(3):
-        for kx in range(2):
-            rows = padded[:, 2 * ky : 2 * ky + sh * geo.out_height : sh, kx : kx + sw * geo.out_width : sw]
-            expected += np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], rows)
+    taps = [padded[:, 2 * ky : 2 * ky + sh * oh : sh, kx : kx + sw * ow : sw] for ky in range(3) for kx in range(2)]  # (c, OH, OW) each
+    flat = layout.flat_input(geo, signed=block == 0)
+    assert flat.shifted == (waste == 0.0)
+    if flat.shifted:  # (c, kx, py, qy, ox)
+        columns = np.stack([padded[:, :, kx : kx + sw * ow : sw] for kx in range(2)], axis=1)  # (c, kx, Hp, OW)
+        planes = columns.reshape(3, 2, hq, sh, ow).transpose(0, 1, 3, 2, 4)
+    else:  # (c, py, px, qy, qx)
+        planes = padded.reshape(3, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3)
+    signs = [planes, -planes] if flat.signed else [planes]
+    xs = np.concatenate([p.reshape(-1) for p in signs] + [np.zeros(2 * flat.plane_size)])
+    t = layout.block_sparse_conv_tables(weight, geo, flat, max(block, 1))
+    oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
+    gathered = xs[t.index[:, :, None, None] + oy * flat.row_stride + ox]  # (blocks, L, OH, OW)
+    if flat.signed:
+        assert t.values is None
+        got = gathered.sum(1)
+    else:
+        assert t.index.shape[0] == -(-5 // block) and t.values.shape == (*t.index.shape, block)
+        got = np.einsum("bji,bjyx->biyx", t.values, gathered).reshape(-1, oh, ow)[:5]
+    expected = sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], taps[ky * 2 + kx]) for ky in range(3) for kx in range(2))
     np.testing.assert_allclose(got, expected, atol=1e-12)

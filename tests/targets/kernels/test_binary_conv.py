@@ -30,13 +30,20 @@ def test_xnor_popcount_conv_matches_reference(case):
     np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("break_even, kernel", [(0.0, chooser.SPARSE_SIGN_SPLIT), (1.1, chooser.DENSE_FP32)])
-@pytest.mark.parametrize("case", [(1, 3, 7, 5, 3, 1, 1), (2, 70, 9, 13, 3, 2, 1), (1, 5, 8, 3, 1, 2, 0)], ids=["c3o5", "c70o13s2", "c5o3k1s2"])
-def test_real_input_conv_both_paths_match_reference(case, break_even, kernel):
+# Flat output rows shorter than a vector, of whole vectors plus a tail, and long ones.
+REAL_CASES = [(1, 3, 7, 5, 3, 1, 1), (2, 70, 9, 13, 3, 2, 1), (1, 5, 8, 3, 1, 2, 0), (1, 64, 4, 96, 3, 1, 1),
+              (2, 5, 34, 7, 3, 1, 1), (1, 4, 67, 6, 3, 2, 1)]
+
+
+@pytest.mark.parametrize("block", [1, 2, 4, None], ids=["block1", "block2", "block4", "dense"])
+@pytest.mark.parametrize("case", REAL_CASES, ids=["c3o5", "c70o13s2", "c5o3k1s2", "c64o96s4", "planes34", "planes67s2"])
+def test_real_input_conv_every_path_matches_reference(case, block, monkeypatch):
+    """Block-sparse with 1, 2 and 4 outputs per block (blocks that do not divide the outputs too) and dense."""
+    monkeypatch.setattr(chooser, "CONV_BLOCKS", ((0.0, block),))
     model = binary_conv_model(np.random.default_rng(2), *case, mode="real", sparsity=0.8)
-    vm, lowering = compile_x86(model, break_even)
+    vm, lowering = compile_x86(model, 1.1 if block is None else 0.0)
     x = sample(model)
-    assert lowering.layers[0].kernel == kernel
+    assert lowering.layers[0].kernel == (chooser.DENSE_FP32 if block is None else chooser.BLOCK_SPARSE)
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5
 
 
