@@ -28,11 +28,13 @@ SPARSE_BREAK_EVEN = {"BinaryConv": 0.35, "BinaryDense": 0.5}
 # there and pays the per-tap index and weight loads alone); B = 4 only wins below 0.4.
 CONV_BLOCKS = ((0.4, 2), (0.0, 4))
 
-# A conv with fewer flat outputs per channel than this reuses each table entry too few times to
-# hide reading it: in a whole ResNet-18 (19 MB of tables at 90%, evicted between layers) the
-# 512@4x4 layers ran 250 us with B = 4 and 192 us with B = 1 (signed planes, 4 bytes per kept
-# weight), though B = 4 ties B = 1 on one layer timed alone. Larger maps stay compute-bound.
-TABLE_BOUND_FLAT = 32
+# Convs with fewer flat outputs per channel than SHORT_FLAT (4x4 maps) use SHORT_FLAT_BLOCKS: each
+# table entry serves few multiply-adds there. At high sparsity reading the table dominates: in a
+# whole ResNet-18 at 90% (19 MB of tables, evicted between layers) its 512@4x4 layers ran 250 us
+# with B = 4 and 192 us with B = 1 (signed planes, 4 bytes per kept weight), though the two tie on
+# one layer timed alone. At 50% the per-tap index and load dominate: B = 1 took 1.4 ms, B = 4 0.7.
+SHORT_FLAT = 32
+SHORT_FLAT_BLOCKS = ((0.8, 1), (0.0, 4))
 
 ROW_DOT_MAX_BATCH = 4  # dense real-input layers up to this batch stream (O, K) weight rows; above, a tiled GEMM
 
@@ -55,18 +57,17 @@ def choose_kernel(
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
     ``break_even`` overrides the op's measured default (``SPARSE_BREAK_EVEN``); ``flat_outputs``
-    (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``TABLE_BOUND_FLAT``
-    takes one output per block.
+    (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``SHORT_FLAT`` takes
+    its block from ``SHORT_FLAT_BLOCKS``.
     """
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
     threshold = SPARSE_BREAK_EVEN[op_type] if break_even is None else break_even
     if sparsity >= threshold and op_type == "BinaryConv":
-        if flat_outputs is not None and flat_outputs < TABLE_BOUND_FLAT:
-            why = f"{flat_outputs} outputs per channel: table-bound, the smallest table"
-            return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {why}", 1)
-        block = next(b for lowest, b in CONV_BLOCKS if sparsity >= lowest)
-        return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {block} output(s) per block", block)
+        short = flat_outputs is not None and flat_outputs < SHORT_FLAT
+        block = next(b for lowest, b in (SHORT_FLAT_BLOCKS if short else CONV_BLOCKS) if sparsity >= lowest)
+        why = f"{block} output(s) per block" + (f" ({flat_outputs} flat outputs per channel)" if short else "")
+        return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {why}", block)
     if sparsity >= threshold:
         return KernelChoice(SPARSE_SIGN_SPLIT, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}")
     return KernelChoice(DENSE_FP32, f"real input, sparsity {sparsity:.3f} < break-even {threshold:.2f}")

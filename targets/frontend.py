@@ -15,7 +15,8 @@ same kind (``BinaryConv -> BinaryConv``, ``BinaryDense -> BinaryDense``; the sig
 is folded into ``input_mode`` and the batch norm into ``scale`` / ``bias`` by the passes), possibly
 through ``MaxPool`` nodes, the producer's epilogue writes the packed signs directly, the pools OR
 words, and the consumer reads words: the float tensor between them never exists
-(:func:`packed_edges`).
+(:func:`packed_edges`). A float-output conv's kernel also absorbs a following residual ``Add`` and
+``Relu`` (``targets.epilogue``).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from tvm.relax.frontend.onnx import onnx_frontend as _onnx
 from mptc.errors import InputError, UnsupportedError
 from mptc.ops.reference import DOMAIN, INPUT_MODES, OPSET_VERSION, unpack_ternary
 from mptc.targets import chooser, layout
+from mptc.targets.epilogue import ONNX_DOMAINS, Epilogue, epilogues
 from mptc.targets.kernels import binary_conv, binary_dense, packed_pool
 
-ONNX_DOMAINS = ("", "ai.onnx")
 OP_PATTERN_OPAQUE = 8  # relay/relax OpPatternKind::kOpaque
 
 
@@ -56,6 +57,7 @@ class LayerRecord:
     lowered_bytes: int  # the constants the chosen kernel reads
     input_words: bool  # reads the previous layer's packed signs (no float input)
     output_words: bool  # writes the packed signs of its output for the next layer
+    epilogue: str = ""  # the nodes after it its kernel absorbed (``targets.epilogue``), e.g. "add+relu"
 
 
 @dataclass
@@ -67,6 +69,9 @@ class Lowering:
     layers: list[LayerRecord] = field(default_factory=list)
     pack_activations: bool = True  # let binary chains pass packed signs (``packed_edges``)
     words_out: frozenset[str] = frozenset()  # names of the layers whose output travels packed
+    fuse_epilogues: bool = True  # let conv kernels absorb a following residual Add / Relu
+    epilogues: dict[str, Epilogue] = field(default_factory=dict)  # by conv name (``targets.epilogue``)
+    absorbed: dict[str, relax.Expr] = field(default_factory=dict)  # absorbed node name -> the fused result
     packed: list[tuple[relax.Var, tuple[int, ...]]] = field(default_factory=list)  # words var, logical shape
 
     def call_kernel(
@@ -112,11 +117,9 @@ class _Layer:
         if len(inputs) != 5 or any(i is None for i in inputs):
             raise InputError(f"{op_type} {name!r}: expected inputs X, sign_bits, mask_bits, scale, bias")
         x, lowering = inputs[0], attr["tvm_custom"]["lowering"]
-        shape = lowering.logical_shape(x)
+        shape = lowering.logical_shape(x) or _static_shape(x)
         if shape is None:
-            shape = tuple(x.ty.shape.values) if hasattr(x.ty, "shape") and x.ty.shape is not None else ()
-            if not shape or not all(isinstance(d, tirx.IntImm) for d in shape):
-                raise UnsupportedError(f"{op_type} {name!r}: input needs a static shape, got {shape}")
+            raise UnsupportedError(f"{op_type} {name!r}: input needs a static shape, got {getattr(x.ty, 'shape', None)}")
         consts = []
         for role, value in zip(("sign_bits", "mask_bits", "scale", "bias"), inputs[1:]):
             if not isinstance(value, tvm.ir.GenericConst):
@@ -147,21 +150,40 @@ class _Layer:
         if self.sign_bits.shape[1] != layout.ceil_div(k, 8):
             raise InputError(f"{self.op_type} {self.name!r}: bits hold {self.sign_bits.shape[1]} bytes per row, K={k} needs {layout.ceil_div(k, 8)}")
 
-    def lower(self, weight: np.ndarray, out_shape, kernel_call, flat_outputs: int | None = None) -> relax.Expr:
-        """Choose the kernel, emit it via ``kernel_call(choice)`` -> (expr, constants) and record the layer."""
+    def lower(
+        self, weight: np.ndarray, out_shape, kernel_call, flat_outputs: int | None = None, epilogue: Epilogue | None = None
+    ) -> relax.Expr:
+        """Choose the kernel, emit it via ``kernel_call(choice)`` -> (expr, constants) and record the
+        layer; the nodes of a fused ``epilogue`` become its result."""
         sparsity = float(1.0 - np.count_nonzero(weight) / weight.size)
         choice = chooser.choose_kernel(self.op_type, self.input_mode, sparsity, self.lowering.break_even, flat_outputs)
         expr, consts = kernel_call(choice)
         self.lowering.layers.append(LayerRecord(
             self.name, self.op_type, self.input_mode, sparsity, choice.kernel, choice.reason, self.shape, tuple(out_shape),
             int(self.sign_bits.nbytes + self.mask_bits.nbytes), int(sum(np.asarray(c).nbytes for c in consts)),
-            self.words_in, self.words_out,
+            self.words_in, self.words_out, epilogue.label if epilogue else "",
         ))
+        for node in epilogue.nodes if epilogue else ():
+            self.lowering.absorbed[node] = expr
         return expr
 
-    def call(self, bb: relax.BlockBuilder, func: tirx.PrimFunc, consts: list[np.ndarray], out_shape) -> relax.Expr:
-        """Call a kernel; a words output ``(N, [OH, OW,] ceil(O / 64))`` stands for ``out_shape``."""
-        args = [self.x] + [relax.const(c) for c in consts]
+    def fused_epilogue(self, out_shape, nodes) -> tuple[Epilogue | None, relax.Expr | None]:
+        """The chain this layer absorbs and its residual expression, if the residual is a float
+        tensor of the output's shape (no broadcasting) that exists already."""
+        chain = self.lowering.epilogues.get(self.name)
+        if chain is None or self.words_out or chain.residual is None:
+            return (None if self.words_out else chain), None
+        residual = nodes[chain.residual] if chain.residual in nodes else None
+        if residual is None or self.lowering.logical_shape(residual) is not None:
+            return None, None
+        if _static_shape(residual) != tuple(out_shape) or getattr(residual.ty, "dtype", None) != "float32":
+            return None, None
+        return chain, residual
+
+    def call(self, bb: relax.BlockBuilder, func: tirx.PrimFunc, consts: list[np.ndarray], out_shape, extra=()) -> relax.Expr:
+        """Call a kernel on ``x``, ``consts`` and ``extra`` expressions; a words output
+        ``(N, [OH, OW,] ceil(O / 64))`` stands for ``out_shape``."""
+        args = [self.x] + [relax.const(c) for c in consts] + list(extra)
         if not self.words_out:
             return self.lowering.call_kernel(bb, func, self.name, args, out_shape)
         spatial = tuple(out_shape[2:])  # NCHW -> NHWC words; (N, O) -> (N, words)
@@ -193,29 +215,34 @@ class BinaryConv(_onnx.OnnxOpConverter):
         kernels = layer.lowering.kernels
 
         flat = layout.flat_input(geo)
+        epilogue, residual = layer.fused_epilogue(out_shape, params[0])
+        fused = dict(residual=residual is not None, relu=bool(epilogue and epilogue.relu))
+        extra = [] if residual is None else [residual]
 
         def kernel_call(choice: chooser.KernelChoice):
             if choice.kernel == chooser.XNOR_POPCOUNT:
                 outputs = layout.table_outputs(geo.out_channels, kernels.word_lanes, layer.words_out)
                 t = layout.binary_conv_tables(weight, geo, kernels.word_lanes, pad_value, outputs)
                 func = kernels.binary_conv(binary_conv.xnor_conv_func(
-                    geo, kernels.word_lanes, t.border.shape[:2], layer.words_in, layer.words_out))
+                    geo, kernels.word_lanes, t.border.shape[:2], layer.words_in, layer.words_out, **fused))
                 consts = [t.sign, t.mask, t.border, t.row_class, t.col_class, layer.scale, layer.bias]
-                return layer.call(bb, func, consts, out_shape), consts
+                return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel == chooser.BLOCK_SPARSE:
-                signed = layout.flat_input(geo, signed=choice.block == 1)  # one output per block: no values
-                t = layout.block_sparse_conv_tables(weight, geo, signed, choice.block)
-                chunk = kernels.conv_chunk(signed.flat_outputs, choice.block)
+                planes = layout.flat_input(geo, signed=choice.block == 1)  # one output per block: no values
+                t = layout.block_sparse_conv_tables(weight, geo, planes, choice.block)
+                chunk = kernels.conv_chunk(planes.flat_outputs, choice.block)
                 func = kernels.block_sparse_conv(
-                    binary_conv.block_sparse_conv_func(geo, signed, choice.block, t.index.shape[1], chunk), chunk)
+                    binary_conv.block_sparse_conv_func(geo, planes, choice.block, t.index.shape[1], chunk, **fused), chunk)
                 consts = [t.index] + ([] if t.values is None else [t.values]) + [layer.scale, layer.bias]
-                return layer.call(bb, func, consts, out_shape), consts
+                return layer.call(bb, func, consts, out_shape, extra), consts
             dense = (weight * layer.scale[:, None, None, None]).astype(np.float32)
             conv = relax.op.nn.conv2d(layer.x, relax.const(dense), strides=geo.strides, padding=geo.pads, dilation=geo.dilations)
             bias = layer.bias.reshape(1, -1, 1, 1)
-            return relax.op.add(bb.normalize(conv), relax.const(bias)), [dense, bias]
+            y = relax.op.add(bb.normalize(conv), relax.const(bias))
+            y = y if residual is None else relax.op.add(bb.normalize(y), residual)
+            return (relax.op.nn.relu(bb.normalize(y)) if fused["relu"] else y), [dense, bias]
 
-        return layer.lower(weight, out_shape, kernel_call, flat.flat_outputs)
+        return layer.lower(weight, out_shape, kernel_call, flat.flat_outputs, epilogue)
 
 
 class BinaryDense(_onnx.OnnxOpConverter):
@@ -288,6 +315,7 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
 
     def from_onnx(self, graph: onnx.GraphProto, opset: int) -> tvm.IRModule:
         self.lowering.words_out = packed_edges(graph) if self.lowering.pack_activations else frozenset()
+        self.lowering.epilogues = epilogues(graph) if self.lowering.fuse_epilogues else {}
         return super().from_onnx(graph, opset)
 
     def _check_for_unsupported_ops(self, graph: onnx.GraphProto) -> None:
@@ -302,6 +330,9 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
             raise UnsupportedError(f"operators not supported by the TVM targets: {', '.join(unsupported)}")
 
     def _convert_operator(self, op_name: str, inputs, attrs: dict, opset: int) -> relax.Expr:
+        absorbed = self.lowering.absorbed.get(attrs.get("tvm_custom", {}).get("name"))
+        if absorbed is not None:  # an Add / Relu a conv's epilogue already applied
+            return self.bb.normalize(absorbed)
         converter = CONVERTERS.get(op_name)
         if converter is None and op_name in WORD_CONVERTERS and self.lowering.logical_shape(inputs[0]) is not None:
             converter = WORD_CONVERTERS[op_name]
@@ -344,6 +375,12 @@ def packed_edges(graph: onnx.GraphProto) -> frozenset[str]:
             if reached is not None and reached.op_type == node.op_type:
                 edges.add(node.name)
     return frozenset(edges)
+
+
+def _static_shape(x: relax.Expr) -> tuple[int, ...] | None:
+    """``x``'s shape if every dimension is a known integer."""
+    dims = tuple(x.ty.shape.values) if getattr(x.ty, "shape", None) is not None else ()
+    return tuple(int(d) for d in dims) if dims and all(isinstance(d, tirx.IntImm) for d in dims) else None
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:

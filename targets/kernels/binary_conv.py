@@ -32,6 +32,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from mptc.targets.kernels.bits import WORD, sign_word
+from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import WORD_BITS, ConvGeometry, FlatInput, ceil_div, table_outputs
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of the ``split`` block: (rows, columns) of each flat plane
@@ -85,10 +86,14 @@ def _affine(d, border, row_class, col_class, scale, bias, n, o, oy, ox, param=No
     return scale[param] * dot.astype("float32") + bias[param]
 
 
-def float_output(d, border, row_class, col_class, scale, bias, geo: ConvGeometry) -> te.Tensor:
-    """The float NCHW output ``y``."""
+def float_output(d, border, row_class, col_class, scale, bias, geo: ConvGeometry, residual=None, relu=False) -> te.Tensor:
+    """The float NCHW output ``y`` (with the fused residual add and ReLU of ``targets.epilogue``)."""
     shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
-    return te.compute(shape, lambda n, o, oy, ox: _affine(d, border, row_class, col_class, scale, bias, n, o, oy, ox), name="output")
+
+    def value(n, o, oy, ox):
+        return finish(_affine(d, border, row_class, col_class, scale, bias, n, o, oy, ox), residual, relu, n, o, oy, ox)
+
+    return te.compute(shape, value, name="output")
 
 
 def packed_output(d, border, row_class, col_class, scale, bias, geo: ConvGeometry) -> te.Tensor:
@@ -110,10 +115,12 @@ def packed_output(d, border, row_class, col_class, scale, bias, geo: ConvGeometr
 
 
 def xnor_conv_func(
-    geo: ConvGeometry, lanes: int, border_classes: tuple[int, int], words_in: bool = False, words_out: bool = False
+    geo: ConvGeometry, lanes: int, border_classes: tuple[int, int], words_in: bool = False, words_out: bool = False,
+    residual: bool = False, relu: bool = False,
 ) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, col_class, scale, bias) -> y``.
+    """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, col_class, scale, bias[, residual]) -> y``.
 
+    ``residual`` / ``relu``: the float output fuses ``+ residual`` / ``max(., 0)`` (``targets.epilogue``).
     ``words_in``: ``x`` is ``(N, H, W, Cw)`` uint64 words; ``words_out``: ``y`` is words too, and
     the weight tables must cover ``table_outputs(geo.out_channels, lanes, words_out)`` outputs.
     """
@@ -133,8 +140,12 @@ def xnor_conv_func(
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     d = xnor_popcount(a, sign, mask, geo)
-    y = (packed_output if words_out else float_output)(d, border, row_class, col_class, scale, bias, geo)
-    return te.create_prim_func([x, sign, mask, border, row_class, col_class, scale, bias, y])
+    res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
+    if words_out:
+        y = packed_output(d, border, row_class, col_class, scale, bias, geo)
+    else:
+        y = float_output(d, border, row_class, col_class, scale, bias, geo, res, relu)
+    return te.create_prim_func([x, sign, mask, border, row_class, col_class, scale, bias] + ([res] if residual else []) + [y])
 
 
 def _clamp(i: tirx.PrimExpr, size: int) -> tirx.PrimExpr:
@@ -165,9 +176,12 @@ def flat_input(x: te.Tensor, geo: ConvGeometry, flat: FlatInput, length: int) ->
     return te.compute((geo.batch, length), value, name="flat", attrs={PLANE_SHAPE: [flat.plane_rows, flat.row_stride]})
 
 
-def block_sparse_conv(xs, index, values, scale, bias, geo: ConvGeometry, row_stride: int, outputs: int) -> te.Tensor:
-    """``acc`` over ``outputs`` flat positions per output channel, then the affine epilogue on the
-    real outputs. ``values`` None: signed planes, one output per block, only additions."""
+def block_sparse_conv(
+    xs, index, values, scale, bias, geo: ConvGeometry, row_stride: int, outputs: int, residual=None, relu=False
+) -> te.Tensor:
+    """``acc`` over ``outputs`` flat positions per output channel, then the affine epilogue (and the
+    fused residual add and ReLU) on the real outputs. ``values`` None: signed planes, one output
+    per block, only additions."""
     blocks, taps = index.shape
     block = 1 if values is None else values.shape[2]
     j = te.reduce_axis((0, taps), name="j")
@@ -178,14 +192,18 @@ def block_sparse_conv(xs, index, values, scale, bias, geo: ConvGeometry, row_str
 
     acc = te.compute((geo.batch, blocks, block, outputs), lambda n, b, i, q: te.sum(tap(n, b, i, q), axis=j), name="gather")
     shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
-    return te.compute(
-        shape, lambda n, o, oy, ox: scale[o] * acc[n, o // block, o % block, oy * row_stride + ox] + bias[o], name="output"
-    )
+
+    def value(n, o, oy, ox):
+        return finish(scale[o] * acc[n, o // block, o % block, oy * row_stride + ox] + bias[o], residual, relu, n, o, oy, ox)
+
+    return te.compute(shape, value, name="output")
 
 
-def block_sparse_conv_func(geo: ConvGeometry, flat: FlatInput, block: int, taps: int, chunk: int) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, index, [values,] scale, bias) -> y`` of the real-input conv
-    (no ``values`` with ``flat.signed``).
+def block_sparse_conv_func(
+    geo: ConvGeometry, flat: FlatInput, block: int, taps: int, chunk: int, residual: bool = False, relu: bool = False
+) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, index, [values,] scale, bias[, residual]) -> y`` of the real-input
+    conv (no ``values`` with ``flat.signed``; ``residual`` / ``relu`` as in ``xnor_conv_func``).
 
     The flat outputs are padded to whole ``chunk``s (the schedule's register tile), and the input
     by a zero tail of whole planes past the furthest read (last plane's largest tap offset + the
@@ -198,6 +216,7 @@ def block_sparse_conv_func(geo: ConvGeometry, flat: FlatInput, block: int, taps:
     values = None if flat.signed else te.placeholder((ceil_div(geo.out_channels, block), taps, block), "float32", name="values")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
-    xs = flat_input(x, geo, flat, length)
-    y = block_sparse_conv(xs, index, values, scale, bias, geo, flat.row_stride, outputs)
-    return te.create_prim_func([x, index] + ([] if values is None else [values]) + [scale, bias, y])
+    res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
+    y = block_sparse_conv(flat_input(x, geo, flat, length), index, values, scale, bias, geo, flat.row_stride, outputs, res, relu)
+    weights = [index] + ([] if values is None else [values])
+    return te.create_prim_func([x, *weights, scale, bias] + ([res] if residual else []) + [y])

@@ -119,3 +119,17 @@ def binary_chain(rng, batch: int = 2) -> onnx.ModelProto:
     h = g.binary("BinaryDense", h, ternary(rng, 9, 70, 0.4), "d2", "binary")
     h = g.binary("BinaryDense", h, ternary(rng, 4, 9, 0.2), "d3", "binary")
     return g.model((batch, 70, 8, 8), h)
+
+
+def residual_block(rng, mode: str, sparsity: float = 0.5, size: int = 6) -> onnx.ModelProto:
+    """Two ResNet blocks on ``(1, 8, size, size)``: ``Relu(conv(x) + x)`` then ``conv(h) + h`` whose sum
+    feeds a third conv and the output (so that Add is absorbed but no Relu is), and a plain
+    ``Relu(conv(.))`` (MPT-1/32)."""
+    g = GraphBuilder(rng)
+    conv = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    h = g.binary("BinaryConv", "x", ternary(rng, 8, 8 * 9, sparsity), "c1", mode, **conv)
+    h = g.node("Relu", [g.node("Add", [h, "x"], "add1")], "relu1")
+    y = g.binary("BinaryConv", h, ternary(rng, 8, 8 * 9, sparsity), "c2", mode, **conv)
+    s = g.node("Add", [h, y], "add2")
+    z = g.node("Relu", [g.binary("BinaryConv", s, ternary(rng, 8, 8 * 9, sparsity), "c3", mode, **conv)], "relu3")
+    return g.model((1, 8, size, size), g.node("Add", [z, s], "out"))

@@ -1,0 +1,77 @@
+"""Which elementwise nodes after a ``BinaryConv`` its kernel's epilogue absorbs.
+
+ResNet blocks end in ``conv -> Add(residual) [-> Relu]`` and MPT-1/32 convs in ``conv -> Relu``.
+Run as their own kernels, the add and the clamp are each one more pass over the activations
+(about 10% of a binarized ResNet-18's time). The conv kernels' float epilogue already holds
+``scale * acc + bias`` in registers; it adds the residual and clamps there instead, and the
+absorbed nodes become the identity of that result.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import onnx
+
+from mptc.ops.reference import DOMAIN
+
+ONNX_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """The chain a conv absorbs: ``y = conv(x) [+ residual] [then max(y, 0)]``."""
+
+    residual: str | None  # the tensor added to the conv's output
+    relu: bool
+    nodes: tuple[str, ...]  # names of the absorbed nodes, in graph order
+
+    @property
+    def label(self) -> str:
+        return "+".join(["add"] * (self.residual is not None) + ["relu"] * self.relu)
+
+
+def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
+    """The absorbable chain of every ``ai.mptc.BinaryConv`` that has one, by node name.
+
+    A node joins the chain when it is the only reader of the chain's tensor, which is no graph
+    output: first an ``Add`` of that tensor and one produced before the conv (a graph input or an
+    earlier node's output, so it exists when the conv runs), then a ``Relu``; or just a ``Relu``.
+    Nodes are known by name: unnamed or duplicate names are left alone. Shapes (no broadcasting)
+    are checked where they are known, by the converter.
+    """
+    names = Counter(node.name for node in graph.node)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    produced_at: dict[str, int] = {}
+    for position, node in enumerate(graph.node):
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+        for name in node.output:
+            produced_at[name] = position
+    outputs = {o.name for o in graph.output}
+
+    def only_reader(tensor: str) -> onnx.NodeProto | None:
+        nodes = readers.get(tensor, [])
+        if tensor in outputs or len(nodes) != 1 or not nodes[0].name or names[nodes[0].name] != 1:
+            return None
+        return nodes[0] if nodes[0].domain in ONNX_DOMAINS else None
+
+    chains = {}
+    for position, node in enumerate(graph.node):
+        if node.domain != DOMAIN or node.op_type != "BinaryConv" or not node.name or names[node.name] != 1:
+            continue
+        tensor, residual, absorbed = node.output[0], None, []
+        reader = only_reader(tensor)
+        if reader is not None and reader.op_type == "Add" and len(reader.input) == 2 and list(reader.input).count(tensor) == 1:
+            other = next(i for i in reader.input if i != tensor)
+            if produced_at.get(other, -1) < position:
+                residual, tensor = other, reader.output[0]
+                absorbed.append(reader.name)
+                reader = only_reader(tensor)
+        relu = reader is not None and reader.op_type == "Relu"
+        if relu:
+            absorbed.append(reader.name)
+        if absorbed:
+            chains[node.name] = Epilogue(residual, relu, tuple(absorbed))
+    return chains

@@ -1,0 +1,17 @@
+"""The fused tail of a conv kernel's float epilogue (``targets.epilogue``): residual add, then ReLU."""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+
+def residual_input(shape, fused: bool) -> te.Tensor | None:
+    """The residual placeholder ``(N, O, OH, OW)`` when the epilogue adds one."""
+    return te.placeholder(shape, "float32", name="residual") if fused else None
+
+
+def finish(value: tirx.PrimExpr, residual: te.Tensor | None, relu: bool, n, o, oy, ox) -> tirx.PrimExpr:
+    """``value [+ residual[n, o, oy, ox]]``, clamped at 0 if ``relu``."""
+    if residual is not None:
+        value = value + residual[n, o, oy, ox]
+    return tirx.max(value, tirx.const(0.0, "float32")) if relu else value
