@@ -39,17 +39,13 @@ PLANE_SHAPE = "mptc.plane_shape"  # annotation of the ``split`` block: (rows, co
 
 
 def pack_input(x: te.Tensor, geo: ConvGeometry) -> te.Tensor:
-    """``sign(x)`` NCHW float -> zero-padded NHWC words ``(N, Hp, Wp, Cw)`` uint64 (pad bits 0)."""
+    """``sign(x)`` NCHW float -> NHWC words ``(N, H, W, Cw)`` uint64 (no padding: every read is
+    affine, so a schedule can vectorize over ``W``; ``pad_words`` pads the words)."""
 
-    def word(n, yp, xp, cw):
-        y, xx = yp - geo.pads[0], xp - geo.pads[1]
-        inside = tirx.all(y >= 0, y < geo.height, xx >= 0, xx < geo.width)
-        safe_y, safe_x = _clamp(y, geo.height), _clamp(xx, geo.width)
-        return sign_word(
-            lambda c: x[n, tirx.min(c, geo.channels - 1), safe_y, safe_x], lambda c: tirx.all(inside, c < geo.channels), cw
-        )
+    def word(n, y, xx, cw):
+        return sign_word(lambda c: x[n, tirx.min(c, geo.channels - 1), y, xx], lambda c: c < geo.channels, cw)
 
-    return te.compute((geo.batch, geo.padded_height, geo.padded_width, geo.channel_words), word, name="pack")
+    return te.compute((geo.batch, geo.height, geo.width, geo.channel_words), word, name="pack")
 
 
 def pad_words(a: te.Tensor, geo: ConvGeometry) -> te.Tensor:
@@ -60,7 +56,7 @@ def pad_words(a: te.Tensor, geo: ConvGeometry) -> te.Tensor:
         inside = tirx.all(y >= 0, y < geo.height, xx >= 0, xx < geo.width)
         return tirx.if_then_else(inside, a[n, _clamp(y, geo.height), _clamp(xx, geo.width), cw], tirx.const(0, WORD))
 
-    return te.compute((geo.batch, geo.padded_height, geo.padded_width, geo.channel_words), word, name="pack")
+    return te.compute((geo.batch, geo.padded_height, geo.padded_width, geo.channel_words), word, name="pad")
 
 
 def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeometry) -> te.Tensor:
@@ -131,7 +127,7 @@ def xnor_conv_func(
         a = pad_words(x, geo)
     else:
         x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
-        a = pack_input(x, geo)
+        a = pad_words(pack_input(x, geo), geo)
     sign = te.placeholder(words, WORD, name="sign")
     mask = te.placeholder(words, WORD, name="mask")
     border = te.placeholder((*border_classes, padded), "int32", name="border")

@@ -72,6 +72,10 @@ class CpuKernelSchedules:
         tile = sch.fuse(n, oy, xo, oo)
         self._register_tile(sch, count, out, tile, reduce_from=ky, unrolled=(og, xi, on), lanes=ov)
         self._pack(sch, parallel_loops=2)
+        if "pack" in _block_names(sch):  # float NCHW input: consecutive x are contiguous, one word lane each
+            _, x, cw = sch.get_loops(sch.get_sblock("pack"))
+            sch.reorder(cw, x)
+            sch.vectorize(sch.split(x, [None, divisor_at_most(extent(sch, x), self.word_lanes)])[1])
         return sch.mod["main"]
 
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -181,10 +185,11 @@ class CpuKernelSchedules:
 
     @staticmethod
     def _pack(sch, parallel_loops: int) -> None:
-        """Sign-pack (or pad) of the input words, if the kernel has that stage: parallel over leading loops."""
-        if "pack" in _block_names(sch):
-            loops = sch.get_loops(sch.get_sblock("pack"))
-            sch.parallel(sch.fuse(*loops[:parallel_loops]))
+        """Sign-pack and padding of the input words, where the kernel has those stages: parallel over leading loops."""
+        for name in ("pack", "pad"):
+            if name in _block_names(sch):
+                loops = sch.get_loops(sch.get_sblock(name))
+                sch.parallel(sch.fuse(*loops[:parallel_loops]))
 
     @staticmethod
     def _planes(sch, block) -> None:

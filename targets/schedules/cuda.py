@@ -24,20 +24,20 @@ class CudaKernelSchedules:
     float_lanes = FLOAT_LANES
 
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        return self._per_output(func, "pack", "popcount")
+        return self._per_output(func, ("pack", "pad"), "popcount")
 
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        return self._per_output(func, "pack", "popcount")
+        return self._per_output(func, ("pack", "pad"), "popcount")
 
     def conv_chunk(self, flat: int, block: int) -> int:
         """One thread per output needs no register tile: pad the flat outputs to whole warps."""
         return 32
 
     def block_sparse_conv(self, func: tirx.PrimFunc, chunk: int) -> tirx.PrimFunc:
-        return self._per_output(func, "flat", "gather")
+        return self._per_output(func, ("flat",), "gather")
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        return self._per_output(func, "split", "gather")
+        return self._per_output(func, ("split",), "gather")
 
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
@@ -54,14 +54,16 @@ class CudaKernelSchedules:
         return sch.mod["main"]
 
     @staticmethod
-    def _per_output(func: tirx.PrimFunc, prologue: str, reduction: str) -> tirx.PrimFunc:
+    def _per_output(func: tirx.PrimFunc, prologues: tuple[str, ...], reduction: str) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
         out, reduce = sch.get_sblock("output"), sch.get_sblock(reduction)
         thread = _bind(sch, out)
         sch.set_scope(reduce, 0, "local")
         sch.compute_at(reduce, thread)
-        if prologue in {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}:
-            _bind(sch, sch.get_sblock(prologue))  # absent when the input arrives packed
+        present = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+        for name in prologues:
+            if name in present:  # a packed input has no sign-pack stage
+                _bind(sch, sch.get_sblock(name))
         return sch.mod["main"]
 
 
