@@ -16,6 +16,7 @@ for this host. Side by side in one process, on the same input, medians:
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 from pathlib import Path
 
@@ -43,6 +44,8 @@ DATASET = "synthetic:3x32x32"
 def quantize_int8(src: Path, dst: Path, samples: np.ndarray) -> Path:
     """onnxruntime static INT8 (QDQ, per-channel weights) calibrated on ``samples``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice on pre-processing, per model
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -1,8 +1,9 @@
 """x86 tiles: AVX-512 (32 zmm registers of 8 uint64 / 16 fp32) or AVX2 (16 ymm of 4 / 8).
 
 With AVX-512 VPOPCNTDQ the popcount inner step is vpternlogq + vpopcntq + vpaddq on 8 output
-channels; a conv tile of 2 vectors x 7 columns keeps 14 accumulators plus the weight and mask
-words of 2 vectors in registers. AVX2 has no vector popcount (LLVM emulates it with vpshufb), and
+channels; a conv tile of 2 vectors x up to 8 columns (the largest divisor of the row: 7 on 14x14,
+8 on 16x16 and 32x32 maps) keeps up to 16 accumulators plus the weight and mask words of 2
+vectors in registers. AVX2 has no vector popcount (LLVM emulates it with vpshufb), and
 half the registers, so its tile is half as wide.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
 
 AVX512_TILES = CpuTiles(
-    word_lanes=8, float_lanes=16, conv_vectors=2, conv_cols=7, dense_vectors=2, dense_rows=4, conv_accumulators=16,
+    word_lanes=8, float_lanes=16, conv_vectors=2, conv_cols=8, dense_vectors=2, dense_rows=4, conv_accumulators=16,
     row_dot_rows=8,
 )
 AVX2_TILES = CpuTiles(
