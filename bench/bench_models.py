@@ -2,7 +2,7 @@
 
 For each (model, variant, sparsity) a random-weight ticket (latency does not depend on what the
 mask learned, only on its sparsity) goes through the real pipeline: export -> optimize -> compile
-for this host. Side by side in one process, on the same input, medians:
+for this host. Side by side in one process, on the same input, in interleaved rounds (median round of medians):
 
 * mptc: the packed model compiled by ``mptc.targets`` (bit-packed / sparse kernels);
 * onnxruntime fp32 on the exported (unpacked) model: what a user gets without mptc;
@@ -10,29 +10,38 @@ for this host. Side by side in one process, on the same input, medians:
 * TVM fp32: the unpacked model compiled by ``mptc.targets`` with its fp32 schedules;
 * torch fp32 eager on the frozen model.
 
-    .venv/bin/python bench/bench_models.py [--models vgg-small,resnet18] [--repeat 30]
+    .venv/bin/python bench/bench_models.py [--models vgg-small,resnet18] [--repeat 20] [--rounds 7]
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import tempfile
-from pathlib import Path
+import os
 
-import mptc  # noqa: F401  (sets TVM_NUM_THREADS before tvm loads)
-import numpy as np
-import onnx
-import torch
+# torch's OpenMP threads busy-wait for a while after each call; interleaved with the other peers
+# that spinning would be timed as their latency. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from mptc.data import load_dataset
-from mptc.export import export_model
-from mptc.export.freeze import freeze
-from mptc.passes.pipeline import optimize_file
-from mptc.report.latency import onnxruntime_latency, time_call
-from mptc.targets.compile import compile_model
-from mptc.train.config import TrainConfig
-from mptc.train.loop import build
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import logging  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import mptc  # noqa: E402,F401  (sets TVM_NUM_THREADS before tvm loads)
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import torch  # noqa: E402
+
+from mptc.data import load_dataset  # noqa: E402
+from mptc.export import export_model  # noqa: E402
+from mptc.export.freeze import freeze  # noqa: E402
+from mptc.export.onnx_export import ort_session  # noqa: E402
+from mptc.passes.pipeline import optimize_file  # noqa: E402
+from mptc.report.latency import time_call  # noqa: E402
+from mptc.targets.compile import compile_model  # noqa: E402
+from mptc.train.config import TrainConfig  # noqa: E402
+from mptc.train.loop import build  # noqa: E402
 
 VARIANTS = {
     "MPT-1/1": dict(method="biprop", binary_act=True),
@@ -58,15 +67,23 @@ def quantize_int8(src: Path, dst: Path, samples: np.ndarray) -> Path:
     return dst
 
 
-def module_latency(out_dir: Path, x: np.ndarray, repeat: int) -> dict[str, float]:
+def module_call(out_dir: Path, x: np.ndarray):
     import tvm
 
     vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(str(out_dir / "module.so")), tvm.cpu())
     data = tvm.runtime.tensor(x, tvm.cpu())
-    return time_call(lambda: vm["main"](data), repeat)
+    return lambda: vm["main"](data)
 
 
-def bench(model_name: str, variant: str, sparsity: float, repeat: int, work: Path) -> dict[str, float]:
+def onnxruntime_call(path: Path, x: np.ndarray):
+    session = ort_session(onnx.load(str(path)))
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})
+
+
+def bench(model_name: str, variant: str, sparsity: float, repeat: int, rounds: int, work: Path) -> dict[str, float]:
+    """Median over ``rounds`` interleaved rounds (every peer once per round) of each peer's median
+    of ``repeat`` calls: a burst of load from other jobs hits one round of every peer alike."""
     config = TrainConfig(model=model_name, dataset=DATASET, sparsity=sparsity, seed=0, **VARIANTS[variant])
     dataset = load_dataset(DATASET)
     model = build(config, dataset)
@@ -82,16 +99,26 @@ def bench(model_name: str, variant: str, sparsity: float, repeat: int, work: Pat
     compile_model(stem.with_suffix(".onnx"), "x86", stem.with_name(stem.name + "-tvmfp32"))
     x = dataset.test.x[:1].numpy()
     int8 = quantize_int8(stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx"), dataset.train.x[:32].numpy())
-    frozen = freeze(model)
-    with torch.no_grad():
-        torch_ms = time_call(lambda: frozen(torch.from_numpy(x)), repeat)
-    return {
-        "mptc": module_latency(stem.with_name(stem.name + "-mptc"), x, repeat)["median"],
-        "onnxruntime fp32": onnxruntime_latency(stem.with_suffix(".onnx"), x, repeat)["median"],
-        "onnxruntime int8": onnxruntime_latency(int8, x, repeat)["median"],
-        "tvm fp32": module_latency(stem.with_name(stem.name + "-tvmfp32"), x, repeat)["median"],
-        "torch fp32": torch_ms["median"],
+    frozen, torch_x = freeze(model), torch.from_numpy(x)
+
+    def torch_call():
+        with torch.no_grad():
+            frozen(torch_x)
+
+    calls = {
+        "mptc": module_call(stem.with_name(stem.name + "-mptc"), x),
+        "onnxruntime fp32": onnxruntime_call(stem.with_suffix(".onnx"), x),
+        "onnxruntime int8": onnxruntime_call(int8, x),
+        "tvm fp32": module_call(stem.with_name(stem.name + "-tvmfp32"), x),
+        "torch fp32": torch_call,
     }
+    medians: dict[str, list[float]] = {peer: [] for peer in calls}
+    for _ in range(rounds):
+        for peer, call in calls.items():
+            medians[peer].append(time_call(call, repeat)["median"])
+    del calls, frozen  # free this model's sessions and thread pools before the next one is timed
+    gc.collect()
+    return {peer: statistics.median(values) for peer, values in medians.items()}
 
 
 def main() -> None:
@@ -99,7 +126,8 @@ def main() -> None:
     parser.add_argument("--models", default="vgg-small,resnet18")
     parser.add_argument("--variants", default="MPT-1/1,MPT-1/32")
     parser.add_argument("--sparsities", default="0.5,0.9")
-    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=20, help="Calls per peer per round.")
+    parser.add_argument("--rounds", type=int, default=7, help="Interleaved rounds; the table shows the median round.")
     args = parser.parse_args()
     peers = ["mptc", "onnxruntime fp32", "onnxruntime int8", "tvm fp32", "torch fp32"]
     print(f"| model | variant | sparsity | {' | '.join(p + ' (ms)' for p in peers)} | mptc vs onnxruntime fp32 |")
@@ -108,7 +136,7 @@ def main() -> None:
         for model_name in args.models.split(","):
             for variant in args.variants.split(","):
                 for sparsity in (float(s) for s in args.sparsities.split(",")):
-                    times = bench(model_name, variant, sparsity, args.repeat, Path(tmp))
+                    times = bench(model_name, variant, sparsity, args.repeat, args.rounds, Path(tmp))
                     cells = " | ".join(f"{times[p]:.2f}" for p in peers)
                     print(f"| {model_name} | {variant} | {sparsity:.2f} | {cells} | {times['onnxruntime fp32'] / times['mptc']:.2f}x |", flush=True)
 
