@@ -41,3 +41,24 @@ def test_compiled_mpt11_ticket_runs_on_the_emulated_board(packed_ticket: Path, a
     assert report["emulated"] and report["device"]["emulated_board"] == board
     reference = np.load(out / "reference.npz")
     assert reference["y"].shape == tuple(report.get("output_shape", reference["y"].shape))
+
+
+@pytest.fixture(scope="module")
+def packed_conv_ticket(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("mpt132")
+    config = TrainConfig(model="conv4", method="biprop", sparsity=0.9, width=0.25, epochs=1, seed=5)
+    train(config, folder / "run")
+    export_run(folder / "run", folder / "model.onnx")
+    optimize_file(folder / "model.onnx", folder / "packed.onnx")
+    return folder / "packed.onnx"
+
+
+def test_compiled_mpt132_conv_ticket_runs_on_the_emulated_board(packed_conv_ticket: Path, arm_ready: Path, tmp_path: Path) -> None:
+    """Real-input convs on an emulated Raspberry Pi 4, matching onnxruntime: blocks of 2 on the 8x8
+    maps, signed planes on the 4x4 ones, ReLU fused into both (NEON vectors of 4 and 2 lanes)."""
+    manifest = compile_model(packed_conv_ticket, "arm", tmp_path, board="rpi4")
+    convs = [layer for layer in manifest["layers"] if layer["op_type"] == "BinaryConv"]
+    assert {layer["kernel"] for layer in convs} == {"block-sparse"} and {layer["epilogue"] for layer in convs} == {"relu"}
+    assert {"1 output(s) per block" in layer["reason"] for layer in convs} == {True, False}, convs
+    report = profile(tmp_path, emulated_board="rpi4", repeat=3)
+    assert report["outputs_match"] and report["argmax_match"], report
