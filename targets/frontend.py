@@ -170,15 +170,15 @@ class _Layer:
     def fused_epilogue(self, out_shape, nodes) -> tuple[Epilogue | None, relax.Expr | None]:
         """The chain this layer absorbs and its residual expression, if the residual is a float
         tensor of the output's shape (no broadcasting) that exists already."""
-        chain = self.lowering.epilogues.get(self.name)
-        if chain is None or self.words_out or chain.residual is None:
-            return (None if self.words_out else chain), None
-        residual = nodes[chain.residual] if chain.residual in nodes else None
-        if residual is None or self.lowering.logical_shape(residual) is not None:
-            return None, None
-        if _static_shape(residual) != tuple(out_shape) or getattr(residual.ty, "dtype", None) != "float32":
-            return None, None
-        return chain, residual
+        chain = None if self.words_out else self.lowering.epilogues.get(self.name)
+        if chain is None or chain.residual is None:
+            return chain, None
+        residual = nodes.get(chain.residual)
+        usable = (
+            residual is not None and self.lowering.logical_shape(residual) is None
+            and _static_shape(residual) == tuple(out_shape) and getattr(residual.ty, "dtype", None) == "float32"
+        )
+        return (chain, residual) if usable else (None, None)
 
     def call(self, bb: relax.BlockBuilder, func: tirx.PrimFunc, consts: list[np.ndarray], out_shape, extra=()) -> relax.Expr:
         """Call a kernel on ``x``, ``consts`` and ``extra`` expressions; a words output

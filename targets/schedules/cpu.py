@@ -104,10 +104,8 @@ class CpuKernelSchedules:
         (ties: wider, then more vectors). Half width pays on small maps: 4x4 outputs are 24 flat
         values, 3 half vectors or 2 full ones with 8 lanes wasted."""
         most = max(1, self.tiles.conv_accumulators // block)
-        candidates = [(ceil_div(flat, v * lanes) * v * lanes, -lanes, -v) for lanes in (self.float_lanes, self.float_lanes // 2)
-                      for v in range(1, most + 1)]
-        padded, lanes, vectors = min(candidates)
-        return -lanes * -vectors
+        chunks = [v * lanes for lanes in (self.float_lanes, self.float_lanes // 2) for v in range(1, most + 1)]
+        return min(chunks, key=lambda chunk: (ceil_div(flat, chunk) * chunk, -self._chunk_lanes(chunk), -chunk))
 
     def _chunk_lanes(self, chunk: int) -> int:
         return self.float_lanes if chunk % self.float_lanes == 0 else self.float_lanes // 2
