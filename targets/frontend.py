@@ -69,7 +69,6 @@ class Lowering:
     layers: list[LayerRecord] = field(default_factory=list)
     pack_activations: bool = True  # let binary chains pass packed signs (``packed_edges``)
     words_out: frozenset[str] = frozenset()  # names of the layers whose output travels packed
-    fuse_epilogues: bool = True  # let conv kernels absorb a following residual Add / Relu
     epilogues: dict[str, Epilogue] = field(default_factory=dict)  # by conv name (``targets.epilogue``)
     absorbed: dict[str, relax.Expr] = field(default_factory=dict)  # absorbed node name -> the fused result
     packed: list[tuple[relax.Var, tuple[int, ...]]] = field(default_factory=list)  # words var, logical shape
@@ -315,7 +314,7 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
 
     def from_onnx(self, graph: onnx.GraphProto, opset: int) -> tvm.IRModule:
         self.lowering.words_out = packed_edges(graph) if self.lowering.pack_activations else frozenset()
-        self.lowering.epilogues = epilogues(graph) if self.lowering.fuse_epilogues else {}
+        self.lowering.epilogues = epilogues(graph)
         return super().from_onnx(graph, opset)
 
     def _check_for_unsupported_ops(self, graph: onnx.GraphProto) -> None:
