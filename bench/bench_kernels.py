@@ -46,6 +46,7 @@ CYCLES_PER_WORD = 1.5  # AVX-512 ternlog + popcnt + add per 512-bit word (toolch
 WORD_BITS = 512
 THREADS = (1, 2)
 SPARSITIES = (0.3, 0.5, 0.7, 0.9, 0.95)
+CONV_BLOCKS = (1, 2, 4)  # output channels per block the real-input conv benchmark compares
 TVM_THREADPOOL_BIG_CORES = 1  # runtime.config_threadpool mode: all (big) cores, n threads
 
 
@@ -202,11 +203,12 @@ def compile_real(packed: onnx.ModelProto, layer: Layer, block: int | None) -> re
     """A real-input layer with the dense path (``block`` None) or a forced sparse kernel / conv block size."""
     if block is None:
         return compile_layer(packed, layer, 1.1)
-    saved, chooser.CONV_BLOCKS = chooser.CONV_BLOCKS, ((0.0, block),)
+    saved = chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK
+    chooser.CONV_BLOCK = chooser.SHORT_FLAT_BLOCK = block
     try:
         return compile_layer(packed, layer, 0.0)
     finally:
-        chooser.CONV_BLOCKS = saved
+        chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK = saved
 
 
 def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> None:
@@ -218,7 +220,7 @@ def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> 
     times: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     for layer in layers:
         x = rng.standard_normal(layer.input_shape).astype(np.float32)
-        blocks = [b for _, b in chooser.CONV_BLOCKS] if layer.op_type == "BinaryConv" else [1]
+        blocks = CONV_BLOCKS if layer.op_type == "BinaryConv" else [1]
         for sparsity in SPARSITIES:
             weight, scale = ternary(rng, layer, sparsity), (rng.random(layer.out) + 0.5).astype(np.float32)
             packed, fp32 = packed_model(layer, [weight], scale, "real"), float_model(layer, weight, scale)
@@ -234,7 +236,8 @@ def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> 
     print("\nbreak-even sparsity (best sparse time = dense time, linear between the bracketing measurements):")
     for (name, threads), rows in times.items():
         print(f"  {name}, {threads} thread(s): {break_even(rows)}")
-    print(f"  chooser defaults SPARSE_BREAK_EVEN = {chooser.SPARSE_BREAK_EVEN}, CONV_BLOCKS = {chooser.CONV_BLOCKS}")
+    print(f"  chooser defaults SPARSE_BREAK_EVEN = {chooser.SPARSE_BREAK_EVEN}, CONV_BLOCK = {chooser.CONV_BLOCK}, "
+          f"SHORT_FLAT_BLOCK = {chooser.SHORT_FLAT_BLOCK}")
 
 
 def break_even(rows: list[tuple[float, float, float]]) -> str:

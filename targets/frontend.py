@@ -227,12 +227,14 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 consts = [t.sign, t.mask, t.border, t.row_class, t.col_class, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel == chooser.BLOCK_SPARSE:
-                planes = layout.flat_input(geo, signed=choice.block == 1)  # one output per block: no values
-                t = layout.block_sparse_conv_tables(weight, geo, planes, choice.block)
-                chunk = kernels.conv_chunk(planes.flat_outputs, choice.block)
-                func = kernels.block_sparse_conv(
-                    binary_conv.block_sparse_conv_func(geo, planes, choice.block, t.index.shape[1], chunk, **fused), chunk)
-                consts = [t.index] + ([] if t.values is None else [t.values]) + [layer.scale, layer.bias]
+                chunk = kernels.conv_chunk(flat.flat_outputs, choice.block)
+                group = kernels.conv_group(geo.channels, layout.channel_floats(geo, flat, chunk), flat.flat_outputs)
+                t = layout.block_sparse_conv_tables(weight, geo, flat, choice.block, group)
+                gather = binary_conv.SparseGather(geo.batch, t.ptr.shape[0], choice.block, layout.ceil_div(geo.channels, group),
+                                                  layout.ceil_div(flat.flat_outputs, chunk) * chunk, chunk)
+                func = kernels.block_sparse_conv(binary_conv.block_sparse_conv_func(
+                    geo, flat, gather, t.index.size, kernels.sparse_gather, **fused))
+                consts = [t.ptr, t.index, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             dense = (weight * layer.scale[:, None, None, None]).astype(np.float32)
             conv = relax.op.nn.conv2d(layer.x, relax.const(dense), strides=geo.strides, padding=geo.pads, dilation=geo.dilations)

@@ -10,12 +10,13 @@ The ONNX operators carry ``sign_bits`` / ``mask_bits`` as ``uint8 (O, ceil(K / 8
 * a border-class table that makes zero padding exact without a branch in the inner loop;
 * real path, sparse forms: for a dense layer an ELL index table of the kept taps into a
   sign-split operand ``[x, -x, 0]`` (the kernel only adds), padded with the index of the zero
-  slot; for a conv a block-ELL table of flat tap offsets with the ternary values of a block of
-  output channels (``block_sparse_conv_tables``).
+  slot; for a conv a CSR table of flat tap offsets per block of output channels, in segments by
+  the block's weights at the tap (``block_sparse_conv_tables``).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,26 +93,17 @@ class FlatInput:
     * shifted planes (``shifted`` True): one plane per ``(c, kx)``, the padded rows (in ``sh``
       stride phases) at the ``OW`` columns that tap column reads; ``row_stride = OW``, nothing
       dropped, for ``kw`` times the input. Small maps take it (``SHIFTED_PLANES_WASTE``).
-
-    ``signed``: the ``planes`` are followed by their negations, so a kernel with one output per
-    block reads ``-x`` for a -1 weight and needs no weight values at all.
     """
 
     shifted: bool
-    planes: int  # per sign
+    planes: int
     plane_rows: int
     row_stride: int
     out_height: int
-    signed: bool = False
 
     @property
     def plane_size(self) -> int:
         return self.plane_rows * self.row_stride
-
-    @property
-    def stored_planes(self) -> int:
-        """Planes before the zero tail: ``planes``, twice that when ``signed``."""
-        return self.planes * (2 if self.signed else 1)
 
     @property
     def flat_outputs(self) -> int:
@@ -126,12 +118,13 @@ SHIFTED_PLANES_WASTE = 0.1
 
 @dataclass(frozen=True)
 class BlockSparseConvTables:
-    """Block-ELL form of a real-input ternary conv: per block of output channels, the taps any of
-    them keeps, as flat offsets into the flat input, and the ``block`` weights of each (none for
-    signed planes, where the offset selects ``x`` or ``-x``)."""
+    """CSR form of a real-input ternary conv for blocks of output channels: per block and group
+    of input channels, the flat offsets of the taps any output of the block keeps, in one segment
+    per sign class (``sign_classes``: the block's weights there), so the kernel only adds and
+    subtracts and every entry is a kept weight of each output its class names."""
 
-    index: np.ndarray  # int32 (O / block, L): flat offset of each kept tap
-    values: np.ndarray | None  # float32 (O / block, L, block): the weights (-1, 0, +1) there; padding is 0
+    ptr: np.ndarray  # int32 (blocks, groups * classes + 1): segment (group, class) of block b is index[ptr[b, s]:ptr[b, s + 1]]
+    index: np.ndarray  # int32 (entries,): flat offset of each tap
 
 
 @dataclass(frozen=True)
@@ -238,11 +231,11 @@ def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:
     return interleave_lanes(_ell(rows, pad=2 * k), lanes)
 
 
-def flat_input(geo: ConvGeometry, signed: bool = False) -> FlatInput:
+def flat_input(geo: ConvGeometry) -> FlatInput:
     (sh, sw), hq, wq = geo.strides, geo.phase_height, geo.phase_width
     if 1 - geo.out_width / wq >= SHIFTED_PLANES_WASTE:
-        return FlatInput(True, geo.channels * geo.kernel[1], sh * hq, geo.out_width, geo.out_height, signed)
-    return FlatInput(False, geo.channels, sh * sw * hq, wq, geo.out_height, signed)
+        return FlatInput(True, geo.channels * geo.kernel[1], sh * hq, geo.out_width, geo.out_height)
+    return FlatInput(False, geo.channels, sh * sw * hq, wq, geo.out_height)
 
 
 def flat_tap_offsets(geo: ConvGeometry, flat: FlatInput) -> np.ndarray:
@@ -257,30 +250,44 @@ def flat_tap_offsets(geo: ConvGeometry, flat: FlatInput) -> np.ndarray:
     return offset.ravel()
 
 
-def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatInput, block: int) -> BlockSparseConvTables:
-    """Block-ELL tables of a ternary conv weight ``(O, C, kh, kw)`` (outputs padded to whole blocks).
+def channel_floats(geo: ConvGeometry, flat: FlatInput, chunk: int) -> int:
+    """Flat input values one chunk of flat outputs reads from one input channel: its planes, each
+    ``chunk`` values plus the rows the kernel's taps reach below."""
+    rows_below = (geo.kernel[0] - 1) * geo.dilations[0] // geo.strides[0] + 1
+    return flat.planes // geo.channels * (chunk + rows_below * flat.row_stride)
 
-    Tap ``(c, ky, kx)`` of flat output ``q`` reads ``x[offset + q]`` (``flat_tap_offsets``), so the
-    kernel is ``y[o, q] = sum_j values[b, j, o % block] * x[index[b, j] + q]`` over the taps any
-    output of ``o``'s block ``b`` keeps: a block shares each loaded input run among ``block``
-    outputs; padding entries have value 0 and read offset 0. With ``flat.signed`` (``block`` 1) a
-    -1 tap reads the negated planes instead and padding reads the zero tail: ``y = sum_j x[index[j] + q]``.
+
+def sign_classes(block: int) -> list[tuple[int, ...]]:
+    """Every nonzero pattern of ``block`` ternary weights: the segments of ``block_sparse_conv_tables``."""
+    return [c for c in itertools.product((1, -1, 0), repeat=block) if any(c)]
+
+
+def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatInput, block: int, group: int) -> BlockSparseConvTables:
+    """CSR tables of a ternary conv weight ``(O, C, kh, kw)`` (outputs padded to whole blocks),
+    input channels in groups of ``group``.
+
+    Tap ``(c, ky, kx)`` of flat output ``q`` reads ``x[offset + q]`` (``flat_tap_offsets``), so
+    ``y[o, q] = sum over segments s of block b (of class w_s) of w_s[o % block] * sum_{j in s} x[index[j] + q]``:
+    each entry is read once for the block and added to or subtracted from the accumulators of the
+    outputs its class keeps. Within a segment the offsets ascend (consecutive reads, nearby lines).
     """
     offset = flat_tap_offsets(geo, flat)
-    rows = weight.reshape(weight.shape[0], -1)
-    if flat.signed:
-        negated = flat.planes * flat.plane_size
-        taps = [np.concatenate([offset[w > 0], negated + offset[w < 0]]) for w in rows]
-        return BlockSparseConvTables(_ell(taps, pad=flat.stored_planes * flat.plane_size), None)
-    blocks = ceil_div(weight.shape[0], block)
-    rows = np.pad(rows, ((0, blocks * block - rows.shape[0]), (0, 0))).reshape(blocks, block, -1)
-    kept = [np.flatnonzero(np.any(r != 0, axis=0)) for r in rows]
-    width = max(1, max(len(k) for k in kept))
-    index, values = np.zeros((blocks, width), np.int32), np.zeros((blocks, width, block), np.float32)
-    for b, taps in enumerate(kept):
-        index[b, : len(taps)] = offset[taps]
-        values[b, : len(taps)] = rows[b][:, taps].T
-    return BlockSparseConvTables(index, values)
+    taps_per_channel = geo.kernel[0] * geo.kernel[1]
+    classes = {c: k for k, c in enumerate(sign_classes(block))}
+    blocks, groups = ceil_div(geo.out_channels, block), ceil_div(geo.channels, group)
+    rows = weight.reshape(geo.out_channels, -1).astype(np.int8)
+    rows = np.pad(rows, ((0, blocks * block - geo.out_channels), (0, 0))).reshape(blocks, block, -1)
+    ptr, index = np.zeros((blocks, groups * len(classes) + 1), np.int64), []
+    for b in range(blocks):
+        kept = np.flatnonzero(np.any(rows[b] != 0, axis=0))
+        segment = np.array([classes[tuple(w)] for w in rows[b][:, kept].T.tolist()], np.int64).reshape(-1)
+        segment += kept // taps_per_channel // group * len(classes)
+        order = np.lexsort((offset[kept], segment))
+        index.append(offset[kept][order])
+        ptr[b, 1:] = np.cumsum(np.bincount(segment, minlength=groups * len(classes)))
+        ptr[b] += ptr[b - 1, -1] if b else 0
+    entries = np.concatenate(index) if index else np.zeros(0, np.int64)
+    return BlockSparseConvTables(ptr.astype(np.int32), np.pad(entries, (0, entries.size == 0)).astype(np.int32))
 
 
 def _ell(rows: list[np.ndarray], pad: int) -> np.ndarray:

@@ -15,12 +15,16 @@ Real input, block-sparse form (``targets.layout.block_sparse_conv_tables``), for
 blocks of ``B`` channels and flat output positions ``q = oy * R + ox``::
 
     xs = flat(x)  (``layout.FlatInput``: zero-padded planes in stride phases, R = Wq, or shifted per tap column, R = OW)
-    acc[n, b, i, q] = sum_j values[b, j, i] * xs[n, index[b, j] + q]
+    acc[n, b, i, q] = sum over segments s of block b: w_s[i] * sum_{j in s} xs[n, index[j] + q]
     y[n, o, oy, ox] = scale[o] * acc[n, o // B, o % B, oy * R + ox] + bias[o]
 
-``q`` runs over whole rows of ``R`` (and up to a whole number of ``chunk`` values), so every tap
-reads one contiguous run of the input: a chunk of ``q`` is a few vectors of
-accumulators, each tap one broadcast weight and a multiply-add per vector.
+where segment ``s`` (``ptr[b, s]:ptr[b, s + 1]``) holds the taps whose ``B`` weights are the sign
+class ``w_s`` in {-1, 0, 1}^B, so each kept tap of the block is loaded once and only added to or
+subtracted from the outputs that keep it: no multiplies, no zero-weight work. ``q`` runs over
+whole rows of ``R`` (and up to a whole number of ``chunk`` values), so every tap reads one
+contiguous run of the input. The segments' lengths vary per block, which TE cannot express: the
+gather is a ``te.extern`` whose loop nest each target family writes (``SparseGather``), as TOPI's
+sparse kernels were.
 
 Blocks are named for the schedules: ``pack``/``flat``, ``popcount``/``gather``, ``output``. The
 ``flat`` block carries its plane shape ``(rows, Wq)`` as the annotation ``PLANE_SHAPE``, so a
@@ -29,11 +33,14 @@ schedule can loop over (plane, row, column) with no division left in the vector 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from tvm import te, tirx
 
 from mptc.targets.kernels.bits import WORD, sign_word
 from mptc.targets.kernels.epilogue import finish, residual_input
-from mptc.targets.layout import WORD_BITS, ConvGeometry, FlatInput, ceil_div, table_outputs
+from mptc.targets.layout import WORD_BITS, ConvGeometry, FlatInput, ceil_div, sign_classes, table_outputs
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of the ``split`` block: (rows, columns) of each flat plane
 
@@ -154,8 +161,7 @@ def flat_input(x: te.Tensor, geo: ConvGeometry, flat: FlatInput, length: int) ->
     (sh, sw), c, hq, kw = geo.strides, geo.channels, geo.phase_height, geo.kernel[1]
 
     def value(n, f):
-        stored, row, col = f // flat.plane_size, f % flat.plane_size // flat.row_stride, f % flat.row_stride
-        plane = stored % flat.planes if flat.signed else stored
+        plane, row, col = f // flat.plane_size, f % flat.plane_size // flat.row_stride, f % flat.row_stride
         if flat.shifted:  # plane = (c, kx), row = py * Hq + qy, col = ox
             ch = plane // kw
             y = row % hq * sh + row // hq - geo.pads[0]
@@ -164,55 +170,68 @@ def flat_input(x: te.Tensor, geo: ConvGeometry, flat: FlatInput, length: int) ->
             ch = plane
             y = row % hq * sh + row // (sw * hq) - geo.pads[0]
             xx = col * sw + row // hq % sw - geo.pads[1]
-        inside = tirx.all(stored < flat.stored_planes, ch < c, y >= 0, y < geo.height, xx >= 0, xx < geo.width)
+        inside = tirx.all(ch < c, y >= 0, y < geo.height, xx >= 0, xx < geo.width)
         safe = x[n, tirx.min(ch, c - 1), _clamp(y, geo.height), _clamp(xx, geo.width)]
-        v = tirx.if_then_else(inside, safe, tirx.const(0.0, "float32"))
-        return tirx.Select(stored >= flat.planes, -v, v) if flat.signed else v
+        return tirx.if_then_else(inside, safe, tirx.const(0.0, "float32"))
 
     return te.compute((geo.batch, length), value, name="flat", attrs={PLANE_SHAPE: [flat.plane_rows, flat.row_stride]})
 
 
+@dataclass(frozen=True)
+class SparseGather:
+    """Shape of the block-sparse gather ``acc[n, b, i, q]`` of ``block_sparse_conv``: what a
+    target family's loop nest (``schedules.*.sparse_gather``) needs to walk the CSR tables."""
+
+    batch: int
+    blocks: int
+    block: int  # output channels per block: one accumulator set each
+    groups: int  # input-channel groups, the CSR segments ordered group-major
+    outputs: int  # flat outputs per channel, whole chunks
+    chunk: int  # flat outputs per register tile
+
+    @property
+    def classes(self) -> list[tuple[int, ...]]:
+        return sign_classes(self.block)
+
+
+GatherBody = Callable[[SparseGather, tirx.Buffer, tirx.Buffer, tirx.Buffer, tirx.Buffer], tirx.Stmt]
+
+
 def block_sparse_conv(
-    xs, index, values, scale, bias, geo: ConvGeometry, row_stride: int, outputs: int, residual=None, relu=False
+    xs, ptr, index, scale, bias, geo: ConvGeometry, flat: FlatInput, gather: SparseGather, body: GatherBody,
+    residual=None, relu=False,
 ) -> te.Tensor:
-    """``acc`` over ``outputs`` flat positions per output channel, then the affine epilogue (and the
-    fused residual add and ReLU) on the real outputs. ``values`` None: signed planes, one output
-    per block, only additions."""
-    blocks, taps = index.shape
-    block = 1 if values is None else values.shape[2]
-    j = te.reduce_axis((0, taps), name="j")
-
-    def tap(n, b, i, q):
-        x = xs[n, index[b, j] + q]
-        return x if values is None else values[b, j, i] * x
-
-    acc = te.compute((geo.batch, blocks, block, outputs), lambda n, b, i, q: te.sum(tap(n, b, i, q), axis=j), name="gather")
-    shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
+    """``acc`` over the flat outputs of each output channel (``body`` walks the tables: the loop
+    nest is the target's, as for TOPI's hand-written sparse kernels), then the affine epilogue
+    (and the fused residual add and ReLU) on the real outputs."""
+    shape = (gather.batch, gather.blocks, gather.block, gather.outputs)
+    acc = te.extern(shape, [xs, ptr, index], lambda ins, outs: body(gather, *ins, outs[0]), name="gather", dtype="float32")
+    block = gather.block
 
     def value(n, o, oy, ox):
-        return finish(scale[o] * acc[n, o // block, o % block, oy * row_stride + ox] + bias[o], residual, relu, n, o, oy, ox)
+        y = scale[o] * acc[n, o // block, o % block, oy * flat.row_stride + ox] + bias[o]
+        return finish(y, residual, relu, n, o, oy, ox)
 
-    return te.compute(shape, value, name="output")
+    return te.compute((geo.batch, geo.out_channels, geo.out_height, geo.out_width), value, name="output")
 
 
 def block_sparse_conv_func(
-    geo: ConvGeometry, flat: FlatInput, block: int, taps: int, chunk: int, residual: bool = False, relu: bool = False
+    geo: ConvGeometry, flat: FlatInput, gather: SparseGather, entries: int, body: GatherBody,
+    residual: bool = False, relu: bool = False,
 ) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, index, [values,] scale, bias[, residual]) -> y`` of the real-input
-    conv (no ``values`` with ``flat.signed``; ``residual`` / ``relu`` as in ``xnor_conv_func``).
+    """PrimFunc ``(x, ptr, index, scale, bias[, residual]) -> y`` of the real-input conv
+    (``residual`` / ``relu`` as in ``xnor_conv_func``); the ``flat`` and ``output`` stages are left
+    to the schedule.
 
-    The flat outputs are padded to whole ``chunk``s (the schedule's register tile), and the input
-    by a zero tail of whole planes past the furthest read (last plane's largest tap offset + the
-    flat outputs), which signed padding entries read.
+    The input has a zero tail of whole planes past the furthest read (the last plane's largest tap
+    offset + the flat outputs, padded to whole chunks).
     """
-    outputs = ceil_div(flat.flat_outputs, chunk) * chunk
-    length = (flat.stored_planes + ceil_div(outputs, flat.plane_size)) * flat.plane_size
+    length = (flat.planes + ceil_div(gather.outputs, flat.plane_size)) * flat.plane_size
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
-    index = te.placeholder((ceil_div(geo.out_channels, block), taps), "int32", name="index")
-    values = None if flat.signed else te.placeholder((ceil_div(geo.out_channels, block), taps, block), "float32", name="values")
+    ptr = te.placeholder((gather.blocks, gather.groups * len(gather.classes) + 1), "int32", name="ptr")
+    index = te.placeholder((entries,), "int32", name="index")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    y = block_sparse_conv(flat_input(x, geo, flat, length), index, values, scale, bias, geo, flat.row_stride, outputs, res, relu)
-    weights = [index] + ([] if values is None else [values])
-    return te.create_prim_func([x, *weights, scale, bias] + ([res] if residual else []) + [y])
+    y = block_sparse_conv(flat_input(x, geo, flat, length), ptr, index, scale, bias, geo, flat, gather, body, res, relu)
+    return te.create_prim_func([x, ptr, index, scale, bias] + ([res] if residual else []) + [y])

@@ -15,8 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels.binary_conv import PLANE_SHAPE
+from mptc.targets import chooser
+from mptc.targets.kernels.binary_conv import PLANE_SHAPE, SparseGather
 from mptc.targets.layout import WORD_BITS, ceil_div
 
 
@@ -32,6 +35,12 @@ class CpuTiles:
     dense_rows: int  # batch rows per dense register tile (largest divisor of N not above it)
     conv_accumulators: int  # float vectors a real-input conv register tile may hold (block x chunk vectors)
     row_dot_rows: int  # weight rows streamed together by the small-batch fp32 dense kernel
+    l1_floats: int = 8192  # fp32 values of L1 data cache a block-sparse conv's input group may fill (32 KB)
+
+
+# Parallel tasks of a block-sparse conv (consecutive output blocks each): enough to balance a few
+# cores, few enough that each task's blocks share the input slice they read.
+SPARSE_TASKS = 16
 
 
 def divisor_at_most(n: int, cap: int) -> int:
@@ -110,23 +119,56 @@ class CpuKernelSchedules:
     def _chunk_lanes(self, chunk: int) -> int:
         return self.float_lanes if chunk % self.float_lanes == 0 else self.float_lanes // 2
 
-    def block_sparse_conv(self, func: tirx.PrimFunc, chunk: int) -> tirx.PrimFunc:
-        """Parallel over ``(n, block, chunk)`` tiles; per kept tap, one broadcast weight per output of
-        the block and a multiply-add per accumulator vector, the input run read once for the block."""
+    def conv_group(self, channels: int, channel_floats: int, flat_outputs: int) -> int:
+        """Input channels per group of a block-sparse conv: as many as keep the flat
+        input one chunk reads (``channel_floats`` per channel) within ``l1_floats``, so the output
+        blocks of a task re-read it from L1. Maps of under ``chooser.SHORT_FLAT`` flat outputs take one
+        group: an entry is one vector there, too little work to pay for more segment loops."""
+        if flat_outputs < chooser.SHORT_FLAT:
+            return channels
+        return max(1, min(channels, self.tiles.l1_floats // channel_floats))
+
+    def sparse_gather(self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer) -> tirx.Stmt:
+        """Loop nest of the block-sparse gather: parallel over tasks of consecutive output blocks;
+        per chunk of flat outputs and input-channel group, each block of the task keeps
+        ``block x chunk`` accumulators in registers and walks its segments, one vector load per
+        entry and vector, added to or subtracted from the accumulators its sign class names. A
+        task's blocks share the group's slice of the input while it is in L1."""
+        lanes = self._chunk_lanes(g.chunk)
+        vectors, tiles, classes = g.chunk // lanes, g.outputs // g.chunk, g.classes
+        parts = min(g.blocks, SPARSE_TASKS)
+        per = ceil_div(g.blocks, parts)
+        zero = tirx.const(0.0, "float32")
+        with IRBuilder() as ib:
+            with T.parallel(0, g.batch * parts) as task:
+                n = task // parts
+                with T.serial(0, tiles) as qo, T.serial(0, g.groups) as group, T.serial(0, per) as step:
+                    b = task % parts * per + step
+                    with T.If(b < g.blocks), T.Then():
+                        regs = T.alloc_local((g.block * g.chunk,), "float32")
+                        with T.unroll(0, g.block * vectors) as r, T.vectorized(0, lanes) as lane:
+                            old = acc[n, b, r // vectors, qo * g.chunk + r % vectors * lanes + lane]
+                            T.buffer_store(regs, zero if g.groups == 1 else tirx.Select(group == 0, zero, old), [r * lanes + lane])
+                        for k, signs in enumerate(classes):
+                            segment = group * len(classes) + k
+                            with T.serial(ptr[b, segment], ptr[b, segment + 1]) as j:
+                                start = index[j] + qo * g.chunk
+                                for v in range(vectors):
+                                    with T.vectorized(0, lanes) as lane:
+                                        x = xs[n, start + v * lanes + lane]
+                                        for i, sign in enumerate(signs):
+                                            if sign:
+                                                at = i * g.chunk + v * lanes + lane
+                                                T.buffer_store(regs, regs[at] + x if sign > 0 else regs[at] - x, [at])
+                        with T.unroll(0, g.block * vectors) as r, T.vectorized(0, lanes) as lane:
+                            T.buffer_store(acc, regs[r * lanes + lane], [n, b, r // vectors, qo * g.chunk + r % vectors * lanes + lane])
+        return ib.get()
+
+    def block_sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The flat input and the epilogue around the gather (``sparse_gather``): both parallel
+        and vectorized along rows."""
         sch = s_tir.Schedule(func)
-        gather, out = sch.get_sblock("gather"), sch.get_sblock("output")
-        n, b, i, q, j = sch.get_loops(gather)
-        lanes = self._chunk_lanes(chunk)
-        qo, qv, ql = sch.split(q, [None, chunk // lanes, lanes])
-        sch.reorder(n, b, qo, j, i, qv, ql)
-        tile = sch.fuse(n, b, qo)
-        sch.parallel(tile)
-        sch.reverse_compute_at(sch.cache_write(gather, 0, "local"), tile)
-        sch.unroll(i)
-        sch.unroll(qv)
-        sch.vectorize(ql)
-        sch.decompose_reduction(gather, j)
-        n, o, _, ox = sch.get_loops(out)
+        n, o, _, ox = sch.get_loops(sch.get_sblock("output"))
         sch.parallel(sch.fuse(n, o))
         sch.vectorize(ox)
         self._planes(sch, sch.get_sblock("flat"))

@@ -1,7 +1,7 @@
 """CUDA schedules of the ``ai.mptc`` kernels: one thread per output element.
 
 Each thread computes one output, running the reduction over taps and words serially in a
-register (``__popcll`` on 64-bit words; a real-input conv's thread runs its block's kept taps);
+register (``__popcll`` on 64-bit words; a real-input conv's thread runs its block's CSR segments);
 packing/splitting stages get one thread per word or element. Consecutive threads take
 consecutive output columns. This is a correct, simple mapping
 (no shared-memory tiling yet); the fp32 glue is scheduled by dlight's GPU rules in the default
@@ -11,6 +11,12 @@ CUDA pipeline.
 from __future__ import annotations
 
 from tvm import s_tir, tirx
+from tvm.ir import Range
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+
+from mptc.targets.kernels.binary_conv import SparseGather
+from mptc.targets.layout import ceil_div
 
 THREADS_PER_BLOCK = 128  # a multiple of the warp size that leaves room for several blocks per SM
 WORD_LANES = 8  # output channels interleaved per weight row: 8 x 64-bit = one 64-byte segment
@@ -33,8 +39,38 @@ class CudaKernelSchedules:
         """One thread per output needs no register tile: pad the flat outputs to whole warps."""
         return 32
 
-    def block_sparse_conv(self, func: tirx.PrimFunc, chunk: int) -> tirx.PrimFunc:
-        return self._per_output(func, ("flat",), "gather")
+    def conv_group(self, channels: int, channel_floats: int, flat_outputs: int) -> int:
+        """A thread walks all of its block's segments: the input is read through the cache, not tiled."""
+        return channels
+
+    def sparse_gather(self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer) -> tirx.Stmt:
+        """One thread per ``(n, block, flat output)``, its ``block`` accumulators in registers;
+        consecutive threads read consecutive flat outputs of each tap (coalesced)."""
+        total, classes = g.batch * g.blocks * g.outputs, g.classes
+        with IRBuilder() as ib:
+            bx, tx = _thread("blockIdx.x", ceil_div(total, THREADS_PER_BLOCK)), _thread("threadIdx.x", THREADS_PER_BLOCK)
+            with T.attr(bx, "thread_extent", bx.dom.extent), T.attr(tx, "thread_extent", tx.dom.extent):
+                t = bx.var * THREADS_PER_BLOCK + tx.var
+                with T.If(t < total), T.Then():
+                    n, b, q = t // (g.blocks * g.outputs), t // g.outputs % g.blocks, t % g.outputs
+                    regs = T.alloc_local((g.block,), "float32")
+                    for i in range(g.block):
+                        T.buffer_store(regs, tirx.const(0.0, "float32"), [i])
+                    for k, signs in enumerate(classes):
+                        with T.serial(ptr[b, k], ptr[b, k + 1]) as j:
+                            x = xs[n, index[j] + q]
+                            for i, sign in enumerate(signs):
+                                if sign:
+                                    T.buffer_store(regs, regs[i] + x if sign > 0 else regs[i] - x, [i])
+                    for i in range(g.block):
+                        T.buffer_store(acc, regs[i], [n, b, i, q])
+        return ib.get()
+
+    def block_sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        sch = s_tir.Schedule(func)
+        for name in ("flat", "output"):
+            _bind(sch, sch.get_sblock(name))
+        return sch.mod["main"]
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, ("split",), "gather")
@@ -74,3 +110,8 @@ def _bind(sch: s_tir.Schedule, block) -> s_tir.schedule.LoopRV:
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
     return tx
+
+
+def _thread(tag: str, extent: int) -> tirx.IterVar:
+    """A launch-thread axis for a loop nest built outside a PrimFunc (``T.env_thread`` needs one)."""
+    return tirx.IterVar(Range(0, extent), tirx.Var(tag, "int32"), tirx.IterVar.ThreadIndex, tag)

@@ -12,6 +12,7 @@ import pytest
 from mptc.deploy.profile import profile
 from mptc.export import export_run
 from mptc.passes.pipeline import optimize_file
+from mptc.targets import chooser
 from mptc.targets.compile import compile_model
 from mptc.train.config import TrainConfig
 from mptc.train.loop import train
@@ -54,11 +55,12 @@ def packed_conv_ticket(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_compiled_mpt132_conv_ticket_runs_on_the_emulated_board(packed_conv_ticket: Path, arm_ready: Path, tmp_path: Path) -> None:
-    """Real-input convs on an emulated Raspberry Pi 4, matching onnxruntime: blocks of 2 on the 8x8
-    maps, signed planes on the 4x4 ones, ReLU fused into both (NEON vectors of 4 and 2 lanes)."""
+    """Real-input convs on an emulated Raspberry Pi 4, matching onnxruntime: blocks of 2 in channel
+    groups on the 8x8 maps, blocks of 4 on the 4x4 ones, ReLU fused into both (NEON vectors of 4 and 2 lanes)."""
     manifest = compile_model(packed_conv_ticket, "arm", tmp_path, board="rpi4")
     convs = [layer for layer in manifest["layers"] if layer["op_type"] == "BinaryConv"]
     assert {layer["kernel"] for layer in convs} == {"block-sparse"} and {layer["epilogue"] for layer in convs} == {"relu"}
-    assert {"1 output(s) per block" in layer["reason"] for layer in convs} == {True, False}, convs
+    blocks = {f"{b} output(s) per block" for b in (chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK)}
+    assert {next(b for b in blocks if b in layer["reason"]) for layer in convs} == blocks, convs
     report = profile(tmp_path, emulated_board="rpi4", repeat=3)
     assert report["outputs_match"] and report["argmax_match"], report

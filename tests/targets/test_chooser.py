@@ -21,7 +21,10 @@ def test_an_override_replaces_the_default():
     assert chooser.choose_kernel("BinaryDense", "real", 0.3, break_even=0.2).kernel == chooser.SPARSE_SIGN_SPLIT
 
 
-def test_conv_blocks_shrink_as_sparsity_grows():
-    """Each block size serves from its lowest sparsity up to the next one's."""
-    blocks = [chooser.choose_kernel("BinaryConv", "real", s, break_even=0.0).block for s in (0.0, 0.5, 0.75, 0.9, 0.99)]
-    assert blocks == sorted(blocks, reverse=True) and len(set(blocks)) == len(chooser.CONV_BLOCKS)
+def test_short_maps_take_their_own_block():
+    """Maps of under SHORT_FLAT flat outputs (4x4) take SHORT_FLAT_BLOCK; larger ones CONV_BLOCK, at any sparsity."""
+    for sparsity in (0.5, 0.9):
+        short = chooser.choose_kernel("BinaryConv", "real", sparsity, flat_outputs=chooser.SHORT_FLAT - 1)
+        long = chooser.choose_kernel("BinaryConv", "real", sparsity, flat_outputs=chooser.SHORT_FLAT)
+        assert (short.block, long.block) == (chooser.SHORT_FLAT_BLOCK, chooser.CONV_BLOCK)
+        assert "flat outputs per channel" in short.reason

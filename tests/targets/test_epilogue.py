@@ -30,11 +30,12 @@ def test_a_residual_produced_after_the_conv_or_a_shared_output_is_left_alone():
     assert "c3" not in epilogue.epilogues(graph)
 
 
-@pytest.mark.parametrize("mode, sparsity, block", [("binary", 0.5, None), ("real", 0.9, 2), ("real", 0.9, 1), ("real", 0.2, None)],
-                         ids=["xnor-popcount", "block-sparse", "signed-planes", "dense"])
+@pytest.mark.parametrize("mode, sparsity, block", [("binary", 0.5, None), ("real", 0.9, 2), ("real", 0.9, 3), ("real", 0.2, None)],
+                         ids=["xnor-popcount", "block-sparse", "block-sparse-3", "dense"])
 def test_fused_epilogues_match_the_reference(mode, sparsity, block, monkeypatch):
     if block is not None:
-        monkeypatch.setattr(chooser, "CONV_BLOCKS", ((0.0, block),))
+        monkeypatch.setattr(chooser, "CONV_BLOCK", block)
+        monkeypatch.setattr(chooser, "SHORT_FLAT_BLOCK", block)
     model = residual_block(np.random.default_rng(1), mode, sparsity)
     vm, lowering = compile_x86(model)
     assert [layer.epilogue for layer in lowering.layers] == ["add+relu", "add", "relu"]

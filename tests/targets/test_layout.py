@@ -48,10 +48,11 @@ def test_sparse_dense_index_points_into_sign_split_operand():
 
 
 @pytest.mark.parametrize("waste", [0.0, 1.0], ids=["shifted-planes", "channel-planes"])
-@pytest.mark.parametrize("block", [0, 1, 2, 3], ids=["signed", "block1", "block2", "block3"])
-def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, waste, monkeypatch):
-    """Uneven strides, a dilation, uneven pads and blocks that do not divide the outputs, in both
-    flat layouts: the tap offsets and the block values give the conv."""
+@pytest.mark.parametrize("block, group", [(1, 3), (2, 1), (3, 2)], ids=["block1", "block2-group1", "block3-group2"])
+def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, waste, monkeypatch):
+    """Uneven strides, a dilation, uneven pads, blocks that do not divide the outputs and channel
+    groups that do not divide the channels, in both flat layouts: walking the CSR segments (each
+    entry added with its sign class's sign to each output of its block) gives the conv."""
     monkeypatch.setattr(layout, "SHIFTED_PLANES_WASTE", waste)
     rng = np.random.default_rng(3)
     geo = layout.ConvGeometry(1, 3, 7, 8, 5, kernel=(3, 2), strides=(2, 3), pads=(1, 0, 2, 1), dilations=(2, 1))
@@ -62,23 +63,40 @@ def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, waste, monk
     padded = np.zeros((3, hq * sh, wq * sw))
     padded[:, 1:8, 0:8] = x
     taps = [padded[:, 2 * ky : 2 * ky + sh * oh : sh, kx : kx + sw * ow : sw] for ky in range(3) for kx in range(2)]  # (c, OH, OW) each
-    flat = layout.flat_input(geo, signed=block == 0)
+    flat = layout.flat_input(geo)
     assert flat.shifted == (waste == 0.0)
     if flat.shifted:  # (c, kx, py, qy, ox)
         columns = np.stack([padded[:, :, kx : kx + sw * ow : sw] for kx in range(2)], axis=1)  # (c, kx, Hp, OW)
         planes = columns.reshape(3, 2, hq, sh, ow).transpose(0, 1, 3, 2, 4)
     else:  # (c, py, px, qy, qx)
         planes = padded.reshape(3, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3)
-    signs = [planes, -planes] if flat.signed else [planes]
-    xs = np.concatenate([p.reshape(-1) for p in signs] + [np.zeros(2 * flat.plane_size)])
-    t = layout.block_sparse_conv_tables(weight, geo, flat, max(block, 1))
+    xs = np.concatenate([planes.reshape(-1), np.zeros(2 * flat.plane_size)])
+    t = layout.block_sparse_conv_tables(weight, geo, flat, block, group)
+    classes = layout.sign_classes(block)
+    blocks, groups = -(-5 // block), -(-3 // group)
+    assert t.ptr.shape == (blocks, groups * len(classes) + 1) and t.ptr[-1, -1] == t.index.size
+    assert t.index.size == sum(np.any(weight[b * block : b * block + block] != 0, axis=0).sum() for b in range(blocks))
     oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
-    gathered = xs[t.index[:, :, None, None] + oy * flat.row_stride + ox]  # (blocks, L, OH, OW)
-    if flat.signed:
-        assert t.values is None
-        got = gathered.sum(1)
-    else:
-        assert t.index.shape[0] == -(-5 // block) and t.values.shape == (*t.index.shape, block)
-        got = np.einsum("bji,bjyx->biyx", t.values, gathered).reshape(-1, oh, ow)[:5]
+    got = np.zeros((blocks * block, oh, ow))
+    for b in range(blocks):
+        for s in range(groups * len(classes)):
+            for j in range(t.ptr[b, s], t.ptr[b, s + 1]):
+                got[b * block : b * block + block] += np.multiply.outer(classes[s % len(classes)], xs[t.index[j] + oy * flat.row_stride + ox])
     expected = sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], taps[ky * 2 + kx]) for ky in range(3) for kx in range(2))
-    np.testing.assert_allclose(got, expected, atol=1e-12)
+    np.testing.assert_allclose(got[:5], expected, atol=1e-12)
+    np.testing.assert_array_equal(got[5:], 0)
+
+
+def test_block_sparse_conv_segments_run_group_major():
+    """Segment ``g * classes + k`` of a block holds exactly the taps of channel group ``g`` whose
+    block weights are class ``k``, so a kernel can finish one group's input slice before the next."""
+    geo = layout.ConvGeometry(1, 4, 5, 5, 2, kernel=(1, 1))
+    weight = np.zeros((2, 4, 1, 1))
+    weight[:, 0, 0, 0] = (1, -1)  # group 0, class (1, -1)
+    weight[:, 3, 0, 0] = (0, 1)  # group 1, class (0, 1)
+    flat = layout.flat_input(geo)
+    t = layout.block_sparse_conv_tables(weight, geo, flat, 2, 2)
+    classes = layout.sign_classes(2)
+    counts = np.diff(t.ptr[0])
+    assert counts[classes.index((1, -1))] == 1 and counts[len(classes) + classes.index((0, 1))] == 1 and counts.sum() == 2
+    np.testing.assert_array_equal(t.index, [0, 3 * flat.plane_size])
