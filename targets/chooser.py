@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Fraction pruned from which the sparse real-input kernel is chosen, per op. Measured with
-# bench/bench_kernels.py on the x86 host (Zen 4): the block-sparse conv crosses the dense path at
-# 0.34-0.39 on 32x32 and 16x16 maps and is already faster at 0.3 on 8x8 and 4x4 (where the dense
-# schedule is weakest); dense 4096x4096 batch 1 is already faster sparse at 0.5, the lowest
-# sparsity measured: a batch-1 dense layer is memory-bound in both forms and the sparse form reads
-# 4 bytes per kept weight where the dense one reads 4 per weight.
-SPARSE_BREAK_EVEN = {"BinaryConv": 0.35, "BinaryDense": 0.5}
+# bench/bench_kernels.py on the x86 host (Zen 4, 1 thread): the block-sparse conv only adds, so
+# even at 0.1 (the lowest sparsity measured) it beat the dense path on every shape (256@14x14 and
+# the CIFAR ResNet shapes 64@32x32 .. 512@4x4, by 1.02-2.5x); below 0.1 the dense path is kept,
+# unmeasured. Dense 4096x4096 batch 1 is already faster sparse at 0.5, the lowest sparsity
+# measured: a batch-1 dense layer is memory-bound in both forms and the sparse form reads 4 bytes
+# per kept weight where the dense one reads 4 per weight.
+SPARSE_BREAK_EVEN = {"BinaryConv": 0.1, "BinaryDense": 0.5}
 
 # Output channels per block of the block-sparse conv. A block reads each kept tap of any of its
 # outputs once and adds it to the accumulators of the outputs that keep it (its sign class), so a

@@ -145,10 +145,12 @@ class CpuKernelSchedules:
                 with T.serial(0, tiles) as qo, T.serial(0, g.groups) as group, T.serial(0, per) as step:
                     b = task % parts * per + step
                     with T.If(b < g.blocks), T.Then():
-                        regs = T.alloc_local((g.block * g.chunk,), "float32")
-                        with T.unroll(0, g.block * vectors) as r, T.vectorized(0, lanes) as lane:
-                            old = acc[n, b, r // vectors, qo * g.chunk + r % vectors * lanes + lane]
-                            T.buffer_store(regs, zero if g.groups == 1 else tirx.Select(group == 0, zero, old), [r * lanes + lane])
+                        # one buffer per output: under TVM's stack-alloca limit, so LLVM keeps them in registers
+                        regs = [T.alloc_local((g.chunk,), "float32") for _ in range(g.block)]
+                        for i in range(g.block):
+                            with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
+                                old = acc[n, b, i, qo * g.chunk + v * lanes + lane]
+                                T.buffer_store(regs[i], zero if g.groups == 1 else tirx.Select(group == 0, zero, old), [v * lanes + lane])
                         for k, signs in enumerate(classes):
                             segment = group * len(classes) + k
                             with T.serial(ptr[b, segment], ptr[b, segment + 1]) as j:
@@ -158,10 +160,11 @@ class CpuKernelSchedules:
                                         x = xs[n, start + v * lanes + lane]
                                         for i, sign in enumerate(signs):
                                             if sign:
-                                                at = i * g.chunk + v * lanes + lane
-                                                T.buffer_store(regs, regs[at] + x if sign > 0 else regs[at] - x, [at])
-                        with T.unroll(0, g.block * vectors) as r, T.vectorized(0, lanes) as lane:
-                            T.buffer_store(acc, regs[r * lanes + lane], [n, b, r // vectors, qo * g.chunk + r % vectors * lanes + lane])
+                                                at = v * lanes + lane
+                                                T.buffer_store(regs[i], regs[i][at] + x if sign > 0 else regs[i][at] - x, [at])
+                        for i in range(g.block):
+                            with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
+                                T.buffer_store(acc, regs[i][v * lanes + lane], [n, b, i, qo * g.chunk + v * lanes + lane])
         return ib.get()
 
     def block_sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
