@@ -20,6 +20,9 @@ import os
 # TVM sizes its thread pool once, from this variable or its own core count (1 on the 2-vCPU
 # machines here); config_threadpool can only go below it, so it must be set before tvm loads.
 os.environ.setdefault("TVM_NUM_THREADS", "2")
+# torch's OpenMP threads busy-wait after each call; that spinning would be timed as the next
+# peer's latency (as in bench_models.py). Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402

@@ -4,9 +4,8 @@ Binary input always takes the XNOR-popcount kernel. Real input (MPT-1/32) has ex
 cost depends on sparsity: the dense form (ternary weight unpacked at compile time, an fp32
 conv/matmul) costs the same at any sparsity; a dense layer's sign-split sparse form
 (``sum x over +1 taps - sum x over -1 taps``) costs one gathered add per kept weight; a conv's
-block-sparse form costs one add per kept weight, and one input load per tap kept by any of a block of ``B``
-output channels. The break-evens are measured by ``bench/bench_kernels.py`` on the x86 host (1
-and 2 threads).
+block-sparse form costs one add per kept weight and one input load per tap that any output of a
+block of ``B`` keeps. The break-evens are measured by ``bench/bench_kernels.py`` on the x86 host.
 """
 
 from __future__ import annotations
