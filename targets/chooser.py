@@ -21,6 +21,12 @@ from dataclasses import dataclass
 # per kept weight where the dense one reads 4 per weight.
 SPARSE_BREAK_EVEN = {"BinaryConv": 0.1, "BinaryDense": 0.5}
 
+# A dense layer whose fp32 weight fits in cache is not memory-bound on the dense path: measured
+# (bench/bench_kernels.py, batch 1, Zen 4) the sign-split form only overtakes it at 0.78-0.90 on
+# 512x512 and 1024x1024 and at 0.66-0.79 on 2048x2048 (16 MB), against 0.43 on 4096x4096 (64 MB).
+CACHED_DENSE_BYTES = 16 * 2**20
+CACHED_DENSE_BREAK_EVEN = 0.8
+
 # Output channels per block of the block-sparse conv. A block reads each kept tap of any of its
 # outputs once and adds it to the accumulators of the outputs that keep it (its sign class), so a
 # larger block shares more loads at no extra arithmetic but splits its taps into 3^B - 1 segments,
@@ -48,17 +54,20 @@ class KernelChoice:
 
 
 def choose_kernel(
-    op_type: str, input_mode: str, sparsity: float, break_even: float | None = None, flat_outputs: int | None = None
+    op_type: str, input_mode: str, sparsity: float, break_even: float | None = None, flat_outputs: int | None = None,
+    weights: int | None = None,
 ) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
-    ``break_even`` overrides the op's measured default (``SPARSE_BREAK_EVEN``); ``flat_outputs``
+    ``break_even`` overrides the measured default (``SPARSE_BREAK_EVEN``, for a dense layer of at
+    most ``CACHED_DENSE_BYTES`` of fp32 ``weights`` ``CACHED_DENSE_BREAK_EVEN``); ``flat_outputs``
     (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``SHORT_FLAT`` takes
     ``SHORT_FLAT_BLOCK`` output channels per block.
     """
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
-    threshold = SPARSE_BREAK_EVEN[op_type] if break_even is None else break_even
+    cached = op_type == "BinaryDense" and weights is not None and 4 * weights <= CACHED_DENSE_BYTES
+    threshold = break_even if break_even is not None else CACHED_DENSE_BREAK_EVEN if cached else SPARSE_BREAK_EVEN[op_type]
     if sparsity >= threshold and op_type == "BinaryConv":
         short = flat_outputs is not None and flat_outputs < SHORT_FLAT
         block = SHORT_FLAT_BLOCK if short else CONV_BLOCK

@@ -155,7 +155,7 @@ class _Layer:
         """Choose the kernel, emit it via ``kernel_call(choice)`` -> (expr, constants) and record the
         layer; the nodes of a fused ``epilogue`` become its result."""
         sparsity = float(1.0 - np.count_nonzero(weight) / weight.size)
-        choice = chooser.choose_kernel(self.op_type, self.input_mode, sparsity, self.lowering.break_even, flat_outputs)
+        choice = chooser.choose_kernel(self.op_type, self.input_mode, sparsity, self.lowering.break_even, flat_outputs, weight.size)
         expr, consts = kernel_call(choice)
         self.lowering.layers.append(LayerRecord(
             self.name, self.op_type, self.input_mode, sparsity, choice.kernel, choice.reason, self.shape, tuple(out_shape),

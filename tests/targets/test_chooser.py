@@ -28,3 +28,13 @@ def test_short_maps_take_their_own_block():
         long = chooser.choose_kernel("BinaryConv", "real", sparsity, flat_outputs=chooser.SHORT_FLAT)
         assert (short.block, long.block) == (chooser.SHORT_FLAT_BLOCK, chooser.CONV_BLOCK)
         assert "flat outputs per channel" in short.reason
+
+
+def test_a_dense_layer_that_fits_in_cache_stays_dense_longer():
+    """Below CACHED_DENSE_BYTES of fp32 weight the dense path is not memory-bound: sparse only from CACHED_DENSE_BREAK_EVEN."""
+    small, large = chooser.CACHED_DENSE_BYTES // 4, chooser.CACHED_DENSE_BYTES // 4 + 1
+    sparsity = (chooser.SPARSE_BREAK_EVEN["BinaryDense"] + chooser.CACHED_DENSE_BREAK_EVEN) / 2
+    assert chooser.choose_kernel("BinaryDense", "real", sparsity, weights=small).kernel == chooser.DENSE_FP32
+    assert chooser.choose_kernel("BinaryDense", "real", sparsity, weights=large).kernel == chooser.SPARSE_SIGN_SPLIT
+    assert chooser.choose_kernel("BinaryDense", "real", chooser.CACHED_DENSE_BREAK_EVEN, weights=small).kernel == chooser.SPARSE_SIGN_SPLIT
+    assert chooser.choose_kernel("BinaryConv", "real", sparsity, weights=small).kernel == chooser.BLOCK_SPARSE
