@@ -273,18 +273,20 @@ def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatIn
     """
     offset = flat_tap_offsets(geo, flat)
     taps_per_channel = geo.kernel[0] * geo.kernel[1]
-    classes = {c: k for k, c in enumerate(sign_classes(block))}
+    digits = 3 ** np.arange(block)  # a pattern as a base-3 number, -1 as digit 2
+    class_of = np.zeros(3**block, np.int64)
+    class_of[[int(np.dot(np.mod(c, 3), digits)) for c in sign_classes(block)]] = np.arange(3**block - 1)
     blocks, groups = ceil_div(geo.out_channels, block), ceil_div(geo.channels, group)
     rows = weight.reshape(geo.out_channels, -1).astype(np.int8)
     rows = np.pad(rows, ((0, blocks * block - geo.out_channels), (0, 0))).reshape(blocks, block, -1)
-    ptr, index = np.zeros((blocks, groups * len(classes) + 1), np.int64), []
+    segments = groups * (3**block - 1)
+    ptr, index = np.zeros((blocks, segments + 1), np.int64), []
     for b in range(blocks):
         kept = np.flatnonzero(np.any(rows[b] != 0, axis=0))
-        segment = np.array([classes[tuple(w)] for w in rows[b][:, kept].T.tolist()], np.int64).reshape(-1)
-        segment += kept // taps_per_channel // group * len(classes)
+        segment = class_of[digits @ np.mod(rows[b][:, kept], 3)] + kept // taps_per_channel // group * (3**block - 1)
         order = np.lexsort((offset[kept], segment))
         index.append(offset[kept][order])
-        ptr[b, 1:] = np.cumsum(np.bincount(segment, minlength=groups * len(classes)))
+        ptr[b, 1:] = np.cumsum(np.bincount(segment, minlength=segments))
         ptr[b] += ptr[b - 1, -1] if b else 0
     entries = np.concatenate(index) if index else np.zeros(0, np.int64)
     return BlockSparseConvTables(ptr.astype(np.int32), np.pad(entries, (0, entries.size == 0)).astype(np.int32))
