@@ -32,11 +32,13 @@ CACHED_DENSE_BREAK_EVEN = 0.8
 # larger block shares more loads at no extra arithmetic but splits its taps into 3^B - 1 segments,
 # each a loop. Measured with bench/bench_kernels.py --real-only (CIFAR ResNet shapes, 1 thread,
 # Zen 4, 0.5-0.95 sparsity): B = 2 with input channels grouped to stay in L1 is fastest on 8x8 and
-# larger maps; on 4x4 maps (16 flat outputs: one vector per entry, no grouping) B = 4 is, 1.3-1.7x
-# faster than B = 1 at 0.5 and 0.7 and within noise of it above.
+# larger maps. On 4x4 maps (16 flat outputs: one vector per entry) B = 4 in one group is 1.3-1.7x
+# faster than B = 1 at 0.5 and 0.7 and than grouped B = 2 below 0.8 (530-730 vs 700-750 us at 0.5);
+# from 0.8 grouped B = 2 is 10-15% faster (168-174 vs 191-196 us at 0.9, 512@4x4, three A/B runs).
 CONV_BLOCK = 2
 SHORT_FLAT = 32
 SHORT_FLAT_BLOCK = 4
+SHORT_FLAT_GROUPED_FROM = 0.8
 
 ROW_DOT_MAX_BATCH = 4  # dense real-input layers up to this batch stream (O, K) weight rows; above, a tiled GEMM
 
@@ -51,6 +53,7 @@ class KernelChoice:
     kernel: str
     reason: str
     block: int = 1  # output channels per block (block-sparse conv)
+    grouped: bool = False  # input channels in L1-sized groups (block-sparse conv)
 
 
 def choose_kernel(
@@ -62,17 +65,18 @@ def choose_kernel(
     ``break_even`` overrides the measured default (``SPARSE_BREAK_EVEN``, for a dense layer of at
     most ``CACHED_DENSE_BYTES`` of fp32 ``weights`` ``CACHED_DENSE_BREAK_EVEN``); ``flat_outputs``
     (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``SHORT_FLAT`` takes
-    ``SHORT_FLAT_BLOCK`` output channels per block.
+    ``SHORT_FLAT_BLOCK`` output channels per block in one channel group below
+    ``SHORT_FLAT_GROUPED_FROM`` sparsity; every other sparse conv takes ``CONV_BLOCK``, grouped.
     """
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
     cached = op_type == "BinaryDense" and weights is not None and 4 * weights <= CACHED_DENSE_BYTES
     threshold = break_even if break_even is not None else CACHED_DENSE_BREAK_EVEN if cached else SPARSE_BREAK_EVEN[op_type]
     if sparsity >= threshold and op_type == "BinaryConv":
-        short = flat_outputs is not None and flat_outputs < SHORT_FLAT
+        short = flat_outputs is not None and flat_outputs < SHORT_FLAT and sparsity < SHORT_FLAT_GROUPED_FROM
         block = SHORT_FLAT_BLOCK if short else CONV_BLOCK
-        why = f"{block} output(s) per block" + (f" ({flat_outputs} flat outputs per channel)" if short else "")
-        return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {why}", block)
+        why = f"{block} output(s) per block" + (f", one channel group ({flat_outputs} flat outputs per channel)" if short else ", channel groups")
+        return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {why}", block, not short)
     if sparsity >= threshold:
         return KernelChoice(SPARSE_SIGN_SPLIT, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}")
     return KernelChoice(DENSE_FP32, f"real input, sparsity {sparsity:.3f} < break-even {threshold:.2f}")

@@ -228,7 +228,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel == chooser.BLOCK_SPARSE:
                 chunk = kernels.conv_chunk(flat.flat_outputs, choice.block)
-                group = kernels.conv_group(geo.channels, layout.channel_floats(geo, flat, chunk), flat.flat_outputs)
+                group = kernels.conv_group(geo.channels, layout.channel_floats(geo, flat, chunk), choice.grouped)
                 t = layout.block_sparse_conv_tables(weight, geo, flat, choice.block, group)
                 gather = binary_conv.SparseGather(geo.batch, t.ptr.shape[0], choice.block, layout.ceil_div(geo.channels, group),
                                                   layout.ceil_div(flat.flat_outputs, chunk) * chunk, chunk)

@@ -18,7 +18,6 @@ from tvm import s_tir, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets import chooser
 from mptc.targets.kernels.binary_conv import PLANE_SHAPE, SparseGather
 from mptc.targets.layout import WORD_BITS, ceil_div
 
@@ -119,12 +118,11 @@ class CpuKernelSchedules:
     def _chunk_lanes(self, chunk: int) -> int:
         return self.float_lanes if chunk % self.float_lanes == 0 else self.float_lanes // 2
 
-    def conv_group(self, channels: int, channel_floats: int, flat_outputs: int) -> int:
-        """Input channels per group of a block-sparse conv: as many as keep the flat
-        input one chunk reads (``channel_floats`` per channel) within ``l1_floats``, so the output
-        blocks of a task re-read it from L1. Maps of under ``chooser.SHORT_FLAT`` flat outputs take one
-        group: an entry is one vector there, too little work to pay for more segment loops."""
-        if flat_outputs < chooser.SHORT_FLAT:
+    def conv_group(self, channels: int, channel_floats: int, grouped: bool) -> int:
+        """Input channels per group of a block-sparse conv: all of them unless ``grouped``, else as
+        many as keep the flat input one chunk reads (``channel_floats`` per channel) within
+        ``l1_floats``, so the output blocks of a task re-read it from L1."""
+        if not grouped:
             return channels
         return max(1, min(channels, self.tiles.l1_floats // channel_floats))
 

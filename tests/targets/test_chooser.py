@@ -21,13 +21,15 @@ def test_an_override_replaces_the_default():
     assert chooser.choose_kernel("BinaryDense", "real", 0.3, break_even=0.2).kernel == chooser.SPARSE_SIGN_SPLIT
 
 
-def test_short_maps_take_their_own_block():
-    """Maps of under SHORT_FLAT flat outputs (4x4) take SHORT_FLAT_BLOCK; larger ones CONV_BLOCK, at any sparsity."""
-    for sparsity in (0.5, 0.9):
-        short = chooser.choose_kernel("BinaryConv", "real", sparsity, flat_outputs=chooser.SHORT_FLAT - 1)
-        long = chooser.choose_kernel("BinaryConv", "real", sparsity, flat_outputs=chooser.SHORT_FLAT)
-        assert (short.block, long.block) == (chooser.SHORT_FLAT_BLOCK, chooser.CONV_BLOCK)
-        assert "flat outputs per channel" in short.reason
+def test_short_maps_take_their_own_block_below_their_grouped_sparsity():
+    """Maps of under SHORT_FLAT flat outputs (4x4) take SHORT_FLAT_BLOCK in one channel group below
+    SHORT_FLAT_GROUPED_FROM; larger maps, and short ones from there, CONV_BLOCK in channel groups."""
+    below, above = chooser.SHORT_FLAT_GROUPED_FROM - 0.05, chooser.SHORT_FLAT_GROUPED_FROM
+    short = chooser.choose_kernel("BinaryConv", "real", below, flat_outputs=chooser.SHORT_FLAT - 1)
+    assert (short.block, short.grouped) == (chooser.SHORT_FLAT_BLOCK, False) and "one channel group" in short.reason
+    for sparsity, flat in ((below, chooser.SHORT_FLAT), (above, chooser.SHORT_FLAT - 1), (above, chooser.SHORT_FLAT)):
+        choice = chooser.choose_kernel("BinaryConv", "real", sparsity, flat_outputs=flat)
+        assert (choice.block, choice.grouped) == (chooser.CONV_BLOCK, True) and "channel groups" in choice.reason
 
 
 def test_a_dense_layer_that_fits_in_cache_stays_dense_longer():

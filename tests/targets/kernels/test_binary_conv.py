@@ -48,7 +48,7 @@ def test_real_input_conv_every_path_matches_reference(case, block, l1_floats, mo
     monkeypatch.setattr(chooser, "SHORT_FLAT_BLOCK", block)
     if l1_floats:
         monkeypatch.setattr(x86, "AVX512_TILES", dataclasses.replace(x86.AVX512_TILES, l1_floats=l1_floats))
-        monkeypatch.setattr(chooser, "SHORT_FLAT", 0)
+        monkeypatch.setattr(chooser, "SHORT_FLAT", 0)  # every map grouped
     model = binary_conv_model(np.random.default_rng(2), *case, mode="real", sparsity=0.8)
     vm, lowering = compile_x86(model, 1.1 if block is None else 0.0)
     x = sample(model)
