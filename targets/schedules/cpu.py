@@ -41,6 +41,9 @@ class CpuTiles:
 # cores, few enough that each task's blocks share the input slice they read.
 SPARSE_TASKS = 16
 
+# Elements from which an elementwise stage (a dense layer's sign-split operand) runs in parallel.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
 
 def divisor_at_most(n: int, cap: int) -> int:
     """Largest divisor of ``n`` not above ``cap``: tiles that divide exactly need no predicate."""
@@ -244,10 +247,13 @@ class CpuKernelSchedules:
         sch.vectorize(col)
 
     def _elementwise(self, sch, block) -> None:
-        loops = sch.get_loops(block)
-        fused = sch.fuse(*loops)
+        """Vectorized; parallel only from ``PARALLEL_MIN_ELEMENTS``: below, waking the thread pool
+        costs more than the copy (a few microseconds per region, per call)."""
+        fused = sch.fuse(*sch.get_loops(block))
+        elements = extent(sch, fused)
         outer, inner = sch.split(fused, [None, self.float_lanes])
-        sch.parallel(outer)
+        if elements >= PARALLEL_MIN_ELEMENTS:
+            sch.parallel(outer)
         sch.vectorize(inner)
 
 
