@@ -146,7 +146,8 @@ class CpuKernelSchedules:
                 with T.serial(0, tiles) as qo, T.serial(0, g.groups) as group, T.serial(0, per) as step:
                     b = task % parts * per + step
                     with T.If(b < g.blocks), T.Then():
-                        # one buffer per output: under TVM's stack-alloca limit, so LLVM keeps them in registers
+                        # one buffer per output: kept in registers through each segment loop; one
+                        # buffer for the whole tile made 2 threads slower than 1
                         regs = [T.alloc_local((g.chunk,), "float32") for _ in range(g.block)]
                         for i in range(g.block):
                             with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
