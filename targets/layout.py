@@ -273,17 +273,18 @@ def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatIn
     """
     offset = flat_tap_offsets(geo, flat)
     taps_per_channel = geo.kernel[0] * geo.kernel[1]
+    classes = sign_classes(block)
     digits = 3 ** np.arange(block)  # a pattern as a base-3 number, -1 as digit 2
     class_of = np.zeros(3**block, np.int64)
-    class_of[[int(np.dot(np.mod(c, 3), digits)) for c in sign_classes(block)]] = np.arange(3**block - 1)
+    class_of[[int(np.dot(np.mod(c, 3), digits)) for c in classes]] = np.arange(len(classes))
     blocks, groups = ceil_div(geo.out_channels, block), ceil_div(geo.channels, group)
     rows = weight.reshape(geo.out_channels, -1).astype(np.int8)
     rows = np.pad(rows, ((0, blocks * block - geo.out_channels), (0, 0))).reshape(blocks, block, -1)
-    segments = groups * (3**block - 1)
+    segments = groups * len(classes)
     ptr, index = np.zeros((blocks, segments + 1), np.int64), []
     for b in range(blocks):
         kept = np.flatnonzero(np.any(rows[b] != 0, axis=0))
-        segment = class_of[digits @ np.mod(rows[b][:, kept], 3)] + kept // taps_per_channel // group * (3**block - 1)
+        segment = class_of[digits @ np.mod(rows[b][:, kept], 3)] + kept // taps_per_channel // group * len(classes)
         order = np.lexsort((offset[kept], segment))
         index.append(offset[kept][order])
         ptr[b, 1:] = np.cumsum(np.bincount(segment, minlength=segments))

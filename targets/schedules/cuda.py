@@ -56,8 +56,9 @@ class CudaKernelSchedules:
                     regs = T.alloc_local((g.block,), "float32")
                     for i in range(g.block):
                         T.buffer_store(regs, tirx.const(0.0, "float32"), [i])
-                    for k, signs in enumerate(classes):
-                        with T.serial(ptr[b, k], ptr[b, k + 1]) as j:
+                    for segment in range(g.groups * len(classes)):  # every group's segments, one after another
+                        signs = classes[segment % len(classes)]
+                        with T.serial(ptr[b, segment], ptr[b, segment + 1]) as j:
                             x = xs[n, index[j] + q]
                             for i, sign in enumerate(signs):
                                 if sign:
