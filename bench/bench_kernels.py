@@ -35,12 +35,14 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from tvm import relax  # noqa: E402
+from tvm import relax, te, tirx  # noqa: E402
+from tvm.script.ir_builder import IRBuilder  # noqa: E402
+from tvm.script.ir_builder import tirx as T  # noqa: E402
 
 from mptc.conventions import pack_bits, sign  # noqa: E402
 from mptc.ops.reference import DOMAIN, OPSET_VERSION  # noqa: E402
 from mptc.targets import chooser  # noqa: E402
-from mptc.targets.build import build  # noqa: E402
+from mptc.targets.build import TIR_PIPELINE, build  # noqa: E402
 from mptc.targets.frontend import Lowering, from_onnx  # noqa: E402
 from mptc.targets.schedules import kernel_schedules  # noqa: E402
 from mptc.targets.target import resolve_target  # noqa: E402
@@ -172,10 +174,57 @@ def cpu_hz() -> float:
     return (max(mhz) if mhz else 2500.0) * 1e6
 
 
+PEAK_CHAINS = 16  # independent accumulators: enough to hide the ternlog -> popcount -> add latency
+PEAK_STEPS = 4096
+
+
+def popcount_peak_func(lanes: int, tasks: int) -> tirx.PrimFunc:
+    """``tasks`` parallel tasks, each ``PEAK_STEPS`` times ``acc += popcount((acc ^ w) & m)`` on
+    ``PEAK_CHAINS`` vectors of ``lanes`` words held in registers: the kernels' inner step with
+    no memory traffic (each step reads its own last result, so nothing is hoisted)."""
+
+    def body(seed, out):
+        with IRBuilder() as ib:
+            with T.parallel(0, tasks) as task:
+                accs = [T.alloc_local((lanes,), "uint64") for _ in range(PEAK_CHAINS + 2)]
+                for i, acc in enumerate(accs):
+                    with T.vectorized(0, lanes) as lane:
+                        T.buffer_store(acc, seed[task, i, lane], [lane])
+                *chains, w, m = accs
+                with T.serial(0, PEAK_STEPS):
+                    for acc in chains:
+                        with T.vectorized(0, lanes) as lane:
+                            T.buffer_store(acc, acc[lane] + tirx.popcount((acc[lane] ^ w[lane]) & m[lane]), [lane])
+                for i, acc in enumerate(chains):
+                    with T.vectorized(0, lanes) as lane:
+                        T.buffer_store(out, acc[lane], [task, i, lane])
+        return ib.get()
+
+    seed = te.placeholder((tasks, PEAK_CHAINS + 2, lanes), "uint64", name="seed")
+    out = te.extern((tasks, PEAK_CHAINS, lanes), [seed], lambda ins, outs: body(ins[0], outs[0]), name="peak", dtype="uint64")
+    return te.create_prim_func([seed, out])
+
+
+def popcount_peak(threads: int) -> float:
+    """Measured words per second (of ``WORD_BITS`` bits) of the XNOR-popcount step on this host at ``threads``."""
+    lanes = WORD_BITS // 64
+    lib = tvm.compile(tvm.IRModule({"main": popcount_peak_func(lanes, threads)}), target=resolve_target("x86").tvm_target(),
+                      tir_pipeline=TIR_PIPELINE)
+    seed = np.random.default_rng(0).integers(0, 2**63, (threads, PEAK_CHAINS + 2, lanes), dtype=np.uint64)
+    args = [tvm.runtime.tensor(seed), tvm.runtime.tensor(np.zeros((threads, PEAK_CHAINS, lanes), np.uint64))]
+    tvm.get_global_func("runtime.config_threadpool")(TVM_THREADPOOL_BIG_CORES, threads)
+    seconds = lib.time_evaluator("main", tvm.cpu(), number=20, repeat=7)(*args).median
+    return threads * PEAK_STEPS * PEAK_CHAINS / seconds
+
+
 def bench_binary(timer: Timer, rng, layers: list[Layer]) -> None:
+    peaks = {threads: popcount_peak(threads) for threads in THREADS}
     print("\n## binary input (XNOR-popcount) vs fp32\n")
-    print("| layer | threads | mptc us | ort fp32 us | torch fp32 us | vs ort | vs torch | popcount bound |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("popcount peak measured here (registers only): "
+          + ", ".join(f"{threads} thread(s) {peak * WORD_BITS / 1e12:.2f} T bit-MAC/s = {cpu_hz() * threads / peak:.2f} cycles "
+                      f"per {WORD_BITS}-bit word at {cpu_hz() / 1e9:.2f} GHz" for threads, peak in peaks.items()) + "\n")
+    print("| layer | threads | mptc us | ort fp32 us | torch fp32 us | vs ort | vs torch | popcount bound | measured peak |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for layer in layers:
         weight, scale = ternary(rng, layer, 0.5), (rng.random(layer.out) + 0.5).astype(np.float32)
         x = rng.standard_normal(layer.input_shape).astype(np.float32)
@@ -185,8 +234,9 @@ def bench_binary(timer: Timer, rng, layers: list[Layer]) -> None:
             ours = timer.tvm(vm, x, threads)
             ort_us, torch_us = timer.ort(fp32, signs, threads), timer.torch(layer, weight, scale, signs, threads)
             bound = WORD_BITS / CYCLES_PER_WORD * cpu_hz() * threads
-            reached = layer.bit_macs / (ours * 1e-6) / bound
-            print(f"| {layer.name} | {threads} | {ours:.0f} | {ort_us:.0f} | {torch_us:.0f} | {ort_us / ours:.1f}x | {torch_us / ours:.1f}x | {reached:.0%} |")
+            rate = layer.bit_macs / (ours * 1e-6)
+            print(f"| {layer.name} | {threads} | {ours:.0f} | {ort_us:.0f} | {torch_us:.0f} | {ort_us / ours:.1f}x | {torch_us / ours:.1f}x "
+                  f"| {rate / bound:.0%} | {rate / (peaks[threads] * WORD_BITS):.0%} |")
 
 
 def bench_chain(timer: Timer, rng, layer: Layer, depth: int) -> None:

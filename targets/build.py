@@ -1,9 +1,11 @@
 """Lower and build a Relax module for a :class:`~mptc.targets.target.CompileTarget`.
 
-The kernels arrive already scheduled (``tirx.is_scheduled``). On CPU the pipeline is TVM's
+The kernels arrive already scheduled (``tirx.is_scheduled``). On CPU the Relax pipeline is TVM's
 ``cpu_generic`` one with one pass added after fusion: our glue rules
 (``targets.schedules.cpu_glue``), since the default CPU pipeline schedules nothing. On CUDA it is
-TVM's default CUDA pipeline, which applies dlight's GPU rules to the glue.
+TVM's default CUDA pipeline, which applies dlight's GPU rules to the glue. The TIR pipeline is
+TVM's default with ``LocalBuffersOnStack`` before the host finalization, so register tiles stay
+in registers (``targets.stack_buffers``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import dlight as dl
+from tvm.s_tir import pipeline as s_tir_pipeline
+from tvm.tirx import compilation_pipeline
 
 from mptc.targets.schedules.cpu_glue import glue_rules
+from mptc.targets.stack_buffers import LocalBuffersOnStack
 from mptc.targets.target import CompileTarget
+
+TIR_PIPELINE = "mptc"
 
 
 def relax_pipeline(target: CompileTarget, float_lanes: int):
@@ -38,6 +45,20 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
     return _pipeline
 
 
+def tir_pipeline():
+    """TVM's default TIR pipeline, with small ``local`` buffers kept on the stack in host code."""
+    lower, finalize_host, finalize_device = s_tir_pipeline.default_s_tir_pipeline()
+
+    def finalize_host_on_stack() -> tvm.transform.Pass:
+        return tvm.transform.Sequential([LocalBuffersOnStack(), finalize_host()])
+
+    return lower, finalize_host_on_stack, finalize_device
+
+
+compilation_pipeline.register_tir_pipeline(TIR_PIPELINE, tir_pipeline)
+
+
 def build(mod: tvm.IRModule, target: CompileTarget, float_lanes: int) -> relax.VMExecutable:
     """Compile ``mod`` (a Relax module from ``targets.frontend``) into a VM executable."""
-    return tvm.compile(mod, target=target.tvm_target(), relax_pipeline=relax_pipeline(target, float_lanes))
+    return tvm.compile(mod, target=target.tvm_target(), relax_pipeline=relax_pipeline(target, float_lanes),
+                       tir_pipeline=TIR_PIPELINE)

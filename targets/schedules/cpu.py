@@ -81,7 +81,8 @@ class CpuKernelSchedules:
         oo, og, on, ov = self._split_outputs(sch, o, self.tiles.conv_vectors, _writes_words(sch, out))
         sch.reorder(n, oy, xo, oo, og, ky, kx, cw, xi, on, ov)
         tile = sch.fuse(n, oy, xo, oo)
-        self._register_tile(sch, count, out, tile, reduce_from=ky, unrolled=(og, xi, on), lanes=ov)
+        taps = sch.fuse(ky, kx, cw)
+        self._register_tile(sch, count, out, tile, reduce_from=taps, unrolled=(og, xi, on), lanes=ov)
         self._pack(sch, parallel_loops=2)
         if "pack" in _block_names(sch):  # float NCHW input: consecutive x are contiguous, one word lane each
             _, x, cw = sch.get_loops(sch.get_sblock("pack"))
