@@ -213,7 +213,7 @@ def popcount_peak(threads: int) -> float:
     seed = np.random.default_rng(0).integers(0, 2**63, (threads, PEAK_CHAINS + 2, lanes), dtype=np.uint64)
     args = [tvm.runtime.tensor(seed), tvm.runtime.tensor(np.zeros((threads, PEAK_CHAINS, lanes), np.uint64))]
     tvm.get_global_func("runtime.config_threadpool")(TVM_THREADPOOL_BIG_CORES, threads)
-    seconds = lib.time_evaluator("main", tvm.cpu(), number=20, repeat=7)(*args).median
+    seconds = lib.mod.time_evaluator("main", tvm.cpu(), number=20, repeat=7)(*args).median
     return threads * PEAK_STEPS * PEAK_CHAINS / seconds
 
 

@@ -224,7 +224,12 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 t = layout.binary_conv_tables(weight, geo, kernels.word_lanes, pad_value, outputs)
                 func = kernels.binary_conv(binary_conv.xnor_conv_func(
                     geo, kernels.word_lanes, t.border.shape[:2], layer.words_in, layer.words_out, **fused))
-                consts = [t.sign, t.mask, t.border, t.row_class, t.col_class, layer.scale, layer.bias]
+                if layer.words_out:
+                    taps = geo.channels * geo.kernel[0] * geo.kernel[1]
+                    threshold, flip = layout.sign_thresholds(t.border, layer.scale, layer.bias, taps)
+                    consts = [t.sign, t.mask, threshold, t.row_class, t.col_class, flip]
+                else:
+                    consts = [t.sign, t.mask, t.border, t.row_class, t.col_class, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel == chooser.BLOCK_SPARSE:
                 chunk = kernels.conv_chunk(flat.flat_outputs, choice.block)
@@ -266,7 +271,10 @@ class BinaryDense(_onnx.OnnxOpConverter):
                 t = layout.binary_dense_tables(weight, kernels.word_lanes, outputs)
                 func = kernels.binary_dense(binary_dense.xnor_dense_func(
                     batch, k, out, kernels.word_lanes, layer.words_in, layer.words_out))
-                consts = [t.sign, t.mask, t.count, layer.scale, layer.bias]
+                if layer.words_out:
+                    consts = [t.sign, t.mask, *layout.sign_thresholds(t.count, layer.scale, layer.bias, k)]
+                else:
+                    consts = [t.sign, t.mask, t.count, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
             if choice.kernel == chooser.SPARSE_SIGN_SPLIT:
                 index = layout.sparse_dense_index(weight, kernels.float_lanes)

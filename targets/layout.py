@@ -220,6 +220,34 @@ def binary_dense_tables(weight: np.ndarray, lanes: int, outputs: int | None = No
     )
 
 
+def sign_thresholds(count: np.ndarray, scale: np.ndarray, bias: np.ndarray, taps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer form of the packed output's bit ``y >= 0``, ``y = scale[o] * (count - 2 D) + bias[o]``,
+    for every count ``D`` in ``[0, taps]``: ``bit = (D <= thr) ^ flip[o]``.
+
+    ``y`` is monotone in ``D``, so each output (and border class: ``count`` is ``(..., O')``, ``O'``
+    >= ``O`` padded to whole words) has one threshold; ``flip`` is the bit for large ``D`` (scale < 0,
+    or scale = 0 and bias >= 0), which makes ``bit ^ flip`` true exactly for ``D <= thr``. The bit
+    is the reference's, ``float32(y) >= 0`` with ``y`` in float64, checked on the integers around
+    the real-valued crossing rather than derived from it. Padded outputs get bit 0. Returns ``thr``
+    int32 shaped like ``count`` and ``flip`` uint64 ``(O',)``, each output's flip at its bit of the
+    output word (``flip[c] = f_c << (c % 64)``), so the kernel XORs it in place.
+    """
+    outputs = count.shape[-1]
+    s = np.pad(scale.astype(np.float64), (0, outputs - scale.shape[0]))
+    b = np.pad(bias.astype(np.float64), (0, outputs - bias.shape[0]), constant_values=-1.0)
+    flip = (s < 0) | ((s == 0) & (b >= 0))
+
+    def below(d: np.ndarray) -> np.ndarray:  # bit(D) ^ flip: true for D <= thr
+        return (np.float32((count - 2.0 * d) * s + b) >= 0) ^ flip
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing = np.where(s != 0, (count + b / np.where(s != 0, s, 1.0)) / 2, -2.0)
+    guess = np.clip(np.floor(crossing), -2, taps + 2)
+    thr = guess - 2 + sum(below(guess + step).astype(np.int64) for step in (-1, 0, 1))
+    thr = np.where(s != 0, np.clip(thr, -1, taps), -1)
+    return thr.astype(np.int32), flip.astype(np.uint64) << (np.arange(outputs, dtype=np.uint64) % np.uint64(WORD_BITS))
+
+
 def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:
     """ELL table ``(O/lanes, L, lanes)`` int32 into the sign-split operand ``[x, -x, 0]`` of length ``2K + 1``.
 

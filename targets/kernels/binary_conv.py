@@ -9,7 +9,9 @@ signs and mask (``targets.layout.binary_conv_tables``)::
 The input arrives either as float NCHW (signed and packed here) or as words already packed by
 the previous layer; the output leaves either as float NCHW or as the packed signs of ``y``
 (``N, OH, OW, ceil(O / 64)``) for a next binary layer, so activations between binary layers
-travel as bits (the batch norm is already folded into ``scale`` / ``bias``).
+travel as bits (the batch norm is already folded into ``scale`` / ``bias``). A packed output
+needs no float maths: ``y >= 0`` is ``D <= thr[row_class, col_class, o]`` (flipped where the
+scale is negative), thresholds computed at compile time (``layout.sign_thresholds``).
 
 Real input, block-sparse form (``targets.layout.block_sparse_conv_tables``), for outputs in
 blocks of ``B`` channels and flat output positions ``q = oy * R + ox``::
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 
 from tvm import te, tirx
 
-from mptc.targets.kernels.bits import WORD, sign_word
+from mptc.targets.kernels.bits import WORD, sign_word, threshold_words
 from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import WORD_BITS, ConvGeometry, FlatInput, ceil_div, sign_classes, table_outputs
 
@@ -82,11 +84,10 @@ def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeome
     return te.compute((geo.batch, geo.out_height, geo.out_width, tiles * lanes), popcount, name="popcount")
 
 
-def _affine(d, border, row_class, col_class, scale, bias, n, o, oy, ox, param=None) -> tirx.PrimExpr:
-    """``y = scale[o] * (B - 2 D) + bias[o]`` at one output (``scale``/``bias`` read at ``param``, default ``o``)."""
-    param = o if param is None else param
+def _affine(d, border, row_class, col_class, scale, bias, n, o, oy, ox) -> tirx.PrimExpr:
+    """``y = scale[o] * (B - 2 D) + bias[o]`` at one output."""
     dot = border[row_class[oy], col_class[ox], o] - 2 * d[n, oy, ox, o].astype("int32")
-    return scale[param] * dot.astype("float32") + bias[param]
+    return scale[o] * dot.astype("float32") + bias[o]
 
 
 def float_output(d, border, row_class, col_class, scale, bias, geo: ConvGeometry, residual=None, relu=False) -> te.Tensor:
@@ -99,22 +100,19 @@ def float_output(d, border, row_class, col_class, scale, bias, geo: ConvGeometry
     return te.compute(shape, value, name="output")
 
 
-def packed_output(d, border, row_class, col_class, scale, bias, geo: ConvGeometry) -> te.Tensor:
-    """The packed signs of ``y`` as the next binary layer reads them: ``(N, OH, OW, ceil(O / 64))`` words.
+def packed_output(d, threshold, row_class, col_class, flip, geo: ConvGeometry, lanes: int) -> te.Tensor:
+    """The packed signs of ``y`` as the next binary layer reads them: ``(N, OH, OW, ceil(O / 64))``
+    words, from the counts against per-border-class thresholds (``layout.sign_thresholds``)."""
 
-    ``d`` and the border table cover whole words (``layout.table_outputs``); only ``scale`` and
-    ``bias`` stop at ``O``, so only their index is clamped.
-    """
-    out = geo.out_channels
+    def count(at, c):
+        n, oy, ox = at
+        return d[n, oy, ox, c]
 
-    def word(n, oy, ox, w):
-        def value(c):
-            return _affine(d, border, row_class, col_class, scale, bias, n, c, oy, ox, param=tirx.min(c, out - 1))
+    def bound(at, c):
+        _, oy, ox = at
+        return threshold[row_class[oy], col_class[ox], c]
 
-        return sign_word(value, lambda c: c < out, w)
-
-    shape = (geo.batch, geo.out_height, geo.out_width, ceil_div(out, WORD_BITS))
-    return te.compute(shape, word, name="output")
+    return threshold_words(count, bound, flip, (geo.batch, geo.out_height, geo.out_width), lanes)
 
 
 def xnor_conv_func(
@@ -124,8 +122,10 @@ def xnor_conv_func(
     """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, col_class, scale, bias[, residual]) -> y``.
 
     ``residual`` / ``relu``: the float output fuses ``+ residual`` / ``max(., 0)`` (``targets.epilogue``).
-    ``words_in``: ``x`` is ``(N, H, W, Cw)`` uint64 words; ``words_out``: ``y`` is words too, and
-    the weight tables must cover ``table_outputs(geo.out_channels, lanes, words_out)`` outputs.
+    ``words_in``: ``x`` is ``(N, H, W, Cw)`` uint64 words; ``words_out``: ``y`` is words too, the
+    weight tables cover ``table_outputs(geo.out_channels, lanes, words_out)`` outputs, and the
+    parameters are ``(x, sign, mask, threshold, row_class, col_class, flip)``: the border table,
+    scale and bias folded into ``layout.sign_thresholds``.
     """
     padded = table_outputs(geo.out_channels, lanes, words_out)
     words = (padded // lanes, *geo.kernel, geo.channel_words, lanes)
@@ -137,17 +137,18 @@ def xnor_conv_func(
         a = pad_words(pack_input(x, geo), geo)
     sign = te.placeholder(words, WORD, name="sign")
     mask = te.placeholder(words, WORD, name="mask")
-    border = te.placeholder((*border_classes, padded), "int32", name="border")
+    border = te.placeholder((*border_classes, padded), "int32", name="threshold" if words_out else "border")
     row_class = te.placeholder((geo.out_height,), "int32", name="row_class")
     col_class = te.placeholder((geo.out_width,), "int32", name="col_class")
+    d = xnor_popcount(a, sign, mask, geo)
+    if words_out:
+        flip = te.placeholder((padded,), WORD, name="flip")
+        y = packed_output(d, border, row_class, col_class, flip, geo, lanes)
+        return te.create_prim_func([x, sign, mask, border, row_class, col_class, flip, y])
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
-    d = xnor_popcount(a, sign, mask, geo)
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    if words_out:
-        y = packed_output(d, border, row_class, col_class, scale, bias, geo)
-    else:
-        y = float_output(d, border, row_class, col_class, scale, bias, geo, res, relu)
+    y = float_output(d, border, row_class, col_class, scale, bias, geo, res, relu)
     return te.create_prim_func([x, sign, mask, border, row_class, col_class, scale, bias] + ([res] if residual else []) + [y])
 
 

@@ -5,7 +5,8 @@ Binary input (``targets.layout.binary_dense_tables``)::
     D[n, o] = sum_kw popcount((a[n, kw] ^ w[o, kw]) & m[o, kw]),   y = scale * (count[o] - 2 * D) + bias
 
 The input is float (signed and packed here) or words packed by the previous binary layer; the
-output is float or the packed signs of ``y`` (``N, ceil(O / 64)`` words) for a next binary layer.
+output is float or the packed signs of ``y`` (``N, ceil(O / 64)`` words) for a next binary layer,
+computed as ``D <= thr[o]`` (flipped where the scale is negative; ``layout.sign_thresholds``).
 
 Real input, sparse form (``targets.layout.sparse_dense_index``)::
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from mptc.targets.kernels.bits import WORD, sign_word
+from mptc.targets.kernels.bits import WORD, sign_word, threshold_words
 from mptc.targets.layout import WORD_BITS, ceil_div, table_outputs
 
 
@@ -48,39 +49,37 @@ def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor) -> te.Tensor:
     )
 
 
-def _affine(d, count, scale, bias, n, o, param=None) -> tirx.PrimExpr:
-    """``y = scale[o] * (count[o] - 2 D) + bias[o]`` at one output (``scale``/``bias`` read at ``param``)."""
-    param = o if param is None else param
-    return scale[param] * (count[o] - 2 * d[n, o].astype("int32")).astype("float32") + bias[param]
-
-
 def float_output(d: te.Tensor, count: te.Tensor, scale: te.Tensor, bias: te.Tensor) -> te.Tensor:
-    return te.compute((d.shape[0], scale.shape[0]), lambda n, o: _affine(d, count, scale, bias, n, o), name="output")
-
-
-def packed_output(d: te.Tensor, count: te.Tensor, scale: te.Tensor, bias: te.Tensor) -> te.Tensor:
-    """The packed signs of ``y``: ``(N, ceil(O / 64))`` words, as the next binary layer reads them."""
-    out = int(scale.shape[0])
+    """``y = scale[o] * (count[o] - 2 D) + bias[o]``."""
     return te.compute(
-        (d.shape[0], ceil_div(out, WORD_BITS)),
-        lambda n, w: sign_word(lambda c: _affine(d, count, scale, bias, n, c, tirx.min(c, out - 1)), lambda c: c < out, w),
+        (d.shape[0], scale.shape[0]),
+        lambda n, o: scale[o] * (count[o] - 2 * d[n, o].astype("int32")).astype("float32") + bias[o],
         name="output",
     )
 
 
+def packed_output(d: te.Tensor, threshold: te.Tensor, flip: te.Tensor, lanes: int) -> te.Tensor:
+    """The packed signs of ``y``: ``(N, ceil(O / 64))`` words, as the next binary layer reads them."""
+    return threshold_words(lambda at, c: d[at[0], c], lambda _, c: threshold[c], flip, (int(d.shape[0]),), lanes)
+
+
 def xnor_dense_func(batch: int, k: int, out: int, lanes: int, words_in: bool = False, words_out: bool = False) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, sign, mask, count, scale, bias) -> y``; ``x`` / ``y`` may be words."""
+    """Unscheduled PrimFunc ``(x, sign, mask, count, scale, bias) -> y``; ``x`` / ``y`` may be words,
+    and with a words output the parameters are ``(x, sign, mask, threshold, flip)``
+    (``layout.sign_thresholds`` of the count table, scale and bias)."""
     padded = table_outputs(out, lanes, words_out)
     words = ceil_div(k, WORD_BITS)
     x = te.placeholder((batch, words), WORD, name="x") if words_in else te.placeholder((batch, k), "float32", name="x")
     sign = te.placeholder((padded // lanes, words, lanes), WORD, name="sign")
     mask = te.placeholder((padded // lanes, words, lanes), WORD, name="mask")
-    count = te.placeholder((padded,), "int32", name="count")
+    count = te.placeholder((padded,), "int32", name="threshold" if words_out else "count")
+    d = xnor_popcount(x if words_in else pack_input(x), sign, mask)
+    if words_out:
+        flip = te.placeholder((padded,), WORD, name="flip")
+        return te.create_prim_func([x, sign, mask, count, flip, packed_output(d, count, flip, lanes)])
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
-    d = xnor_popcount(x if words_in else pack_input(x), sign, mask)
-    y = (packed_output if words_out else float_output)(d, count, scale, bias)
-    return te.create_prim_func([x, sign, mask, count, scale, bias, y])
+    return te.create_prim_func([x, sign, mask, count, scale, bias, float_output(d, count, scale, bias)])
 
 
 def split_input(x: te.Tensor) -> te.Tensor:

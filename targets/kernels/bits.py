@@ -1,9 +1,14 @@
-"""Sign + bit-pack of float values into ``uint64`` words, as one TE expression per word.
+"""Sign + bit-pack into ``uint64`` words: of float values, and of popcounts against thresholds.
 
-``word = OR_j [valid(c) and value(c) >= 0] << j`` with ``c = 64 * w + j`` (sign(0) = +1). The 64
-terms are unrolled into the expression, so a packing stage is a plain spatial block that can be
-computed anywhere, in particular in the epilogue of the layer that produces the values. Invalid
-channels (past ``C``) and padded pixels give bit 0 (see ``targets.layout`` for why 0 is exact).
+``sign_word``: ``word = OR_j [valid(c) and value(c) >= 0] << j`` with ``c = 64 * w + j``
+(sign(0) = +1). The 64 terms are unrolled into the expression, so a packing stage is a plain
+spatial block that can be computed anywhere, in particular in the epilogue of the layer that
+produces the values. Invalid channels (past ``C``) and padded pixels give bit 0 (see
+``targets.layout`` for why 0 is exact).
+
+``threshold_words``: the packed output of an XNOR-popcount layer, whose sign needs no float
+maths: ``bit = (D <= thr) ^ flip`` (``targets.layout.sign_thresholds``), in two stages a schedule
+can vectorize over the lanes of a popcount vector.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from tvm import tirx
+from tvm import te, tirx
 
 from mptc.targets.layout import WORD_BITS
 
 WORD = "uint64"
+BIT_OR = te.comm_reducer(lambda a, b: a | b, lambda dtype: tirx.const(0, dtype), name="bit_or")
+
+Count = Callable[[list["tirx.PrimExpr"], "tirx.PrimExpr"], "tirx.PrimExpr"]  # (leading indices, channel) -> value
 
 
 def sign_word(
@@ -36,3 +44,25 @@ def sign_word(
         return tirx.Select(set_, one << tirx.const(j, WORD), zero)
 
     return functools.reduce(lambda acc, j: acc | bit(j), range(1, WORD_BITS), bit(0))
+
+
+def threshold_words(count: Count, threshold: Count, flip: te.Tensor, shape: tuple[int, ...], lanes: int) -> te.Tensor:
+    """Words ``(*shape, O' / 64)`` whose bit ``j`` of word ``w`` is ``(count(i, c) <= threshold(i, c))
+    ^ f_c`` with ``c = 64 w + j``, ``i`` the leading indices and ``flip[c] = f_c << j`` (uint64 ``(O',)``).
+
+    ``lane_bits[i, w, lane]`` ORs the bits of the ``64 / lanes`` channels ``c = 64 w + v * lanes +
+    lane`` (a vector compare, select and XOR per popcount vector); ``output`` ORs the lanes.
+    """
+    v = te.reduce_axis((0, WORD_BITS // lanes), name="v")
+
+    def lane_bit(*index: tirx.PrimExpr) -> tirx.PrimExpr:
+        *at, w, lane = index
+        j = v * lanes + lane
+        c = w * WORD_BITS + j
+        below = count(at, c).astype("int64") <= threshold(at, c).astype("int64")
+        return BIT_OR(tirx.Select(below, tirx.const(1, WORD) << j.astype(WORD), tirx.const(0, WORD)) ^ flip[c], axis=v)
+
+    words = int(flip.shape[0]) // WORD_BITS
+    bits = te.compute((*shape, words, lanes), lane_bit, name="lane_bits")
+    lane = te.reduce_axis((0, lanes), name="lane")
+    return te.compute((*shape, words), lambda *index: BIT_OR(bits[(*index, lane)], axis=lane), name="output")

@@ -4,8 +4,10 @@ Every popcount kernel gets the same shape of schedule: output channels interleav
 lanes (``CpuTiles.word_lanes`` uint64 words per register), a register tile of
 ``vectors x columns`` (or ``x batch rows``) accumulators, the reduction over taps and words
 outside the tile, one parallel loop over tiles, and the float epilogue computed per tile while
-the counts are still in registers (or, for a packed output, while the 64 counts of one output
-word are). The sparse real-input kernels vectorize over output columns (conv) or output channels
+the counts are still in registers (for a packed output, each group of vectors is compared with
+its thresholds as soon as it is counted, so one group's counts are live at a time). Register
+tiles are small ``local`` buffers, which the TIR pipeline keeps on the stack
+(``targets.stack_buffers``) so LLVM promotes them to registers. The sparse real-input kernels vectorize over output columns (conv) or output channels
 (dense, a gather) and only add; the small-batch dense form streams ``row_dot_rows`` weight rows
 at a time with the lanes along K.
 """
@@ -69,20 +71,23 @@ class CpuKernelSchedules:
         return self.tiles.float_lanes
 
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        """Tile ``(n, oy, ox/cols, o/(vectors*lanes))`` parallel; taps and words outside the register tile.
-
-        With a packed output the tile covers one 64-channel output word as ``64 / (vectors * lanes)``
-        unrolled register tiles, so the word is packed while its counts are still in registers.
-        """
+        """Tile ``(n, oy, ox/cols, o/(vectors*lanes))`` parallel; the taps (one fused loop) outside
+        the register tile. With a packed output the tile is one 64-channel output word
+        (``_threshold_words``)."""
         sch = s_tir.Schedule(func)
-        count, out = sch.get_sblock("popcount"), sch.get_sblock("output")
-        n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
-        xo, xi = sch.split(ox, [None, divisor_at_most(extent(sch, ox), self.tiles.conv_cols)])
-        oo, og, on, ov = self._split_outputs(sch, o, self.tiles.conv_vectors, _writes_words(sch, out))
-        sch.reorder(n, oy, xo, oo, og, ky, kx, cw, xi, on, ov)
-        tile = sch.fuse(n, oy, xo, oo)
-        taps = sch.fuse(ky, kx, cw)
-        self._register_tile(sch, count, out, tile, reduce_from=taps, unrolled=(og, xi, on), lanes=ov)
+        count = sch.get_sblock("popcount")
+        cols = divisor_at_most(extent(sch, sch.get_loops(count)[2]), self.tiles.conv_cols)
+        if "lane_bits" in _block_names(sch):
+            n, oy, ox, w, lane, v = sch.get_loops(sch.get_sblock("lane_bits"))
+            xo, xi = sch.split(ox, [None, cols])
+            self._threshold_words(sch, [n, oy, xo, w], xi, lane, v, self.tiles.conv_vectors)
+        else:
+            n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
+            xo, xi = sch.split(ox, [None, cols])
+            oo, on, ov = sch.split(o, [None, self._vectors(extent(sch, o), self.tiles.conv_vectors), self.word_lanes])
+            sch.reorder(n, oy, xo, oo, ky, kx, cw, xi, on, ov)
+            tile = sch.fuse(n, oy, xo, oo)
+            self._register_tile(sch, count, sch.get_sblock("output"), tile, reduce_from=sch.fuse(ky, kx, cw), unrolled=(xi, on), lanes=ov)
         self._pack(sch, parallel_loops=2)
         if "pack" in _block_names(sch):  # float NCHW input: consecutive x are contiguous, one word lane each
             _, x, cw = sch.get_loops(sch.get_sblock("pack"))
@@ -93,22 +98,53 @@ class CpuKernelSchedules:
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Tile ``(o/(vectors*lanes), n/rows)`` parallel; words outside the register tile (see ``binary_conv``)."""
         sch = s_tir.Schedule(func)
-        count, out = sch.get_sblock("popcount"), sch.get_sblock("output")
-        n, o, kw = sch.get_loops(count)
-        oo, og, on, ov = self._split_outputs(sch, o, self.tiles.dense_vectors, _writes_words(sch, out))
-        no, ni = sch.split(n, [None, divisor_at_most(extent(sch, n), self.tiles.dense_rows)])
-        sch.reorder(oo, no, og, kw, ni, on, ov)
-        tile = sch.fuse(oo, no)
-        self._register_tile(sch, count, out, tile, reduce_from=kw, unrolled=(og, ni, on), lanes=ov)
+        count = sch.get_sblock("popcount")
+        rows = divisor_at_most(extent(sch, sch.get_loops(count)[0]), self.tiles.dense_rows)
+        if "lane_bits" in _block_names(sch):
+            n, w, lane, v = sch.get_loops(sch.get_sblock("lane_bits"))
+            no, ni = sch.split(n, [None, rows])
+            self._threshold_words(sch, [w, no], ni, lane, v, self.tiles.dense_vectors)
+        else:
+            n, o, kw = sch.get_loops(count)
+            oo, on, ov = sch.split(o, [None, self._vectors(extent(sch, o), self.tiles.dense_vectors), self.word_lanes])
+            no, ni = sch.split(n, [None, rows])
+            sch.reorder(oo, no, kw, ni, on, ov)
+            tile = sch.fuse(oo, no)
+            self._register_tile(sch, count, sch.get_sblock("output"), tile, reduce_from=kw, unrolled=(ni, on), lanes=ov)
         self._pack(sch, parallel_loops=1)
         return sch.mod["main"]
 
-    def _split_outputs(self, sch, o, max_vectors: int, words_out: bool):
-        """``o -> (tile, group, vector, lane)``: a tile is one 64-channel word when the output is packed."""
-        per_tile = WORD_BITS // self.word_lanes if words_out else extent(sch, o) // self.word_lanes
-        vectors = divisor_at_most(per_tile, max_vectors)
-        groups = per_tile // vectors if words_out else 1
-        return sch.split(o, [None, groups, vectors, self.word_lanes])
+    def _vectors(self, outputs: int, max_vectors: int) -> int:
+        """Popcount vectors (of ``word_lanes`` outputs) per register tile."""
+        return divisor_at_most(outputs // self.word_lanes, max_vectors)
+
+    def _threshold_words(self, sch, tile_loops, inner, lane, v, max_vectors: int) -> None:
+        """Packed output (``kernels.bits.threshold_words``): one parallel tile per output word and
+        ``inner`` positions (columns or batch rows). Per group of ``vectors`` popcount vectors the
+        counts are reduced in registers (taps outside), then compared with their thresholds a
+        vector at a time and ORed into the lanes' bits; the word ORs the lanes. Only one group's
+        counts are live, so the tile fits in registers however many vectors a word spans."""
+        count, bits = sch.get_sblock("popcount"), sch.get_sblock("lane_bits")
+        group, vi = sch.split(v, [None, self._vectors(WORD_BITS, max_vectors)])
+        sch.reorder(*tile_loops, group, inner, vi, lane)
+        tile = sch.fuse(*tile_loops)
+        sch.parallel(tile)
+        sch.reverse_compute_at(sch.get_sblock("output"), tile)
+        sch.compute_at(count, group, preserve_unit_loops=True)
+        loops = sch.get_loops(count)
+        reductions = sum(1 for iv in sch.get(count).iter_vars if iv.iter_type == tirx.IterVar.CommReduce)
+        taps = sch.fuse(*loops[-reductions:]) if reductions > 1 else loops[-1]
+        position, o = loops[-reductions - 2:-reductions]
+        on, ov = sch.split(o, [None, self.word_lanes])
+        sch.reorder(taps, position, on, ov)
+        sch.set_scope(count, 0, "local")
+        sch.set_scope(bits, 0, "local")
+        for loop in (position, on, inner, vi):
+            sch.unroll(loop)
+        sch.vectorize(ov)
+        sch.vectorize(lane)
+        sch.decompose_reduction(count, taps)
+        sch.decompose_reduction(bits, group)
 
     def conv_chunk(self, flat: int, block: int) -> int:
         """Flat outputs per register tile of a real-input conv with ``block`` output channels: whole
@@ -217,7 +253,7 @@ class CpuKernelSchedules:
     @staticmethod
     def _register_tile(sch, reduce, epilogue, tile, reduce_from, unrolled, lanes, vectorize_epilogue=True) -> None:
         """Accumulate ``reduce`` in a register tile under ``tile`` and emit the epilogue there
-        (vectorized over its innermost loop unless it packs words or ``vectorize_epilogue`` is False)."""
+        (vectorized over its innermost loop unless ``vectorize_epilogue`` is False)."""
         sch.parallel(tile)
         sch.set_scope(reduce, 0, "local")
         sch.reverse_compute_at(epilogue, tile)
@@ -226,7 +262,7 @@ class CpuKernelSchedules:
         sch.vectorize(lanes)
         sch.decompose_reduction(reduce, reduce_from)
         inner = sch.get_loops(epilogue)[-1]
-        if vectorize_epilogue and not _writes_words(sch, epilogue) and not sch.get(inner).same_as(sch.get(tile)):
+        if vectorize_epilogue and not sch.get(inner).same_as(sch.get(tile)):
             sch.vectorize(inner)
 
     @staticmethod
@@ -257,10 +293,6 @@ class CpuKernelSchedules:
         if elements >= PARALLEL_MIN_ELEMENTS:
             sch.parallel(outer)
         sch.vectorize(inner)
-
-
-def _writes_words(sch: s_tir.Schedule, block) -> bool:
-    return sch.get(block).writes[0].source.dtype == "uint64"
 
 
 def _block_names(sch: s_tir.Schedule) -> set[str]:

@@ -92,12 +92,15 @@ class CudaKernelSchedules:
 
     @staticmethod
     def _per_output(func: tirx.PrimFunc, prologues: tuple[str, ...], reduction: str) -> tirx.PrimFunc:
+        """One thread per output (a packed output's word: its lanes' bits, then their counts, in the thread)."""
         sch = s_tir.Schedule(func)
-        out, reduce = sch.get_sblock("output"), sch.get_sblock(reduction)
-        thread = _bind(sch, out)
-        sch.set_scope(reduce, 0, "local")
-        sch.compute_at(reduce, thread)
         present = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+        thread = _bind(sch, sch.get_sblock("output"))
+        for name in ("lane_bits", reduction):  # consumer before producer
+            if name in present:
+                block = sch.get_sblock(name)
+                sch.set_scope(block, 0, "local")
+                sch.compute_at(block, thread)
         for name in prologues:
             if name in present:  # a packed input has no sign-pack stage
                 _bind(sch, sch.get_sblock(name))
@@ -105,8 +108,9 @@ class CudaKernelSchedules:
 
 
 def _bind(sch: s_tir.Schedule, block) -> s_tir.schedule.LoopRV:
-    """Fuse the (spatial-only) block's loops and bind them to blocks x threads; returns the thread loop."""
-    fused = sch.fuse(*sch.get_loops(block))
+    """Fuse the block's spatial loops (the outer ones) and bind them to blocks x threads; returns the thread loop."""
+    spatial = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type == tirx.IterVar.DataPar)
+    fused = sch.fuse(*sch.get_loops(block)[:spatial])
     bx, tx = sch.split(fused, [None, THREADS_PER_BLOCK])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")

@@ -27,8 +27,9 @@ def ternary(rng: np.random.Generator, out: int, k: int, sparsity: float) -> np.n
 class GraphBuilder:
     """Accumulates nodes and initializers of a single-input, single-output float graph."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, signed_scales: bool = False):
         self.rng = rng
+        self.signed_scales = signed_scales
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
 
@@ -41,15 +42,25 @@ class GraphBuilder:
         return output
 
     def binary(self, op_type: str, x: str, weight: np.ndarray, name: str, sparsity_mode: str, **attrs) -> str:
-        """An ``ai.mptc`` node over ternary ``weight`` (flattened rows), random scale and bias."""
+        """An ``ai.mptc`` node over ternary ``weight`` (flattened rows), random scale and bias.
+
+        ``signed_scales``: scales in {-2, -1, -0.5, 0, 0.5, 1, 2} (a batch norm with negative or
+        zero gamma) and biases that are whole multiples of them, so many outputs land exactly on
+        ``y = 0``, where sign(0) = +1 must hold whatever the scale's sign."""
         out = weight.shape[0]
         rows = weight.reshape(out, -1)
+        if self.signed_scales:
+            scale = self.rng.choice([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], out).astype(np.float32)
+            bias = (scale * self.rng.integers(-3, 4, out) + (scale == 0) * self.rng.choice([-1.0, 0.0, 1.0], out)).astype(np.float32)
+        else:
+            scale = (self.rng.random(out) + 0.5).astype(np.float32)
+            bias = self.rng.standard_normal(out).astype(np.float32) * 0.1
         inputs = [
             x,
             self.const(f"{name}.sign_bits", pack_bits(rows > 0)),
             self.const(f"{name}.mask_bits", pack_bits(rows != 0)),
-            self.const(f"{name}.scale", (self.rng.random(out) + 0.5).astype(np.float32)),
-            self.const(f"{name}.bias", self.rng.standard_normal(out).astype(np.float32) * 0.1),
+            self.const(f"{name}.scale", scale),
+            self.const(f"{name}.bias", bias),
         ]
         return self.node(op_type, inputs, name, domain=DOMAIN, input_mode=sparsity_mode, **attrs)
 
@@ -104,12 +115,12 @@ def small_network(rng, batch: int = 1) -> onnx.ModelProto:
     return g.model((batch, 3, 12, 12), h)
 
 
-def binary_chain(rng, batch: int = 2) -> onnx.ModelProto:
+def binary_chain(rng, batch: int = 2, signed_scales: bool = False) -> onnx.ModelProto:
     """MPT-1/1 chain on ``(batch, 70, 8, 8)``, all binary input: BinaryConv 70->13 -> BinaryConv 13->66
     -> MaxPool 3x3 s2 p1 -> BinaryConv 66->5 (stride 2) -> flatten -> BinaryDense 20->70 -> BinaryDense
     70->9 -> BinaryDense 9->4. Conv -> conv (also through the pool) and dense -> dense qualify for
-    packed activations; conv -> flatten -> dense does not."""
-    g = GraphBuilder(rng)
+    packed activations; conv -> flatten -> dense does not. ``signed_scales``: see ``GraphBuilder.binary``."""
+    g = GraphBuilder(rng, signed_scales)
     h = g.binary("BinaryConv", "x", ternary(rng, 13, 70 * 9, 0.5), "c1", "binary", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     h = g.binary("BinaryConv", h, ternary(rng, 66, 13 * 9, 0.5), "c2", "binary", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     h = g.node("MaxPool", [h], "pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])

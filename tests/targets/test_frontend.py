@@ -66,8 +66,9 @@ def test_real_mode_rejects_a_sign_pad_value():
         _import(model)
 
 
-def test_binary_chains_pass_packed_signs_between_layers():
-    model = binary_chain(np.random.default_rng(6))
+@pytest.mark.parametrize("signed_scales", [False, True], ids=["positive-scales", "signed-scales-on-zero"])
+def test_binary_chains_pass_packed_signs_between_layers(signed_scales):
+    model = binary_chain(np.random.default_rng(6), signed_scales=signed_scales)
     vm, lowering = compile_x86(model)
     flags = {layer.name: (layer.input_words, layer.output_words) for layer in lowering.layers}
     assert flags == {

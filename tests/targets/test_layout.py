@@ -100,3 +100,22 @@ def test_block_sparse_conv_segments_run_group_major():
     counts = np.diff(t.ptr[0])
     assert counts[classes.index((1, -1))] == 1 and counts[len(classes) + classes.index((0, 1))] == 1 and counts.sum() == 2
     np.testing.assert_array_equal(t.index, [0, 3 * flat.plane_size])
+
+
+def test_sign_thresholds_give_the_reference_bit_for_every_count():
+    rng = np.random.default_rng(3)
+    taps, outputs, padded = 90, 70, 128
+    count = rng.integers(0, taps + 1, (3, 3, padded)).astype(np.int32)
+    scale = (rng.standard_normal(outputs) * 10.0 ** rng.uniform(-6, 3, outputs)).astype(np.float32)
+    scale[::9] = 0.0
+    bias = (rng.standard_normal(outputs) * 20).astype(np.float32)
+    on_zero = rng.random(outputs) < 0.4  # y = 0 exactly at some count: sign(0) = +1
+    bias[on_zero] = (-scale * (count[0, 0, :outputs] - 2 * rng.integers(0, taps, outputs)))[on_zero]
+    thr, flip = layout.sign_thresholds(count, scale, bias, taps)
+    d = np.arange(taps + 1)[:, None, None, None]
+    y = (count - 2.0 * d) * np.pad(scale.astype(np.float64), (0, padded - outputs)) + np.pad(bias.astype(np.float64), (0, padded - outputs))
+    expected = np.float32(y) >= 0  # the reference: float64 maths, float32 output, sign(0) = +1
+    expected[..., outputs:] = False  # padded outputs: bit 0
+    flip_bits = (flip >> (np.arange(padded, dtype=np.uint64) % np.uint64(64))) & np.uint64(1)
+    assert flip.dtype == np.uint64 and thr.dtype == np.int32 and thr.shape == count.shape
+    np.testing.assert_array_equal((d <= thr) ^ flip_bits.astype(bool), expected)
