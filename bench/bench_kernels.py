@@ -6,7 +6,10 @@ process with onnxruntime and torch running the same maths in fp32 (the ternary w
 and scaled), at 1 and 2 threads; medians. For the binary kernels it prints the fraction of the
 popcount bound reached: on AVX-512 a 512-bit word costs ``CYCLES_PER_WORD`` cycles (vpternlogq +
 vpopcntq + vpaddq), so ``bound = 512 / CYCLES_PER_WORD * f * threads`` bit-MACs per second, with
-every weight bit counted (the mask zeroes pruned taps, it skips no work). For the real-input
+every weight bit counted (the mask zeroes pruned taps, it skips no work), ``f`` the clock
+``/proc/cpuinfo`` reports; and the fraction of the peak measured here, in the same process, by
+the kernels' inner step run on registers only (``popcount_peak``): a virtual machine's reported
+clock is not the clock its cores run at, the measured peak is. For the real-input
 layers it times both kernels the chooser picks between and prints the break-even sparsity (the
 value to keep in ``targets.chooser.SPARSE_BREAK_EVEN``).
 
@@ -17,9 +20,8 @@ from __future__ import annotations
 
 import os
 
-# TVM sizes its thread pool once, from this variable or its own core count (1 on the 2-vCPU
-# machines here); config_threadpool can only go below it, so it must be set before tvm loads.
-os.environ.setdefault("TVM_NUM_THREADS", "2")
+import mptc  # noqa: E402,F401  (sizes TVM's thread pool before tvm loads)
+
 # torch's OpenMP threads busy-wait after each call; that spinning would be timed as the next
 # peer's latency (as in bench_models.py). Set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

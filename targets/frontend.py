@@ -229,7 +229,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
                     threshold, flip = layout.sign_thresholds(t.border, layer.scale, layer.bias, taps)
                     consts = [t.sign, t.mask, threshold, t.row_class, t.col_class, flip]
                 else:
-                    consts = [t.sign, t.mask, t.border, t.row_class, t.col_class, layer.scale, layer.bias]
+                    consts = [t.sign, t.mask, t.border_by_column, t.row_class, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel == chooser.BLOCK_SPARSE:
                 chunk = kernels.conv_chunk(flat.flat_outputs, choice.block)

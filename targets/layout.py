@@ -81,6 +81,12 @@ class BinaryConvTables:
     row_class: np.ndarray  # int32 (OH,)
     col_class: np.ndarray  # int32 (OW,)
 
+    @property
+    def border_by_column(self) -> np.ndarray:
+        """``border`` as int32 ``(row classes, O padded, OW)``: a row of outputs reads its counts
+        contiguously (a vector load where the float epilogue runs along a row, not a gather)."""
+        return np.ascontiguousarray(self.border[:, self.col_class, :].transpose(0, 2, 1))
+
 
 @dataclass(frozen=True)
 class FlatInput:

@@ -84,18 +84,14 @@ def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeome
     return te.compute((geo.batch, geo.out_height, geo.out_width, tiles * lanes), popcount, name="popcount")
 
 
-def _affine(d, border, row_class, col_class, scale, bias, n, o, oy, ox) -> tirx.PrimExpr:
-    """``y = scale[o] * (B - 2 D) + bias[o]`` at one output."""
-    dot = border[row_class[oy], col_class[ox], o] - 2 * d[n, oy, ox, o].astype("int32")
-    return scale[o] * dot.astype("float32") + bias[o]
-
-
-def float_output(d, border, row_class, col_class, scale, bias, geo: ConvGeometry, residual=None, relu=False) -> te.Tensor:
-    """The float NCHW output ``y`` (with the fused residual add and ReLU of ``targets.epilogue``)."""
+def float_output(d, border, row_class, scale, bias, geo: ConvGeometry, residual=None, relu=False) -> te.Tensor:
+    """The float NCHW output ``y = scale[o] * (B - 2 D) + bias[o]`` (with the fused residual add and
+    ReLU of ``targets.epilogue``); ``border`` is ``layout.BinaryConvTables.border_by_column``."""
     shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
 
     def value(n, o, oy, ox):
-        return finish(_affine(d, border, row_class, col_class, scale, bias, n, o, oy, ox), residual, relu, n, o, oy, ox)
+        dot = border[row_class[oy], o, ox] - 2 * d[n, oy, ox, o].astype("int32")
+        return finish(scale[o] * dot.astype("float32") + bias[o], residual, relu, n, o, oy, ox)
 
     return te.compute(shape, value, name="output")
 
@@ -119,7 +115,8 @@ def xnor_conv_func(
     geo: ConvGeometry, lanes: int, border_classes: tuple[int, int], words_in: bool = False, words_out: bool = False,
     residual: bool = False, relu: bool = False,
 ) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, col_class, scale, bias[, residual]) -> y``.
+    """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, scale, bias[, residual]) -> y``, ``border``
+    ``(row classes, O', OW)`` (``layout.BinaryConvTables.border_by_column``).
 
     ``residual`` / ``relu``: the float output fuses ``+ residual`` / ``max(., 0)`` (``targets.epilogue``).
     ``words_in``: ``x`` is ``(N, H, W, Cw)`` uint64 words; ``words_out``: ``y`` is words too, the
@@ -137,19 +134,20 @@ def xnor_conv_func(
         a = pad_words(pack_input(x, geo), geo)
     sign = te.placeholder(words, WORD, name="sign")
     mask = te.placeholder(words, WORD, name="mask")
-    border = te.placeholder((*border_classes, padded), "int32", name="threshold" if words_out else "border")
     row_class = te.placeholder((geo.out_height,), "int32", name="row_class")
-    col_class = te.placeholder((geo.out_width,), "int32", name="col_class")
     d = xnor_popcount(a, sign, mask, geo)
     if words_out:
+        threshold = te.placeholder((*border_classes, padded), "int32", name="threshold")
+        col_class = te.placeholder((geo.out_width,), "int32", name="col_class")
         flip = te.placeholder((padded,), WORD, name="flip")
-        y = packed_output(d, border, row_class, col_class, flip, geo, lanes)
-        return te.create_prim_func([x, sign, mask, border, row_class, col_class, flip, y])
+        y = packed_output(d, threshold, row_class, col_class, flip, geo, lanes)
+        return te.create_prim_func([x, sign, mask, threshold, row_class, col_class, flip, y])
+    border = te.placeholder((border_classes[0], padded, geo.out_width), "int32", name="border")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    y = float_output(d, border, row_class, col_class, scale, bias, geo, res, relu)
-    return te.create_prim_func([x, sign, mask, border, row_class, col_class, scale, bias] + ([res] if residual else []) + [y])
+    y = float_output(d, border, row_class, scale, bias, geo, res, relu)
+    return te.create_prim_func([x, sign, mask, border, row_class, scale, bias] + ([res] if residual else []) + [y])
 
 
 def _clamp(i: tirx.PrimExpr, size: int) -> tirx.PrimExpr:

@@ -37,6 +37,7 @@ def test_border_table_matches_brute_force_zero_padding():
             bits = np.where(mask_inside[2 * oy : 2 * oy + 3, ox : ox + 3], 1.0, -1.0)
             d = ((weight != 0) & ((bits[None, None] > 0) != (weight > 0))).sum((1, 2, 3))
             np.testing.assert_array_equal(t.border[t.row_class[oy], t.col_class[ox], :2] - 2 * d, dot)
+            np.testing.assert_array_equal(t.border_by_column[t.row_class[oy], :2, ox] - 2 * d, dot)
 
 
 def test_sparse_dense_index_points_into_sign_split_operand():
