@@ -258,12 +258,12 @@ def compile_real(packed: onnx.ModelProto, layer: Layer, block: int | None) -> re
     """A real-input layer with the dense path (``block`` None) or a forced sparse kernel / conv block size."""
     if block is None:
         return compile_layer(packed, layer, 1.1)
-    saved = chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK
-    chooser.CONV_BLOCK = chooser.SHORT_FLAT_BLOCK = block
+    saved = chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK, chooser.LONG_FLAT_BLOCK
+    chooser.CONV_BLOCK = chooser.SHORT_FLAT_BLOCK = chooser.LONG_FLAT_BLOCK = block
     try:
         return compile_layer(packed, layer, 0.0)
     finally:
-        chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK = saved
+        chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK, chooser.LONG_FLAT_BLOCK = saved
 
 
 def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> None:
@@ -292,7 +292,7 @@ def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> 
     for (name, threads), rows in times.items():
         print(f"  {name}, {threads} thread(s): {break_even(rows)}")
     print(f"  chooser defaults SPARSE_BREAK_EVEN = {chooser.SPARSE_BREAK_EVEN}, CONV_BLOCK = {chooser.CONV_BLOCK}, "
-          f"SHORT_FLAT_BLOCK = {chooser.SHORT_FLAT_BLOCK}")
+          f"SHORT_FLAT_BLOCK = {chooser.SHORT_FLAT_BLOCK}, LONG_FLAT_BLOCK = {chooser.LONG_FLAT_BLOCK}")
 
 
 def break_even(rows: list[tuple[float, float, float]]) -> str:

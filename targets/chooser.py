@@ -35,10 +35,16 @@ CACHED_DENSE_BREAK_EVEN = 0.8
 # larger maps. On 4x4 maps (16 flat outputs: one vector per entry) B = 4 in one group is 1.3-1.7x
 # faster than B = 1 at 0.5 and 0.7 and than grouped B = 2 below 0.8 (530-730 vs 700-750 us at 0.5);
 # from 0.8 grouped B = 2 is 10-15% faster (168-174 vs 191-196 us at 0.9, 512@4x4, three A/B runs).
+# With register tiles kept in registers (targets.stack_buffers), grouped B = 4 overtook B = 2 on
+# 32x32 maps (>= LONG_FLAT flat outputs): 17-25% faster at 0.3-0.5 and 4-7% at 0.9 (64@32x32 and
+# 32@32x32, two A/B runs at 1 thread; 223 vs 298 us at 0.5 at 2 threads); on 16x16 it is within
+# 5% either way and on 14x14 and 8x8 maps B = 2 stays ahead.
 CONV_BLOCK = 2
 SHORT_FLAT = 32
 SHORT_FLAT_BLOCK = 4
 SHORT_FLAT_GROUPED_FROM = 0.8
+LONG_FLAT = 1024
+LONG_FLAT_BLOCK = 4
 
 ROW_DOT_MAX_BATCH = 4  # dense real-input layers up to this batch stream (O, K) weight rows; above, a tiled GEMM
 
@@ -66,7 +72,8 @@ def choose_kernel(
     most ``CACHED_DENSE_BYTES`` of fp32 ``weights`` ``CACHED_DENSE_BREAK_EVEN``); ``flat_outputs``
     (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``SHORT_FLAT`` takes
     ``SHORT_FLAT_BLOCK`` output channels per block in one channel group below
-    ``SHORT_FLAT_GROUPED_FROM`` sparsity; every other sparse conv takes ``CONV_BLOCK``, grouped.
+    ``SHORT_FLAT_GROUPED_FROM`` sparsity; from ``LONG_FLAT`` it takes ``LONG_FLAT_BLOCK``, grouped;
+    every other sparse conv takes ``CONV_BLOCK``, grouped.
     """
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
@@ -74,7 +81,8 @@ def choose_kernel(
     threshold = break_even if break_even is not None else CACHED_DENSE_BREAK_EVEN if cached else SPARSE_BREAK_EVEN[op_type]
     if sparsity >= threshold and op_type == "BinaryConv":
         short = flat_outputs is not None and flat_outputs < SHORT_FLAT and sparsity < SHORT_FLAT_GROUPED_FROM
-        block = SHORT_FLAT_BLOCK if short else CONV_BLOCK
+        long = flat_outputs is not None and flat_outputs >= LONG_FLAT
+        block = SHORT_FLAT_BLOCK if short else LONG_FLAT_BLOCK if long else CONV_BLOCK
         why = f"{block} output(s) per block" + (f", one channel group ({flat_outputs} flat outputs per channel)" if short else ", channel groups")
         return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {why}", block, not short)
     if sparsity >= threshold:

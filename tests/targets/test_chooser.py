@@ -32,6 +32,15 @@ def test_short_maps_take_their_own_block_below_their_grouped_sparsity():
         assert (choice.block, choice.grouped) == (chooser.CONV_BLOCK, True) and "channel groups" in choice.reason
 
 
+def test_long_maps_take_their_own_block_in_channel_groups():
+    """From LONG_FLAT flat outputs (32x32 maps) LONG_FLAT_BLOCK, grouped, at any sparsity; just below, CONV_BLOCK."""
+    for sparsity in (0.3, 0.9):
+        long = chooser.choose_kernel("BinaryConv", "real", sparsity, flat_outputs=chooser.LONG_FLAT)
+        assert (long.block, long.grouped) == (chooser.LONG_FLAT_BLOCK, True) and "channel groups" in long.reason
+        below = chooser.choose_kernel("BinaryConv", "real", sparsity, flat_outputs=chooser.LONG_FLAT - 1)
+        assert (below.block, below.grouped) == (chooser.CONV_BLOCK, True)
+
+
 def test_a_dense_layer_that_fits_in_cache_stays_dense_longer():
     """Below CACHED_DENSE_BYTES of fp32 weight the dense path is not memory-bound: sparse only from CACHED_DENSE_BREAK_EVEN."""
     small, large = chooser.CACHED_DENSE_BYTES // 4, chooser.CACHED_DENSE_BYTES // 4 + 1
