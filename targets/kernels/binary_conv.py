@@ -42,7 +42,7 @@ from tvm import te, tirx
 
 from mptc.targets.kernels.bits import WORD, sign_word, threshold_words
 from mptc.targets.kernels.epilogue import finish, residual_input
-from mptc.targets.layout import WORD_BITS, ConvGeometry, FlatInput, ceil_div, sign_classes, table_outputs
+from mptc.targets.layout import ConvGeometry, FlatInput, ceil_div, sign_classes, table_outputs
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of the ``split`` block: (rows, columns) of each flat plane
 
