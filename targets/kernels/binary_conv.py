@@ -45,6 +45,7 @@ from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import ConvGeometry, FlatInput, ceil_div, sign_classes, table_outputs
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of the ``split`` block: (rows, columns) of each flat plane
+COLUMN_STRIDE = "mptc.column_stride"  # annotation of the ``popcount`` block: input words between output columns
 
 
 def pack_input(x: te.Tensor, geo: ConvGeometry) -> te.Tensor:
@@ -69,7 +70,10 @@ def pad_words(a: te.Tensor, geo: ConvGeometry) -> te.Tensor:
 
 
 def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeometry) -> te.Tensor:
-    """``D[n, oy, ox, o]`` over all ``O/V * V`` (padded) outputs; ``sign``/``mask`` are ``(O/V, kh, kw, Cw, V)``."""
+    """``D[n, oy, ox, o]`` over all ``O/V * V`` (padded) outputs; ``sign``/``mask`` are ``(O/V, kh, kw, Cw, V)``.
+
+    The block carries ``COLUMN_STRIDE``, the distance in words between the input words two
+    neighbouring output columns read (``Cw * stride``): at 1 a schedule may vectorize along columns."""
     tiles, lanes = sign.shape[0], sign.shape[-1]
     (sh, sw), (dh, dw) = geo.strides, geo.dilations
     ky = te.reduce_axis((0, geo.kernel[0]), name="ky")
@@ -81,7 +85,8 @@ def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeome
         w, m = sign[o // lanes, ky, kx, cw, o % lanes], mask[o // lanes, ky, kx, cw, o % lanes]
         return te.sum(tirx.popcount((act ^ w) & m), axis=[ky, kx, cw])
 
-    return te.compute((geo.batch, geo.out_height, geo.out_width, tiles * lanes), popcount, name="popcount")
+    shape = (geo.batch, geo.out_height, geo.out_width, tiles * lanes)
+    return te.compute(shape, popcount, name="popcount", attrs={COLUMN_STRIDE: geo.channel_words * sw})
 
 
 def float_output(d, border, row_class, scale, bias, geo: ConvGeometry, residual=None, relu=False) -> te.Tensor:

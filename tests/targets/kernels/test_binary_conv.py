@@ -21,6 +21,8 @@ BINARY_CASES = [
     (1, 64, 5, 8, 3, 1, 0),
     (2, 130, 5, 17, 3, 1, 1),
     (1, 5, 8, 3, 1, 2, 1),
+    (1, 64, 16, 20, 3, 1, 1),  # one channel word, stride 1, whole vectors of columns: vectors along rows
+    (2, 9, 8, 13, 3, 1, 1),
 ]
 
 

@@ -3,6 +3,10 @@ is target-independent TIR, so each runs on this x86 host."""
 
 import numpy as np
 import pytest
+from tvm import s_tir
+
+from mptc.targets import layout
+from mptc.targets.kernels import binary_conv
 
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
@@ -17,7 +21,26 @@ FAMILIES = {"avx512": AVX512_TILES, "avx2": AVX2_TILES, "neon": NEON_TILES}
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiles_of_every_family_match_reference(family):
     kernels = CpuKernelSchedules(FAMILIES[family])
-    for model in (binary_chain(np.random.default_rng(7)), binary_conv_model(np.random.default_rng(8), 2, 70, 9, 13, 3, 2, 1, mode="real")):
+    models = (
+        binary_chain(np.random.default_rng(7)),
+        binary_conv_model(np.random.default_rng(8), 2, 70, 9, 13, 3, 2, 1, mode="real"),
+        binary_conv_model(np.random.default_rng(9), 1, 64, 16, 20, 3, 1, 1, mode="binary"),  # vectors along columns
+    )
+    for model in models:
         vm, _ = compile_x86(model, break_even=0.0, kernels=kernels)
         x = sample(model)
         np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("channels", "size", "stride", "along_columns"), [
+    (64, 16, 1, True),  # one channel word, stride 1, 16 columns: vectors of 8 columns
+    (64, 16, 2, False),  # stride 2: neighbouring columns read every other word
+    (128, 16, 1, False),  # two channel words per pixel
+    (64, 14, 1, False),  # 14 columns: no whole vectors
+])
+def test_float_output_convs_vectorize_along_columns_only_where_reads_are_contiguous(channels, size, stride, along_columns):
+    geo = layout.ConvGeometry(1, channels, size, size, 24, (3, 3), (stride, stride), (1, 1, 1, 1))
+    func = CpuKernelSchedules(AVX512_TILES).binary_conv(binary_conv.xnor_conv_func(geo, AVX512_TILES.word_lanes, (3, 3)))
+    sch = s_tir.Schedule(func)
+    counts = sch.get(sch.get_sblock("popcount_update")).writes[0].source  # the register tile's layout
+    assert (int(counts.shape[-1]) == geo.out_width) is along_columns
