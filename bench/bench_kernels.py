@@ -2,8 +2,9 @@
 
 Every layer is one packed ONNX node compiled through the real frontend and pipeline
 (``targets.frontend`` + ``targets.build``) and timed with the Relax VM, side by side in one
-process with onnxruntime and torch running the same maths in fp32 (the ternary weight unpacked
-and scaled), at 1 and 2 threads; medians. For the binary kernels it prints the fraction of the
+process with onnxruntime, torch and TVM (the fp32 model through the same pipeline, our fp32
+schedules) running the same maths in fp32 (the ternary weight unpacked and scaled), at 1 and 2
+threads; medians. For the binary kernels it prints the fraction of the
 popcount bound reached: on AVX-512 a 512-bit word costs ``CYCLES_PER_WORD`` cycles (vpternlogq +
 vpopcntq + vpaddq), so ``bound = 512 / CYCLES_PER_WORD * f * threads`` bit-MACs per second, with
 every weight bit counted (the mask zeroes pruned taps, it skips no work), ``f`` the clock
@@ -225,20 +226,21 @@ def bench_binary(timer: Timer, rng, layers: list[Layer]) -> None:
     print("popcount peak measured here (registers only): "
           + ", ".join(f"{threads} thread(s) {peak * WORD_BITS / 1e12:.2f} T bit-MAC/s = {cpu_hz() * threads / peak:.2f} cycles "
                       f"per {WORD_BITS}-bit word at {cpu_hz() / 1e9:.2f} GHz" for threads, peak in peaks.items()) + "\n")
-    print("| layer | threads | mptc us | ort fp32 us | torch fp32 us | vs ort | vs torch | popcount bound | measured peak |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| layer | threads | mptc us | ort fp32 us | torch fp32 us | tvm fp32 us | vs ort | vs torch | vs tvm | popcount bound | measured peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for layer in layers:
         weight, scale = ternary(rng, layer, 0.5), (rng.random(layer.out) + 0.5).astype(np.float32)
         x = rng.standard_normal(layer.input_shape).astype(np.float32)
         signs = sign(x)  # what the fp32 baselines multiply: the same maths as the packed layer
         vm, fp32 = compile_layer(packed_model(layer, [weight], scale, "binary"), layer, None), float_model(layer, weight, scale)
+        fp32_vm = compile_layer(fp32, layer, None)  # the same maths in fp32 through TVM (our fp32 schedules)
         for threads in THREADS:
-            ours = timer.tvm(vm, x, threads)
+            ours, tvm_us = timer.tvm(vm, x, threads), timer.tvm(fp32_vm, signs, threads)
             ort_us, torch_us = timer.ort(fp32, signs, threads), timer.torch(layer, weight, scale, signs, threads)
             bound = WORD_BITS / CYCLES_PER_WORD * cpu_hz() * threads
             rate = layer.bit_macs / (ours * 1e-6)
-            print(f"| {layer.name} | {threads} | {ours:.0f} | {ort_us:.0f} | {torch_us:.0f} | {ort_us / ours:.1f}x | {torch_us / ours:.1f}x "
-                  f"| {rate / bound:.0%} | {rate / (peaks[threads] * WORD_BITS):.0%} |")
+            print(f"| {layer.name} | {threads} | {ours:.0f} | {ort_us:.0f} | {torch_us:.0f} | {tvm_us:.0f} | {ort_us / ours:.1f}x "
+                  f"| {torch_us / ours:.1f}x | {tvm_us / ours:.1f}x | {rate / bound:.0%} | {rate / (peaks[threads] * WORD_BITS):.0%} |")
 
 
 def bench_chain(timer: Timer, rng, layer: Layer, depth: int) -> None:
