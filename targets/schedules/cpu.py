@@ -7,9 +7,9 @@ outside the tile, one parallel loop over tiles, and the float epilogue computed 
 the counts are still in registers (for a packed output, each group of vectors is compared with
 its thresholds as soon as it is counted, so one group's counts are live at a time). Register
 tiles are small ``local`` buffers, which the TIR pipeline keeps on the stack
-(``targets.stack_buffers``) so LLVM promotes them to registers. The sparse real-input kernels vectorize over output columns (conv) or output channels
-(dense, a gather) and only add; the small-batch dense form streams ``row_dot_rows`` weight rows
-at a time with the lanes along K.
+(``targets.stack_buffers``) so LLVM promotes them to registers. The sparse real-input kernels
+vectorize over output columns (conv) or output channels (dense, a gather) and only add; the
+small-batch dense form streams ``row_dot_rows`` weight rows at a time with the lanes along K.
 """
 
 from __future__ import annotations
@@ -201,8 +201,9 @@ class CpuKernelSchedules:
                 with T.serial(0, tiles) as qo, T.serial(0, g.groups) as group, T.serial(0, per) as step:
                     b = task % parts * per + step
                     with T.If(b < g.blocks), T.Then():
-                        # one buffer per output: kept in registers through each segment loop; one
-                        # buffer for the whole tile made 2 threads slower than 1
+                        # one buffer per output: each stays under the 1 KB stack limit
+                        # (targets.stack_buffers), so LLVM keeps it in registers; one buffer for the
+                        # whole tile could exceed it and go to the heap workspace
                         regs = [T.alloc_local((g.chunk,), "float32") for _ in range(g.block)]
                         for i in range(g.block):
                             with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
