@@ -53,7 +53,7 @@ from mptc.targets.target import resolve_target  # noqa: E402
 CYCLES_PER_WORD = 1.5  # AVX-512 ternlog + popcnt + add per 512-bit word (toolchain notes)
 WORD_BITS = 512
 THREADS = (1, 2)
-SPARSITIES = (0.3, 0.5, 0.7, 0.9, 0.95)
+SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 CONV_BLOCKS = (1, 2, 4)  # output channels per block the real-input conv benchmark compares
 TVM_THREADPOOL_BIG_CORES = 1  # runtime.config_threadpool mode: all (big) cores, n threads
 
@@ -332,6 +332,7 @@ def main() -> None:
     bench_real(timer, rng, [
         Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3),
         Layer("dense 4096x4096 b1", "BinaryDense", 1, 4096, 4096),
+        Layer("dense 4096x4096 b64", "BinaryDense", 64, 4096, 4096),
     ])
 
 

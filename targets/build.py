@@ -1,8 +1,11 @@
 """Lower and build a Relax module for a :class:`~mptc.targets.target.CompileTarget`.
 
 The kernels arrive already scheduled (``tirx.is_scheduled``). On CPU the Relax pipeline is TVM's
-``cpu_generic`` one with one pass added after fusion: our glue rules
-(``targets.schedules.cpu_glue``), since the default CPU pipeline schedules nothing. On CUDA it is
+``cpu_generic`` one with our glue rules (``targets.schedules.cpu_glue``) added after fusion, since
+the default CPU pipeline schedules nothing, framed by TVM's weight-prepacking passes: constants are
+marked layout-free before the rules run, and the layout rewrites the rules leave are split out
+and folded into the constants at compile time (what ``static_shape_tuning_pipeline`` does with
+``cpu_weight_prepack``, for weights that are constants rather than parameters). On CUDA it is
 TVM's default CUDA pipeline, which applies dlight's GPU rules to the glue. The TIR pipeline is
 TVM's default with ``LocalBuffersOnStack`` before the host finalization, so register tiles stay
 in registers (``targets.stack_buffers``).
@@ -32,7 +35,8 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
     passes = (
         cpu_pipeline.library_dispatch_passes(tvm_target)
         + cpu_pipeline.legalize_passes(tvm_target)
-        + [dl.ApplyDefaultSchedule(*glue_rules(float_lanes))]
+        + [relax.transform.AttachAttrLayoutFreeBuffers(), dl.ApplyDefaultSchedule(*glue_rules(float_lanes))]
+        + [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         + cpu_pipeline.dataflow_lower_passes(tvm_target)
         + cpu_pipeline.finalize_passes(tvm_target)
     )

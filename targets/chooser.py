@@ -27,6 +27,16 @@ SPARSE_BREAK_EVEN = {"BinaryConv": 0.1, "BinaryDense": 0.5}
 CACHED_DENSE_BYTES = 16 * 2**20
 CACHED_DENSE_BREAK_EVEN = 0.8
 
+# From this batch a dense layer's sign-split form runs along the batch (``batch_lanes``: the
+# operand transposed, one vector load and add per kept weight and batch vector, no gather), and
+# the dense fp32 form is a GEMM that reads its weight once for all rows, so the break-even moves
+# up. Measured (bench/bench_kernels.py, 4096x4096, 1 thread, Zen 4): 0.76 at batch 2, 0.79 at 4,
+# 0.64 at 8, 0.69 at 64 (GEMM 20-22 ms, batched sparse 20 ms at 0.7 and 9 ms at 0.9). The per-row
+# gather form is kept for batch 1 only: at batch 4 it took 14 ms at 0.5 (batched 4.8 ms, GEMM
+# 2.6-3.8 ms), at batch 64 52-256 ms.
+BATCH_LANES_FROM = 2
+BATCHED_DENSE_BREAK_EVEN = 0.75
+
 # Output channels per block of the block-sparse conv. A block reads each kept tap of any of its
 # outputs once and adds it to the accumulators of the outputs that keep it (its sign class), so a
 # larger block shares more loads at no extra arithmetic but splits its taps into 3^B - 1 segments,
@@ -46,8 +56,6 @@ SHORT_FLAT_GROUPED_FROM = 0.8
 LONG_FLAT = 1024
 LONG_FLAT_BLOCK = 4
 
-ROW_DOT_MAX_BATCH = 4  # dense real-input layers up to this batch stream (O, K) weight rows; above, a tiled GEMM
-
 XNOR_POPCOUNT = "xnor-popcount"
 SPARSE_SIGN_SPLIT = "sparse-sign-split"
 BLOCK_SPARSE = "block-sparse"
@@ -60,11 +68,12 @@ class KernelChoice:
     reason: str
     block: int = 1  # output channels per block (block-sparse conv)
     grouped: bool = False  # input channels in L1-sized groups (block-sparse conv)
+    batch_lanes: bool = False  # sums along the batch (sign-split dense)
 
 
 def choose_kernel(
     op_type: str, input_mode: str, sparsity: float, break_even: float | None = None, flat_outputs: int | None = None,
-    weights: int | None = None,
+    weights: int | None = None, batch: int = 1,
 ) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
@@ -73,12 +82,15 @@ def choose_kernel(
     (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``SHORT_FLAT`` takes
     ``SHORT_FLAT_BLOCK`` output channels per block in one channel group below
     ``SHORT_FLAT_GROUPED_FROM`` sparsity; from ``LONG_FLAT`` it takes ``LONG_FLAT_BLOCK``, grouped;
-    every other sparse conv takes ``CONV_BLOCK``, grouped.
+    every other sparse conv takes ``CONV_BLOCK``, grouped. A dense layer from ``BATCH_LANES_FROM``
+    rows of ``batch`` takes ``BATCHED_DENSE_BREAK_EVEN`` and sums along the batch.
     """
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
+    batched = op_type == "BinaryDense" and batch >= BATCH_LANES_FROM
     cached = op_type == "BinaryDense" and weights is not None and 4 * weights <= CACHED_DENSE_BYTES
-    threshold = break_even if break_even is not None else CACHED_DENSE_BREAK_EVEN if cached else SPARSE_BREAK_EVEN[op_type]
+    measured = BATCHED_DENSE_BREAK_EVEN if batched else CACHED_DENSE_BREAK_EVEN if cached else SPARSE_BREAK_EVEN[op_type]
+    threshold = break_even if break_even is not None else measured
     if sparsity >= threshold and op_type == "BinaryConv":
         short = flat_outputs is not None and flat_outputs < SHORT_FLAT and sparsity < SHORT_FLAT_GROUPED_FROM
         long = flat_outputs is not None and flat_outputs >= LONG_FLAT
@@ -86,5 +98,6 @@ def choose_kernel(
         why = f"{block} output(s) per block" + (f", one channel group ({flat_outputs} flat outputs per channel)" if short else ", channel groups")
         return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {why}", block, not short)
     if sparsity >= threshold:
-        return KernelChoice(SPARSE_SIGN_SPLIT, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}")
+        along = f", sums along the batch of {batch}" if batched else ""
+        return KernelChoice(SPARSE_SIGN_SPLIT, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}{along}", batch_lanes=batched)
     return KernelChoice(DENSE_FP32, f"real input, sparsity {sparsity:.3f} < break-even {threshold:.2f}")

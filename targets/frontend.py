@@ -7,8 +7,8 @@ node to TVM's own converters. Each converter unpacks the layer's constant bits a
 chooses a kernel (``targets.chooser``), builds its TE compute (``targets.kernels``), schedules it
 for the target family (``targets.schedules``) and emits ``relax.call_tir`` of the scheduled
 PrimFunc. The dense real-input form is plain Relax ``conv2d`` / ``matmul`` on the unpacked,
-scaled weight (scheduled by the glue rules), except a small-batch dense layer, which takes a
-row-streaming kernel (``binary_dense.row_dot``).
+scaled weight, scheduled by the glue rules (``targets.schedules.cpu_glue``), which re-lay the
+constant weight into the order the tiles read it.
 
 Binary chains: when a binary-input layer's output feeds only the next binary-input layer of the
 same kind (``BinaryConv -> BinaryConv``, ``BinaryDense -> BinaryDense``; the sign between them
@@ -150,12 +150,13 @@ class _Layer:
             raise InputError(f"{self.op_type} {self.name!r}: bits hold {self.sign_bits.shape[1]} bytes per row, K={k} needs {layout.ceil_div(k, 8)}")
 
     def lower(
-        self, weight: np.ndarray, out_shape, kernel_call, flat_outputs: int | None = None, epilogue: Epilogue | None = None
+        self, weight: np.ndarray, out_shape, kernel_call, flat_outputs: int | None = None, epilogue: Epilogue | None = None,
+        batch: int = 1,
     ) -> relax.Expr:
         """Choose the kernel, emit it via ``kernel_call(choice)`` -> (expr, constants) and record the
         layer; the nodes of a fused ``epilogue`` become its result."""
         sparsity = float(1.0 - np.count_nonzero(weight) / weight.size)
-        choice = chooser.choose_kernel(self.op_type, self.input_mode, sparsity, self.lowering.break_even, flat_outputs, weight.size)
+        choice = chooser.choose_kernel(self.op_type, self.input_mode, sparsity, self.lowering.break_even, flat_outputs, weight.size, batch)
         expr, consts = kernel_call(choice)
         self.lowering.layers.append(LayerRecord(
             self.name, self.op_type, self.input_mode, sparsity, choice.kernel, choice.reason, self.shape, tuple(out_shape),
@@ -276,21 +277,17 @@ class BinaryDense(_onnx.OnnxOpConverter):
                 else:
                     consts = [t.sign, t.mask, t.count, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
-            if choice.kernel == chooser.SPARSE_SIGN_SPLIT:
-                index = layout.sparse_dense_index(weight, kernels.float_lanes)
-                func = kernels.sparse_dense(binary_dense.sparse_dense_func(batch, k, out, index.shape))
+            if choice.kernel == chooser.SPARSE_SIGN_SPLIT:  # lanes along the batch, or over outputs
+                index = layout.sparse_dense_index(weight, 1 if choice.batch_lanes else kernels.float_lanes)
+                func = binary_dense.sparse_dense_func(batch, k, out, index.shape, choice.batch_lanes)
+                func = kernels.sparse_dense_batched(func) if choice.batch_lanes else kernels.sparse_dense(func)
                 consts = [index, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
-            dense = (weight * layer.scale[:, None]).astype(np.float32)
-            if batch <= chooser.ROW_DOT_MAX_BATCH:  # memory-bound: stream each (O, K) row once
-                rows = np.pad(dense, ((0, 0), (0, layout.ceil_div(k, kernels.float_lanes) * kernels.float_lanes - k)))
-                func = kernels.row_dot(binary_dense.row_dot_func(batch, k, out, kernels.float_lanes))
-                return layer.call(bb, func, [rows, layer.bias], (batch, out)), [rows, layer.bias]
-            dense_t = np.ascontiguousarray(dense.T)  # (K, O): the tiled GEMM vectorizes over contiguous outputs
+            dense_t = np.ascontiguousarray((weight * layer.scale[:, None]).T.astype(np.float32))  # (K, O): matmul's layout
             matmul = relax.op.matmul(layer.x, relax.const(dense_t))
             return relax.op.add(bb.normalize(matmul), relax.const(layer.bias)), [dense_t, layer.bias]
 
-        return layer.lower(weight, (batch, out), kernel_call)
+        return layer.lower(weight, (batch, out), kernel_call, batch=batch)
 
 
 class PackedMaxPool(_onnx.OnnxOpConverter):

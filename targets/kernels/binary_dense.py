@@ -12,12 +12,13 @@ Real input, sparse form (``targets.layout.sparse_dense_index``)::
 
     xs = [x, -x, 0],   y[n, o] = scale[o] * sum_j xs[n, idx[o, j]] + bias[o]
 
-Real input, dense form at small batch (the weight unpacked and scaled at compile time, kept as
-``(O, K)`` rows so each output streams one contiguous row; ``L`` = vector lanes)::
+At batch, ``xs`` is transposed so an index entry adds the whole batch's values with vector loads
+(``batch_lanes``); at batch 1 the lanes run over outputs and each entry is a gather.
 
-    partial[n, o, l] = sum_c x[n, c*L + l] * w[o, c*L + l],   total = sum_l partial,   y = total + bias
+The dense real-input form is no kernel of ours: a Relax ``matmul`` on the unpacked, scaled
+weight (``targets.frontend``), scheduled by the glue rules.
 
-Blocks are named for the schedules: ``pack``/``split``, ``popcount``/``gather``/``partial`` (+ ``total``), ``output``.
+Blocks are named for the schedules: ``pack``/``split``, ``popcount``/``gather``, ``output``.
 """
 
 from __future__ import annotations
@@ -83,55 +84,45 @@ def xnor_dense_func(batch: int, k: int, out: int, lanes: int, words_in: bool = F
     return te.create_prim_func([x, sign, mask, count, scale, bias, float_output(d, count, scale, bias)])
 
 
-def split_input(x: te.Tensor) -> te.Tensor:
-    """Sign-split operand ``(N, 2K + 1)`` = ``[x, -x, 0]``."""
+def split_input(x: te.Tensor, batch_lanes: bool = False) -> te.Tensor:
+    """Sign-split operand ``[x, -x, 0]``: ``(N, 2K + 1)``, or ``(2K + 1, N)`` with ``batch_lanes``
+    (a batch of one input contiguous)."""
     batch, k = x.shape
     zero = tirx.const(0.0, "float32")
-    return te.compute(
-        (batch, 2 * k + 1),
-        lambda n, f: tirx.if_then_else(f < k, x[n, tirx.min(f, k - 1)], tirx.if_then_else(f < 2 * k, -x[n, tirx.min(f - k, k - 1)], zero)),
-        name="split",
-    )
+
+    def value(n, f):
+        return tirx.if_then_else(f < k, x[n, tirx.min(f, k - 1)], tirx.if_then_else(f < 2 * k, -x[n, tirx.min(f - k, k - 1)], zero))
+
+    if batch_lanes:
+        return te.compute((2 * k + 1, batch), lambda f, n: value(n, f), name="split")
+    return te.compute((batch, 2 * k + 1), value, name="split")
 
 
-def sparse_dense(xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Tensor) -> te.Tensor:
-    """Sign-split sparse dense: only additions of gathered inputs; ``index`` is ``(O/V, L, V)`` int32."""
+def sparse_dense(xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Tensor, batch_lanes: bool = False) -> te.Tensor:
+    """Sign-split sparse dense: only additions of gathered inputs; ``index`` is ``(O/V, L, V)`` int32.
+
+    With ``batch_lanes`` (``xs`` from ``split_input(x, batch_lanes=True)``) the sums run along the
+    batch: one index entry adds a contiguous row of batch values, a vector load instead of a gather.
+    """
     _, taps, lanes = index.shape
-    batch, out = xs.shape[0], scale.shape[0]
+    out = scale.shape[0]
     j = te.reduce_axis((0, taps), name="j")
-    s = te.compute((batch, out), lambda n, o: te.sum(xs[n, index[o // lanes, j, o % lanes]], axis=j), name="gather")
-    return te.compute((batch, out), lambda n, o: scale[o] * s[n, o] + bias[o], name="output")
+
+    def tap(o):
+        return index[o // lanes, j, o % lanes]
+
+    if batch_lanes:
+        s = te.compute((out, xs.shape[1]), lambda o, n: te.sum(xs[tap(o), n], axis=j), name="gather")
+        return te.compute((xs.shape[1], out), lambda n, o: scale[o] * s[o, n] + bias[o], name="output")
+    s = te.compute((xs.shape[0], out), lambda n, o: te.sum(xs[n, tap(o)], axis=j), name="gather")
+    return te.compute((xs.shape[0], out), lambda n, o: scale[o] * s[n, o] + bias[o], name="output")
 
 
-def sparse_dense_func(batch: int, k: int, out: int, index_shape: tuple[int, int, int]) -> tirx.PrimFunc:
+def sparse_dense_func(batch: int, k: int, out: int, index_shape: tuple[int, int, int], batch_lanes: bool = False) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, index, scale, bias) -> y`` of the real-input sparse path."""
     x = te.placeholder((batch, k), "float32", name="x")
     index = te.placeholder(index_shape, "int32", name="index")
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
-    y = sparse_dense(split_input(x), index, scale, bias)
+    y = sparse_dense(split_input(x, batch_lanes), index, scale, bias, batch_lanes)
     return te.create_prim_func([x, index, scale, bias, y])
-
-
-def row_dot(x: te.Tensor, weight: te.Tensor, bias: te.Tensor, lanes: int) -> te.Tensor:
-    """``y = x @ w^T + bias`` with ``w`` ``(O, K')``, ``K'`` = ``K`` zero-padded to whole chunks of ``lanes``."""
-    batch, k = (int(d) for d in x.shape)
-    out, padded = (int(d) for d in weight.shape)
-    c = te.reduce_axis((0, padded // lanes), name="c")
-    partial = te.compute(
-        (batch, out, lanes),
-        lambda n, o, l: te.sum(x[n, tirx.min(c * lanes + l, k - 1)] * weight[o, c * lanes + l], axis=c),
-        name="partial",
-    )
-
-    lane = te.reduce_axis((0, lanes), name="lane")
-    total = te.compute((batch, out), lambda n, o: te.sum(partial[n, o, lane], axis=lane), name="total")
-    return te.compute((batch, out), lambda n, o: total[n, o] + bias[o], name="output")
-
-
-def row_dot_func(batch: int, k: int, out: int, lanes: int) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, weight, bias) -> y`` of the dense real-input form (see ``row_dot``)."""
-    x = te.placeholder((batch, k), "float32", name="x")
-    weight = te.placeholder((out, ceil_div(k, lanes) * lanes), "float32", name="weight")
-    bias = te.placeholder((out,), "float32", name="bias")
-    return te.create_prim_func([x, weight, bias, row_dot(x, weight, bias, lanes)])

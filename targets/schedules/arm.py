@@ -11,7 +11,6 @@ from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
 
 NEON_TILES = CpuTiles(
     word_lanes=2, float_lanes=4, conv_vectors=4, conv_cols=4, dense_vectors=4, dense_rows=2, conv_accumulators=16,
-    row_dot_rows=8,
 )
 
 

@@ -8,8 +8,7 @@ the counts are still in registers (for a packed output, each group of vectors is
 its thresholds as soon as it is counted, so one group's counts are live at a time). Register
 tiles are small ``local`` buffers, which the TIR pipeline keeps on the stack
 (``targets.stack_buffers``) so LLVM promotes them to registers. The sparse real-input kernels
-vectorize over output columns (conv) or output channels (dense, a gather) and only add; the
-small-batch dense form streams ``row_dot_rows`` weight rows at a time with the lanes along K.
+vectorize over output columns (conv) or output channels (dense, a gather) and only add.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ class CpuTiles:
     dense_vectors: int  # popcount vectors per dense register tile
     dense_rows: int  # batch rows per dense register tile (largest divisor of N not above it)
     conv_accumulators: int  # float vectors a real-input conv register tile may hold (block x chunk vectors)
-    row_dot_rows: int  # weight rows streamed together by the small-batch fp32 dense kernel
     l1_floats: int = 8192  # fp32 values of L1 data cache a block-sparse conv's input group may fill (32 KB)
     conv_row_outputs: int = 8  # output channels per register tile when a conv's vectors run along columns
 
@@ -43,6 +41,10 @@ class CpuTiles:
 # Parallel tasks of a block-sparse conv (consecutive output blocks each): enough to balance a few
 # cores, few enough that each task's blocks share the input slice they read.
 SPARSE_TASKS = 16
+
+# Register tile of the batched sign-split dense kernel: outputs x vectors of batch values.
+SPARSE_BATCH_ROWS = 4
+SPARSE_BATCH_VECTORS = 4
 
 # Elements from which an elementwise stage (a dense layer's sign-split operand) runs in parallel.
 PARALLEL_MIN_ELEMENTS = 1 << 16
@@ -248,18 +250,23 @@ class CpuKernelSchedules:
         self._elementwise(sch, sch.get_sblock("split"))
         return sch.mod["main"]
 
-    def row_dot(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        """Parallel over tiles of ``rows`` weight rows x batch rows; each streams its rows once, lanes vectorized."""
+    def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """``batch_lanes`` form: parallel over tiles of ``SPARSE_BATCH_ROWS`` outputs x a batch
+        chunk of up to ``SPARSE_BATCH_VECTORS`` vectors; per index entry, vector loads and adds."""
         sch = s_tir.Schedule(func)
-        partial, out = sch.get_sblock("partial"), sch.get_sblock("output")
-        n, o, lane, c = sch.get_loops(partial)
-        oo, oi = sch.split(o, [None, divisor_at_most(extent(sch, o), self.tiles.row_dot_rows)])
-        no, ni = sch.split(n, [None, divisor_at_most(extent(sch, n), self.tiles.dense_rows)])
-        sch.reorder(oo, no, c, ni, oi, lane)
+        gather, out = sch.get_sblock("gather"), sch.get_sblock("output")
+        o, n, j = sch.get_loops(gather)
+        oo, oi = sch.split(o, [None, divisor_at_most(extent(sch, o), SPARSE_BATCH_ROWS)])
+        no, ni = sch.split(n, [None, divisor_at_most(extent(sch, n), SPARSE_BATCH_VECTORS * self.float_lanes)])
+        sch.reorder(oo, no, j, oi, ni)
         tile = sch.fuse(oo, no)
-        self._register_tile(sch, partial, sch.get_sblock("total"), tile, reduce_from=c, unrolled=(ni, oi), lanes=lane,
-                            vectorize_epilogue=False)
-        sch.reverse_compute_at(out, tile)
+        self._register_tile(sch, gather, out, tile, reduce_from=j, unrolled=(oi,), lanes=ni)
+        split = sch.get_sblock("split")  # a transpose: vectors along the input's contiguous K
+        f, n = sch.get_loops(split)
+        fo, fi = sch.split(f, [None, self.float_lanes])
+        sch.reorder(fo, n, fi)
+        sch.parallel(fo)
+        sch.vectorize(fi)
         return sch.mod["main"]
 
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -270,9 +277,8 @@ class CpuKernelSchedules:
         return sch.mod["main"]
 
     @staticmethod
-    def _register_tile(sch, reduce, epilogue, tile, reduce_from, unrolled, lanes, vectorize_epilogue=True) -> None:
-        """Accumulate ``reduce`` in a register tile under ``tile`` and emit the epilogue there
-        (vectorized over its innermost loop unless ``vectorize_epilogue`` is False)."""
+    def _register_tile(sch, reduce, epilogue, tile, reduce_from, unrolled, lanes) -> None:
+        """Accumulate ``reduce`` in a register tile under ``tile`` and emit the epilogue there, vectorized."""
         sch.parallel(tile)
         sch.set_scope(reduce, 0, "local")
         sch.reverse_compute_at(epilogue, tile)
@@ -281,7 +287,7 @@ class CpuKernelSchedules:
         sch.vectorize(lanes)
         sch.decompose_reduction(reduce, reduce_from)
         inner = sch.get_loops(epilogue)[-1]
-        if vectorize_epilogue and not sch.get(inner).same_as(sch.get(tile)):
+        if not sch.get(inner).same_as(sch.get(tile)):
             sch.vectorize(inner)
 
     @staticmethod

@@ -14,6 +14,15 @@ first:
   registers. With no rows to reuse a vector (a batch-1 matmul), the tile becomes a panel of up to
   ``PANEL_COLUMNS`` outputs that streams each weight row contiguously instead. A zero-pad
   producer stays a separate parallel stage (inlined, its branch would sit in the inner loop).
+
+  Constant weights are re-laid in the order the tiles read them: TVM's ``RewriteLayout``
+  postprocessor (the one MetaSchedule uses) turns the tiled loop nest into a layout-rewrite
+  block, which ``build.relax_pipeline`` splits out and folds at compile time. A matmul's weight
+  ``(K, N)`` becomes column panels ``(N / cols, K, cols)`` read contiguously; and when the
+  vector-loaded operand is such a weight, the column panels are the outer parallel loop, so each
+  panel is read from memory once for all row tiles instead of once per row tile (dense
+  4096x4096 at batch 64: 154 ms, 82 ms with the panel order alone, 20-24 ms with both;
+  onnxruntime 24 ms).
 * :class:`Injective` - elementwise / layout functions: everything inlined into the last block,
   whose loops are fused, split into vector chunks, and the chunks run in parallel.
 """
@@ -25,6 +34,7 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 from tvm.s_tir.dlight.base import try_inline
+from tvm.s_tir.meta_schedule.postproc import RewriteLayout
 from tvm.target import Target
 
 from mptc.targets.schedules.cpu import divisor_at_most, extent
@@ -32,6 +42,7 @@ from mptc.targets.schedules.cpu import divisor_at_most, extent
 TILE_VECTORS = 2  # vectors per register-tile row (innermost spatial axis)
 TILE_ACCUMULATORS = 8  # rows x vectors kept in registers; leaves room for operands in 16 (AVX2/NEON: 32) registers
 PANEL_COLUMNS = 1024  # batch-1 matmul: outputs per thread panel (4 KiB of accumulators, stays in L1)
+PANEL_TASKS = 4  # batch-1 matmul: panels narrow enough that a few cores share the columns
 
 
 class _VectorRule(dl.cpu.base.CPUScheduleRule):
@@ -74,15 +85,20 @@ class TiledReduction(_VectorRule):
         writeback = sch.cache_write(main.block_rv, 0, "local")
         for info in infos[reductions[0] + 1 :]:
             sch.reverse_compute_inline(info.block_rv)
-        self._tile(sch, main.block_rv, writeback, spatial)
+        column_reads = _column_reads(sch.get(main.block_rv), spatial)
+        weights = [func.params[i] for i in (func.attrs or {}).get("layout_free_buffers", [])]
+        weight_columns = any(read.source.same_as(w) for read, _ in column_reads for w in weights)
+        self._tile(sch, main.block_rv, writeback, spatial, column_reads, weight_columns)
         for pad in pads:
             self._parallel_vectorized(sch, pad)
+        RewriteLayout().apply(sch)
         return sch
 
-    def _tile(self, sch: s_tir.Schedule, block, writeback, spatial: int) -> None:
+    def _tile(self, sch: s_tir.Schedule, block, writeback, spatial: int, column_reads, weight_columns: bool) -> None:
+        """Register tiles of ``rows x columns``; the column panels outermost when ``weight_columns``."""
         loops = sch.get_loops(block)
         outer, reduce, cols = list(loops[: spatial - 1]), loops[spatial:], loops[spatial - 1]
-        rows = self._row_axis(sch, block, spatial)
+        rows = self._row_axis(sch, block, spatial, column_reads)
         if rows is None or extent(sch, outer[rows]) == 1:
             self._panel(sch, block, writeback, outer, cols, reduce)
             return
@@ -91,8 +107,9 @@ class TiledReduction(_VectorRule):
         co, ci = sch.split(cols, [None, vector_cols])
         ro, ri = sch.split(outer[rows], [None, divisor_at_most(extent(sch, outer[rows]), max(1, TILE_ACCUMULATORS // vectors))])
         outer[rows] = ro
-        sch.reorder(*outer, co, *reduce, ri, ci)
-        tile = sch.fuse(*outer, co)
+        order = [co, *outer] if weight_columns else [*outer, co]
+        sch.reorder(*order, *reduce, ri, ci)
+        tile = sch.fuse(*order)
         sch.parallel(tile)
         sch.reverse_compute_at(writeback, tile)
         sch.vectorize(ci)
@@ -102,7 +119,7 @@ class TiledReduction(_VectorRule):
 
     def _panel(self, sch: s_tir.Schedule, block, writeback, outer, cols, reduce) -> None:
         """Batch-1 matmul: each thread streams weight rows into a panel of accumulators."""
-        panel = divisor_at_most(extent(sch, cols), PANEL_COLUMNS)
+        panel = divisor_at_most(extent(sch, cols), min(PANEL_COLUMNS, max(self.float_lanes, extent(sch, cols) // PANEL_TASKS)))
         vector = divisor_at_most(panel, self.float_lanes)
         co, cm, cv = sch.split(cols, [None, panel // vector, vector])
         sch.reorder(*outer, co, *reduce, cm, cv)
@@ -114,16 +131,10 @@ class TiledReduction(_VectorRule):
         self._vectorize_innermost(sch, writeback, tile)
 
     @staticmethod
-    def _row_axis(sch: s_tir.Schedule, block, spatial: int) -> int | None:
+    def _row_axis(sch: s_tir.Schedule, block, spatial: int, column_reads) -> int | None:
         """Innermost outer spatial axis that no operand read with the column index depends on."""
-        stmt = sch.get(block)
-        iters = [iv.var for iv in stmt.iter_vars]
-        column = iters[spatial - 1]
-        used: set = set()
-        for read in stmt.reads:
-            found = set().union(*(collect_vars_used_in_prim_expr(r.min) for r in read.region))
-            if column in found:
-                used |= found
+        iters = [iv.var for iv in sch.get(block).iter_vars]
+        used = set().union(*(found for _, found in column_reads))
         free = [i for i in range(spatial - 1) if iters[i] not in used]
         return free[-1] if free else (spatial - 2 if spatial > 1 else None)
 
@@ -141,6 +152,14 @@ class TiledReduction(_VectorRule):
             sch.parallel(sch.fuse(*loops[:-1]))
         if extent(sch, loops[-1]) > 1:
             sch.vectorize(loops[-1])
+
+
+def _column_reads(stmt, spatial: int) -> list:
+    """``(read, vars its region uses)`` of the reads indexed by the innermost spatial axis: the
+    operands a tile loads as vectors."""
+    column = stmt.iter_vars[spatial - 1].var
+    reads = [(read, set().union(*(collect_vars_used_in_prim_expr(r.min) for r in read.region))) for read in stmt.reads]
+    return [(read, found) for read, found in reads if column in found]
 
 
 class Injective(_VectorRule):

@@ -76,18 +76,13 @@ class CudaKernelSchedules:
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, ("split",), "gather")
 
+    def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The sums along the batch take the same one-thread-per-output schedule."""
+        return self._per_output(func, ("split",), "gather")
+
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
         _bind(sch, sch.get_sblock("output"))
-        return sch.mod["main"]
-
-    def row_dot(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        sch = s_tir.Schedule(func)
-        thread = _bind(sch, sch.get_sblock("output"))
-        for name in ("total", "partial"):
-            block = sch.get_sblock(name)
-            sch.set_scope(block, 0, "local")
-            sch.compute_at(block, thread)
         return sch.mod["main"]
 
     @staticmethod

@@ -13,11 +13,9 @@ from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
 
 AVX512_TILES = CpuTiles(
     word_lanes=8, float_lanes=16, conv_vectors=2, conv_cols=8, dense_vectors=2, dense_rows=4, conv_accumulators=16,
-    row_dot_rows=8,
 )
 AVX2_TILES = CpuTiles(
     word_lanes=4, float_lanes=8, conv_vectors=2, conv_cols=4, dense_vectors=2, dense_rows=2, conv_accumulators=8,
-    row_dot_rows=4,
 )
 
 

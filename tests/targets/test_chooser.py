@@ -49,3 +49,14 @@ def test_a_dense_layer_that_fits_in_cache_stays_dense_longer():
     assert chooser.choose_kernel("BinaryDense", "real", sparsity, weights=large).kernel == chooser.SPARSE_SIGN_SPLIT
     assert chooser.choose_kernel("BinaryDense", "real", chooser.CACHED_DENSE_BREAK_EVEN, weights=small).kernel == chooser.SPARSE_SIGN_SPLIT
     assert chooser.choose_kernel("BinaryConv", "real", sparsity, weights=small).kernel == chooser.BLOCK_SPARSE
+
+
+def test_a_batched_dense_layer_sums_along_the_batch_and_stays_dense_longer():
+    """From BATCH_LANES_FROM rows the dense form is a compute-bound GEMM: sparse only from BATCHED_DENSE_BREAK_EVEN."""
+    below = (chooser.SPARSE_BREAK_EVEN["BinaryDense"] + chooser.BATCHED_DENSE_BREAK_EVEN) / 2
+    rows = chooser.BATCH_LANES_FROM
+    assert chooser.choose_kernel("BinaryDense", "real", below, batch=rows).kernel == chooser.DENSE_FP32
+    assert not chooser.choose_kernel("BinaryDense", "real", below, batch=rows - 1).batch_lanes
+    batched = chooser.choose_kernel("BinaryDense", "real", chooser.BATCHED_DENSE_BREAK_EVEN, batch=rows)
+    assert (batched.kernel, batched.batch_lanes) == (chooser.SPARSE_SIGN_SPLIT, True)
+    assert chooser.choose_kernel("BinaryDense", "real", below, batch=rows - 1).kernel == chooser.SPARSE_SIGN_SPLIT

@@ -21,10 +21,13 @@ def test_xnor_popcount_dense_matches_reference(batch, k, out):
 
 
 @pytest.mark.parametrize("break_even, kernel", [(0.0, chooser.SPARSE_SIGN_SPLIT), (1.1, chooser.DENSE_FP32)])
-@pytest.mark.parametrize("batch, k, out", [(1, 100, 13), (5, 70, 37)])
+@pytest.mark.parametrize("batch, k, out", [(1, 100, 13), (5, 70, 37), (chooser.BATCH_LANES_FROM, 70, 37), (19, 100, 13)])
 def test_real_input_dense_both_paths_match_reference(batch, k, out, break_even, kernel):
+    """From BATCH_LANES_FROM rows the sparse form sums along the batch (19: a batch that is no whole
+    number of vectors)."""
     model = binary_dense_model(np.random.default_rng(4), batch, k, out, mode="real", sparsity=0.8)
     vm, lowering = compile_x86(model, break_even)
     x = sample(model)
     assert lowering.layers[0].kernel == kernel
+    assert ("along the batch" in lowering.layers[0].reason) == (kernel == chooser.SPARSE_SIGN_SPLIT and batch >= chooser.BATCH_LANES_FROM)
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5

@@ -2,14 +2,16 @@
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm.relax.backend.cpu_generic import pipeline
 from tvm.s_tir import dlight as dl
 
+from mptc.targets.build import relax_pipeline
 from mptc.targets.frontend import Lowering, from_onnx
 from mptc.targets.schedules import kernel_schedules
-from mptc.targets.schedules.cpu_glue import glue_rules
+from mptc.targets.schedules.cpu_glue import PANEL_TASKS, TILE_VECTORS, glue_rules
 from mptc.targets.target import resolve_target
 
 from ..harness import compile_x86, run
@@ -52,5 +54,40 @@ def test_odd_shaped_glue_matches_onnxruntime():
     model.ir_version = 10
     vm, _ = compile_x86(model)
     x = rng.standard_normal((3, 3, 7, 7)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(run(vm, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def _gemm(batch: int, k: int, n: int, rng) -> "onnx.ModelProto":
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, n])],
+        [numpy_helper.from_array(rng.standard_normal((n, k)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_matmul_weights_are_relaid_as_column_panels_at_compile_time(batch):
+    """The tiles read a constant weight (K, N) as contiguous column panels (N / panel, K, panel...):
+    the layout rewrite is folded into the constant (no rewrite function left), and the result holds."""
+    rng = np.random.default_rng(batch)
+    model = _gemm(batch, 40, 96, rng)
+    target = resolve_target("x86")
+    kernels = kernel_schedules(target)
+    panel = 96 // PANEL_TASKS if batch == 1 else TILE_VECTORS * kernels.float_lanes  # a task's panel / a register tile's columns
+    mod = from_onnx(model, Lowering(kernels), {"x": [batch, 40]})
+    with target.tvm_target():
+        mod = relax_pipeline(target, kernels.float_lanes)(mod)
+    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(funcs) == 1 and "layout_rewrite_preproc" not in funcs[0].script()
+    weight = [tuple(int(d) for d in p.shape) for p in funcs[0].params[1:] if len(p.shape) > 2]
+    assert weight and weight[0][:2] == (96 // panel, 40) and np.prod(weight[0][2:]) == panel
+    vm, _ = compile_x86(model)
+    x = rng.standard_normal((batch, 40)).astype(np.float32)
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(run(vm, x), expected, rtol=1e-4, atol=1e-4)
