@@ -15,6 +15,10 @@ from mptc.deploy.server import RpcServer
 from tests.deploy.conftest import fresh_copy
 
 KEY = "host-queue"  # a key of its own: other tests' boards on the package's tracker stay out of it
+# Calls per sample: several seconds of timing per session, so that the gap between the two ends
+# (one timing, when queued) stands clear of the noise of a loaded host (with about 1.4 s of timing
+# each, the first's report writing overlapping the second's timing made the gap fall short once).
+TIMED_CALLS = "100000"
 
 
 @pytest.mark.slow
@@ -24,7 +28,7 @@ def test_two_profiles_queue_for_the_only_board(mlp_host_out: Path, tracker: str,
     finished: dict[int, float] = {}
 
     def profile(index: int) -> subprocess.CompletedProcess:
-        command = [mptc, "profile", outs[index], "--tracker", tracker, "--key", KEY, "--repeat", "40", "--number", "20000"]
+        command = [mptc, "profile", outs[index], "--tracker", tracker, "--key", KEY, "--repeat", "40", "--number", TIMED_CALLS]
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         finished[index] = time.monotonic()
         return done
