@@ -76,9 +76,7 @@ class CudaKernelSchedules:
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, ("split",), "gather")
 
-    def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        """The sums along the batch take the same one-thread-per-output schedule."""
-        return self._per_output(func, ("split",), "gather")
+    sparse_dense_batched = sparse_dense  # the sums along the batch: the same one thread per output
 
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
