@@ -14,7 +14,7 @@ from mptc.errors import UnsupportedError
 from mptc.targets import chooser
 from mptc.targets.compile import compile_model
 
-from .packed_models import binary_chain, binary_conv_model, small_network
+from .packed_models import binary_chain, binary_conv_model, binary_dense_model, small_network
 
 ELF_MACHINE_AARCH64 = 183
 ELF_MACHINE_X86_64 = 62
@@ -91,3 +91,18 @@ def test_real_input_conv_builds_for_cuda_and_arm(tmp_path, target, size):
         with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}):
             ptx = nvcc.compile_cuda((tmp_path / "module.cu").read_text(), target_format="ptx", compiler="nvcc")
         assert bytes(ptx).count(b".entry") >= 3  # flat input, gather, epilogue
+
+
+@pytest.mark.parametrize("target", ["cuda", "arm"])
+def test_batched_sparse_dense_builds_for_cuda_and_arm(tmp_path, target):
+    """The sign-split dense along the batch has a schedule on every target family; the CUDA one
+    compiles to device code."""
+    model = binary_dense_model(np.random.default_rng(5), 8, 100, 24, mode="real", sparsity=0.9)
+    manifest = compile_model(model, target, tmp_path)
+    [layer] = manifest["layers"]
+    assert layer["kernel"] == chooser.SPARSE_SIGN_SPLIT and "along the batch" in layer["reason"]
+    assert (tmp_path / "module.so").is_file()
+    if target == "cuda" and shutil.which("nvcc"):
+        with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}):
+            ptx = nvcc.compile_cuda((tmp_path / "module.cu").read_text(), target_format="ptx", compiler="nvcc")
+        assert bytes(ptx).count(b".entry") >= 2  # sign-split operand, sums + epilogue
