@@ -42,6 +42,15 @@ class CpuTiles:
 # cores, few enough that each task's blocks share the input slice they read.
 SPARSE_TASKS = 16
 
+# Cost of walking a chunk's index once (the entry's load, its address, the segment loops), in
+# vector operations: the chunk of a block-sparse conv minimizes tiles x (vectors + this). Choosing
+# by padding alone (with half-width vectors allowed) took 5 half vectors on 14x14 maps (196 flat
+# outputs, 5 tiles: 200) over 7 whole ones (2 tiles: 224) and one half vector on 15x15 (29
+# tiles); in-process A/B at 0.5 sparsity, B = 2, 1 thread: 256@14x14 2737 -> 2089 us, 128@14x14
+# 774 -> 524 us, other CIFAR shapes unchanged. Half-width vectors no longer win anywhere (they
+# cost an operation for half the lanes), so chunks are whole vectors.
+CHUNK_ENTRY_COST = 2
+
 # Register tile of the batched sign-split dense kernel: outputs x vectors of batch values.
 SPARSE_BATCH_ROWS = 4
 SPARSE_BATCH_VECTORS = 4
@@ -168,15 +177,11 @@ class CpuKernelSchedules:
 
     def conv_chunk(self, flat: int, block: int) -> int:
         """Flat outputs per register tile of a real-input conv with ``block`` output channels: whole
-        full- or half-width vectors, at most ``conv_accumulators`` in all, padding ``flat`` the least
-        (ties: wider, then more vectors). Half width pays on small maps: 4x4 outputs are 24 flat
-        values, 3 half vectors or 2 full ones with 8 lanes wasted."""
+        vectors, at most ``conv_accumulators`` in all, the fewest vector operations over ``flat``
+        counting ``CHUNK_ENTRY_COST`` per tile (ties: more vectors)."""
         most = max(1, self.tiles.conv_accumulators // block)
-        chunks = [v * lanes for lanes in (self.float_lanes, self.float_lanes // 2) for v in range(1, most + 1)]
-        return min(chunks, key=lambda chunk: (ceil_div(flat, chunk) * chunk, -self._chunk_lanes(chunk), -chunk))
-
-    def _chunk_lanes(self, chunk: int) -> int:
-        return self.float_lanes if chunk % self.float_lanes == 0 else self.float_lanes // 2
+        vectors = min(range(1, most + 1), key=lambda v: (ceil_div(flat, v * self.float_lanes) * (v + CHUNK_ENTRY_COST), -v))
+        return vectors * self.float_lanes
 
     def conv_group(self, channels: int, channel_floats: int, grouped: bool) -> int:
         """Input channels per group of a block-sparse conv: all of them unless ``grouped``, else as
@@ -192,7 +197,7 @@ class CpuKernelSchedules:
         ``block x chunk`` accumulators in registers and walks its segments, one vector load per
         entry and vector, added to or subtracted from the accumulators its sign class names. A
         task's blocks share the group's slice of the input while it is in L1."""
-        lanes = self._chunk_lanes(g.chunk)
+        lanes = self.float_lanes
         vectors, tiles, classes = g.chunk // lanes, g.outputs // g.chunk, g.classes
         parts = min(g.blocks, SPARSE_TASKS)
         per = ceil_div(g.blocks, parts)

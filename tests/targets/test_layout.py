@@ -48,6 +48,35 @@ def test_sparse_dense_index_points_into_sign_split_operand():
     np.testing.assert_array_equal(index[0, :, 1], [6, 6])  # an empty row reads the zero slot
 
 
+def _flat_values(padded: np.ndarray, geo: layout.ConvGeometry, flat: layout.FlatInput) -> np.ndarray:
+    """The flat input of ``layout.FlatInput`` from the zero-padded image ``(C, Hq * sh, Wq * sw)``,
+    zeros in the columns and rows that only pad a plane, and two zero planes of tail."""
+    (sh, sw), hq, wq = geo.strides, geo.phase_height, geo.phase_width
+    c, ow, kw = geo.channels, geo.out_width, geo.kernel[1]
+    if flat.shifted:  # (c, kx, py, qy, ox)
+        columns = np.stack([padded[:, :, kx * geo.dilations[1] : kx * geo.dilations[1] + sw * ow : sw] for kx in range(kw)], axis=1)
+        planes = columns.reshape(c * kw, hq, sh, ow).transpose(0, 2, 1, 3).reshape(c * kw, sh * hq, ow)
+    else:  # (c, py, px, qy, qx)
+        planes = padded.reshape(c, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3).reshape(c, sh * sw * hq, wq)
+    framed = np.zeros((flat.planes, flat.plane_rows, flat.row_stride))
+    framed[:, : planes.shape[1], : planes.shape[2]] = planes
+    return np.concatenate([framed.reshape(-1), np.zeros(2 * flat.plane_size)])
+
+
+def _walk_segments(t: layout.BlockSparseConvTables, geo: layout.ConvGeometry, flat: layout.FlatInput, block: int, xs: np.ndarray) -> np.ndarray:
+    """What a kernel computes from the tables: each entry added with its sign class's signs to the
+    outputs of its block, at every real output ``(oy, ox)``."""
+    classes = layout.sign_classes(block)
+    blocks = t.ptr.shape[0]
+    oy, ox = np.meshgrid(np.arange(geo.out_height), np.arange(geo.out_width), indexing="ij")
+    got = np.zeros((blocks * block, geo.out_height, geo.out_width))
+    for b in range(blocks):
+        for s in range(t.ptr.shape[1] - 1):
+            for j in range(t.ptr[b, s], t.ptr[b, s + 1]):
+                got[b * block : b * block + block] += np.multiply.outer(classes[s % len(classes)], xs[t.index[j] + oy * flat.row_stride + ox])
+    return got
+
+
 @pytest.mark.parametrize("waste", [0.0, 1.0], ids=["shifted-planes", "channel-planes"])
 @pytest.mark.parametrize("block, group", [(1, 3), (2, 1), (3, 2)], ids=["block1", "block2-group1", "block3-group2"])
 def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, waste, monkeypatch):
@@ -66,26 +95,35 @@ def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, wast
     taps = [padded[:, 2 * ky : 2 * ky + sh * oh : sh, kx : kx + sw * ow : sw] for ky in range(3) for kx in range(2)]  # (c, OH, OW) each
     flat = layout.flat_input(geo)
     assert flat.shifted == (waste == 0.0)
-    if flat.shifted:  # (c, kx, py, qy, ox)
-        columns = np.stack([padded[:, :, kx : kx + sw * ow : sw] for kx in range(2)], axis=1)  # (c, kx, Hp, OW)
-        planes = columns.reshape(3, 2, hq, sh, ow).transpose(0, 1, 3, 2, 4)
-    else:  # (c, py, px, qy, qx)
-        planes = padded.reshape(3, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3)
-    xs = np.concatenate([planes.reshape(-1), np.zeros(2 * flat.plane_size)])
     t = layout.block_sparse_conv_tables(weight, geo, flat, block, group)
-    classes = layout.sign_classes(block)
     blocks, groups = -(-5 // block), -(-3 // group)
-    assert t.ptr.shape == (blocks, groups * len(classes) + 1) and t.ptr[-1, -1] == t.index.size
+    assert t.ptr.shape == (blocks, groups * len(layout.sign_classes(block)) + 1) and t.ptr[-1, -1] == t.index.size
     assert t.index.size == sum(np.any(weight[b * block : b * block + block] != 0, axis=0).sum() for b in range(blocks))
-    oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
-    got = np.zeros((blocks * block, oh, ow))
-    for b in range(blocks):
-        for s in range(groups * len(classes)):
-            for j in range(t.ptr[b, s], t.ptr[b, s + 1]):
-                got[b * block : b * block + block] += np.multiply.outer(classes[s % len(classes)], xs[t.index[j] + oy * flat.row_stride + ox])
+    got = _walk_segments(t, geo, flat, block, _flat_values(padded, geo, flat))
     expected = sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], taps[ky * 2 + kx]) for ky in range(3) for kx in range(2))
     np.testing.assert_allclose(got[:5], expected, atol=1e-12)
     np.testing.assert_array_equal(got[5:], 0)
+
+
+@pytest.mark.parametrize("width, stride", [(14, 16), (15, 16), (7, 8), (13, 13), (12, 12), (4, 4)])
+def test_shifted_planes_align_rows_to_cache_lines_where_cheap(width, stride):
+    """Rows of 14 or 15 outputs are laid 16 floats apart (a 64-byte line, so every tap's vector
+    loads are aligned), 7 at 8 (half a line); 12 and 4 would compute a third more or double and
+    keep their width, as 13 (a fifth more). A plane of an even number of lines gains a row, so the planes a chunk reads
+    do not all fall in the same cache sets. The tables still read the conv exactly."""
+    rng = np.random.default_rng(width)
+    geo = layout.ConvGeometry(1, 2, width, width, 3, kernel=(3, 3), pads=(1, 1, 1, 1))
+    flat = layout.flat_input(geo)
+    assert flat.shifted and flat.row_stride == stride
+    if stride % layout.LINE_FLOATS == 0:
+        assert flat.plane_size % layout.LINE_FLOATS == 0 and flat.plane_size // layout.LINE_FLOATS % 2 == 1
+    weight = rng.choice([-1.0, 0.0, 1.0], size=(3, 2, 3, 3))
+    x = rng.standard_normal((2, width, width))
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    t = layout.block_sparse_conv_tables(weight, geo, flat, 2, 1)
+    got = _walk_segments(t, geo, flat, 2, _flat_values(padded, geo, flat))
+    expected = sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], padded[:, ky : ky + width, kx : kx + width]) for ky in range(3) for kx in range(3))
+    np.testing.assert_allclose(got[:3], expected, atol=1e-12)
 
 
 def test_block_sparse_conv_segments_run_group_major():

@@ -44,3 +44,15 @@ def test_float_output_convs_vectorize_along_columns_only_where_reads_are_contigu
     sch = s_tir.Schedule(func)
     counts = sch.get(sch.get_sblock("popcount_update")).writes[0].source  # the register tile's layout
     assert (int(counts.shape[-1]) == geo.out_width) is along_columns
+
+
+@pytest.mark.parametrize("flat, block, chunk", [
+    (196, 2, 112),  # 14x14 maps: 2 tiles of 7 vectors, not 5 of 40 values or 13 of one vector
+    (225, 2, 128),  # 15x15: 2 tiles of 8 vectors
+    (16, 4, 16),  # 4x4: one vector
+    (1088, 4, 64),  # 32x32 channel planes with B = 4: 4 vectors are the most
+    (1088, 2, 128),  # ... with B = 2: 9 tiles of 8, not 17 of 4
+])
+def test_conv_chunk_counts_a_walk_of_the_index_per_tile(flat, block, chunk):
+    """A chunk of a block-sparse conv costs its vectors plus one walk of the index per tile."""
+    assert CpuKernelSchedules(AVX512_TILES).conv_chunk(flat, block) == chunk

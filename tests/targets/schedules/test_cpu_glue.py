@@ -91,3 +91,55 @@ def test_matmul_weights_are_relaid_as_column_panels_at_compile_time(batch):
     x = rng.standard_normal((batch, 40)).astype(np.float32)
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(run(vm, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def _conv_block(channels: int, size: int, stride: int, rng) -> "onnx.ModelProto":
+    """Conv + bias, relu, and a residual add of a 1x1 conv of the input: a resnet block's glue."""
+    out = (size - 1) // stride + 1
+    inits = {"w": rng.standard_normal((channels, 24, 3, 3)), "b": rng.standard_normal(channels),
+             "s": rng.standard_normal((channels, 24, 1, 1))}
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["x", "s"], ["short"], kernel_shape=[1, 1], strides=[stride, stride]),
+        helper.make_node("Add", ["r", "short"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 24, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, channels, out, out])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+def _conv_weights(model, size: int) -> list[tuple[int, ...]]:
+    """Shapes of the re-laid conv weights after the CPU pipeline."""
+    target = resolve_target("x86")
+    kernels = kernel_schedules(target)
+    mod = from_onnx(model, Lowering(kernels), {"x": [2, 24, size, size]})
+    with target.tvm_target():
+        mod = relax_pipeline(target, kernels.float_lanes)(mod)
+    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    return [tuple(int(d) for d in p.shape) for f in funcs for p in f.params if len(p.shape) == 5]
+
+
+@pytest.mark.parametrize("channels, size, stride, along_channels", [
+    (64, 4, 1, True), (48, 7, 1, True), (64, 14, 2, True), (64, 14, 1, True), (40, 14, 1, False), (64, 32, 1, False),
+])
+def test_conv_vectors_run_along_whichever_axis_fills_them(channels, size, stride, along_channels):
+    """Vectors go along the output channels, the weight re-laid with them innermost, when they fill
+    more lanes than the output columns: 4, 7 and 14 columns fill 4, 7 and 14 of 16 lanes, 64
+    channels all of them and 48 (tiles of 24) three quarters; 40 channels (tiles of 20) fill
+    less than 14 columns, and 32 columns fill every lane."""
+    rng = np.random.default_rng(size)
+    model = _conv_block(channels, size, stride, rng)
+    lanes = kernel_schedules(resolve_target("x86")).float_lanes
+    channel_tile = max(d for d in range(1, TILE_VECTORS * lanes + 1) if channels % d == 0)
+    innermost = {shape[-1] for shape in _conv_weights(model, size)}
+    assert (innermost == {channel_tile}) == along_channels, innermost
+    vm, _ = compile_x86(model)
+    x = rng.standard_normal((2, 24, size, size)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(run(vm, x), expected, rtol=1e-4, atol=1e-4)
