@@ -13,13 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Fraction pruned from which the sparse real-input kernel is chosen, per op. Measured with
-# bench/bench_kernels.py on the x86 host (Zen 4, 1 thread): the block-sparse conv only adds, so
-# even at 0.1 (the lowest sparsity measured) it beat the dense path on every shape (256@14x14 and
-# the CIFAR ResNet shapes 64@32x32 .. 512@4x4, by 1.02-2.5x); below 0.1 the dense path is kept,
-# unmeasured. Dense 4096x4096 batch 1 is already faster sparse at 0.5, the lowest sparsity
+# bench/bench_kernels.py on the x86 host (Zen 4, 1 and 2 threads, 0.1-0.5 sparsity): once the
+# dense conv vectorized along output channels on narrow maps (schedules.cpu_glue: at par with
+# onnxruntime on every shape), the block-sparse conv overtook it at <= 0.1-0.37 on the CIFAR ResNet
+# shapes (64@32x32 .. 512@4x4; the spread is the host's noise) and at 0.28 on 256@14x14 (was 0.1
+# for all while the dense path ran 1.5-2.5x slower on 4x4-14x14 maps); from 0.3 the sparse form is
+# 0.83-1.38x the dense one, below it the dense path keeps a layer at par with onnxruntime.
+# Dense 4096x4096 batch 1 is already faster sparse at 0.5, the lowest sparsity
 # measured: a batch-1 dense layer is memory-bound in both forms and the sparse form reads 4 bytes
 # per kept weight where the dense one reads 4 per weight.
-SPARSE_BREAK_EVEN = {"BinaryConv": 0.1, "BinaryDense": 0.5}
+SPARSE_BREAK_EVEN = {"BinaryConv": 0.3, "BinaryDense": 0.5}
 
 # A dense layer whose fp32 weight fits in cache is not memory-bound on the dense path: measured
 # (bench/bench_kernels.py, batch 1, Zen 4) the sign-split form only overtakes it at 0.78-0.90 on
