@@ -95,7 +95,7 @@ class TiledReduction(_VectorRule):
         weights = [func.params[i] for i in (func.attrs or {}).get("layout_free_buffers", [])]
         axis = self._vector_axis(sch, main.block_rv, spatial, weights)
         column_reads = _column_reads(sch.get(main.block_rv), axis)
-        weight_columns = any(read.source.same_as(w) for read, _ in column_reads for w in weights)
+        weight_columns = any(_is_weight(read, weights) for read, _ in column_reads)
         self._tile(sch, main.block_rv, writeback, spatial, axis, column_reads, weight_columns)
         for pad in pads:
             self._parallel_vectorized(sch, pad)
@@ -114,7 +114,7 @@ class TiledReduction(_VectorRule):
 
         def weights_only(axis: int) -> bool:
             reads = _column_reads(stmt, axis)
-            return bool(reads) and all(any(read.source.same_as(w) for w in weights) for read, _ in reads)
+            return bool(reads) and all(_is_weight(read, weights) for read, _ in reads)
 
         candidates = [axis for axis in range(spatial - 1) if weights_only(axis)]
         return max(candidates + [spatial - 1], key=lambda axis: (lane_use(axis), axis))
@@ -129,7 +129,8 @@ class TiledReduction(_VectorRule):
         block of output pixels) so a small map still fills the tile."""
         loops = sch.get_loops(block)
         outer, reduce, cols = [loop for i, loop in enumerate(loops[:spatial]) if i != axis], loops[spatial:], loops[axis]
-        rows = self._row_axis(sch, block, spatial, axis, column_reads)
+        free = self._free_axes(sch, block, spatial, axis, column_reads)
+        rows = free[-1] if free else (spatial - 2 if spatial > 1 else None)  # innermost free axis
         if rows is None or extent(sch, outer[rows]) == 1:
             self._panel(sch, block, writeback, outer, cols, reduce)
             return
@@ -138,10 +139,11 @@ class TiledReduction(_VectorRule):
         co, ci = sch.split(cols, [None, vector_cols])
         budget = max(1, TILE_ACCUMULATORS // vectors)
         row_axes = [rows]
-        # the next outer free axis joins the rows when its loop is adjacent (the vector axis not between)
-        if axis != spatial - 1 and rows > 0 and rows != axis and rows - 1 in self._free_axes(sch, block, spatial, axis, column_reads):
-            row_axes.insert(0, rows - 1)
-        if axis != spatial - 1:  # the register tile keeps the vector axis innermost, as its lanes
+        if axis != spatial - 1:
+            # the next outer free axis joins the rows when its loop is adjacent (the vector axis not between)
+            if rows > 0 and rows != axis and rows - 1 in free:
+                row_axes.insert(0, rows - 1)
+            # the register tile keeps the vector axis innermost, as its lanes
             lanes = _write_dim(sch.get(block), axis)
             sch.transform_layout(block, ("write", 0), lambda *index: [*index[:lanes], *index[lanes + 1 :], index[lanes]])
         inner = []
@@ -181,12 +183,6 @@ class TiledReduction(_VectorRule):
         used = set().union(*(found for _, found in column_reads))
         return [i for i, var in enumerate(iters) if var not in used]
 
-    @classmethod
-    def _row_axis(cls, sch: s_tir.Schedule, block, spatial: int, axis: int, column_reads) -> int | None:
-        """Innermost outer spatial axis that no operand read with the column index depends on."""
-        free = cls._free_axes(sch, block, spatial, axis, column_reads)
-        return free[-1] if free else (spatial - 2 if spatial > 1 else None)
-
     def _vectorize_innermost(self, sch: s_tir.Schedule, block, tile) -> None:
         last = sch.get_loops(block)[-1]
         if sch.get(last).same_as(sch.get(tile)):
@@ -209,6 +205,11 @@ def _column_reads(stmt, axis: int) -> list:
     column = stmt.iter_vars[axis].var
     reads = [(read, set().union(*(collect_vars_used_in_prim_expr(r.min) for r in read.region))) for read in stmt.reads]
     return [(read, found) for read, found in reads if column in found]
+
+
+def _is_weight(read, weights) -> bool:
+    """Whether ``read`` loads one of the layout-free (constant) ``weights``."""
+    return any(read.source.same_as(w) for w in weights)
 
 
 def _write_dim(stmt, axis: int) -> int:
