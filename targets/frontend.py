@@ -236,7 +236,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 chunk = kernels.conv_chunk(flat.flat_outputs, choice.block)
                 group = kernels.conv_group(geo.channels, layout.channel_floats(geo, flat, chunk), choice.grouped)
                 t = layout.block_sparse_conv_tables(weight, geo, flat, choice.block, group)
-                gather = binary_conv.SparseGather(geo.batch, t.ptr.shape[0], choice.block, layout.ceil_div(geo.channels, group),
+                gather = binary_conv.SparseGather(geo.batch, layout.ceil_div(geo.out_channels, choice.block), choice.block, layout.ceil_div(geo.channels, group),
                                                   layout.ceil_div(flat.flat_outputs, chunk) * chunk, chunk)
                 func = kernels.block_sparse_conv(binary_conv.block_sparse_conv_func(
                     geo, flat, gather, t.index.size, kernels.sparse_gather, **fused))

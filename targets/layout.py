@@ -11,7 +11,8 @@ The ONNX operators carry ``sign_bits`` / ``mask_bits`` as ``uint8 (O, ceil(K / 8
 * real path, sparse forms: for a dense layer an ELL index table of the kept taps into a
   sign-split operand ``[x, -x, 0]`` (the kernel only adds), padded with the index of the zero
   slot; for a conv a CSR table of flat tap offsets per block of output channels, in segments by
-  the block's weights at the tap (``block_sparse_conv_tables``).
+  the block's weights at the tap, laid out group by group of input channels in the order the
+  kernel walks them (``block_sparse_conv_tables``).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class BlockSparseConvTables:
     per sign class (``sign_classes``: the block's weights there), so the kernel only adds and
     subtracts and every entry is a kept weight of each output its class names."""
 
-    ptr: np.ndarray  # int32 (blocks, groups * classes + 1): segment (group, class) of block b is index[ptr[b, s]:ptr[b, s + 1]]
+    ptr: np.ndarray  # int32 (groups, blocks * classes + 1): segment (b, k) of group g is index[ptr[g, b * classes + k]:ptr[g, b * classes + k + 1]]
     index: np.ndarray  # int32 (entries,): flat offset of each tap
 
 
@@ -327,6 +328,13 @@ def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatIn
     ``y[o, q] = sum over segments s of block b (of class w_s) of w_s[o % block] * sum_{j in s} x[index[j] + q]``:
     each entry is read once for the block and added to or subtracted from the accumulators of the
     outputs its class keeps. Within a segment the offsets ascend (consecutive reads, nearby lines).
+
+    The index runs group by group, each group's segments block by block: the kernels walk a
+    group's slice of the input for consecutive blocks, so each task streams one contiguous run
+    of the index per group. Block-major order (a run per block and group) left the hardware
+    prefetcher short streams, and on small maps, where each entry feeds a single vector, the index
+    is most of what the kernel reads: 512@4x4 at 0.9 with its tables out of cache 410 -> 295 us,
+    resnet18 MPT-1/32 at 0.9 end to end 13% faster (paired rounds, 2 threads).
     """
     offset = flat_tap_offsets(geo, flat)
     taps_per_channel = geo.kernel[0] * geo.kernel[1]
@@ -337,16 +345,14 @@ def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatIn
     blocks, groups = ceil_div(geo.out_channels, block), ceil_div(geo.channels, group)
     rows = weight.reshape(geo.out_channels, -1).astype(np.int8)
     rows = np.pad(rows, ((0, blocks * block - geo.out_channels), (0, 0))).reshape(blocks, block, -1)
-    segments = groups * len(classes)
-    ptr, index = np.zeros((blocks, segments + 1), np.int64), []
-    for b in range(blocks):
-        kept = np.flatnonzero(np.any(rows[b] != 0, axis=0))
-        segment = class_of[digits @ np.mod(rows[b][:, kept], 3)] + kept // taps_per_channel // group * len(classes)
-        order = np.lexsort((offset[kept], segment))
-        index.append(offset[kept][order])
-        ptr[b, 1:] = np.cumsum(np.bincount(segment, minlength=segments))
-        ptr[b] += ptr[b - 1, -1] if b else 0
-    entries = np.concatenate(index) if index else np.zeros(0, np.int64)
+    block_of, tap = np.nonzero(np.any(rows != 0, axis=1))  # (block, tap) of every entry, block-major
+    pattern = np.mod(rows[block_of, :, tap], 3) @ digits
+    segment = (tap // taps_per_channel // group * blocks + block_of) * len(classes) + class_of[pattern]
+    order = np.lexsort((offset[tap], segment))
+    segments_per_group = blocks * len(classes)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(segment, minlength=groups * segments_per_group))])
+    ptr = np.stack([starts[g * segments_per_group : (g + 1) * segments_per_group + 1] for g in range(groups)])
+    entries = offset[tap][order]
     return BlockSparseConvTables(ptr.astype(np.int32), np.pad(entries, (0, entries.size == 0)).astype(np.int32))
 
 

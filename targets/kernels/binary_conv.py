@@ -20,7 +20,8 @@ blocks of ``B`` channels and flat output positions ``q = oy * R + ox``::
     acc[n, b, i, q] = sum over segments s of block b: w_s[i] * sum_{j in s} xs[n, index[j] + q]
     y[n, o, oy, ox] = scale[o] * acc[n, o // B, o % B, oy * R + ox] + bias[o]
 
-where segment ``s`` (``ptr[b, s]:ptr[b, s + 1]``) holds the taps whose ``B`` weights are the sign
+where segment ``s = (g, k)`` of block ``b`` (``ptr[g, b * K + k]:ptr[g, b * K + k + 1]``, ``K``
+classes, ``g`` the input-channel group) holds the taps whose ``B`` weights are the sign
 class ``w_s`` in {-1, 0, 1}^B, so each kept tap of the block is loaded once and only added to or
 subtracted from the outputs that keep it: no multiplies, no zero-weight work. ``q`` runs over
 whole rows of ``R`` (and up to a whole number of ``chunk`` values), so every tap reads one
@@ -232,7 +233,7 @@ def block_sparse_conv_func(
     """
     length = (flat.planes + ceil_div(gather.outputs, flat.plane_size)) * flat.plane_size
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
-    ptr = te.placeholder((gather.blocks, gather.groups * len(gather.classes) + 1), "int32", name="ptr")
+    ptr = te.placeholder((gather.groups, gather.blocks * len(gather.classes) + 1), "int32", name="ptr")
     index = te.placeholder((entries,), "int32", name="index")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")

@@ -217,8 +217,8 @@ class CpuKernelSchedules:
                                 old = acc[n, b, i, qo * g.chunk + v * lanes + lane]
                                 T.buffer_store(regs[i], zero if g.groups == 1 else tirx.Select(group == 0, zero, old), [v * lanes + lane])
                         for k, signs in enumerate(classes):
-                            segment = group * len(classes) + k
-                            with T.serial(ptr[b, segment], ptr[b, segment + 1]) as j:
+                            segment = b * len(classes) + k
+                            with T.serial(ptr[group, segment], ptr[group, segment + 1]) as j:
                                 start = index[j] + qo * g.chunk
                                 for v in range(vectors):
                                     with T.vectorized(0, lanes) as lane:

@@ -10,6 +10,8 @@ CUDA pipeline.
 
 from __future__ import annotations
 
+import itertools
+
 from tvm import s_tir, tirx
 from tvm.ir import Range
 from tvm.script.ir_builder import IRBuilder
@@ -56,9 +58,8 @@ class CudaKernelSchedules:
                     regs = T.alloc_local((g.block,), "float32")
                     for i in range(g.block):
                         T.buffer_store(regs, tirx.const(0.0, "float32"), [i])
-                    for segment in range(g.groups * len(classes)):  # every group's segments, one after another
-                        signs = classes[segment % len(classes)]
-                        with T.serial(ptr[b, segment], ptr[b, segment + 1]) as j:
+                    for group, (k, signs) in itertools.product(range(g.groups), enumerate(classes)):  # every group's segments
+                        with T.serial(ptr[group, b * len(classes) + k], ptr[group, b * len(classes) + k + 1]) as j:
                             x = xs[n, index[j] + q]
                             for i, sign in enumerate(signs):
                                 if sign:

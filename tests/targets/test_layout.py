@@ -67,12 +67,13 @@ def _walk_segments(t: layout.BlockSparseConvTables, geo: layout.ConvGeometry, fl
     """What a kernel computes from the tables: each entry added with its sign class's signs to the
     outputs of its block, at every real output ``(oy, ox)``."""
     classes = layout.sign_classes(block)
-    blocks = t.ptr.shape[0]
+    blocks = (t.ptr.shape[1] - 1) // len(classes)
     oy, ox = np.meshgrid(np.arange(geo.out_height), np.arange(geo.out_width), indexing="ij")
     got = np.zeros((blocks * block, geo.out_height, geo.out_width))
-    for b in range(blocks):
-        for s in range(t.ptr.shape[1] - 1):
-            for j in range(t.ptr[b, s], t.ptr[b, s + 1]):
+    for group_ptr in t.ptr:
+        for s in range(blocks * len(classes)):
+            b = s // len(classes)
+            for j in range(group_ptr[s], group_ptr[s + 1]):
                 got[b * block : b * block + block] += np.multiply.outer(classes[s % len(classes)], xs[t.index[j] + oy * flat.row_stride + ox])
     return got
 
@@ -97,7 +98,7 @@ def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, wast
     assert flat.shifted == (waste == 0.0)
     t = layout.block_sparse_conv_tables(weight, geo, flat, block, group)
     blocks, groups = -(-5 // block), -(-3 // group)
-    assert t.ptr.shape == (blocks, groups * len(layout.sign_classes(block)) + 1) and t.ptr[-1, -1] == t.index.size
+    assert t.ptr.shape == (groups, blocks * len(layout.sign_classes(block)) + 1) and t.ptr[-1, -1] == t.index.size
     assert t.index.size == sum(np.any(weight[b * block : b * block + block] != 0, axis=0).sum() for b in range(blocks))
     got = _walk_segments(t, geo, flat, block, _flat_values(padded, geo, flat))
     expected = sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], taps[ky * 2 + kx]) for ky in range(3) for kx in range(2))
@@ -126,19 +127,30 @@ def test_shifted_planes_align_rows_to_cache_lines_where_cheap(width, stride):
     np.testing.assert_allclose(got[:3], expected, atol=1e-12)
 
 
-def test_block_sparse_conv_segments_run_group_major():
-    """Segment ``g * classes + k`` of a block holds exactly the taps of channel group ``g`` whose
-    block weights are class ``k``, so a kernel can finish one group's input slice before the next."""
-    geo = layout.ConvGeometry(1, 4, 5, 5, 2, kernel=(1, 1))
-    weight = np.zeros((2, 4, 1, 1))
-    weight[:, 0, 0, 0] = (1, -1)  # group 0, class (1, -1)
-    weight[:, 3, 0, 0] = (0, 1)  # group 1, class (0, 1)
+def test_block_sparse_conv_index_runs_group_then_block():
+    """The index lies in the order a task walks it: one channel group's segments for every
+    block, then the next group's, so a task's blocks read one contiguous run per group (a run
+    per block and group left the hardware prefetcher short streams: 512@4x4 cold 410 -> 295 us).
+    Segment ``(b, k)`` of group ``g`` holds exactly the taps of that group whose block weights
+    are class ``k``."""
+    geo = layout.ConvGeometry(1, 4, 5, 5, 4, kernel=(1, 1))
+    weight = np.zeros((4, 4, 1, 1))
+    weight[0:2, 0, 0, 0] = (1, -1)  # block 0, group 0, class (1, -1)
+    weight[0:2, 3, 0, 0] = (0, 1)  # block 0, group 1, class (0, 1)
+    weight[2:4, 1, 0, 0] = (1, 0)  # block 1, group 0, class (1, 0)
+    weight[2:4, 2, 0, 0] = (-1, -1)  # block 1, group 1, class (-1, -1)
     flat = layout.flat_input(geo)
     t = layout.block_sparse_conv_tables(weight, geo, flat, 2, 2)
     classes = layout.sign_classes(2)
-    counts = np.diff(t.ptr[0])
-    assert counts[classes.index((1, -1))] == 1 and counts[len(classes) + classes.index((0, 1))] == 1 and counts.sum() == 2
-    np.testing.assert_array_equal(t.index, [0, 3 * flat.plane_size])
+
+    def segment(g, b, signs):
+        k = b * len(classes) + classes.index(signs)
+        return t.index[t.ptr[g, k] : t.ptr[g, k + 1]].tolist()
+
+    assert t.ptr[0, -1] == t.ptr[1, 0] == 2 and t.ptr[1, -1] == t.index.size == 4
+    assert [segment(0, 0, (1, -1)), segment(0, 1, (1, 0)), segment(1, 0, (0, 1)), segment(1, 1, (-1, -1))] == [
+        [0], [flat.plane_size], [3 * flat.plane_size], [2 * flat.plane_size]]
+    np.testing.assert_array_equal(t.index, np.array([0, 1, 3, 2]) * flat.plane_size)
 
 
 def test_sign_thresholds_give_the_reference_bit_for_every_count():
