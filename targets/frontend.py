@@ -237,7 +237,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 group = kernels.conv_group(geo.channels, layout.channel_floats(geo, flat, chunk), choice.grouped)
                 t = layout.block_sparse_conv_tables(weight, geo, flat, choice.block, group)
                 gather = binary_conv.SparseGather(geo.batch, layout.ceil_div(geo.out_channels, choice.block), choice.block, layout.ceil_div(geo.channels, group),
-                                                  layout.ceil_div(flat.flat_outputs, chunk) * chunk, chunk)
+                                                  layout.ceil_div(flat.flat_outputs, chunk) * chunk, chunk, t.group_floats, str(t.index.dtype))
                 func = kernels.block_sparse_conv(binary_conv.block_sparse_conv_func(
                     geo, flat, gather, t.index.size, kernels.sparse_gather, **fused))
                 consts = [t.ptr, t.index, layer.scale, layer.bias]

@@ -142,7 +142,8 @@ class BlockSparseConvTables:
     subtracts and every entry is a kept weight of each output its class names."""
 
     ptr: np.ndarray  # int32 (groups, blocks * classes + 1): segment (b, k) of group g is index[ptr[g, b * classes + k]:ptr[g, b * classes + k + 1]]
-    index: np.ndarray  # int32 (entries,): flat offset of each tap
+    index: np.ndarray  # (entries,): flat offset of each tap from its group's first plane, uint16 where every group spans at most 2^16 floats, else int32
+    group_floats: int  # flat input values per channel group: group g's taps lie at g * group_floats + index
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,9 @@ def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatIn
     of the index per group. Block-major order (a run per block and group) left the hardware
     prefetcher short streams, and on small maps, where each entry feeds a single vector, the index
     is most of what the kernel reads: 512@4x4 at 0.9 with its tables out of cache 410 -> 295 us,
-    resnet18 MPT-1/32 at 0.9 end to end 13% faster (paired rounds, 2 threads).
+    resnet18 MPT-1/32 at 0.9 end to end 13% faster (paired rounds, 2 threads). For the same
+    reason offsets are kept from their group's first plane, in 16 bits where a group spans at
+    most 2^16 floats (the L1-sized groups of every CIFAR ResNet shape).
     """
     offset = flat_tap_offsets(geo, flat)
     taps_per_channel = geo.kernel[0] * geo.kernel[1]
@@ -352,8 +355,10 @@ def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatIn
     segments_per_group = blocks * len(classes)
     starts = np.concatenate([[0], np.cumsum(np.bincount(segment, minlength=groups * segments_per_group))])
     ptr = np.stack([starts[g * segments_per_group : (g + 1) * segments_per_group + 1] for g in range(groups)])
-    entries = offset[tap][order]
-    return BlockSparseConvTables(ptr.astype(np.int32), np.pad(entries, (0, entries.size == 0)).astype(np.int32))
+    group_floats = group * flat.planes // geo.channels * flat.plane_size
+    entries = (offset[tap] - tap // taps_per_channel // group * group_floats)[order]
+    dtype = np.uint16 if group_floats <= 2**16 else np.int32
+    return BlockSparseConvTables(ptr.astype(np.int32), np.pad(entries, (0, entries.size == 0)).astype(dtype), group_floats)
 
 
 def _ell(rows: list[np.ndarray], pad: int) -> np.ndarray:

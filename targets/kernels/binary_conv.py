@@ -17,11 +17,11 @@ Real input, block-sparse form (``targets.layout.block_sparse_conv_tables``), for
 blocks of ``B`` channels and flat output positions ``q = oy * R + ox``::
 
     xs = flat(x)  (``layout.FlatInput``: zero-padded planes in stride phases, R = Wq, or shifted per tap column, R = OW)
-    acc[n, b, i, q] = sum over segments s of block b: w_s[i] * sum_{j in s} xs[n, index[j] + q]
+    acc[n, b, i, q] = sum over segments s = (g, k) of block b: w_s[i] * sum_{j in s} xs[n, g * G + index[j] + q]
     y[n, o, oy, ox] = scale[o] * acc[n, o // B, o % B, oy * R + ox] + bias[o]
 
 where segment ``s = (g, k)`` of block ``b`` (``ptr[g, b * K + k]:ptr[g, b * K + k + 1]``, ``K``
-classes, ``g`` the input-channel group) holds the taps whose ``B`` weights are the sign
+classes, ``g`` the input-channel group of ``G`` flat values) holds the taps whose ``B`` weights are the sign
 class ``w_s`` in {-1, 0, 1}^B, so each kept tap of the block is loaded once and only added to or
 subtracted from the outputs that keep it: no multiplies, no zero-weight work. ``q`` runs over
 whole rows of ``R`` (and up to a whole number of ``chunk`` values), so every tap reads one
@@ -193,6 +193,8 @@ class SparseGather:
     groups: int  # input-channel groups, the CSR segments ordered group-major
     outputs: int  # flat outputs per channel, whole chunks
     chunk: int  # flat outputs per register tile
+    group_floats: int  # flat input values per group: an entry of group g reads xs[g * group_floats + index[j] + q]
+    index_dtype: str  # "uint16" or "int32" (``layout.BlockSparseConvTables.index``)
 
     @property
     def classes(self) -> list[tuple[int, ...]]:
@@ -234,7 +236,7 @@ def block_sparse_conv_func(
     length = (flat.planes + ceil_div(gather.outputs, flat.plane_size)) * flat.plane_size
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
     ptr = te.placeholder((gather.groups, gather.blocks * len(gather.classes) + 1), "int32", name="ptr")
-    index = te.placeholder((entries,), "int32", name="index")
+    index = te.placeholder((entries,), gather.index_dtype, name="index")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)

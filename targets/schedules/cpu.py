@@ -219,7 +219,7 @@ class CpuKernelSchedules:
                         for k, signs in enumerate(classes):
                             segment = b * len(classes) + k
                             with T.serial(ptr[group, segment], ptr[group, segment + 1]) as j:
-                                start = index[j] + qo * g.chunk
+                                start = group * g.group_floats + index[j].astype("int32") + qo * g.chunk
                                 for v in range(vectors):
                                     with T.vectorized(0, lanes) as lane:
                                         x = xs[n, start + v * lanes + lane]

@@ -60,7 +60,7 @@ class CudaKernelSchedules:
                         T.buffer_store(regs, tirx.const(0.0, "float32"), [i])
                     for group, (k, signs) in itertools.product(range(g.groups), enumerate(classes)):  # every group's segments
                         with T.serial(ptr[group, b * len(classes) + k], ptr[group, b * len(classes) + k + 1]) as j:
-                            x = xs[n, index[j] + q]
+                            x = xs[n, group * g.group_floats + index[j].astype("int32") + q]
                             for i, sign in enumerate(signs):
                                 if sign:
                                     T.buffer_store(regs, regs[i] + x if sign > 0 else regs[i] - x, [i])

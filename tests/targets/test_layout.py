@@ -70,11 +70,12 @@ def _walk_segments(t: layout.BlockSparseConvTables, geo: layout.ConvGeometry, fl
     blocks = (t.ptr.shape[1] - 1) // len(classes)
     oy, ox = np.meshgrid(np.arange(geo.out_height), np.arange(geo.out_width), indexing="ij")
     got = np.zeros((blocks * block, geo.out_height, geo.out_width))
-    for group_ptr in t.ptr:
+    for g, group_ptr in enumerate(t.ptr):
         for s in range(blocks * len(classes)):
             b = s // len(classes)
             for j in range(group_ptr[s], group_ptr[s + 1]):
-                got[b * block : b * block + block] += np.multiply.outer(classes[s % len(classes)], xs[t.index[j] + oy * flat.row_stride + ox])
+                at = g * t.group_floats + int(t.index[j])
+                got[b * block : b * block + block] += np.multiply.outer(classes[s % len(classes)], xs[at + oy * flat.row_stride + ox])
     return got
 
 
@@ -145,12 +146,31 @@ def test_block_sparse_conv_index_runs_group_then_block():
 
     def segment(g, b, signs):
         k = b * len(classes) + classes.index(signs)
-        return t.index[t.ptr[g, k] : t.ptr[g, k + 1]].tolist()
+        return [g * t.group_floats + int(i) for i in t.index[t.ptr[g, k] : t.ptr[g, k + 1]]]
 
+    assert t.group_floats == 2 * flat.plane_size
     assert t.ptr[0, -1] == t.ptr[1, 0] == 2 and t.ptr[1, -1] == t.index.size == 4
     assert [segment(0, 0, (1, -1)), segment(0, 1, (1, 0)), segment(1, 0, (0, 1)), segment(1, 1, (-1, -1))] == [
         [0], [flat.plane_size], [3 * flat.plane_size], [2 * flat.plane_size]]
-    np.testing.assert_array_equal(t.index, np.array([0, 1, 3, 2]) * flat.plane_size)
+    np.testing.assert_array_equal(t.index, np.array([0, 1, 1, 0]) * flat.plane_size)  # from each group's first plane
+
+
+@pytest.mark.parametrize("channels, size, group, dtype", [(512, 4, 97, np.uint16), (128, 16, 15, np.uint16), (64, 32, 49, np.uint16), (64, 32, 64, np.int32)])
+def test_block_sparse_conv_index_is_16_bit_where_groups_span_at_most_2_16_floats(channels, size, group, dtype):
+    """The L1-sized groups of the CIFAR ResNet shapes span fewer than 2^16 flat values, so their
+    offsets (from the group's first plane) take 2 bytes; all 64 channels of a 32x32 map in one
+    group keep 4. Either way the tables still read the conv exactly."""
+    rng = np.random.default_rng(size)
+    geo = layout.ConvGeometry(1, channels, size, size, 2, kernel=(3, 3), pads=(1, 1, 1, 1))
+    weight = rng.choice([-1.0, 0.0, 1.0], size=(2, channels, 3, 3), p=[0.01, 0.98, 0.01])
+    flat = layout.flat_input(geo)
+    t = layout.block_sparse_conv_tables(weight, geo, flat, 2, group)
+    assert t.index.dtype == dtype and (t.group_floats <= 2**16) == (dtype == np.uint16)
+    x = rng.standard_normal((channels, size, size))
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    got = _walk_segments(t, geo, flat, 2, _flat_values(padded, geo, flat))
+    expected = sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], padded[:, ky : ky + size, kx : kx + size]) for ky in range(3) for kx in range(3))
+    np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
 def test_sign_thresholds_give_the_reference_bit_for_every_count():
