@@ -326,7 +326,7 @@ def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatIn
     input channels in groups of ``group``.
 
     Tap ``(c, ky, kx)`` of flat output ``q`` reads ``x[offset + q]`` (``flat_tap_offsets``), so
-    ``y[o, q] = sum over segments s of block b (of class w_s) of w_s[o % block] * sum_{j in s} x[index[j] + q]``:
+    ``y[o, q] = sum over segments s of block b (of class w_s, in group g) of w_s[o % block] * sum_{j in s} x[g * group_floats + index[j] + q]``:
     each entry is read once for the block and added to or subtracted from the accumulators of the
     outputs its class keeps. Within a segment the offsets ascend (consecutive reads, nearby lines).
 
