@@ -349,14 +349,15 @@ def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatIn
     rows = weight.reshape(geo.out_channels, -1).astype(np.int8)
     rows = np.pad(rows, ((0, blocks * block - geo.out_channels), (0, 0))).reshape(blocks, block, -1)
     block_of, tap = np.nonzero(np.any(rows != 0, axis=1))  # (block, tap) of every entry, block-major
+    group_of = tap // taps_per_channel // group
     pattern = np.mod(rows[block_of, :, tap], 3) @ digits
-    segment = (tap // taps_per_channel // group * blocks + block_of) * len(classes) + class_of[pattern]
+    segment = (group_of * blocks + block_of) * len(classes) + class_of[pattern]
     order = np.lexsort((offset[tap], segment))
     segments_per_group = blocks * len(classes)
     starts = np.concatenate([[0], np.cumsum(np.bincount(segment, minlength=groups * segments_per_group))])
     ptr = np.stack([starts[g * segments_per_group : (g + 1) * segments_per_group + 1] for g in range(groups)])
     group_floats = group * flat.planes // geo.channels * flat.plane_size
-    entries = (offset[tap] - tap // taps_per_channel // group * group_floats)[order]
+    entries = (offset[tap] - group_of * group_floats)[order]
     dtype = np.uint16 if group_floats <= 2**16 else np.int32
     return BlockSparseConvTables(ptr.astype(np.int32), np.pad(entries, (0, entries.size == 0)).astype(dtype), group_floats)
 
