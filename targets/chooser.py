@@ -24,11 +24,15 @@ from dataclasses import dataclass
 # per kept weight where the dense one reads 4 per weight.
 SPARSE_BREAK_EVEN = {"BinaryConv": 0.3, "BinaryDense": 0.5}
 
-# A dense layer whose fp32 weight fits in cache is not memory-bound on the dense path: measured
-# (bench/bench_kernels.py, batch 1, Zen 4) the sign-split form only overtakes it at 0.78-0.90 on
-# 512x512 and 1024x1024 and at 0.66-0.79 on 2048x2048 (16 MB), against 0.43 on 4096x4096 (64 MB).
-CACHED_DENSE_BYTES = 16 * 2**20
-CACHED_DENSE_BREAK_EVEN = 0.8
+# A dense layer whose fp32 weight fits in cache is not memory-bound on the dense path, so the
+# sign-split form (a scalar gather, about 2.3 cycles per kept weight) overtakes it later: by fp32
+# weight bytes, the break-even of each tier (the first whose bytes the weight fits). Measured
+# (batch 1, Zen 4, in-process A/B of both forms, 5 pairs, 2 threads as compiled modules run): in
+# the L2 of the cores (up to 1 MB each) 0.93 on 64x512 and 512x512 (0.87 at 1 thread); in L3
+# 0.85 on 1024x1024 (4 MB) and 2048x2048 (16 MB); 0.43 on 4096x4096 (64 MB, memory-bound on both
+# paths: SPARSE_BREAK_EVEN). With 0.8 for all cached sizes the digits MLP of `make demo` ran
+# slower at 0.9 sparsity (23 us, sparse) than at 0.7 (15 us, dense).
+CACHED_DENSE_BREAK_EVEN = ((2 * 2**20, 0.93), (16 * 2**20, 0.85))
 
 # From this batch a dense layer's sign-split form runs along the batch (``batch_lanes``: the
 # operand transposed, one vector load and add per kept weight and batch vector, no gather), and
@@ -80,8 +84,8 @@ def choose_kernel(
 ) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
-    ``break_even`` overrides the measured default (``SPARSE_BREAK_EVEN``, for a dense layer of at
-    most ``CACHED_DENSE_BYTES`` of fp32 ``weights`` ``CACHED_DENSE_BREAK_EVEN``); ``flat_outputs``
+    ``break_even`` overrides the measured default (``SPARSE_BREAK_EVEN``, for a dense layer whose
+    fp32 ``weights`` fit a tier of ``CACHED_DENSE_BREAK_EVEN`` that tier's); ``flat_outputs``
     (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``SHORT_FLAT`` takes
     ``SHORT_FLAT_BLOCK`` output channels per block in one channel group below
     ``SHORT_FLAT_GROUPED_FROM`` sparsity; from ``LONG_FLAT`` it takes ``LONG_FLAT_BLOCK``, grouped;
@@ -91,8 +95,8 @@ def choose_kernel(
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
     batched = op_type == "BinaryDense" and batch >= BATCH_LANES_FROM
-    cached = op_type == "BinaryDense" and weights is not None and 4 * weights <= CACHED_DENSE_BYTES
-    measured = BATCHED_DENSE_BREAK_EVEN if batched else CACHED_DENSE_BREAK_EVEN if cached else SPARSE_BREAK_EVEN[op_type]
+    cached = [even for size, even in CACHED_DENSE_BREAK_EVEN if op_type == "BinaryDense" and weights is not None and 4 * weights <= size]
+    measured = BATCHED_DENSE_BREAK_EVEN if batched else cached[0] if cached else SPARSE_BREAK_EVEN[op_type]
     threshold = break_even if break_even is not None else measured
     if sparsity >= threshold and op_type == "BinaryConv":
         short = flat_outputs is not None and flat_outputs < SHORT_FLAT and sparsity < SHORT_FLAT_GROUPED_FROM

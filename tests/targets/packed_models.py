@@ -109,7 +109,7 @@ def small_network(rng, batch: int = 1) -> onnx.ModelProto:
     h = g.binary("BinaryConv", h, ternary(rng, 16, 8 * 9, 0.5), "bconv1", "binary", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     h = g.node("MaxPool", [h], "pool1", kernel_shape=[2, 2], strides=[2, 2])
     h = g.node("Flatten", [h], "flat", axis=1)
-    h = g.binary("BinaryDense", h, ternary(rng, 32, 16 * 36, 0.9), "dense2", "real")
+    h = g.binary("BinaryDense", h, ternary(rng, 32, 16 * 36, 0.96), "dense2", "real")
     h = g.node("Relu", [h], "relu2")  # an elementwise op after a kernel: FuseOps must leave the kernel alone
     h = g.binary("BinaryDense", h, ternary(rng, 10, 32, 0.3), "dense3", "binary")
     return g.model((batch, 3, 12, 12), h)

@@ -41,14 +41,28 @@ def test_long_maps_take_their_own_block_in_channel_groups():
         assert (below.block, below.grouped) == (chooser.CONV_BLOCK, True)
 
 
-def test_a_dense_layer_that_fits_in_cache_stays_dense_longer():
-    """Below CACHED_DENSE_BYTES of fp32 weight the dense path is not memory-bound: sparse only from CACHED_DENSE_BREAK_EVEN."""
-    small, large = chooser.CACHED_DENSE_BYTES // 4, chooser.CACHED_DENSE_BYTES // 4 + 1
-    sparsity = (chooser.SPARSE_BREAK_EVEN["BinaryDense"] + chooser.CACHED_DENSE_BREAK_EVEN) / 2
-    assert chooser.choose_kernel("BinaryDense", "real", sparsity, weights=small).kernel == chooser.DENSE_FP32
-    assert chooser.choose_kernel("BinaryDense", "real", sparsity, weights=large).kernel == chooser.SPARSE_SIGN_SPLIT
-    assert chooser.choose_kernel("BinaryDense", "real", chooser.CACHED_DENSE_BREAK_EVEN, weights=small).kernel == chooser.SPARSE_SIGN_SPLIT
-    assert chooser.choose_kernel("BinaryConv", "real", sparsity, weights=small).kernel == chooser.BLOCK_SPARSE
+@pytest.mark.parametrize("tier", range(len(chooser.CACHED_DENSE_BREAK_EVEN)))
+def test_a_dense_layer_that_fits_in_cache_stays_dense_longer(tier):
+    """A dense layer's fp32 weight that fits a cache tier is not memory-bound on the dense path:
+    sparse only from that tier's break-even, which rises as the tiers shrink; past the last tier
+    the memory-bound one (SPARSE_BREAK_EVEN) applies, and a conv never looks at the tiers."""
+    size, even = chooser.CACHED_DENSE_BREAK_EVEN[tier]
+    larger = chooser.CACHED_DENSE_BREAK_EVEN[tier + 1][1] if tier + 1 < len(chooser.CACHED_DENSE_BREAK_EVEN) else chooser.SPARSE_BREAK_EVEN["BinaryDense"]
+    assert larger < even
+    fits, past = size // 4, size // 4 + 1
+    between = (larger + even) / 2
+    assert chooser.choose_kernel("BinaryDense", "real", between, weights=fits).kernel == chooser.DENSE_FP32
+    assert chooser.choose_kernel("BinaryDense", "real", between, weights=past).kernel == chooser.SPARSE_SIGN_SPLIT
+    assert chooser.choose_kernel("BinaryDense", "real", even, weights=fits).kernel == chooser.SPARSE_SIGN_SPLIT
+    assert chooser.choose_kernel("BinaryConv", "real", between, weights=fits).kernel == chooser.BLOCK_SPARSE
+
+
+def test_the_digits_mlp_stays_dense_at_0_9_sparsity():
+    """64x512 and 512x512 (128 KB and 1 MB of fp32) break even near 0.93: at 0.9 the dense path is
+    still faster, so the demo's latency does not rise from 0.7 to 0.9 sparsity."""
+    for weights in (64 * 512, 512 * 512):
+        assert chooser.choose_kernel("BinaryDense", "real", 0.9, weights=weights).kernel == chooser.DENSE_FP32
+        assert chooser.choose_kernel("BinaryDense", "real", 0.95, weights=weights).kernel == chooser.SPARSE_SIGN_SPLIT
 
 
 def test_a_batched_dense_layer_sums_along_the_batch_and_stays_dense_longer():
