@@ -95,8 +95,9 @@ def choose_kernel(
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
     batched = op_type == "BinaryDense" and batch >= BATCH_LANES_FROM
-    cached = [even for size, even in CACHED_DENSE_BREAK_EVEN if op_type == "BinaryDense" and weights is not None and 4 * weights <= size]
-    measured = BATCHED_DENSE_BREAK_EVEN if batched else cached[0] if cached else SPARSE_BREAK_EVEN[op_type]
+    sized = op_type == "BinaryDense" and weights is not None
+    cached = next((even for size, even in CACHED_DENSE_BREAK_EVEN if 4 * weights <= size), None) if sized else None
+    measured = BATCHED_DENSE_BREAK_EVEN if batched else cached if cached is not None else SPARSE_BREAK_EVEN[op_type]
     threshold = break_even if break_even is not None else measured
     if sparsity >= threshold and op_type == "BinaryConv":
         short = flat_outputs is not None and flat_outputs < SHORT_FLAT and sparsity < SHORT_FLAT_GROUPED_FROM
