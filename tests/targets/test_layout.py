@@ -79,6 +79,11 @@ def _walk_segments(t: layout.BlockSparseConvTables, geo: layout.ConvGeometry, fl
     return got
 
 
+def _conv3x3(weight: np.ndarray, padded: np.ndarray, size: int) -> np.ndarray:
+    """Stride-1 3x3 conv of an image zero-padded by one, ``size x size`` outputs."""
+    return sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], padded[:, ky : ky + size, kx : kx + size]) for ky in range(3) for kx in range(3))
+
+
 @pytest.mark.parametrize("waste", [0.0, 1.0], ids=["shifted-planes", "channel-planes"])
 @pytest.mark.parametrize("block, group", [(1, 3), (2, 1), (3, 2)], ids=["block1", "block2-group1", "block3-group2"])
 def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, waste, monkeypatch):
@@ -124,7 +129,7 @@ def test_shifted_planes_align_rows_to_cache_lines_where_cheap(width, stride):
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     t = layout.block_sparse_conv_tables(weight, geo, flat, 2, 1)
     got = _walk_segments(t, geo, flat, 2, _flat_values(padded, geo, flat))
-    expected = sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], padded[:, ky : ky + width, kx : kx + width]) for ky in range(3) for kx in range(3))
+    expected = _conv3x3(weight, padded, width)
     np.testing.assert_allclose(got[:3], expected, atol=1e-12)
 
 
@@ -169,7 +174,7 @@ def test_block_sparse_conv_index_is_16_bit_where_groups_span_at_most_2_16_floats
     x = rng.standard_normal((channels, size, size))
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     got = _walk_segments(t, geo, flat, 2, _flat_values(padded, geo, flat))
-    expected = sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], padded[:, ky : ky + size, kx : kx + size]) for ky in range(3) for kx in range(3))
+    expected = _conv3x3(weight, padded, size)
     np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
