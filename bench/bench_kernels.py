@@ -12,7 +12,7 @@ every weight bit counted (the mask zeroes pruned taps, it skips no work), ``f`` 
 the kernels' inner step run on registers only (``popcount_peak``): a virtual machine's reported
 clock is not the clock its cores run at, the measured peak is. For the real-input
 layers it times both kernels the chooser picks between and prints the break-even sparsity (the
-value to keep in ``targets.chooser.SPARSE_BREAK_EVEN``).
+value to keep in ``targets.policy.KernelPolicy``; the measurements go to ``docs/performance.md``).
 
     .venv/bin/python bench/bench_kernels.py [--quick]
 """
@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
@@ -43,10 +43,11 @@ from tvm.script.ir_builder import IRBuilder  # noqa: E402
 from tvm.script.ir_builder import tirx as T  # noqa: E402
 
 from mptc.conventions import pack_bits, sign  # noqa: E402
+from mptc.hostinfo import cpuinfo  # noqa: E402
 from mptc.ops.reference import DOMAIN, OPSET_VERSION  # noqa: E402
-from mptc.targets import chooser  # noqa: E402
 from mptc.targets.build import TIR_PIPELINE, build  # noqa: E402
 from mptc.targets.frontend import Lowering, from_onnx  # noqa: E402
+from mptc.targets.policy import KernelPolicy, default_policy  # noqa: E402
 from mptc.targets.schedules import kernel_schedules  # noqa: E402
 from mptc.targets.target import resolve_target  # noqa: E402
 
@@ -162,18 +163,21 @@ class Timer:
         return statistics.median(runs) * 1e6
 
 
-def compile_layer(model: onnx.ModelProto, layer: Layer, break_even: float | None, packed: bool = True) -> relax.VirtualMachine:
+def compile_layer(
+    model: onnx.ModelProto, layer: Layer, break_even: float | None, packed: bool = True, policy: KernelPolicy | None = None,
+) -> relax.VirtualMachine:
     """A packed model through the real frontend and x86 pipeline (``break_even`` forces a real-input
-    kernel; ``packed=False`` keeps float activations between binary layers)."""
+    kernel; ``packed=False`` keeps float activations between binary layers; ``policy`` replaces the
+    x86 default)."""
     target = resolve_target("x86")
     kernels = kernel_schedules(target)
-    lowering = Lowering(kernels, break_even=break_even, pack_activations=packed)
+    lowering = Lowering(kernels, policy or default_policy("x86"), break_even=break_even, pack_activations=packed)
     return relax.VirtualMachine(build(from_onnx(model, lowering, {"x": layer.input_shape}), target, kernels.float_lanes), tvm.cpu())
 
 
 def cpu_hz() -> float:
-    with open("/proc/cpuinfo") as f:
-        mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+    """The fastest core's clock as ``/proc/cpuinfo`` reports it (2.5 GHz when it does not say)."""
+    mhz = cpuinfo().mhz
     return (max(mhz) if mhz else 2500.0) * 1e6
 
 
@@ -260,12 +264,8 @@ def compile_real(packed: onnx.ModelProto, layer: Layer, block: int | None) -> re
     """A real-input layer with the dense path (``block`` None) or a forced sparse kernel / conv block size."""
     if block is None:
         return compile_layer(packed, layer, 1.1)
-    saved = chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK, chooser.LONG_FLAT_BLOCK
-    chooser.CONV_BLOCK = chooser.SHORT_FLAT_BLOCK = chooser.LONG_FLAT_BLOCK = block
-    try:
-        return compile_layer(packed, layer, 0.0)
-    finally:
-        chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK, chooser.LONG_FLAT_BLOCK = saved
+    policy = replace(default_policy("x86"), conv_block=block, short_flat_block=block, long_flat_block=block)
+    return compile_layer(packed, layer, 0.0, policy=policy)
 
 
 def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> None:
@@ -293,8 +293,9 @@ def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> 
     print("\nbreak-even sparsity (best sparse time = dense time, linear between the bracketing measurements):")
     for (name, threads), rows in times.items():
         print(f"  {name}, {threads} thread(s): {break_even(rows)}")
-    print(f"  chooser defaults SPARSE_BREAK_EVEN = {chooser.SPARSE_BREAK_EVEN}, CONV_BLOCK = {chooser.CONV_BLOCK}, "
-          f"SHORT_FLAT_BLOCK = {chooser.SHORT_FLAT_BLOCK}, LONG_FLAT_BLOCK = {chooser.LONG_FLAT_BLOCK}")
+    policy = default_policy("x86")
+    print(f"  x86 policy defaults sparse_break_even = {policy.sparse_break_even}, conv_block = {policy.conv_block}, "
+          f"short_flat_block = {policy.short_flat_block}, long_flat_block = {policy.long_flat_block}")
 
 
 def break_even(rows: list[tuple[float, float, float]]) -> str:

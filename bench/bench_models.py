@@ -35,6 +35,8 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import torch  # noqa: E402
 
+from mptc.artifact import MODULE_FILE  # noqa: E402
+from mptc.config import TrainConfig  # noqa: E402
 from mptc.data import load_dataset  # noqa: E402
 from mptc.errors import VerificationError  # noqa: E402
 from mptc.export import export_model  # noqa: E402
@@ -43,7 +45,6 @@ from mptc.export.onnx_export import ort_session  # noqa: E402
 from mptc.passes.pipeline import optimize_file  # noqa: E402
 from mptc.report.latency import time_call  # noqa: E402
 from mptc.targets.compile import compile_model  # noqa: E402
-from mptc.train.config import TrainConfig  # noqa: E402
 from mptc.train.loop import build  # noqa: E402
 
 VARIANTS = {
@@ -73,7 +74,7 @@ def quantize_int8(src: Path, dst: Path, samples: np.ndarray) -> Path:
 def module_call(out_dir: Path, x: np.ndarray):
     import tvm
 
-    vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(str(out_dir / "module.so")), tvm.cpu())
+    vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(str(out_dir / MODULE_FILE)), tvm.cpu())
     data = tvm.runtime.tensor(x, tvm.cpu())
     return lambda: vm["main"](data)
 

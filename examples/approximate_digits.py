@@ -18,7 +18,7 @@ import torch
 
 from mptc.approximate import ApproximateConfig, approximate
 from mptc.approximate.sweep import markdown_table
-from mptc.train.config import TrainConfig
+from mptc.config import TrainConfig
 from mptc.train.loop import train
 
 

@@ -12,7 +12,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from mptc.train.config import TrainConfig
+from mptc.config import TrainConfig
 from mptc.train.loop import train
 
 ROWS = {

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from mptc.train.config import TrainConfig
+import mptc.jackpot  # noqa: F401  (registers the jackpot methods' training hooks)
+from mptc.config import TrainConfig
 from mptc.train.loop import train
 
 VARIANTS = {

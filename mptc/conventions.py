@@ -7,14 +7,21 @@
 * Bit order: bits are packed along the last axis, LSB first, 8 per ``uint8`` byte
   (``numpy.packbits(..., bitorder="little")``); bit ``j`` of byte ``b`` is element ``8 * b + j``.
   Trailing pad bits are 0. A sign bit 1 means +1; a mask bit 1 means the weight is kept.
+* Ternary weight: output row ``o`` holds only ``{-alpha[o], 0, +alpha[o]}`` (per-layer alpha is
+  the case of equal rows); export writes it that way, packing recognises it (:func:`ternary_scale`).
+* A graph node in a message is ``name (op_type)`` (:func:`node_label`), whichever stage speaks.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
 SIGN_OF_ZERO = 1.0
 BIT_ORDER = "little"
+TERNARY_RTOL = 1e-5
+"""Relative spread allowed between the magnitudes of one row's kept weights."""
 
 
 def kept_count(numel: int, sparsity: float) -> int:
@@ -42,3 +49,34 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
 def unpack_bits(packed: np.ndarray, count: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`: the first ``count`` bits of each row as ``bool``."""
     return np.unpackbits(np.asarray(packed, np.uint8), axis=-1, count=count, bitorder=BIT_ORDER).astype(bool)
+
+
+def ternary_scale(weight: np.ndarray, rtol: float = TERNARY_RTOL) -> np.ndarray | None:
+    """Per-output-row magnitude ``alpha`` of a ternary weight, or None if it is not ternary.
+
+    Args:
+        weight: ``(O, ...)`` float array; row ``o`` is everything under ``weight[o]``.
+        rtol: allowed relative spread of the kept magnitudes within a row.
+
+    Returns:
+        float32 ``(O,)``. A row with nothing kept has no magnitude of its own; it gets the layer's
+        largest alpha (1.0 if the whole layer is pruned) so that ``scale`` stays meaningful.
+    """
+    rows = np.abs(weight.reshape(weight.shape[0], -1).astype(np.float64))
+    if not np.all(np.isfinite(rows)):
+        return None
+    alpha = rows.max(axis=1)
+    kept = rows > 0
+    if not np.all(~kept | (np.abs(rows - alpha[:, None]) <= rtol * alpha[:, None])):
+        return None
+    fill = alpha.max() if alpha.max() > 0 else 1.0
+    return np.where(alpha > 0, alpha, fill).astype(np.float32)
+
+
+def node_label(name: str | None, op_type: str, outputs: Iterable[str | None] = ()) -> str:
+    """``name (op_type)``: how every message names a graph node (ONNX or onnx_ir alike).
+
+    ONNX lets nodes go unnamed; those are called by their first named output, else ``<unnamed>``.
+    """
+    shown = name or next((output for output in outputs if output), "") or "<unnamed>"
+    return f"{shown} ({op_type})"

@@ -18,13 +18,13 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from mptc.config import PRETRAINED_METHODS, TrainConfig, parse_config
 from mptc.conventions import pack_bits, unpack_bits
 from mptc.errors import InputError
 from mptc.io import write_bytes
 from mptc.models import build_model
 from mptc.nn.init import initialize
 from mptc.nn.layers import masked_layers
-from mptc.train.config import PRETRAINED_METHODS, TrainConfig, parse_config
 
 FORMAT = "mptc-ticket/1"
 MASK_SUFFIX, ALPHA_SUFFIX = ".mask_bits", ".alpha"

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from mptc.conventions import node_label
 from mptc.errors import InputError, first_line
 from mptc.ops.reference import DOMAIN, REFERENCE_OPS
 
@@ -50,14 +51,28 @@ def check_packed(node: ir.Node) -> None:
     The packing pass only makes well-formed ones; a model packed elsewhere or edited by hand is
     read by the folds and by ``inspect``, which index the inputs.
     """
-    name = node.name or (node.outputs[0].name if node.outputs else "")
     if node.op_type not in [op.__name__ for op in REFERENCE_OPS]:
-        raise InputError(f"unknown operator {DOMAIN}::{node.op_type} (node {name!r}): expected BinaryConv or BinaryDense")
+        raise InputError(f"{label(node)}: unknown operator {DOMAIN}::{node.op_type}, expected BinaryConv or BinaryDense")
     if len(node.inputs) != len(PACKED_INPUTS) or any(v is None for v in node.inputs) or len(node.outputs) != 1:
         raise InputError(
-            f"{node.op_type} node {name!r} has {len(node.inputs)} inputs and {len(node.outputs)} outputs; "
+            f"{label(node)} has {len(node.inputs)} inputs and {len(node.outputs)} outputs; "
             f"it takes {len(PACKED_INPUTS)} ({', '.join(PACKED_INPUTS)}) and gives one"
         )
+
+
+def check_packed_graph(model: ir.Model) -> None:
+    """:func:`check_packed` for every ``ai.mptc`` operator of ``model``'s graph."""
+    for node in model.graph:
+        if is_mptc(node):
+            check_packed(node)
+
+
+class Skip(Exception):
+    """A candidate node a pass leaves as it is; the message says why.
+
+    Each pass keeps ``"<node label>: <reason>"`` per candidate in its ``skipped`` list, which
+    ``mptc optimize -v`` prints and the "nothing to pack" error quotes.
+    """
 
 
 def add_initializer(graph: ir.Graph, base_name: str, array: np.ndarray) -> ir.Value:
@@ -100,6 +115,5 @@ def is_mptc(node: ir.Node) -> bool:
 
 
 def label(node: ir.Node) -> str:
-    """``name (op_type)`` for messages; unnamed nodes are called by their first output."""
-    name = node.name or (node.outputs[0].name if node.outputs else "") or "<unnamed>"
-    return f"{name} ({node.op_type})"
+    """:func:`~mptc.conventions.node_label` of an onnx_ir node: ``name (op_type)``."""
+    return node_label(node.name, node.op_type, (value.name for value in node.outputs))

@@ -7,41 +7,50 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from mptc.passes._graph import constant_array, is_mptc, is_op, label
+from mptc.passes._graph import Skip, check_packed_graph, constant_array, is_mptc, is_op, label
 
 logger = logging.getLogger(__name__)
 
 # Comparisons with zero that select the +1 branch exactly when x >= 0 (so sign(0) = +1), as
-# (op_type, index of x, index of the zero constant, whether true means x >= 0).
-_COMPARISONS = (
-    ("GreaterOrEqual", 0, 1, True),
-    ("LessOrEqual", 1, 0, True),
-    ("Less", 0, 1, False),
-    ("Greater", 1, 0, False),
-)
+# op_type -> (index of x, index of the zero constant, whether true means x >= 0).
+_COMPARISONS = {
+    "GreaterOrEqual": (0, 1, True),
+    "LessOrEqual": (1, 0, True),
+    "Less": (0, 1, False),
+    "Greater": (1, 0, False),
+}
 
 
 def sign_source(value: ir.Value | None) -> ir.Value | None:
-    """``x`` when ``value`` is the project's sign of ``x`` (sign(0) = +1), else None.
+    """``x`` when ``value`` is the project's sign of ``x`` (sign(0) = +1); None when no Where or
+    Sign produces ``value`` (nothing that looks like a sign).
 
     Accepted forms: ``Where(x >= 0, 1, -1)``, its mirror ``Where(0 <= x, 1, -1)`` and the
     negated ``Where(x < 0, -1, 1)`` / ``Where(0 > x, -1, 1)``, with the scalars as initializers or
     Constant nodes of any shape with one element (what PyTorch's exporters write).
+
+    Raises:
+        Skip: a Where or Sign that is not that sign; the message says why.
     """
     where = value.producer() if value is not None else None
-    if not is_op(where, "Where") or len(where.inputs) != 3:
+    if is_op(where, "Sign"):
+        raise Skip(f"{label(where)} maps 0 to 0; only a sign with sign(0) = +1 folds, Where(x >= 0, 1, -1)")
+    if not is_op(where, "Where"):
         return None
-    compare = where.inputs[0].producer() if where.inputs[0] is not None else None
-    for op_type, x_index, zero_index, true_is_non_negative in _COMPARISONS:
-        if is_op(compare, op_type):
-            break
-    else:
-        return None
+    compare = where.inputs[0].producer() if len(where.inputs) == 3 and where.inputs[0] is not None else None
+    form = next((f for op_type, f in _COMPARISONS.items() if is_op(compare, op_type)), None)
+    if form is None:
+        raise Skip(f"{label(where)} does not select on a comparison with 0 (>=, <=, < or >)")
+    x_index, zero_index, true_is_non_negative = form
     if not _is_scalar(constant_array(compare.inputs[zero_index]), 0.0):
-        return None
+        if _is_scalar(constant_array(compare.inputs[x_index]), 0.0):
+            raise Skip(f"{label(compare)} is not one of x >= 0, 0 <= x, x < 0, 0 > x, the forms with sign(0) = +1")
+        raise Skip(f"{label(compare)} does not compare with a one-element constant 0")
     positive, negative = (1, 2) if true_is_non_negative else (2, 1)
     plus, minus = constant_array(where.inputs[positive]), constant_array(where.inputs[negative])
-    return compare.inputs[x_index] if _is_scalar(plus, 1.0) and _is_scalar(minus, -1.0) else None
+    if not (_is_scalar(plus, 1.0) and _is_scalar(minus, -1.0)):
+        raise Skip(f"{label(where)} does not pick the one-element constants +1 for x >= 0 and -1 below")
+    return compare.inputs[x_index]
 
 
 # Ops f with f(sign(x)) == sign(f(x)) exactly: reshapes move elements, and sign is monotone, so the
@@ -49,12 +58,15 @@ def sign_source(value: ir.Value | None) -> ir.Value | None:
 _COMMUTE_WITH_SIGN = ("Flatten", "Reshape", "MaxPool")
 
 
-def _sign_through(graph: ir.Graph, node: ir.Node) -> ir.Value | None:
-    """For ``node(f_1(...f_k(sign(x))))`` with every f in ``_COMMUTE_WITH_SIGN``: insert the chain
-    ``f_1(...f_k(x))`` before ``node`` and return its output.
+def _signed_input(node: ir.Node) -> tuple[list[ir.Node], ir.Value] | None:
+    """``(chain, x)`` when ``node`` reads ``f_1(...f_k(sign(x)))`` with every f in
+    ``_COMMUTE_WITH_SIGN`` (``chain`` = f_1 .. f_k, possibly none); None when no sign feeds it.
 
-    This lets a conv stack's classifier head (MaxPool, Flatten) and a conv after pooling take the
-    binary input too. The original chain stays for its other users and for cleanup.
+    The chain lets a conv stack's classifier head (MaxPool, Flatten) and a conv after pooling
+    take the binary input too.
+
+    Raises:
+        Skip: the chain ends at a Where or Sign that is not the project's sign.
     """
     chain: list[ir.Node] = []
     value = node.inputs[0]
@@ -65,8 +77,12 @@ def _sign_through(graph: ir.Graph, node: ir.Node) -> ir.Value | None:
         chain.append(producer)
         value = producer.inputs[0]
     x = sign_source(value)
-    if not chain or x is None:
-        return None
+    return None if x is None else (chain, x)
+
+
+def _move_before(graph: ir.Graph, node: ir.Node, chain: list[ir.Node], x: ir.Value) -> ir.Value:
+    """Insert ``f_1(...f_k(x))`` before ``node`` and return its output; the original chain stays
+    for its other users and for cleanup."""
     for between in reversed(chain):
         moved = ir.node(
             between.op_type,
@@ -93,24 +109,55 @@ class FoldSignIntoBinaryInputPass(ir.passes.InPlacePass):
     a chain of ops that commute with sign, ``Binary*(f(sign(x))) -> Binary*(f(x); input_mode="binary")``
     for f made of Flatten, Reshape and MaxPool (a classifier head, a conv after pooling).
 
-    Precondition: the operator is in ``"real"`` mode (so ``pad_value`` is 0, which pads the signs
-    with zeros exactly as Conv padded the Where output). The Where and comparison nodes stay for
-    other users; RemoveUnusedNodesPass deletes them when the operator was their only one.
+    Precondition (:meth:`requires`): every ``ai.mptc`` operator is well formed (five inputs, one
+    output). Postcondition (:meth:`ensures`): no operator in ``"real"`` mode still reads the sign.
+    Only ``"real"`` operators are candidates (their ``pad_value`` 0 pads the signs with zeros
+    exactly as Conv padded the Where output). The Where and comparison nodes stay for other users;
+    RemoveUnusedNodesPass deletes them when the operator was their only one.
 
-    Left alone: operators already in binary mode, signs with another tie rule (``Sign`` maps 0 to
-    0) or with non-scalar branch constants (they could broadcast the shape).
+    Left alone: operators already in binary mode and operators that read no Where or Sign; and,
+    with the reason logged and kept in :attr:`skipped` under the operator's label, signs with
+    another tie rule (``Sign`` maps 0 to 0) or with non-scalar branch constants (they could
+    broadcast the shape).
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: list[str] = []
+
+    def requires(self, model: ir.Model) -> None:
+        check_packed_graph(model)
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.skipped = []
         modified = False
         for node in model.graph:
-            if not is_mptc(node) or node.attributes.get_string("input_mode", "real") != "real":
+            if not _is_real(node):
                 continue
-            source = sign_source(node.inputs[0]) or _sign_through(model.graph, node)
-            if source is None:
+            try:
+                signed = _signed_input(node)
+            except Skip as reason:
+                self.skipped.append(f"{label(node)}: {reason}")
+                logger.info("left %s as it is: %s", label(node), reason)
                 continue
-            node.replace_input_with(0, source)
+            if signed is None:
+                continue
+            node.replace_input_with(0, _move_before(model.graph, node, *signed))
             node.attributes["input_mode"] = ir.AttrString("input_mode", "binary")
             logger.info("folded the sign feeding %s into input_mode=binary", label(node))
             modified = True
         return ir.passes.PassResult(model, modified=modified)
+
+    def ensures(self, model: ir.Model) -> None:
+        for node in model.graph:
+            try:
+                signed = _signed_input(node) if _is_real(node) else None
+            except Skip:
+                continue
+            if signed is not None:
+                raise ir.passes.PostconditionError(f"{label(node)} still reads a sign in input_mode=real")
+
+
+def _is_real(node: ir.Node) -> bool:
+    """Whether ``node`` is an ``ai.mptc`` operator in ``input_mode="real"`` (a candidate)."""
+    return is_mptc(node) and node.attributes.get_string("input_mode", "real") == "real"

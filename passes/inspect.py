@@ -13,11 +13,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from mptc.conventions import unpack_bits
+from mptc.conventions import ternary_scale, unpack_bits
 from mptc.ops.reference import DOMAIN
 from mptc.errors import InputError
-from mptc.passes._graph import check_packed, constant_array, is_op, read_ir
-from mptc.passes.pack_ternary_weights import ternary_scale
+from mptc.passes._graph import check_packed, constant_array, is_op, label, read_ir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,11 +85,11 @@ def _packed_row(node: ir.Node) -> LayerRow:
     check_packed(node)
     sign_bits, mask_bits, scale, bias = (constant_array(v) for v in node.inputs[1:])
     if mask_bits is not None and mask_bits.ndim != 2:
-        raise InputError(f"{node.op_type} node {_name(node)!r}: mask bits of shape {mask_bits.shape}, expected (outputs, bytes)")
+        raise InputError(f"{label(node)}: mask bits of shape {mask_bits.shape}, expected (outputs, bytes)")
     out_channels = None if mask_bits is None else mask_bits.shape[0]
     shape, taps = _packed_weight_shape(node, out_channels)
     if taps is not None and mask_bits is not None and not 8 * (mask_bits.shape[-1] - 1) < taps <= 8 * mask_bits.shape[-1]:
-        raise InputError(f"{node.op_type} node {_name(node)!r}: its input's shape gives {taps} weights per output, its mask bits hold {8 * mask_bits.shape[-1]}")
+        raise InputError(f"{label(node)}: its input's shape gives {taps} weights per output, its mask bits hold {8 * mask_bits.shape[-1]}")
     parameters = [a for a in (sign_bits, mask_bits, scale, bias) if a is not None]
     bits = sum(a.nbytes for a in (sign_bits, mask_bits) if a is not None) * 8
     known = taps is not None and mask_bits is not None and out_channels

@@ -14,18 +14,11 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from mptc.conventions import pack_bits
+from mptc.conventions import TERNARY_RTOL, pack_bits, ternary_scale
 from mptc.ops.reference import DOMAIN, OPSET_VERSION
-from mptc.passes._graph import add_initializer, constant_array, is_op, label
+from mptc.passes._graph import Skip, add_initializer, constant_array, is_op, label
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_RTOL = 1e-5
-"""Relative spread allowed between the magnitudes of one row's kept weights."""
-
-
-class _Skip(Exception):
-    """A candidate layer that stays as it is; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,28 +30,6 @@ class _Dense:
     weight: np.ndarray
     gain: float
     bias: np.ndarray
-
-
-def ternary_scale(weight: np.ndarray, rtol: float = DEFAULT_RTOL) -> np.ndarray | None:
-    """Per-output-row magnitude ``alpha`` of a ternary weight, or None if it is not ternary.
-
-    Args:
-        weight: ``(O, ...)`` float array; row ``o`` is everything under ``weight[o]``.
-        rtol: allowed relative spread of the kept magnitudes within a row.
-
-    Returns:
-        float32 ``(O,)``. A row with nothing kept has no magnitude of its own; it gets the layer's
-        largest alpha (1.0 if the whole layer is pruned) so that ``scale`` stays meaningful.
-    """
-    rows = np.abs(weight.reshape(weight.shape[0], -1).astype(np.float64))
-    if not np.all(np.isfinite(rows)):
-        return None
-    alpha = rows.max(axis=1)
-    kept = rows > 0
-    if not np.all(~kept | (np.abs(rows - alpha[:, None]) <= rtol * alpha[:, None])):
-        return None
-    fill = alpha.max() if alpha.max() > 0 else 1.0
-    return np.where(alpha > 0, alpha, fill).astype(np.float32)
 
 
 class PackTernaryWeightsPass(ir.passes.InPlacePass):
@@ -85,7 +56,7 @@ class PackTernaryWeightsPass(ir.passes.InPlacePass):
     inference first) or whose weight is not 2-D.
     """
 
-    def __init__(self, rtol: float = DEFAULT_RTOL) -> None:
+    def __init__(self, rtol: float = TERNARY_RTOL) -> None:
         super().__init__()
         self.rtol = rtol
         self.skipped: list[str] = []
@@ -101,7 +72,7 @@ class PackTernaryWeightsPass(ir.passes.InPlacePass):
                 continue
             try:
                 new_nodes = rewrite(graph, node)
-            except _Skip as reason:
+            except Skip as reason:
                 self.skipped.append(f"{label(node)}: {reason}")
                 logger.info("left %s as it is: %s", label(node), reason)
                 continue
@@ -114,29 +85,29 @@ class PackTernaryWeightsPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=modified)
 
     def _ternary(self, weight: ir.Value | None, rank: int, transpose: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The weight with output rows first and its per-row alpha; :class:`_Skip` if not packable.
+        """The weight with output rows first and its per-row alpha; :class:`Skip` if not packable.
 
         ``transpose`` turns a ``(K, O)`` matrix (Gemm ``transB=0``, MatMul) into ``(O, K)``.
         """
         array = constant_array(weight)
         if array is None:
-            raise _Skip("weight is not a constant initializer")
+            raise Skip("weight is not a constant initializer")
         if array.dtype != np.float32:
-            raise _Skip(f"weight dtype is {array.dtype}, only float32 is packed")
+            raise Skip(f"weight dtype is {array.dtype}, only float32 is packed")
         if array.ndim != rank:
-            raise _Skip(f"weight has rank {array.ndim}, expected {rank}")
+            raise Skip(f"weight has rank {array.ndim}, expected {rank}")
         if transpose:
             array = array.T
         alpha = ternary_scale(array, self.rtol)
         if alpha is None:
-            raise _Skip("weight is not ternary ({-a, 0, +a} per output row)")
+            raise Skip("weight is not ternary ({-a, 0, +a} per output row)")
         return array, alpha
 
     def _pack_conv(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node]:
         weight, alpha = self._ternary(node.inputs[1], rank=4)
         auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
         if auto_pad not in ("NOTSET", "VALID"):
-            raise _Skip(f"auto_pad={auto_pad} is not supported, export with explicit pads")
+            raise Skip(f"auto_pad={auto_pad} is not supported, export with explicit pads")
         out_channels = weight.shape[0]
         bias = node.inputs[2] if len(node.inputs) > 2 else None
         if bias is None:
@@ -169,10 +140,10 @@ class PackTernaryWeightsPass(ir.passes.InPlacePass):
         if c is not None:
             c_array = constant_array(c)
             if c_array is None:
-                raise _Skip("bias C is not a constant")
+                raise Skip("bias C is not a constant")
             per_row = c_array.ndim == 2 and c_array.shape[0] != 1
             if c_array.size not in (1, out_channels) or c_array.ndim > 2 or per_row:
-                raise _Skip(f"bias C of shape {c_array.shape} is not per output channel")
+                raise Skip(f"bias C of shape {c_array.shape} is not per output channel")
             bias = (beta * np.broadcast_to(c_array.reshape(-1), (out_channels,))).astype(np.float32)
         dense = _Dense(
             x=node.inputs[0],
@@ -187,7 +158,7 @@ class PackTernaryWeightsPass(ir.passes.InPlacePass):
         weight, alpha = self._ternary(node.inputs[1], rank=2, transpose=True)
         x = node.inputs[0]
         if x is None or x.shape is None or len(x.shape) != 2:
-            raise _Skip("input is not known to be 2-D (N, K); BinaryDense takes 2-D input")
+            raise Skip("input is not known to be 2-D (N, K); BinaryDense takes 2-D input")
         dense = _Dense(x=x, transpose_x=False, weight=weight, gain=1.0, bias=np.zeros(weight.shape[0], np.float32))
         return self._dense_nodes(graph, node, dense, alpha)
 

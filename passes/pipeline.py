@@ -9,6 +9,7 @@ nodes and float weights they orphaned disappear before the function bodies are a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -21,7 +22,7 @@ from mptc.errors import InputError, MptcError, UnsupportedError, first_line
 from mptc.io import write_bytes
 from mptc.ops import functions
 from mptc.ops.reference import DOMAIN
-from mptc.passes._graph import check_packed, read_ir, root_message
+from mptc.passes._graph import read_ir, root_message
 from mptc.passes.attach_function_bodies import AttachFunctionBodiesPass
 from mptc.passes.fold_batch_norm_into_scale import FoldBatchNormIntoScalePass
 from mptc.passes.fold_sign_into_binary_input import FoldSignIntoBinaryInputPass
@@ -32,14 +33,22 @@ IR_VERSION = 10
 
 _REASONS_SHOWN = 3  # layers named in the "nothing to pack" error; the message stays one line
 
+Rewrites = tuple[PackTernaryWeightsPass, FoldSignIntoBinaryInputPass, FoldBatchNormIntoScalePass]
 
-def build_pass_manager(opset: int, pack: PackTernaryWeightsPass | None = None) -> ir.passes.PassManager:
+
+def rewrite_passes() -> Rewrites:
+    """New passes that pack and fold, in pipeline order; each keeps why it left a candidate alone."""
+    return PackTernaryWeightsPass(), FoldSignIntoBinaryInputPass(), FoldBatchNormIntoScalePass()
+
+
+def build_pass_manager(opset: int, rewrites: Rewrites | None = None) -> ir.passes.PassManager:
     """The pipeline's passes for a model whose default-domain opset is ``opset``.
 
     Args:
         opset: the model's default-domain opset; below 19 the model is first converted up
             (the function bodies need it, see :mod:`mptc.ops.functions`).
-        pack: the packing pass to use (to read its ``skipped`` reasons afterwards).
+        rewrites: the packing and folding passes to use (to read their ``skipped`` reasons
+            afterwards); new ones by default.
     """
     passes: list[ir.passes.PassBase] = []
     if opset < functions.MIN_OPSET:
@@ -47,9 +56,7 @@ def build_pass_manager(opset: int, pack: PackTernaryWeightsPass | None = None) -
     passes += [
         # Packing a MatMul needs its input's rank; exported models often carry no value_info.
         common_passes.ShapeInferencePass(strict_mode=False),
-        pack or PackTernaryWeightsPass(),
-        FoldSignIntoBinaryInputPass(),
-        FoldBatchNormIntoScalePass(),
+        *(rewrites or rewrite_passes()),
         # Constant nodes (value_ints from the exporter) become initializers: TVM's importer
         # cannot read value_ints Constants, and every consumer reads initializers.
         common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
@@ -61,10 +68,12 @@ def build_pass_manager(opset: int, pack: PackTernaryWeightsPass | None = None) -
     return ir.passes.PassManager(passes, steps=1)
 
 
-def optimize(model: onnx.ModelProto) -> onnx.ModelProto:
+def optimize(model: onnx.ModelProto, on_skip: Callable[[str], None] | None = None) -> onnx.ModelProto:
     """Pack every ternary layer of ``model`` and fold signs and batch norms into the packed ops.
 
     Returns a new model (the input is not changed) that onnxruntime 1.31 runs as it is.
+    ``on_skip`` is told each candidate a pass left as it is, as ``"<Pass> left <node>: <reason>"``,
+    pass by pass, once the passes have run (before a "nothing to pack" error).
 
     Raises:
         InputError: the model is not valid ONNX.
@@ -76,18 +85,20 @@ def optimize(model: onnx.ModelProto) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError) as error:
         raise InputError(f"not a valid ONNX model: {first_line(error)}") from error
     ir_model = read_ir(model)
-    for node in ir_model.graph:
-        if node.domain == DOMAIN:  # packed before: the folds index its inputs
-            check_packed(node)
-    pack = PackTernaryWeightsPass()
+    rewrites = rewrite_passes()
     try:
-        build_pass_manager(ir_model.opset_imports.get("", 1), pack)(ir_model)
+        build_pass_manager(ir_model.opset_imports.get("", 1), rewrites)(ir_model)
     except Exception as error:
         typed = _typed_cause(error)
         if typed is None:
             raise
         # A fresh error of the same type keeps the CLI's exit code; the pass chain is its cause.
         raise type(typed)(str(typed)) from error
+    if on_skip is not None:
+        for rewrite in rewrites:
+            for entry in rewrite.skipped:
+                on_skip(f"{type(rewrite).__name__} left {entry}")
+    pack = rewrites[0]
     if not any(node.domain == DOMAIN for node in ir_model.graph):
         reasons = "; ".join(pack.skipped[:_REASONS_SHOWN]) or "the model has no Conv, Gemm or MatMul"
         if len(pack.skipped) > _REASONS_SHOWN:

@@ -4,6 +4,7 @@
 * ``target`` - target dicts (host, boards, CUDA) and ``--target-json``;
 * ``frontend`` - the one hook into TVM's ONNX importer (converters for the ``ai.mptc`` ops);
 * ``chooser`` - which kernel a layer takes, and why; ``layout`` - weight re-layout at compile time;
+* ``policy`` - the measured break-evens and block sizes the chooser and layout read, per family;
 * ``kernels`` - compute-only TE definitions; ``schedules`` - one module per target family;
 * ``build`` - the Relax pipeline (with the fp32 glue schedules) and ``tvm.compile``.
 """

@@ -1,12 +1,10 @@
 """``compile_model``: a packed ONNX model -> ``OUT/`` with the compiled module, its manifest and a reference.
 
-``OUT/`` holds (the names are read by ``mptc profile``):
+``OUT/`` is laid out as :mod:`mptc.artifact` defines (read back by ``mptc profile``):
 
-* ``module.so`` - the Relax VM executable as a shared library (x86 native; aarch64 cross-linked
-  with ``aarch64-linux-gnu-gcc``; for CUDA the host library with the CUDA module inside);
-* ``module.cu`` - CUDA only: the generated CUDA source;
-* ``manifest.json`` - target, input/output, per-layer kernel choice and why, sizes, sha256 of the
-  source model, mptc and TVM versions;
+* ``module.so`` - x86 native; aarch64 cross-linked with ``aarch64-linux-gnu-gcc``; for CUDA the
+  host library with the CUDA module inside, and ``module.cu`` beside it;
+* ``manifest.json`` - an :class:`mptc.artifact.Manifest`;
 * ``reference.npz`` - a sample input ``x`` and the expected output ``y`` of the packed model, from
   onnxruntime when every ``ai.mptc`` node carries its ONNX function body, else from
   ``onnx.reference`` with ``mptc.ops.reference``.
@@ -16,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,20 +23,29 @@ import onnx
 import tvm
 
 from mptc import __version__
+from mptc.artifact import (
+    CUDA_SOURCE_FILE,
+    MODULE_FILE,
+    REFERENCE_FILE,
+    Manifest,
+    Sizes,
+    SourceModel,
+    TargetInfo,
+    TensorInfo,
+    Versions,
+    write_manifest,
+    write_reference,
+)
+from mptc.conventions import node_label
 from mptc.errors import InputError, OutputError, UnsupportedError, first_line
-from mptc.io import atomic_path, write_bytes, write_text
+from mptc.io import atomic_path
 from mptc.ops.reference import DOMAIN, REFERENCE_OPS
-from mptc.targets import chooser
 from mptc.targets.build import build
 from mptc.targets.frontend import Lowering, from_onnx
+from mptc.targets.policy import KernelPolicy, default_policy
 from mptc.targets.schedules import kernel_schedules
 from mptc.targets.target import CompileTarget, resolve_target
 
-MODULE_FILE = "module.so"
-CUDA_SOURCE_FILE = "module.cu"
-MANIFEST_FILE = "manifest.json"
-REFERENCE_FILE = "reference.npz"
-MANIFEST_FORMAT = 1
 MAX_INPUT_ELEMENTS = 2**31 - 1  # TVM indexes tensors with int32 by default
 REFERENCE_SEED = 0  # the sample input is N(0, 1) from this seed: reproducible across runs
 CROSS_COMPILER = "aarch64-linux-gnu-gcc"
@@ -54,6 +59,7 @@ def compile_model(
     out_dir: str | Path,
     board: str | None = None,
     target_json: str | Path | None = None,
+    policy: KernelPolicy | None = None,
 ) -> dict[str, Any]:
     """Compile a packed ONNX model (``ai.mptc`` layers) for ``target`` and write ``out_dir``.
 
@@ -63,6 +69,8 @@ def compile_model(
         out_dir: created if missing; ``module.so``, ``manifest.json``, ``reference.npz`` are written.
         board: ``rpi4`` / ``rpi5`` / ``jetson-orin`` (arm, cuda); picks the CPU or GPU of the board.
         target_json: a file holding a TVM target dict that replaces the built-in one.
+        policy: the break-evens and block sizes that pick each layer's kernel; None: the measured
+            default of the target's family (``targets.policy.default_policy``).
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -76,35 +84,32 @@ def compile_model(
     _check_node_order(proto)
     input_name, input_shape = _graph_input(proto)
     kernels = kernel_schedules(compile_target)
-    lowering = Lowering(kernels)
+    lowering = Lowering(kernels, policy if policy is not None else default_policy(compile_target.family))
     mod = from_onnx(proto, lowering, {input_name: input_shape})
     executable = build(mod, compile_target, kernels.float_lanes)
     x, y, runtime = reference_io(proto, input_name, input_shape)  # before writing: it may refuse the model
     out = _prepare(Path(out_dir))
     files = _export(executable, compile_target, out)
-    reference = io.BytesIO()
-    np.savez(reference, x=x, y=y)
-    write_bytes(out / REFERENCE_FILE, reference.getvalue())
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "versions": {"mptc": __version__, "tvm": tvm.__version__},
-        "target": {"name": target, "family": compile_target.family, "board": compile_target.board, "spec": compile_target.spec},
-        "source_model": source,
-        "input": {"name": input_name, "shape": list(input_shape), "dtype": "float32"},
-        "output": {"name": proto.graph.output[0].name, "shape": list(y.shape), "dtype": str(y.dtype)},
-        "files": {**files, "reference": REFERENCE_FILE},
-        "reference_runtime": runtime,
-        "sparse_break_even": lowering.break_even if lowering.break_even is not None else chooser.SPARSE_BREAK_EVEN,
-        "layers": [dataclasses.asdict(layer) for layer in lowering.layers],
-        "sizes": {
-            "module_bytes": (out / MODULE_FILE).stat().st_size,
-            "source_model_bytes": source["bytes"],
-            "packed_weight_bytes": sum(layer.packed_bytes for layer in lowering.layers),
-            "lowered_weight_bytes": sum(layer.lowered_bytes for layer in lowering.layers),
-        },
-    }
-    write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    write_reference(out, x, y)
+    manifest = Manifest(
+        versions=Versions(mptc=__version__, tvm=tvm.__version__),
+        target=TargetInfo(name=target, family=compile_target.family, board=compile_target.board, spec=compile_target.spec),
+        source_model=source,
+        input=TensorInfo(name=input_name, shape=list(input_shape), dtype="float32"),
+        output=TensorInfo(name=proto.graph.output[0].name, shape=list(y.shape), dtype=str(y.dtype)),
+        files={**files, "reference": REFERENCE_FILE},
+        reference_runtime=runtime,
+        sparse_break_even=lowering.break_even if lowering.break_even is not None else lowering.policy.sparse_break_even,
+        layers=[dataclasses.asdict(layer) for layer in lowering.layers],
+        sizes=Sizes(
+            module_bytes=(out / MODULE_FILE).stat().st_size,
+            source_model_bytes=source.bytes,
+            packed_weight_bytes=sum(layer.packed_bytes for layer in lowering.layers),
+            lowered_weight_bytes=sum(layer.lowered_bytes for layer in lowering.layers),
+        ),
+    )
+    write_manifest(out, manifest)
+    return manifest.to_json()
 
 
 def reference_io(model: onnx.ModelProto, input_name: str, shape: list[int]) -> tuple[np.ndarray, np.ndarray, str]:
@@ -129,7 +134,7 @@ def reference_io(model: onnx.ModelProto, input_name: str, shape: list[int]) -> t
     return x, ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {input_name: x})[0], f"onnx.reference {onnx.__version__}"
 
 
-def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
+def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, SourceModel]:
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         path = None
@@ -143,7 +148,7 @@ def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, dict[st
         proto = onnx.load_from_string(data)
     except Exception as error:  # protobuf raises DecodeError and friends, not one base class
         raise InputError(f"{path or 'model'} is not an ONNX model: {error}") from error
-    return proto, {"path": str(path) if path else None, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return proto, SourceModel(path=str(path) if path else None, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
 
 def _graph_input(model: onnx.ModelProto) -> tuple[str, list[int]]:
@@ -176,7 +181,7 @@ def _check_node_order(model: onnx.ModelProto) -> None:
     for node in model.graph.node:
         missing = [name for name in node.input if name not in known]
         if missing:
-            raise InputError(f"node {node.name or node.op_type!r} ({node.op_type}) reads {missing[0]!r} before any node produces it: the graph is cyclic or not topologically sorted")
+            raise InputError(f"node {node_label(node.name, node.op_type, node.output)} reads {missing[0]!r} before any node produces it: the graph is cyclic or not topologically sorted")
         known.update(node.output)
 
 

@@ -4,11 +4,14 @@ TVM's ``from_onnx`` looks converters up by op_type only, in a private table, and
 ops. Rather than patch that table for the whole process, :class:`MptcGraphImporter` subclasses
 TVM's graph importer: ``ai.mptc`` nodes go to our ``OnnxOpConverter`` subclasses, every other
 node to TVM's own converters. Each converter unpacks the layer's constant bits at compile time,
-chooses a kernel (``targets.chooser``), builds its TE compute (``targets.kernels``), schedules it
-for the target family (``targets.schedules``) and emits ``relax.call_tir`` of the scheduled
-PrimFunc. The dense real-input form is plain Relax ``conv2d`` / ``matmul`` on the unpacked,
-scaled weight, scheduled by the glue rules (``targets.schedules.cpu_glue``), which re-lay the
-constant weight into the order the tiles read it.
+chooses a kernel (``targets.chooser``, by the compile's ``targets.policy``), builds its TE compute
+(``targets.kernels``), schedules it for the target family (``targets.schedules``) and emits
+``relax.call_tir`` of the scheduled PrimFunc. The per-compile context (:class:`Lowering`) reaches
+the converters typed, as the ``params`` argument of TVM's ``_impl_v1(bb, inputs, attr, params)``
+(:class:`ConverterContext`), which this importer is the only one to call. The dense real-input
+form is plain Relax ``conv2d`` / ``matmul`` on the unpacked, scaled weight, scheduled by the glue
+rules (``targets.schedules.cpu_glue``), which re-lay the constant weight into the order the tiles
+read it.
 
 Binary chains: when a binary-input layer's output feeds only the next binary-input layer of the
 same kind (``BinaryConv -> BinaryConv``, ``BinaryDense -> BinaryDense``; the sign between them
@@ -32,11 +35,14 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.frontend.onnx import onnx_frontend as _onnx
 
+from mptc.conventions import node_label
 from mptc.errors import InputError, UnsupportedError
 from mptc.ops.reference import DOMAIN, INPUT_MODES, OPSET_VERSION, unpack_ternary
 from mptc.targets import chooser, layout
 from mptc.targets.epilogue import ONNX_DOMAINS, Epilogue, epilogues
 from mptc.targets.kernels import binary_conv, binary_dense, packed_pool
+from mptc.targets.policy import KernelPolicy
+from mptc.targets.schedules import KernelSchedules
 
 OP_PATTERN_OPAQUE = 8  # relay/relax OpPatternKind::kOpaque
 
@@ -64,8 +70,9 @@ class LayerRecord:
 class Lowering:
     """Per-compilation context the importer hands to the converters."""
 
-    kernels: Any  # a family's kernel schedules (``targets.schedules.kernel_schedules``)
-    break_even: float | None = None  # overrides ``chooser.SPARSE_BREAK_EVEN`` for every layer
+    kernels: KernelSchedules  # the target family's schedules (``targets.schedules.kernel_schedules``)
+    policy: KernelPolicy  # break-evens and block sizes of the chooser and layout (``targets.policy``)
+    break_even: float | None = None  # overrides every break-even of ``policy`` for every layer
     layers: list[LayerRecord] = field(default_factory=list)
     pack_activations: bool = True  # let binary chains pass packed signs (``packed_edges``)
     words_out: frozenset[str] = frozenset()  # names of the layers whose output travels packed
@@ -96,6 +103,15 @@ class Lowering:
 
 
 @dataclass(frozen=True)
+class ConverterContext:
+    """The ``params`` :class:`MptcGraphImporter` passes to an ``ai.mptc`` converter's
+    ``_impl_v1(bb, inputs, attr, params)`` (TVM's importer passes its own converters ``[nodes, params]``)."""
+
+    lowering: Lowering
+    nodes: dict[str, relax.Expr]  # the tensors imported so far, by name (a fused residual is one)
+
+
+@dataclass(frozen=True)
 class _Layer:
     """The parsed, validated inputs of one ``ai.mptc`` node."""
 
@@ -110,28 +126,33 @@ class _Layer:
     bias: np.ndarray
     input_mode: str
 
+    @property
+    def label(self) -> str:
+        """The layer as messages name it."""
+        return node_label(self.name, self.op_type)
+
     @classmethod
-    def parse(cls, op_type: str, inputs, attr: dict) -> _Layer:
+    def parse(cls, op_type: str, inputs, attr: dict, lowering: Lowering) -> _Layer:
         name = attr["tvm_custom"]["name"] or op_type
         if len(inputs) != 5 or any(i is None for i in inputs):
-            raise InputError(f"{op_type} {name!r}: expected inputs X, sign_bits, mask_bits, scale, bias")
-        x, lowering = inputs[0], attr["tvm_custom"]["lowering"]
+            raise InputError(f"{node_label(name, op_type)}: expected inputs X, sign_bits, mask_bits, scale, bias")
+        x = inputs[0]
         shape = lowering.logical_shape(x) or _static_shape(x)
         if shape is None:
-            raise UnsupportedError(f"{op_type} {name!r}: input needs a static shape, got {getattr(x.ty, 'shape', None)}")
+            raise UnsupportedError(f"{node_label(name, op_type)}: input needs a static shape, got {getattr(x.ty, 'shape', None)}")
         consts = []
         for role, value in zip(("sign_bits", "mask_bits", "scale", "bias"), inputs[1:]):
             if not isinstance(value, tvm.ir.GenericConst):
-                raise UnsupportedError(f"{op_type} {name!r}: {role} must be an initializer (constant) to be compiled")
+                raise UnsupportedError(f"{node_label(name, op_type)}: {role} must be an initializer (constant) to be compiled")
             consts.append(value.value.numpy())
         mode = attr.get("input_mode", b"real")
         mode = mode.decode() if isinstance(mode, bytes) else mode
         if mode not in INPUT_MODES:
-            raise InputError(f"{op_type} {name!r}: input_mode must be one of {INPUT_MODES}, got {mode!r}")
+            raise InputError(f"{node_label(name, op_type)}: input_mode must be one of {INPUT_MODES}, got {mode!r}")
         sign_bits, mask_bits, scale, bias = consts
         if sign_bits.dtype != np.uint8 or sign_bits.shape != mask_bits.shape or scale.shape != (sign_bits.shape[0],):
             raise InputError(
-                f"{op_type} {name!r}: expected uint8 sign/mask bits (O, ceil(K/8)) and scale (O,), got "
+                f"{node_label(name, op_type)}: expected uint8 sign/mask bits (O, ceil(K/8)) and scale (O,), got "
                 f"{sign_bits.dtype}{sign_bits.shape}, {mask_bits.shape}, {scale.shape}"
             )
         return cls(name, op_type, lowering, x, tuple(int(d) for d in shape),
@@ -147,7 +168,7 @@ class _Layer:
 
     def check_k(self, k: int) -> None:
         if self.sign_bits.shape[1] != layout.ceil_div(k, 8):
-            raise InputError(f"{self.op_type} {self.name!r}: bits hold {self.sign_bits.shape[1]} bytes per row, K={k} needs {layout.ceil_div(k, 8)}")
+            raise InputError(f"{self.label}: bits hold {self.sign_bits.shape[1]} bytes per row, K={k} needs {layout.ceil_div(k, 8)}")
 
     def lower(
         self, weight: np.ndarray, out_shape, kernel_call, flat_outputs: int | None = None, epilogue: Epilogue | None = None,
@@ -156,7 +177,8 @@ class _Layer:
         """Choose the kernel, emit it via ``kernel_call(choice)`` -> (expr, constants) and record the
         layer; the nodes of a fused ``epilogue`` become its result."""
         sparsity = float(1.0 - np.count_nonzero(weight) / weight.size)
-        choice = chooser.choose_kernel(self.op_type, self.input_mode, sparsity, self.lowering.break_even, flat_outputs, weight.size, batch)
+        choice = chooser.choose_kernel(
+            self.op_type, self.input_mode, sparsity, self.lowering.policy, self.lowering.break_even, flat_outputs, weight.size, batch)
         expr, consts = kernel_call(choice)
         self.lowering.layers.append(LayerRecord(
             self.name, self.op_type, self.input_mode, sparsity, choice.kernel, choice.reason, self.shape, tuple(out_shape),
@@ -167,7 +189,7 @@ class _Layer:
             self.lowering.absorbed[node] = expr
         return expr
 
-    def fused_epilogue(self, out_shape, nodes) -> tuple[Epilogue | None, relax.Expr | None]:
+    def fused_epilogue(self, out_shape, nodes: dict[str, relax.Expr]) -> tuple[Epilogue | None, relax.Expr | None]:
         """The chain this layer absorbs and its residual expression, if the residual is a float
         tensor of the output's shape (no broadcasting) that exists already."""
         chain = None if self.words_out else self.lowering.epilogues.get(self.name)
@@ -195,15 +217,15 @@ class BinaryConv(_onnx.OnnxOpConverter):
     """``ai.mptc.BinaryConv`` -> XNOR-popcount, block-sparse or dense fp32 conv (``docs/operators.md``)."""
 
     @classmethod
-    def _impl_v1(cls, bb, inputs, attr, params):
-        layer = _Layer.parse("BinaryConv", inputs, attr)
+    def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
+        layer = _Layer.parse("BinaryConv", inputs, attr, params.lowering)
         if int(attr.get("group", 1)) != 1:
-            raise UnsupportedError(f"BinaryConv {layer.name!r}: group={attr['group']} (only group=1 is compiled)")
+            raise UnsupportedError(f"{layer.label}: group={attr['group']} (only group=1 is compiled)")
         pad_value = float(attr.get("pad_value", 0.0))
         if layer.input_mode == "real" and pad_value != 0.0:
-            raise InputError(f"BinaryConv {layer.name!r}: pad_value must be 0 in real mode, got {pad_value}")
+            raise InputError(f"{layer.label}: pad_value must be 0 in real mode, got {pad_value}")
         if len(layer.shape) != 4:
-            raise UnsupportedError(f"BinaryConv {layer.name!r}: expected an NCHW input, got shape {layer.shape}")
+            raise UnsupportedError(f"{layer.label}: expected an NCHW input, got shape {layer.shape}")
         geo = layout.ConvGeometry(
             *layer.shape, out_channels=layer.sign_bits.shape[0], kernel=tuple(attr["kernel_shape"]),
             strides=tuple(attr.get("strides", (1, 1))), pads=tuple(attr.get("pads", (0, 0, 0, 0))),
@@ -214,8 +236,8 @@ class BinaryConv(_onnx.OnnxOpConverter):
         out_shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
         kernels = layer.lowering.kernels
 
-        flat = layout.flat_input(geo)
-        epilogue, residual = layer.fused_epilogue(out_shape, params[0])
+        flat = layout.flat_input(geo, layer.lowering.policy)
+        epilogue, residual = layer.fused_epilogue(out_shape, params.nodes)
         fused = dict(residual=residual is not None, relu=bool(epilogue and epilogue.relu))
         extra = [] if residual is None else [residual]
 
@@ -256,10 +278,10 @@ class BinaryDense(_onnx.OnnxOpConverter):
     """``ai.mptc.BinaryDense`` -> XNOR-popcount, sparse sign-split or dense fp32 matmul (``docs/operators.md``)."""
 
     @classmethod
-    def _impl_v1(cls, bb, inputs, attr, params):
-        layer = _Layer.parse("BinaryDense", inputs, attr)
+    def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
+        layer = _Layer.parse("BinaryDense", inputs, attr, params.lowering)
         if len(layer.shape) != 2:
-            raise UnsupportedError(f"BinaryDense {layer.name!r}: expected a 2-D input (N, K), got shape {layer.shape}")
+            raise UnsupportedError(f"{layer.label}: expected a 2-D input (N, K), got shape {layer.shape}")
         batch, k = layer.shape
         out = layer.sign_bits.shape[0]
         layer.check_k(k)
@@ -294,8 +316,8 @@ class PackedMaxPool(_onnx.OnnxOpConverter):
     """``MaxPool`` whose input is packed signs (between two binary convs): an OR over the window."""
 
     @classmethod
-    def _impl_v1(cls, bb, inputs, attr, params):
-        lowering, name = attr["tvm_custom"]["lowering"], attr["tvm_custom"]["name"] or "MaxPool"
+    def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
+        lowering, name = params.lowering, attr["tvm_custom"]["name"] or "MaxPool"
         batch, channels, height, width = lowering.logical_shape(inputs[0])
         geo = layout.ConvGeometry(
             batch, channels, height, width, channels, kernel=tuple(attr["kernel_shape"]),
@@ -344,9 +366,8 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
             converter = WORD_CONVERTERS[op_name]
         if converter is None:
             return super()._convert_operator(op_name, inputs, attrs, opset)
-        attrs["tvm_custom"]["lowering"] = self.lowering
         impl = converter.get_converter(OPSET_VERSION)
-        return self.bb.normalize(impl(self.bb, inputs, attrs, [self._nodes, self._params]))
+        return self.bb.normalize(impl(self.bb, inputs, attrs, ConverterContext(self.lowering, self._nodes)))
 
 
 def packed_edges(graph: onnx.GraphProto) -> frozenset[str]:

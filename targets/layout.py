@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mptc.ops.reference import unpack_ternary
+from mptc.targets.policy import KernelPolicy
 
 WORD_BITS = 64
 
@@ -99,9 +100,10 @@ class FlatInput:
       every output row are computed and dropped;
     * shifted planes (``shifted`` True): one plane per ``(c, kx)``, the padded rows (in ``sh``
       stride phases) at the ``OW`` columns that tap column reads, for ``kw`` times the input.
-      Small maps take it (``SHIFTED_PLANES_WASTE``). ``row_stride`` is ``OW``, or ``OW`` rounded
-      up to a cache line where that is cheap (``aligned_row_stride``, the extra columns dropped),
-      and a plane of an even number of lines gets one more row.
+      Small maps take it (``KernelPolicy.shifted_planes_waste``). ``row_stride`` is ``OW``, or
+      ``OW`` rounded up to a cache line where that is cheap (``aligned_row_stride``, the extra
+      columns dropped), and a plane of an even number of lines gets one more row, so the planes
+      one chunk reads spread over the cache sets.
     """
 
     shifted: bool
@@ -119,19 +121,10 @@ class FlatInput:
         return self.out_height * self.row_stride
 
 
-# Share of dropped flat outputs (``1 - OW / Wq``) from which shifted planes pay for their ``kw``
-# times larger input. Measured (bench/bench_kernels.py shapes, 3x3, pad 1): shifted planes were
-# 4-20% faster on 16x16, 8x8 and 4x4 maps (11%, 20%, 33% dropped); 32x32 (6%) keeps channel planes.
-SHIFTED_PLANES_WASTE = 0.1
-
-# Aligned rows of shifted planes: a 16-lane vector load at an offset that is not a multiple of 16
-# floats spans two cache lines and costs two loads, and the block-sparse conv is load-bound. Rows
-# rounded up to a whole (or half) line where that adds at most ALIGN_WASTE outputs, and planes of
-# an odd number of lines (so the planes one chunk reads spread over the cache sets): measured
-# (block-sparse B = 2, 0.5 sparsity, 1 thread, in-process A/B) 256@14x14 2089 -> 1630 us, 128@14x14
-# 524 -> 359 us, 256@15x15 2159 -> 1574 us; the odd plane alone 5-9% on 256@14x14.
+# A 16-lane vector load at an offset that is not a multiple of 16 floats spans two cache lines and
+# costs two loads, and the block-sparse conv is load-bound: shifted-plane rows are rounded up to
+# whole (or half) lines where that is cheap (``KernelPolicy.align_waste``).
 LINE_FLOATS = 16  # fp32 values per 64-byte cache line
-ALIGN_WASTE = 0.15
 
 
 @dataclass(frozen=True)
@@ -278,21 +271,23 @@ def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:
     return interleave_lanes(_ell(rows, pad=2 * k), lanes)
 
 
-def flat_input(geo: ConvGeometry) -> FlatInput:
+def flat_input(geo: ConvGeometry, policy: KernelPolicy) -> FlatInput:
+    """The flat input of a real-input conv: shifted planes where channel planes would drop at
+    least ``policy.shifted_planes_waste`` of their flat outputs, else channel planes."""
     (sh, sw), hq, wq = geo.strides, geo.phase_height, geo.phase_width
-    if 1 - geo.out_width / wq >= SHIFTED_PLANES_WASTE:
-        stride = aligned_row_stride(geo.out_width)
+    if 1 - geo.out_width / wq >= policy.shifted_planes_waste:
+        stride = aligned_row_stride(geo.out_width, policy)
         rows = sh * hq + (stride % LINE_FLOATS == 0 and sh * hq * stride // LINE_FLOATS % 2 == 0)
         return FlatInput(True, geo.channels * geo.kernel[1], rows, stride, geo.out_height)
     return FlatInput(False, geo.channels, sh * sw * hq, wq, geo.out_height)
 
 
-def aligned_row_stride(width: int) -> int:
+def aligned_row_stride(width: int, policy: KernelPolicy) -> int:
     """Row stride of shifted planes: ``width`` rounded up to a whole or half cache line where that
-    computes at most ``ALIGN_WASTE`` more outputs, so the vector loads of every tap are aligned."""
+    computes at most ``policy.align_waste`` more outputs, so the vector loads of every tap are aligned."""
     for align in (LINE_FLOATS, LINE_FLOATS // 2):
         stride = ceil_div(width, align) * align
-        if stride / width - 1 <= ALIGN_WASTE:
+        if stride / width - 1 <= policy.align_waste:
             return stride
     return width
 

@@ -8,7 +8,7 @@ import torch
 
 torch.set_num_threads(2)
 
-from mptc.train.config import TrainConfig  # noqa: E402
+from mptc.config import TrainConfig  # noqa: E402
 from mptc.train.loop import train  # noqa: E402
 
 

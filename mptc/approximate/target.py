@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mptc.config import TrainConfig
 from mptc.errors import InputError, UnsupportedError
 from mptc.ticket import load_ticket
-from mptc.train.config import TrainConfig
 from mptc.train.rundir import RunDir
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
+from mptc.boards import BOARDS, TARGETS
 from mptc.targets.compile import compile_model
-from mptc.targets.target import BOARD_CPUS, TARGETS, resolve_target
+from mptc.targets.target import resolve_target
 
 PACKED_FILE = "packed.onnx"
 
@@ -25,7 +26,7 @@ class CompileOptions:
 @click.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", type=click.Choice(TARGETS), required=True, help="x86 (this host), arm or cuda.")
-@click.option("--board", type=click.Choice(sorted(BOARD_CPUS)), help="The board whose CPU (arm) or GPU (cuda) to build for.")
+@click.option("--board", type=click.Choice(list(BOARDS)), help="The board whose CPU (arm) or GPU (cuda) to build for.")
 @click.option("--target-json", type=click.Path(dir_okay=False, path_type=Path), help="A TVM target dict (JSON) to use instead.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 def compile_command(model: Path, target: str, board: str | None, target_json: Path | None, out: Path) -> None:

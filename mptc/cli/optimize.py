@@ -16,7 +16,8 @@ _MODEL = click.Path(dir_okay=False, path_type=Path)
 @click.command("optimize")
 @click.argument("model", type=_MODEL)
 @click.option("-o", "--out", "out", type=_MODEL, required=True, help="Where to write the packed ONNX model.")
-def optimize_command(model: Path, out: Path) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also list each layer or node a pass left as it is, and why.")
+def optimize_command(model: Path, out: Path, verbose: bool) -> None:
     """Pack the ternary layers of an exported ONNX MODEL into ai.mptc bit operators.
 
     Conv/Gemm/MatMul weights holding {-a, 0, +a} per output channel become 2-bit sign+mask
@@ -27,9 +28,10 @@ def optimize_command(model: Path, out: Path) -> None:
     \b
     Example:
       mptc optimize runs/mlp/model.onnx -o runs/mlp/packed.onnx
+      mptc optimize -v runs/mlp/model.onnx -o runs/mlp/packed.onnx   # why a layer stayed float
       mptc inspect runs/mlp/packed.onnx
     """
-    packed = optimize(load_model(model))
+    packed = optimize(load_model(model), on_skip=click.echo if verbose else None)
     rows = inspect_model(packed)  # before writing: a model that inspect refuses is not written
     write_bytes(out, packed.SerializeToString())
     packed = sum(1 for row in rows if row.op.startswith("Binary"))

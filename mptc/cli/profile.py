@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from mptc.deploy.emulator import BOARDS, SETUP_SCRIPT
+from mptc.boards import BOARDS
+from mptc.deploy.emulator import SETUP_SCRIPT
 from mptc.errors import DeviceError, VerificationError
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mptc.boards import BOARDS, TARGETS
 from mptc.models import METHODS, MODELS
 
 
@@ -28,12 +29,12 @@ def _sparsities(_ctx, _param, value: str) -> list[float]:
 @click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier.")
 @click.option("--epochs", type=int, default=None, help="Epochs per ticket [default: the recipe's].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every ticket.")
-@click.option("--target", type=click.Choice(["x86", "arm", "cuda"]), default="x86", show_default=True, help="Compile target.")
-@click.option("--board", type=click.Choice(["rpi4", "rpi5", "jetson-orin"]), default=None, help="Board the arm/cuda module is built for.")
+@click.option("--target", type=click.Choice(TARGETS), default="x86", show_default=True, help="Compile target.")
+@click.option("--board", type=click.Choice(list(BOARDS)), default=None, help="Board the arm/cuda module is built for.")
 @click.option("--rpc", default=None, metavar="HOST:PORT", help="Profile on a TVM RPC server (e.g. `mptc serve-device` on the board).")
 @click.option("--tracker", default=None, metavar="HOST:PORT", help="Profile on a board from a TVM RPC tracker (with --key).")
 @click.option("--key", default=None, help="Tracker key of the board kind, e.g. rpi4.")
-@click.option("--emulate", type=click.Choice(["rpi4", "rpi5", "jetson-orin"]), default=None, help="Profile on an emulated board started here (latency labelled emulated).")
+@click.option("--emulate", type=click.Choice(list(BOARDS)), default=None, help="Profile on an emulated board started here (latency labelled emulated).")
 @click.option("--repeat", type=click.IntRange(1), default=30, show_default=True, help="Timed runs per point (the median is reported).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder; finished points in it are reused.")
 def sweep_command(out: Path, sparsities: list[float], target: str, board: str | None, rpc: str | None, tracker: str | None,
@@ -52,9 +53,9 @@ def sweep_command(out: Path, sparsities: list[float], target: str, board: str | 
       mptc sweep --target arm --board rpi4 --emulate rpi4 -o runs/sweep-rpi4
       mptc sweep --target arm --board rpi4 --rpc 192.168.1.20:9090 -o runs/sweep-pi
     """
-    from mptc.report.point import DeviceOptions
+    from mptc.pipeline import DeviceOptions
     from mptc.report.sweep import sweep
-    from mptc.train.config import TrainConfig
+    from mptc.config import TrainConfig
 
     try:
         config = TrainConfig(sparsity=sparsities[0], **train_options)

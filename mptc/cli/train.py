@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from mptc.config import OPTIMIZERS, TrainConfig
 from mptc.data import DATASETS
 from mptc.errors import InputError
 from mptc.models import METHODS, MODELS
 from mptc.nn.init import INITS
-from mptc.train.config import OPTIMIZERS, TrainConfig
 
 
 def _config_from_options(options: dict) -> TrainConfig:
@@ -108,6 +108,7 @@ def train(out: Path, resume: bool, **options) -> None:
       mptc train --method dense --out runs/mlp-dense
       mptc train --method jackpot --pretrained runs/mlp-dense --sparsity 0.9 --out runs/mlp-jackpot
     """
+    import mptc.jackpot  # noqa: F401  (registers the jackpot methods' training hooks)
     from mptc.train.config import resolve
     from mptc.train.loop import train as run_training
 

@@ -1,14 +1,14 @@
 """Read and check the folder `mptc compile` writes, before anything is sent to a device.
 
 OUT/ holds ``module.so`` (a Relax VM executable), ``manifest.json`` (target, board, input and
-output signature) and ``reference.npz`` (``x`` a sample input, ``y`` the expected output). The
+output signature) and ``reference.npz`` (``x`` a sample input, ``y`` the expected output), laid
+out and parsed by :mod:`mptc.artifact`; here the three are checked against each other. The
 architecture a module runs on is read from the ELF header of ``module.so`` itself: it is what the
 device's loader will check, and a wrong one otherwise surfaces as a misleading "No such file".
 """
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from mptc.errors import InputError, first_line
-
-MODULE = "module.so"
-MANIFEST = "manifest.json"
-REFERENCE = "reference.npz"
+from mptc.artifact import (
+    MODULE_FILE,
+    REFERENCE_FILE,
+    REQUIRED_FILES,
+    Manifest,
+    read_manifest,
+    read_reference,
+)
+from mptc.errors import InputError
 
 # ELF e_machine values of the architectures mptc targets.
 _ELF_MACHINES = {62: "x86_64", 183: "aarch64", 40: "arm"}
@@ -32,7 +36,7 @@ class CompiledModel:
 
     out_dir: Path
     module_path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     arch: str
     x: np.ndarray
     y: np.ndarray
@@ -40,11 +44,11 @@ class CompiledModel:
     @property
     def target(self) -> dict[str, Any]:
         """The TVM target dict the module was built for."""
-        return tvm_target_of(self.manifest)
+        return self.manifest.target.spec
 
     @property
     def board(self) -> str | None:
-        return self.manifest.get("board") or self.manifest["target"].get("board")
+        return self.manifest.target.board
 
     @property
     def device_kind(self) -> str:
@@ -105,65 +109,30 @@ def load_compiled(out_dir: str | Path) -> CompiledModel:
     out = Path(out_dir)
     if not out.is_dir():
         raise InputError(f"{out} is not a folder: expected the output folder of `mptc compile`")
-    missing = [name for name in (MODULE, MANIFEST, REFERENCE) if not (out / name).is_file()]
+    missing = [name for name in REQUIRED_FILES if not (out / name).is_file()]
     if missing:
         raise InputError(f"{out} lacks {', '.join(missing)}: expected the output folder of `mptc compile`")
-    manifest = _read_manifest(out / MANIFEST)
-    x, y = _read_reference(out / REFERENCE)
-    signature = manifest["input"]
-    if list(x.shape) != list(signature["shape"]) or str(x.dtype) != signature["dtype"]:
+    manifest = read_manifest(out)
+    x, y = read_reference(out)
+    signature = manifest.input
+    if list(x.shape) != signature.shape or str(x.dtype) != signature.dtype:
         raise InputError(
-            f"{out / REFERENCE}: input x is {x.dtype}{list(x.shape)} but the manifest expects "
-            f"{signature['dtype']}{list(signature['shape'])}"
+            f"{out / REFERENCE_FILE}: input x is {x.dtype}{list(x.shape)} but the manifest expects "
+            f"{signature.dtype}{signature.shape}"
         )
-    if list(y.shape) != list(manifest["output"]["shape"]):
+    if list(y.shape) != manifest.output.shape:
         raise InputError(
-            f"{out / REFERENCE}: output y has shape {list(y.shape)} but the manifest says "
-            f"{list(manifest['output']['shape'])}"
+            f"{out / REFERENCE_FILE}: output y has shape {list(y.shape)} but the manifest says "
+            f"{manifest.output.shape}"
         )
-    arch = elf_arch(out / MODULE)
-    declared = _target_arch(tvm_target_of(manifest))
+    arch = elf_arch(out / MODULE_FILE)
+    declared = _target_arch(manifest.target.spec)
     if declared is not None and declared != arch:
         raise InputError(
-            f"{out / MODULE} is an {arch} library but the manifest's target is {declared}: "
+            f"{out / MODULE_FILE} is an {arch} library but the manifest's target is {declared}: "
             "the folder mixes two builds, compile again"
         )
-    return CompiledModel(out, out / MODULE, manifest, arch, x, y)
-
-
-def tvm_target_of(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The TVM target dict: ``target`` itself, or its ``spec`` when ``target`` also names the
-    family and board (``{"name", "family", "board", "spec"}``, as `mptc compile` writes it)."""
-    target = manifest["target"]
-    return target["spec"] if isinstance(target.get("spec"), dict) else target
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {path}: {e}") from e
-    for key in ("target", "input", "output"):
-        if key not in manifest:
-            raise InputError(f"{path} has no '{key}' entry")
-    if not isinstance(manifest["target"], dict):
-        raise InputError(f"{path}: 'target' must be a TVM target dict, got {manifest['target']!r}")
-    for key in ("shape", "dtype"):
-        if key not in manifest["input"]:
-            raise InputError(f"{path}: 'input' has no '{key}'")
-    if "shape" not in manifest["output"]:
-        raise InputError(f"{path}: 'output' has no 'shape'")
-    return manifest
-
-
-def _read_reference(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            return arrays["x"], arrays["y"]
-    except KeyError as e:
-        raise InputError(f"{path} must hold arrays 'x' (sample input) and 'y' (expected output)") from e
-    except Exception as e:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, zlib.error, OSError, ...
-        raise InputError(f"cannot read {path}: {first_line(e)}") from e
+    return CompiledModel(out, out / MODULE_FILE, manifest, arch, x, y)
 
 
 def _target_arch(target: dict[str, Any]) -> str | None:

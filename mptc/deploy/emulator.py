@@ -16,41 +16,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
+from mptc.boards import BOARDS, Board
 from mptc.deploy.server import RpcServer
 from mptc.errors import DeviceError, InputError
 
 SETUP_SCRIPT = "scripts/setup_arm_emulator.sh"
 _MARKER = "mptc-emulated-"
-_ARMV8_0 = frozenset({"neon", "fp-armv8", "crc", "crypto", "aes", "sha2"})
-_ARMV8_2 = _ARMV8_0 | {"v8.2a", "dotprod", "fullfp16", "rcpc", "lse", "rdm", "ras", "ssbs"}
-
-
-@dataclass(frozen=True)
-class Board:
-    """A board mptc can emulate.
-
-    ``features`` are the LLVM ``mattr`` names the board's core implements; they only serve to
-    name the likely culprit when a module dies from an illegal instruction.
-    """
-
-    name: str
-    description: str
-    qemu_cpu: str
-    features: frozenset[str]
-
-
-BOARDS: dict[str, Board] = {
-    board.name: board
-    for board in (
-        Board("rpi4", "Raspberry Pi 4 (Cortex-A72)", "cortex-a72", _ARMV8_0),
-        Board("rpi5", "Raspberry Pi 5 (Cortex-A76)", "cortex-a76", _ARMV8_2),
-        # QEMU has no Cortex-A78AE; the Neoverse-N1 is the closest core it models (ARMv8.2 + dotprod).
-        Board("jetson-orin", "Jetson Orin CPU (Cortex-A78AE, emulated as Neoverse-N1)", "neoverse-n1", _ARMV8_2),
-    )
-}
 
 
 def get_board(name: str) -> Board:
@@ -89,7 +62,7 @@ def emulated_board(
     """An RPC server that behaves like board ``name`` (use it as a context manager).
 
     Args:
-        name: ``rpi4``, ``rpi5`` or ``jetson-orin``.
+        name: a board of :data:`mptc.boards.BOARDS` (``rpi4``, ``rpi5``, ``jetson-orin``).
         host: address to bind (loopback by default: an emulator is a local test device).
         port: port to bind; ``None`` picks a free one.
         tracker: ``HOST:PORT`` of a TVM tracker to register with, under ``key``.

@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 
 from mptc import __version__
+from mptc.boards import Board
 from mptc.deploy import emulator
 from mptc.deploy.artifact import CompiledModel, host_arch, load_compiled
-from mptc.deploy.emulator import Board
 from mptc.deploy.rpc import Device, Measurement, connect, is_lost_connection, run_module
 from mptc.deploy.server import RpcServer
 from mptc.errors import DeviceError, InputError, OutputError
+from mptc.hostinfo import cpuinfo
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def _describe(device: Device, board: Board | None, compiled: CompiledModel) -> d
     if board is not None:
         text = f"{board.description}, emulated by qemu-aarch64 -cpu {board.qemu_cpu} on an {host_arch()} host"
     elif device.session is None:
-        text = f"this host: {_host_cpu()} ({host_arch()})"
+        text = f"this host: {cpuinfo().model or host_arch()} ({host_arch()})"
     else:
         text = device.where() + (f" (module built for {compiled.board})" if compiled.board else "")
     return {
@@ -216,17 +217,6 @@ def _describe(device: Device, board: Board | None, compiled: CompiledModel) -> d
         "emulated_board": board.name if board else None,
         "qemu_cpu": board.qemu_cpu if board else None,
     }
-
-
-def _host_cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return host_arch()
 
 
 def _write_atomically(report: dict[str, Any], path: Path) -> None:

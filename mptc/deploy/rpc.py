@@ -18,6 +18,7 @@ import numpy as np
 import tvm
 from tvm import rpc as tvm_rpc
 
+from mptc.artifact import MODULE_FILE
 from mptc.deploy import probe
 from mptc.deploy.artifact import CompiledModel
 from mptc.deploy.emulator import Board, board_from_workpath
@@ -95,14 +96,14 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
 
 def run_module(device: Device, compiled: CompiledModel, *, repeat: int, number: int) -> Measurement:
     """Load the module on the device, run the reference input once, then time ``repeat`` x ``number`` runs."""
-    wrong_arch_hint = f"module.so is an {compiled.arch} library: is the device {compiled.arch}?"
-    with _stage(device, "loading module.so", hint=wrong_arch_hint):
+    wrong_arch_hint = f"{MODULE_FILE} is an {compiled.arch} library: is the device {compiled.arch}?"
+    with _stage(device, f"loading {MODULE_FILE}", hint=wrong_arch_hint):
         if device.session is None:
             lib = tvm.runtime.load_module(str(compiled.module_path))
             dev = tvm.device(compiled.device_kind, 0)
         else:
-            device.session.upload(str(compiled.module_path), "module.so")
-            lib = device.session.load_module("module.so")
+            device.session.upload(str(compiled.module_path), MODULE_FILE)
+            lib = device.session.load_module(MODULE_FILE)
             dev = device.session.device(compiled.device_kind, 0)
         vm = tvm.runtime.vm.VirtualMachine(lib, dev)
     with _stage(device, "running the reference input"):

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from mptc.conventions import ternary_scale
 from mptc.nn.layers import BinaryActivation, MaskedConv2d, MaskedLayer, MaskedLinear
-from mptc.passes.pack_ternary_weights import ternary_scale
 
 
 class ExportFlatten(nn.Module):

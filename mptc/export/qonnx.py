@@ -14,8 +14,8 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
+from mptc.conventions import ternary_scale
 from mptc.errors import VerificationError
-from mptc.passes.pack_ternary_weights import ternary_scale
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 WEIGHT_INPUT = {"Conv": 1, "Gemm": 1, "MatMul": 1}

@@ -5,13 +5,16 @@
 * :mod:`~mptc.jackpot.magnitude`: one global magnitude threshold -> per-layer kept counts, the
   magnitude mask and the 1.0/0.99 initial scores; the overlap of two masks.
 * :mod:`~mptc.jackpot.restriction`: the short restriction (bounded mask swaps per step).
-* :mod:`~mptc.jackpot.search`: the training hooks that put these together.
+* :mod:`~mptc.jackpot.search`: the training hooks that put these together, registered for
+  ``--method jackpot`` and ``--method magnitude`` when this package is imported.
 """
 
 from mptc.jackpot.magnitude import global_kept_counts, magnitude_mask, magnitude_scores, mask_overlap
 from mptc.jackpot.restriction import restrict_mask_change, restriction_rate
+from mptc.jackpot.search import JackpotSearch
 
 __all__ = [
+    "JackpotSearch",
     "global_kept_counts",
     "magnitude_mask",
     "magnitude_scores",

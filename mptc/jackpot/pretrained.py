@@ -19,13 +19,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from mptc.config import TrainConfig
 from mptc.data import Dataset
 from mptc.errors import InputError
 from mptc.models import LayerRecipe, build_model
 from mptc.nn.layers import masked_layers
 from mptc.ticket import FORMAT as TICKET_FORMAT
 from mptc.ticket import load_ticket
-from mptc.train.config import TrainConfig
 from mptc.train.rundir import RunDir
 
 MAX_LISTED = 3

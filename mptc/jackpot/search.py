@@ -12,6 +12,7 @@
   and the overlap of the searched mask with the magnitude mask.
 
 ``--method magnitude`` is the same with 0 search epochs: the magnitude mask is the ticket.
+Importing this module registers :class:`JackpotSearch` as the hooks of both methods.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mptc.config import PRETRAINED_METHODS, TrainConfig
 from mptc.data import Dataset
 from mptc.jackpot.batchnorm import recalibrated
 from mptc.jackpot.magnitude import global_kept_counts, magnitude_mask, magnitude_scores, mask_overlap
 from mptc.jackpot.pretrained import copy_pretrained, load_pretrained
 from mptc.jackpot.restriction import restrict_mask_change, restriction_rate
 from mptc.nn.layers import masked_layers
-from mptc.train.config import TrainConfig
-from mptc.train.hooks import SearchHooks
+from mptc.train.hooks import SearchHooks, register_hooks
 from mptc.train.loop import evaluate
 
 log = logging.getLogger(__name__)
@@ -88,3 +89,6 @@ class JackpotSearch(SearchHooks):
                 "restriction": {"on": self.config.restriction, "initial_rate": self.config.restriction_rate, "schedule": "cosine"},
             }
         }
+
+
+register_hooks(JackpotSearch, *PRETRAINED_METHODS)

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mptc import __version__
+from mptc.config import TrainConfig
 from mptc.io import write_json, write_text
+from mptc.pipeline import DeviceOptions
 from mptc.report.plots import plot_sweep
-from mptc.report.point import DeviceOptions, run_point
+from mptc.report.point import run_point
 from mptc.report.render import render_markdown
-from mptc.train.config import TrainConfig
 
 
 def sweep(

@@ -1,18 +1,21 @@
 """The method-specific steps of a training run, as one small interface :func:`train` calls.
 
 Random-weight methods (edge-popup, biprop) and dense training need nothing beyond the loop, so
-the base class does nothing. The lottery-jackpot methods load a pre-trained model, initialise
-magnitude scores, freeze BatchNorm and restrict mask changes (:mod:`mptc.jackpot.search`).
+the base class does nothing. A method that needs more registers its hooks with
+:func:`register_hooks` when its module is imported (the lottery jackpot: :mod:`mptc.jackpot`
+loads a pre-trained model, initialises magnitude scores, freezes BatchNorm and restricts mask
+changes), so the training loop never imports the methods built on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from mptc.config import TrainConfig
 from mptc.data import Dataset
-from mptc.train.config import PRETRAINED_METHODS, TrainConfig
 
 
 class SearchHooks:
@@ -35,10 +38,30 @@ class SearchHooks:
         return {}
 
 
-def hooks_for(config: TrainConfig) -> SearchHooks:
-    """The hooks ``config.method`` needs (the jackpot's for ``jackpot``/``magnitude``)."""
-    if config.method in PRETRAINED_METHODS:
-        from mptc.jackpot.search import JackpotSearch
+HooksFactory = Callable[[TrainConfig], SearchHooks]
+_FACTORIES: dict[str, HooksFactory] = {}
 
-        return JackpotSearch(config)
-    return SearchHooks()
+
+def register_hooks(factory: HooksFactory, *methods: str) -> None:
+    """Make :func:`hooks_for` answer ``factory(config)`` for a config of any of ``methods``."""
+    for method in methods:
+        _FACTORIES[method] = factory
+
+
+def hooks_for(config: TrainConfig) -> SearchHooks:
+    """The hooks registered for ``config.method``.
+
+    Raises:
+        LookupError: nothing registered them, because the method's module was never imported
+            (training on without them would silently run another method).
+    """
+    factory = _FACTORIES.get(config.method)
+    if factory is None:
+        raise LookupError(
+            f"no training hooks are registered for method {config.method!r}: import the module that "
+            "provides them first (mptc.jackpot for jackpot and magnitude)"
+        )
+    return factory(config)
+
+
+register_hooks(lambda _config: SearchHooks(), "dense", "edge-popup", "biprop")

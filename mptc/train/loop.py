@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mptc import __version__
+from mptc.config import PRETRAINED_METHODS, TrainConfig, parse_config
 from mptc.data import Dataset, DataSplit, augment_batch, load_dataset
 from mptc.errors import InputError, OutputError, UnsupportedError
 from mptc.io import write_json, write_text
@@ -26,8 +27,8 @@ from mptc.nn.init import generator, initialize
 from mptc.nn.layers import masked_layers
 from mptc.ticket import fp32_bytes, save_ticket
 from mptc.train.checkpoint import restore, save_checkpoint
-from mptc.train.config import PRETRAINED_METHODS, TrainConfig, parse_config, resolve
-from mptc.train.distributed import join
+from mptc.train.config import resolve
+from mptc.train.distributed import World, join
 from mptc.train.hooks import SearchHooks, hooks_for
 from mptc.train.rundir import RunDir
 
@@ -127,84 +128,130 @@ def train(
             applies the short restriction after each step); must be deterministic.
     """
     config = resolve(config)
-    run = RunDir(Path(run_dir))
+    run = _open_run_dir(Path(run_dir), config, resume)
+    state = _set_up(config, run, hooks)
+    history, start = _resume_or_start(state, resume)
+    trainer = state.world.wrap(state.model)  # after the restore: DDP broadcasts rank 0's weights as it wraps
+    for epoch in range(start, config.epochs):
+        record = _train_epoch(state, trainer, epoch)
+        history.append(record)
+        if state.world.is_main:
+            _save_epoch(state, epoch, history)
+        if on_epoch is not None:
+            on_epoch(record)
+    return _finish(state, history)
+
+
+@dataclass(frozen=True)
+class _Training:
+    """What every phase of :func:`train` works on, built once by :func:`_set_up`."""
+
+    config: TrainConfig
+    run: RunDir
+    world: World
+    dataset: Dataset
+    model: nn.Module
+    hooks: SearchHooks
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: nn.Module
+
+
+def _open_run_dir(root: Path, config: TrainConfig, resume: bool) -> RunDir:
+    """The run directory, refused before any work if it cannot be (re)used as asked."""
+    run = RunDir(root)
     if resume:
         _check_resume_config(run, config)
     elif run.has_run():
         raise OutputError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
+    return run
+
+
+def _set_up(config: TrainConfig, run: RunDir, hooks: SearchHooks | None) -> _Training:
+    """Join the processes, load the data, build the seeded model, its optimizer and schedule."""
     world = join(select_device(config.device))
-    device = world.device
     dataset = load_dataset(config.dataset)
     model = build(config, dataset)
     hooks = hooks if hooks is not None else hooks_for(config)
     hooks.prepare(model, dataset)
-    model.to(device)
+    model.to(world.device)
     optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    history: list[dict[str, Any]] = []
-    start = 0
-    if resume and run.checkpoint.exists():
-        history, start = restore(run.checkpoint, model, optimizer, scheduler, config.epochs)
-        log.info("resuming %s after epoch %d", run.root, start)
-    elif world.is_main:
-        write_text(run.config, config.dumps() + "\n")
-    trainer = world.wrap(model)
-
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        shuffle = generator(config.seed, "epoch", epoch)
-        hooks.start_epoch(model)
-        loss_sum, correct, seen = 0.0, 0, 0
-        for step, (x, y) in enumerate(world.batches(dataset.train, config.batch_size, shuffle), start=epoch * steps_per_epoch):
-            if dataset.augment:
-                x = augment_batch(x, shuffle)
-            x, y = x.to(device), y.to(device)
-            logits = trainer(x)
-            loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            hooks.after_step(model, step / total_steps)
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-        scheduler.step()
-        loss_sum, correct, seen = world.sum(loss_sum, correct, seen)
-        test_accuracy, test_loss = evaluate(model, dataset.test, device)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "test_loss": test_loss,
-            "test_accuracy": test_accuracy,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - began,
-        }
-        history.append(record)
-        if world.is_main:
-            save_checkpoint(
-                run.checkpoint,
-                {
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "history": history,
-                },
-            )
-        if on_epoch is not None:
-            on_epoch(record)
+    return _Training(config, run, world, dataset, model, hooks, optimizer, scheduler, criterion)
 
+
+def _resume_or_start(state: _Training, resume: bool) -> tuple[list[dict[str, Any]], int]:
+    """(history, epochs done): restored from the checkpoint, or none after writing config.json."""
+    if resume and state.run.checkpoint.exists():
+        history, start = restore(state.run.checkpoint, state.model, state.optimizer, state.scheduler, state.config.epochs)
+        log.info("resuming %s after epoch %d", state.run.root, start)
+        return history, start
+    if state.world.is_main:
+        write_text(state.run.config, state.config.dumps() + "\n")
+    return [], 0
+
+
+def _train_epoch(state: _Training, trainer: nn.Module, epoch: int) -> dict[str, Any]:
+    """One epoch in the order drawn from (seed, "epoch", ``epoch``), then a test; its record."""
+    config, world, device = state.config, state.world, state.world.device
+    began = time.perf_counter()
+    steps_per_epoch = math.ceil(len(state.dataset.train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    shuffle = generator(config.seed, "epoch", epoch)
+    state.hooks.start_epoch(state.model)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for step, (x, y) in enumerate(world.batches(state.dataset.train, config.batch_size, shuffle), start=epoch * steps_per_epoch):
+        if state.dataset.augment:
+            x = augment_batch(x, shuffle)
+        x, y = x.to(device), y.to(device)
+        logits = trainer(x)
+        loss = state.criterion(logits, y)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.hooks.after_step(state.model, step / total_steps)
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+    state.scheduler.step()
+    loss_sum, correct, seen = world.sum(loss_sum, correct, seen)
+    test_accuracy, test_loss = evaluate(state.model, state.dataset.test, device)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - began,
+    }
+
+
+def _save_epoch(state: _Training, epoch: int, history: list[dict[str, Any]]) -> None:
+    """Checkpoint all the state left after ``epoch``: a resume from here ends bit-identical."""
+    save_checkpoint(
+        state.run.checkpoint,
+        {
+            "epoch": epoch + 1,
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "history": history,
+        },
+    )
+
+
+def _finish(state: _Training, history: list[dict[str, Any]]) -> TrainResult:
+    """Check the ranks agree, then (rank 0) write the ticket and metrics.json."""
+    config, world, model, dataset = state.config, state.world, state.model, state.dataset
     world.check_masks_agree(model)
     if not world.is_main:
         world.finish()  # rank 0 writes the ticket and metrics
-        return TrainResult(config=config, run_dir=run.root, model=model.cpu().eval())
+        return TrainResult(config=config, run_dir=state.run.root, model=model.cpu().eval())
     model.cpu().eval()
     ticket_bytes = save_ticket(
-        model, config, run.ticket, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+        model, config, state.run.ticket, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
         store_weights=config.method in PRETRAINED_METHODS,
     )
     final_accuracy, final_loss = evaluate(model, dataset.test)
@@ -224,8 +271,8 @@ def train(
         "fp32_bytes": fp32_bytes(model),
         "layers": layer_summary(model),
         "history": history,
-        **hooks.report(model, dataset),
+        **state.hooks.report(model, dataset),
     }
-    write_json(run.metrics, metrics)
+    write_json(state.run.metrics, metrics)
     world.finish()
-    return TrainResult(config=config, run_dir=run.root, metrics=metrics, model=model)
+    return TrainResult(config=config, run_dir=state.run.root, metrics=metrics, model=model)

@@ -10,7 +10,7 @@ from pathlib import Path
 class RunDir:
     """Files of one training run.
 
-    * ``config.json``: the resolved :class:`~mptc.train.config.TrainConfig`.
+    * ``config.json``: the resolved :class:`~mptc.config.TrainConfig`.
     * ``checkpoint.pt``: the last finished epoch (scores, optimizer, schedule, history).
     * ``ticket.safetensors``: the result (seed + mask bits + alpha, see :mod:`mptc.ticket`).
     * ``metrics.json``: test accuracy, sparsity, method, sizes and per-epoch curves.

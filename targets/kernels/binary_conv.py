@@ -29,9 +29,10 @@ contiguous run of the input. The segments' lengths vary per block, which TE cann
 gather is a ``te.extern`` whose loop nest each target family writes (``SparseGather``), as TOPI's
 sparse kernels were.
 
-Blocks are named for the schedules: ``pack``/``flat``, ``popcount``/``gather``, ``output``. The
-``flat`` block carries its plane shape ``(rows, Wq)`` as the annotation ``PLANE_SHAPE``, so a
-schedule can loop over (plane, row, column) with no division left in the vector loop.
+Stages are named for the schedules (``kernels.stages``): ``PACK``/``PAD``/``FLAT``,
+``POPCOUNT``/``GATHER``, ``LANE_BITS``/``OUTPUT``. ``FLAT`` carries its plane shape ``(rows, Wq)``
+as the annotation ``PLANE_SHAPE``, so a schedule can loop over (plane, row, column) with no
+division left in the vector loop.
 """
 
 from __future__ import annotations
@@ -41,12 +42,10 @@ from dataclasses import dataclass
 
 from tvm import te, tirx
 
+from mptc.targets.kernels import stages
 from mptc.targets.kernels.bits import WORD, sign_word, threshold_words
 from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import ConvGeometry, FlatInput, ceil_div, sign_classes, table_outputs
-
-PLANE_SHAPE = "mptc.plane_shape"  # annotation of the ``split`` block: (rows, columns) of each flat plane
-COLUMN_STRIDE = "mptc.column_stride"  # annotation of the ``popcount`` block: input words between output columns
 
 
 def pack_input(x: te.Tensor, geo: ConvGeometry) -> te.Tensor:
@@ -56,7 +55,7 @@ def pack_input(x: te.Tensor, geo: ConvGeometry) -> te.Tensor:
     def word(n, y, xx, cw):
         return sign_word(lambda c: x[n, tirx.min(c, geo.channels - 1), y, xx], lambda c: c < geo.channels, cw)
 
-    return te.compute((geo.batch, geo.height, geo.width, geo.channel_words), word, name="pack")
+    return te.compute((geo.batch, geo.height, geo.width, geo.channel_words), word, name=stages.PACK)
 
 
 def pad_words(a: te.Tensor, geo: ConvGeometry) -> te.Tensor:
@@ -67,13 +66,13 @@ def pad_words(a: te.Tensor, geo: ConvGeometry) -> te.Tensor:
         inside = tirx.all(y >= 0, y < geo.height, xx >= 0, xx < geo.width)
         return tirx.if_then_else(inside, a[n, _clamp(y, geo.height), _clamp(xx, geo.width), cw], tirx.const(0, WORD))
 
-    return te.compute((geo.batch, geo.padded_height, geo.padded_width, geo.channel_words), word, name="pad")
+    return te.compute((geo.batch, geo.padded_height, geo.padded_width, geo.channel_words), word, name=stages.PAD)
 
 
 def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeometry) -> te.Tensor:
     """``D[n, oy, ox, o]`` over all ``O/V * V`` (padded) outputs; ``sign``/``mask`` are ``(O/V, kh, kw, Cw, V)``.
 
-    The block carries ``COLUMN_STRIDE``, the distance in words between the input words two
+    The block carries ``stages.COLUMN_STRIDE``, the distance in words between the input words two
     neighbouring output columns read (``Cw * stride``): at 1 a schedule may vectorize along columns."""
     tiles, lanes = sign.shape[0], sign.shape[-1]
     (sh, sw), (dh, dw) = geo.strides, geo.dilations
@@ -87,7 +86,7 @@ def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeome
         return te.sum(tirx.popcount((act ^ w) & m), axis=[ky, kx, cw])
 
     shape = (geo.batch, geo.out_height, geo.out_width, tiles * lanes)
-    return te.compute(shape, popcount, name="popcount", attrs={COLUMN_STRIDE: geo.channel_words * sw})
+    return te.compute(shape, popcount, name=stages.POPCOUNT, attrs={stages.COLUMN_STRIDE: geo.channel_words * sw})
 
 
 def float_output(d, border, row_class, scale, bias, geo: ConvGeometry, residual=None, relu=False) -> te.Tensor:
@@ -99,7 +98,7 @@ def float_output(d, border, row_class, scale, bias, geo: ConvGeometry, residual=
         dot = border[row_class[oy], o, ox] - 2 * d[n, oy, ox, o].astype("int32")
         return finish(scale[o] * dot.astype("float32") + bias[o], residual, relu, n, o, oy, ox)
 
-    return te.compute(shape, value, name="output")
+    return te.compute(shape, value, name=stages.OUTPUT)
 
 
 def packed_output(d, threshold, row_class, col_class, flip, geo: ConvGeometry, lanes: int) -> te.Tensor:
@@ -179,7 +178,7 @@ def flat_input(x: te.Tensor, geo: ConvGeometry, flat: FlatInput, length: int) ->
         safe = x[n, tirx.min(ch, c - 1), _clamp(y, geo.height), _clamp(xx, geo.width)]
         return tirx.if_then_else(inside, safe, tirx.const(0.0, "float32"))
 
-    return te.compute((geo.batch, length), value, name="flat", attrs={PLANE_SHAPE: [flat.plane_rows, flat.row_stride]})
+    return te.compute((geo.batch, length), value, name=stages.FLAT, attrs={stages.PLANE_SHAPE: [flat.plane_rows, flat.row_stride]})
 
 
 @dataclass(frozen=True)
@@ -212,14 +211,14 @@ def block_sparse_conv(
     nest is the target's, as for TOPI's hand-written sparse kernels), then the affine epilogue
     (and the fused residual add and ReLU) on the real outputs."""
     shape = (gather.batch, gather.blocks, gather.block, gather.outputs)
-    acc = te.extern(shape, [xs, ptr, index], lambda ins, outs: body(gather, *ins, outs[0]), name="gather", dtype="float32")
+    acc = te.extern(shape, [xs, ptr, index], lambda ins, outs: body(gather, *ins, outs[0]), name=stages.GATHER, dtype="float32")
     block = gather.block
 
     def value(n, o, oy, ox):
         y = scale[o] * acc[n, o // block, o % block, oy * flat.row_stride + ox] + bias[o]
         return finish(y, residual, relu, n, o, oy, ox)
 
-    return te.compute((geo.batch, geo.out_channels, geo.out_height, geo.out_width), value, name="output")
+    return te.compute((geo.batch, geo.out_channels, geo.out_height, geo.out_width), value, name=stages.OUTPUT)
 
 
 def block_sparse_conv_func(

@@ -18,13 +18,15 @@ At batch, ``xs`` is transposed so an index entry adds the whole batch's values w
 The dense real-input form is no kernel of ours: a Relax ``matmul`` on the unpacked, scaled
 weight (``targets.frontend``), scheduled by the glue rules.
 
-Blocks are named for the schedules: ``pack``/``split``, ``popcount``/``gather``, ``output``.
+Stages are named for the schedules (``kernels.stages``): ``PACK``/``SPLIT``, ``POPCOUNT``/``GATHER``,
+``LANE_BITS``/``OUTPUT``.
 """
 
 from __future__ import annotations
 
 from tvm import te, tirx
 
+from mptc.targets.kernels import stages
 from mptc.targets.kernels.bits import WORD, sign_word, threshold_words
 from mptc.targets.layout import WORD_BITS, ceil_div, table_outputs
 
@@ -35,7 +37,7 @@ def pack_input(x: te.Tensor) -> te.Tensor:
     return te.compute(
         (batch, ceil_div(k, WORD_BITS)),
         lambda n, w: sign_word(lambda c: x[n, tirx.min(c, k - 1)], lambda c: c < k, w),
-        name="pack",
+        name=stages.PACK,
     )
 
 
@@ -46,7 +48,7 @@ def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor) -> te.Tensor:
     return te.compute(
         (a.shape[0], tiles * lanes),
         lambda n, o: te.sum(tirx.popcount((a[n, kw] ^ sign[o // lanes, kw, o % lanes]) & mask[o // lanes, kw, o % lanes]), axis=kw),
-        name="popcount",
+        name=stages.POPCOUNT,
     )
 
 
@@ -55,7 +57,7 @@ def float_output(d: te.Tensor, count: te.Tensor, scale: te.Tensor, bias: te.Tens
     return te.compute(
         (d.shape[0], scale.shape[0]),
         lambda n, o: scale[o] * (count[o] - 2 * d[n, o].astype("int32")).astype("float32") + bias[o],
-        name="output",
+        name=stages.OUTPUT,
     )
 
 
@@ -94,8 +96,8 @@ def split_input(x: te.Tensor, batch_lanes: bool = False) -> te.Tensor:
         return tirx.if_then_else(f < k, x[n, tirx.min(f, k - 1)], tirx.if_then_else(f < 2 * k, -x[n, tirx.min(f - k, k - 1)], zero))
 
     if batch_lanes:
-        return te.compute((2 * k + 1, batch), lambda f, n: value(n, f), name="split")
-    return te.compute((batch, 2 * k + 1), value, name="split")
+        return te.compute((2 * k + 1, batch), lambda f, n: value(n, f), name=stages.SPLIT)
+    return te.compute((batch, 2 * k + 1), value, name=stages.SPLIT)
 
 
 def sparse_dense(xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Tensor, batch_lanes: bool = False) -> te.Tensor:
@@ -112,10 +114,10 @@ def sparse_dense(xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Ten
         return index[o // lanes, j, o % lanes]
 
     if batch_lanes:
-        s = te.compute((out, xs.shape[1]), lambda o, n: te.sum(xs[tap(o), n], axis=j), name="gather")
-        return te.compute((xs.shape[1], out), lambda n, o: scale[o] * s[o, n] + bias[o], name="output")
-    s = te.compute((xs.shape[0], out), lambda n, o: te.sum(xs[n, tap(o)], axis=j), name="gather")
-    return te.compute((xs.shape[0], out), lambda n, o: scale[o] * s[n, o] + bias[o], name="output")
+        s = te.compute((out, xs.shape[1]), lambda o, n: te.sum(xs[tap(o), n], axis=j), name=stages.GATHER)
+        return te.compute((xs.shape[1], out), lambda n, o: scale[o] * s[o, n] + bias[o], name=stages.OUTPUT)
+    s = te.compute((xs.shape[0], out), lambda n, o: te.sum(xs[n, tap(o)], axis=j), name=stages.GATHER)
+    return te.compute((xs.shape[0], out), lambda n, o: scale[o] * s[n, o] + bias[o], name=stages.OUTPUT)
 
 
 def sparse_dense_func(batch: int, k: int, out: int, index_shape: tuple[int, int, int], batch_lanes: bool = False) -> tirx.PrimFunc:

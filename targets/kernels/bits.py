@@ -18,6 +18,7 @@ from typing import Callable
 
 from tvm import te, tirx
 
+from mptc.targets.kernels import stages
 from mptc.targets.layout import WORD_BITS
 
 WORD = "uint64"
@@ -50,8 +51,8 @@ def threshold_words(count: Count, threshold: Count, flip: te.Tensor, shape: tupl
     """Words ``(*shape, O' / 64)`` whose bit ``j`` of word ``w`` is ``(count(i, c) <= threshold(i, c))
     ^ f_c`` with ``c = 64 w + j``, ``i`` the leading indices and ``flip[c] = f_c << j`` (uint64 ``(O',)``).
 
-    ``lane_bits[i, w, lane]`` ORs the bits of the ``64 / lanes`` channels ``c = 64 w + v * lanes +
-    lane`` (a vector compare, select and XOR per popcount vector); ``output`` ORs the lanes.
+    ``lane_bits[i, w, lane]`` (stage ``LANE_BITS``) ORs the bits of the ``64 / lanes`` channels ``c = 64 w + v * lanes +
+    lane`` (a vector compare, select and XOR per popcount vector); ``OUTPUT`` ORs the lanes.
     """
     v = te.reduce_axis((0, WORD_BITS // lanes), name="v")
 
@@ -63,6 +64,6 @@ def threshold_words(count: Count, threshold: Count, flip: te.Tensor, shape: tupl
         return BIT_OR(tirx.Select(below, tirx.const(1, WORD) << j.astype(WORD), tirx.const(0, WORD)) ^ flip[c], axis=v)
 
     words = int(flip.shape[0]) // WORD_BITS
-    bits = te.compute((*shape, words, lanes), lane_bit, name="lane_bits")
+    bits = te.compute((*shape, words, lanes), lane_bit, name=stages.LANE_BITS)
     lane = te.reduce_axis((0, lanes), name="lane")
-    return te.compute((*shape, words), lambda *index: BIT_OR(bits[(*index, lane)], axis=lane), name="output")
+    return te.compute((*shape, words), lambda *index: BIT_OR(bits[(*index, lane)], axis=lane), name=stages.OUTPUT)

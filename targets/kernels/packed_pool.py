@@ -14,12 +14,13 @@ import functools
 
 from tvm import te, tirx
 
+from mptc.targets.kernels import stages
 from mptc.targets.kernels.bits import WORD
 from mptc.targets.layout import ConvGeometry
 
 
 def or_pool(a: te.Tensor, geo: ConvGeometry) -> te.Tensor:
-    """Max-pool of packed signs ``(N, H, W, Cw)`` -> ``(N, OH, OW, Cw)`` words (block ``output``)."""
+    """Max-pool of packed signs ``(N, H, W, Cw)`` -> ``(N, OH, OW, Cw)`` words (stage ``OUTPUT``)."""
     (sh, sw), (dh, dw) = geo.strides, geo.dilations
 
     def word(n, oy, ox, w):
@@ -33,7 +34,7 @@ def or_pool(a: te.Tensor, geo: ConvGeometry) -> te.Tensor:
         return functools.reduce(lambda acc, t: acc | t, taps[1:], taps[0])
 
     shape = (geo.batch, geo.out_height, geo.out_width, geo.channel_words)
-    return te.compute(shape, word, name="output")
+    return te.compute(shape, word, name=stages.OUTPUT)
 
 
 def or_pool_func(geo: ConvGeometry) -> tirx.PrimFunc:

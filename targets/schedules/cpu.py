@@ -19,7 +19,8 @@ from tvm import s_tir, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels.binary_conv import COLUMN_STRIDE, PLANE_SHAPE, SparseGather
+from mptc.targets.kernels import stages
+from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import WORD_BITS, ceil_div
 
 
@@ -87,10 +88,10 @@ class CpuKernelSchedules:
         the register tile. With a packed output the tile is one 64-channel output word
         (``_threshold_words``)."""
         sch = s_tir.Schedule(func)
-        count = sch.get_sblock("popcount")
+        count = sch.get_sblock(stages.POPCOUNT)
         cols = divisor_at_most(extent(sch, sch.get_loops(count)[2]), self.tiles.conv_cols)
-        if "lane_bits" in _block_names(sch):
-            n, oy, ox, w, lane, v = sch.get_loops(sch.get_sblock("lane_bits"))
+        if stages.LANE_BITS in _block_names(sch):
+            n, oy, ox, w, lane, v = sch.get_loops(sch.get_sblock(stages.LANE_BITS))
             xo, xi = sch.split(ox, [None, cols])
             self._threshold_words(sch, [n, oy, xo, w], xi, lane, v, self.tiles.conv_vectors)
         elif self._columns_as_lanes(sch, count):
@@ -100,17 +101,17 @@ class CpuKernelSchedules:
             sch.reorder(n, oy, xo, oo, ky, kx, cw, on, xl)
             tile = sch.fuse(n, oy, xo, oo)
             sch.transform_layout(count, ("write", 0), lambda n, y, x, o: (n, y, o, x))  # a vector = a run of columns
-            self._register_tile(sch, count, sch.get_sblock("output"), tile, reduce_from=sch.fuse(ky, kx, cw), unrolled=(on,), lanes=xl)
+            self._register_tile(sch, count, sch.get_sblock(stages.OUTPUT), tile, reduce_from=sch.fuse(ky, kx, cw), unrolled=(on,), lanes=xl)
         else:
             n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
             xo, xi = sch.split(ox, [None, cols])
             oo, on, ov = sch.split(o, [None, self._vectors(extent(sch, o), self.tiles.conv_vectors), self.word_lanes])
             sch.reorder(n, oy, xo, oo, ky, kx, cw, xi, on, ov)
             tile = sch.fuse(n, oy, xo, oo)
-            self._register_tile(sch, count, sch.get_sblock("output"), tile, reduce_from=sch.fuse(ky, kx, cw), unrolled=(xi, on), lanes=ov)
+            self._register_tile(sch, count, sch.get_sblock(stages.OUTPUT), tile, reduce_from=sch.fuse(ky, kx, cw), unrolled=(xi, on), lanes=ov)
         self._pack(sch, parallel_loops=2)
-        if "pack" in _block_names(sch):  # float NCHW input: consecutive x are contiguous, one word each
-            _, x, cw = sch.get_loops(sch.get_sblock("pack"))
+        if stages.PACK in _block_names(sch):  # float NCHW input: consecutive x are contiguous, one word each
+            _, x, cw = sch.get_loops(sch.get_sblock(stages.PACK))
             sch.reorder(cw, x)
             # a full float vector of pixels per compare: 2.5x faster than word-wide on 32-pixel rows
             sch.vectorize(sch.split(x, [None, divisor_at_most(extent(sch, x), self.float_lanes)])[1])
@@ -119,10 +120,10 @@ class CpuKernelSchedules:
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Tile ``(o/(vectors*lanes), n/rows)`` parallel; words outside the register tile (see ``binary_conv``)."""
         sch = s_tir.Schedule(func)
-        count = sch.get_sblock("popcount")
+        count = sch.get_sblock(stages.POPCOUNT)
         rows = divisor_at_most(extent(sch, sch.get_loops(count)[0]), self.tiles.dense_rows)
-        if "lane_bits" in _block_names(sch):
-            n, w, lane, v = sch.get_loops(sch.get_sblock("lane_bits"))
+        if stages.LANE_BITS in _block_names(sch):
+            n, w, lane, v = sch.get_loops(sch.get_sblock(stages.LANE_BITS))
             no, ni = sch.split(n, [None, rows])
             self._threshold_words(sch, [w, no], ni, lane, v, self.tiles.dense_vectors)
         else:
@@ -131,7 +132,7 @@ class CpuKernelSchedules:
             no, ni = sch.split(n, [None, rows])
             sch.reorder(oo, no, kw, ni, on, ov)
             tile = sch.fuse(oo, no)
-            self._register_tile(sch, count, sch.get_sblock("output"), tile, reduce_from=kw, unrolled=(ni, on), lanes=ov)
+            self._register_tile(sch, count, sch.get_sblock(stages.OUTPUT), tile, reduce_from=kw, unrolled=(ni, on), lanes=ov)
         self._pack(sch, parallel_loops=1)
         return sch.mod["main"]
 
@@ -141,7 +142,7 @@ class CpuKernelSchedules:
         vectors of channels: each tap is one vector load and a broadcast weight word per output,
         and the epilogue writes whole NCHW rows with no transpose (64@32x32: 70 -> 45 us)."""
         columns = extent(sch, sch.get_loops(count)[2])
-        return int(sch.get(count).annotations[COLUMN_STRIDE]) == 1 and columns % self.word_lanes == 0
+        return int(sch.get(count).annotations[stages.COLUMN_STRIDE]) == 1 and columns % self.word_lanes == 0
 
     def _vectors(self, outputs: int, max_vectors: int) -> int:
         """Popcount vectors (of ``word_lanes`` outputs) per register tile."""
@@ -153,12 +154,12 @@ class CpuKernelSchedules:
         counts are reduced in registers (taps outside), then compared with their thresholds a
         vector at a time and ORed into the lanes' bits; the word ORs the lanes. Only one group's
         counts are live, so the tile fits in registers however many vectors a word spans."""
-        count, bits = sch.get_sblock("popcount"), sch.get_sblock("lane_bits")
+        count, bits = sch.get_sblock(stages.POPCOUNT), sch.get_sblock(stages.LANE_BITS)
         group, vi = sch.split(v, [None, self._vectors(WORD_BITS, max_vectors)])
         sch.reorder(*tile_loops, group, inner, vi, lane)
         tile = sch.fuse(*tile_loops)
         sch.parallel(tile)
-        sch.reverse_compute_at(sch.get_sblock("output"), tile)
+        sch.reverse_compute_at(sch.get_sblock(stages.OUTPUT), tile)
         sch.compute_at(count, group, preserve_unit_loops=True)
         loops = sch.get_loops(count)
         reductions = sum(1 for iv in sch.get(count).iter_vars if iv.iter_type == tirx.IterVar.CommReduce)
@@ -236,37 +237,37 @@ class CpuKernelSchedules:
         """The flat input and the epilogue around the gather (``sparse_gather``): both parallel
         and vectorized along rows."""
         sch = s_tir.Schedule(func)
-        n, o, _, ox = sch.get_loops(sch.get_sblock("output"))
+        n, o, _, ox = sch.get_loops(sch.get_sblock(stages.OUTPUT))
         sch.parallel(sch.fuse(n, o))
         sch.vectorize(ox)
-        self._planes(sch, sch.get_sblock("flat"))
+        self._planes(sch, sch.get_sblock(stages.FLAT))
         return sch.mod["main"]
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Parallel over output-channel vectors; per index entry, one gather-add per batch row."""
         sch = s_tir.Schedule(func)
-        gather, out = sch.get_sblock("gather"), sch.get_sblock("output")
+        gather, out = sch.get_sblock(stages.GATHER), sch.get_sblock(stages.OUTPUT)
         n, o, j = sch.get_loops(gather)
         oo, ov = sch.split(o, [None, self.float_lanes])
         no, ni = sch.split(n, [None, divisor_at_most(extent(sch, n), self.tiles.dense_rows)])
         sch.reorder(oo, no, j, ni, ov)
         tile = sch.fuse(oo, no)
         self._register_tile(sch, gather, out, tile, reduce_from=j, unrolled=(ni,), lanes=ov)
-        self._elementwise(sch, sch.get_sblock("split"))
+        self._elementwise(sch, sch.get_sblock(stages.SPLIT))
         return sch.mod["main"]
 
     def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """``batch_lanes`` form: parallel over tiles of ``SPARSE_BATCH_ROWS`` outputs x a batch
         chunk of up to ``SPARSE_BATCH_VECTORS`` vectors; per index entry, vector loads and adds."""
         sch = s_tir.Schedule(func)
-        gather, out = sch.get_sblock("gather"), sch.get_sblock("output")
+        gather, out = sch.get_sblock(stages.GATHER), sch.get_sblock(stages.OUTPUT)
         o, n, j = sch.get_loops(gather)
         oo, oi = sch.split(o, [None, divisor_at_most(extent(sch, o), SPARSE_BATCH_ROWS)])
         no, ni = sch.split(n, [None, divisor_at_most(extent(sch, n), SPARSE_BATCH_VECTORS * self.float_lanes)])
         sch.reorder(oo, no, j, oi, ni)
         tile = sch.fuse(oo, no)
         self._register_tile(sch, gather, out, tile, reduce_from=j, unrolled=(oi,), lanes=ni)
-        split = sch.get_sblock("split")  # a transpose: vectors along the input's contiguous K
+        split = sch.get_sblock(stages.SPLIT)  # a transpose: vectors along the input's contiguous K
         f, n = sch.get_loops(split)
         fo, fi = sch.split(f, [None, self.float_lanes])
         sch.reorder(fo, n, fi)
@@ -277,7 +278,7 @@ class CpuKernelSchedules:
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Max-pool on packed signs: parallel over ``(n, oy)``, the words of a row contiguous."""
         sch = s_tir.Schedule(func)
-        n, oy, _, _ = sch.get_loops(sch.get_sblock("output"))
+        n, oy, _, _ = sch.get_loops(sch.get_sblock(stages.OUTPUT))
         sch.parallel(sch.fuse(n, oy))
         return sch.mod["main"]
 
@@ -298,7 +299,7 @@ class CpuKernelSchedules:
     @staticmethod
     def _pack(sch, parallel_loops: int) -> None:
         """Sign-pack and padding of the input words, where the kernel has those stages: parallel over leading loops."""
-        for name in ("pack", "pad"):
+        for name in (stages.PACK, stages.PAD):
             if name in _block_names(sch):
                 loops = sch.get_loops(sch.get_sblock(name))
                 sch.parallel(sch.fuse(*loops[:parallel_loops]))
@@ -308,7 +309,7 @@ class CpuKernelSchedules:
         """Flat input planes: parallel over ``(n, plane)``, each padded row vectorized. Split
         at the plane shape, the flat index needs no division (16-lane chunks of the flat loop
         divide and gather per lane: 20x slower)."""
-        rows, cols = (int(d) for d in sch.get(block).annotations[PLANE_SHAPE])
+        rows, cols = (int(d) for d in sch.get(block).annotations[stages.PLANE_SHAPE])
         n, flat = sch.get_loops(block)
         plane, _, col = sch.split(flat, [None, rows, cols])
         sch.parallel(sch.fuse(n, plane))

@@ -17,6 +17,7 @@ from tvm.ir import Range
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
+from mptc.targets.kernels import stages
 from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import ceil_div
 
@@ -32,10 +33,10 @@ class CudaKernelSchedules:
     float_lanes = FLOAT_LANES
 
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        return self._per_output(func, ("pack", "pad"), "popcount")
+        return self._per_output(func, (stages.PACK, stages.PAD), stages.POPCOUNT)
 
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        return self._per_output(func, ("pack", "pad"), "popcount")
+        return self._per_output(func, (stages.PACK, stages.PAD), stages.POPCOUNT)
 
     def conv_chunk(self, flat: int, block: int) -> int:
         """One thread per output needs no register tile: pad the flat outputs to whole warps."""
@@ -70,18 +71,18 @@ class CudaKernelSchedules:
 
     def block_sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
-        for name in ("flat", "output"):
+        for name in (stages.FLAT, stages.OUTPUT):
             _bind(sch, sch.get_sblock(name))
         return sch.mod["main"]
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        return self._per_output(func, ("split",), "gather")
+        return self._per_output(func, (stages.SPLIT,), stages.GATHER)
 
     sparse_dense_batched = sparse_dense  # the sums along the batch: the same one thread per output
 
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
-        _bind(sch, sch.get_sblock("output"))
+        _bind(sch, sch.get_sblock(stages.OUTPUT))
         return sch.mod["main"]
 
     @staticmethod
@@ -89,8 +90,8 @@ class CudaKernelSchedules:
         """One thread per output (a packed output's word: its lanes' bits, then their counts, in the thread)."""
         sch = s_tir.Schedule(func)
         present = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
-        thread = _bind(sch, sch.get_sblock("output"))
-        for name in ("lane_bits", reduction):  # consumer before producer
+        thread = _bind(sch, sch.get_sblock(stages.OUTPUT))
+        for name in (stages.LANE_BITS, reduction):  # consumer before producer
             if name in present:
                 block = sch.get_sblock(name)
                 sch.set_scope(block, 0, "local")

@@ -73,3 +73,29 @@ def test_model_without_ternary_layer_exits_4(tmp_path, rng):
     result = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "out.onnx")])
     assert result.exit_code == 4 and len(result.output.strip().splitlines()) == 1
     assert "no ternary Conv/Gemm/MatMul layer to pack: c (Conv): weight is not ternary" in result.output
+
+
+LEFT_ALONE = """<ir_version: 10, opset_import: ["" : 19]>
+g (float[1,3,6,6] x, float[1,4,6,6] r) => (float[n,o] y) {
+  s = Sign (x)
+  c = Conv <pads = [1, 1, 1, 1]> (s, w)
+  a = Add (c, r)
+  f = Flatten (a)
+  y = Gemm <transB = 1> (f, fc)
+}"""
+
+
+@pytest.mark.parametrize("flags", [[], ["-v"]])
+def test_verbose_says_why_each_candidate_was_left_alone(tmp_path, rng, flags):
+    path, out = tmp_path / "model.onnx", tmp_path / "packed.onnx"
+    onnx.save(model_from_text(LEFT_ALONE, w=ternary(rng, (4, 3, 3, 3)), fc=rng.standard_normal((5, 144)).astype(np.float32)), path)
+    result = CliRunner().invoke(main, ["optimize", *flags, str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    reasons = [
+        "PackTernaryWeightsPass left y (Gemm): weight is not ternary ({-a, 0, +a} per output row)",
+        "FoldSignIntoBinaryInputPass left c (BinaryConv): s (Sign) maps 0 to 0; only a sign with sign(0) = +1 folds, Where(x >= 0, 1, -1)",
+        "FoldBatchNormIntoScalePass left c (BinaryConv): a (Add)'s other operand is not a constant per output channel",
+    ]
+    lines = result.output.splitlines()
+    assert lines[:-1] == (reasons if flags else [])
+    assert lines[-1].startswith(f"wrote {out}: 1 packed layer(s)")

@@ -3,7 +3,7 @@ emulated boards shared by every test of the package (an emulated TVM import cost
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import shutil
 import signal
@@ -17,6 +17,19 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mptc import __version__
+from mptc.artifact import (
+    MODULE_FILE,
+    REFERENCE_FILE,
+    Manifest,
+    Sizes,
+    SourceModel,
+    TargetInfo,
+    TensorInfo,
+    Versions,
+    write_manifest,
+    write_reference,
+)
 from mptc.deploy import emulator
 from mptc.deploy.probe import answers, tracker_handshake
 from mptc.deploy.server import free_port
@@ -76,7 +89,8 @@ def _int8_dense() -> tuple[Any, np.ndarray, np.ndarray]:
 
 def write_out(out: Path, built: tuple[Any, np.ndarray, np.ndarray], target: dict[str, Any],
               board: str | None) -> Path:
-    """Compile for ``target`` and write module.so, manifest.json and reference.npz into ``out``."""
+    """Compile for ``target`` and write module.so, manifest.json and reference.npz into ``out``, as
+    `mptc compile` does (no ONNX model behind them: the source model and layer records are empty)."""
     import tvm
 
     mod, x, y = built
@@ -84,11 +98,22 @@ def write_out(out: Path, built: tuple[Any, np.ndarray, np.ndarray], target: dict
     executable = tvm.compile(mod, target=tvm.target.Target(target))
     cross = target.get("mtriple", "").startswith("aarch64")
     fcompile = tvm.support.cc.cross_compiler("aarch64-linux-gnu-gcc") if cross else None
-    executable.export_library(str(out / "module.so"), fcompile=fcompile)
-    manifest = {"target": target, "board": board, "input": {"name": "x", "shape": list(x.shape), "dtype": str(x.dtype)},
-                "output": {"shape": list(y.shape)}}
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    np.savez(out / "reference.npz", x=x, y=y)
+    executable.export_library(str(out / MODULE_FILE), fcompile=fcompile)
+    family = "arm" if cross else "x86"
+    manifest = Manifest(
+        versions=Versions(mptc=__version__, tvm=tvm.__version__),
+        target=TargetInfo(name=family, family=family, board=board, spec=target),
+        source_model=SourceModel(path=None, sha256=hashlib.sha256(b"").hexdigest(), bytes=0),
+        input=TensorInfo(name="x", shape=list(x.shape), dtype=str(x.dtype)),
+        output=TensorInfo(name="y", shape=list(y.shape), dtype=str(y.dtype)),
+        files={"module": MODULE_FILE, "reference": REFERENCE_FILE},
+        reference_runtime="numpy",
+        sparse_break_even=0.5,
+        layers=[],
+        sizes=Sizes(module_bytes=(out / MODULE_FILE).stat().st_size, source_model_bytes=0, packed_weight_bytes=0, lowered_weight_bytes=0),
+    )
+    write_manifest(out, manifest)
+    write_reference(out, x, y)
     return out
 
 

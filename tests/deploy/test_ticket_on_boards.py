@@ -9,12 +9,12 @@ import numpy as np
 import onnx
 import pytest
 
+from mptc.config import TrainConfig
 from mptc.deploy.profile import profile
 from mptc.export import export_run
 from mptc.passes.pipeline import optimize_file
-from mptc.targets import chooser
 from mptc.targets.compile import compile_model
-from mptc.train.config import TrainConfig
+from mptc.targets.policy import default_policy
 from mptc.train.loop import train
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
@@ -61,7 +61,8 @@ def test_compiled_mpt132_conv_ticket_runs_on_the_emulated_board(packed_conv_tick
     manifest = compile_model(packed_conv_ticket, "arm", tmp_path, board="rpi4")
     convs = [layer for layer in manifest["layers"] if layer["op_type"] == "BinaryConv"]
     assert {layer["kernel"] for layer in convs} == {"block-sparse"} and {layer["epilogue"] for layer in convs} == {"relu"}
-    blocks = {f"{b} output(s) per block" for b in (chooser.CONV_BLOCK, chooser.SHORT_FLAT_BLOCK)}
+    arm = default_policy("arm")
+    blocks = {f"{b} output(s) per block" for b in (arm.conv_block, arm.short_flat_block)}
     assert {next(b for b in blocks if b in layer["reason"]) for layer in convs} == blocks, convs
     report = profile(tmp_path, emulated_board="rpi4", repeat=3)
     assert report["outputs_match"] and report["argmax_match"], report

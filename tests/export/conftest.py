@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mptc.config import TrainConfig
 from mptc.data import load_dataset
 from mptc.export import export_model
-from mptc.train.config import TrainConfig
 from mptc.train.loop import build
 
 FAMILIES = {"mlp": "digits", "conv4": "synthetic:3x16x16", "vgg-small": "synthetic:3x16x16", "resnet18": "synthetic:3x16x16"}

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -76,3 +78,13 @@ def test_cli_export_and_qonnx(tiny_run, tmp_path):
 def test_cli_export_of_missing_run(tmp_path):
     result = CliRunner().invoke(main, ["export", str(tmp_path / "none"), "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 3 and "no ticket" in result.output and "Traceback" not in result.output
+
+
+def test_export_does_not_import_the_passes():
+    """Export comes before the passes: the maths both need lives in mptc.conventions."""
+    code = (
+        "import importlib, pkgutil, sys, mptc.export\n"
+        "for m in pkgutil.walk_packages(mptc.export.__path__, 'mptc.export.'): importlib.import_module(m.name)\n"
+        "assert not [m for m in sys.modules if m.startswith('mptc.passes')]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

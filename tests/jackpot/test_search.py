@@ -1,16 +1,19 @@
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mptc.config import TrainConfig
 from mptc.data import load_dataset
 from mptc.errors import InputError
 from mptc.jackpot.magnitude import magnitude_mask
 from mptc.jackpot.search import JackpotSearch
 from mptc.nn.layers import masked_layers
 from mptc.ticket import load_ticket
-from mptc.train.config import TrainConfig
+from mptc.train.hooks import SearchHooks, hooks_for
 from mptc.train.loop import build, train
 
 
@@ -22,6 +25,18 @@ def jackpot_config(tiny_dense_run):
 @pytest.fixture(scope="session")
 def jackpot_run(tmp_path_factory, jackpot_config):
     return train(jackpot_config, tmp_path_factory.mktemp("runs") / "jackpot")
+
+
+def test_jackpot_methods_register_their_hooks(jackpot_config):
+    magnitude = dataclasses.replace(jackpot_config, method="magnitude", epochs=None)
+    assert type(hooks_for(jackpot_config)) is JackpotSearch and type(hooks_for(magnitude)) is JackpotSearch
+    assert type(hooks_for(dataclasses.replace(jackpot_config, method="biprop", pretrained=None))) is SearchHooks
+
+
+def test_the_training_loop_does_not_import_the_jackpot():
+    """train/ knows methods only through the hooks they register: no import cycle with mptc.jackpot."""
+    code = "import sys, mptc.train.loop; assert not [m for m in sys.modules if m.startswith('mptc.jackpot')]"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def _prepared(config):

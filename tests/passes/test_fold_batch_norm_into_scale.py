@@ -1,7 +1,9 @@
 import numpy as np
+import onnx_ir as ir
 import pytest
 from tests.passes.mptc_graphs import apply, assert_equivalent, model_from_text, node, ops, ternary
 
+from mptc.errors import InputError
 from mptc.passes.fold_batch_norm_into_scale import FoldBatchNormIntoScalePass, per_channel
 from mptc.passes.pack_ternary_weights import PackTernaryWeightsPass
 
@@ -84,16 +86,32 @@ def test_chain_batch_norm_mul_add_folds_completely(rng):
 
 
 @pytest.mark.parametrize(
-    "lines, outputs, inputs, params",
+    "lines, outputs, inputs, params, reason",
     [
-        ("y, running_mean, running_var = BatchNormalization <training_mode = 1> (c, gamma, beta, mean, var)", "float[n,o,h,w] y", "", "bn"),
-        ("y = Add (c, c)", "float[n,o,h,w] y", "", ""),
-        ("y = Mul (c, k)", "float[n,o,h,w] y", "", "spatial"),
-        ("y = Mul (c, z)", "float[n,o,h,w] y", f", float[2,{O},6,6] z", ""),
-        ("y = Relu (c)", "float[n,o,h,w] y", "", ""),
-        ("y = BatchNormalization (c, gamma, beta, mean, var)", "float[n,o,h,w] y, float[n,o,h,w] c", "", "bn"),
-        ("y = BatchNormalization (c, gamma, beta, fed, var)", "float[n,o,h,w] y", f", float[{O}] fed", "bn"),
-        ("y = BatchNormalization (c, gamma, beta, mean, var)\n z = Relu (c)", "float[n,o,h,w] y, float[n,o,h,w] z", "", "bn"),
+        (
+            "y, running_mean, running_var = BatchNormalization <training_mode = 1> (c, gamma, beta, mean, var)",
+            "float[n,o,h,w] y", "", "bn",
+            "y (BatchNormalization) is in training mode; only an inference BatchNormalization folds",
+        ),
+        ("y = Add (c, c)", "float[n,o,h,w] y", "", "", "its output has 2 uses, so y (Add) cannot fold into it"),
+        ("y = Mul (c, k)", "float[n,o,h,w] y", "", "spatial", "y (Mul)'s other operand is not a constant per output channel"),
+        (
+            "y = Mul (c, z)", "float[n,o,h,w] y", f", float[2,{O},6,6] z", "",
+            "y (Mul)'s other operand is not a constant per output channel",
+        ),
+        ("y = Relu (c)", "float[n,o,h,w] y", "", "", None),
+        (
+            "y = BatchNormalization (c, gamma, beta, mean, var)", "float[n,o,h,w] y, float[n,o,h,w] c", "", "bn",
+            "its output is a graph output, so y (BatchNormalization) cannot fold into it",
+        ),
+        (
+            "y = BatchNormalization (c, gamma, beta, fed, var)", "float[n,o,h,w] y", f", float[{O}] fed", "bn",
+            "y (BatchNormalization)'s input_mean is not a constant per output channel",
+        ),
+        (
+            "y = BatchNormalization (c, gamma, beta, mean, var)\n z = Relu (c)", "float[n,o,h,w] y, float[n,o,h,w] z", "", "bn",
+            "its output has 2 uses, so y (BatchNormalization) cannot fold into it",
+        ),
     ],
     ids=[
         "training_bn",
@@ -106,10 +124,32 @@ def test_chain_batch_norm_mul_add_folds_completely(rng):
         "two_users",
     ],
 )
-def test_left_alone(rng, lines, outputs, inputs, params):
+def test_left_alone(rng, lines, outputs, inputs, params, reason):
+    """Each rejected BatchNormalization/Mul/Add is named with why; other users are no candidates."""
     extra = {"bn": bn_params(rng), "spatial": {"k": np.ones((1, 1, 6, 6), np.float32)}, "": {}}[params]
-    _, modified = fold(conv_then(rng, lines, outputs, inputs, **extra))
+    folds = FoldBatchNormIntoScalePass()
+    _, modified = apply(conv_then(rng, lines, outputs, inputs, **extra), PackTernaryWeightsPass(), folds)
     assert modified == [True, False]
+    assert folds.skipped == ([] if reason is None else [f"c (BinaryConv): {reason}"])
+
+
+def test_batch_norm_folds_and_the_residual_add_after_it_says_why_it_stays(rng):
+    lines = """n = BatchNormalization (c, gamma, beta, mean, var)
+      y = Add (n, r)"""
+    model = conv_then(rng, lines, inputs=f", float[2,{O},6,6] r", **bn_params(rng))
+    folds = FoldBatchNormIntoScalePass()
+    folded, modified = apply(model, PackTernaryWeightsPass(), folds)
+    assert modified == [True, True] and ops(folded) == ["ai.mptc.BinaryConv", "Add"]
+    assert folds.skipped == ["c (BinaryConv): y (Add)'s other operand is not a constant per output channel"]
+
+
+def test_malformed_packed_operator_fails_the_precondition(rng):
+    packed, _ = fold(conv_then(rng, "y = Relu (c)"))
+    node(packed, "BinaryConv").input.pop()
+    with pytest.raises(ir.passes.PreconditionError) as raised:
+        FoldBatchNormIntoScalePass()(ir.from_proto(packed))
+    assert isinstance(raised.value.__cause__, InputError)
+    assert str(raised.value.__cause__).startswith("c (BinaryConv) has 4 inputs and 1 outputs")
 
 
 def test_per_channel_accepts_only_axis_one():

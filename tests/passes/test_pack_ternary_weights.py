@@ -3,8 +3,8 @@ import onnx
 import pytest
 from tests.passes.mptc_graphs import apply, assert_equivalent, attribute, model_from_text, node, ops, ternary
 
-from mptc.conventions import unpack_bits
-from mptc.passes.pack_ternary_weights import PackTernaryWeightsPass, ternary_scale
+from mptc.conventions import ternary_scale, unpack_bits
+from mptc.passes.pack_ternary_weights import PackTernaryWeightsPass
 
 OPSET = '<ir_version: 10, opset_import: ["" : 19]>'
 

@@ -37,7 +37,7 @@ def artifacts(tmp_path_factory) -> Artifacts:
 
     from mptc.export import export_model, export_run
     from mptc.passes.pipeline import optimize_file
-    from mptc.train.config import TrainConfig
+    from mptc.config import TrainConfig
     from mptc.train.loop import train
 
     folder = tmp_path_factory.mktemp("artifacts")

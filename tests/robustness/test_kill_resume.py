@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mptc.config import parse_config
 from mptc.ticket import load_ticket
 from mptc.train.checkpoint import load_checkpoint
-from mptc.train.config import parse_config
 
 MPTC = Path(sys.executable).with_name("mptc")
 TRAIN = ["train", "--width", "0.25", "--epochs", "6", "--seed", "3"]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mptc.deploy.artifact import load_compiled
 from mptc.errors import InputError
-from mptc.targets.target import BOARD_CPUS, TARGETS
+from mptc.boards import BOARDS, TARGETS
 from tests.robustness.harness import FUZZ, assert_refused, invoke, record
 
 
@@ -92,7 +92,7 @@ def test_full_disk(command, artifacts, tiny_disk):
 @settings(FUZZ, max_examples=40)
 @given(target=st.text(min_size=0, max_size=12), board=st.one_of(st.none(), st.text(min_size=0, max_size=12)))
 def test_unknown_targets_and_boards(target, board, tmp_path_factory):
-    assume(target not in TARGETS or (board is not None and board not in BOARD_CPUS))
+    assume(target not in TARGETS or (board is not None and board not in BOARDS))
     folder = tmp_path_factory.mktemp("target")
     model, out = folder / "model.onnx", folder / "out"
     model.write_bytes(b"")

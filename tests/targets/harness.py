@@ -11,7 +11,8 @@ from tvm import relax
 from mptc.ops.reference import REFERENCE_OPS
 from mptc.targets.build import build
 from mptc.targets.frontend import Lowering, from_onnx
-from mptc.targets.schedules import kernel_schedules
+from mptc.targets.policy import KernelPolicy, default_policy
+from mptc.targets.schedules import KernelSchedules, kernel_schedules
 from mptc.targets.target import resolve_target
 
 
@@ -19,12 +20,16 @@ def input_shape(model: onnx.ModelProto) -> list[int]:
     return [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
 
 
-def compile_x86(model: onnx.ModelProto, break_even: float | None = None, kernels=None) -> tuple[relax.VirtualMachine, Lowering]:
+def compile_x86(
+    model: onnx.ModelProto, break_even: float | None = None, kernels: KernelSchedules | None = None,
+    policy: KernelPolicy | None = None,
+) -> tuple[relax.VirtualMachine, Lowering]:
     """The model compiled for this host; ``break_even`` forces the real-input kernel (0: sparse, >1: dense);
-    ``kernels`` replaces the host's kernel schedules (any CPU family's tiles run here)."""
+    ``kernels`` replaces the host's kernel schedules (any CPU family's tiles run here), ``policy``
+    the x86 default policy."""
     target = resolve_target("x86")
     kernels = kernels or kernel_schedules(target)
-    lowering = Lowering(kernels, break_even=break_even)
+    lowering = Lowering(kernels, policy or default_policy("x86"), break_even=break_even)
     executable = build(from_onnx(model, lowering, {"x": input_shape(model)}), target, kernels.float_lanes)
     return relax.VirtualMachine(executable, tvm.cpu()), lowering
 

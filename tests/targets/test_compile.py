@@ -1,5 +1,6 @@
 """compile_model end to end: x86 module vs onnxruntime, aarch64 ELF, CUDA source, errors."""
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -13,6 +14,7 @@ from tvm.support import nvcc
 from mptc.errors import UnsupportedError
 from mptc.targets import chooser
 from mptc.targets.compile import compile_model
+from mptc.targets.policy import default_policy
 
 from .packed_models import binary_chain, binary_conv_model, binary_dense_model, small_network
 
@@ -106,3 +108,13 @@ def test_batched_sparse_dense_builds_for_cuda_and_arm(tmp_path, target):
         with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}):
             ptx = nvcc.compile_cuda((tmp_path / "module.cu").read_text(), target_format="ptx", compiler="nvcc")
         assert bytes(ptx).count(b".entry") >= 2  # sign-split operand, sums + epilogue
+
+
+def test_a_policy_given_to_compile_model_picks_the_kernels(tmp_path):
+    """A layer the x86 default runs block-sparse stays dense under a policy with a later
+    break-even, and the manifest records that policy's break-evens."""
+    model = binary_conv_model(np.random.default_rng(4), 1, 16, 4, 24, 3, 1, 1, mode="real", sparsity=0.9)
+    policy = dataclasses.replace(default_policy("x86"), conv_break_even=0.95)
+    manifest = compile_model(model, "x86", tmp_path, policy=policy)
+    assert [layer["kernel"] for layer in manifest["layers"]] == [chooser.DENSE_FP32]
+    assert manifest["sparse_break_even"] == {"BinaryConv": 0.95, "BinaryDense": default_policy("x86").dense_break_even}

@@ -1,10 +1,13 @@
 """Which nodes after a BinaryConv its epilogue absorbs, and that the fused kernels compute them exactly."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from onnx import helper
 
-from mptc.targets import chooser, epilogue
+from mptc.targets import epilogue
+from mptc.targets.policy import default_policy
 
 from .harness import compile_x86, reference, relative_error, run, sample
 from .packed_models import residual_block
@@ -32,12 +35,12 @@ def test_a_residual_produced_after_the_conv_or_a_shared_output_is_left_alone():
 
 @pytest.mark.parametrize("mode, sparsity, block", [("binary", 0.5, None), ("real", 0.9, 2), ("real", 0.9, 3), ("real", 0.05, None)],
                          ids=["xnor-popcount", "block-sparse", "block-sparse-3", "dense"])
-def test_fused_epilogues_match_the_reference(mode, sparsity, block, monkeypatch):
+def test_fused_epilogues_match_the_reference(mode, sparsity, block):
+    policy = default_policy("x86")
     if block is not None:
-        monkeypatch.setattr(chooser, "CONV_BLOCK", block)
-        monkeypatch.setattr(chooser, "SHORT_FLAT_BLOCK", block)
+        policy = dataclasses.replace(policy, conv_block=block, short_flat_block=block)
     model = residual_block(np.random.default_rng(1), mode, sparsity)
-    vm, lowering = compile_x86(model)
+    vm, lowering = compile_x86(model, policy=policy)
     assert [layer.epilogue for layer in lowering.layers] == ["add+relu", "add", "relu"]
     x = sample(model)
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5

@@ -8,6 +8,7 @@ from onnx import helper
 from mptc.errors import InputError, UnsupportedError
 from mptc.targets import chooser
 from mptc.targets.frontend import Lowering, from_onnx, packed_edges
+from mptc.targets.policy import default_policy
 from mptc.targets.schedules import kernel_schedules
 from mptc.targets.target import resolve_target
 
@@ -16,7 +17,7 @@ from .packed_models import binary_chain, binary_conv_model, binary_dense_model
 
 
 def _import(model, break_even=None):
-    lowering = Lowering(kernel_schedules(resolve_target("x86")), break_even=break_even)
+    lowering = Lowering(kernel_schedules(resolve_target("x86")), default_policy("x86"), break_even=break_even)
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     return from_onnx(model, lowering, {"x": shape}), lowering
 
@@ -56,7 +57,7 @@ def test_unknown_mptc_op_is_named():
 def test_grouped_binary_conv_is_refused_with_layer_and_op():
     model = binary_conv_model(np.random.default_rng(0), 1, 4, 5, 4, 3, 1, 1, mode="binary")
     model.graph.node[0].attribute.append(helper.make_attribute("group", 2))
-    with pytest.raises(UnsupportedError, match="BinaryConv 'conv': group=2"):
+    with pytest.raises(UnsupportedError, match=r"conv \(BinaryConv\): group=2"):
         _import(model)
 
 
@@ -91,6 +92,6 @@ def test_packed_edges_leave_shared_outputs_and_unsupported_pools_alone():
 
 
 def test_packed_activations_can_be_turned_off():
-    lowering = Lowering(kernel_schedules(resolve_target("x86")), pack_activations=False)
+    lowering = Lowering(kernel_schedules(resolve_target("x86")), default_policy("x86"), pack_activations=False)
     from_onnx(binary_chain(np.random.default_rng(6)), lowering, {"x": [2, 70, 8, 8]})
     assert not any(layer.input_words or layer.output_words for layer in lowering.layers)

@@ -1,10 +1,15 @@
 """Weight re-layout: bit order within uint64 words, lane interleave, border table, ELL tables."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from mptc.conventions import pack_bits
 from mptc.targets import layout
+from mptc.targets.policy import default_policy
+
+POLICY = default_policy("x86")
 
 
 def test_words_keep_the_uint8_lsb_first_order():
@@ -86,11 +91,10 @@ def _conv3x3(weight: np.ndarray, padded: np.ndarray, size: int) -> np.ndarray:
 
 @pytest.mark.parametrize("waste", [0.0, 1.0], ids=["shifted-planes", "channel-planes"])
 @pytest.mark.parametrize("block, group", [(1, 3), (2, 1), (3, 2)], ids=["block1", "block2-group1", "block3-group2"])
-def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, waste, monkeypatch):
+def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, waste):
     """Uneven strides, a dilation, uneven pads, blocks that do not divide the outputs and channel
     groups that do not divide the channels, in both flat layouts: walking the CSR segments (each
     entry added with its sign class's sign to each output of its block) gives the conv."""
-    monkeypatch.setattr(layout, "SHIFTED_PLANES_WASTE", waste)
     rng = np.random.default_rng(3)
     geo = layout.ConvGeometry(1, 3, 7, 8, 5, kernel=(3, 2), strides=(2, 3), pads=(1, 0, 2, 1), dilations=(2, 1))
     weight = rng.choice([-1.0, 0.0, 1.0], size=(5, 3, 3, 2))
@@ -100,7 +104,7 @@ def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, wast
     padded = np.zeros((3, hq * sh, wq * sw))
     padded[:, 1:8, 0:8] = x
     taps = [padded[:, 2 * ky : 2 * ky + sh * oh : sh, kx : kx + sw * ow : sw] for ky in range(3) for kx in range(2)]  # (c, OH, OW) each
-    flat = layout.flat_input(geo)
+    flat = layout.flat_input(geo, dataclasses.replace(POLICY, shifted_planes_waste=waste))
     assert flat.shifted == (waste == 0.0)
     t = layout.block_sparse_conv_tables(weight, geo, flat, block, group)
     blocks, groups = -(-5 // block), -(-3 // group)
@@ -120,7 +124,7 @@ def test_shifted_planes_align_rows_to_cache_lines_where_cheap(width, stride):
     do not all fall in the same cache sets. The tables still read the conv exactly."""
     rng = np.random.default_rng(width)
     geo = layout.ConvGeometry(1, 2, width, width, 3, kernel=(3, 3), pads=(1, 1, 1, 1))
-    flat = layout.flat_input(geo)
+    flat = layout.flat_input(geo, POLICY)
     assert flat.shifted and flat.row_stride == stride
     if stride % layout.LINE_FLOATS == 0:
         assert flat.plane_size % layout.LINE_FLOATS == 0 and flat.plane_size // layout.LINE_FLOATS % 2 == 1
@@ -145,7 +149,7 @@ def test_block_sparse_conv_index_runs_group_then_block():
     weight[0:2, 3, 0, 0] = (0, 1)  # block 0, group 1, class (0, 1)
     weight[2:4, 1, 0, 0] = (1, 0)  # block 1, group 0, class (1, 0)
     weight[2:4, 2, 0, 0] = (-1, -1)  # block 1, group 1, class (-1, -1)
-    flat = layout.flat_input(geo)
+    flat = layout.flat_input(geo, POLICY)
     t = layout.block_sparse_conv_tables(weight, geo, flat, 2, 2)
     classes = layout.sign_classes(2)
 
@@ -168,7 +172,7 @@ def test_block_sparse_conv_index_is_16_bit_where_groups_span_at_most_2_16_floats
     rng = np.random.default_rng(size)
     geo = layout.ConvGeometry(1, channels, size, size, 2, kernel=(3, 3), pads=(1, 1, 1, 1))
     weight = rng.choice([-1.0, 0.0, 1.0], size=(2, channels, 3, 3), p=[0.01, 0.98, 0.01])
-    flat = layout.flat_input(geo)
+    flat = layout.flat_input(geo, POLICY)
     t = layout.block_sparse_conv_tables(weight, geo, flat, 2, group)
     assert t.index.dtype == dtype and (t.group_floats <= 2**16) == (dtype == np.uint16)
     x = rng.standard_normal((channels, size, size))

@@ -15,11 +15,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from mptc.config import TrainConfig, parse_config
 from mptc.data import DataSplit
 from mptc.errors import UnsupportedError, VerificationError
 from mptc.ticket import load_ticket
 from mptc.train.checkpoint import load_checkpoint
-from mptc.train.config import TrainConfig, parse_config
 from mptc.train.distributed import World, join
 
 CPU = torch.device("cpu")

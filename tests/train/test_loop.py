@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mptc.config import TrainConfig
 from mptc.errors import InputError, OutputError
-from mptc.train.config import TrainConfig
 from mptc.train.loop import train
 
 

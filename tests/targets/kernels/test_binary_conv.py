@@ -7,7 +7,10 @@ import pytest
 from onnx import helper
 
 from mptc.targets import chooser
+from mptc.targets.policy import default_policy
 from mptc.targets.schedules import x86
+from mptc.targets.schedules.cpu import CpuKernelSchedules
+from mptc.targets.target import resolve_target
 
 from ..harness import compile_x86, reference, relative_error, run, sample
 from ..packed_models import binary_conv_model
@@ -43,16 +46,18 @@ REAL_CASES = [(1, 3, 7, 5, 3, 1, 1), (2, 70, 9, 13, 3, 2, 1), (1, 5, 8, 3, 1, 2,
 @pytest.mark.parametrize("block, l1_floats", [(1, None), (2, None), (3, 1), (4, None), (4, 1), (None, None)],
                          ids=["block1", "block2", "block3-channel-groups", "block4", "block4-channel-groups", "dense"])
 @pytest.mark.parametrize("case", REAL_CASES, ids=["c3o5", "c70o13s2", "c5o3k1s2", "c64o96s4", "planes34", "planes67s2"])
-def test_real_input_conv_every_path_matches_reference(case, block, l1_floats, monkeypatch):
+def test_real_input_conv_every_path_matches_reference(case, block, l1_floats):
     """Block-sparse with 1-4 outputs per block (blocks that do not divide the outputs too), the
     input channels in one group or one group per channel (an L1 budget of one value), and dense."""
-    monkeypatch.setattr(chooser, "CONV_BLOCK", block)
-    monkeypatch.setattr(chooser, "SHORT_FLAT_BLOCK", block)
+    policy, kernels = default_policy("x86"), None
+    if block is not None:
+        policy = dataclasses.replace(policy, conv_block=block, short_flat_block=block)
     if l1_floats:
-        monkeypatch.setattr(x86, "AVX512_TILES", dataclasses.replace(x86.AVX512_TILES, l1_floats=l1_floats))
-        monkeypatch.setattr(chooser, "SHORT_FLAT", 0)  # every map grouped
+        tiles = x86.kernel_schedules(resolve_target("x86").has_avx512_popcount).tiles
+        kernels = CpuKernelSchedules(dataclasses.replace(tiles, l1_floats=l1_floats))
+        policy = dataclasses.replace(policy, short_flat=0)  # every map grouped
     model = binary_conv_model(np.random.default_rng(2), *case, mode="real", sparsity=0.8)
-    vm, lowering = compile_x86(model, 1.1 if block is None else 0.0)
+    vm, lowering = compile_x86(model, 1.1 if block is None else 0.0, kernels, policy)
     x = sample(model)
     assert lowering.layers[0].kernel == (chooser.DENSE_FP32 if block is None else chooser.BLOCK_SPARSE)
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5

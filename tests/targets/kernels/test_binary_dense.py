@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from mptc.targets import chooser
+from mptc.targets.policy import default_policy
 
 from ..harness import compile_x86, reference, relative_error, run, sample
 from ..packed_models import binary_dense_model
 
+BATCH_LANES_FROM = default_policy("x86").batch_lanes_from
 CASES = [(1, 100, 13), (5, 70, 37), (5, 200, 64), (1, 64, 3)]  # (batch, K, out): K off and on word boundaries
 
 
@@ -21,13 +23,13 @@ def test_xnor_popcount_dense_matches_reference(batch, k, out):
 
 
 @pytest.mark.parametrize("break_even, kernel", [(0.0, chooser.SPARSE_SIGN_SPLIT), (1.1, chooser.DENSE_FP32)])
-@pytest.mark.parametrize("batch, k, out", [(1, 100, 13), (5, 70, 37), (chooser.BATCH_LANES_FROM, 70, 37), (19, 100, 13)])
+@pytest.mark.parametrize("batch, k, out", [(1, 100, 13), (5, 70, 37), (BATCH_LANES_FROM, 70, 37), (19, 100, 13)])
 def test_real_input_dense_both_paths_match_reference(batch, k, out, break_even, kernel):
-    """From BATCH_LANES_FROM rows the sparse form sums along the batch (19: a batch that is no whole
-    number of vectors)."""
+    """From ``batch_lanes_from`` rows the sparse form sums along the batch (19: a batch that is no
+    whole number of vectors)."""
     model = binary_dense_model(np.random.default_rng(4), batch, k, out, mode="real", sparsity=0.8)
     vm, lowering = compile_x86(model, break_even)
     x = sample(model)
     assert lowering.layers[0].kernel == kernel
-    assert ("along the batch" in lowering.layers[0].reason) == (kernel == chooser.SPARSE_SIGN_SPLIT and batch >= chooser.BATCH_LANES_FROM)
+    assert ("along the batch" in lowering.layers[0].reason) == (kernel == chooser.SPARSE_SIGN_SPLIT and batch >= BATCH_LANES_FROM)
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5

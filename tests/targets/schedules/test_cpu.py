@@ -6,7 +6,7 @@ import pytest
 from tvm import s_tir
 
 from mptc.targets import layout
-from mptc.targets.kernels import binary_conv
+from mptc.targets.kernels import binary_conv, stages
 
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
@@ -42,7 +42,7 @@ def test_float_output_convs_vectorize_along_columns_only_where_reads_are_contigu
     geo = layout.ConvGeometry(1, channels, size, size, 24, (3, 3), (stride, stride), (1, 1, 1, 1))
     func = CpuKernelSchedules(AVX512_TILES).binary_conv(binary_conv.xnor_conv_func(geo, AVX512_TILES.word_lanes, (3, 3)))
     sch = s_tir.Schedule(func)
-    counts = sch.get(sch.get_sblock("popcount_update")).writes[0].source  # the register tile's layout
+    counts = sch.get(sch.get_sblock(f"{stages.POPCOUNT}_update")).writes[0].source  # the register tile's layout
     assert (int(counts.shape[-1]) == geo.out_width) is along_columns
 
 

@@ -10,6 +10,7 @@ from tvm.s_tir import dlight as dl
 
 from mptc.targets.build import relax_pipeline
 from mptc.targets.frontend import Lowering, from_onnx
+from mptc.targets.policy import default_policy
 from mptc.targets.schedules import kernel_schedules
 from mptc.targets.schedules.cpu_glue import PANEL_TASKS, TILE_VECTORS, glue_rules
 from mptc.targets.target import resolve_target
@@ -22,7 +23,7 @@ def test_every_function_of_a_network_is_parallel_and_vectorized():
     target = resolve_target("x86")
     kernels = kernel_schedules(target)
     tvm_target = target.tvm_target()
-    mod = from_onnx(small_network(np.random.default_rng(0)), Lowering(kernels), {"x": [1, 3, 12, 12]})
+    mod = from_onnx(small_network(np.random.default_rng(0)), Lowering(kernels, default_policy("x86")), {"x": [1, 3, 12, 12]})
     passes = pipeline.legalize_passes(tvm_target) + [dl.ApplyDefaultSchedule(*glue_rules(kernels.float_lanes))]
     with tvm_target:
         mod = tvm.transform.Sequential(passes)(mod)
@@ -80,7 +81,7 @@ def test_matmul_weights_are_relaid_as_column_panels_at_compile_time(batch):
     target = resolve_target("x86")
     kernels = kernel_schedules(target)
     panel = 96 // PANEL_TASKS if batch == 1 else TILE_VECTORS * kernels.float_lanes  # a task's panel / a register tile's columns
-    mod = from_onnx(model, Lowering(kernels), {"x": [batch, 40]})
+    mod = from_onnx(model, Lowering(kernels, default_policy("x86")), {"x": [batch, 40]})
     with target.tvm_target():
         mod = relax_pipeline(target, kernels.float_lanes)(mod)
     funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
@@ -118,7 +119,7 @@ def _conv_weights(model, size: int) -> list[tuple[int, ...]]:
     """Shapes of the re-laid conv weights after the CPU pipeline."""
     target = resolve_target("x86")
     kernels = kernel_schedules(target)
-    mod = from_onnx(model, Lowering(kernels), {"x": [2, 24, size, size]})
+    mod = from_onnx(model, Lowering(kernels, default_policy("x86")), {"x": [2, 24, size, size]})
     with target.tvm_target():
         mod = relax_pipeline(target, kernels.float_lanes)(mod)
     funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]

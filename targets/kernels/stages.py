@@ -1,0 +1,20 @@
+"""Names of the kernels' stages and annotations: the kernels (``targets.kernels``) name their TE
+stages and the schedules (``targets.schedules``) look them up by these, with ``get_sblock``.
+
+A kernel has only the stages it needs (a packed input has no ``PACK``; a float output no
+``LANE_BITS``), so a schedule checks which are present before it schedules them.
+"""
+
+from __future__ import annotations
+
+PACK = "pack"  # sign + bit-pack of a float input into uint64 words
+PAD = "pad"  # zero-padding of the input words (conv)
+POPCOUNT = "popcount"  # the XNOR-popcount reduction over taps and words
+LANE_BITS = "lane_bits"  # a packed output's bits, per vector lane (``bits.threshold_words``)
+OUTPUT = "output"  # the kernel's result: the float epilogue, the packed words, or a pool's words
+FLAT = "flat"  # the flat input planes of a real-input conv (``layout.FlatInput``)
+GATHER = "gather"  # the sparse sums: the block-sparse conv's ``te.extern``, the sign-split dense's reduction
+SPLIT = "split"  # the sign-split operand ``[x, -x, 0]`` of a sparse dense layer
+
+PLANE_SHAPE = "mptc.plane_shape"  # annotation of ``FLAT``: (rows, columns) of each flat plane
+COLUMN_STRIDE = "mptc.column_stride"  # annotation of ``POPCOUNT``: input words between output columns

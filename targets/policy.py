@@ -1,0 +1,88 @@
+"""The measured thresholds that pick each layer's kernel and shape its tables, as one value.
+
+A compile takes one frozen :class:`KernelPolicy` (``compile_model(policy=...)``, kept in
+``frontend.Lowering``): ``chooser.choose_kernel`` reads its break-evens and block sizes,
+``layout.flat_input`` its flat-input thresholds. Every target family has a default
+(:func:`default_policy`). The defaults were measured with ``bench/bench_kernels.py`` on the x86
+host; the measurements behind each one are in ``docs/performance.md`` ("Kernel policy"). A bench
+or a test varies a field by value, ``dataclasses.replace(default_policy("x86"), conv_block=4)``,
+instead of patching a module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KernelPolicy:
+    """Break-evens (sparsity = fraction of weights pruned) and block sizes of the real-input
+    kernels, and the thresholds of the block-sparse conv's flat input. Each default is measured:
+    ``docs/performance.md``, section "Kernel policy"."""
+
+    conv_break_even: float = 0.3
+    """Sparsity from which a real-input conv takes the block-sparse kernel instead of the dense
+    fp32 conv (docs/performance.md)."""
+
+    dense_break_even: float = 0.5
+    """Sparsity from which a dense layer whose fp32 weight fits no tier of
+    ``cached_dense_break_even`` takes the sign-split kernel: memory-bound in both forms, the
+    sparse one reads 4 bytes per kept weight, the dense one 4 per weight (docs/performance.md)."""
+
+    cached_dense_break_even: tuple[tuple[int, float], ...] = ((2 * 2**20, 0.93), (16 * 2**20, 0.85))
+    """``(fp32 weight bytes, break-even)`` tiers, smallest first: a dense layer takes the
+    break-even of the first tier its weight fits, since from cache the dense path is not
+    memory-bound and the sign-split form overtakes it later (docs/performance.md)."""
+
+    batch_lanes_from: int = 2
+    """Batch from which a dense layer's sign-split form sums along the batch (``batch_lanes``) and
+    ``batched_dense_break_even`` applies (docs/performance.md)."""
+
+    batched_dense_break_even: float = 0.75
+    """Break-even of a dense layer from ``batch_lanes_from`` rows, where the dense form is a GEMM
+    that reads its weight once for all rows (docs/performance.md)."""
+
+    conv_block: int = 2
+    """Output channels per block of the block-sparse conv, input channels grouped to stay in L1,
+    on maps neither short nor long (docs/performance.md)."""
+
+    short_flat: int = 32
+    """Flat outputs per channel below which a conv's map is short (4x4 maps: one vector per
+    entry) (docs/performance.md)."""
+
+    short_flat_block: int = 4
+    """Output channels per block on a short map below ``short_flat_grouped_from``, in one channel
+    group (docs/performance.md)."""
+
+    short_flat_grouped_from: float = 0.8
+    """Sparsity from which a short map takes ``conv_block`` in channel groups again
+    (docs/performance.md)."""
+
+    long_flat: int = 1024
+    """Flat outputs per channel from which a conv's map is long (32x32 maps) (docs/performance.md)."""
+
+    long_flat_block: int = 4
+    """Output channels per block on a long map, in channel groups (docs/performance.md)."""
+
+    shifted_planes_waste: float = 0.1
+    """Share of dropped flat outputs (``1 - OW / Wq``) from which a real-input conv's flat input is
+    shifted planes (``layout.FlatInput``), worth their ``kw`` times larger input
+    (docs/performance.md)."""
+
+    align_waste: float = 0.15
+    """Most extra outputs, as a share of ``OW``, a shifted-plane row may take to round its stride up
+    to a whole or half cache line, so every tap's vector loads are aligned (docs/performance.md)."""
+
+    @property
+    def sparse_break_even(self) -> dict[str, float]:
+        """The break-even of each op_type without a cache tier or a batch (recorded in the manifest)."""
+        return {"BinaryConv": self.conv_break_even, "BinaryDense": self.dense_break_even}
+
+
+# arm and cuda take the x86 measurements: no board or GPU has measured its own yet.
+POLICIES: dict[str, KernelPolicy] = {"x86": KernelPolicy(), "arm": KernelPolicy(), "cuda": KernelPolicy()}
+
+
+def default_policy(family: str) -> KernelPolicy:
+    """The measured policy of a target family (``CompileTarget.family``: x86, arm or cuda)."""
+    return POLICIES[family]

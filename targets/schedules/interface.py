@@ -1,0 +1,67 @@
+"""What the frontend needs of a target family's schedules: :class:`KernelSchedules`, once.
+
+``cpu.CpuKernelSchedules`` (x86, arm) and ``cuda.CudaKernelSchedules`` match it structurally;
+``frontend.Lowering.kernels`` is typed by it, so a member one family lacks or types differently
+is found by a type checker, not by the first model that reaches it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from tvm import tirx
+
+from mptc.targets.kernels.binary_conv import SparseGather
+
+
+@runtime_checkable
+class KernelSchedules(Protocol):
+    """Schedules of the PrimFuncs built by ``targets.kernels``, and the table shapes they read."""
+
+    @property
+    def word_lanes(self) -> int:
+        """uint64 words per vector: the output channels interleaved in the popcount weight tables."""
+        ...
+
+    @property
+    def float_lanes(self) -> int:
+        """fp32 values per vector: the lanes of the sign-split dense index and of the fp32 glue."""
+        ...
+
+    def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The scheduled XNOR-popcount conv (``kernels.binary_conv.xnor_conv_func``)."""
+        ...
+
+    def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The scheduled XNOR-popcount dense (``kernels.binary_dense.xnor_dense_func``)."""
+        ...
+
+    def conv_chunk(self, flat: int, block: int) -> int:
+        """Flat outputs per tile of a block-sparse conv with ``flat`` outputs per channel and
+        ``block`` output channels per block."""
+        ...
+
+    def conv_group(self, channels: int, channel_floats: int, grouped: bool) -> int:
+        """Input channels per group of a block-sparse conv, ``channel_floats`` flat values each per chunk."""
+        ...
+
+    def sparse_gather(self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer) -> tirx.Stmt:
+        """The family's loop nest of the block-sparse gather (the ``te.extern`` body of
+        ``kernels.binary_conv.block_sparse_conv``)."""
+        ...
+
+    def block_sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The scheduled stages around the gather (``kernels.binary_conv.block_sparse_conv_func``)."""
+        ...
+
+    def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The scheduled sign-split dense, lanes over outputs (``kernels.binary_dense.sparse_dense_func``)."""
+        ...
+
+    def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The scheduled sign-split dense that sums along the batch (``batch_lanes``)."""
+        ...
+
+    def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The scheduled max-pool on packed signs (``kernels.packed_pool.or_pool_func``)."""
+        ...
