@@ -73,7 +73,11 @@ class Layer:
 
     @property
     def input_shape(self) -> list[int]:
-        return [self.batch, self.channels, self.size, self.size] if self.op_type == "BinaryConv" else [self.batch, self.channels]
+        return (
+            [self.batch, self.channels, self.size, self.size]
+            if self.op_type == "BinaryConv"
+            else [self.batch, self.channels]
+        )
 
     @property
     def bit_macs(self) -> int:
@@ -82,7 +86,11 @@ class Layer:
 
 
 def ternary(rng: np.random.Generator, layer: Layer, sparsity: float) -> np.ndarray:
-    shape = (layer.out, layer.channels, layer.kernel, layer.kernel) if layer.op_type == "BinaryConv" else (layer.out, layer.channels)
+    shape = (
+        (layer.out, layer.channels, layer.kernel, layer.kernel)
+        if layer.op_type == "BinaryConv"
+        else (layer.out, layer.channels)
+    )
     w = rng.choice([-1.0, 1.0], size=shape).astype(np.float32)
     w[rng.random(shape) < sparsity] = 0.0
     return w
@@ -93,12 +101,32 @@ def packed_model(layer: Layer, weights: list[np.ndarray], scale: np.ndarray, mod
     nodes, inits, x = [], [], "x"
     for i, weight in enumerate(weights):
         rows = weight.reshape(layer.out, -1)
-        inits += [numpy_helper.from_array(a, f"{n}{i}") for a, n in (
-            (pack_bits(rows > 0), "s"), (pack_bits(rows != 0), "m"), (scale, "a"), (np.zeros(layer.out, np.float32), "b"))]
-        attrs = {"kernel_shape": [layer.kernel] * 2, "pads": [layer.kernel // 2] * 4} if layer.op_type == "BinaryConv" else {}
+        inits += [
+            numpy_helper.from_array(a, f"{n}{i}")
+            for a, n in (
+                (pack_bits(rows > 0), "s"),
+                (pack_bits(rows != 0), "m"),
+                (scale, "a"),
+                (np.zeros(layer.out, np.float32), "b"),
+            )
+        ]
+        attrs = (
+            {"kernel_shape": [layer.kernel] * 2, "pads": [layer.kernel // 2] * 4}
+            if layer.op_type == "BinaryConv"
+            else {}
+        )
         y = "y" if i == len(weights) - 1 else f"l{i}"
-        nodes.append(helper.make_node(layer.op_type, [x, f"s{i}", f"m{i}", f"a{i}", f"b{i}"], [y], name=f"l{i}",
-                                      domain=DOMAIN, input_mode=mode, **attrs))
+        nodes.append(
+            helper.make_node(
+                layer.op_type,
+                [x, f"s{i}", f"m{i}", f"a{i}", f"b{i}"],
+                [y],
+                name=f"l{i}",
+                domain=DOMAIN,
+                input_mode=mode,
+                **attrs,
+            )
+        )
         x = y
     return _model(nodes, inits, layer)
 
@@ -106,16 +134,25 @@ def packed_model(layer: Layer, weights: list[np.ndarray], scale: np.ndarray, mod
 def float_model(layer: Layer, weight: np.ndarray, scale: np.ndarray) -> onnx.ModelProto:
     dense = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
     if layer.op_type == "BinaryConv":
-        node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[layer.kernel] * 2, pads=[layer.kernel // 2] * 4)
+        node = helper.make_node(
+            "Conv", ["x", "w"], ["y"], kernel_shape=[layer.kernel] * 2, pads=[layer.kernel // 2] * 4
+        )
     else:
         node = helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)
     return _model([node], [numpy_helper.from_array(dense.astype(np.float32), "w")], layer)
 
 
 def _model(nodes, inits, layer: Layer) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, layer.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, layer.input_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    graph = helper.make_graph(
+        nodes,
+        layer.name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, layer.input_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, OPSET_VERSION)]
+    )
     model.ir_version = 10
     return model
 
@@ -143,11 +180,14 @@ class Timer:
         w = torch.from_numpy(weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1)))
         tx = torch.from_numpy(x)
         if layer.op_type == "BinaryConv":
+
             def call():
                 return torch.nn.functional.conv2d(tx, w, padding=layer.kernel // 2)
         else:
+
             def call():
                 return torch.nn.functional.linear(tx, w)
+
         with torch.inference_mode():
             return self._median(call)
 
@@ -164,7 +204,11 @@ class Timer:
 
 
 def compile_layer(
-    model: onnx.ModelProto, layer: Layer, break_even: float | None, packed: bool = True, policy: KernelPolicy | None = None,
+    model: onnx.ModelProto,
+    layer: Layer,
+    break_even: float | None,
+    packed: bool = True,
+    policy: KernelPolicy | None = None,
 ) -> relax.VirtualMachine:
     """A packed model through the real frontend and x86 pipeline (``break_even`` forces a real-input
     kernel; ``packed=False`` keeps float activations between binary layers; ``policy`` replaces the
@@ -172,7 +216,9 @@ def compile_layer(
     target = resolve_target("x86")
     kernels = kernel_schedules(target)
     lowering = Lowering(kernels, policy or default_policy("x86"), break_even=break_even, pack_activations=packed)
-    return relax.VirtualMachine(build(from_onnx(model, lowering, {"x": layer.input_shape}), target, kernels.float_lanes), tvm.cpu())
+    return relax.VirtualMachine(
+        build(from_onnx(model, lowering, {"x": layer.input_shape}), target, kernels.float_lanes), tvm.cpu()
+    )
 
 
 def cpu_hz() -> float:
@@ -208,15 +254,20 @@ def popcount_peak_func(lanes: int, tasks: int) -> tirx.PrimFunc:
         return ib.get()
 
     seed = te.placeholder((tasks, PEAK_CHAINS + 2, lanes), "uint64", name="seed")
-    out = te.extern((tasks, PEAK_CHAINS, lanes), [seed], lambda ins, outs: body(ins[0], outs[0]), name="peak", dtype="uint64")
+    out = te.extern(
+        (tasks, PEAK_CHAINS, lanes), [seed], lambda ins, outs: body(ins[0], outs[0]), name="peak", dtype="uint64"
+    )
     return te.create_prim_func([seed, out])
 
 
 def popcount_peak(threads: int) -> float:
     """Measured words per second (of ``WORD_BITS`` bits) of the XNOR-popcount step on this host at ``threads``."""
     lanes = WORD_BITS // 64
-    lib = tvm.compile(tvm.IRModule({"main": popcount_peak_func(lanes, threads)}), target=resolve_target("x86").tvm_target(),
-                      tir_pipeline=TIR_PIPELINE)
+    lib = tvm.compile(
+        tvm.IRModule({"main": popcount_peak_func(lanes, threads)}),
+        target=resolve_target("x86").tvm_target(),
+        tir_pipeline=TIR_PIPELINE,
+    )
     seed = np.random.default_rng(0).integers(0, 2**63, (threads, PEAK_CHAINS + 2, lanes), dtype=np.uint64)
     args = [tvm.runtime.tensor(seed), tvm.runtime.tensor(np.zeros((threads, PEAK_CHAINS, lanes), np.uint64))]
     tvm.get_global_func("runtime.config_threadpool")(TVM_THREADPOOL_BIG_CORES, threads)
@@ -227,24 +278,37 @@ def popcount_peak(threads: int) -> float:
 def bench_binary(timer: Timer, rng, layers: list[Layer]) -> None:
     peaks = {threads: popcount_peak(threads) for threads in THREADS}
     print("\n## binary input (XNOR-popcount) vs fp32\n")
-    print("popcount peak measured here (registers only): "
-          + ", ".join(f"{threads} thread(s) {peak * WORD_BITS / 1e12:.2f} T bit-MAC/s = {cpu_hz() * threads / peak:.2f} cycles "
-                      f"per {WORD_BITS}-bit word at {cpu_hz() / 1e9:.2f} GHz" for threads, peak in peaks.items()) + "\n")
-    print("| layer | threads | mptc us | ort fp32 us | torch fp32 us | tvm fp32 us | vs ort | vs torch | vs tvm | popcount bound | measured peak |")
+    print(
+        "popcount peak measured here (registers only): "
+        + ", ".join(
+            f"{threads} thread(s) {peak * WORD_BITS / 1e12:.2f} T bit-MAC/s = {cpu_hz() * threads / peak:.2f} cycles "
+            f"per {WORD_BITS}-bit word at {cpu_hz() / 1e9:.2f} GHz"
+            for threads, peak in peaks.items()
+        )
+        + "\n"
+    )
+    print(
+        "| layer | threads | mptc us | ort fp32 us | torch fp32 us | tvm fp32 us | vs ort | vs torch | vs tvm | popcount bound | measured peak |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for layer in layers:
         weight, scale = ternary(rng, layer, 0.5), (rng.random(layer.out) + 0.5).astype(np.float32)
         x = rng.standard_normal(layer.input_shape).astype(np.float32)
         signs = sign(x)  # what the fp32 baselines multiply: the same maths as the packed layer
-        vm, fp32 = compile_layer(packed_model(layer, [weight], scale, "binary"), layer, None), float_model(layer, weight, scale)
+        vm, fp32 = (
+            compile_layer(packed_model(layer, [weight], scale, "binary"), layer, None),
+            float_model(layer, weight, scale),
+        )
         fp32_vm = compile_layer(fp32, layer, None)  # the same maths in fp32 through TVM (our fp32 schedules)
         for threads in THREADS:
             ours, tvm_us = timer.tvm(vm, x, threads), timer.tvm(fp32_vm, signs, threads)
             ort_us, torch_us = timer.ort(fp32, signs, threads), timer.torch(layer, weight, scale, signs, threads)
             bound = WORD_BITS / CYCLES_PER_WORD * cpu_hz() * threads
             rate = layer.bit_macs / (ours * 1e-6)
-            print(f"| {layer.name} | {threads} | {ours:.0f} | {ort_us:.0f} | {torch_us:.0f} | {tvm_us:.0f} | {ort_us / ours:.1f}x "
-                  f"| {torch_us / ours:.1f}x | {tvm_us / ours:.1f}x | {rate / bound:.0%} | {rate / (peaks[threads] * WORD_BITS):.0%} |")
+            print(
+                f"| {layer.name} | {threads} | {ours:.0f} | {ort_us:.0f} | {torch_us:.0f} | {tvm_us:.0f} | {ort_us / ours:.1f}x "
+                f"| {torch_us / ours:.1f}x | {tvm_us / ours:.1f}x | {rate / bound:.0%} | {rate / (peaks[threads] * WORD_BITS):.0%} |"
+            )
 
 
 def bench_chain(timer: Timer, rng, layer: Layer, depth: int) -> None:
@@ -252,7 +316,9 @@ def bench_chain(timer: Timer, rng, layer: Layer, depth: int) -> None:
     print(f"\n## {depth} x {layer.name} chained (MPT-1/1): float vs packed activations between layers\n")
     print("| threads | float between us | packed between us | speed-up |")
     print("|---|---|---|---|")
-    model = packed_model(layer, [ternary(rng, layer, 0.5) for _ in range(depth)], np.ones(layer.out, np.float32), "binary")
+    model = packed_model(
+        layer, [ternary(rng, layer, 0.5) for _ in range(depth)], np.ones(layer.out, np.float32), "binary"
+    )
     x = rng.standard_normal(layer.input_shape).astype(np.float32)
     unfused, fused = compile_layer(model, layer, None, packed=False), compile_layer(model, layer, None)
     for threads in THREADS:
@@ -271,8 +337,12 @@ def compile_real(packed: onnx.ModelProto, layer: Layer, block: int | None) -> re
 def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> None:
     """Every real-input kernel the chooser picks between, at each sparsity: sparse (per conv block
     size) vs dense vs onnxruntime, and the sparsity from which sparse beats dense."""
-    print("\n## real input (MPT-1/32): sparse (conv: block-sparse, B outputs per block) vs dense fp32 path vs onnxruntime\n")
-    print("| layer | sparsity | threads | sparse us by B | best sparse us | dense us | ort fp32 us | torch fp32 us | best vs ort | best vs dense |")
+    print(
+        "\n## real input (MPT-1/32): sparse (conv: block-sparse, B outputs per block) vs dense fp32 path vs onnxruntime\n"
+    )
+    print(
+        "| layer | sparsity | threads | sparse us by B | best sparse us | dense us | ort fp32 us | torch fp32 us | best vs ort | best vs dense |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     times: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     for layer in layers:
@@ -281,21 +351,29 @@ def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> 
         for sparsity in SPARSITIES:
             weight, scale = ternary(rng, layer, sparsity), (rng.random(layer.out) + 0.5).astype(np.float32)
             packed, fp32 = packed_model(layer, [weight], scale, "real"), float_model(layer, weight, scale)
-            sparse_vms, dense_vm = {b: compile_real(packed, layer, b) for b in blocks}, compile_real(packed, layer, None)
+            sparse_vms, dense_vm = (
+                {b: compile_real(packed, layer, b) for b in blocks},
+                compile_real(packed, layer, None),
+            )
             for threads in threads_list:
                 sparse = {b: timer.tvm(vm, x, threads) for b, vm in sparse_vms.items()}
                 best, dense = min(sparse.values()), timer.tvm(dense_vm, x, threads)
                 ort_us, torch_us = timer.ort(fp32, x, threads), timer.torch(layer, weight, scale, x, threads)
                 times.setdefault((layer.name, threads), []).append((sparsity, best, dense))
                 by_block = ", ".join(f"B{b} {t:.0f}" for b, t in sparse.items())
-                print(f"| {layer.name} | {sparsity:.2f} | {threads} | {by_block} | {best:.0f} | {dense:.0f} | {ort_us:.0f} | {torch_us:.0f} "
-                      f"| {ort_us / best:.2f}x | {dense / best:.2f}x |", flush=True)
+                print(
+                    f"| {layer.name} | {sparsity:.2f} | {threads} | {by_block} | {best:.0f} | {dense:.0f} | {ort_us:.0f} | {torch_us:.0f} "
+                    f"| {ort_us / best:.2f}x | {dense / best:.2f}x |",
+                    flush=True,
+                )
     print("\nbreak-even sparsity (best sparse time = dense time, linear between the bracketing measurements):")
     for (name, threads), rows in times.items():
         print(f"  {name}, {threads} thread(s): {break_even(rows)}")
     policy = default_policy("x86")
-    print(f"  x86 policy defaults sparse_break_even = {policy.sparse_break_even}, conv_block = {policy.conv_block}, "
-          f"short_flat_block = {policy.short_flat_block}, long_flat_block = {policy.long_flat_block}")
+    print(
+        f"  x86 policy defaults sparse_break_even = {policy.sparse_break_even}, conv_block = {policy.conv_block}, "
+        f"short_flat_block = {policy.short_flat_block}, long_flat_block = {policy.long_flat_block}"
+    )
 
 
 def break_even(rows: list[tuple[float, float, float]]) -> str:
@@ -312,29 +390,48 @@ def break_even(rows: list[tuple[float, float, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="Fewer repeats (a smoke run).")
-    parser.add_argument("--real-only", action="store_true", help="Only the real-input (MPT-1/32) layers, CIFAR ResNet shapes too.")
+    parser.add_argument(
+        "--real-only", action="store_true", help="Only the real-input (MPT-1/32) layers, CIFAR ResNet shapes too."
+    )
     args = parser.parse_args()
     timer = Timer(number=5, repeat=5) if args.quick else Timer(number=10, repeat=7)
     rng = np.random.default_rng(0)
-    print(f"host: {resolve_target('x86').spec['mcpu']}, {cpu_hz() / 1e9:.2f} GHz (cpuinfo), load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores; tvm {tvm.__version__}, ort {ort.__version__}, torch {torch.__version__}")
+    print(
+        f"host: {resolve_target('x86').spec['mcpu']}, {cpu_hz() / 1e9:.2f} GHz (cpuinfo), load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores; tvm {tvm.__version__}, ort {ort.__version__}, torch {torch.__version__}"
+    )
     if args.real_only:
-        bench_real(timer, rng, [Layer(f"conv3x3 {c}->{c} @{n}x{n} b1", "BinaryConv", 1, c, c, size=n, kernel=3)
-                                for c, n in ((64, 32), (128, 16), (256, 8), (512, 4))], threads_list=(1,))
+        bench_real(
+            timer,
+            rng,
+            [
+                Layer(f"conv3x3 {c}->{c} @{n}x{n} b1", "BinaryConv", 1, c, c, size=n, kernel=3)
+                for c, n in ((64, 32), (128, 16), (256, 8), (512, 4))
+            ],
+            threads_list=(1,),
+        )
         return
-    bench_binary(timer, rng, [
-        Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3),
-        Layer("dense 4096x4096 b1", "BinaryDense", 1, 4096, 4096),
-        Layer("dense 4096x4096 b64", "BinaryDense", 64, 4096, 4096),
-    ])
+    bench_binary(
+        timer,
+        rng,
+        [
+            Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3),
+            Layer("dense 4096x4096 b1", "BinaryDense", 1, 4096, 4096),
+            Layer("dense 4096x4096 b64", "BinaryDense", 64, 4096, 4096),
+        ],
+    )
     bench_chain(timer, rng, Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3), depth=4)
     bench_chain(timer, rng, Layer("dense 1024x1024 b1", "BinaryDense", 1, 1024, 1024), depth=4)
     print(f"\nload average after the binary layers: {os.getloadavg()[0]:.1f}")
-    bench_real(timer, rng, [
-        Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3),
-        Layer("dense 4096x4096 b1", "BinaryDense", 1, 4096, 4096),
-        Layer("dense 4096x4096 b64", "BinaryDense", 64, 4096, 4096),
-    ])
+    bench_real(
+        timer,
+        rng,
+        [
+            Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3),
+            Layer("dense 4096x4096 b1", "BinaryDense", 1, 4096, 4096),
+            Layer("dense 4096x4096 b64", "BinaryDense", 64, 4096, 4096),
+        ],
+    )
 
 
 if __name__ == "__main__":

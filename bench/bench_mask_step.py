@@ -25,7 +25,12 @@ CASES = {
     "conv4 1x 16x16, batch 32": ("conv4", (3, 16, 16), 32, 1.0),
     "resnet18 0.25x 32x32, batch 32": ("resnet18", (3, 32, 32), 32, 0.25),
 }
-METHODS = {"dense": dict(method="dense"), "edge-popup": dict(method="edge-popup"), "biprop": dict(method="biprop"), "biprop 1/1": dict(method="biprop", binary_act=True)}
+METHODS = {
+    "dense": dict(method="dense"),
+    "edge-popup": dict(method="edge-popup"),
+    "biprop": dict(method="biprop"),
+    "biprop 1/1": dict(method="biprop", binary_act=True),
+}
 
 
 def step_timer(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -65,7 +70,10 @@ def main() -> None:
                 times[label].append(step())
         medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
         worst = max(medians[m] for m in METHODS if m != "dense") / medians["dense"]
-        cells = " | ".join(f"{medians[m]:.2f} ms" + ("" if m == "dense" else f" ({medians[m] / medians['dense']:.2f}x)") for m in METHODS)
+        cells = " | ".join(
+            f"{medians[m]:.2f} ms" + ("" if m == "dense" else f" ({medians[m] / medians['dense']:.2f}x)")
+            for m in METHODS
+        )
         print(f"| {case} | {cells} | {worst:.2f}x |")
 
 

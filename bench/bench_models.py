@@ -30,11 +30,11 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import mptc  # noqa: E402,F401  (sets TVM_NUM_THREADS before tvm loads)
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import torch  # noqa: E402
 
+import mptc  # noqa: E402,F401  (sets TVM_NUM_THREADS before tvm loads)
 from mptc.artifact import MODULE_FILE  # noqa: E402
 from mptc.config import TrainConfig  # noqa: E402
 from mptc.data import load_dataset  # noqa: E402
@@ -71,6 +71,14 @@ def quantize_int8(src: Path, dst: Path, samples: np.ndarray) -> Path:
     return dst
 
 
+def eager_call(model: torch.nn.Module, x: torch.Tensor):
+    def call():
+        with torch.no_grad():
+            model(x)
+
+    return call
+
+
 def module_call(out_dir: Path, x: np.ndarray):
     import tvm
 
@@ -85,7 +93,9 @@ def onnxruntime_call(path: Path, x: np.ndarray):
     return lambda: session.run(None, {name: x})
 
 
-def bench(model_name: str, variant: str, sparsity: float, repeat: int, rounds: int, work: Path) -> tuple[dict[str, float], float]:
+def bench(
+    model_name: str, variant: str, sparsity: float, repeat: int, rounds: int, work: Path
+) -> tuple[dict[str, float], float]:
     """Median over ``rounds`` interleaved rounds (every peer once per round) of each peer's median
     of ``repeat`` calls, and the median per-round speedup of mptc over onnxruntime fp32: a burst
     of load from other jobs hits one round of every peer alike."""
@@ -104,12 +114,7 @@ def bench(model_name: str, variant: str, sparsity: float, repeat: int, rounds: i
     compile_model(stem.with_suffix(".onnx"), "x86", stem.with_name(stem.name + "-tvmfp32"))
     x = dataset.test.x[:1].numpy()
     int8 = quantize_int8(stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx"), dataset.train.x[:32].numpy())
-    frozen, torch_x = freeze(model), torch.from_numpy(x)
-
-    def torch_call():
-        with torch.no_grad():
-            frozen(torch_x)
-
+    torch_call = eager_call(freeze(model), torch.from_numpy(x))
     calls = {
         "mptc": module_call(stem.with_name(stem.name + "-mptc"), x),
         "onnxruntime fp32": onnxruntime_call(stem.with_suffix(".onnx"), x),
@@ -121,7 +126,7 @@ def bench(model_name: str, variant: str, sparsity: float, repeat: int, rounds: i
     for _ in range(rounds):
         for peer, call in calls.items():
             medians[peer].append(time_call(call, repeat)["median"])
-    del calls, frozen  # free this model's sessions and thread pools before the next one is timed
+    del calls, torch_call  # free this model's sessions and thread pools before the next one is timed
     gc.collect()
     speedup = statistics.median(o / m for o, m in zip(medians["onnxruntime fp32"], medians["mptc"]))
     return {peer: statistics.median(values) for peer, values in medians.items()}, speedup
@@ -133,7 +138,12 @@ def main() -> None:
     parser.add_argument("--variants", default="MPT-1/1,MPT-1/32")
     parser.add_argument("--sparsities", default="0.5,0.9")
     parser.add_argument("--repeat", type=int, default=20, help="Calls per peer per round.")
-    parser.add_argument("--rounds", type=int, default=11, help="Interleaved rounds; the table shows the median round and the median per-round speedup.")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=11,
+        help="Interleaved rounds; the table shows the median round and the median per-round speedup.",
+    )
     args = parser.parse_args()
     peers = ["mptc", "onnxruntime fp32", "onnxruntime int8", "tvm fp32", "torch fp32"]
     print(f"| model | variant | sparsity | {' | '.join(p + ' (ms)' for p in peers)} | mptc vs onnxruntime fp32 |")
@@ -145,7 +155,10 @@ def main() -> None:
                     try:
                         times, speedup = bench(model_name, variant, sparsity, args.repeat, args.rounds, Path(tmp))
                     except VerificationError as error:  # a random ticket whose stages disagree is not timed
-                        print(f"| {model_name} | {variant} | {sparsity:.2f} | not timed: {error} |{' |' * len(peers)}", flush=True)
+                        print(
+                            f"| {model_name} | {variant} | {sparsity:.2f} | not timed: {error} |{' |' * len(peers)}",
+                            flush=True,
+                        )
                         continue
                     cells = " | ".join(f"{times[p]:.2f}" for p in peers)
                     print(f"| {model_name} | {variant} | {sparsity:.2f} | {cells} | {speedup:.2f}x |", flush=True)

@@ -42,8 +42,10 @@ def main() -> None:
         print(f"## {name} route\n")
         print(markdown_table(rows, report["target_test_accuracy"], config))
         falling = all(b <= a for a, b in zip(errors, errors[1:]))
-        print(f"best argmax agreement {best:.4f} (>= 0.95: {'PASS' if best >= 0.95 else 'FAIL'}); "
-              f"mean error falls with width: {'PASS' if falling else 'FAIL'}\n")
+        print(
+            f"best argmax agreement {best:.4f} (>= 0.95: {'PASS' if best >= 0.95 else 'FAIL'}); "
+            f"mean error falls with width: {'PASS' if falling else 'FAIL'}\n"
+        )
 
 
 if __name__ == "__main__":

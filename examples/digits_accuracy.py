@@ -19,9 +19,13 @@ ROWS = {
     "--method dense (baseline)": TrainConfig(method="dense"),
     "--method edge-popup --sparsity 0.5": TrainConfig(method="edge-popup", sparsity=0.5),
     "--method biprop --sparsity 0.5 (MPT-1/32)": TrainConfig(method="biprop", sparsity=0.5),
-    "--method biprop --sparsity 0.5 --binary-act (MPT-1/1)": TrainConfig(method="biprop", sparsity=0.5, binary_act=True),
+    "--method biprop --sparsity 0.5 --binary-act (MPT-1/1)": TrainConfig(
+        method="biprop", sparsity=0.5, binary_act=True
+    ),
     "--method biprop --sparsity 0.9 (MPT-1/32)": TrainConfig(method="biprop", sparsity=0.9),
-    "--method biprop --sparsity 0.9 --binary-act (MPT-1/1)": TrainConfig(method="biprop", sparsity=0.9, binary_act=True),
+    "--method biprop --sparsity 0.9 --binary-act (MPT-1/1)": TrainConfig(
+        method="biprop", sparsity=0.9, binary_act=True
+    ),
 }
 
 

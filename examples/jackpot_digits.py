@@ -38,23 +38,47 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     dense_dir = args.out / "dense"
-    dense = train(TrainConfig(model="mlp", method="dense", seed=args.seed), dense_dir, resume=(dense_dir / "ticket.safetensors").exists())
-    rows = [{"run": "dense (pre-trained)", "test_accuracy": dense.metrics["test_accuracy"], "sparsity": 0.0, "seconds": dense.metrics["train_seconds"]}]
+    dense = train(
+        TrainConfig(model="mlp", method="dense", seed=args.seed),
+        dense_dir,
+        resume=(dense_dir / "ticket.safetensors").exists(),
+    )
+    rows = [
+        {
+            "run": "dense (pre-trained)",
+            "test_accuracy": dense.metrics["test_accuracy"],
+            "sparsity": 0.0,
+            "seconds": dense.metrics["train_seconds"],
+        }
+    ]
     for name, changes in VARIANTS.items():
-        config = TrainConfig(**{"model": "mlp", "method": "jackpot", "sparsity": args.sparsity, "pretrained": str(dense_dir), "seed": args.seed, **changes})
+        config = TrainConfig(
+            **{
+                "model": "mlp",
+                "method": "jackpot",
+                "sparsity": args.sparsity,
+                "pretrained": str(dense_dir),
+                "seed": args.seed,
+                **changes,
+            }
+        )
         run_dir = args.out / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
-        result = train(config, run_dir, resume=(run_dir / "ticket.safetensors").exists() or (run_dir / "checkpoint.pt").exists())
+        result = train(
+            config, run_dir, resume=(run_dir / "ticket.safetensors").exists() or (run_dir / "checkpoint.pt").exists()
+        )
         report = result.metrics["jackpot"]
-        rows.append({
-            "run": name,
-            "test_accuracy": result.metrics["test_accuracy"],
-            "sparsity": result.metrics["sparsity"],
-            "magnitude_test_accuracy": report["magnitude_test_accuracy"],
-            "magnitude_recalibrated_test_accuracy": report["magnitude_recalibrated_test_accuracy"],
-            "mask_overlap": report["mask_overlap"],
-            "epochs": result.metrics["epochs"],
-            "seconds": result.metrics["train_seconds"],
-        })
+        rows.append(
+            {
+                "run": name,
+                "test_accuracy": result.metrics["test_accuracy"],
+                "sparsity": result.metrics["sparsity"],
+                "magnitude_test_accuracy": report["magnitude_test_accuracy"],
+                "magnitude_recalibrated_test_accuracy": report["magnitude_recalibrated_test_accuracy"],
+                "mask_overlap": report["mask_overlap"],
+                "epochs": result.metrics["epochs"],
+                "seconds": result.metrics["train_seconds"],
+            }
+        )
     lines = [
         "| run | sparsity | test acc | magnitude at same counts | magnitude, BN re-estimated | mask overlap | epochs | s |",
         "|---|---|---|---|---|---|---|---|",
@@ -65,7 +89,10 @@ def main() -> None:
             f"{r.get('magnitude_recalibrated_test_accuracy', float('nan')):.4f} | "
             f"{r.get('mask_overlap', float('nan')):.3f} | {r.get('epochs', '')} | {r['seconds']:.1f} |"
         )
-    jackpot, magnitude = rows[1]["test_accuracy"], max(rows[5]["test_accuracy"], rows[5]["magnitude_recalibrated_test_accuracy"])
+    jackpot, magnitude = (
+        rows[1]["test_accuracy"],
+        max(rows[5]["test_accuracy"], rows[5]["magnitude_recalibrated_test_accuracy"]),
+    )
     verdict = (
         f"jackpot {jackpot:.4f} vs dense {rows[0]['test_accuracy']:.4f} (gap {100 * (rows[0]['test_accuracy'] - jackpot):.2f} points, "
         f"must be <= 1) and vs the better magnitude baseline {magnitude:.4f} (must be below): "

@@ -108,7 +108,9 @@ class Manifest:
     def from_json(cls, data: Any, where: str) -> Manifest:
         """Check ``data`` (parsed JSON) field by field; ``where`` names it in an error."""
         if isinstance(data, dict) and isinstance(data.get("format"), int) and data["format"] != MANIFEST_FORMAT:
-            raise InputError(f"{where} has manifest format {data['format']}, this mptc reads format {MANIFEST_FORMAT}: compile again")
+            raise InputError(
+                f"{where} has manifest format {data['format']}, this mptc reads format {MANIFEST_FORMAT}: compile again"
+            )
         return _typed(data, cls, where)
 
 
@@ -150,7 +152,15 @@ def read_reference(out_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"cannot read {path}: {first_line(error)}") from error
 
 
-_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number", bool: "a boolean", type(None): "null"}
+_JSON_NAMES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 def _typed(value: Any, hint: Any, where: str, key: str = "") -> Any:
@@ -163,7 +173,12 @@ def _typed(value: Any, hint: Any, where: str, key: str = "") -> Any:
         if missing:
             raise InputError(f"{what} has no '{missing[0]}'")
         hints = typing.get_type_hints(hint)
-        return hint(**{f.name: _typed(data[f.name], hints[f.name], where, f"{key}.{f.name}".lstrip(".")) for f in dataclasses.fields(hint)})
+        return hint(
+            **{
+                f.name: _typed(data[f.name], hints[f.name], where, f"{key}.{f.name}".lstrip("."))
+                for f in dataclasses.fields(hint)
+            }
+        )
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         for option in args:
@@ -171,7 +186,9 @@ def _typed(value: Any, hint: Any, where: str, key: str = "") -> Any:
                 return _typed(value, option, where, key)
             except InputError:
                 continue
-        raise InputError(f"{what} must be {' or '.join(_JSON_NAMES[typing.get_origin(a) or a] for a in args)}, got {_json_name(value)}")
+        raise InputError(
+            f"{what} must be {' or '.join(_JSON_NAMES[typing.get_origin(a) or a] for a in args)}, got {_json_name(value)}"
+        )
     if hint is Any:
         return value
     expected = origin or hint

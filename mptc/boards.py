@@ -45,11 +45,25 @@ BOARDS: dict[str, Board] = {
     board.name: board
     for board in (
         Board("rpi4", "Raspberry Pi 4 (Cortex-A72)", "cortex-a72", ("+neon",), 4, "cortex-a72", _ARMV8_0),
-        Board("rpi5", "Raspberry Pi 5 (Cortex-A76)", "cortex-a76", ("+neon", "+dotprod", "+fullfp16"), 4, "cortex-a76", _ARMV8_2),
+        Board(
+            "rpi5",
+            "Raspberry Pi 5 (Cortex-A76)",
+            "cortex-a76",
+            ("+neon", "+dotprod", "+fullfp16"),
+            4,
+            "cortex-a76",
+            _ARMV8_2,
+        ),
         # QEMU has no Cortex-A78AE; the Neoverse-N1 is the closest core it models (ARMv8.2 + dotprod).
         Board(
-            "jetson-orin", "Jetson Orin CPU (Cortex-A78AE, emulated as Neoverse-N1)", "cortex-a78ae",
-            ("+neon", "+dotprod", "+fullfp16"), 6, "neoverse-n1", _ARMV8_2, gpu_arch="sm_87",
+            "jetson-orin",
+            "Jetson Orin CPU (Cortex-A78AE, emulated as Neoverse-N1)",
+            "cortex-a78ae",
+            ("+neon", "+dotprod", "+fullfp16"),
+            6,
+            "neoverse-n1",
+            _ARMV8_2,
+            gpu_arch="sm_87",
         ),
     )
 }

@@ -62,17 +62,44 @@ class TrainConfig:
         checks = [
             (self.model in MODELS, f"unknown model {self.model!r}; expected one of {', '.join(MODELS)}"),
             (self.method in METHODS, f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}"),
-            (0.0 <= self.sparsity < 1.0, f"--sparsity is the fraction pruned and must be in [0, 1), got {self.sparsity}"),
-            (self.init is None or self.init in INITS, f"unknown init {self.init!r}; expected one of {', '.join(INITS)}"),
+            (
+                0.0 <= self.sparsity < 1.0,
+                f"--sparsity is the fraction pruned and must be in [0, 1), got {self.sparsity}",
+            ),
+            (
+                self.init is None or self.init in INITS,
+                f"unknown init {self.init!r}; expected one of {', '.join(INITS)}",
+            ),
             (self.width > 0, f"--width must be positive, got {self.width}"),
-            (self.optimizer is None or self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; expected sgd or adam"),
+            (
+                self.optimizer is None or self.optimizer in OPTIMIZERS,
+                f"unknown optimizer {self.optimizer!r}; expected sgd or adam",
+            ),
             (self.device in DEVICES, f"unknown device {self.device!r}; expected cpu or cuda"),
-            (self.epochs is None or self.epochs >= min_epochs, f"--epochs must be at least {min_epochs}, got {self.epochs}"),
-            (self.method != "magnitude" or not self.epochs, "--method magnitude is one-shot pruning: it searches for 0 epochs, leave --epochs out"),
-            (self.pretrained is not None or self.method not in PRETRAINED_METHODS, f"--method {self.method} searches inside a pre-trained model: pass --pretrained RUN_DIR or weights.safetensors"),
-            (self.pretrained is None or self.method in PRETRAINED_METHODS, f"--pretrained applies to --method {' or '.join(PRETRAINED_METHODS)}, not {self.method}"),
-            (0.0 < self.restriction_rate <= 1.0, f"--restriction-rate is the fraction of candidate swaps applied per step and must be in (0, 1], got {self.restriction_rate}"),
-            (self.batch_size is None or self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (
+                self.epochs is None or self.epochs >= min_epochs,
+                f"--epochs must be at least {min_epochs}, got {self.epochs}",
+            ),
+            (
+                self.method != "magnitude" or not self.epochs,
+                "--method magnitude is one-shot pruning: it searches for 0 epochs, leave --epochs out",
+            ),
+            (
+                self.pretrained is not None or self.method not in PRETRAINED_METHODS,
+                f"--method {self.method} searches inside a pre-trained model: pass --pretrained RUN_DIR or weights.safetensors",
+            ),
+            (
+                self.pretrained is None or self.method in PRETRAINED_METHODS,
+                f"--pretrained applies to --method {' or '.join(PRETRAINED_METHODS)}, not {self.method}",
+            ),
+            (
+                0.0 < self.restriction_rate <= 1.0,
+                f"--restriction-rate is the fraction of candidate swaps applied per step and must be in (0, 1], got {self.restriction_rate}",
+            ),
+            (
+                self.batch_size is None or self.batch_size >= 1,
+                f"--batch-size must be at least 1, got {self.batch_size}",
+            ),
             (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
         ]
         for ok, message in checks:

@@ -35,7 +35,9 @@ def cpuinfo() -> CpuInfo:
         text = CPUINFO.read_text()
     except OSError:
         return CpuInfo()
-    fields = [(key.strip(), value.strip()) for key, sep, value in (line.partition(":") for line in text.splitlines()) if sep]
+    fields = [
+        (key.strip(), value.strip()) for key, sep, value in (line.partition(":") for line in text.splitlines()) if sep
+    ]
     first: dict[str, str] = {}
     for key, value in fields:
         first.setdefault(key, value)

@@ -141,7 +141,14 @@ def profile_on_device(compiled: Path, device: DeviceOptions) -> dict[str, Any]:
     """``mptc profile`` of ``compiled`` on ``device``; a wrong output there is a VerificationError."""
     from mptc.deploy.profile import profile
 
-    measured = profile(compiled, rpc=device.rpc, tracker=device.tracker, key=device.key, repeat=device.repeat, emulated_board=device.emulate)
+    measured = profile(
+        compiled,
+        rpc=device.rpc,
+        tracker=device.tracker,
+        key=device.key,
+        repeat=device.repeat,
+        emulated_board=device.emulate,
+    )
     if not measured.get("outputs_match", False):
         raise VerificationError(f"compiled module's output does not match the reference on the device ({compiled})")
     return measured

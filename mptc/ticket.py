@@ -46,7 +46,13 @@ def ticket_tensors(model: nn.Module, store_weights: bool) -> dict[str, torch.Ten
 
 
 def save_ticket(
-    model: nn.Module, config: TrainConfig, path: str | Path, *, input_shape: tuple[int, ...], num_classes: int, store_weights: bool = False
+    model: nn.Module,
+    config: TrainConfig,
+    path: str | Path,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    store_weights: bool = False,
 ) -> int:
     """Write the ticket atomically; returns its size in bytes.
 
@@ -123,13 +129,19 @@ def load_ticket(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Train
             layer.set_mask(torch.from_numpy(mask.astype(np.float32)))
     except (KeyError, ValueError, RuntimeError) as error:
         raise InputError(f"ticket {path} does not fit model {config.model}: {error}") from error
-    expected_missing = {f"{n}.scores" for n in masked} | ({f"{n}.weight" for n in masked} if metadata.get("weights") == "seed" else set())
+    expected_missing = {f"{n}.scores" for n in masked} | (
+        {f"{n}.weight" for n in masked} if metadata.get("weights") == "seed" else set()
+    )
     if set(missing) - expected_missing or unexpected:
-        raise InputError(f"ticket {path} does not fit model {config.model}: missing {sorted(set(missing) - expected_missing)}, unexpected {sorted(unexpected)}")
+        raise InputError(
+            f"ticket {path} does not fit model {config.model}: missing {sorted(set(missing) - expected_missing)}, unexpected {sorted(unexpected)}"
+        )
     for name, layer in masked.items():
         stored = tensors[name + ALPHA_SUFFIX]
         if not torch.allclose(layer.alpha().reshape(-1), stored, rtol=ALPHA_RTOL, atol=0):
-            raise InputError(f"ticket {path}: layer {name} alpha does not match the weights regenerated from seed {config.seed}")
+            raise InputError(
+                f"ticket {path}: layer {name} alpha does not match the weights regenerated from seed {config.seed}"
+            )
     return model.to(device).eval(), config
 
 

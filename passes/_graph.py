@@ -38,7 +38,9 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
         tensor = ir.convenience.get_const_tensor(value)
         return None if tensor is None else tensor.numpy()
     except ValueError as error:  # data that does not fill the declared shape
-        raise InputError(f"initializer {value.name!r} does not match its declared shape: {root_message(error)}") from error
+        raise InputError(
+            f"initializer {value.name!r} does not match its declared shape: {root_message(error)}"
+        ) from error
 
 
 PACKED_INPUTS = ("X", "sign_bits", "mask_bits", "scale", "bias")
@@ -52,7 +54,9 @@ def check_packed(node: ir.Node) -> None:
     read by the folds and by ``inspect``, which index the inputs.
     """
     if node.op_type not in [op.__name__ for op in REFERENCE_OPS]:
-        raise InputError(f"{label(node)}: unknown operator {DOMAIN}::{node.op_type}, expected BinaryConv or BinaryDense")
+        raise InputError(
+            f"{label(node)}: unknown operator {DOMAIN}::{node.op_type}, expected BinaryConv or BinaryDense"
+        )
     if len(node.inputs) != len(PACKED_INPUTS) or any(v is None for v in node.inputs) or len(node.outputs) != 1:
         raise InputError(
             f"{label(node)} has {len(node.inputs)} inputs and {len(node.outputs)} outputs; "

@@ -110,7 +110,9 @@ def _next_fold(node: ir.Node) -> _Fold | None:
     """
     output = node.outputs[0]
     uses = output.uses()
-    user = next((use.node for use in uses if any(is_op(use.node, op) for op in ("BatchNormalization", "Mul", "Add"))), None)
+    user = next(
+        (use.node for use in uses if any(is_op(use.node, op) for op in ("BatchNormalization", "Mul", "Add"))), None
+    )
     if user is None:
         return None
     if len(uses) != 1:

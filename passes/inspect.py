@@ -14,8 +14,8 @@ import onnx
 import onnx_ir as ir
 
 from mptc.conventions import ternary_scale, unpack_bits
-from mptc.ops.reference import DOMAIN
 from mptc.errors import InputError
+from mptc.ops.reference import DOMAIN
 from mptc.passes._graph import check_packed, constant_array, is_op, label, read_ir
 
 
@@ -88,8 +88,14 @@ def _packed_row(node: ir.Node) -> LayerRow:
         raise InputError(f"{label(node)}: mask bits of shape {mask_bits.shape}, expected (outputs, bytes)")
     out_channels = None if mask_bits is None else mask_bits.shape[0]
     shape, taps = _packed_weight_shape(node, out_channels)
-    if taps is not None and mask_bits is not None and not 8 * (mask_bits.shape[-1] - 1) < taps <= 8 * mask_bits.shape[-1]:
-        raise InputError(f"{label(node)}: its input's shape gives {taps} weights per output, its mask bits hold {8 * mask_bits.shape[-1]}")
+    if (
+        taps is not None
+        and mask_bits is not None
+        and not 8 * (mask_bits.shape[-1] - 1) < taps <= 8 * mask_bits.shape[-1]
+    ):
+        raise InputError(
+            f"{label(node)}: its input's shape gives {taps} weights per output, its mask bits hold {8 * mask_bits.shape[-1]}"
+        )
     parameters = [a for a in (sign_bits, mask_bits, scale, bias) if a is not None]
     bits = sum(a.nbytes for a in (sign_bits, mask_bits) if a is not None) * 8
     known = taps is not None and mask_bits is not None and out_channels

@@ -76,9 +76,7 @@ class PackTernaryWeightsPass(ir.passes.InPlacePass):
                 self.skipped.append(f"{label(node)}: {reason}")
                 logger.info("left %s as it is: %s", label(node), reason)
                 continue
-            ir.convenience.replace_nodes_and_values(
-                graph, node, [node], new_nodes, node.outputs, new_nodes[-1].outputs
-            )
+            ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, node.outputs, new_nodes[-1].outputs)
             modified = True
         if modified:
             model.opset_imports[DOMAIN] = OPSET_VERSION

@@ -36,7 +36,11 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
         cpu_pipeline.library_dispatch_passes(tvm_target)
         + cpu_pipeline.legalize_passes(tvm_target)
         + [relax.transform.AttachAttrLayoutFreeBuffers(), dl.ApplyDefaultSchedule(*glue_rules(float_lanes))]
-        + [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
+        + [
+            relax.transform.SplitLayoutRewritePreproc(),
+            relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination(),
+        ]
         + cpu_pipeline.dataflow_lower_passes(tvm_target)
         + cpu_pipeline.finalize_passes(tvm_target)
     )
@@ -64,5 +68,6 @@ compilation_pipeline.register_tir_pipeline(TIR_PIPELINE, tir_pipeline)
 
 def build(mod: tvm.IRModule, target: CompileTarget, float_lanes: int) -> relax.VMExecutable:
     """Compile ``mod`` (a Relax module from ``targets.frontend``) into a VM executable."""
-    return tvm.compile(mod, target=target.tvm_target(), relax_pipeline=relax_pipeline(target, float_lanes),
-                       tir_pipeline=TIR_PIPELINE)
+    return tvm.compile(
+        mod, target=target.tvm_target(), relax_pipeline=relax_pipeline(target, float_lanes), tir_pipeline=TIR_PIPELINE
+    )

@@ -31,8 +31,14 @@ class KernelChoice:
 
 
 def choose_kernel(
-    op_type: str, input_mode: str, sparsity: float, policy: KernelPolicy, break_even: float | None = None,
-    flat_outputs: int | None = None, weights: int | None = None, batch: int = 1,
+    op_type: str,
+    input_mode: str,
+    sparsity: float,
+    policy: KernelPolicy,
+    break_even: float | None = None,
+    flat_outputs: int | None = None,
+    weights: int | None = None,
+    batch: int = 1,
 ) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
@@ -48,16 +54,34 @@ def choose_kernel(
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
     batched = op_type == "BinaryDense" and batch >= policy.batch_lanes_from
     sized = op_type == "BinaryDense" and weights is not None
-    cached = next((even for size, even in policy.cached_dense_break_even if 4 * weights <= size), None) if sized else None
-    measured = policy.batched_dense_break_even if batched else cached if cached is not None else policy.sparse_break_even[op_type]
+    cached = (
+        next((even for size, even in policy.cached_dense_break_even if 4 * weights <= size), None) if sized else None
+    )
+    measured = (
+        policy.batched_dense_break_even
+        if batched
+        else cached
+        if cached is not None
+        else policy.sparse_break_even[op_type]
+    )
     threshold = break_even if break_even is not None else measured
     if sparsity >= threshold and op_type == "BinaryConv":
-        short = flat_outputs is not None and flat_outputs < policy.short_flat and sparsity < policy.short_flat_grouped_from
+        short = (
+            flat_outputs is not None and flat_outputs < policy.short_flat and sparsity < policy.short_flat_grouped_from
+        )
         long = flat_outputs is not None and flat_outputs >= policy.long_flat
         block = policy.short_flat_block if short else policy.long_flat_block if long else policy.conv_block
-        why = f"{block} output(s) per block" + (f", one channel group ({flat_outputs} flat outputs per channel)" if short else ", channel groups")
-        return KernelChoice(BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {why}", block, not short)
+        why = f"{block} output(s) per block" + (
+            f", one channel group ({flat_outputs} flat outputs per channel)" if short else ", channel groups"
+        )
+        return KernelChoice(
+            BLOCK_SPARSE, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}, {why}", block, not short
+        )
     if sparsity >= threshold:
         along = f", sums along the batch of {batch}" if batched else ""
-        return KernelChoice(SPARSE_SIGN_SPLIT, f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}{along}", batch_lanes=batched)
+        return KernelChoice(
+            SPARSE_SIGN_SPLIT,
+            f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}{along}",
+            batch_lanes=batched,
+        )
     return KernelChoice(DENSE_FP32, f"real input, sparsity {sparsity:.3f} < break-even {threshold:.2f}")

@@ -93,7 +93,9 @@ def compile_model(
     write_reference(out, x, y)
     manifest = Manifest(
         versions=Versions(mptc=__version__, tvm=tvm.__version__),
-        target=TargetInfo(name=target, family=compile_target.family, board=compile_target.board, spec=compile_target.spec),
+        target=TargetInfo(
+            name=target, family=compile_target.family, board=compile_target.board, spec=compile_target.spec
+        ),
         source_model=source,
         input=TensorInfo(name=input_name, shape=list(input_shape), dtype="float32"),
         output=TensorInfo(name=proto.graph.output[0].name, shape=list(y.shape), dtype=str(y.dtype)),
@@ -126,12 +128,23 @@ def reference_io(model: onnx.ModelProto, input_name: str, shape: list[int]) -> t
         runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
         try:
             session = ort.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"])
-        except (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.InvalidProtobuf) as error:
-            raise InputError(f"onnxruntime cannot load the model to compute its reference output: {first_line(error)}") from error
+        except (
+            ort_errors.Fail,
+            ort_errors.InvalidGraph,
+            ort_errors.InvalidArgument,
+            ort_errors.InvalidProtobuf,
+        ) as error:
+            raise InputError(
+                f"onnxruntime cannot load the model to compute its reference output: {first_line(error)}"
+            ) from error
         return x, session.run(None, {input_name: x})[0], f"onnxruntime {ort.__version__}"
     from onnx.reference import ReferenceEvaluator
 
-    return x, ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {input_name: x})[0], f"onnx.reference {onnx.__version__}"
+    return (
+        x,
+        ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {input_name: x})[0],
+        f"onnx.reference {onnx.__version__}",
+    )
 
 
 def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, SourceModel]:
@@ -148,7 +161,9 @@ def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, SourceM
         proto = onnx.load_from_string(data)
     except Exception as error:  # protobuf raises DecodeError and friends, not one base class
         raise InputError(f"{path or 'model'} is not an ONNX model: {error}") from error
-    return proto, SourceModel(path=str(path) if path else None, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    return proto, SourceModel(
+        path=str(path) if path else None, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data)
+    )
 
 
 def _graph_input(model: onnx.ModelProto) -> tuple[str, list[int]]:
@@ -159,7 +174,9 @@ def _graph_input(model: onnx.ModelProto) -> tuple[str, list[int]]:
         raise UnsupportedError(f"expected one graph input, got {[i.name for i in inputs]}")
     tensor = inputs[0].type.tensor_type
     if tensor.elem_type != onnx.TensorProto.FLOAT:
-        raise UnsupportedError(f"input {inputs[0].name!r} must be float32, got {onnx.TensorProto.DataType.Name(tensor.elem_type)}")
+        raise UnsupportedError(
+            f"input {inputs[0].name!r} must be float32, got {onnx.TensorProto.DataType.Name(tensor.elem_type)}"
+        )
     shape = []
     for axis, dim in enumerate(tensor.shape.dim):
         if dim.HasField("dim_value"):
@@ -167,10 +184,14 @@ def _graph_input(model: onnx.ModelProto) -> tuple[str, list[int]]:
         elif axis == 0:
             shape.append(1)
         else:
-            raise UnsupportedError(f"input {inputs[0].name!r} axis {axis} is symbolic ({dim.dim_param!r}): only the batch may be")
+            raise UnsupportedError(
+                f"input {inputs[0].name!r} axis {axis} is symbolic ({dim.dim_param!r}): only the batch may be"
+            )
     elements = int(np.prod(shape, dtype=np.int64))
     if not 0 < elements <= MAX_INPUT_ELEMENTS:
-        raise InputError(f"input {inputs[0].name!r} declares shape {shape} ({elements} elements): expected 1 to {MAX_INPUT_ELEMENTS}")
+        raise InputError(
+            f"input {inputs[0].name!r} declares shape {shape} ({elements} elements): expected 1 to {MAX_INPUT_ELEMENTS}"
+        )
     return inputs[0].name, shape
 
 
@@ -181,7 +202,9 @@ def _check_node_order(model: onnx.ModelProto) -> None:
     for node in model.graph.node:
         missing = [name for name in node.input if name not in known]
         if missing:
-            raise InputError(f"node {node_label(node.name, node.op_type, node.output)} reads {missing[0]!r} before any node produces it: the graph is cyclic or not topologically sorted")
+            raise InputError(
+                f"node {node_label(node.name, node.op_type, node.output)} reads {missing[0]!r} before any node produces it: the graph is cyclic or not topologically sorted"
+            )
         known.update(node.output)
 
 
@@ -205,7 +228,9 @@ def _export(executable, target: CompileTarget, out: Path) -> dict[str, str]:
     fcompile = None
     if host_triple.startswith("aarch64"):
         if shutil.which(CROSS_COMPILER) is None:
-            raise UnsupportedError(f"target {target.family} needs the cross linker {CROSS_COMPILER}: {CROSS_COMPILER_HINT}")
+            raise UnsupportedError(
+                f"target {target.family} needs the cross linker {CROSS_COMPILER}: {CROSS_COMPILER_HINT}"
+            )
         fcompile = tvm.support.cc.cross_compiler(CROSS_COMPILER)
     # Linked beside and renamed into place: a link cut short (a full disk) leaves no truncated module.so.
     with atomic_path(out / MODULE_FILE) as tmp:
@@ -229,4 +254,3 @@ def cuda_source(executable) -> str:
     if not sources:
         raise UnsupportedError("the CUDA build produced no CUDA module")
     return "\n".join(sources)
-

@@ -63,7 +63,12 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
             continue
         tensor, residual, absorbed = node.output[0], None, []
         reader = only_reader(tensor)
-        if reader is not None and reader.op_type == "Add" and len(reader.input) == 2 and list(reader.input).count(tensor) == 1:
+        if (
+            reader is not None
+            and reader.op_type == "Add"
+            and len(reader.input) == 2
+            and list(reader.input).count(tensor) == 1
+        ):
             other = next(i for i in reader.input if i != tensor)
             if produced_at.get(other, -1) < position:
                 residual, tensor = other, reader.output[0]

@@ -139,11 +139,15 @@ class _Layer:
         x = inputs[0]
         shape = lowering.logical_shape(x) or _static_shape(x)
         if shape is None:
-            raise UnsupportedError(f"{node_label(name, op_type)}: input needs a static shape, got {getattr(x.ty, 'shape', None)}")
+            raise UnsupportedError(
+                f"{node_label(name, op_type)}: input needs a static shape, got {getattr(x.ty, 'shape', None)}"
+            )
         consts = []
         for role, value in zip(("sign_bits", "mask_bits", "scale", "bias"), inputs[1:]):
             if not isinstance(value, tvm.ir.GenericConst):
-                raise UnsupportedError(f"{node_label(name, op_type)}: {role} must be an initializer (constant) to be compiled")
+                raise UnsupportedError(
+                    f"{node_label(name, op_type)}: {role} must be an initializer (constant) to be compiled"
+                )
             consts.append(value.value.numpy())
         mode = attr.get("input_mode", b"real")
         mode = mode.decode() if isinstance(mode, bytes) else mode
@@ -155,8 +159,18 @@ class _Layer:
                 f"{node_label(name, op_type)}: expected uint8 sign/mask bits (O, ceil(K/8)) and scale (O,), got "
                 f"{sign_bits.dtype}{sign_bits.shape}, {mask_bits.shape}, {scale.shape}"
             )
-        return cls(name, op_type, lowering, x, tuple(int(d) for d in shape),
-                   sign_bits, mask_bits, scale.astype(np.float32), bias.astype(np.float32), mode)
+        return cls(
+            name,
+            op_type,
+            lowering,
+            x,
+            tuple(int(d) for d in shape),
+            sign_bits,
+            mask_bits,
+            scale.astype(np.float32),
+            bias.astype(np.float32),
+            mode,
+        )
 
     @property
     def words_in(self) -> bool:
@@ -168,23 +182,50 @@ class _Layer:
 
     def check_k(self, k: int) -> None:
         if self.sign_bits.shape[1] != layout.ceil_div(k, 8):
-            raise InputError(f"{self.label}: bits hold {self.sign_bits.shape[1]} bytes per row, K={k} needs {layout.ceil_div(k, 8)}")
+            raise InputError(
+                f"{self.label}: bits hold {self.sign_bits.shape[1]} bytes per row, K={k} needs {layout.ceil_div(k, 8)}"
+            )
 
     def lower(
-        self, weight: np.ndarray, out_shape, kernel_call, flat_outputs: int | None = None, epilogue: Epilogue | None = None,
+        self,
+        weight: np.ndarray,
+        out_shape,
+        kernel_call,
+        flat_outputs: int | None = None,
+        epilogue: Epilogue | None = None,
         batch: int = 1,
     ) -> relax.Expr:
         """Choose the kernel, emit it via ``kernel_call(choice)`` -> (expr, constants) and record the
         layer; the nodes of a fused ``epilogue`` become its result."""
         sparsity = float(1.0 - np.count_nonzero(weight) / weight.size)
         choice = chooser.choose_kernel(
-            self.op_type, self.input_mode, sparsity, self.lowering.policy, self.lowering.break_even, flat_outputs, weight.size, batch)
+            self.op_type,
+            self.input_mode,
+            sparsity,
+            self.lowering.policy,
+            self.lowering.break_even,
+            flat_outputs,
+            weight.size,
+            batch,
+        )
         expr, consts = kernel_call(choice)
-        self.lowering.layers.append(LayerRecord(
-            self.name, self.op_type, self.input_mode, sparsity, choice.kernel, choice.reason, self.shape, tuple(out_shape),
-            int(self.sign_bits.nbytes + self.mask_bits.nbytes), int(sum(np.asarray(c).nbytes for c in consts)),
-            self.words_in, self.words_out, epilogue.label if epilogue else "",
-        ))
+        self.lowering.layers.append(
+            LayerRecord(
+                self.name,
+                self.op_type,
+                self.input_mode,
+                sparsity,
+                choice.kernel,
+                choice.reason,
+                self.shape,
+                tuple(out_shape),
+                int(self.sign_bits.nbytes + self.mask_bits.nbytes),
+                int(sum(np.asarray(c).nbytes for c in consts)),
+                self.words_in,
+                self.words_out,
+                epilogue.label if epilogue else "",
+            )
+        )
         for node in epilogue.nodes if epilogue else ():
             self.lowering.absorbed[node] = expr
         return expr
@@ -197,12 +238,16 @@ class _Layer:
             return chain, None
         residual = nodes.get(chain.residual)
         usable = (
-            residual is not None and self.lowering.logical_shape(residual) is None
-            and _static_shape(residual) == tuple(out_shape) and getattr(residual.ty, "dtype", None) == "float32"
+            residual is not None
+            and self.lowering.logical_shape(residual) is None
+            and _static_shape(residual) == tuple(out_shape)
+            and getattr(residual.ty, "dtype", None) == "float32"
         )
         return (chain, residual) if usable else (None, None)
 
-    def call(self, bb: relax.BlockBuilder, func: tirx.PrimFunc, consts: list[np.ndarray], out_shape, extra=()) -> relax.Expr:
+    def call(
+        self, bb: relax.BlockBuilder, func: tirx.PrimFunc, consts: list[np.ndarray], out_shape, extra=()
+    ) -> relax.Expr:
         """Call a kernel on ``x``, ``consts`` and ``extra`` expressions; a words output
         ``(N, [OH, OW,] ceil(O / 64))`` stands for ``out_shape``."""
         args = [self.x] + [relax.const(c) for c in consts] + list(extra)
@@ -227,8 +272,11 @@ class BinaryConv(_onnx.OnnxOpConverter):
         if len(layer.shape) != 4:
             raise UnsupportedError(f"{layer.label}: expected an NCHW input, got shape {layer.shape}")
         geo = layout.ConvGeometry(
-            *layer.shape, out_channels=layer.sign_bits.shape[0], kernel=tuple(attr["kernel_shape"]),
-            strides=tuple(attr.get("strides", (1, 1))), pads=tuple(attr.get("pads", (0, 0, 0, 0))),
+            *layer.shape,
+            out_channels=layer.sign_bits.shape[0],
+            kernel=tuple(attr["kernel_shape"]),
+            strides=tuple(attr.get("strides", (1, 1))),
+            pads=tuple(attr.get("pads", (0, 0, 0, 0))),
             dilations=tuple(attr.get("dilations", (1, 1))),
         )
         layer.check_k(geo.channels * geo.kernel[0] * geo.kernel[1])
@@ -245,8 +293,11 @@ class BinaryConv(_onnx.OnnxOpConverter):
             if choice.kernel == chooser.XNOR_POPCOUNT:
                 outputs = layout.table_outputs(geo.out_channels, kernels.word_lanes, layer.words_out)
                 t = layout.binary_conv_tables(weight, geo, kernels.word_lanes, pad_value, outputs)
-                func = kernels.binary_conv(binary_conv.xnor_conv_func(
-                    geo, kernels.word_lanes, t.border.shape[:2], layer.words_in, layer.words_out, **fused))
+                func = kernels.binary_conv(
+                    binary_conv.xnor_conv_func(
+                        geo, kernels.word_lanes, t.border.shape[:2], layer.words_in, layer.words_out, **fused
+                    )
+                )
                 if layer.words_out:
                     taps = geo.channels * geo.kernel[0] * geo.kernel[1]
                     threshold, flip = layout.sign_thresholds(t.border, layer.scale, layer.bias, taps)
@@ -258,14 +309,25 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 chunk = kernels.conv_chunk(flat.flat_outputs, choice.block)
                 group = kernels.conv_group(geo.channels, layout.channel_floats(geo, flat, chunk), choice.grouped)
                 t = layout.block_sparse_conv_tables(weight, geo, flat, choice.block, group)
-                gather = binary_conv.SparseGather(geo.batch, layout.ceil_div(geo.out_channels, choice.block), choice.block, layout.ceil_div(geo.channels, group),
-                                                  layout.ceil_div(flat.flat_outputs, chunk) * chunk, chunk, t.group_floats, str(t.index.dtype))
-                func = kernels.block_sparse_conv(binary_conv.block_sparse_conv_func(
-                    geo, flat, gather, t.index.size, kernels.sparse_gather, **fused))
+                gather = binary_conv.SparseGather(
+                    geo.batch,
+                    layout.ceil_div(geo.out_channels, choice.block),
+                    choice.block,
+                    layout.ceil_div(geo.channels, group),
+                    layout.ceil_div(flat.flat_outputs, chunk) * chunk,
+                    chunk,
+                    t.group_floats,
+                    str(t.index.dtype),
+                )
+                func = kernels.block_sparse_conv(
+                    binary_conv.block_sparse_conv_func(geo, flat, gather, t.index.size, kernels.sparse_gather, **fused)
+                )
                 consts = [t.ptr, t.index, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             dense = (weight * layer.scale[:, None, None, None]).astype(np.float32)
-            conv = relax.op.nn.conv2d(layer.x, relax.const(dense), strides=geo.strides, padding=geo.pads, dilation=geo.dilations)
+            conv = relax.op.nn.conv2d(
+                layer.x, relax.const(dense), strides=geo.strides, padding=geo.pads, dilation=geo.dilations
+            )
             bias = layer.bias.reshape(1, -1, 1, 1)
             y = relax.op.add(bb.normalize(conv), relax.const(bias))
             y = y if residual is None else relax.op.add(bb.normalize(y), residual)
@@ -292,8 +354,9 @@ class BinaryDense(_onnx.OnnxOpConverter):
             if choice.kernel == chooser.XNOR_POPCOUNT:
                 outputs = layout.table_outputs(out, kernels.word_lanes, layer.words_out)
                 t = layout.binary_dense_tables(weight, kernels.word_lanes, outputs)
-                func = kernels.binary_dense(binary_dense.xnor_dense_func(
-                    batch, k, out, kernels.word_lanes, layer.words_in, layer.words_out))
+                func = kernels.binary_dense(
+                    binary_dense.xnor_dense_func(batch, k, out, kernels.word_lanes, layer.words_in, layer.words_out)
+                )
                 if layer.words_out:
                     consts = [t.sign, t.mask, *layout.sign_thresholds(t.count, layer.scale, layer.bias, k)]
                 else:
@@ -305,7 +368,9 @@ class BinaryDense(_onnx.OnnxOpConverter):
                 func = kernels.sparse_dense_batched(func) if choice.batch_lanes else kernels.sparse_dense(func)
                 consts = [index, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
-            dense_t = np.ascontiguousarray((weight * layer.scale[:, None]).T.astype(np.float32))  # (K, O): matmul's layout
+            dense_t = np.ascontiguousarray(
+                (weight * layer.scale[:, None]).T.astype(np.float32)
+            )  # (K, O): matmul's layout
             matmul = relax.op.matmul(layer.x, relax.const(dense_t))
             return relax.op.add(bb.normalize(matmul), relax.const(layer.bias)), [dense_t, layer.bias]
 
@@ -320,8 +385,14 @@ class PackedMaxPool(_onnx.OnnxOpConverter):
         lowering, name = params.lowering, attr["tvm_custom"]["name"] or "MaxPool"
         batch, channels, height, width = lowering.logical_shape(inputs[0])
         geo = layout.ConvGeometry(
-            batch, channels, height, width, channels, kernel=tuple(attr["kernel_shape"]),
-            strides=tuple(attr.get("strides", (1, 1))), pads=tuple(attr.get("pads", (0, 0, 0, 0))),
+            batch,
+            channels,
+            height,
+            width,
+            channels,
+            kernel=tuple(attr["kernel_shape"]),
+            strides=tuple(attr.get("strides", (1, 1))),
+            pads=tuple(attr.get("pads", (0, 0, 0, 0))),
             dilations=tuple(attr.get("dilations", (1, 1))),
         )
         func = lowering.kernels.or_pool(packed_pool.or_pool_func(geo))
@@ -348,12 +419,14 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
 
     def _check_for_unsupported_ops(self, graph: onnx.GraphProto) -> None:
         known = set(_onnx._get_convert_map()) | {"If", "Constant"}
-        unsupported = sorted({
-            f"{node.domain or 'ai.onnx'}.{node.op_type}"
-            for node in graph.node
-            if (node.domain == DOMAIN and node.op_type not in CONVERTERS)
-            or (node.domain != DOMAIN and (node.domain not in ONNX_DOMAINS or node.op_type not in known))
-        })
+        unsupported = sorted(
+            {
+                f"{node.domain or 'ai.onnx'}.{node.op_type}"
+                for node in graph.node
+                if (node.domain == DOMAIN and node.op_type not in CONVERTERS)
+                or (node.domain != DOMAIN and (node.domain not in ONNX_DOMAINS or node.op_type not in known))
+            }
+        )
         if unsupported:
             raise UnsupportedError(f"operators not supported by the TVM targets: {', '.join(unsupported)}")
 
@@ -391,7 +464,11 @@ def packed_edges(graph: onnx.GraphProto) -> frozenset[str]:
         while tensor not in outputs and len(readers.get(tensor, [])) == 1:
             node = readers[tensor][0]
             if not _is_word_pool(node):
-                return node if _is_binary(node) and list(node.input).index(tensor) == 0 and list(node.input).count(tensor) == 1 else None
+                return (
+                    node
+                    if _is_binary(node) and list(node.input).index(tensor) == 0 and list(node.input).count(tensor) == 1
+                    else None
+                )
             tensor = node.output[0]
         return None
 
@@ -422,9 +499,13 @@ def _is_word_pool(node: onnx.NodeProto) -> bool:
     """A 2-D ``MaxPool`` that :class:`PackedMaxPool` runs on words (floor mode, one output)."""
     attrs = _attrs(node)
     return (
-        node.op_type == "MaxPool" and node.domain in ONNX_DOMAINS and len([o for o in node.output if o]) == 1
-        and len(attrs.get("kernel_shape", ())) == 2 and not attrs.get("ceil_mode", 0)
-        and attrs.get("auto_pad", b"NOTSET") == b"NOTSET" and not attrs.get("storage_order", 0)
+        node.op_type == "MaxPool"
+        and node.domain in ONNX_DOMAINS
+        and len([o for o in node.output if o]) == 1
+        and len(attrs.get("kernel_shape", ())) == 2
+        and not attrs.get("ceil_mode", 0)
+        and attrs.get("auto_pad", b"NOTSET") == b"NOTSET"
+        and not attrs.get("storage_order", 0)
     )
 
 

@@ -203,8 +203,12 @@ def binary_conv_tables(
     """
     keep = np.transpose(weight != 0, (0, 2, 3, 1))  # O, kh, kw, C
     plus = np.transpose(weight > 0, (0, 2, 3, 1))
-    row_valid, row_class = _border_classes(geo.out_height, geo.height, geo.kernel[0], geo.strides[0], geo.pads[0], geo.dilations[0])
-    col_valid, col_class = _border_classes(geo.out_width, geo.width, geo.kernel[1], geo.strides[1], geo.pads[1], geo.dilations[1])
+    row_valid, row_class = _border_classes(
+        geo.out_height, geo.height, geo.kernel[0], geo.strides[0], geo.pads[0], geo.dilations[0]
+    )
+    col_valid, col_class = _border_classes(
+        geo.out_width, geo.width, geo.kernel[1], geo.strides[1], geo.pads[1], geo.dilations[1]
+    )
     count, plus_count = keep.sum(-1), plus.sum(-1)  # O, kh, kw
     valid = row_valid[:, None, :, None] & col_valid[None, :, None, :]  # RC, CC, kh, kw
     padded_tap = 2 * plus_count + pad_value * (2 * plus_count - count)
@@ -316,7 +320,9 @@ def sign_classes(block: int) -> list[tuple[int, ...]]:
     return [c for c in itertools.product((1, -1, 0), repeat=block) if any(c)]
 
 
-def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatInput, block: int, group: int) -> BlockSparseConvTables:
+def block_sparse_conv_tables(
+    weight: np.ndarray, geo: ConvGeometry, flat: FlatInput, block: int, group: int
+) -> BlockSparseConvTables:
     """CSR tables of a ternary conv weight ``(O, C, kh, kw)`` (outputs padded to whole blocks),
     input channels in groups of ``group``.
 
@@ -354,7 +360,9 @@ def block_sparse_conv_tables(weight: np.ndarray, geo: ConvGeometry, flat: FlatIn
     group_floats = group * flat.planes // geo.channels * flat.plane_size
     entries = (offset[tap] - group_of * group_floats)[order]
     dtype = np.uint16 if group_floats <= 2**16 else np.int32
-    return BlockSparseConvTables(ptr.astype(np.int32), np.pad(entries, (0, entries.size == 0)).astype(dtype), group_floats)
+    return BlockSparseConvTables(
+        ptr.astype(np.int32), np.pad(entries, (0, entries.size == 0)).astype(dtype), group_floats
+    )
 
 
 def _ell(rows: list[np.ndarray], pad: int) -> np.ndarray:
@@ -365,7 +373,9 @@ def _ell(rows: list[np.ndarray], pad: int) -> np.ndarray:
     return table
 
 
-def _border_classes(out: int, size: int, taps: int, stride: int, pad: int, dilation: int) -> tuple[np.ndarray, np.ndarray]:
+def _border_classes(
+    out: int, size: int, taps: int, stride: int, pad: int, dilation: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per output row: which taps fall inside the image, deduplicated into classes.
 
     Returns ``(valid (classes, taps) bool, class_of_output (out,) int32)``.

@@ -30,7 +30,9 @@ DISABLE_LOWER_BUILTIN = "disable_lower_builtin"
 class LocalBuffersOnStack:
     """``AllocBuffer(b, scope="local", nbytes < 1024)`` -> the same, annotated to stay an ``alloca``."""
 
-    def transform_function(self, func: tirx.PrimFunc, _mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tirx.PrimFunc:
+    def transform_function(
+        self, func: tirx.PrimFunc, _mod: tvm.IRModule, _ctx: tvm.transform.PassContext
+    ) -> tirx.PrimFunc:
         body = tvm_ffi.structural_map(func.body, [(tirx.AllocBuffer, _annotate)], order="post")
         return func if body.same_as(func.body) else func.with_body(body)
 

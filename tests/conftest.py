@@ -33,4 +33,7 @@ def rng() -> np.random.Generator:
 def tiny_dense_run(tmp_path_factory):
     """A finished quarter-width dense MLP run: the pre-trained model jackpots search in and the
     target ``mptc approximate`` approximates."""
-    return train(TrainConfig(model="mlp", method="dense", width=0.25, epochs=3, seed=1), tmp_path_factory.mktemp("runs") / "dense")
+    return train(
+        TrainConfig(model="mlp", method="dense", width=0.25, epochs=3, seed=1),
+        tmp_path_factory.mktemp("runs") / "dense",
+    )

@@ -25,7 +25,12 @@ from mptc.errors import InputError
 
 MANIFEST = Manifest(
     versions=Versions(mptc="0.1.0", tvm="0.27.0"),
-    target=TargetInfo(name="arm", family="arm", board="rpi4", spec={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}),
+    target=TargetInfo(
+        name="arm",
+        family="arm",
+        board="rpi4",
+        spec={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+    ),
     source_model=SourceModel(path="packed.onnx", sha256="0" * 64, bytes=1234),
     input=TensorInfo(name="x", shape=[1, 16], dtype="float32"),
     output=TensorInfo(name="y", shape=[1, 10], dtype="float32"),
@@ -73,7 +78,10 @@ def test_a_whole_number_is_a_float(tmp_path: Path) -> None:
         (lambda m: m["output"].update(shape=[1, 10.0]), r"'output.shape\[1\]' must be an integer, got a number"),
         (lambda m: m["target"].update(board=4), "'target.board' must be a string or null, got an integer"),
         (lambda m: m["sizes"].update(module_bytes=True), "'sizes.module_bytes' must be an integer, got a boolean"),
-        (lambda m: m.update(sparse_break_even="0.5"), "'sparse_break_even' must be a number or an object, got a string"),
+        (
+            lambda m: m.update(sparse_break_even="0.5"),
+            "'sparse_break_even' must be a number or an object, got a string",
+        ),
         (lambda m: m["files"].update(module=None), "'files.module' must be a string, got null"),
         (lambda m: m.pop("input"), "has no 'input'"),
         (lambda m: m["input"].pop("dtype"), "'input' has no 'dtype'"),

@@ -18,9 +18,13 @@ def test_catalogue_imports_neither_tvm_nor_torch() -> None:
 @pytest.mark.parametrize(
     ("command", "option", "choices"),
     [
-        ("compile", "target", TARGETS), ("compile", "board", list(BOARDS)),
-        ("sweep", "target", TARGETS), ("sweep", "board", list(BOARDS)), ("sweep", "emulate", list(BOARDS)),
-        ("profile", "emulate", list(BOARDS)), ("serve-device", "emulate", list(BOARDS)),
+        ("compile", "target", TARGETS),
+        ("compile", "board", list(BOARDS)),
+        ("sweep", "target", TARGETS),
+        ("sweep", "board", list(BOARDS)),
+        ("sweep", "emulate", list(BOARDS)),
+        ("profile", "emulate", list(BOARDS)),
+        ("serve-device", "emulate", list(BOARDS)),
     ],
 )
 def test_cli_choices_are_the_catalogue_in_its_order(command: str, option: str, choices: list[str]) -> None:
@@ -29,4 +33,8 @@ def test_cli_choices_are_the_catalogue_in_its_order(command: str, option: str, c
 
 
 def test_only_the_jetson_has_a_gpu() -> None:
-    assert {name: board.gpu_arch for name, board in BOARDS.items()} == {"rpi4": None, "rpi5": None, "jetson-orin": "sm_87"}
+    assert {name: board.gpu_arch for name, board in BOARDS.items()} == {
+        "rpi4": None,
+        "rpi5": None,
+        "jetson-orin": "sm_87",
+    }

@@ -24,7 +24,12 @@ def test_a_stage_not_measured_is_skipped() -> None:
 
 @pytest.mark.parametrize(
     ("device", "here"),
-    [(DeviceOptions(), True), (DeviceOptions(target="arm", board="rpi4"), False), (DeviceOptions(rpc="127.0.0.1:9090"), False), (DeviceOptions(emulate="rpi4"), False)],
+    [
+        (DeviceOptions(), True),
+        (DeviceOptions(target="arm", board="rpi4"), False),
+        (DeviceOptions(rpc="127.0.0.1:9090"), False),
+        (DeviceOptions(emulate="rpi4"), False),
+    ],
 )
 def test_module_accuracy_only_for_modules_run_here(device: DeviceOptions, here: bool) -> None:
     assert device.runs_here is here

@@ -99,11 +99,15 @@ def split_layer(seed: int, inputs: int, copies: int) -> tuple[SparseLayer, Lanes
     positive, negative = signs == 1, signs == -1
     negative[-1] = False  # relu(-1) = 0 carries nothing
     layer = SparseLayer((rows.size, inputs), *_edges(positive | negative, rows, cols, signs))
-    lanes = Lanes(np.concatenate([rows[:-1], rows[:-1], rows[-1:]]), np.concatenate([positive[:-1], negative[:-1], positive[-1:]]))
+    lanes = Lanes(
+        np.concatenate([rows[:-1], rows[:-1], rows[-1:]]), np.concatenate([positive[:-1], negative[:-1], positive[-1:]])
+    )
     return layer, lanes
 
 
-def ladder_layer(seed: int, index: int, previous: int, lanes: dict[int, Lanes], t: int, precision: int, copies: int) -> tuple[SparseLayer, dict[int, Lanes]]:
+def ladder_layer(
+    seed: int, index: int, previous: int, lanes: dict[int, Lanes], t: int, precision: int, copies: int
+) -> tuple[SparseLayer, dict[int, Lanes]]:
     """Ladder layer ``t`` (1-based within its target layer), physical layer ``index`` over a
     layer of width ``previous``.
 
@@ -122,16 +126,22 @@ def ladder_layer(seed: int, index: int, previous: int, lanes: dict[int, Lanes], 
         valid = rank[..., -1] >= need
         keep = usable & (rank <= need) & valid[..., None]
         shape = keep.shape
-        rows, cols, kept_signs = _edges(keep, np.broadcast_to(slots[:, :, None], shape), np.broadcast_to(source.rows[:, None, :], shape), signs)
+        rows, cols, kept_signs = _edges(
+            keep, np.broadcast_to(slots[:, :, None], shape), np.broadcast_to(source.rows[:, None, :], shape), signs
+        )
         out_rows.append(rows)
         out_cols.append(cols)
         out_signs.append(kept_signs)
         new[k] = Lanes(slots, valid)
-    layer = SparseLayer((width, previous), np.concatenate(out_rows), np.concatenate(out_cols), np.concatenate(out_signs))
+    layer = SparseLayer(
+        (width, previous), np.concatenate(out_rows), np.concatenate(out_cols), np.concatenate(out_signs)
+    )
     return layer, new
 
 
-def combine_layer(seed: int, index: int, previous: int, lanes: dict[int, Lanes], weights: np.ndarray, candidates: int, output: bool) -> CombineResult:
+def combine_layer(
+    seed: int, index: int, previous: int, lanes: dict[int, Lanes], weights: np.ndarray, candidates: int, output: bool
+) -> CombineResult:
     """Combine layer at physical layer ``index`` over a layer of width ``previous``: row ``r * candidates + q`` is candidate ``q`` of
     neuron ``r`` of the integer matrix ``weights`` ``(neurons, units)``; ``output``: one row per
     neuron and no ReLU (see the module doc for the greedy)."""
@@ -155,7 +165,14 @@ def combine_layer(seed: int, index: int, previous: int, lanes: dict[int, Lanes],
             chosen_sign = np.where((c > 0)[..., None], positive, negative)
             keep = chosen_sign & (np.cumsum(chosen_sign, axis=-1) <= np.abs(c)[..., None])
             shape = keep.shape
-            kept_per_lane[k].append(_edges(keep, np.broadcast_to(rows[:, :, None, None], shape), np.broadcast_to(lane.rows[None, None], shape), signs))
+            kept_per_lane[k].append(
+                _edges(
+                    keep,
+                    np.broadcast_to(rows[:, :, None, None], shape),
+                    np.broadcast_to(lane.rows[None, None], shape),
+                    signs,
+                )
+            )
         residual[start:stop] = np.abs(e).sum(-1)
     exact = residual == 0
     best = np.zeros_like(exact)
@@ -168,7 +185,9 @@ def combine_layer(seed: int, index: int, previous: int, lanes: dict[int, Lanes],
     parts = [part for lane_parts in kept_per_lane for part in lane_parts]
     rows, cols, signs = (np.concatenate([p[i] for p in parts]) for i in range(3))
     selected = keep_rows[rows]
-    layer = SparseLayer((neurons * candidates, previous), rows[selected], cols[selected], signs[selected], relu=not output)
+    layer = SparseLayer(
+        (neurons * candidates, previous), rows[selected], cols[selected], signs[selected], relu=not output
+    )
     return CombineResult(layer, coefficients, exact, chosen)
 
 
@@ -232,7 +251,11 @@ def construct(target: AffineMLP, precision: int, copies: int, candidates: int, s
     inexact = 0
     output_rows = np.zeros(0, np.int64)
     for index, matrix in enumerate(integer.matrices):
-        weights = np.concatenate([matrix[:, :inputs], -matrix[:, :inputs], matrix[:, inputs:]], axis=1) if index == 0 else matrix
+        weights = (
+            np.concatenate([matrix[:, :inputs], -matrix[:, :inputs], matrix[:, inputs:]], axis=1)
+            if index == 0
+            else matrix
+        )
         lanes = {0: sources}
         for t in range(1, precision):
             layer, lanes = ladder_layer(seed, len(layers) + 1, layers[-1].shape[0], lanes, t, precision, copies)

@@ -24,8 +24,8 @@ from mptc.approximate.construct import construct
 from mptc.approximate.distill import DistillConfig, distill
 from mptc.approximate.target import AffineMLP, load_target
 from mptc.data import Dataset, load_dataset
-from mptc.nn.layers import masked_layers
 from mptc.io import atomic_path, write_json, write_text
+from mptc.nn.layers import masked_layers
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,17 @@ class ApproximateConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.route in ROUTES, f"unknown route {self.route!r}; expected one of {', '.join(ROUTES)}"),
-            (bool(self.width_factors) and min(self.width_factors) > 0, f"--width-factor values must be positive, got {self.width_factors}"),
-            (self.route != "construct" or all(f * COPIES_PER_FACTOR >= 2 and float(f * COPIES_PER_FACTOR).is_integer() for f in self.width_factors),
-             f"construct route: --width-factor F gives {COPIES_PER_FACTOR} F copies per lane, which must be a whole number >= 2"),
+            (
+                bool(self.width_factors) and min(self.width_factors) > 0,
+                f"--width-factor values must be positive, got {self.width_factors}",
+            ),
+            (
+                self.route != "construct"
+                or all(
+                    f * COPIES_PER_FACTOR >= 2 and float(f * COPIES_PER_FACTOR).is_integer() for f in self.width_factors
+                ),
+                f"construct route: --width-factor F gives {COPIES_PER_FACTOR} F copies per lane, which must be a whole number >= 2",
+            ),
             (self.depth_factor >= 1, f"--depth-factor must be at least 1, got {self.depth_factor}"),
             (1 <= self.precision <= 16, f"--precision must be 1 to 16 bits, got {self.precision}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
@@ -76,19 +84,50 @@ def output_distance(outputs: np.ndarray, reference: np.ndarray) -> dict[str, flo
     }
 
 
-def _row(config: ApproximateConfig, factor: float, target_model: nn.Module, target: AffineMLP, dataset: Dataset, x: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+def _row(
+    config: ApproximateConfig,
+    factor: float,
+    target_model: nn.Module,
+    target: AffineMLP,
+    dataset: Dataset,
+    x: np.ndarray,
+    reference: np.ndarray,
+) -> dict[str, Any]:
     began = time.perf_counter()
     if config.route == "construct":
         ticket = construct(target, config.precision, int(factor * COPIES_PER_FACTOR), CANDIDATES, config.seed)
         outputs = ticket(x)
-        shape = {"copies": ticket.copies, "precision": config.precision, "depth": ticket.depth, "max_width": max(ticket.widths),
-                 "entries": ticket.entries, "kept": ticket.kept, "inexact_neurons": ticket.inexact_neurons}
+        shape = {
+            "copies": ticket.copies,
+            "precision": config.precision,
+            "depth": ticket.depth,
+            "max_width": max(ticket.widths),
+            "entries": ticket.entries,
+            "kept": ticket.kept,
+            "inexact_neurons": ticket.inexact_neurons,
+        }
     else:
-        student = distill(target_model, dataset, target.widths, DistillConfig(factor=factor, depth=config.depth_factor, epochs=config.epochs, random_inputs=config.random_inputs, seed=config.seed))
+        student = distill(
+            target_model,
+            dataset,
+            target.widths,
+            DistillConfig(
+                factor=factor,
+                depth=config.depth_factor,
+                epochs=config.epochs,
+                random_inputs=config.random_inputs,
+                seed=config.seed,
+            ),
+        )
         with torch.no_grad():
             outputs = student(dataset.test.x).double().numpy()
         layers = [layer for _, layer in masked_layers(student)]
-        shape = {"depth": len(layers), "max_width": max(student.widths[1:-1]), "entries": sum(m.weight.numel() for m in layers), "kept": sum(m.kept for m in layers)}
+        shape = {
+            "depth": len(layers),
+            "max_width": max(student.widths[1:-1]),
+            "entries": sum(m.weight.numel() for m in layers),
+            "kept": sum(m.kept for m in layers),
+        }
     labels = dataset.test.y.numpy()
     return {
         "route": config.route,
@@ -140,10 +179,18 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     figure, (error_axis, agreement_axis) = plt.subplots(1, 2, figsize=(10, 4))
     error_axis.plot(factors, [r["mean_distance"] for r in rows], "o-", label="mean ||g(x) - f(x)||")
     error_axis.plot(factors, [r["max_distance"] for r in rows], "s--", label="max ||g(x) - f(x)||")
-    error_axis.set(xscale="log", yscale="log", xlabel="width factor", ylabel="output distance (test split)", title="approximation error")
+    error_axis.set(
+        xscale="log",
+        yscale="log",
+        xlabel="width factor",
+        ylabel="output distance (test split)",
+        title="approximation error",
+    )
     error_axis.legend()
     agreement_axis.plot(factors, [100 * r["argmax_agreement"] for r in rows], "o-", color="tab:green")
-    agreement_axis.set(xscale="log", xlabel="width factor", ylabel="argmax agreement with target (%)", title="agreement")
+    agreement_axis.set(
+        xscale="log", xlabel="width factor", ylabel="argmax agreement with target (%)", title="agreement"
+    )
     for axis in (error_axis, agreement_axis):
         axis.xaxis.set_minor_locator(NullLocator())
         axis.set_xticks(factors, [f"{f:g}" for f in factors])
@@ -167,9 +214,19 @@ def approximate(target_run: str | Path, config: ApproximateConfig, out_dir: str 
         rows.append(_row(config, factor, target_model, target, dataset, x, reference))
         log.info("width factor %g: %s", factor, rows[-1])
     target_accuracy = float((reference.argmax(1) == dataset.test.y.numpy()).mean())
-    report = {"target": str(target_run), "target_widths": target.widths, "target_test_accuracy": target_accuracy, "config": asdict(config), "rows": rows}
+    report = {
+        "target": str(target_run),
+        "target_widths": target.widths,
+        "target_test_accuracy": target_accuracy,
+        "config": asdict(config),
+        "rows": rows,
+    }
     out = Path(out_dir)
     write_json(out / "approximation.json", report)
     write_text(out / "approximation.md", markdown_table(rows, target_accuracy, config))
-    plot(rows, out / "approximation.png", f"{config.route} route: ticket in a random +-1 network vs target mlp {target.widths}")
+    plot(
+        rows,
+        out / "approximation.png",
+        f"{config.route} route: ticket in a random +-1 network vs target mlp {target.widths}",
+    )
     return report

@@ -55,7 +55,9 @@ def fold_mlp(model: nn.Module) -> AffineMLP:
     while index < len(modules):
         linear = modules[index]
         if not isinstance(linear, nn.Linear) or linear.bias is not None:
-            raise UnsupportedError(f"approximate handles bias-free Linear/BatchNorm MLPs, found {type(linear).__name__}")
+            raise UnsupportedError(
+                f"approximate handles bias-free Linear/BatchNorm MLPs, found {type(linear).__name__}"
+            )
         w = linear.weight.detach().double().numpy()
         b = np.zeros(w.shape[0])
         if index + 1 < len(modules) and isinstance(modules[index + 1], nn.BatchNorm1d):
@@ -88,5 +90,7 @@ def load_target(run: str | Path) -> tuple[nn.Module, AffineMLP, TrainConfig]:
         raise InputError(f"target {run} is not a finished run directory (no ticket.safetensors)")
     model, config = load_ticket(path)
     if config.method != "dense" or config.model != "mlp":
-        raise InputError(f"target {run} is a --model {config.model} --method {config.method} run; approximate needs a --model mlp --method dense run")
+        raise InputError(
+            f"target {run} is a --model {config.model} --method {config.method} run; approximate needs a --model mlp --method dense run"
+        )
     return model, fold_mlp(model), config

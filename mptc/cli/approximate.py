@@ -18,18 +18,54 @@ def _factors(text: str) -> tuple[float, ...]:
 
 @click.command("approximate")
 @click.argument("target_run", type=click.Path(path_type=Path))
-@click.option("--route", type=click.Choice(list(ROUTES)), default="distill", show_default=True,
-              help="distill: learn a mask over a signed-constant network matching the target's logits; "
-                   "construct: build it exactly on the target's integer form (split, ladder, combine layers).")
-@click.option("--width-factor", default="1,2,4,8", show_default=True,
-              help="Comma-separated width factors (distill: x the target's hidden widths; construct: 3x copies per lane).")
+@click.option(
+    "--route",
+    type=click.Choice(list(ROUTES)),
+    default="distill",
+    show_default=True,
+    help="distill: learn a mask over a signed-constant network matching the target's logits; "
+    "construct: build it exactly on the target's integer form (split, ladder, combine layers).",
+)
+@click.option(
+    "--width-factor",
+    default="1,2,4,8",
+    show_default=True,
+    help="Comma-separated width factors (distill: x the target's hidden widths; construct: 3x copies per lane).",
+)
 @click.option("--depth-factor", type=int, default=1, show_default=True, help="distill: layers per target hidden layer.")
-@click.option("--precision", type=int, default=8, show_default=True, help="construct: bits P of the integer form (error ~2^-P, depth 1 + l P).")
+@click.option(
+    "--precision",
+    type=int,
+    default=8,
+    show_default=True,
+    help="construct: bits P of the integer form (error ~2^-P, depth 1 + l P).",
+)
 @click.option("--epochs", type=int, default=20, show_default=True, help="distill: training epochs per width.")
-@click.option("--random-inputs", type=float, default=0.0, show_default=True, help="distill: Gaussian inputs per training input in each batch (matching off the data too).")
+@click.option(
+    "--random-inputs",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="distill: Gaussian inputs per training input in each batch (matching off the data too).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random +-1 network.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for approximation.json/.md/.png.")
-def approximate_command(target_run: Path, route: str, width_factor: str, depth_factor: int, precision: int, epochs: int, random_inputs: float, seed: int, out: Path) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for approximation.json/.md/.png.",
+)
+def approximate_command(
+    target_run: Path,
+    route: str,
+    width_factor: str,
+    depth_factor: int,
+    precision: int,
+    epochs: int,
+    random_inputs: float,
+    seed: int,
+    out: Path,
+) -> None:
     """Approximate a trained dense MLP with tickets in random +-1 networks, error vs width.
 
     TARGET_RUN is a `mptc train --model mlp --method dense` run directory. For each width factor
@@ -44,7 +80,15 @@ def approximate_command(target_run: Path, route: str, width_factor: str, depth_f
     from mptc.approximate.sweep import approximate, markdown_table
 
     try:
-        config = ApproximateConfig(route=route, width_factors=_factors(width_factor), depth_factor=depth_factor, precision=precision, epochs=epochs, random_inputs=random_inputs, seed=seed)
+        config = ApproximateConfig(
+            route=route,
+            width_factors=_factors(width_factor),
+            depth_factor=depth_factor,
+            precision=precision,
+            epochs=epochs,
+            random_inputs=random_inputs,
+            seed=seed,
+        )
     except ValueError as error:
         raise click.UsageError(str(error)) from error
     report = approximate(target_run, config, out)

@@ -27,7 +27,9 @@ class CompileOptions:
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", type=click.Choice(TARGETS), required=True, help="x86 (this host), arm or cuda.")
 @click.option("--board", type=click.Choice(list(BOARDS)), help="The board whose CPU (arm) or GPU (cuda) to build for.")
-@click.option("--target-json", type=click.Path(dir_okay=False, path_type=Path), help="A TVM target dict (JSON) to use instead.")
+@click.option(
+    "--target-json", type=click.Path(dir_okay=False, path_type=Path), help="A TVM target dict (JSON) to use instead."
+)
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 def compile_command(model: Path, target: str, board: str | None, target_json: Path | None, out: Path) -> None:
     """Compile MODEL (packed ONNX, ai.mptc layers) with TVM into OUT/.
@@ -44,7 +46,9 @@ def compile_command(model: Path, target: str, board: str | None, target_json: Pa
     """
     options = CompileOptions(model, target, board, target_json, out)
     resolve_target(options.target, options.board, options.target_json)  # fail on a bad target before packing
-    manifest = compile_model(_packed(options.model, options.out), options.target, options.out, options.board, options.target_json)
+    manifest = compile_model(
+        _packed(options.model, options.out), options.target, options.out, options.board, options.target_json
+    )
     kernels = ", ".join(f"{layer['name']}: {layer['kernel']}" for layer in manifest["layers"]) or "no ai.mptc layers"
     click.echo(f"wrote {options.out}/ for {manifest['target']['family']} ({kernels})")
 
@@ -57,7 +61,11 @@ def _packed(path: Path, out: Path) -> Path:
     except ImportError:
         click.echo("mptc: note: mptc.passes is not available; compiling the model as it is", err=True)
         return path
-    unpacked = [row.name for row in inspect_model(load_model(path)) if not row.op.startswith("Binary") and row.scale_min is not None]
+    unpacked = [
+        row.name
+        for row in inspect_model(load_model(path))
+        if not row.op.startswith("Binary") and row.scale_min is not None
+    ]
     if not unpacked:
         return path
     packed = out / PACKED_FILE

@@ -9,10 +9,20 @@ import click
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="ONNX file to write.")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "qonnx"]), default="onnx", show_default=True,
-              help="onnx: standard opset, runs anywhere; qonnx: Quant/BipolarQuant interchange form for FINN/hls4ml/Brevitas.")
-@click.option("--opset", type=click.IntRange(17, 23), default=18, show_default=True, help="ONNX opset of the exported graph.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="ONNX file to write."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "qonnx"]),
+    default="onnx",
+    show_default=True,
+    help="onnx: standard opset, runs anywhere; qonnx: Quant/BipolarQuant interchange form for FINN/hls4ml/Brevitas.",
+)
+@click.option(
+    "--opset", type=click.IntRange(17, 23), default=18, show_default=True, help="ONNX opset of the exported graph."
+)
 def export(run_dir: Path, output: Path, fmt: str, opset: int) -> None:
     """Freeze a ticket to ONNX and check it against PyTorch in onnxruntime.
 

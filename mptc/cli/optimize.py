@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from mptc.passes.inspect import inspect_model, render_table
 from mptc.io import write_bytes
+from mptc.passes.inspect import inspect_model, render_table
 from mptc.passes.pipeline import load_model, optimize
 
 _MODEL = click.Path(dir_okay=False, path_type=Path)

@@ -25,10 +25,16 @@ from mptc.errors import DeviceError, VerificationError
     "state that the server is such an emulator.",
 )
 @click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed repeats.")
-@click.option("--number", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runs averaged inside each repeat (raise it for sub-millisecond models).")
-def profile_command(out_dir: Path, rpc: str | None, tracker: str | None, key: str | None,
-                    emulate: str | None, repeat: int, number: int) -> None:
+@click.option(
+    "--number",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs averaged inside each repeat (raise it for sub-millisecond models).",
+)
+def profile_command(
+    out_dir: Path, rpc: str | None, tracker: str | None, key: str | None, emulate: str | None, repeat: int, number: int
+) -> None:
     """Run OUT/module.so on a device, check it against OUT/reference.npz, time it.
 
     Writes OUT/profile.json (median/min/max latency in ms, the device, whether it was emulated,
@@ -50,8 +56,7 @@ def profile_command(out_dir: Path, rpc: str | None, tracker: str | None, key: st
         raise click.UsageError("give either --rpc or --tracker, not both")
     if tracker and not key:
         raise click.UsageError("--tracker needs --key (the kind of board, e.g. rpi4)")
-    report = profile(out_dir, rpc=rpc, tracker=tracker, key=key, repeat=repeat, emulated_board=emulate,
-                     number=number)
+    report = profile(out_dir, rpc=rpc, tracker=tracker, key=key, repeat=repeat, emulated_board=emulate, number=number)
     latency = report["latency_ms"]
     label = "  [EMULATED under qemu: not the board's speed]" if report["emulated"] else ""
     click.echo(f"device:  {report['device']['description']}")
@@ -102,12 +107,14 @@ def serve_device_command(host: str | None, port: int, tracker: str | None, key: 
     if tracker and not key:
         raise click.UsageError("--tracker needs --key (the kind of board, e.g. rpi4)")
     if emulate:
-        server = emulated_board(emulate, host=host or "127.0.0.1", port=port, tracker=tracker, key=key,
-                                capture_log=False)
+        server = emulated_board(
+            emulate, host=host or "127.0.0.1", port=port, tracker=tracker, key=key, capture_log=False
+        )
         what = f"an emulated {BOARDS[emulate].description} (set up by {SETUP_SCRIPT})"
     else:
-        server = RpcServer([sys.executable], host=host or "0.0.0.0", port=port, tracker=tracker, key=key,
-                           capture_log=False)
+        server = RpcServer(
+            [sys.executable], host=host or "0.0.0.0", port=port, tracker=tracker, key=key, capture_log=False
+        )
         what = "this machine"
     # SIGTERM must unwind the `with` below, or the server's process group would outlive us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

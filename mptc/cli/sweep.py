@@ -22,23 +22,70 @@ def _sparsities(_ctx, _param, value: str) -> list[float]:
 
 @click.command("sweep")
 @click.option("--model", type=click.Choice(list(MODELS)), default="mlp", show_default=True, help="Architecture.")
-@click.option("--method", type=click.Choice([m for m in METHODS if m not in ("dense", "jackpot", "magnitude")]), default="biprop", show_default=True, help="Mask-search method.")
+@click.option(
+    "--method",
+    type=click.Choice([m for m in METHODS if m not in ("dense", "jackpot", "magnitude")]),
+    default="biprop",
+    show_default=True,
+    help="Mask-search method.",
+)
 @click.option("--binary-act", is_flag=True, help="MPT-1/1: binary activations.")
-@click.option("--sparsity", "sparsities", default="0.5,0.7,0.9", show_default=True, callback=_sparsities, help="Comma-separated fractions pruned, one ticket each.")
+@click.option(
+    "--sparsity",
+    "sparsities",
+    default="0.5,0.7,0.9",
+    show_default=True,
+    callback=_sparsities,
+    help="Comma-separated fractions pruned, one ticket each.",
+)
 @click.option("--dataset", default="digits", show_default=True, help="Data set (see mptc train --help).")
 @click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier.")
 @click.option("--epochs", type=int, default=None, help="Epochs per ticket [default: the recipe's].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every ticket.")
 @click.option("--target", type=click.Choice(TARGETS), default="x86", show_default=True, help="Compile target.")
 @click.option("--board", type=click.Choice(list(BOARDS)), default=None, help="Board the arm/cuda module is built for.")
-@click.option("--rpc", default=None, metavar="HOST:PORT", help="Profile on a TVM RPC server (e.g. `mptc serve-device` on the board).")
-@click.option("--tracker", default=None, metavar="HOST:PORT", help="Profile on a board from a TVM RPC tracker (with --key).")
+@click.option(
+    "--rpc",
+    default=None,
+    metavar="HOST:PORT",
+    help="Profile on a TVM RPC server (e.g. `mptc serve-device` on the board).",
+)
+@click.option(
+    "--tracker", default=None, metavar="HOST:PORT", help="Profile on a board from a TVM RPC tracker (with --key)."
+)
 @click.option("--key", default=None, help="Tracker key of the board kind, e.g. rpi4.")
-@click.option("--emulate", type=click.Choice(list(BOARDS)), default=None, help="Profile on an emulated board started here (latency labelled emulated).")
-@click.option("--repeat", type=click.IntRange(1), default=30, show_default=True, help="Timed runs per point (the median is reported).")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder; finished points in it are reused.")
-def sweep_command(out: Path, sparsities: list[float], target: str, board: str | None, rpc: str | None, tracker: str | None,
-                  key: str | None, emulate: str | None, repeat: int, **train_options) -> None:
+@click.option(
+    "--emulate",
+    type=click.Choice(list(BOARDS)),
+    default=None,
+    help="Profile on an emulated board started here (latency labelled emulated).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(1),
+    default=30,
+    show_default=True,
+    help="Timed runs per point (the median is reported).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Report folder; finished points in it are reused.",
+)
+def sweep_command(
+    out: Path,
+    sparsities: list[float],
+    target: str,
+    board: str | None,
+    rpc: str | None,
+    tracker: str | None,
+    key: str | None,
+    emulate: str | None,
+    repeat: int,
+    **train_options,
+) -> None:
     """Compare accuracy, latency and size across sparsity levels, end to end.
 
     For each sparsity: train a ticket (or reuse it), export it to ONNX, pack it, compile it
@@ -53,15 +100,17 @@ def sweep_command(out: Path, sparsities: list[float], target: str, board: str | 
       mptc sweep --target arm --board rpi4 --emulate rpi4 -o runs/sweep-rpi4
       mptc sweep --target arm --board rpi4 --rpc 192.168.1.20:9090 -o runs/sweep-pi
     """
+    from mptc.config import TrainConfig
     from mptc.pipeline import DeviceOptions
     from mptc.report.sweep import sweep
-    from mptc.config import TrainConfig
 
     try:
         config = TrainConfig(sparsity=sparsities[0], **train_options)
     except ValueError as error:
         raise click.UsageError(str(error)) from error
-    device = DeviceOptions(target=target, board=board, rpc=rpc, tracker=tracker, key=key, emulate=emulate, repeat=repeat)
+    device = DeviceOptions(
+        target=target, board=board, rpc=rpc, tracker=tracker, key=key, emulate=emulate, repeat=repeat
+    )
 
     def show(point: dict) -> None:
         click.echo(

@@ -29,7 +29,11 @@ class EpochBar:
         self.bar = tqdm(total=total, initial=initial, unit="epoch", disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
     def __call__(self, record: dict) -> None:
-        self.bar.set_postfix(loss=f"{record['train_loss']:.3f}", train=f"{record['train_accuracy']:.3f}", test=f"{record['test_accuracy']:.3f}")
+        self.bar.set_postfix(
+            loss=f"{record['train_loss']:.3f}",
+            train=f"{record['train_accuracy']:.3f}",
+            test=f"{record['test_accuracy']:.3f}",
+        )
         self.bar.update(1)
 
     def close(self) -> None:
@@ -67,31 +71,92 @@ def jackpot_line(metrics: dict) -> str:
 
 @click.command()
 @click.option("--model", type=click.Choice(list(MODELS)), default="mlp", show_default=True, help="Architecture.")
-@click.option("--method", type=click.Choice(list(METHODS)), default="biprop", show_default=True,
-              help="edge-popup: mask over random weights; biprop: MPT-1/32 ternary {-a,0,+a} weights; dense: ordinary training; "
-                   "jackpot: mask searched inside --pretrained; magnitude: one-shot magnitude pruning of --pretrained.")
-@click.option("--sparsity", type=float, default=0.5, show_default=True,
-              help="Fraction of weights PRUNED in each masked layer, in [0, 1) (jackpot/magnitude: over all masked layers, split by one global magnitude threshold).")
-@click.option("--binary-act", is_flag=True, help="Binary sign activations (MPT-1/1 with --method biprop); the input stays real.")
-@click.option("--binarize", is_flag=True, help="Ternary alpha*sign(W)*mask weights for mask-search methods other than biprop.")
-@click.option("--init", type=click.Choice(list(INITS)), default=None, help="Random weight init [default: signed-constant for edge-popup, else kaiming-normal].")
+@click.option(
+    "--method",
+    type=click.Choice(list(METHODS)),
+    default="biprop",
+    show_default=True,
+    help="edge-popup: mask over random weights; biprop: MPT-1/32 ternary {-a,0,+a} weights; dense: ordinary training; "
+    "jackpot: mask searched inside --pretrained; magnitude: one-shot magnitude pruning of --pretrained.",
+)
+@click.option(
+    "--sparsity",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Fraction of weights PRUNED in each masked layer, in [0, 1) (jackpot/magnitude: over all masked layers, split by one global magnitude threshold).",
+)
+@click.option(
+    "--binary-act", is_flag=True, help="Binary sign activations (MPT-1/1 with --method biprop); the input stays real."
+)
+@click.option(
+    "--binarize", is_flag=True, help="Ternary alpha*sign(W)*mask weights for mask-search methods other than biprop."
+)
+@click.option(
+    "--init",
+    type=click.Choice(list(INITS)),
+    default=None,
+    help="Random weight init [default: signed-constant for edge-popup, else kaiming-normal].",
+)
 @click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier on every layer.")
-@click.option("--dense-first", is_flag=True, help="Keep the first layer an ordinary full-precision layer (BNN practice).")
-@click.option("--dense-last", is_flag=True, help="Keep the classifier an ordinary full-precision layer (jackpot: keep it dense and unpruned).")
-@click.option("--per-channel-alpha", is_flag=True, help="One alpha per output channel instead of per layer (free at inference).")
+@click.option(
+    "--dense-first", is_flag=True, help="Keep the first layer an ordinary full-precision layer (BNN practice)."
+)
+@click.option(
+    "--dense-last",
+    is_flag=True,
+    help="Keep the classifier an ordinary full-precision layer (jackpot: keep it dense and unpruned).",
+)
+@click.option(
+    "--per-channel-alpha", is_flag=True, help="One alpha per output channel instead of per layer (free at inference)."
+)
 @click.option("--learn-bn", is_flag=True, help="Train BatchNorm affine parameters along with the scores.")
-@click.option("--dataset", default="digits", show_default=True, help=f"One of: {', '.join(DATASETS)}. Nothing is downloaded.")
-@click.option("--epochs", type=int, default=None, help="Epochs [default: from the recipe, 30-40 on digits, 100 on CIFAR].")
+@click.option(
+    "--dataset", default="digits", show_default=True, help=f"One of: {', '.join(DATASETS)}. Nothing is downloaded."
+)
+@click.option(
+    "--epochs", type=int, default=None, help="Epochs [default: from the recipe, 30-40 on digits, 100 on CIFAR]."
+)
 @click.option("--batch-size", type=int, default=None, help="Batch size [default: 64 on digits, 128-256 on CIFAR].")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: from the recipe].")
-@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default=None, help="Optimizer [default: from the recipe].")
-@click.option("--weight-decay", type=float, default=None, help="Weight decay on the trained parameters [default: from the recipe].")
-@click.option("--pretrained", default=None, help="jackpot/magnitude: a --method dense run directory (or its ticket, or a safetensors state dict) to search in.")
-@click.option("--restriction/--no-restriction", default=True, show_default=True, help="jackpot: bound the mask swaps per step (short restriction).")
-@click.option("--restriction-rate", type=float, default=1.0, show_default=True, help="jackpot: fraction of candidate swaps applied at the first step, cosine-decayed to 0.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights, scores and data order.")
+@click.option(
+    "--optimizer", type=click.Choice(list(OPTIMIZERS)), default=None, help="Optimizer [default: from the recipe]."
+)
+@click.option(
+    "--weight-decay",
+    type=float,
+    default=None,
+    help="Weight decay on the trained parameters [default: from the recipe].",
+)
+@click.option(
+    "--pretrained",
+    default=None,
+    help="jackpot/magnitude: a --method dense run directory (or its ticket, or a safetensors state dict) to search in.",
+)
+@click.option(
+    "--restriction/--no-restriction",
+    default=True,
+    show_default=True,
+    help="jackpot: bound the mask swaps per step (short restriction).",
+)
+@click.option(
+    "--restriction-rate",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="jackpot: fraction of candidate swaps applied at the first step, cosine-decayed to 0.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the random weights, scores and data order."
+)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where to train.")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run directory to create (or continue with --resume).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run directory to create (or continue with --resume).",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
 def train(out: Path, resume: bool, **options) -> None:
     """Learn a strong lottery ticket: a mask over frozen random (or, for a jackpot, pre-trained) weights.
@@ -128,7 +193,9 @@ def train(out: Path, resume: bool, **options) -> None:
 
 @click.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--dataset", default=None, help="Evaluate on another data set of the same input shape [default: the run's].")
+@click.option(
+    "--dataset", default=None, help="Evaluate on another data set of the same input shape [default: the run's]."
+)
 def evaluate(run_dir: Path, dataset: str | None) -> None:
     """Re-evaluate a run's ticket (rebuilt from seed + mask bits) on its test split.
 
@@ -141,4 +208,6 @@ def evaluate(run_dir: Path, dataset: str | None) -> None:
     if not run_dir.is_dir():
         raise InputError(f"run directory {run_dir} does not exist")
     result = evaluate_run(run_dir, dataset)
-    click.echo(f"{result['dataset']}: test accuracy {result['test_accuracy']:.4f} on {result['samples']} samples (loss {result['test_loss']:.4f})")
+    click.echo(
+        f"{result['dataset']}: test accuracy {result['test_accuracy']:.4f} on {result['samples']} samples (loss {result['test_loss']:.4f})"
+    )

@@ -5,7 +5,7 @@ Nothing is downloaded at run time: digits ship with scikit-learn, the rest are l
 
 from __future__ import annotations
 
-from mptc.data.base import DataSplit, Dataset, augment_batch
+from mptc.data.base import Dataset, DataSplit, augment_batch
 from mptc.errors import InputError
 
 DATASETS = ("digits", "synthetic[:CxHxW]", "cifar10:DIR", "imagefolder:DIR")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mptc.data.base import DataSplit, Dataset
+from mptc.data.base import Dataset, DataSplit
 from mptc.errors import InputError
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]

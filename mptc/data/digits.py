@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mptc.data.base import DataSplit, Dataset
+from mptc.data.base import Dataset, DataSplit
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from mptc.data.base import DataSplit, Dataset
+from mptc.data.base import Dataset, DataSplit
 from mptc.errors import InputError, UnsupportedError
 
 IMAGE_SIZE = 32

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from mptc.data.base import DataSplit, Dataset
+from mptc.data.base import Dataset, DataSplit
 
 DEFAULT_SHAPE = (3, 32, 32)
 TRAIN_SIZE, TEST_SIZE, CLASSES, SEED = 512, 256, 10, 1234

@@ -95,11 +95,15 @@ def _elf_extent(data: bytes) -> int:
         return int.from_bytes(data[offset : offset + size], order)
 
     phoff, shoff = (field(0x20, 8), field(0x28, 8)) if wide else (field(0x1C, 4), field(0x20, 4))
-    phentsize, phnum, shentsize, shnum = (field(o, 2) for o in ((0x36, 0x38, 0x3A, 0x3C) if wide else (0x2A, 0x2C, 0x2E, 0x30)))
+    phentsize, phnum, shentsize, shnum = (
+        field(o, 2) for o in ((0x36, 0x38, 0x3A, 0x3C) if wide else (0x2A, 0x2C, 0x2E, 0x30))
+    )
     end = max(phoff + phnum * phentsize, shoff + shnum * shentsize)
     for entry in range(phoff, min(phoff + phnum * phentsize, len(data)), max(phentsize, 1)):
         if entry + phentsize <= len(data) and field(entry, 4) == 1:  # PT_LOAD
-            offset, filesz = (field(entry + 8, 8), field(entry + 32, 8)) if wide else (field(entry + 4, 4), field(entry + 16, 4))
+            offset, filesz = (
+                (field(entry + 8, 8), field(entry + 32, 8)) if wide else (field(entry + 4, 4), field(entry + 16, 4))
+            )
             end = max(end, offset + filesz)
     return end
 
@@ -122,8 +126,7 @@ def load_compiled(out_dir: str | Path) -> CompiledModel:
         )
     if list(y.shape) != manifest.output.shape:
         raise InputError(
-            f"{out / REFERENCE_FILE}: output y has shape {list(y.shape)} but the manifest says "
-            f"{manifest.output.shape}"
+            f"{out / REFERENCE_FILE}: output y has shape {list(y.shape)} but the manifest says {manifest.output.shape}"
         )
     arch = elf_arch(out / MODULE_FILE)
     declared = _target_arch(manifest.target.spec)

@@ -85,8 +85,9 @@ def profile(
     return report
 
 
-def _profile_on_own_emulator(compiled: CompiledModel, board: Board, repeat: int,
-                             number: int) -> tuple[Device, Measurement]:
+def _profile_on_own_emulator(
+    compiled: CompiledModel, board: Board, repeat: int, number: int
+) -> tuple[Device, Measurement]:
     """Start the emulated board, run there, and stop it; its log tells a crash's cause."""
     if compiled.arch != "aarch64":
         raise _arch_mismatch(compiled, "aarch64", f"the emulated {board.description}")
@@ -95,8 +96,9 @@ def _profile_on_own_emulator(compiled: CompiledModel, board: Board, repeat: int,
         return device, _run(device, compiled, board, repeat, number, server=server)
 
 
-def _run(device: Device, compiled: CompiledModel, board: Board | None, repeat: int, number: int,
-         server: RpcServer | None) -> Measurement:
+def _run(
+    device: Device, compiled: CompiledModel, board: Board | None, repeat: int, number: int, server: RpcServer | None
+) -> Measurement:
     """:func:`run_module`, with a crash of the device's process explained where the cause is known."""
     try:
         return run_module(device, compiled, repeat=repeat, number=number)
@@ -121,7 +123,9 @@ def _check_arch(compiled: CompiledModel, device: Device, board: Board | None) ->
     """Refuse a module the device cannot load, before sending it (its loader would say "No such file")."""
     if device.session is None:
         if compiled.arch != host_arch():
-            hint = f" or emulate it (--emulate {compiled.board})" if compiled.board else " or emulate one (--emulate rpi4)"
+            hint = (
+                f" or emulate it (--emulate {compiled.board})" if compiled.board else " or emulate one (--emulate rpi4)"
+            )
             raise _arch_mismatch(compiled, host_arch(), "this host", f"; run it on its board (--rpc/--tracker){hint}")
     elif board is not None and compiled.arch != "aarch64":
         raise _arch_mismatch(compiled, "aarch64", f"the emulated {board.description}")
@@ -135,8 +139,9 @@ def _arch_mismatch(compiled: CompiledModel, device_arch: str, device: str, hint:
     )
 
 
-def _explain_crash(error: DeviceError, compiled: CompiledModel, board: Board | None,
-                   crash_signal: int | None, lost: bool) -> DeviceError | None:
+def _explain_crash(
+    error: DeviceError, compiled: CompiledModel, board: Board | None, crash_signal: int | None, lost: bool
+) -> DeviceError | None:
     """A clearer error when the device's process died (SIGILL: a missing CPU feature); None if none."""
     lacking = emulator.missing_features(board, compiled.target.get("mattr") or []) if board else []
     core = board.qemu_cpu if board else "the board's CPU"
@@ -152,14 +157,13 @@ def _explain_crash(error: DeviceError, compiled: CompiledModel, board: Board | N
     if crash_signal is not None:
         return DeviceError(f"{error}; the server's session died from {signal.Signals(crash_signal).name}")
     if lacking and lost:
-        return DeviceError(
-            f"{error}; likely cause: the module uses {', '.join(lacking)}, which {core} lacks (SIGILL)"
-        )
+        return DeviceError(f"{error}; likely cause: the module uses {', '.join(lacking)}, which {core} lacks (SIGILL)")
     return None
 
 
-def _report(compiled: CompiledModel, device: Device, board: Board | None, measurement: Measurement,
-            repeat: int, number: int) -> dict[str, Any]:
+def _report(
+    compiled: CompiledModel, device: Device, board: Board | None, measurement: Measurement, repeat: int, number: int
+) -> dict[str, Any]:
     samples_ms = [s * 1e3 for s in measurement.seconds]
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

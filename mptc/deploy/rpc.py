@@ -69,8 +69,9 @@ def parse_address(text: str, option: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def connect(rpc: str | None = None, tracker: str | None = None, key: str | None = None,
-            timeout: float = CONNECT_TIMEOUT_S) -> Device:
+def connect(
+    rpc: str | None = None, tracker: str | None = None, key: str | None = None, timeout: float = CONNECT_TIMEOUT_S
+) -> Device:
     """Open a session with the device the options name; none of them means this machine."""
     if rpc and tracker:
         raise InputError("give either --rpc HOST:PORT or --tracker HOST:PORT --key KEY, not both")
@@ -78,8 +79,14 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
         raise InputError("--tracker needs --key: the kind of board to ask the tracker for (e.g. rpi4)")
     if rpc:
         host, port = parse_address(rpc, "--rpc")
-        _check(probe.rpc_handshake, host, port, timeout, f"the RPC server at {rpc}",
-               "is `mptc serve-device` running there, and not busy with another session?")
+        _check(
+            probe.rpc_handshake,
+            host,
+            port,
+            timeout,
+            f"the RPC server at {rpc}",
+            "is `mptc serve-device` running there, and not busy with another session?",
+        )
         try:
             session = tvm_rpc.connect(host, port)
         except RuntimeError as e:
@@ -87,8 +94,14 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
         return Device("rpc", rpc, None, session, _emulated_board(session))
     if tracker:
         host, port = parse_address(tracker, "--tracker")
-        _check(probe.tracker_handshake, host, port, timeout, f"the tracker at {tracker}",
-               "is a TVM tracker (python -m tvm.exec.rpc_tracker) running there?")
+        _check(
+            probe.tracker_handshake,
+            host,
+            port,
+            timeout,
+            f"the tracker at {tracker}",
+            "is a TVM tracker (python -m tvm.exec.rpc_tracker) running there?",
+        )
         session = _request_from_tracker(host, port, key or "")
         return Device("tracker", tracker, key, session, _emulated_board(session))
     return Device("local", None, None, None, None)
@@ -147,8 +160,9 @@ def _stage(device: Device, what: str, hint: str = "") -> Iterator[None]:
         raise InputError(f"{device.where()}: {what} failed, the module does not take this input: {summarize(e)}") from e
 
 
-def _check(handshake: Callable[[str, int, float], None], host: str, port: int, timeout: float,
-           what: str, hint: str) -> None:
+def _check(
+    handshake: Callable[[str, int, float], None], host: str, port: int, timeout: float, what: str, hint: str
+) -> None:
     try:
         handshake(host, port, timeout)
     except TimeoutError as e:

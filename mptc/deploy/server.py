@@ -128,8 +128,13 @@ class RpcServer:
         logger.info("starting a TVM RPC server with %s at %s", command[0], self.address)
         try:
             self._proc = subprocess.Popen(
-                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT if output else None,
-                start_new_session=True, preexec_fn=_child_setup,
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,
+                preexec_fn=_child_setup,
             )
         except OSError as e:
             self._cleanup()

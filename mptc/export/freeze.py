@@ -59,8 +59,14 @@ def _frozen(layer: MaskedLayer) -> nn.Module:
     weight = layer.effective_weight().detach().clone()
     if isinstance(layer, MaskedConv2d):
         plain: nn.Module = nn.Conv2d(
-            layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-            padding=layer.padding, dilation=layer.dilation, groups=layer.groups, bias=False,
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=False,
         )
     elif isinstance(layer, MaskedLinear):
         plain = nn.Linear(layer.in_features, layer.out_features, bias=False)

@@ -69,7 +69,14 @@ def to_onnx(module: nn.Module, sample: torch.Tensor, opset: int = DEFAULT_OPSET)
     """Export a frozen module with a dynamic batch dimension; quiet, constant-folded, IR 10."""
     from onnxscript import optimizer
 
-    quiet = [logging.getLogger(name) for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.onnx._internal.exporter._compat")]
+    quiet = [
+        logging.getLogger(name)
+        for name in (
+            "torch.onnx",
+            "torch.onnx._internal.exporter._registration",
+            "torch.onnx._internal.exporter._compat",
+        )
+    ]
     levels = [logger.level for logger in quiet]
     for logger in quiet:
         logger.setLevel(logging.ERROR)
@@ -77,8 +84,14 @@ def to_onnx(module: nn.Module, sample: torch.Tensor, opset: int = DEFAULT_OPSET)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             program = torch.onnx.export(
-                module, (sample,), dynamo=True, optimize=False, opset_version=opset, verbose=False,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                module,
+                (sample,),
+                dynamo=True,
+                optimize=False,
+                opset_version=opset,
+                verbose=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
             )
     finally:
@@ -121,7 +134,9 @@ def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float((reference.argmax(1) == candidate.argmax(1))[decisive].mean())
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray, what: str, binary_act: bool = False) -> tuple[float, float, float]:
+def compare_logits(
+    reference: np.ndarray, candidate: np.ndarray, what: str, binary_act: bool = False
+) -> tuple[float, float, float]:
     """(max abs diff, argmax agreement, fraction of samples off tolerance); raises past limits."""
     diff = np.abs(reference - candidate)
     tolerance = ATOL + RTOL * np.abs(reference).max(axis=1, keepdims=True)
@@ -138,7 +153,11 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, what: str, bina
 
 def _metadata(model: nn.Module, config, accuracy: float) -> dict[str, str]:
     layers = [
-        {"layer": name, "sparsity": 1.0 - layer.kept / layer.weight.numel(), "alpha": layer.alpha().detach().reshape(-1).tolist()}
+        {
+            "layer": name,
+            "sparsity": 1.0 - layer.kept / layer.weight.numel(),
+            "alpha": layer.alpha().detach().reshape(-1).tolist(),
+        }
         for name, layer in masked_layers(model)
     ]
     return {
@@ -156,7 +175,9 @@ def _metadata(model: nn.Module, config, accuracy: float) -> dict[str, str]:
     }
 
 
-def export_run(run_dir: str | Path, output: str | Path, *, fmt: str = "onnx", opset: int = DEFAULT_OPSET) -> ExportReport:
+def export_run(
+    run_dir: str | Path, output: str | Path, *, fmt: str = "onnx", opset: int = DEFAULT_OPSET
+) -> ExportReport:
     """Export a run directory's ticket to ``output`` (``fmt`` ``onnx`` or ``qonnx``)."""
     run = RunDir(Path(run_dir))
     if not run.ticket.is_file():
@@ -165,7 +186,9 @@ def export_run(run_dir: str | Path, output: str | Path, *, fmt: str = "onnx", op
     return export_model(model, config, load_dataset(config.dataset), output, fmt=fmt, opset=opset)
 
 
-def export_model(model: nn.Module, config, dataset: Dataset, output: str | Path, *, fmt: str = "onnx", opset: int = DEFAULT_OPSET) -> ExportReport:
+def export_model(
+    model: nn.Module, config, dataset: Dataset, output: str | Path, *, fmt: str = "onnx", opset: int = DEFAULT_OPSET
+) -> ExportReport:
     """Freeze, export, check and write ``model``; see :func:`export_run`."""
     if fmt not in ("onnx", "qonnx"):
         raise InputError(f"unknown export format {fmt!r}; expected onnx or qonnx")
@@ -179,7 +202,9 @@ def export_model(model: nn.Module, config, dataset: Dataset, output: str | Path,
     compare_logits(latent, reference, "the frozen model and the trained model", config.binary_act)
     proto = to_onnx(frozen, test_x[:2], opset)
     onnx_logits = run_onnx(proto, test_x.numpy())
-    max_diff, agreement, mismatched = compare_logits(reference[:CHECK_SAMPLES], onnx_logits[:CHECK_SAMPLES], "PyTorch and onnxruntime", config.binary_act)
+    max_diff, agreement, mismatched = compare_logits(
+        reference[:CHECK_SAMPLES], onnx_logits[:CHECK_SAMPLES], "PyTorch and onnxruntime", config.binary_act
+    )
     labels = dataset.test.y.numpy()
     onnx_accuracy = float((onnx_logits.argmax(1) == labels).mean())
     pytorch_accuracy, _ = evaluate(frozen, dataset.test)
@@ -190,4 +215,6 @@ def export_model(model: nn.Module, config, dataset: Dataset, output: str | Path,
     onnx.helper.set_model_props(proto, _metadata(model, config, onnx_accuracy))
     onnx.checker.check_model(proto, full_check=fmt == "onnx")
     write_bytes(output, proto.SerializeToString())
-    return ExportReport(Path(output), max_diff, agreement, mismatched, pytorch_accuracy, onnx_accuracy, min(CHECK_SAMPLES, len(test_x)))
+    return ExportReport(
+        Path(output), max_diff, agreement, mismatched, pytorch_accuracy, onnx_accuracy, min(CHECK_SAMPLES, len(test_x))
+    )

@@ -49,7 +49,11 @@ def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
             return numpy_helper.to_array(init)
     for node in graph.node:
         if node.op_type == "Constant" and node.output[0] == name:
-            return numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].type == onnx.AttributeProto.TENSOR else np.asarray(helper.get_attribute_value(node.attribute[0]))
+            return (
+                numpy_helper.to_array(node.attribute[0].t)
+                if node.attribute[0].type == onnx.AttributeProto.TENSOR
+                else np.asarray(helper.get_attribute_value(node.attribute[0]))
+            )
     return None
 
 
@@ -90,12 +94,22 @@ def to_qonnx(model: onnx.ModelProto, check_input: np.ndarray, expected: np.ndarr
     for node in graph.node:
         source = _is_sign(graph, node, producers)
         if source is not None:
-            nodes.append(helper.make_node("BipolarQuant", [source, "qonnx_unit_scale"], list(node.output), name=f"{node.name}_bipolar", domain=QONNX_DOMAIN))
+            nodes.append(
+                helper.make_node(
+                    "BipolarQuant",
+                    [source, "qonnx_unit_scale"],
+                    list(node.output),
+                    name=f"{node.name}_bipolar",
+                    domain=QONNX_DOMAIN,
+                )
+            )
             continue
         index = WEIGHT_INPUT.get(node.op_type)
         weight = _constant(graph, node.input[index]) if index is not None and len(node.input) > index else None
         alpha = ternary_scale(weight) if weight is not None and weight.ndim >= 2 else None
-        transposed = node.op_type == "MatMul" or (node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute))
+        transposed = node.op_type == "MatMul" or (
+            node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute)
+        )
         if alpha is not None:
             name = node.input[index]
             shape = (1, -1) if transposed else (-1,) + (1,) * (weight.ndim - 1)
@@ -103,8 +117,14 @@ def to_qonnx(model: onnx.ModelProto, check_input: np.ndarray, expected: np.ndarr
             constants.append(numpy_helper.from_array(scale.astype(np.float32), f"{name}_quant_scale"))
             nodes.append(
                 helper.make_node(
-                    "Quant", [name, f"{name}_quant_scale", "qonnx_zeropt", "qonnx_bitwidth2"], [f"{name}_quant"],
-                    name=f"{name}_quant", domain=QONNX_DOMAIN, signed=1, narrow=1, rounding_mode="ROUND",
+                    "Quant",
+                    [name, f"{name}_quant_scale", "qonnx_zeropt", "qonnx_bitwidth2"],
+                    [f"{name}_quant"],
+                    name=f"{name}_quant",
+                    domain=QONNX_DOMAIN,
+                    signed=1,
+                    narrow=1,
+                    rounding_mode="ROUND",
                 )
             )
             node.input[index] = f"{name}_quant"
@@ -114,6 +134,11 @@ def to_qonnx(model: onnx.ModelProto, check_input: np.ndarray, expected: np.ndarr
     graph.initializer.extend(constants)
     model.opset_import.append(helper.make_opsetid(QONNX_DOMAIN, 1))
     actual = ReferenceEvaluator(model, new_ops=[Quant, BipolarQuant]).run(None, {graph.input[0].name: check_input})[0]
-    if not np.allclose(actual, expected, rtol=1e-3, atol=1e-4) or (actual.argmax(1) != expected.argmax(1)).mean() > 0.01:
-        raise VerificationError(f"QONNX model disagrees with the ONNX export (max abs diff {np.abs(actual - expected).max():.3g})")
+    if (
+        not np.allclose(actual, expected, rtol=1e-3, atol=1e-4)
+        or (actual.argmax(1) != expected.argmax(1)).mean() > 0.01
+    ):
+        raise VerificationError(
+            f"QONNX model disagrees with the ONNX export (max abs diff {np.abs(actual - expected).max():.3g})"
+        )
     return model

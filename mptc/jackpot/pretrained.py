@@ -46,7 +46,9 @@ def _ticket_or_state(path: Path) -> tuple[dict[str, torch.Tensor], TrainConfig |
 
 def _check_source_run(source: str, pretrained: TrainConfig, config: TrainConfig) -> None:
     if pretrained.method != "dense":
-        raise InputError(f"--pretrained {source} is a --method {pretrained.method} run; a jackpot searches inside a dense pre-trained model (--method dense)")
+        raise InputError(
+            f"--pretrained {source} is a --method {pretrained.method} run; a jackpot searches inside a dense pre-trained model (--method dense)"
+        )
     theirs = (pretrained.model, pretrained.width, pretrained.dataset)
     ours = (config.model, config.width, config.dataset)
     if theirs != ours:
@@ -89,8 +91,12 @@ def load_pretrained(source: str, config: TrainConfig, dataset: Dataset) -> nn.Mo
     model = build_model(config.model, recipe, dataset.input_shape, dataset.num_classes)
     problems = _fit_problems(model, state)
     if problems:
-        listed = "; ".join(problems[:MAX_LISTED]) + (f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else "")
-        raise InputError(f"--pretrained {source} does not fit a dense {config.model} of width {config.width} on {dataset.name}: {listed}")
+        listed = "; ".join(problems[:MAX_LISTED]) + (
+            f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
+        )
+        raise InputError(
+            f"--pretrained {source} does not fit a dense {config.model} of width {config.width} on {dataset.name}: {listed}"
+        )
     model.load_state_dict(state)
     return model.eval()
 
@@ -104,4 +110,6 @@ def copy_pretrained(dense: nn.Module, model: nn.Module) -> None:
     scores = {f"{name}.scores" for name, _ in masked_layers(model)}
     missing, unexpected = model.load_state_dict(dense.state_dict(), strict=False)
     if set(missing) != scores or unexpected:
-        raise InputError(f"pre-trained model does not map onto the masked model: missing {sorted(set(missing) - scores)}, unexpected {sorted(unexpected)}")
+        raise InputError(
+            f"pre-trained model does not map onto the masked model: missing {sorted(set(missing) - scores)}, unexpected {sorted(unexpected)}"
+        )

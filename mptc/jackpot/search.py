@@ -58,7 +58,13 @@ class JackpotSearch(SearchHooks):
         for (name, layer), kept in zip(layers, counts, strict=True):
             layer.set_kept(kept)
             layer.scores.data.copy_(magnitude_scores(magnitude_mask(layer.weight, kept)))
-            log.info("%s keeps %d of %d weights (sparsity %.4f)", name, kept, layer.weight.numel(), 1 - kept / layer.weight.numel())
+            log.info(
+                "%s keeps %d of %d weights (sparsity %.4f)",
+                name,
+                kept,
+                layer.weight.numel(),
+                1 - kept / layer.weight.numel(),
+            )
 
     def start_epoch(self, model: nn.Module) -> None:
         model.train()
@@ -83,10 +89,16 @@ class JackpotSearch(SearchHooks):
                 "pretrained": self.config.pretrained,
                 "pretrained_test_accuracy": self.pretrained_accuracy,
                 "magnitude_test_accuracy": evaluate(baseline, dataset.test)[0],
-                "magnitude_recalibrated_test_accuracy": evaluate(recalibrated(baseline, dataset.train), dataset.test)[0],
+                "magnitude_recalibrated_test_accuracy": evaluate(recalibrated(baseline, dataset.train), dataset.test)[
+                    0
+                ],
                 "mask_overlap": mask_overlap([layer.mask() for _, layer in layers], magnitude),
                 "classifier": "dense" if self.config.dense_last else "pruned",
-                "restriction": {"on": self.config.restriction, "initial_rate": self.config.restriction_rate, "schedule": "cosine"},
+                "restriction": {
+                    "on": self.config.restriction,
+                    "initial_rate": self.config.restriction_rate,
+                    "schedule": "cosine",
+                },
             }
         }
 

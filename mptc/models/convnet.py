@@ -23,7 +23,9 @@ class ConvNet(nn.Module):
         channels, height, width = input_shape
         pairs = depth // 2
         if min(height, width) < 2**pairs:
-            raise UnsupportedError(f"conv{depth} pools {pairs} times and needs inputs of at least {2**pairs}x{2**pairs}, got {height}x{width}")
+            raise UnsupportedError(
+                f"conv{depth} pools {pairs} times and needs inputs of at least {2**pairs}x{2**pairs}, got {height}x{width}"
+            )
         layers: list[nn.Module] = []
         for pair in range(pairs):
             out = recipe.channels(PAIR_CHANNELS[pair])

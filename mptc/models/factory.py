@@ -61,7 +61,11 @@ class LayerRecipe:
         """The masked layer's spec at ``position``, or None for an ordinary layer."""
         if position not in POSITIONS:
             raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
-        if self.method == "dense" or (position == "first" and self.dense_first) or (position == "last" and self.dense_last):
+        if (
+            self.method == "dense"
+            or (position == "first" and self.dense_first)
+            or (position == "last" and self.dense_last)
+        ):
             return None
         return MaskSpec(
             sparsity=self.sparsity,
@@ -70,7 +74,9 @@ class LayerRecipe:
             per_channel_alpha=self.per_channel_alpha and self.ternary,
         )
 
-    def conv(self, cin: int, cout: int, kernel: int, *, stride: int = 1, padding: int = 0, position: str = "hidden") -> nn.Module:
+    def conv(
+        self, cin: int, cout: int, kernel: int, *, stride: int = 1, padding: int = 0, position: str = "hidden"
+    ) -> nn.Module:
         spec = self.mask_spec(position)
         if spec is None:
             return nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)

@@ -27,7 +27,11 @@ class VGGSmall(nn.Module):
             out = recipe.channels(base)
             for index in range(2):
                 position = "first" if stage == 0 and index == 0 else "hidden"
-                layers += [recipe.conv(channels, out, 3, padding=1, position=position), recipe.norm2d(out), recipe.activation()]
+                layers += [
+                    recipe.conv(channels, out, 3, padding=1, position=position),
+                    recipe.norm2d(out),
+                    recipe.activation(),
+                ]
                 channels = out
             layers.append(nn.MaxPool2d(2))
             height, width = height // 2, width // 2

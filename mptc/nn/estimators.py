@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
 RADIX_BITS = 16
 _BUCKETS = 1 << RADIX_BITS
 
@@ -92,7 +91,9 @@ class BipropTernaryWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, score_key: Tensor, weight: Tensor, weight_sign: Tensor, weight_abs: Tensor, kept: int, per_channel: bool):  # type: ignore[override]
+    def forward(
+        ctx, score_key: Tensor, weight: Tensor, weight_sign: Tensor, weight_abs: Tensor, kept: int, per_channel: bool
+    ):  # type: ignore[override]
         mask = top_k_mask(score_key, kept)
         alpha = ternary_alpha(weight_abs, mask, per_channel)
         alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))

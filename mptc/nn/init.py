@@ -63,7 +63,9 @@ def initialize(model: nn.Module, seed: int, init: str) -> None:
     for name, module in model.named_modules():
         if isinstance(module, MaskedLayer):
             with torch.no_grad():
-                module.weight.copy_(random_weight(module.weight.shape, init, module.spec.sparsity, generator(seed, name, "weight")))
+                module.weight.copy_(
+                    random_weight(module.weight.shape, init, module.spec.sparsity, generator(seed, name, "weight"))
+                )
                 bound = 1.0 / math.sqrt(fan_in(module.weight))
                 scores = torch.rand(module.weight.shape, generator=generator(seed, name, "scores")) * 2 * bound - bound
                 module.scores.copy_(scores)

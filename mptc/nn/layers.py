@@ -82,7 +82,9 @@ class MaskedLayer(nn.Module):
         ``W * M`` and no scale. Both carry the method's straight-through gradient.
         """
         if self.spec.ternary:
-            levels, alpha = BipropTernaryWeight.apply(self._score_key(), self.weight, *self._weight_sign_abs(), self.kept, self.spec.per_channel_alpha)
+            levels, alpha = BipropTernaryWeight.apply(
+                self._score_key(), self.weight, *self._weight_sign_abs(), self.kept, self.spec.per_channel_alpha
+            )
             return levels, alpha.reshape(1, -1, *(1,) * (self.weight.dim() - 2)) if alpha.dim() else alpha
         return self.weight * EdgePopupMask.apply(self._score_key(), self.kept), None
 
@@ -107,7 +109,9 @@ class MaskedLayer(nn.Module):
             ValueError: ``kept`` outside ``[1, numel]``.
         """
         if not 1 <= kept <= self.weight.numel():
-            raise ValueError(f"a layer of shape {tuple(self.weight.shape)} can keep 1 to {self.weight.numel()} weights, got {kept}")
+            raise ValueError(
+                f"a layer of shape {tuple(self.weight.shape)} can keep 1 to {self.weight.numel()} weights, got {kept}"
+            )
         self.kept = int(kept)
 
     def set_mask(self, mask: Tensor) -> None:
@@ -124,8 +128,20 @@ class MaskedLayer(nn.Module):
 class MaskedConv2d(nn.Conv2d, MaskedLayer):
     """``nn.Conv2d`` (no bias) over a frozen weight, pruned and optionally ternarized by scores."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, spec: MaskSpec, stride: int = 1, padding: int = 0, groups: int = 1) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=False)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        spec: MaskSpec,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=False
+        )
         self._init_scores(spec)
 
     def forward(self, x: Tensor) -> Tensor:

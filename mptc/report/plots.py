@@ -27,8 +27,18 @@ def plot_sweep(points: list[dict[str, Any]], folder: Path, title: str) -> list[P
 
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(sparsity, [p["latency_ms"]["module"]["median"] for p in points], "o-", label=f"mptc module{emulated}")
-    axis.plot(sparsity, [p["latency_ms"]["onnxruntime_fp32"]["median"] for p in points], "s--", color="gray", label="onnxruntime fp32 (same model, unpacked)")
-    axis.set(xlabel="sparsity (fraction pruned)", ylabel="latency, median (ms)", title=f"{title}: latency, batch {points[0]['batch']}")
+    axis.plot(
+        sparsity,
+        [p["latency_ms"]["onnxruntime_fp32"]["median"] for p in points],
+        "s--",
+        color="gray",
+        label="onnxruntime fp32 (same model, unpacked)",
+    )
+    axis.set(
+        xlabel="sparsity (fraction pruned)",
+        ylabel="latency, median (ms)",
+        title=f"{title}: latency, batch {points[0]['batch']}",
+    )
     axis.set_ylim(bottom=0)
     axis.legend()
     axis.grid(alpha=0.3)
@@ -47,7 +57,11 @@ def plot_sweep(points: list[dict[str, Any]], folder: Path, title: str) -> list[P
     _save(figure, paths[-1])
 
     figure, axis = plt.subplots(figsize=(6, 4))
-    for key, marker, label in (("fp32_onnx_bytes", "s--", "fp32 ONNX"), ("packed_onnx_bytes", "o-", "packed ONNX"), ("ticket_bytes", "^:", "ticket (seed + mask bits)")):
+    for key, marker, label in (
+        ("fp32_onnx_bytes", "s--", "fp32 ONNX"),
+        ("packed_onnx_bytes", "o-", "packed ONNX"),
+        ("ticket_bytes", "^:", "ticket (seed + mask bits)"),
+    ):
         axis.plot(sparsity, [p["sizes"][key] / 1024 for p in points], marker, label=label)
     axis.set(xlabel="sparsity (fraction pruned)", ylabel="size (KiB)", title=f"{title}: model size", yscale="log")
     axis.legend()

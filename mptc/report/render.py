@@ -23,7 +23,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Batch {first['batch']}; latency is the median of {report['repeat']} runs.",
     ]
     if emulated:
-        lines += ["", "**Latencies were measured on an EMULATED board (qemu user mode): they are smoke figures, 40-60x slower than the real board, not performance.**"]
+        lines += [
+            "",
+            "**Latencies were measured on an EMULATED board (qemu user mode): they are smoke figures, 40-60x slower than the real board, not performance.**",
+        ]
     lines += [
         "",
         "## Accuracy at every stage (test split)",
@@ -33,7 +36,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for p in points:
         a = p["accuracy"]
-        lines.append(f"| {p['sparsity']:.2f} | {_pct(a['pytorch'])} | {_pct(a['onnx'])} | {_pct(a['packed_onnx'])} | {_pct(a['module'])} |")
+        lines.append(
+            f"| {p['sparsity']:.2f} | {_pct(a['pytorch'])} | {_pct(a['onnx'])} | {_pct(a['packed_onnx'])} | {_pct(a['module'])} |"
+        )
     lines += [
         "",
         "## Latency and size",

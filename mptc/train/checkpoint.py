@@ -33,7 +33,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise InputError(f"checkpoint {path} is not a plain tensor checkpoint (refusing to unpickle code): {first_line(error)}") from error
+        raise InputError(
+            f"checkpoint {path} is not a plain tensor checkpoint (refusing to unpickle code): {first_line(error)}"
+        ) from error
     except Exception as error:  # noqa: BLE001 - on damaged bytes torch.load raises nearly anything (IndexError, KeyError, ...)
         raise InputError(f"checkpoint {path} is corrupt or truncated ({first_line(error)})") from error
     if not isinstance(state, dict) or "epoch" not in state:
@@ -41,7 +43,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int) -> tuple[list[dict[str, Any]], int]:
+def restore(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int
+) -> tuple[list[dict[str, Any]], int]:
     """Load the checkpoint at ``path`` into ``model``, ``optimizer`` and ``scheduler``.
 
     Returns:
@@ -60,5 +64,7 @@ def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
         raise InputError(f"checkpoint {path} does not fit this run: {first_line(error)}") from error
     if not 0 <= done <= epochs or len(history) != done:
-        raise InputError(f"checkpoint {path} says {done} epochs done with {len(history)} recorded, of a run of {epochs}")
+        raise InputError(
+            f"checkpoint {path} says {done} epochs done with {len(history)} recorded, of a run of {epochs}"
+        )
     return history, done

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,7 +85,9 @@ def _check_resume_config(run: RunDir, config: TrainConfig) -> None:
     stored = parse_config(run.config.read_bytes(), str(run.config))
     diffs = [k for k, v in stored.to_json().items() if k not in ("epochs", "device") and config.to_json()[k] != v]
     if diffs:
-        raise InputError(f"{run.root} was started with different settings ({', '.join(diffs)}); resume it without changing them")
+        raise InputError(
+            f"{run.root} was started with different settings ({', '.join(diffs)}); resume it without changing them"
+        )
 
 
 def layer_summary(model: nn.Module) -> list[dict[str, Any]]:
@@ -184,7 +187,9 @@ def _set_up(config: TrainConfig, run: RunDir, hooks: SearchHooks | None) -> _Tra
 def _resume_or_start(state: _Training, resume: bool) -> tuple[list[dict[str, Any]], int]:
     """(history, epochs done): restored from the checkpoint, or none after writing config.json."""
     if resume and state.run.checkpoint.exists():
-        history, start = restore(state.run.checkpoint, state.model, state.optimizer, state.scheduler, state.config.epochs)
+        history, start = restore(
+            state.run.checkpoint, state.model, state.optimizer, state.scheduler, state.config.epochs
+        )
         log.info("resuming %s after epoch %d", state.run.root, start)
         return history, start
     if state.world.is_main:
@@ -201,7 +206,9 @@ def _train_epoch(state: _Training, trainer: nn.Module, epoch: int) -> dict[str, 
     shuffle = generator(config.seed, "epoch", epoch)
     state.hooks.start_epoch(state.model)
     loss_sum, correct, seen = 0.0, 0, 0
-    for step, (x, y) in enumerate(world.batches(state.dataset.train, config.batch_size, shuffle), start=epoch * steps_per_epoch):
+    for step, (x, y) in enumerate(
+        world.batches(state.dataset.train, config.batch_size, shuffle), start=epoch * steps_per_epoch
+    ):
         if state.dataset.augment:
             x = augment_batch(x, shuffle)
         x, y = x.to(device), y.to(device)
@@ -251,7 +258,11 @@ def _finish(state: _Training, history: list[dict[str, Any]]) -> TrainResult:
         return TrainResult(config=config, run_dir=state.run.root, model=model.cpu().eval())
     model.cpu().eval()
     ticket_bytes = save_ticket(
-        model, config, state.run.ticket, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+        model,
+        config,
+        state.run.ticket,
+        input_shape=dataset.input_shape,
+        num_classes=dataset.num_classes,
         store_weights=config.method in PRETRAINED_METHODS,
     )
     final_accuracy, final_loss = evaluate(model, dataset.test)

@@ -117,8 +117,13 @@ def packed_output(d, threshold, row_class, col_class, flip, geo: ConvGeometry, l
 
 
 def xnor_conv_func(
-    geo: ConvGeometry, lanes: int, border_classes: tuple[int, int], words_in: bool = False, words_out: bool = False,
-    residual: bool = False, relu: bool = False,
+    geo: ConvGeometry,
+    lanes: int,
+    border_classes: tuple[int, int],
+    words_in: bool = False,
+    words_out: bool = False,
+    residual: bool = False,
+    relu: bool = False,
 ) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, scale, bias[, residual]) -> y``, ``border``
     ``(row classes, O', OW)`` (``layout.BinaryConvTables.border_by_column``).
@@ -178,7 +183,9 @@ def flat_input(x: te.Tensor, geo: ConvGeometry, flat: FlatInput, length: int) ->
         safe = x[n, tirx.min(ch, c - 1), _clamp(y, geo.height), _clamp(xx, geo.width)]
         return tirx.if_then_else(inside, safe, tirx.const(0.0, "float32"))
 
-    return te.compute((geo.batch, length), value, name=stages.FLAT, attrs={stages.PLANE_SHAPE: [flat.plane_rows, flat.row_stride]})
+    return te.compute(
+        (geo.batch, length), value, name=stages.FLAT, attrs={stages.PLANE_SHAPE: [flat.plane_rows, flat.row_stride]}
+    )
 
 
 @dataclass(frozen=True)
@@ -204,14 +211,25 @@ GatherBody = Callable[[SparseGather, tirx.Buffer, tirx.Buffer, tirx.Buffer, tirx
 
 
 def block_sparse_conv(
-    xs, ptr, index, scale, bias, geo: ConvGeometry, flat: FlatInput, gather: SparseGather, body: GatherBody,
-    residual=None, relu=False,
+    xs,
+    ptr,
+    index,
+    scale,
+    bias,
+    geo: ConvGeometry,
+    flat: FlatInput,
+    gather: SparseGather,
+    body: GatherBody,
+    residual=None,
+    relu=False,
 ) -> te.Tensor:
     """``acc`` over the flat outputs of each output channel (``body`` walks the tables: the loop
     nest is the target's, as for TOPI's hand-written sparse kernels), then the affine epilogue
     (and the fused residual add and ReLU) on the real outputs."""
     shape = (gather.batch, gather.blocks, gather.block, gather.outputs)
-    acc = te.extern(shape, [xs, ptr, index], lambda ins, outs: body(gather, *ins, outs[0]), name=stages.GATHER, dtype="float32")
+    acc = te.extern(
+        shape, [xs, ptr, index], lambda ins, outs: body(gather, *ins, outs[0]), name=stages.GATHER, dtype="float32"
+    )
     block = gather.block
 
     def value(n, o, oy, ox):
@@ -222,8 +240,13 @@ def block_sparse_conv(
 
 
 def block_sparse_conv_func(
-    geo: ConvGeometry, flat: FlatInput, gather: SparseGather, entries: int, body: GatherBody,
-    residual: bool = False, relu: bool = False,
+    geo: ConvGeometry,
+    flat: FlatInput,
+    gather: SparseGather,
+    entries: int,
+    body: GatherBody,
+    residual: bool = False,
+    relu: bool = False,
 ) -> tirx.PrimFunc:
     """PrimFunc ``(x, ptr, index, scale, bias[, residual]) -> y`` of the real-input conv
     (``residual`` / ``relu`` as in ``xnor_conv_func``); the ``flat`` and ``output`` stages are left

@@ -47,7 +47,9 @@ def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor) -> te.Tensor:
     kw = te.reduce_axis((0, words), name="kw")
     return te.compute(
         (a.shape[0], tiles * lanes),
-        lambda n, o: te.sum(tirx.popcount((a[n, kw] ^ sign[o // lanes, kw, o % lanes]) & mask[o // lanes, kw, o % lanes]), axis=kw),
+        lambda n, o: te.sum(
+            tirx.popcount((a[n, kw] ^ sign[o // lanes, kw, o % lanes]) & mask[o // lanes, kw, o % lanes]), axis=kw
+        ),
         name=stages.POPCOUNT,
     )
 
@@ -66,7 +68,9 @@ def packed_output(d: te.Tensor, threshold: te.Tensor, flip: te.Tensor, lanes: in
     return threshold_words(lambda at, c: d[at[0], c], lambda _, c: threshold[c], flip, (int(d.shape[0]),), lanes)
 
 
-def xnor_dense_func(batch: int, k: int, out: int, lanes: int, words_in: bool = False, words_out: bool = False) -> tirx.PrimFunc:
+def xnor_dense_func(
+    batch: int, k: int, out: int, lanes: int, words_in: bool = False, words_out: bool = False
+) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, sign, mask, count, scale, bias) -> y``; ``x`` / ``y`` may be words,
     and with a words output the parameters are ``(x, sign, mask, threshold, flip)``
     (``layout.sign_thresholds`` of the count table, scale and bias)."""
@@ -93,14 +97,18 @@ def split_input(x: te.Tensor, batch_lanes: bool = False) -> te.Tensor:
     zero = tirx.const(0.0, "float32")
 
     def value(n, f):
-        return tirx.if_then_else(f < k, x[n, tirx.min(f, k - 1)], tirx.if_then_else(f < 2 * k, -x[n, tirx.min(f - k, k - 1)], zero))
+        return tirx.if_then_else(
+            f < k, x[n, tirx.min(f, k - 1)], tirx.if_then_else(f < 2 * k, -x[n, tirx.min(f - k, k - 1)], zero)
+        )
 
     if batch_lanes:
         return te.compute((2 * k + 1, batch), lambda f, n: value(n, f), name=stages.SPLIT)
     return te.compute((batch, 2 * k + 1), value, name=stages.SPLIT)
 
 
-def sparse_dense(xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Tensor, batch_lanes: bool = False) -> te.Tensor:
+def sparse_dense(
+    xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Tensor, batch_lanes: bool = False
+) -> te.Tensor:
     """Sign-split sparse dense: only additions of gathered inputs; ``index`` is ``(O/V, L, V)`` int32.
 
     With ``batch_lanes`` (``xs`` from ``split_input(x, batch_lanes=True)``) the sums run along the
@@ -120,7 +128,9 @@ def sparse_dense(xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Ten
     return te.compute((xs.shape[0], out), lambda n, o: scale[o] * s[n, o] + bias[o], name=stages.OUTPUT)
 
 
-def sparse_dense_func(batch: int, k: int, out: int, index_shape: tuple[int, int, int], batch_lanes: bool = False) -> tirx.PrimFunc:
+def sparse_dense_func(
+    batch: int, k: int, out: int, index_shape: tuple[int, int, int], batch_lanes: bool = False
+) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, index, scale, bias) -> y`` of the real-input sparse path."""
     x = te.placeholder((batch, k), "float32", name="x")
     index = te.placeholder(index_shape, "int32", name="index")

@@ -14,7 +14,7 @@ can vectorize over the lanes of a popcount vector.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from tvm import te, tirx
 

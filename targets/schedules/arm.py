@@ -10,7 +10,13 @@ from __future__ import annotations
 from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
 
 NEON_TILES = CpuTiles(
-    word_lanes=2, float_lanes=4, conv_vectors=4, conv_cols=4, dense_vectors=4, dense_rows=2, conv_accumulators=16,
+    word_lanes=2,
+    float_lanes=4,
+    conv_vectors=4,
+    conv_cols=4,
+    dense_vectors=4,
+    dense_rows=2,
+    conv_accumulators=16,
 )
 
 

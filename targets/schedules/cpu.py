@@ -101,14 +101,30 @@ class CpuKernelSchedules:
             sch.reorder(n, oy, xo, oo, ky, kx, cw, on, xl)
             tile = sch.fuse(n, oy, xo, oo)
             sch.transform_layout(count, ("write", 0), lambda n, y, x, o: (n, y, o, x))  # a vector = a run of columns
-            self._register_tile(sch, count, sch.get_sblock(stages.OUTPUT), tile, reduce_from=sch.fuse(ky, kx, cw), unrolled=(on,), lanes=xl)
+            self._register_tile(
+                sch,
+                count,
+                sch.get_sblock(stages.OUTPUT),
+                tile,
+                reduce_from=sch.fuse(ky, kx, cw),
+                unrolled=(on,),
+                lanes=xl,
+            )
         else:
             n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
             xo, xi = sch.split(ox, [None, cols])
             oo, on, ov = sch.split(o, [None, self._vectors(extent(sch, o), self.tiles.conv_vectors), self.word_lanes])
             sch.reorder(n, oy, xo, oo, ky, kx, cw, xi, on, ov)
             tile = sch.fuse(n, oy, xo, oo)
-            self._register_tile(sch, count, sch.get_sblock(stages.OUTPUT), tile, reduce_from=sch.fuse(ky, kx, cw), unrolled=(xi, on), lanes=ov)
+            self._register_tile(
+                sch,
+                count,
+                sch.get_sblock(stages.OUTPUT),
+                tile,
+                reduce_from=sch.fuse(ky, kx, cw),
+                unrolled=(xi, on),
+                lanes=ov,
+            )
         self._pack(sch, parallel_loops=2)
         if stages.PACK in _block_names(sch):  # float NCHW input: consecutive x are contiguous, one word each
             _, x, cw = sch.get_loops(sch.get_sblock(stages.PACK))
@@ -132,7 +148,9 @@ class CpuKernelSchedules:
             no, ni = sch.split(n, [None, rows])
             sch.reorder(oo, no, kw, ni, on, ov)
             tile = sch.fuse(oo, no)
-            self._register_tile(sch, count, sch.get_sblock(stages.OUTPUT), tile, reduce_from=kw, unrolled=(ni, on), lanes=ov)
+            self._register_tile(
+                sch, count, sch.get_sblock(stages.OUTPUT), tile, reduce_from=kw, unrolled=(ni, on), lanes=ov
+            )
         self._pack(sch, parallel_loops=1)
         return sch.mod["main"]
 
@@ -164,7 +182,7 @@ class CpuKernelSchedules:
         loops = sch.get_loops(count)
         reductions = sum(1 for iv in sch.get(count).iter_vars if iv.iter_type == tirx.IterVar.CommReduce)
         taps = sch.fuse(*loops[-reductions:]) if reductions > 1 else loops[-1]
-        position, o = loops[-reductions - 2:-reductions]
+        position, o = loops[-reductions - 2 : -reductions]
         on, ov = sch.split(o, [None, self.word_lanes])
         sch.reorder(taps, position, on, ov)
         sch.set_scope(count, 0, "local")
@@ -181,7 +199,9 @@ class CpuKernelSchedules:
         vectors, at most ``conv_accumulators`` in all, the fewest vector operations over ``flat``
         counting ``CHUNK_ENTRY_COST`` per tile (ties: more vectors)."""
         most = max(1, self.tiles.conv_accumulators // block)
-        vectors = min(range(1, most + 1), key=lambda v: (ceil_div(flat, v * self.float_lanes) * (v + CHUNK_ENTRY_COST), -v))
+        vectors = min(
+            range(1, most + 1), key=lambda v: (ceil_div(flat, v * self.float_lanes) * (v + CHUNK_ENTRY_COST), -v)
+        )
         return vectors * self.float_lanes
 
     def conv_group(self, channels: int, channel_floats: int, grouped: bool) -> int:
@@ -192,7 +212,9 @@ class CpuKernelSchedules:
             return channels
         return max(1, min(channels, self.tiles.l1_floats // channel_floats))
 
-    def sparse_gather(self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer) -> tirx.Stmt:
+    def sparse_gather(
+        self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer
+    ) -> tirx.Stmt:
         """Loop nest of the block-sparse gather: parallel over tasks of consecutive output blocks;
         per chunk of flat outputs and input-channel group, each block of the task keeps
         ``block x chunk`` accumulators in registers and walks its segments, one vector load per
@@ -216,7 +238,11 @@ class CpuKernelSchedules:
                         for i in range(g.block):
                             with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
                                 old = acc[n, b, i, qo * g.chunk + v * lanes + lane]
-                                T.buffer_store(regs[i], zero if g.groups == 1 else tirx.Select(group == 0, zero, old), [v * lanes + lane])
+                                T.buffer_store(
+                                    regs[i],
+                                    zero if g.groups == 1 else tirx.Select(group == 0, zero, old),
+                                    [v * lanes + lane],
+                                )
                         for k, signs in enumerate(classes):
                             segment = b * len(classes) + k
                             with T.serial(ptr[group, segment], ptr[group, segment + 1]) as j:
@@ -227,10 +253,14 @@ class CpuKernelSchedules:
                                         for i, sign in enumerate(signs):
                                             if sign:
                                                 at = v * lanes + lane
-                                                T.buffer_store(regs[i], regs[i][at] + x if sign > 0 else regs[i][at] - x, [at])
+                                                T.buffer_store(
+                                                    regs[i], regs[i][at] + x if sign > 0 else regs[i][at] - x, [at]
+                                                )
                         for i in range(g.block):
                             with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
-                                T.buffer_store(acc, regs[i][v * lanes + lane], [n, b, i, qo * g.chunk + v * lanes + lane])
+                                T.buffer_store(
+                                    acc, regs[i][v * lanes + lane], [n, b, i, qo * g.chunk + v * lanes + lane]
+                                )
         return ib.get()
 
     def block_sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

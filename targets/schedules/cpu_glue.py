@@ -123,12 +123,18 @@ class TiledReduction(_VectorRule):
         """Columns of a register tile along an axis of ``size``: up to ``TILE_VECTORS`` vectors, dividing it."""
         return divisor_at_most(size, TILE_VECTORS * self.float_lanes)
 
-    def _tile(self, sch: s_tir.Schedule, block, writeback, spatial: int, axis: int, column_reads, weight_columns: bool) -> None:
+    def _tile(
+        self, sch: s_tir.Schedule, block, writeback, spatial: int, axis: int, column_reads, weight_columns: bool
+    ) -> None:
         """Register tiles of ``rows x columns``; the column panels outermost when ``weight_columns``.
         With the vectors along an outer axis, the rows tile the two innermost free axes (a 2-D
         block of output pixels) so a small map still fills the tile."""
         loops = sch.get_loops(block)
-        outer, reduce, cols = [loop for i, loop in enumerate(loops[:spatial]) if i != axis], loops[spatial:], loops[axis]
+        outer, reduce, cols = (
+            [loop for i, loop in enumerate(loops[:spatial]) if i != axis],
+            loops[spatial:],
+            loops[axis],
+        )
         free = self._free_axes(sch, block, spatial, axis, column_reads)
         rows = free[-1] if free else (spatial - 2 if spatial > 1 else None)  # innermost free axis
         if rows is None or extent(sch, outer[rows]) == 1:
@@ -145,7 +151,9 @@ class TiledReduction(_VectorRule):
                 row_axes.insert(0, rows - 1)
             # the register tile keeps the vector axis innermost, as its lanes
             lanes = _write_dim(sch.get(block), axis)
-            sch.transform_layout(block, ("write", 0), lambda *index: [*index[:lanes], *index[lanes + 1 :], index[lanes]])
+            sch.transform_layout(
+                block, ("write", 0), lambda *index: [*index[:lanes], *index[lanes + 1 :], index[lanes]]
+            )
         inner = []
         for i in reversed(row_axes):
             size = divisor_at_most(extent(sch, outer[i]), budget)
@@ -165,7 +173,9 @@ class TiledReduction(_VectorRule):
 
     def _panel(self, sch: s_tir.Schedule, block, writeback, outer, cols, reduce) -> None:
         """Batch-1 matmul: each thread streams weight rows into a panel of accumulators."""
-        panel = divisor_at_most(extent(sch, cols), min(PANEL_COLUMNS, max(self.float_lanes, extent(sch, cols) // PANEL_TASKS)))
+        panel = divisor_at_most(
+            extent(sch, cols), min(PANEL_COLUMNS, max(self.float_lanes, extent(sch, cols) // PANEL_TASKS))
+        )
         vector = divisor_at_most(panel, self.float_lanes)
         co, cm, cv = sch.split(cols, [None, panel // vector, vector])
         sch.reorder(*outer, co, *reduce, cm, cv)

@@ -46,12 +46,17 @@ class CudaKernelSchedules:
         """A thread walks all of its block's segments: the input is read through the cache, not tiled."""
         return channels
 
-    def sparse_gather(self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer) -> tirx.Stmt:
+    def sparse_gather(
+        self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer
+    ) -> tirx.Stmt:
         """One thread per ``(n, block, flat output)``, its ``block`` accumulators in registers;
         consecutive threads read consecutive flat outputs of each tap (coalesced)."""
         total, classes = g.batch * g.blocks * g.outputs, g.classes
         with IRBuilder() as ib:
-            bx, tx = _thread("blockIdx.x", ceil_div(total, THREADS_PER_BLOCK)), _thread("threadIdx.x", THREADS_PER_BLOCK)
+            bx, tx = (
+                _thread("blockIdx.x", ceil_div(total, THREADS_PER_BLOCK)),
+                _thread("threadIdx.x", THREADS_PER_BLOCK),
+            )
             with T.attr(bx, "thread_extent", bx.dom.extent), T.attr(tx, "thread_extent", tx.dom.extent):
                 t = bx.var * THREADS_PER_BLOCK + tx.var
                 with T.If(t < total), T.Then():
@@ -59,7 +64,9 @@ class CudaKernelSchedules:
                     regs = T.alloc_local((g.block,), "float32")
                     for i in range(g.block):
                         T.buffer_store(regs, tirx.const(0.0, "float32"), [i])
-                    for group, (k, signs) in itertools.product(range(g.groups), enumerate(classes)):  # every group's segments
+                    for group, (k, signs) in itertools.product(
+                        range(g.groups), enumerate(classes)
+                    ):  # every group's segments
                         with T.serial(ptr[group, b * len(classes) + k], ptr[group, b * len(classes) + k + 1]) as j:
                             x = xs[n, group * g.group_floats + index[j].astype("int32") + q]
                             for i, sign in enumerate(signs):

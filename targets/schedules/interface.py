@@ -45,7 +45,9 @@ class KernelSchedules(Protocol):
         """Input channels per group of a block-sparse conv, ``channel_floats`` flat values each per chunk."""
         ...
 
-    def sparse_gather(self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer) -> tirx.Stmt:
+    def sparse_gather(
+        self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer
+    ) -> tirx.Stmt:
         """The family's loop nest of the block-sparse gather (the ``te.extern`` body of
         ``kernels.binary_conv.block_sparse_conv``)."""
         ...

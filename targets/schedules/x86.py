@@ -12,10 +12,22 @@ from __future__ import annotations
 from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
 
 AVX512_TILES = CpuTiles(
-    word_lanes=8, float_lanes=16, conv_vectors=2, conv_cols=8, dense_vectors=2, dense_rows=4, conv_accumulators=16,
+    word_lanes=8,
+    float_lanes=16,
+    conv_vectors=2,
+    conv_cols=8,
+    dense_vectors=2,
+    dense_rows=4,
+    conv_accumulators=16,
 )
 AVX2_TILES = CpuTiles(
-    word_lanes=4, float_lanes=8, conv_vectors=2, conv_cols=4, dense_vectors=2, dense_rows=2, conv_accumulators=8,
+    word_lanes=4,
+    float_lanes=8,
+    conv_vectors=2,
+    conv_cols=4,
+    dense_vectors=2,
+    dense_rows=2,
+    conv_accumulators=8,
 )
 
 

@@ -11,7 +11,12 @@ def test_student_is_a_random_signed_constant_network():
     assert student.widths == [64, 32, 32, 10]
     for _, layer in masked_layers(student):
         assert layer.weight.abs().unique().numel() == 1  # +-sigma
-    assert sorted(n for n, p in student.named_parameters() if p.requires_grad) == ["body.1.scores", "body.4.scores", "body.7.scores", "scale"]
+    assert sorted(n for n, p in student.named_parameters() if p.requires_grad) == [
+        "body.1.scores",
+        "body.4.scores",
+        "body.7.scores",
+        "scale",
+    ]
 
 
 def test_small_distillation_mimics_the_target(tiny_dense_run):

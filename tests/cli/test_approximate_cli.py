@@ -7,7 +7,18 @@ from mptc.cli import main
 
 def test_construct_sweep_writes_table_json_and_plot(tmp_path, tiny_dense_run):
     out = tmp_path / "a"
-    args = ["approximate", str(tiny_dense_run.run_dir), "--route", "construct", "--width-factor", "1,2,4", "--precision", "6", "--out", str(out)]
+    args = [
+        "approximate",
+        str(tiny_dense_run.run_dir),
+        "--route",
+        "construct",
+        "--width-factor",
+        "1,2,4",
+        "--precision",
+        "6",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "| construct | 4 |" in result.output
@@ -21,7 +32,9 @@ def test_construct_sweep_writes_table_json_and_plot(tmp_path, tiny_dense_run):
 
 def test_bad_inputs_fail_with_one_clear_line(tmp_path, tiny_run):
     runner = CliRunner()
-    result = runner.invoke(main, ["approximate", str(tiny_run.run_dir), "--width-factor", "1,x", "--out", str(tmp_path / "a")])
+    result = runner.invoke(
+        main, ["approximate", str(tiny_run.run_dir), "--width-factor", "1,x", "--out", str(tmp_path / "a")]
+    )
     assert result.exit_code == 2 and "comma-separated" in result.output and "Traceback" not in result.output
     result = runner.invoke(main, ["approximate", str(tiny_run.run_dir), "--out", str(tmp_path / "a")])
     assert result.exit_code == 3 and "needs a --model mlp --method dense run" in result.output

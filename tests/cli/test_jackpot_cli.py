@@ -9,10 +9,26 @@ from mptc.cli import main
 def test_jackpot_then_eval(tmp_path, tiny_dense_run):
     runner = CliRunner()
     out = tmp_path / "j"
-    args = ["train", "--method", "jackpot", "--pretrained", str(tiny_dense_run.run_dir), "--width", "0.25", "--sparsity", "0.9", "--epochs", "1", "--out", str(out)]
+    args = [
+        "train",
+        "--method",
+        "jackpot",
+        "--pretrained",
+        str(tiny_dense_run.run_dir),
+        "--width",
+        "0.25",
+        "--sparsity",
+        "0.9",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "sparsity 0.900" in result.output and "magnitude pruning" in result.output and "mask overlap" in result.output
+    assert (
+        "sparsity 0.900" in result.output and "magnitude pruning" in result.output and "mask overlap" in result.output
+    )
     assert runner.invoke(main, ["eval", str(out)]).exit_code == 0
 
 

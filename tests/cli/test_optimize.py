@@ -4,9 +4,9 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from tests.passes.mptc_graphs import model_from_text, ternary
 
 from mptc.cli import main
+from tests.passes.mptc_graphs import model_from_text, ternary
 
 TEXT = """<ir_version: 10, opset_import: ["" : 19]>
 g (float[1,3,6,6] x) => (float[n,o] y) <float zero = {0.0}, float one = {1.0}, float minus_one = {-1.0}> {
@@ -52,7 +52,9 @@ def bad_file(tmp_path, kind):
     if kind == "corrupt":
         path.write_bytes(b"\x08\x07\x12\xff\xff not onnx at all \x00")
     elif kind == "truncated":
-        data = model_from_text(TEXT, w=ternary(np.random.default_rng(0), (4, 3, 3, 3)), fc=ternary(np.random.default_rng(1), (5, 144))).SerializeToString()
+        data = model_from_text(
+            TEXT, w=ternary(np.random.default_rng(0), (4, 3, 3, 3)), fc=ternary(np.random.default_rng(1), (5, 144))
+        ).SerializeToString()
         path.write_bytes(data[: len(data) // 2])
     return path
 
@@ -60,7 +62,9 @@ def bad_file(tmp_path, kind):
 @pytest.mark.parametrize("command", ["optimize", "inspect"])
 @pytest.mark.parametrize("kind, code", [("missing", 3), ("corrupt", 3), ("truncated", 3)])
 def test_bad_input_is_one_line_without_traceback(tmp_path, command, kind, code):
-    args = [command, str(bad_file(tmp_path, kind))] + (["-o", str(tmp_path / "out.onnx")] if command == "optimize" else [])
+    args = [command, str(bad_file(tmp_path, kind))] + (
+        ["-o", str(tmp_path / "out.onnx")] if command == "optimize" else []
+    )
     result = CliRunner().invoke(main, args)
     assert result.exit_code == code
     assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("mptc: error: ")
@@ -69,7 +73,14 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, command, kind, code):
 
 def test_model_without_ternary_layer_exits_4(tmp_path, rng):
     path = tmp_path / "float.onnx"
-    onnx.save(model_from_text(TEXT, w=rng.standard_normal((4, 3, 3, 3)).astype(np.float32), fc=rng.standard_normal((5, 144)).astype(np.float32)), path)
+    onnx.save(
+        model_from_text(
+            TEXT,
+            w=rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+            fc=rng.standard_normal((5, 144)).astype(np.float32),
+        ),
+        path,
+    )
     result = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "out.onnx")])
     assert result.exit_code == 4 and len(result.output.strip().splitlines()) == 1
     assert "no ternary Conv/Gemm/MatMul layer to pack: c (Conv): weight is not ternary" in result.output
@@ -88,7 +99,10 @@ g (float[1,3,6,6] x, float[1,4,6,6] r) => (float[n,o] y) {
 @pytest.mark.parametrize("flags", [[], ["-v"]])
 def test_verbose_says_why_each_candidate_was_left_alone(tmp_path, rng, flags):
     path, out = tmp_path / "model.onnx", tmp_path / "packed.onnx"
-    onnx.save(model_from_text(LEFT_ALONE, w=ternary(rng, (4, 3, 3, 3)), fc=rng.standard_normal((5, 144)).astype(np.float32)), path)
+    onnx.save(
+        model_from_text(LEFT_ALONE, w=ternary(rng, (4, 3, 3, 3)), fc=rng.standard_normal((5, 144)).astype(np.float32)),
+        path,
+    )
     result = CliRunner().invoke(main, ["optimize", *flags, str(path), "-o", str(out)])
     assert result.exit_code == 0, result.output
     reasons = [

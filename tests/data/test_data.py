@@ -30,7 +30,10 @@ def test_bad_dataset_specs_are_clear_errors(spec):
 def _write_python_batches(folder, per_batch=4):
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), b"labels": [int(v) for v in rng.integers(0, 10, per_batch)]}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
 
 

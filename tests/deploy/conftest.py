@@ -51,8 +51,11 @@ def _mlp() -> tuple[Any, np.ndarray, np.ndarray]:
     w1 = rng.standard_normal((16, 32)).astype(np.float32)
     w2 = rng.standard_normal((32, 10)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
         "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
@@ -87,8 +90,7 @@ def _int8_dense() -> tuple[Any, np.ndarray, np.ndarray]:
     return builder.get(), x, x.astype(np.int32) @ weight.astype(np.int32).T
 
 
-def write_out(out: Path, built: tuple[Any, np.ndarray, np.ndarray], target: dict[str, Any],
-              board: str | None) -> Path:
+def write_out(out: Path, built: tuple[Any, np.ndarray, np.ndarray], target: dict[str, Any], board: str | None) -> Path:
     """Compile for ``target`` and write module.so, manifest.json and reference.npz into ``out``, as
     `mptc compile` does (no ONNX model behind them: the source model and layer records are empty)."""
     import tvm
@@ -110,7 +112,12 @@ def write_out(out: Path, built: tuple[Any, np.ndarray, np.ndarray], target: dict
         reference_runtime="numpy",
         sparse_break_even=0.5,
         layers=[],
-        sizes=Sizes(module_bytes=(out / MODULE_FILE).stat().st_size, source_model_bytes=0, packed_weight_bytes=0, lowered_weight_bytes=0),
+        sizes=Sizes(
+            module_bytes=(out / MODULE_FILE).stat().st_size,
+            source_model_bytes=0,
+            packed_weight_bytes=0,
+            lowered_weight_bytes=0,
+        ),
     )
     write_manifest(out, manifest)
     write_reference(out, x, y)
@@ -155,10 +162,21 @@ def dotprod_out(tmp_path_factory: pytest.TempPathFactory, arm_ready: Path) -> Pa
 def tracker() -> Iterator[str]:
     """A TVM tracker on loopback in its own process group, ``HOST:PORT``."""
     port = free_port()
-    command = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
-               "--port-end", str(port + 1), "--silent"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # --silent: the pipe stays near empty
+    command = [
+        sys.executable,
+        "-m",
+        "tvm.exec.rpc_tracker",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--port-end",
+        str(port + 1),
+        "--silent",
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # --silent: the pipe stays near empty
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -185,8 +203,16 @@ def rpi4_on_tracker(arm_ready: Path, tracker: str) -> Iterator[str]:
 def rpi5_served(arm_ready: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An emulated Raspberry Pi 5 started the way users do: `mptc serve-device --emulate rpi5`."""
     port = free_port()
-    command = [sys.executable, "-c", "from mptc.cli import main; main()", "serve-device", "--emulate", "rpi5",
-               "--port", str(port)]
+    command = [
+        sys.executable,
+        "-c",
+        "from mptc.cli import main; main()",
+        "serve-device",
+        "--emulate",
+        "rpi5",
+        "--port",
+        str(port),
+    ]
     log = tmp_path_factory.mktemp("serve-device") / "stderr.log"
     with open(log, "w") as stderr:  # a file, not a pipe: nobody drains a pipe, and a full one blocks the server
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)

@@ -19,7 +19,9 @@ def _run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-@pytest.mark.parametrize(("command", "teaches"), [("profile", "--emulate rpi4"), ("serve-device", "libtvm_compiler.so")])
+@pytest.mark.parametrize(
+    ("command", "teaches"), [("profile", "--emulate rpi4"), ("serve-device", "libtvm_compiler.so")]
+)
 def test_help_teaches_with_an_example(command: str, teaches: str) -> None:
     result = _run(command, "--help")
     assert result.exit_code == 0
@@ -71,6 +73,7 @@ def test_dotprod_module_really_executes_sdot(dotprod_out: Path) -> None:
     """The SIGILL test above means something only if the module's code holds dot-product instructions."""
     objdump = shutil.which("aarch64-linux-gnu-objdump")
     assert objdump, "aarch64-linux-gnu-objdump comes with gcc-aarch64-linux-gnu (scripts/setup_arm_emulator.sh)"
-    listing = subprocess.run([objdump, "-d", str(dotprod_out / "module.so")], capture_output=True, text=True,
-                             check=True).stdout
+    listing = subprocess.run(
+        [objdump, "-d", str(dotprod_out / "module.so")], capture_output=True, text=True, check=True
+    ).stdout
     assert "\tsdot\t" in listing

@@ -15,7 +15,10 @@ from tests.deploy.conftest import REPO
 
 def test_boards_use_their_own_cores() -> None:
     assert {name: board.qemu_cpu for name, board in emulator.BOARDS.items()} == {
-        "rpi4": "cortex-a72", "rpi5": "cortex-a76", "jetson-orin": "neoverse-n1"}
+        "rpi4": "cortex-a72",
+        "rpi5": "cortex-a76",
+        "jetson-orin": "neoverse-n1",
+    }
 
 
 def test_unknown_board_lists_the_choices() -> None:

@@ -20,9 +20,24 @@ from mptc.deploy.server import RpcServer, free_port
 from mptc.errors import DeviceError, InputError
 from tests.deploy.conftest import fresh_copy
 
-REPORT_KEYS = {"created", "mptc_version", "module", "target", "board", "emulated", "device", "latency_ms",
-               "samples_ms", "repeat", "number", "outputs_match", "max_abs_error", "max_rel_error",
-               "rel_tolerance", "argmax_match"}
+REPORT_KEYS = {
+    "created",
+    "mptc_version",
+    "module",
+    "target",
+    "board",
+    "emulated",
+    "device",
+    "latency_ms",
+    "samples_ms",
+    "repeat",
+    "number",
+    "outputs_match",
+    "max_abs_error",
+    "max_rel_error",
+    "rel_tolerance",
+    "argmax_match",
+}
 
 
 def _check_report(out: Path, report: dict, *, emulated: bool, repeat: int) -> None:
@@ -63,7 +78,9 @@ def test_wrong_tracker_key_names_the_registered_ones(mlp_rpi4_out: Path, rpi4_on
 
 @pytest.mark.emulated
 def test_x86_module_sent_to_an_arm_board(mlp_host_out: Path, rpi4_on_tracker: str) -> None:
-    with pytest.raises(InputError, match=r"is an x86_64 module .* cannot run on the emulated Raspberry Pi 4 .*\(aarch64\)"):
+    with pytest.raises(
+        InputError, match=r"is an x86_64 module .* cannot run on the emulated Raspberry Pi 4 .*\(aarch64\)"
+    ):
         profile(mlp_host_out, tracker=rpi4_on_tracker, key="rpi4")
 
 

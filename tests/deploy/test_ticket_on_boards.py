@@ -33,7 +33,9 @@ def packed_ticket(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("board", ["rpi4", "rpi5"])
-def test_compiled_mpt11_ticket_runs_on_the_emulated_board(packed_ticket: Path, arm_ready: Path, tmp_path: Path, board: str) -> None:
+def test_compiled_mpt11_ticket_runs_on_the_emulated_board(
+    packed_ticket: Path, arm_ready: Path, tmp_path: Path, board: str
+) -> None:
     out = tmp_path / board
     manifest = compile_model(packed_ticket, "arm", out, board=board)
     assert [layer["kernel"] for layer in manifest["layers"]][1:] == ["xnor-popcount"] * 2, manifest["layers"]
@@ -54,13 +56,17 @@ def packed_conv_ticket(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "packed.onnx"
 
 
-def test_compiled_mpt132_conv_ticket_runs_on_the_emulated_board(packed_conv_ticket: Path, arm_ready: Path, tmp_path: Path) -> None:
+def test_compiled_mpt132_conv_ticket_runs_on_the_emulated_board(
+    packed_conv_ticket: Path, arm_ready: Path, tmp_path: Path
+) -> None:
     """Real-input convs (70% sparse) on an emulated Raspberry Pi 4, matching onnxruntime: blocks of 2
     in channel groups on the 8x8 maps, blocks of 4 in one group on the 4x4 ones, ReLU fused into
     both (NEON vectors of 4 and 2 lanes)."""
     manifest = compile_model(packed_conv_ticket, "arm", tmp_path, board="rpi4")
     convs = [layer for layer in manifest["layers"] if layer["op_type"] == "BinaryConv"]
-    assert {layer["kernel"] for layer in convs} == {"block-sparse"} and {layer["epilogue"] for layer in convs} == {"relu"}
+    assert {layer["kernel"] for layer in convs} == {"block-sparse"} and {layer["epilogue"] for layer in convs} == {
+        "relu"
+    }
     arm = default_policy("arm")
     blocks = {f"{b} output(s) per block" for b in (arm.conv_block, arm.short_flat_block)}
     assert {next(b for b in blocks if b in layer["reason"]) for layer in convs} == blocks, convs

@@ -28,7 +28,19 @@ def test_two_profiles_queue_for_the_only_board(mlp_host_out: Path, tracker: str,
     finished: dict[int, float] = {}
 
     def profile(index: int) -> subprocess.CompletedProcess:
-        command = [mptc, "profile", outs[index], "--tracker", tracker, "--key", KEY, "--repeat", "40", "--number", TIMED_CALLS]
+        command = [
+            mptc,
+            "profile",
+            outs[index],
+            "--tracker",
+            tracker,
+            "--key",
+            KEY,
+            "--repeat",
+            "40",
+            "--number",
+            TIMED_CALLS,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         finished[index] = time.monotonic()
         return done
@@ -49,5 +61,7 @@ def test_two_profiles_queue_for_the_only_board(mlp_host_out: Path, tracker: str,
     # at least its own timing later (sessions that overlapped would end together).
     later = max(range(2), key=finished.__getitem__)
     busy_s = sum(reports[later]["samples_ms"]) * reports[later]["number"] / 1000
-    print(f"one board, two profile runs: they ended {abs(finished[1] - finished[0]):.1f} s apart, the later one timed {busy_s:.1f} s")
+    print(
+        f"one board, two profile runs: they ended {abs(finished[1] - finished[0]):.1f} s apart, the later one timed {busy_s:.1f} s"
+    )
     assert abs(finished[1] - finished[0]) >= 0.7 * busy_s, (finished, busy_s)

@@ -9,7 +9,12 @@ from mptc.data import load_dataset
 from mptc.export import export_model
 from mptc.train.loop import build
 
-FAMILIES = {"mlp": "digits", "conv4": "synthetic:3x16x16", "vgg-small": "synthetic:3x16x16", "resnet18": "synthetic:3x16x16"}
+FAMILIES = {
+    "mlp": "digits",
+    "conv4": "synthetic:3x16x16",
+    "vgg-small": "synthetic:3x16x16",
+    "resnet18": "synthetic:3x16x16",
+}
 METHODS = {
     "edge-popup": dict(method="edge-popup", init="signed-constant"),
     "biprop": dict(method="biprop", init="kaiming-normal"),
@@ -19,7 +24,9 @@ METHODS = {
 
 
 def make_ticket(family: str, method: str, sparsity: float = 0.7, width: float = 0.125):
-    config = TrainConfig(model=family, dataset=FAMILIES[family], sparsity=sparsity, width=width, seed=3, **METHODS[method])
+    config = TrainConfig(
+        model=family, dataset=FAMILIES[family], sparsity=sparsity, width=width, seed=3, **METHODS[method]
+    )
     dataset = load_dataset(config.dataset)
     model = build(config, dataset)
     for layer in model.modules():  # random scores are a valid (untrained) ticket; give BN real statistics

@@ -8,7 +8,11 @@ from mptc.nn.layers import MaskedLinear, MaskSpec
 
 def test_global_threshold_splits_the_target_over_layers():
     gen = torch.Generator().manual_seed(0)
-    weights = [torch.randn(64, 32, generator=gen) * 1.5, torch.randn(128, 64, generator=gen), torch.randn(10, 128, generator=gen) * 0.8]
+    weights = [
+        torch.randn(64, 32, generator=gen) * 1.5,
+        torch.randn(128, 64, generator=gen),
+        torch.randn(10, 128, generator=gen) * 0.8,
+    ]
     counts = global_kept_counts(weights, 0.9)
     sizes = [w.numel() for w in weights]
     assert sum(counts) == kept_count(sum(sizes), 0.9)

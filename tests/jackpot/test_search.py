@@ -19,7 +19,15 @@ from mptc.train.loop import build, train
 
 @pytest.fixture(scope="session")
 def jackpot_config(tiny_dense_run):
-    return TrainConfig(model="mlp", method="jackpot", width=0.25, sparsity=0.9, epochs=2, seed=3, pretrained=str(tiny_dense_run.run_dir))
+    return TrainConfig(
+        model="mlp",
+        method="jackpot",
+        width=0.25,
+        sparsity=0.9,
+        epochs=2,
+        seed=3,
+        pretrained=str(tiny_dense_run.run_dir),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +63,9 @@ def test_search_starts_from_the_pretrained_weights_and_the_magnitude_mask(jackpo
     for key, value in model.state_dict().items():
         if key.startswith("body.2."):  # BatchNorm: running statistics and affine come along
             assert torch.equal(value, dense[key])
-    assert [n for n, p in model.named_parameters() if p.requires_grad] == [f"{n}.scores" for n, _ in masked_layers(model)]
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        f"{n}.scores" for n, _ in masked_layers(model)
+    ]
 
 
 def test_global_threshold_meets_the_target_sparsity(jackpot_run):

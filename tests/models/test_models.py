@@ -6,7 +6,15 @@ from mptc.models import MODELS, LayerRecipe, build_model
 from mptc.nn.init import initialize
 from mptc.nn.layers import BinaryActivation, masked_layers
 
-SHAPES = {"mlp": (1, 8, 8), "conv2": (1, 8, 8), "conv4": (1, 8, 8), "conv6": (3, 16, 16), "conv8": (3, 16, 16), "vgg-small": (3, 16, 16), "resnet18": (3, 16, 16)}
+SHAPES = {
+    "mlp": (1, 8, 8),
+    "conv2": (1, 8, 8),
+    "conv4": (1, 8, 8),
+    "conv6": (3, 16, 16),
+    "conv8": (3, 16, 16),
+    "vgg-small": (3, 16, 16),
+    "resnet18": (3, 16, 16),
+}
 
 
 @pytest.mark.parametrize("name", list(MODELS))

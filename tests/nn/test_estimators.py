@@ -91,7 +91,11 @@ def test_bireal_sign_gradient_is_derivative_of_piecewise_quadratic():
     torch.testing.assert_close(x.grad, expected.detach())
 
     def approx(v):  # the Bi-Real approximation of sign whose derivative the STE uses
-        return torch.where(v < -1, -torch.ones_like(v), torch.where(v < 0, 2 * v + v * v, torch.where(v < 1, 2 * v - v * v, torch.ones_like(v))))
+        return torch.where(
+            v < -1,
+            -torch.ones_like(v),
+            torch.where(v < 0, 2 * v + v * v, torch.where(v < 1, 2 * v - v * v, torch.ones_like(v))),
+        )
 
     eps = 1e-6
     points = torch.tensor([-0.7, -0.2, 0.3, 0.9, 1.3, -1.4], dtype=torch.float64)

@@ -98,8 +98,18 @@ def test_one_body_serves_instances_of_different_shapes():
     first, first_names = packed_inputs(rng, 4, 3 * 9, "a.")
     second, second_names = packed_inputs(rng, 2, 4 * 1, "b.")
     nodes = [
-        helper.make_node("BinaryConv", ["x", *first_names], ["h"], domain=DOMAIN, kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node("BinaryConv", ["h", *second_names], ["y"], domain=DOMAIN, kernel_shape=[1, 1], strides=[2, 2], input_mode="binary"),
+        helper.make_node(
+            "BinaryConv", ["x", *first_names], ["h"], domain=DOMAIN, kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+        ),
+        helper.make_node(
+            "BinaryConv",
+            ["h", *second_names],
+            ["y"],
+            domain=DOMAIN,
+            kernel_shape=[1, 1],
+            strides=[2, 2],
+            input_mode="binary",
+        ),
     ]
     model = model_of(nodes, {"x": [1, 3, 6, 6]}, first + second)
     assert len(model.functions) == 1

@@ -15,7 +15,9 @@ from mptc.passes.attach_function_bodies import AttachFunctionBodiesPass
 from mptc.passes.pipeline import IR_VERSION
 
 
-def ternary(rng: np.random.Generator, shape: tuple[int, ...], sparsity: float = 0.5, per_channel: bool = True) -> np.ndarray:
+def ternary(
+    rng: np.random.Generator, shape: tuple[int, ...], sparsity: float = 0.5, per_channel: bool = True
+) -> np.ndarray:
     """A float32 weight with rows in {-a_o, 0, +a_o} (one alpha for all rows if not per_channel)."""
     signs = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
     kept = rng.random(shape) >= sparsity

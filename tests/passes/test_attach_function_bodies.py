@@ -1,12 +1,11 @@
-import numpy as np
 import onnx_ir as ir
 import pytest
-from tests.passes.mptc_graphs import model_from_text, ternary
 
 from mptc.errors import UnsupportedError
 from mptc.ops.reference import DOMAIN
 from mptc.passes.attach_function_bodies import AttachFunctionBodiesPass
 from mptc.passes.pack_ternary_weights import PackTernaryWeightsPass
+from tests.passes.mptc_graphs import model_from_text, ternary
 
 
 def packed_ir(rng, opset=19):
@@ -17,7 +16,9 @@ def packed_ir(rng, opset=19):
       f = Flatten (b)
       y = Gemm <transB = 1> (f, w3)
     }}"""
-    model = ir.from_proto(model_from_text(text, w1=ternary(rng, (3, 2, 3, 3)), w2=ternary(rng, (4, 3, 3, 3)), w3=ternary(rng, (2, 36))))
+    model = ir.from_proto(
+        model_from_text(text, w1=ternary(rng, (3, 2, 3, 3)), w2=ternary(rng, (4, 3, 3, 3)), w3=ternary(rng, (2, 36)))
+    )
     PackTernaryWeightsPass()(model)
     return model
 

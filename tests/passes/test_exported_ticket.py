@@ -3,11 +3,11 @@
 import numpy as np
 import onnx
 import pytest
-from tests.passes.mptc_graphs import assert_equivalent
 
 from mptc.export.onnx_export import export_run
 from mptc.passes.inspect import inspect_model
 from mptc.passes.pipeline import optimize
+from tests.passes.mptc_graphs import assert_equivalent
 
 
 @pytest.mark.slow

@@ -1,22 +1,22 @@
 import numpy as np
 import onnx_ir as ir
 import pytest
-from tests.passes.mptc_graphs import apply, assert_equivalent, model_from_text, node, ops, ternary
 
 from mptc.errors import InputError
 from mptc.passes.fold_batch_norm_into_scale import FoldBatchNormIntoScalePass, per_channel
 from mptc.passes.pack_ternary_weights import PackTernaryWeightsPass
+from tests.passes.mptc_graphs import apply, assert_equivalent, model_from_text, node, ops, ternary
 
 OPSET = '<ir_version: 10, opset_import: ["" : 19]>'
-O = 5
+OUT = 5
 
 
 def bn_params(rng, prefix=""):
     return {
-        f"{prefix}gamma": rng.uniform(0.5, 1.5, O).astype(np.float32),
-        f"{prefix}beta": rng.standard_normal(O).astype(np.float32),
-        f"{prefix}mean": rng.standard_normal(O).astype(np.float32),
-        f"{prefix}var": rng.uniform(0.5, 1.5, O).astype(np.float32),
+        f"{prefix}gamma": rng.uniform(0.5, 1.5, OUT).astype(np.float32),
+        f"{prefix}beta": rng.standard_normal(OUT).astype(np.float32),
+        f"{prefix}mean": rng.standard_normal(OUT).astype(np.float32),
+        f"{prefix}var": rng.uniform(0.5, 1.5, OUT).astype(np.float32),
     }
 
 
@@ -26,7 +26,7 @@ def conv_then(rng, lines: str, outputs: str = "float[n,o,h,w] y", inputs: str = 
       c = Conv <pads = [1, 1, 1, 1]> (x, w, b)
       {lines}
     }}"""
-    inits = {"w": ternary(rng, (O, 3, 3, 3)), "b": rng.standard_normal(O).astype(np.float32)}
+    inits = {"w": ternary(rng, (OUT, 3, 3, 3)), "b": rng.standard_normal(OUT).astype(np.float32)}
     return model_from_text(text, **inits, **extra)
 
 
@@ -52,7 +52,7 @@ def test_batch_norm_after_binary_dense(rng):
       d = Gemm <transB = 1> (x, w)
       y = BatchNormalization (d, gamma, beta, mean, var)
     }}"""
-    model = model_from_text(text, w=ternary(rng, (O, 10)), **bn_params(rng))
+    model = model_from_text(text, w=ternary(rng, (OUT, 10)), **bn_params(rng))
     folded, modified = fold(model)
     assert modified == [True, True] and ops(folded) == ["ai.mptc.BinaryDense"]
     assert_equivalent(model, folded, {"x": rng.standard_normal((3, 10)).astype(np.float32)})
@@ -61,9 +61,9 @@ def test_batch_norm_after_binary_dense(rng):
 @pytest.mark.parametrize(
     "lines, shape",
     [
-        ("y = Mul (c, k)", (1, O, 1, 1)),
-        ("y = Mul (k, c)", (O, 1, 1)),
-        ("y = Add (c, k)", (O, 1, 1)),
+        ("y = Mul (c, k)", (1, OUT, 1, 1)),
+        ("y = Mul (k, c)", (OUT, 1, 1)),
+        ("y = Add (c, k)", (OUT, 1, 1)),
         ("y = Add (k, c)", (1,)),
     ],
     ids=["mul", "mul_constant_first", "add", "add_scalar_first"],
@@ -79,7 +79,7 @@ def test_chain_batch_norm_mul_add_folds_completely(rng):
     lines = """n = BatchNormalization (c, gamma, beta, mean, var)
       m = Mul (n, k)
       y = Add (m, k)"""
-    model = conv_then(rng, lines, k=rng.uniform(0.5, 2.0, (O, 1, 1)).astype(np.float32), **bn_params(rng))
+    model = conv_then(rng, lines, k=rng.uniform(0.5, 2.0, (OUT, 1, 1)).astype(np.float32), **bn_params(rng))
     folded, modified = fold(model)
     assert modified == [True, True] and ops(folded) == ["ai.mptc.BinaryConv"]
     assert_equivalent(model, folded, feeds(rng))
@@ -90,26 +90,46 @@ def test_chain_batch_norm_mul_add_folds_completely(rng):
     [
         (
             "y, running_mean, running_var = BatchNormalization <training_mode = 1> (c, gamma, beta, mean, var)",
-            "float[n,o,h,w] y", "", "bn",
+            "float[n,o,h,w] y",
+            "",
+            "bn",
             "y (BatchNormalization) is in training mode; only an inference BatchNormalization folds",
         ),
         ("y = Add (c, c)", "float[n,o,h,w] y", "", "", "its output has 2 uses, so y (Add) cannot fold into it"),
-        ("y = Mul (c, k)", "float[n,o,h,w] y", "", "spatial", "y (Mul)'s other operand is not a constant per output channel"),
         (
-            "y = Mul (c, z)", "float[n,o,h,w] y", f", float[2,{O},6,6] z", "",
+            "y = Mul (c, k)",
+            "float[n,o,h,w] y",
+            "",
+            "spatial",
+            "y (Mul)'s other operand is not a constant per output channel",
+        ),
+        (
+            "y = Mul (c, z)",
+            "float[n,o,h,w] y",
+            f", float[2,{OUT},6,6] z",
+            "",
             "y (Mul)'s other operand is not a constant per output channel",
         ),
         ("y = Relu (c)", "float[n,o,h,w] y", "", "", None),
         (
-            "y = BatchNormalization (c, gamma, beta, mean, var)", "float[n,o,h,w] y, float[n,o,h,w] c", "", "bn",
+            "y = BatchNormalization (c, gamma, beta, mean, var)",
+            "float[n,o,h,w] y, float[n,o,h,w] c",
+            "",
+            "bn",
             "its output is a graph output, so y (BatchNormalization) cannot fold into it",
         ),
         (
-            "y = BatchNormalization (c, gamma, beta, fed, var)", "float[n,o,h,w] y", f", float[{O}] fed", "bn",
+            "y = BatchNormalization (c, gamma, beta, fed, var)",
+            "float[n,o,h,w] y",
+            f", float[{OUT}] fed",
+            "bn",
             "y (BatchNormalization)'s input_mean is not a constant per output channel",
         ),
         (
-            "y = BatchNormalization (c, gamma, beta, mean, var)\n z = Relu (c)", "float[n,o,h,w] y, float[n,o,h,w] z", "", "bn",
+            "y = BatchNormalization (c, gamma, beta, mean, var)\n z = Relu (c)",
+            "float[n,o,h,w] y, float[n,o,h,w] z",
+            "",
+            "bn",
             "its output has 2 uses, so y (BatchNormalization) cannot fold into it",
         ),
     ],
@@ -136,7 +156,7 @@ def test_left_alone(rng, lines, outputs, inputs, params, reason):
 def test_batch_norm_folds_and_the_residual_add_after_it_says_why_it_stays(rng):
     lines = """n = BatchNormalization (c, gamma, beta, mean, var)
       y = Add (n, r)"""
-    model = conv_then(rng, lines, inputs=f", float[2,{O},6,6] r", **bn_params(rng))
+    model = conv_then(rng, lines, inputs=f", float[2,{OUT},6,6] r", **bn_params(rng))
     folds = FoldBatchNormIntoScalePass()
     folded, modified = apply(model, PackTernaryWeightsPass(), folds)
     assert modified == [True, True] and ops(folded) == ["ai.mptc.BinaryConv", "Add"]

@@ -1,11 +1,11 @@
 import numpy as np
 import onnx_ir as ir
 import pytest
-from tests.passes.mptc_graphs import apply, assert_equivalent, attribute, model_from_text, node, ops, ternary
 
 from mptc.errors import InputError
 from mptc.passes.fold_sign_into_binary_input import FoldSignIntoBinaryInputPass
 from mptc.passes.pack_ternary_weights import PackTernaryWeightsPass
+from tests.passes.mptc_graphs import apply, assert_equivalent, attribute, model_from_text, node, ops, ternary
 
 OPSET = '<ir_version: 10, opset_import: ["" : 19]>'
 SCALARS = "<float zero = {0.0}, float one = {1.0}, float minus_one = {-1.0}>"
@@ -81,24 +81,39 @@ def test_sign_into_binary_dense(rng):
     [
         ("s = Sign (x)", "", "s (Sign) maps 0 to 0; only a sign with sign(0) = +1 folds, Where(x >= 0, 1, -1)"),
         (
-            "c = Greater (x, zero)\n s = Where (c, one, minus_one)", SCALARS,
+            "c = Greater (x, zero)\n s = Where (c, one, minus_one)",
+            SCALARS,
             "c (Greater) is not one of x >= 0, 0 <= x, x < 0, 0 > x, the forms with sign(0) = +1",
         ),
         (
-            "c = GreaterOrEqual (x, half)\n s = Where (c, one, minus_one)", "<float half = {0.5}, float one = {1.0}, float minus_one = {-1.0}>",
+            "c = GreaterOrEqual (x, half)\n s = Where (c, one, minus_one)",
+            "<float half = {0.5}, float one = {1.0}, float minus_one = {-1.0}>",
             "c (GreaterOrEqual) does not compare with a one-element constant 0",
         ),
         (
-            "c = GreaterOrEqual (x, zero)\n s = Where (c, ones, minus_one)", "<float zero = {0.0}, float[3,1,1] ones = {1.0, 1.0, 1.0}, float minus_one = {-1.0}>",
+            "c = GreaterOrEqual (x, zero)\n s = Where (c, ones, minus_one)",
+            "<float zero = {0.0}, float[3,1,1] ones = {1.0, 1.0, 1.0}, float minus_one = {-1.0}>",
             "s (Where) does not pick the one-element constants +1 for x >= 0 and -1 below",
         ),
         (
-            "c = GreaterOrEqual (x, zero)\n s = Where (c, one, zero)", SCALARS,
+            "c = GreaterOrEqual (x, zero)\n s = Where (c, one, zero)",
+            SCALARS,
             "s (Where) does not pick the one-element constants +1 for x >= 0 and -1 below",
         ),
-        ("c = Equal (x, zero)\n s = Where (c, one, minus_one)", SCALARS, "s (Where) does not select on a comparison with 0 (>=, <=, < or >)"),
+        (
+            "c = Equal (x, zero)\n s = Where (c, one, minus_one)",
+            SCALARS,
+            "s (Where) does not select on a comparison with 0 (>=, <=, < or >)",
+        ),
     ],
-    ids=["onnx_sign_maps_0_to_0", "strict_greater_maps_0_to_minus_1", "threshold_not_zero", "broadcasting_branch", "not_minus_one", "equal_is_no_order"],
+    ids=[
+        "onnx_sign_maps_0_to_0",
+        "strict_greater_maps_0_to_minus_1",
+        "threshold_not_zero",
+        "broadcasting_branch",
+        "not_minus_one",
+        "equal_is_no_order",
+    ],
 )
 def test_other_producers_are_left_alone(rng, sign_lines, scalars, reason):
     folds = FoldSignIntoBinaryInputPass()

@@ -1,10 +1,10 @@
 import numpy as np
 import onnx
 import pytest
-from tests.passes.mptc_graphs import model_from_text, ternary
 
 from mptc.passes.inspect import LayerRow, inspect_model, render_table
 from mptc.passes.pipeline import optimize
+from tests.passes.mptc_graphs import model_from_text, ternary
 
 TEXT = """<ir_version: 10, opset_import: ["" : 19]>
 g (float[2,6,5,5] x) => (float[n,o] y) {

@@ -1,10 +1,10 @@
 import numpy as np
 import onnx
 import pytest
-from tests.passes.mptc_graphs import apply, assert_equivalent, attribute, model_from_text, node, ops, ternary
 
 from mptc.conventions import ternary_scale, unpack_bits
 from mptc.passes.pack_ternary_weights import PackTernaryWeightsPass
+from tests.passes.mptc_graphs import apply, assert_equivalent, attribute, model_from_text, node, ops, ternary
 
 OPSET = '<ir_version: 10, opset_import: ["" : 19]>'
 
@@ -47,7 +47,11 @@ def test_conv_becomes_binary_conv(rng, per_channel):
 def test_bits_follow_the_conventions(rng):
     weight = ternary(rng, (3, 2, 3, 3))
     packed, _, _ = pack(conv_model((1, 2, 5, 5), weight))
-    inits = {t.name: np.frombuffer(t.raw_data, np.uint8).reshape(t.dims) for t in packed.graph.initializer if "bits" in t.name}
+    inits = {
+        t.name: np.frombuffer(t.raw_data, np.uint8).reshape(t.dims)
+        for t in packed.graph.initializer
+        if "bits" in t.name
+    }
     rows = weight.reshape(3, -1)
     assert inits["y.sign_bits"].shape == (3, 3)  # ceil(18 / 8)
     np.testing.assert_array_equal(unpack_bits(inits["y.mask_bits"], 18), rows != 0)
@@ -69,12 +73,17 @@ def test_conv_without_bias_gets_zero_bias(rng):
         (6, 9, 3, (3, 3), "group = 3, pads = [1, 1, 1, 1]"),
         (7, 7, 7, (3, 3), "group = 7, strides = [2, 1], pads = [1, 1, 1, 1]"),
         (9, 11, 1, (5, 5), "strides = [3, 2], dilations = [1, 2], pads = [0, 3, 1, 0]"),
-        (4, 6, 2, (1, 1), "auto_pad = \"VALID\", group = 2"),
+        (4, 6, 2, (1, 1), 'auto_pad = "VALID", group = 2'),
     ],
     ids=["stride", "dilation", "group3", "depthwise_odd", "odd_k", "valid_1x1"],
 )
 def test_conv_geometry(rng, channels, out, group, kernel, attrs):
-    model = conv_model((2, channels, 11, 9), ternary(rng, (out, channels // group, *kernel)), rng.standard_normal(out).astype(np.float32), attrs)
+    model = conv_model(
+        (2, channels, 11, 9),
+        ternary(rng, (out, channels // group, *kernel)),
+        rng.standard_normal(out).astype(np.float32),
+        attrs,
+    )
     packed, modified, _ = pack(model)
     assert modified
     assert_equivalent(model, packed, feeds_for(model, rng))
@@ -191,4 +200,3 @@ def test_ternary_scale_per_row_and_empty_rows():
     assert ternary_scale(np.zeros((2, 4), np.float32)).tolist() == [1.0, 1.0]
     assert ternary_scale(np.array([[0.5, -0.25]], np.float32)) is None
     assert ternary_scale(np.array([[np.inf, 0.0]], np.float32)) is None
-

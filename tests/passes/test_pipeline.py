@@ -3,13 +3,13 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.passes.mptc_graphs import assert_equivalent, model_from_text, ops, ternary
 from onnx import TensorProto, helper, numpy_helper
 
 from mptc.errors import InputError, OutputError, UnsupportedError
 from mptc.ops.reference import DOMAIN
 from mptc.passes.inspect import inspect_model
 from mptc.passes.pipeline import IR_VERSION, load_model, optimize, optimize_file
+from tests.passes.mptc_graphs import assert_equivalent, model_from_text, ops, ternary
 
 
 class Builder:
@@ -28,12 +28,19 @@ class Builder:
         return output
 
     def sign(self, x):
-        zero, one, minus_one = (self.const(f"{x}.{n}", np.float32(v)) for n, v in (("zero", 0), ("one", 1), ("minus_one", -1)))
+        zero, one, minus_one = (
+            self.const(f"{x}.{n}", np.float32(v)) for n, v in (("zero", 0), ("one", 1), ("minus_one", -1))
+        )
         return self.add("Where", [self.add("GreaterOrEqual", [x, zero], f"{x}.ge"), one, minus_one], f"{x}.sign")
 
     def batch_norm(self, x, channels):
         rng = self.rng
-        params = [rng.uniform(0.5, 1.5, channels), rng.standard_normal(channels), rng.standard_normal(channels), rng.uniform(0.5, 1.5, channels)]
+        params = [
+            rng.uniform(0.5, 1.5, channels),
+            rng.standard_normal(channels),
+            rng.standard_normal(channels),
+            rng.uniform(0.5, 1.5, channels),
+        ]
         names = [self.const(f"{x}.bn{i}", p.astype(np.float32)) for i, p in enumerate(params)]
         return self.add("BatchNormalization", [x, *names], f"{x}.bn", epsilon=1e-3)
 
@@ -113,12 +120,16 @@ def test_model_without_ternary_layer_names_each_candidate(rng):
     text = """<ir_version: 10, opset_import: ["" : 19]>
     g (float[1,2,4,4] x) => (float[n,o,h,w] y) { y = Conv (x, w) }"""
     model = model_from_text(text, w=rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
-    with pytest.raises(UnsupportedError, match=r"no ternary Conv/Gemm/MatMul layer to pack: y \(Conv\): weight is not ternary"):
+    with pytest.raises(
+        UnsupportedError, match=r"no ternary Conv/Gemm/MatMul layer to pack: y \(Conv\): weight is not ternary"
+    ):
         optimize(model)
 
 
 def test_model_without_candidates_says_so():
-    model = model_from_text('<ir_version: 10, opset_import: ["" : 19]>\ng (float[2] x) => (float[2] y) { y = Relu (x) }')
+    model = model_from_text(
+        '<ir_version: 10, opset_import: ["" : 19]>\ng (float[2] x) => (float[2] y) { y = Relu (x) }'
+    )
     with pytest.raises(UnsupportedError, match="the model has no Conv, Gemm or MatMul"):
         optimize(model)
 
@@ -217,7 +228,12 @@ def test_random_graphs_pack_without_changing_outputs(spec):
         model = b.model([spec["n"], spec["c_in"], *spec["hw"]], flat)
         k = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
         fc = ternary(rng, (n_out + 1, k), spec["sparsity"], spec["per_channel"])
-        y = b.add(spec["head"], [flat, b.const("fc", fc if spec["head"] == "Gemm" else fc.T.copy())], "y", **({"transB": 1} if spec["head"] == "Gemm" else {}))
+        y = b.add(
+            spec["head"],
+            [flat, b.const("fc", fc if spec["head"] == "Gemm" else fc.T.copy())],
+            "y",
+            **({"transB": 1} if spec["head"] == "Gemm" else {}),
+        )
     model = b.model([spec["n"], spec["c_in"], *spec["hw"]], y)
     packed = optimize(model)
     assert not {"Conv", "Gemm", "MatMul", "BatchNormalization"} & set(ops(packed))

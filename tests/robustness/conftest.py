@@ -15,7 +15,9 @@ from tests.robustness.harness import tried
 
 def pytest_terminal_summary(terminalreporter) -> None:
     if tried():
-        terminalreporter.write_line(f"robustness: {tried()} distinct bad inputs tried, every one refused cleanly or read correctly")
+        terminalreporter.write_line(
+            f"robustness: {tried()} distinct bad inputs tried, every one refused cleanly or read correctly"
+        )
 
 
 @dataclass(frozen=True)
@@ -33,15 +35,16 @@ class Artifacts:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> Artifacts:
-    from tests.export.conftest import make_ticket
-
+    from mptc.config import TrainConfig
     from mptc.export import export_model, export_run
     from mptc.passes.pipeline import optimize_file
-    from mptc.config import TrainConfig
     from mptc.train.loop import train
+    from tests.export.conftest import make_ticket
 
     folder = tmp_path_factory.mktemp("artifacts")
-    run = train(TrainConfig(model="mlp", method="biprop", sparsity=0.5, width=0.25, epochs=1, seed=1), folder / "run").run_dir
+    run = train(
+        TrainConfig(model="mlp", method="biprop", sparsity=0.5, width=0.25, epochs=1, seed=1), folder / "run"
+    ).run_dir
     export_run(run, folder / "model.onnx")
     optimize_file(folder / "model.onnx", folder / "packed.onnx")
     model, config, dataset = make_ticket("conv4", "biprop-1-1")
@@ -64,7 +67,9 @@ def copy_run(artifacts, tmp_path):
 def tiny_disk(tmp_path_factory):
     """A 64 KiB tmpfs: a full disk for real (ENOSPC), unmounted at the end of the session."""
     mount_point = tmp_path_factory.mktemp("tiny-disk")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"a full disk is simulated with a 64 KiB tmpfs, and mounting one needs root: {done.stderr.strip()}")
     yield mount_point

@@ -53,19 +53,21 @@ def assert_refused(result: Result, *outputs: Path, codes: frozenset[int] = DOCUM
     exist, and no temporary file of it may be left beside it.
     """
     where = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info and result.exit_code == 1 else ""
-    assert result.exit_code in codes, f"exit {result.exit_code}, expected one of {sorted(codes)}:\n{result.output}\n{where}"
+    assert result.exit_code in codes, (
+        f"exit {result.exit_code}, expected one of {sorted(codes)}:\n{result.output}\n{where}"
+    )
     assert "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     if result.exit_code == 2 and lines and lines[-1].startswith("Error: "):
         assert sum(line.startswith("Error: ") for line in lines) == 1, result.stderr
     else:
         errors = [line for line in lines if line.startswith("mptc: error: ")]
-        assert len(errors) == 1 and lines[-1] == errors[0], f"expected one 'mptc: error:' line last, got:\n{result.stderr}"
+        assert len(errors) == 1 and lines[-1] == errors[0], (
+            f"expected one 'mptc: error:' line last, got:\n{result.stderr}"
+        )
     for output in outputs:
         assert not output.exists(), f"{output} was left behind by a failed command"
         assert not list(output.parent.glob(f".{output.name}.*.tmp")), f"a temporary file of {output} was left behind"
-
-
 
 
 def damage_bytes(data: bytes, how: str, numbers: tuple[int, ...]) -> bytes:

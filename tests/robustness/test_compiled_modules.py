@@ -156,7 +156,9 @@ def test_wrong_folders(case, copy):
             "manifest a list": "[]",
             "manifest without input": json.dumps({k: v for k, v in manifest.items() if k != "input"}),
             "manifest target not a dict": json.dumps({**manifest, "target": "x86"}),
-            "manifest target for aarch64": json.dumps({**manifest, "target": {**manifest["target"], "spec": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}}}),
+            "manifest target for aarch64": json.dumps(
+                {**manifest, "target": {**manifest["target"], "spec": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}}}
+            ),
         }[case]
         (out / "manifest.json").write_text(text)
     elif case == "module.so random bytes":

@@ -29,8 +29,13 @@ TIMEOUT_S = 120
 
 def start(out: Path, resume: bool) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same arithmetic in every process
-    return subprocess.Popen([MPTC, *TRAIN, "--out", out, *(["--resume"] if resume else [])], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [MPTC, *TRAIN, "--out", out, *(["--resume"] if resume else [])],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen) -> None:
@@ -86,6 +91,11 @@ def test_killed_and_resumed_run_ends_as_an_uninterrupted_one(tmp_path):
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
-    curves = [[epoch["test_accuracy"] for epoch in json.loads((folder / "metrics.json").read_text())["history"]] for folder in (tmp_path / "reference", run)]
+    curves = [
+        [epoch["test_accuracy"] for epoch in json.loads((folder / "metrics.json").read_text())["history"]]
+        for folder in (tmp_path / "reference", run)
+    ]
     assert curves[0] == curves[1]
-    print(f"killed after epochs {killed_at}, resumed each time: the uninterrupted run's ticket ({len(expected)} tensors equal)")
+    print(
+        f"killed after epochs {killed_at}, resumed each time: the uninterrupted run's ticket ({len(expected)} tensors equal)"
+    )

@@ -7,7 +7,6 @@ and what it writes must be a valid model. Otherwise it is refused cleanly (``ass
 
 from __future__ import annotations
 
-
 import onnx
 import pytest
 from hypothesis import assume, given, settings

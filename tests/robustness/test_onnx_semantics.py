@@ -7,7 +7,7 @@ valid model) or refuses with a documented exit code and one line.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import onnx
 import pytest
@@ -28,7 +28,9 @@ def set_input_dims(model: onnx.ModelProto, dims: list[int | str]) -> None:
     shape = model.graph.input[0].type.tensor_type.shape
     shape.ClearField("dim")
     for dim in dims:
-        shape.dim.add().CopyFrom(onnx.TensorShapeProto.Dimension(**({"dim_param": dim} if isinstance(dim, str) else {"dim_value": dim})))
+        shape.dim.add().CopyFrom(
+            onnx.TensorShapeProto.Dimension(**({"dim_param": dim} if isinstance(dim, str) else {"dim_value": dim}))
+        )
 
 
 def set_input_type(model: onnx.ModelProto, elem_type: int) -> None:
@@ -109,10 +111,16 @@ PACKED_CASES: dict[str, Edit] = {
     "packed op with an extra input": lambda m: first(m, "Binary").input.append(first(m, "Binary").input[1]),
     "packed op with no inputs": lambda m: first(m, "Binary").ClearField("input"),
     "packed op of an unknown kind": lambda m: setattr(first(m, "Binary"), "op_type", "BinaryPool"),
-    "packed op's bits swapped with its scale": lambda m: first(m, "Binary").input.__setitem__(1, first(m, "Binary").input[3]),
+    "packed op's bits swapped with its scale": lambda m: first(m, "Binary").input.__setitem__(
+        1, first(m, "Binary").input[3]
+    ),
     "packed conv without kernel_shape": lambda m: first(m, "BinaryConv").ClearField("attribute"),
-    "packed op in a newer domain version": lambda m: setattr(next(o for o in m.opset_import if o.domain == "ai.mptc"), "version", 99),
-    "packed op with its domain undeclared": lambda m: m.opset_import.remove(next(o for o in m.opset_import if o.domain == "ai.mptc")),
+    "packed op in a newer domain version": lambda m: setattr(
+        next(o for o in m.opset_import if o.domain == "ai.mptc"), "version", 99
+    ),
+    "packed op with its domain undeclared": lambda m: m.opset_import.remove(
+        next(o for o in m.opset_import if o.domain == "ai.mptc")
+    ),
     "packed op without its function body": lambda m: m.ClearField("functions"),
 }
 

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from mptc.boards import BOARDS, TARGETS
 from mptc.deploy.artifact import load_compiled
 from mptc.errors import InputError
-from mptc.boards import BOARDS, TARGETS
 from tests.robustness.harness import FUZZ, assert_refused, invoke, record
 
 
@@ -56,7 +56,9 @@ def test_unwritable_outputs(command, where, artifacts, tmp_path):
     else:
         read_only = tmp_path / "ro"
         read_only.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(read_only)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(read_only)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"a read-only disk is a read-only tmpfs, and mounting one needs root: {done.stderr.strip()}")
         out = read_only / "out"

@@ -186,7 +186,9 @@ def test_wrong_checkpoints_through_resume(artifacts, copy_run, tmp_path, monkeyp
 
 def test_pickled_code_is_refused_by_name(artifacts, copy_run):
     run = copy_run()
-    (run / "checkpoint.pt").write_bytes(torch_saved({**load_checkpoint(artifacts.run / "checkpoint.pt"), "history": [Payload()]}))
+    (run / "checkpoint.pt").write_bytes(
+        torch_saved({**load_checkpoint(artifacts.run / "checkpoint.pt"), "history": [Payload()]})
+    )
     record("resume checkpoint", "pickled code, by name")
     result = invoke([*RESUME, run])
     assert_refused(result, codes=frozenset({3}))
@@ -254,7 +256,19 @@ def test_commands_on_what_is_not_a_run(command, what, copy_run, tmp_path):
     assert_refused(invoke([command, run, *(["-o", out] if command == "export" else [])]), out)
 
 
-@pytest.mark.parametrize("dataset", ["synthetic:3x8x8", "synthetic:1x8x8", "synthetic:64", "cifar10:/nowhere", "imagefolder:/nowhere", "nonsense", "synthetic:0x1", "synthetic:ax2"])
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        "synthetic:3x8x8",
+        "synthetic:1x8x8",
+        "synthetic:64",
+        "cifar10:/nowhere",
+        "imagefolder:/nowhere",
+        "nonsense",
+        "synthetic:0x1",
+        "synthetic:ax2",
+    ],
+)
 def test_eval_on_data_of_another_shape(dataset, artifacts):
     """Mismatched input shapes at run time: a ticket evaluated on data it cannot take."""
     record("eval --dataset", dataset)

@@ -21,7 +21,9 @@ def input_shape(model: onnx.ModelProto) -> list[int]:
 
 
 def compile_x86(
-    model: onnx.ModelProto, break_even: float | None = None, kernels: KernelSchedules | None = None,
+    model: onnx.ModelProto,
+    break_even: float | None = None,
+    kernels: KernelSchedules | None = None,
     policy: KernelPolicy | None = None,
 ) -> tuple[relax.VirtualMachine, Lowering]:
     """The model compiled for this host; ``break_even`` forces the real-input kernel (0: sparse, >1: dense);

@@ -51,7 +51,9 @@ class GraphBuilder:
         rows = weight.reshape(out, -1)
         if self.signed_scales:
             scale = self.rng.choice([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], out).astype(np.float32)
-            bias = (scale * self.rng.integers(-3, 4, out) + (scale == 0) * self.rng.choice([-1.0, 0.0, 1.0], out)).astype(np.float32)
+            bias = (
+                scale * self.rng.integers(-3, 4, out) + (scale == 0) * self.rng.choice([-1.0, 0.0, 1.0], out)
+            ).astype(np.float32)
         else:
             scale = (self.rng.random(out) + 0.5).astype(np.float32)
             bias = self.rng.standard_normal(out).astype(np.float32) * 0.1
@@ -66,8 +68,11 @@ class GraphBuilder:
 
     def model(self, x_shape: tuple[int, ...], y: str) -> onnx.ModelProto:
         graph = helper.make_graph(
-            self.nodes, "packed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-            [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)], self.initializers,
+            self.nodes,
+            "packed",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+            [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)],
+            self.initializers,
         )
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid(DOMAIN, OPSET_VERSION)]
@@ -79,12 +84,23 @@ class GraphBuilder:
 
 
 def binary_conv_model(
-    rng, batch: int, channels: int, size: int, out: int, kernel: int, stride: int, pad: int, mode: str, sparsity: float = 0.5
+    rng,
+    batch: int,
+    channels: int,
+    size: int,
+    out: int,
+    kernel: int,
+    stride: int,
+    pad: int,
+    mode: str,
+    sparsity: float = 0.5,
 ) -> onnx.ModelProto:
     """One ``BinaryConv`` layer on an ``(batch, channels, size, size)`` input."""
     g = GraphBuilder(rng)
     w = ternary(rng, out, channels * kernel * kernel, sparsity)
-    y = g.binary("BinaryConv", "x", w, "conv", mode, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4)
+    y = g.binary(
+        "BinaryConv", "x", w, "conv", mode, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4
+    )
     return g.model((batch, channels, size, size), y)
 
 
@@ -102,11 +118,18 @@ def small_network(rng, batch: int = 1) -> onnx.ModelProto:
     w0 = g.const("conv0.w", rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3)
     b0 = g.const("conv0.b", rng.standard_normal(8).astype(np.float32) * 0.1)
     h = g.node("Conv", ["x", w0, b0], "conv0", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    stats = {"gamma": rng.random(8) + 0.5, "beta": rng.standard_normal(8) * 0.1, "mean": rng.standard_normal(8) * 0.1, "var": rng.random(8) + 0.5}
+    stats = {
+        "gamma": rng.random(8) + 0.5,
+        "beta": rng.standard_normal(8) * 0.1,
+        "mean": rng.standard_normal(8) * 0.1,
+        "var": rng.random(8) + 0.5,
+    }
     bn = [g.const(f"bn0.{k}", v.astype(np.float32)) for k, v in stats.items()]
     h = g.node("BatchNormalization", [h, *bn], "bn0")
     h = g.node("Relu", [h], "relu0")
-    h = g.binary("BinaryConv", h, ternary(rng, 16, 8 * 9, 0.5), "bconv1", "binary", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    h = g.binary(
+        "BinaryConv", h, ternary(rng, 16, 8 * 9, 0.5), "bconv1", "binary", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+    )
     h = g.node("MaxPool", [h], "pool1", kernel_shape=[2, 2], strides=[2, 2])
     h = g.node("Flatten", [h], "flat", axis=1)
     h = g.binary("BinaryDense", h, ternary(rng, 32, 16 * 36, 0.96), "dense2", "real")
@@ -121,10 +144,21 @@ def binary_chain(rng, batch: int = 2, signed_scales: bool = False) -> onnx.Model
     70->9 -> BinaryDense 9->4. Conv -> conv (also through the pool) and dense -> dense qualify for
     packed activations; conv -> flatten -> dense does not. ``signed_scales``: see ``GraphBuilder.binary``."""
     g = GraphBuilder(rng, signed_scales)
-    h = g.binary("BinaryConv", "x", ternary(rng, 13, 70 * 9, 0.5), "c1", "binary", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    h = g.binary(
+        "BinaryConv", "x", ternary(rng, 13, 70 * 9, 0.5), "c1", "binary", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+    )
     h = g.binary("BinaryConv", h, ternary(rng, 66, 13 * 9, 0.5), "c2", "binary", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     h = g.node("MaxPool", [h], "pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
-    h = g.binary("BinaryConv", h, ternary(rng, 5, 66 * 9, 0.5), "c3", "binary", kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])
+    h = g.binary(
+        "BinaryConv",
+        h,
+        ternary(rng, 5, 66 * 9, 0.5),
+        "c3",
+        "binary",
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+        strides=[2, 2],
+    )
     h = g.node("Flatten", [h], "flat", axis=1)
     h = g.binary("BinaryDense", h, ternary(rng, 70, 20, 0.4), "d1", "binary")
     h = g.binary("BinaryDense", h, ternary(rng, 9, 70, 0.4), "d2", "binary")

@@ -15,7 +15,9 @@ def test_binary_input_always_takes_popcount():
     assert chooser.choose_kernel("BinaryConv", "binary", 0.0, POLICY).kernel == chooser.XNOR_POPCOUNT
 
 
-@pytest.mark.parametrize("op_type, sparse", [("BinaryConv", chooser.BLOCK_SPARSE), ("BinaryDense", chooser.SPARSE_SIGN_SPLIT)])
+@pytest.mark.parametrize(
+    "op_type, sparse", [("BinaryConv", chooser.BLOCK_SPARSE), ("BinaryDense", chooser.SPARSE_SIGN_SPLIT)]
+)
 def test_real_input_switches_at_the_measured_break_even(op_type, sparse):
     threshold = POLICY.sparse_break_even[op_type]
     assert chooser.choose_kernel(op_type, "real", threshold, POLICY).kernel == sparse
@@ -61,12 +63,18 @@ def test_a_dense_layer_that_fits_in_cache_stays_dense_longer(tier):
     sparse only from that tier's break-even, which rises as the tiers shrink; past the last tier
     the memory-bound one (``sparse_break_even``) applies, and a conv never looks at the tiers."""
     size, even = POLICY.cached_dense_break_even[tier]
-    larger = POLICY.cached_dense_break_even[tier + 1][1] if tier + 1 < len(POLICY.cached_dense_break_even) else POLICY.sparse_break_even["BinaryDense"]
+    larger = (
+        POLICY.cached_dense_break_even[tier + 1][1]
+        if tier + 1 < len(POLICY.cached_dense_break_even)
+        else POLICY.sparse_break_even["BinaryDense"]
+    )
     assert larger < even
     fits, past = size // 4, size // 4 + 1
     between = (larger + even) / 2
     assert chooser.choose_kernel("BinaryDense", "real", between, POLICY, weights=fits).kernel == chooser.DENSE_FP32
-    assert chooser.choose_kernel("BinaryDense", "real", between, POLICY, weights=past).kernel == chooser.SPARSE_SIGN_SPLIT
+    assert (
+        chooser.choose_kernel("BinaryDense", "real", between, POLICY, weights=past).kernel == chooser.SPARSE_SIGN_SPLIT
+    )
     assert chooser.choose_kernel("BinaryDense", "real", even, POLICY, weights=fits).kernel == chooser.SPARSE_SIGN_SPLIT
     assert chooser.choose_kernel("BinaryConv", "real", between, POLICY, weights=fits).kernel == chooser.BLOCK_SPARSE
 
@@ -76,7 +84,10 @@ def test_the_digits_mlp_stays_dense_at_0_9_sparsity():
     still faster, so the demo's latency does not rise from 0.7 to 0.9 sparsity."""
     for weights in (64 * 512, 512 * 512):
         assert chooser.choose_kernel("BinaryDense", "real", 0.9, POLICY, weights=weights).kernel == chooser.DENSE_FP32
-        assert chooser.choose_kernel("BinaryDense", "real", 0.95, POLICY, weights=weights).kernel == chooser.SPARSE_SIGN_SPLIT
+        assert (
+            chooser.choose_kernel("BinaryDense", "real", 0.95, POLICY, weights=weights).kernel
+            == chooser.SPARSE_SIGN_SPLIT
+        )
 
 
 def test_a_batched_dense_layer_sums_along_the_batch_and_stays_dense_longer():
@@ -87,4 +98,6 @@ def test_a_batched_dense_layer_sums_along_the_batch_and_stays_dense_longer():
     assert not chooser.choose_kernel("BinaryDense", "real", below, POLICY, batch=rows - 1).batch_lanes
     batched = chooser.choose_kernel("BinaryDense", "real", POLICY.batched_dense_break_even, POLICY, batch=rows)
     assert (batched.kernel, batched.batch_lanes) == (chooser.SPARSE_SIGN_SPLIT, True)
-    assert chooser.choose_kernel("BinaryDense", "real", below, POLICY, batch=rows - 1).kernel == chooser.SPARSE_SIGN_SPLIT
+    assert (
+        chooser.choose_kernel("BinaryDense", "real", below, POLICY, batch=rows - 1).kernel == chooser.SPARSE_SIGN_SPLIT
+    )

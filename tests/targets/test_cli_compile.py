@@ -2,8 +2,8 @@
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
 
 from mptc.cli import main
 
@@ -22,7 +22,9 @@ def test_compile_writes_the_module_folder(tmp_path):
 def test_a_board_on_x86_is_a_one_line_error(tmp_path):
     model = tmp_path / "packed.onnx"
     onnx.save(binary_dense_model(np.random.default_rng(0), 1, 70, 10, mode="binary"), model)
-    result = CliRunner().invoke(main, ["compile", str(model), "--target", "x86", "--board", "rpi4", "-o", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main, ["compile", str(model), "--target", "x86", "--board", "rpi4", "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code == 4 and "rpi4" in result.output
 
 
@@ -30,13 +32,17 @@ def test_an_unpacked_ternary_model_is_packed_first(tmp_path):
     rng = np.random.default_rng(1)
     weight = rng.choice([-0.37, 0.0, 0.37], size=(10, 70)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], "g",
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 70])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10])], [numpy_helper.from_array(weight, "w")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10])],
+        [numpy_helper.from_array(weight, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
     onnx.save(model, tmp_path / "model.onnx")
-    result = CliRunner().invoke(main, ["compile", str(tmp_path / "model.onnx"), "--target", "x86", "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main, ["compile", str(tmp_path / "model.onnx"), "--target", "x86", "-o", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     assert "packing 1 ternary layer(s)" in result.output and (tmp_path / "out" / "packed.onnx").is_file()

@@ -56,7 +56,11 @@ def test_manifest_describes_the_build(x86_out, network):
     assert manifest["source_model"]["sha256"] == hashlib.sha256(network.SerializeToString()).hexdigest()
     assert manifest["versions"]["tvm"] == tvm.__version__
     kernels = {layer["name"]: layer["kernel"] for layer in manifest["layers"]}
-    assert kernels == {"bconv1": chooser.XNOR_POPCOUNT, "dense2": chooser.SPARSE_SIGN_SPLIT, "dense3": chooser.XNOR_POPCOUNT}
+    assert kernels == {
+        "bconv1": chooser.XNOR_POPCOUNT,
+        "dense2": chooser.SPARSE_SIGN_SPLIT,
+        "dense3": chooser.XNOR_POPCOUNT,
+    }
     assert _elf_machine(x86_out / "module.so") == ELF_MACHINE_X86_64
 
 

@@ -33,8 +33,11 @@ def test_a_residual_produced_after_the_conv_or_a_shared_output_is_left_alone():
     assert "c3" not in epilogue.epilogues(graph)
 
 
-@pytest.mark.parametrize("mode, sparsity, block", [("binary", 0.5, None), ("real", 0.9, 2), ("real", 0.9, 3), ("real", 0.05, None)],
-                         ids=["xnor-popcount", "block-sparse", "block-sparse-3", "dense"])
+@pytest.mark.parametrize(
+    "mode, sparsity, block",
+    [("binary", 0.5, None), ("real", 0.9, 2), ("real", 0.9, 3), ("real", 0.05, None)],
+    ids=["xnor-popcount", "block-sparse", "block-sparse-3", "dense"],
+)
 def test_fused_epilogues_match_the_reference(mode, sparsity, block):
     policy = default_policy("x86")
     if block is not None:

@@ -74,7 +74,12 @@ def test_binary_chains_pass_packed_signs_between_layers(signed_scales):
     vm, lowering = compile_x86(model)
     flags = {layer.name: (layer.input_words, layer.output_words) for layer in lowering.layers}
     assert flags == {
-        "c1": (False, True), "c2": (True, True), "c3": (True, False), "d1": (False, True), "d2": (True, True), "d3": (True, False)
+        "c1": (False, True),
+        "c2": (True, True),
+        "c3": (True, False),
+        "d1": (False, True),
+        "d2": (True, True),
+        "d3": (True, False),
     }
     for seed in range(3):
         x = sample(model, seed)

@@ -59,7 +59,9 @@ def _flat_values(padded: np.ndarray, geo: layout.ConvGeometry, flat: layout.Flat
     (sh, sw), hq, wq = geo.strides, geo.phase_height, geo.phase_width
     c, ow, kw = geo.channels, geo.out_width, geo.kernel[1]
     if flat.shifted:  # (c, kx, py, qy, ox)
-        columns = np.stack([padded[:, :, kx * geo.dilations[1] : kx * geo.dilations[1] + sw * ow : sw] for kx in range(kw)], axis=1)
+        columns = np.stack(
+            [padded[:, :, kx * geo.dilations[1] : kx * geo.dilations[1] + sw * ow : sw] for kx in range(kw)], axis=1
+        )
         planes = columns.reshape(c * kw, hq, sh, ow).transpose(0, 2, 1, 3).reshape(c * kw, sh * hq, ow)
     else:  # (c, py, px, qy, qx)
         planes = padded.reshape(c, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3).reshape(c, sh * sw * hq, wq)
@@ -68,7 +70,9 @@ def _flat_values(padded: np.ndarray, geo: layout.ConvGeometry, flat: layout.Flat
     return np.concatenate([framed.reshape(-1), np.zeros(2 * flat.plane_size)])
 
 
-def _walk_segments(t: layout.BlockSparseConvTables, geo: layout.ConvGeometry, flat: layout.FlatInput, block: int, xs: np.ndarray) -> np.ndarray:
+def _walk_segments(
+    t: layout.BlockSparseConvTables, geo: layout.ConvGeometry, flat: layout.FlatInput, block: int, xs: np.ndarray
+) -> np.ndarray:
     """What a kernel computes from the tables: each entry added with its sign class's signs to the
     outputs of its block, at every real output ``(oy, ox)``."""
     classes = layout.sign_classes(block)
@@ -80,13 +84,19 @@ def _walk_segments(t: layout.BlockSparseConvTables, geo: layout.ConvGeometry, fl
             b = s // len(classes)
             for j in range(group_ptr[s], group_ptr[s + 1]):
                 at = g * t.group_floats + int(t.index[j])
-                got[b * block : b * block + block] += np.multiply.outer(classes[s % len(classes)], xs[at + oy * flat.row_stride + ox])
+                got[b * block : b * block + block] += np.multiply.outer(
+                    classes[s % len(classes)], xs[at + oy * flat.row_stride + ox]
+                )
     return got
 
 
 def _conv3x3(weight: np.ndarray, padded: np.ndarray, size: int) -> np.ndarray:
     """Stride-1 3x3 conv of an image zero-padded by one, ``size x size`` outputs."""
-    return sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], padded[:, ky : ky + size, kx : kx + size]) for ky in range(3) for kx in range(3))
+    return sum(
+        np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], padded[:, ky : ky + size, kx : kx + size])
+        for ky in range(3)
+        for kx in range(3)
+    )
 
 
 @pytest.mark.parametrize("waste", [0.0, 1.0], ids=["shifted-planes", "channel-planes"])
@@ -103,7 +113,9 @@ def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, wast
     oh, ow = geo.out_height, geo.out_width
     padded = np.zeros((3, hq * sh, wq * sw))
     padded[:, 1:8, 0:8] = x
-    taps = [padded[:, 2 * ky : 2 * ky + sh * oh : sh, kx : kx + sw * ow : sw] for ky in range(3) for kx in range(2)]  # (c, OH, OW) each
+    taps = [
+        padded[:, 2 * ky : 2 * ky + sh * oh : sh, kx : kx + sw * ow : sw] for ky in range(3) for kx in range(2)
+    ]  # (c, OH, OW) each
     flat = layout.flat_input(geo, dataclasses.replace(POLICY, shifted_planes_waste=waste))
     assert flat.shifted == (waste == 0.0)
     t = layout.block_sparse_conv_tables(weight, geo, flat, block, group)
@@ -111,7 +123,9 @@ def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, wast
     assert t.ptr.shape == (groups, blocks * len(layout.sign_classes(block)) + 1) and t.ptr[-1, -1] == t.index.size
     assert t.index.size == sum(np.any(weight[b * block : b * block + block] != 0, axis=0).sum() for b in range(blocks))
     got = _walk_segments(t, geo, flat, block, _flat_values(padded, geo, flat))
-    expected = sum(np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], taps[ky * 2 + kx]) for ky in range(3) for kx in range(2))
+    expected = sum(
+        np.einsum("oc,cyx->oyx", weight[:, :, ky, kx], taps[ky * 2 + kx]) for ky in range(3) for kx in range(2)
+    )
     np.testing.assert_allclose(got[:5], expected, atol=1e-12)
     np.testing.assert_array_equal(got[5:], 0)
 
@@ -160,11 +174,18 @@ def test_block_sparse_conv_index_runs_group_then_block():
     assert t.group_floats == 2 * flat.plane_size
     assert t.ptr[0, -1] == t.ptr[1, 0] == 2 and t.ptr[1, -1] == t.index.size == 4
     assert [segment(0, 0, (1, -1)), segment(0, 1, (1, 0)), segment(1, 0, (0, 1)), segment(1, 1, (-1, -1))] == [
-        [0], [flat.plane_size], [3 * flat.plane_size], [2 * flat.plane_size]]
+        [0],
+        [flat.plane_size],
+        [3 * flat.plane_size],
+        [2 * flat.plane_size],
+    ]
     np.testing.assert_array_equal(t.index, np.array([0, 1, 1, 0]) * flat.plane_size)  # from each group's first plane
 
 
-@pytest.mark.parametrize("channels, size, group, dtype", [(512, 4, 97, np.uint16), (128, 16, 15, np.uint16), (64, 32, 49, np.uint16), (64, 32, 64, np.int32)])
+@pytest.mark.parametrize(
+    "channels, size, group, dtype",
+    [(512, 4, 97, np.uint16), (128, 16, 15, np.uint16), (64, 32, 49, np.uint16), (64, 32, 64, np.int32)],
+)
 def test_block_sparse_conv_index_is_16_bit_where_groups_span_at_most_2_16_floats(channels, size, group, dtype):
     """The L1-sized groups of the CIFAR ResNet shapes span fewer than 2^16 flat values, so their
     offsets (from the group's first plane) take 2 bytes; all 64 channels of a 32x32 map in one
@@ -193,7 +214,9 @@ def test_sign_thresholds_give_the_reference_bit_for_every_count():
     bias[on_zero] = (-scale * (count[0, 0, :outputs] - 2 * rng.integers(0, taps, outputs)))[on_zero]
     thr, flip = layout.sign_thresholds(count, scale, bias, taps)
     d = np.arange(taps + 1)[:, None, None, None]
-    y = (count - 2.0 * d) * np.pad(scale.astype(np.float64), (0, padded - outputs)) + np.pad(bias.astype(np.float64), (0, padded - outputs))
+    y = (count - 2.0 * d) * np.pad(scale.astype(np.float64), (0, padded - outputs)) + np.pad(
+        bias.astype(np.float64), (0, padded - outputs)
+    )
     expected = np.float32(y) >= 0  # the reference: float64 maths, float32 output, sign(0) = +1
     expected[..., outputs:] = False  # padded outputs: bit 0
     flip_bits = (flip >> (np.arange(padded, dtype=np.uint64) % np.uint64(64))) & np.uint64(1)

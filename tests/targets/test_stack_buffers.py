@@ -56,14 +56,17 @@ def test_small_local_tile_is_an_alloca_and_large_buffers_stay_workspace():
     np.testing.assert_allclose(y.numpy(), np.repeat(x * 512 * 513 / 2, 16, axis=1))
 
 
-@pytest.mark.parametrize(("shape", "dtype", "scope", "expected"), [
-    ((16,), "float32", "local", True),
-    ((255,), "float32", "local", True),  # 1020 bytes
-    ((256,), "float32", "local", False),  # 1024: TVM's limit is strict
-    ((2, 4), "uint64x8", "local", True),  # vector dtypes count their lanes: 512 bytes
-    ((2, 8), "uint64x8", "local", False),
-    ((16,), "float32", "global", False),
-])
+@pytest.mark.parametrize(
+    ("shape", "dtype", "scope", "expected"),
+    [
+        ((16,), "float32", "local", True),
+        ((255,), "float32", "local", True),  # 1020 bytes
+        ((256,), "float32", "local", False),  # 1024: TVM's limit is strict
+        ((2, 4), "uint64x8", "local", True),  # vector dtypes count their lanes: 512 bytes
+        ((2, 8), "uint64x8", "local", False),
+        ((16,), "float32", "global", False),
+    ],
+)
 def test_fits_on_stack(shape, dtype, scope, expected):
     assert fits_on_stack(tirx.decl_buffer(shape, dtype, scope=scope)) is expected
 

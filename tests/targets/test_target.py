@@ -12,7 +12,11 @@ from mptc.targets.target import resolve_target, x86_features
 
 @pytest.mark.parametrize(
     "board, mcpu, features",
-    [("rpi4", "cortex-a72", {"has_asimd"}), ("rpi5", "cortex-a76", {"has_asimd", "has_dotprod"}), ("jetson-orin", "cortex-a78ae", {"has_asimd"})],
+    [
+        ("rpi4", "cortex-a72", {"has_asimd"}),
+        ("rpi5", "cortex-a76", {"has_asimd", "has_dotprod"}),
+        ("jetson-orin", "cortex-a78ae", {"has_asimd"}),
+    ],
 )
 def test_boards_map_to_their_cpus(board, mcpu, features):
     target = resolve_target("arm", board)
@@ -24,11 +28,33 @@ def test_boards_map_to_their_cpus(board, mcpu, features):
 def test_board_dicts_are_exactly_the_catalogue_cpus():
     neon_dot_fp16 = ["+neon", "+dotprod", "+fullfp16"]
     assert {board: resolve_target("arm", board).spec for board in ("rpi4", "rpi5", "jetson-orin")} == {
-        "rpi4": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"], "num-cores": 4},
-        "rpi5": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": neon_dot_fp16, "num-cores": 4},
-        "jetson-orin": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a78ae", "mattr": neon_dot_fp16, "num-cores": 6},
+        "rpi4": {
+            "kind": "llvm",
+            "mtriple": "aarch64-linux-gnu",
+            "mcpu": "cortex-a72",
+            "mattr": ["+neon"],
+            "num-cores": 4,
+        },
+        "rpi5": {
+            "kind": "llvm",
+            "mtriple": "aarch64-linux-gnu",
+            "mcpu": "cortex-a76",
+            "mattr": neon_dot_fp16,
+            "num-cores": 4,
+        },
+        "jetson-orin": {
+            "kind": "llvm",
+            "mtriple": "aarch64-linux-gnu",
+            "mcpu": "cortex-a78ae",
+            "mattr": neon_dot_fp16,
+            "num-cores": 6,
+        },
     }
-    assert resolve_target("cuda", "jetson-orin").spec == {"kind": "cuda", "arch": "sm_87", "host": resolve_target("arm", "jetson-orin").spec}
+    assert resolve_target("cuda", "jetson-orin").spec == {
+        "kind": "cuda",
+        "arch": "sm_87",
+        "host": resolve_target("arm", "jetson-orin").spec,
+    }
 
 
 def test_cuda_defaults_to_sm90_with_this_host_and_orin_to_sm87_with_its_cpu():

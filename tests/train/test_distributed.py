@@ -103,19 +103,41 @@ def test_two_gloo_processes_match_one(tmp_path):
     one = subprocess.run([BIN / "mptc", *TRAIN, "--out", tmp_path / "one"], env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
-        [BIN / "torchrun", "--nproc-per-node", "2", "--standalone", "-m", "mptc.cli", *TRAIN, "--out", tmp_path / "two"],
-        env=env, capture_output=True, text=True,
+        [
+            BIN / "torchrun",
+            "--nproc-per-node",
+            "2",
+            "--standalone",
+            "-m",
+            "mptc.cli",
+            *TRAIN,
+            "--out",
+            tmp_path / "two",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("run written to") == 1  # rank 0 reports; the other rank stays quiet
 
     run = tmp_path / "two"  # one valid run directory, nothing else in it
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json", "ticket.safetensors"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.pt",
+        "config.json",
+        "metrics.json",
+        "ticket.safetensors",
+    ]
     parse_config((run / "config.json").read_bytes(), "config.json")
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 6
     load_ticket(run / "ticket.safetensors")
 
-    curves = {name: [e["test_accuracy"] for e in json.loads((tmp_path / name / "metrics.json").read_text())["history"]] for name in ("one", "two")}
+    curves = {
+        name: [e["test_accuracy"] for e in json.loads((tmp_path / name / "metrics.json").read_text())["history"]]
+        for name in ("one", "two")
+    }
     gaps = [abs(a - b) for a, b in zip(curves["one"], curves["two"], strict=True)]
-    print(f"test accuracy per epoch, 1 process: {curves['one']}\n2 gloo processes: {curves['two']}\nlargest gap {max(gaps):.4f}")
+    print(
+        f"test accuracy per epoch, 1 process: {curves['one']}\n2 gloo processes: {curves['two']}\nlargest gap {max(gaps):.4f}"
+    )
     assert max(gaps) <= 0.03 and abs(curves["one"][-1] - curves["two"][-1]) <= 0.015

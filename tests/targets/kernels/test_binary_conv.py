@@ -39,12 +39,21 @@ def test_xnor_popcount_conv_matches_reference(case):
 
 
 # Flat output rows shorter than a vector, of whole vectors plus a tail, and long ones.
-REAL_CASES = [(1, 3, 7, 5, 3, 1, 1), (2, 70, 9, 13, 3, 2, 1), (1, 5, 8, 3, 1, 2, 0), (1, 64, 4, 96, 3, 1, 1),
-              (2, 5, 34, 7, 3, 1, 1), (1, 4, 67, 6, 3, 2, 1)]
+REAL_CASES = [
+    (1, 3, 7, 5, 3, 1, 1),
+    (2, 70, 9, 13, 3, 2, 1),
+    (1, 5, 8, 3, 1, 2, 0),
+    (1, 64, 4, 96, 3, 1, 1),
+    (2, 5, 34, 7, 3, 1, 1),
+    (1, 4, 67, 6, 3, 2, 1),
+]
 
 
-@pytest.mark.parametrize("block, l1_floats", [(1, None), (2, None), (3, 1), (4, None), (4, 1), (None, None)],
-                         ids=["block1", "block2", "block3-channel-groups", "block4", "block4-channel-groups", "dense"])
+@pytest.mark.parametrize(
+    "block, l1_floats",
+    [(1, None), (2, None), (3, 1), (4, None), (4, 1), (None, None)],
+    ids=["block1", "block2", "block3-channel-groups", "block4", "block4-channel-groups", "dense"],
+)
 @pytest.mark.parametrize("case", REAL_CASES, ids=["c3o5", "c70o13s2", "c5o3k1s2", "c64o96s4", "planes34", "planes67s2"])
 def test_real_input_conv_every_path_matches_reference(case, block, l1_floats):
     """Block-sparse with 1-4 outputs per block (blocks that do not divide the outputs too), the

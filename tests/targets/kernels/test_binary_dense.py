@@ -31,5 +31,7 @@ def test_real_input_dense_both_paths_match_reference(batch, k, out, break_even, 
     vm, lowering = compile_x86(model, break_even)
     x = sample(model)
     assert lowering.layers[0].kernel == kernel
-    assert ("along the batch" in lowering.layers[0].reason) == (kernel == chooser.SPARSE_SIGN_SPLIT and batch >= BATCH_LANES_FROM)
+    assert ("along the batch" in lowering.layers[0].reason) == (
+        kernel == chooser.SPARSE_SIGN_SPLIT and batch >= BATCH_LANES_FROM
+    )
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5

@@ -7,7 +7,6 @@ from tvm import s_tir
 
 from mptc.targets import layout
 from mptc.targets.kernels import binary_conv, stages
-
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
 from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES
@@ -32,27 +31,37 @@ def test_tiles_of_every_family_match_reference(family):
         np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("channels", "size", "stride", "along_columns"), [
-    (64, 16, 1, True),  # one channel word, stride 1, 16 columns: vectors of 8 columns
-    (64, 16, 2, False),  # stride 2: neighbouring columns read every other word
-    (128, 16, 1, False),  # two channel words per pixel
-    (64, 14, 1, False),  # 14 columns: no whole vectors
-])
-def test_float_output_convs_vectorize_along_columns_only_where_reads_are_contiguous(channels, size, stride, along_columns):
+@pytest.mark.parametrize(
+    ("channels", "size", "stride", "along_columns"),
+    [
+        (64, 16, 1, True),  # one channel word, stride 1, 16 columns: vectors of 8 columns
+        (64, 16, 2, False),  # stride 2: neighbouring columns read every other word
+        (128, 16, 1, False),  # two channel words per pixel
+        (64, 14, 1, False),  # 14 columns: no whole vectors
+    ],
+)
+def test_float_output_convs_vectorize_along_columns_only_where_reads_are_contiguous(
+    channels, size, stride, along_columns
+):
     geo = layout.ConvGeometry(1, channels, size, size, 24, (3, 3), (stride, stride), (1, 1, 1, 1))
-    func = CpuKernelSchedules(AVX512_TILES).binary_conv(binary_conv.xnor_conv_func(geo, AVX512_TILES.word_lanes, (3, 3)))
+    func = CpuKernelSchedules(AVX512_TILES).binary_conv(
+        binary_conv.xnor_conv_func(geo, AVX512_TILES.word_lanes, (3, 3))
+    )
     sch = s_tir.Schedule(func)
     counts = sch.get(sch.get_sblock(f"{stages.POPCOUNT}_update")).writes[0].source  # the register tile's layout
     assert (int(counts.shape[-1]) == geo.out_width) is along_columns
 
 
-@pytest.mark.parametrize("flat, block, chunk", [
-    (196, 2, 112),  # 14x14 maps: 2 tiles of 7 vectors, not 5 of 40 values or 13 of one vector
-    (225, 2, 128),  # 15x15: 2 tiles of 8 vectors
-    (16, 4, 16),  # 4x4: one vector
-    (1088, 4, 64),  # 32x32 channel planes with B = 4: 4 vectors are the most
-    (1088, 2, 128),  # ... with B = 2: 9 tiles of 8, not 17 of 4
-])
+@pytest.mark.parametrize(
+    "flat, block, chunk",
+    [
+        (196, 2, 112),  # 14x14 maps: 2 tiles of 7 vectors, not 5 of 40 values or 13 of one vector
+        (225, 2, 128),  # 15x15: 2 tiles of 8 vectors
+        (16, 4, 16),  # 4x4: one vector
+        (1088, 4, 64),  # 32x32 channel planes with B = 4: 4 vectors are the most
+        (1088, 2, 128),  # ... with B = 2: 9 tiles of 8, not 17 of 4
+    ],
+)
 def test_conv_chunk_counts_a_walk_of_the_index_per_tile(flat, block, chunk):
     """A chunk of a block-sparse conv costs its vectors plus one walk of the index per tile."""
     assert CpuKernelSchedules(AVX512_TILES).conv_chunk(flat, block) == chunk
