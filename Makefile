@@ -26,8 +26,12 @@ demo: setup
 arm-emulator: $(STAMP)
 	HOST_PY=$(PY) $(ARM_SETUP)
 
+# Lint, format and type checks first: they take seconds, the suite minutes.
 test: setup arm-emulator
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) .arm runs .pytest_cache .hypothesis
+	rm -rf $(VENV) .arm runs .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -173,7 +173,7 @@ def _typed(value: Any, hint: Any, where: str, key: str = "") -> Any:
         if missing:
             raise InputError(f"{what} has no '{missing[0]}'")
         hints = typing.get_type_hints(hint)
-        return hint(
+        return typing.cast(type, hint)(
             **{
                 f.name: _typed(data[f.name], hints[f.name], where, f"{key}.{f.name}".lstrip("."))
                 for f in dataclasses.fields(hint)
@@ -196,9 +196,9 @@ def _typed(value: Any, hint: Any, where: str, key: str = "") -> Any:
     accepted = (int, float) if expected is float else expected
     if not isinstance(value, accepted) or (isinstance(value, bool) and expected is not bool):
         raise InputError(f"{what} must be {_JSON_NAMES[expected]}, got {_json_name(value)}")
-    if origin is list:
+    if origin is list and isinstance(value, list):
         return [_typed(item, args[0], where, f"{key}[{i}]") for i, item in enumerate(value)]
-    if origin is dict:
+    if origin is dict and isinstance(value, dict):
         return {name: _typed(item, args[1], where, f"{key}.{name}") for name, item in value.items()}
     return value
 

@@ -15,11 +15,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 import numpy as np
 
 SIGN_OF_ZERO = 1.0
-BIT_ORDER = "little"
+BIT_ORDER: Final = "little"
 TERNARY_RTOL = 1e-5
 """Relative spread allowed between the magnitudes of one row's kept weights."""
 

@@ -53,9 +53,10 @@ def choose_kernel(
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
     batched = op_type == "BinaryDense" and batch >= policy.batch_lanes_from
-    sized = op_type == "BinaryDense" and weights is not None
     cached = (
-        next((even for size, even in policy.cached_dense_break_even if 4 * weights <= size), None) if sized else None
+        next((even for size, even in policy.cached_dense_break_even if 4 * weights <= size), None)
+        if op_type == "BinaryDense" and weights is not None
+        else None
     )
     measured = (
         policy.batched_dense_break_even

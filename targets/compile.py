@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -140,11 +140,8 @@ def reference_io(model: onnx.ModelProto, input_name: str, shape: list[int]) -> t
         return x, session.run(None, {input_name: x})[0], f"onnxruntime {ort.__version__}"
     from onnx.reference import ReferenceEvaluator
 
-    return (
-        x,
-        ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {input_name: x})[0],
-        f"onnx.reference {onnx.__version__}",
-    )
+    outputs = cast("list[np.ndarray]", ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {input_name: x}))
+    return x, outputs[0], f"onnx.reference {onnx.__version__}"
 
 
 def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, SourceModel]:
