@@ -1,7 +1,8 @@
 """Training step time of masked layers against the same dense layers (forward + backward + step).
 
-The mask is a kthvalue threshold over |scores| each step; the reference implementations sort
-every layer every step and are many times slower than dense training. Target: <= 2x.
+The mask is an exact top-k of |scores| by radix select each step (``mptc.nn.estimators``); the
+reference implementations sort every layer every step and are many times slower than dense
+training. Target: <= 2x. Results: ``docs/performance.md``, "Mask cost".
 Method: the same shapes, data and optimizer side by side in one process, interleaved, median
 of many steps (the machine is shared and noisy: read the ratio, not the absolute times).
 

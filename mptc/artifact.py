@@ -7,7 +7,17 @@ OUT/ holds:
 * ``module.cu`` - CUDA only: the generated CUDA source;
 * ``manifest.json`` - a :class:`Manifest`: target, input/output signature, per-layer kernel choice
   and why, sizes, sha256 of the source model, mptc and TVM versions;
-* ``reference.npz`` - ``x`` a sample input and ``y`` the packed model's expected output on it.
+* ``reference.npz`` - ``x`` a sample input and ``y`` the packed model's expected output on it;
+* ``source.onnx`` - the ONNX model compiled, byte for byte (the manifest holds its sha256): what
+  ``mptc profile --compare`` runs in onnxruntime, and what it checks the module against on the
+  user's inputs. A folder compiled before mptc kept it lacks it; nothing else needs it.
+* ``packed.onnx`` - written by ``mptc compile`` when it packed the model first;
+* ``profile.json`` - written by ``mptc profile``.
+
+The folder is written as a whole (:func:`mptc.io.atomic_folder`): a reader sees the previous
+build or the new one, never a mix. The manifest holds the sha256 of ``module.so``, which
+``mptc profile`` checks before loading it (a folder compiled before mptc recorded it lacks it,
+and is refused: compile again).
 
 The compiler (``mptc.targets``) writes the folder and the deployer (``mptc.deploy``) reads it, so
 both import the layout from here. A manifest is read back into the same dataclasses it was written
@@ -19,6 +29,7 @@ change to a field's name or meaning raises it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import types
@@ -36,7 +47,14 @@ MODULE_FILE = "module.so"
 CUDA_SOURCE_FILE = "module.cu"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_FILE = "reference.npz"
+SOURCE_MODEL_FILE = "source.onnx"
 REQUIRED_FILES = (MODULE_FILE, MANIFEST_FILE, REFERENCE_FILE)
+PACKED_MODEL_FILE = "packed.onnx"
+PROFILE_FILE = "profile.json"
+OUT_FILES = frozenset(
+    {MODULE_FILE, CUDA_SOURCE_FILE, MANIFEST_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE, PACKED_MODEL_FILE, PROFILE_FILE}
+)
+"""Every file mptc writes in OUT/: a folder holding nothing else is a build a new compile may replace."""
 MANIFEST_FORMAT = 1
 
 
@@ -94,11 +112,12 @@ class Manifest:
     source_model: SourceModel
     input: TensorInfo
     output: TensorInfo
-    files: dict[str, str]  # role (module, cuda_source, reference) -> file name in OUT/
+    files: dict[str, str]  # role (module, cuda_source, reference, source_model) -> file name in OUT/
     reference_runtime: str
     sparse_break_even: float | dict[str, float]
     layers: list[dict[str, Any]]
     sizes: Sizes
+    module_sha256: str | None = None  # of module.so; None (absent) in folders compiled before it was recorded
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, keys in field order (``format`` first)."""
@@ -152,6 +171,26 @@ def read_reference(out_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"cannot read {path}: {first_line(error)}") from error
 
 
+def read_source_model(out_dir: str | Path, manifest: Manifest) -> bytes:
+    """``OUT/source.onnx``, refused unless its sha256 is the manifest's: the model the module was compiled from."""
+    path = Path(out_dir) / SOURCE_MODEL_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise InputError(
+            f"{path} is missing: the folder was compiled by an mptc that kept no copy of the model; compile again"
+        ) from error
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from error
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest.source_model.sha256:
+        raise InputError(
+            f"{path} is not the model the module was compiled from (sha256 {digest[:12]}..., the manifest "
+            f"says {manifest.source_model.sha256[:12]}...): compile again"
+        )
+    return data
+
+
 _JSON_NAMES = {
     dict: "an object",
     list: "an array",
@@ -169,7 +208,8 @@ def _typed(value: Any, hint: Any, where: str, key: str = "") -> Any:
     what = f"{where}: '{key}'" if key else where
     if dataclasses.is_dataclass(hint):
         data = _typed(value, dict[str, Any], where, key)
-        missing = [f.name for f in dataclasses.fields(hint) if f.name not in data]
+        # a field whose default is None may be absent: the file was written before the field existed
+        missing = [f.name for f in dataclasses.fields(hint) if f.name not in data and f.default is not None]
         if missing:
             raise InputError(f"{what} has no '{missing[0]}'")
         hints = typing.get_type_hints(hint)
@@ -177,6 +217,7 @@ def _typed(value: Any, hint: Any, where: str, key: str = "") -> Any:
             **{
                 f.name: _typed(data[f.name], hints[f.name], where, f"{key}.{f.name}".lstrip("."))
                 for f in dataclasses.fields(hint)
+                if f.name in data
             }
         )
     origin, args = typing.get_origin(hint), typing.get_args(hint)

@@ -9,16 +9,41 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
-from typing import Any
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from mptc.errors import InputError, first_line
-from mptc.models import METHODS, MODELS, LayerRecipe
-from mptc.nn.init import INITS
 
+if TYPE_CHECKING:
+    from mptc.models.factory import LayerRecipe
+
+# The names every stage and the CLI's choices read, defined here because this module imports
+# neither torch nor tvm: ``mptc --help`` lists them without loading a framework.
+MODELS = ("mlp", "conv2", "conv4", "conv6", "conv8", "vgg-small", "resnet18")  # builders: mptc.models
+METHODS = ("dense", "edge-popup", "biprop", "jackpot", "magnitude")
+INITS = ("kaiming-normal", "scaled-kaiming", "signed-constant")  # maths: mptc.nn.init
+DATASETS = ("digits", "synthetic[:CxHxW]", "cifar10:DIR", "imagefolder:DIR")  # loaders: mptc.data
+ROUTES = ("distill", "construct")  # of `mptc approximate`: mptc.approximate.sweep
 OPTIMIZERS = ("sgd", "adam")
 PRETRAINED_METHODS = ("jackpot", "magnitude")
 DEVICES = ("cpu", "cuda")
+# A user's model: ``package.module:Factory`` (the factory may be an attribute path, ``mod:Outer.build``).
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_import_path(model: str) -> bool:
+    """Whether ``model`` names a user's model (``package.module:Factory``) rather than a zoo one."""
+    return IMPORT_PATH.fullmatch(model) is not None
+
+
+def _json_object(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, dict) and all(isinstance(key, str) for key in value)
 
 
 @dataclass(frozen=True)
@@ -30,6 +55,19 @@ class TrainConfig:
     dict of the same architecture); there ``sparsity`` is a model-wide target split over layers
     by one global magnitude threshold. ``restriction`` turns the jackpot's short restriction on,
     ``restriction_rate`` is its swap rate at the first step (cosine-decayed to 0 over the run).
+
+    A user's own model (:mod:`mptc.models.user`): ``model`` is an import path
+    ``package.module:Factory`` called with the keyword arguments ``model_args`` (JSON values),
+    converted by :func:`mptc.models.convert.convert`; binary activations (``binary_act``) go in
+    front of the masked layers whose names match ``binary_act_before`` (glob patterns; empty:
+    every masked layer but the first layer). Its ``pretrained`` weights (a safetensors or
+    ``torch.save`` state dict) serve every method: searched in by a jackpot, the frozen weights of
+    edge-popup/biprop instead of random ones from the seed, the start of dense training; a ticket
+    then references them by ``pretrained_sha256`` (:func:`mptc.models.weights.state_sha256`, filled
+    in when training starts). ``input_shape`` (one sample's shape) is checked against the data
+    set, and gives plain ``synthetic`` data its shape.
+
+    ``warmup_epochs`` of linearly rising learning rate precede the cosine schedule.
     """
 
     model: str = "mlp"
@@ -48,19 +86,66 @@ class TrainConfig:
     batch_size: int | None = None
     lr: float | None = None
     optimizer: str | None = None
-    momentum: float = 0.9
+    momentum: float | None = None
     weight_decay: float | None = None
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None
+    warmup_epochs: int | None = None
     seed: int = 0
     device: str = "cpu"
     pretrained: str | None = None
     restriction: bool = True
     restriction_rate: float = 1.0
+    model_args: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] | None = None
+    pretrained_sha256: str | None = None
+    binary_act_before: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # JSON gives lists: store tuples, so a config read back equals the one written.
+        if self.input_shape is not None and not isinstance(self.input_shape, tuple):
+            object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        if not isinstance(self.binary_act_before, tuple):
+            object.__setattr__(self, "binary_act_before", tuple(self.binary_act_before))
         min_epochs = 0 if self.method == "magnitude" else 1
+        user = is_import_path(self.model)
         checks = [
-            (self.model in MODELS, f"unknown model {self.model!r}; expected one of {', '.join(MODELS)}"),
+            (
+                self.model in MODELS or user,
+                f"unknown model {self.model!r}; expected one of {', '.join(MODELS)} or an import path package.module:Factory",
+            ),
+            (_json_object(self.model_args), f"--model-args must be a JSON object, got {self.model_args!r}"),
+            (user or not self.model_args, f"--model-args applies to import-path models, not {self.model}"),
+            (not user or self.width == 1.0, f"--width applies to zoo models, not {self.model}"),
+            (
+                self.input_shape is None
+                or (len(self.input_shape) > 0 and all(isinstance(d, int) and d > 0 for d in self.input_shape)),
+                f"--input-shape needs positive dimensions, got {self.input_shape}",
+            ),
+            (
+                not self.binary_act_before or (user and self.binary_act),
+                "binary activation positions (--binary-act-before) apply to an import-path model with binary activations",
+            ),
+            (
+                self.pretrained_sha256 is None
+                or (self.pretrained is not None and SHA256.fullmatch(self.pretrained_sha256)),
+                f"pretrained_sha256 must be the 64 hex digits of --pretrained weights, got {self.pretrained_sha256!r}",
+            ),
+            (
+                self.warmup_epochs is None or self.warmup_epochs >= 0,
+                f"--warmup-epochs must be at least 0, got {self.warmup_epochs}",
+            ),
+            (
+                self.warmup_epochs is None or self.epochs is None or self.warmup_epochs < max(self.epochs, 1),
+                f"--warmup-epochs ({self.warmup_epochs}) must be fewer than --epochs ({self.epochs})",
+            ),
+            (
+                self.momentum is None or 0.0 <= self.momentum < 1.0,
+                f"--momentum must be in [0, 1), got {self.momentum}",
+            ),
+            (
+                self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0,
+                f"--label-smoothing must be in [0, 1), got {self.label_smoothing}",
+            ),
             (self.method in METHODS, f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}"),
             (
                 0.0 <= self.sparsity < 1.0,
@@ -70,7 +155,7 @@ class TrainConfig:
                 self.init is None or self.init in INITS,
                 f"unknown init {self.init!r}; expected one of {', '.join(INITS)}",
             ),
-            (self.width > 0, f"--width must be positive, got {self.width}"),
+            (0.0 < self.width < float("inf"), f"--width must be a positive finite number, got {self.width}"),
             (
                 self.optimizer is None or self.optimizer in OPTIMIZERS,
                 f"unknown optimizer {self.optimizer!r}; expected sgd or adam",
@@ -89,8 +174,8 @@ class TrainConfig:
                 f"--method {self.method} searches inside a pre-trained model: pass --pretrained RUN_DIR or weights.safetensors",
             ),
             (
-                self.pretrained is None or self.method in PRETRAINED_METHODS,
-                f"--pretrained applies to --method {' or '.join(PRETRAINED_METHODS)}, not {self.method}",
+                self.pretrained is None or self.method in PRETRAINED_METHODS or user,
+                f"--pretrained applies to --method {' or '.join(PRETRAINED_METHODS)} (or to an import-path model), not {self.method}",
             ),
             (
                 0.0 < self.restriction_rate <= 1.0,
@@ -100,7 +185,11 @@ class TrainConfig:
                 self.batch_size is None or self.batch_size >= 1,
                 f"--batch-size must be at least 1, got {self.batch_size}",
             ),
-            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.lr is None or 0.0 < self.lr < float("inf"), f"--lr must be a positive finite number, got {self.lr}"),
+            (
+                self.weight_decay is None or 0.0 <= self.weight_decay < float("inf"),
+                f"--weight-decay must be a finite number, 0 or more, got {self.weight_decay}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -108,6 +197,8 @@ class TrainConfig:
 
     @property
     def recipe(self) -> LayerRecipe:
+        from mptc.models.factory import LayerRecipe  # torch: only once a model is built
+
         return LayerRecipe(
             method=self.method,
             sparsity=self.sparsity if self.method != "dense" else 0.0,

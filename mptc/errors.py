@@ -15,6 +15,12 @@ class MptcError(Exception):
     exit_code = 3
 
 
+class UsageError(MptcError):
+    """A command-line value that cannot mean anything (an empty output path); click's own are exit 2 too."""
+
+    exit_code = 2
+
+
 class InputError(MptcError):
     """An input file, directory or data set is missing, corrupt, truncated or of the wrong kind."""
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from mptc.data import load_dataset
-from mptc.errors import InputError
+from mptc.errors import InputError, VerificationError
 from mptc.ticket import load_ticket, ticket_signature
 from mptc.train.loop import evaluate
 from mptc.train.rundir import RunDir
@@ -26,4 +27,8 @@ def evaluate_run(run_dir: str | Path, dataset: str | None = None) -> dict[str, A
             f"the run was trained on {config.dataset} with {input_shape} and {num_classes}"
         )
     accuracy, loss = evaluate(model, data.test)
+    if not math.isfinite(loss):  # NaN logits still have an argmax: the accuracy would look like one
+        raise VerificationError(
+            f"the ticket's logits on {data.name} hold NaN or Inf (test loss {loss}): its accuracy means nothing"
+        )
     return {"dataset": data.name, "test_accuracy": accuracy, "test_loss": loss, "samples": len(data.test)}

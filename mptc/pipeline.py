@@ -18,6 +18,7 @@ whose output on the device differs from its reference.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,10 @@ from mptc.data.base import Dataset
 from mptc.errors import VerificationError
 from mptc.export.onnx_export import run_onnx
 from mptc.train.rundir import RunDir
+from mptc.verify import require_finite, within
 
 MAX_STAGE_DROP = 0.01  # accuracy lost between two stages beyond this is a failed run
+STAGES = ("train", "export", "optimize", "compile", "accuracy", "profile")  # named to on_stage as each starts
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,12 @@ class PipelineResult:
         return self.manifest.input.shape[0]
 
 
-def run_pipeline(config: TrainConfig, folder: str | Path, device: DeviceOptions) -> PipelineResult:
+def run_pipeline(
+    config: TrainConfig, folder: str | Path, device: DeviceOptions, on_stage: Callable[[str], None] | None = None
+) -> PipelineResult:
     """Take ``config`` through every stage in ``folder`` and check each against the one before.
+
+    ``on_stage`` is called with each name of :data:`STAGES` as that stage starts (a progress bar).
 
     Raises:
         VerificationError: a stage lost accuracy, or the module's output on the device differs
@@ -106,14 +113,20 @@ def run_pipeline(config: TrainConfig, folder: str | Path, device: DeviceOptions)
     from mptc.targets.compile import compile_model
     from mptc.ticket import load_ticket
 
+    stage = on_stage or (lambda _: None)
     paths = PipelineFolder(Path(folder))
+    stage("train")
     metrics = train_ticket(config, paths.run)
+    stage("export")
     dataset = load_dataset(config.dataset)
     model, trained_config = load_ticket(paths.run.ticket)
     export = export_model(model, trained_config, dataset, paths.fp32_model)
+    stage("optimize")
     optimize_file(paths.fp32_model, paths.packed_model)
+    stage("compile")
     compile_model(paths.packed_model, device.target, paths.compiled, board=device.board)
     manifest = read_manifest(paths.compiled)
+    stage("accuracy")
 
     x, labels = dataset.test.x.numpy(), dataset.test.y.numpy()
     accuracy = {
@@ -125,6 +138,7 @@ def run_pipeline(config: TrainConfig, folder: str | Path, device: DeviceOptions)
     if device.runs_here:
         accuracy["module"] = module_accuracy(paths.compiled / MODULE_FILE, x, labels, manifest.input.shape[0])
     check_stages(accuracy)
+    stage("profile")
     return PipelineResult(paths, dataset, metrics, accuracy, manifest, profile_on_device(paths.compiled, device))
 
 
@@ -158,7 +172,7 @@ def check_stages(accuracy: dict[str, float | None]) -> None:
     """Fail when a stage loses accuracy against the one before it (beyond float noise)."""
     stages = [(name, value) for name, value in accuracy.items() if value is not None]
     for (before, a), (after, b) in zip(stages, stages[1:]):
-        if a - b > MAX_STAGE_DROP:
+        if not within(a - b, MAX_STAGE_DROP):
             raise VerificationError(f"accuracy drops from {a:.4f} ({before}) to {b:.4f} ({after})")
 
 
@@ -188,4 +202,5 @@ def module_accuracy(module_path: str | Path, x: np.ndarray, labels: np.ndarray, 
 
 
 def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    require_finite(logits, "the logits")  # the argmax of NaN logits is a class like any other
     return float((logits.argmax(1) == labels).mean())

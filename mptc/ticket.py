@@ -3,7 +3,18 @@
 Masked layers' weights are a pure function of (seed, architecture, init) and are not stored;
 their masks are stored bit-packed (:mod:`mptc.conventions`), one ``uint8`` per 8 weights, with
 alpha for verification. Everything else the model needs (BatchNorm statistics, dense layers,
-pre-trained weights a jackpot was searched in) is stored as ordinary tensors.
+biases, the pre-trained weights a zoo jackpot was searched in) is stored as ordinary tensors.
+
+The metadata holds the format, the run's :class:`~mptc.config.TrainConfig` (JSON), the input
+shape and class count, and ``weights``, where the masked layers' weights come from
+(:data:`WEIGHTS`): ``seed`` (drawn again), ``stored`` (in the ticket) or ``pretrained``: a user's
+pre-trained weights, not stored but named by the config's ``pretrained`` path and identified by
+its ``pretrained_sha256`` (:func:`mptc.models.weights.state_sha256`); loading the ticket reads
+them again and refuses weights of another hash. A user's model itself is rebuilt from the
+config's import path and ``model_args`` (:mod:`mptc.models.user`).
+
+Format ``mptc-ticket/2`` added user models and ``pretrained`` weights; ``mptc-ticket/1`` tickets
+(zoo models) still load.
 """
 
 from __future__ import annotations
@@ -22,20 +33,24 @@ from mptc.config import PRETRAINED_METHODS, TrainConfig, parse_config
 from mptc.conventions import pack_bits, unpack_bits
 from mptc.errors import InputError
 from mptc.io import write_bytes
-from mptc.models import build_model
-from mptc.nn.init import initialize
+from mptc.models.build import build_from_config
+from mptc.models.weights import read_state_dict, state_sha256
 from mptc.nn.layers import masked_layers
 
-FORMAT = "mptc-ticket/1"
+FORMAT = "mptc-ticket/2"
+READABLE_FORMATS = ("mptc-ticket/1", FORMAT)
+WEIGHTS = ("seed", "stored", "pretrained")
 MASK_SUFFIX, ALPHA_SUFFIX = ".mask_bits", ".alpha"
 ALPHA_RTOL = 1e-5
 
 
-def ticket_tensors(model: nn.Module, store_weights: bool) -> dict[str, torch.Tensor]:
-    """The tensors a ticket holds for ``model`` (weights of masked layers only if ``store_weights``)."""
+def ticket_tensors(model: nn.Module, weights: str = "seed") -> dict[str, torch.Tensor]:
+    """The tensors a ticket holds for ``model``: masked layers' weights only if ``weights`` is ``stored``."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     masked = dict(masked_layers(model))
     skip = {f"{name}.scores" for name in masked}
-    if not store_weights:
+    if weights != "stored":
         skip |= {f"{name}.weight" for name in masked}
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items() if key not in skip}
     for name, layer in masked.items():
@@ -52,21 +67,24 @@ def save_ticket(
     *,
     input_shape: tuple[int, ...],
     num_classes: int,
-    store_weights: bool = False,
+    weights: str = "seed",
 ) -> int:
     """Write the ticket atomically; returns its size in bytes.
 
     The model's input shape and class count are recorded, so the ticket rebuilds its model
-    without reading the data set it was trained on.
+    without reading the data set it was trained on. ``weights`` says where the masked layers'
+    weights come from (:data:`WEIGHTS`); ``pretrained`` needs ``config.pretrained_sha256``.
     """
+    if weights == "pretrained" and config.pretrained_sha256 is None:
+        raise ValueError("a ticket over pre-trained weights needs their hash (config.pretrained_sha256)")
     metadata = {
         "format": FORMAT,
-        "config": config.dumps(),
-        "weights": "stored" if store_weights else "seed",
+        "config": json.dumps(config.to_json(), sort_keys=True, separators=(",", ":")),  # compact: tickets are small
+        "weights": weights,
         "input_shape": json.dumps(list(input_shape)),
         "num_classes": str(num_classes),
     }
-    data = save_safetensors(ticket_tensors(model, store_weights), metadata=metadata)
+    data = save_safetensors(ticket_tensors(model, weights), metadata=metadata)
     write_bytes(path, data)
     return len(data)
 
@@ -81,8 +99,13 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
     except (SafetensorError, ValueError, json.JSONDecodeError) as error:
         raise InputError(f"ticket {path} is corrupt or truncated ({error})") from error
-    if metadata.get("format") != FORMAT:
-        raise InputError(f"{path} is not an mptc ticket (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    if metadata.get("format") not in READABLE_FORMATS:
+        raise InputError(
+            f"{path} is not an mptc ticket this version reads (format {metadata.get('format')!r}, "
+            f"expected one of {', '.join(READABLE_FORMATS)})"
+        )
+    if metadata.get("weights", "seed") not in WEIGHTS:
+        raise InputError(f"ticket {path} takes its weights from {metadata.get('weights')!r}, not one of {WEIGHTS}")
     return tensors, metadata
 
 
@@ -103,19 +126,54 @@ def ticket_signature(path: str | Path) -> tuple[tuple[int, ...], int]:
     return _signature(_read(path)[1], path)
 
 
-def load_ticket(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
-    """Rebuild the model of a ticket, bit-exactly: regenerate weights from the seed, apply masks.
+def _pretrained_weights(
+    path: Path, config: TrainConfig, pretrained: str | Path | None
+) -> tuple[dict[str, torch.Tensor], str]:
+    """The pre-trained weights a ticket names, checked against its hash; and where they were read."""
+    source = pretrained if pretrained is not None else config.pretrained
+    if source is None:
+        raise InputError(
+            f"ticket {path} masks pre-trained weights (sha256 {config.pretrained_sha256}) and names no file: pass them"
+        )
+    try:
+        state = read_state_dict(source)
+    except InputError as error:
+        raise InputError(
+            f"ticket {path} needs its pre-trained weights (sha256 {config.pretrained_sha256}): {error}"
+        ) from error
+    digest = state_sha256(state)
+    if digest != config.pretrained_sha256:
+        raise InputError(
+            f"ticket {path} was trained over pre-trained weights of sha256 {config.pretrained_sha256}, "
+            f"but {source} holds weights of sha256 {digest}"
+        )
+    return state, str(source)
+
+
+def load_ticket(
+    path: str | Path, device: str = "cpu", pretrained: str | Path | None = None
+) -> tuple[nn.Module, TrainConfig]:
+    """Rebuild the model of a ticket, bit-exactly: regenerate weights from the seed (or read the
+    pre-trained weights it names), apply masks.
+
+    Args:
+        pretrained: for a ticket over a user's pre-trained weights, where they are now (default:
+            the path recorded at training time); their content hash must match.
 
     Raises:
-        InputError: missing/corrupt file, or masks/alpha that do not fit the regenerated weights
-            (a ticket saved by another architecture, seed or version).
+        InputError: missing/corrupt file, masks/alpha that do not fit the regenerated weights
+            (a ticket saved by another architecture, seed or version), a user's model that
+            does not import, or pre-trained weights that are missing or of another hash (both
+            hashes are named).
     """
     path = Path(path)
     tensors, metadata = _read(path)
     config = parse_config(metadata.get("config", ""), f"ticket {path}'s config")
     input_shape, num_classes = _signature(metadata, path)
-    model = build_model(config.model, config.recipe, input_shape, num_classes)
-    initialize(model, config.seed, config.init or "kaiming-normal")
+    weights, source = None, "pre-trained weights"
+    if metadata.get("weights") == "pretrained":
+        weights, source = _pretrained_weights(path, config, pretrained)
+    model = build_from_config(config, input_shape, num_classes, weights, source)
     masked = dict(masked_layers(model))
     plain = {key: value for key, value in tensors.items() if not key.endswith((MASK_SUFFIX, ALPHA_SUFFIX))}
     try:
@@ -130,7 +188,7 @@ def load_ticket(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Train
     except (KeyError, ValueError, RuntimeError) as error:
         raise InputError(f"ticket {path} does not fit model {config.model}: {error}") from error
     expected_missing = {f"{n}.scores" for n in masked} | (
-        {f"{n}.weight" for n in masked} if metadata.get("weights") == "seed" else set()
+        {f"{n}.weight" for n in masked} if metadata.get("weights", "seed") != "stored" else set()
     )
     if set(missing) - expected_missing or unexpected:
         raise InputError(
@@ -140,7 +198,8 @@ def load_ticket(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Train
         stored = tensors[name + ALPHA_SUFFIX]
         if not torch.allclose(layer.alpha().reshape(-1), stored, rtol=ALPHA_RTOL, atol=0):
             raise InputError(
-                f"ticket {path}: layer {name} alpha does not match the weights regenerated from seed {config.seed}"
+                f"ticket {path}: layer {name} alpha does not match the weights "
+                + (f"of {source}" if weights is not None else f"regenerated from seed {config.seed}")
             )
     return model.to(device).eval(), config
 

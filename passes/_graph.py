@@ -9,6 +9,7 @@ import onnx_ir as ir
 from mptc.conventions import node_label
 from mptc.errors import InputError, first_line
 from mptc.ops.reference import DOMAIN, REFERENCE_OPS
+from mptc.ops.validate import PackedAttributes, check_attribute_types, check_tensors, packed_attributes
 
 
 def read_ir(model: onnx.ModelProto) -> ir.Model:
@@ -47,21 +48,29 @@ PACKED_INPUTS = ("X", "sign_bits", "mask_bits", "scale", "bias")
 """The inputs of every ``ai.mptc`` operator, in order (docs/operators.md)."""
 
 
-def check_packed(node: ir.Node) -> None:
-    """Raise :class:`InputError` unless ``node`` is a well-formed ``ai.mptc`` operator.
+def check_packed(node: ir.Node) -> PackedAttributes:
+    """The attributes of ``node``, an ``ai.mptc`` operator, once :mod:`mptc.ops.validate` found
+    it well-formed (else :class:`InputError`): its inputs, attributes, constant tensors and, where
+    shape inference told it, its input's shape.
 
     The packing pass only makes well-formed ones; a model packed elsewhere or edited by hand is
-    read by the folds and by ``inspect``, which index the inputs.
+    read by the folds and by ``inspect``, which index the inputs and compute with the attributes.
     """
+    where = label(node)
     if node.op_type not in [op.__name__ for op in REFERENCE_OPS]:
-        raise InputError(
-            f"{label(node)}: unknown operator {DOMAIN}::{node.op_type}, expected BinaryConv or BinaryDense"
-        )
+        raise InputError(f"{where}: unknown operator {DOMAIN}::{node.op_type}, expected BinaryConv or BinaryDense")
     if len(node.inputs) != len(PACKED_INPUTS) or any(v is None for v in node.inputs) or len(node.outputs) != 1:
         raise InputError(
-            f"{label(node)} has {len(node.inputs)} inputs and {len(node.outputs)} outputs; "
+            f"{where} has {len(node.inputs)} inputs and {len(node.outputs)} outputs; "
             f"it takes {len(PACKED_INPUTS)} ({', '.join(PACKED_INPUTS)}) and gives one"
         )
+    check_attribute_types(where, node.op_type, {name: attr.type.value for name, attr in node.attributes.items()})
+    attributes = packed_attributes(where, node.op_type, {name: attr.value for name, attr in node.attributes.items()})
+    x = node.inputs[0]
+    x_shape = None if x is None or x.shape is None else tuple(x.shape)
+    sign_bits, mask_bits, scale, bias = (constant_array(value) for value in node.inputs[1:])
+    check_tensors(where, attributes, sign_bits, mask_bits, scale, bias, x_shape)
+    return attributes
 
 
 def check_packed_graph(model: ir.Model) -> None:

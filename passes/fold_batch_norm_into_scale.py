@@ -164,7 +164,13 @@ def _fold(user: ir.Node, value: ir.Value, rank: int, channels: int) -> tuple[np.
                 raise Skip(f"{label(user)}'s {name} is not a constant per output channel")
             params.append(array)
         gamma, beta, mean, var = params
-        k = gamma / np.sqrt(var + user.attributes.get_float("epsilon", 1e-5))
+        variance = var + user.attributes.get_float("epsilon", 1e-5)
+        bad = int(np.count_nonzero(~(variance > 0)))  # NaN counts as bad too
+        if bad:
+            raise Skip(
+                f"{label(user)}'s input_var + epsilon is not positive in {bad} channel(s): it has no square root"
+            )
+        k = gamma / np.sqrt(variance)
         return k, beta - mean * k
     other = user.inputs[1] if user.inputs[0] is value else user.inputs[0]
     c = per_channel(constant_array(other), rank, channels)

@@ -14,8 +14,8 @@ import onnx
 import onnx_ir as ir
 
 from mptc.conventions import ternary_scale, unpack_bits
-from mptc.errors import InputError
 from mptc.ops.reference import DOMAIN
+from mptc.ops.validate import PackedAttributes, check_standard_node
 from mptc.passes._graph import check_packed, constant_array, is_op, label, read_ir
 
 
@@ -51,10 +51,14 @@ def inspect_model(model: onnx.ModelProto) -> list[LayerRow]:
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
         pass  # Shapes of packed inputs then stay unknown; the rows say None.
     rows = []
-    for node in read_ir(model).graph:
+    ir_model = read_ir(model)
+    opset = ir_model.opset_imports.get("", 1)
+    for node in ir_model.graph:
         if node.domain == DOMAIN:
             rows.append(_packed_row(node))
         elif any(is_op(node, op) for op in ("Conv", "Gemm", "MatMul")):
+            types = {name: attr.type.value for name, attr in node.attributes.items()}
+            check_standard_node(label(node), node.op_type, opset, types, len(node.inputs), len(node.outputs))
             row = _float_row(node)
             if row is not None:
                 rows.append(row)
@@ -67,7 +71,7 @@ def _float_row(node: ir.Node) -> LayerRow | None:
         return None
     if node.op_type == "MatMul" or (node.op_type == "Gemm" and not node.attributes.get_int("transB", 0)):
         weight = weight.T
-    alpha = ternary_scale(weight) if weight.dtype.kind == "f" else None
+    alpha = ternary_scale(weight) if weight.dtype.kind == "f" and weight.ndim >= 2 and weight.size else None
     bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
     return LayerRow(
         op=node.op_type,
@@ -82,20 +86,10 @@ def _float_row(node: ir.Node) -> LayerRow | None:
 
 
 def _packed_row(node: ir.Node) -> LayerRow:
-    check_packed(node)
+    attributes = check_packed(node)
     sign_bits, mask_bits, scale, bias = (constant_array(v) for v in node.inputs[1:])
-    if mask_bits is not None and mask_bits.ndim != 2:
-        raise InputError(f"{label(node)}: mask bits of shape {mask_bits.shape}, expected (outputs, bytes)")
     out_channels = None if mask_bits is None else mask_bits.shape[0]
-    shape, taps = _packed_weight_shape(node, out_channels)
-    if (
-        taps is not None
-        and mask_bits is not None
-        and not 8 * (mask_bits.shape[-1] - 1) < taps <= 8 * mask_bits.shape[-1]
-    ):
-        raise InputError(
-            f"{label(node)}: its input's shape gives {taps} weights per output, its mask bits hold {8 * mask_bits.shape[-1]}"
-        )
+    shape, taps = _packed_weight_shape(node, attributes, out_channels)  # taps fit the rows: check_packed saw to it
     parameters = [a for a in (sign_bits, mask_bits, scale, bias) if a is not None]
     bits = sum(a.nbytes for a in (sign_bits, mask_bits) if a is not None) * 8
     known = taps is not None and mask_bits is not None and out_channels
@@ -111,16 +105,17 @@ def _packed_row(node: ir.Node) -> LayerRow:
     )
 
 
-def _packed_weight_shape(node: ir.Node, out_channels: int | None) -> tuple[tuple[int | None, ...], int | None]:
+def _packed_weight_shape(
+    node: ir.Node, attributes: PackedAttributes, out_channels: int | None
+) -> tuple[tuple[int | None, ...], int | None]:
     """``(weight shape, K)``; K comes from the input's channel count, None when shape inference could not tell."""
     x = node.inputs[0]
     channels = x.shape[1] if x is not None and x.shape is not None and len(x.shape) > 1 else None
     channels = channels if isinstance(channels, int) else None
     if node.op_type == "BinaryConv":
-        kernel = tuple(node.attributes.get_ints("kernel_shape", ()))
-        per_group = None if channels is None else channels // node.attributes.get_int("group", 1)
-        taps = None if per_group is None else per_group * math.prod(kernel)
-        return (out_channels, per_group, *kernel), taps
+        per_group = None if channels is None else channels // attributes.group
+        taps = None if per_group is None else per_group * attributes.taps
+        return (out_channels, per_group, *attributes.kernel_shape), taps
     return (out_channels, channels), channels
 
 

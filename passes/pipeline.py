@@ -19,9 +19,10 @@ from google.protobuf.message import DecodeError, Message
 from onnxscript.version_converter import ConvertVersionPass
 
 from mptc.errors import InputError, MptcError, UnsupportedError, first_line
-from mptc.io import write_bytes
+from mptc.io import file_kind, write_bytes
 from mptc.ops import functions
 from mptc.ops.reference import DOMAIN
+from mptc.ops.validate import check_node_sizes
 from mptc.passes._graph import read_ir, root_message
 from mptc.passes.attach_function_bodies import AttachFunctionBodiesPass
 from mptc.passes.fold_batch_norm_into_scale import FoldBatchNormIntoScalePass
@@ -78,8 +79,10 @@ def optimize(model: onnx.ModelProto, on_skip: Callable[[str], None] | None = Non
     Raises:
         InputError: the model is not valid ONNX.
         UnsupportedError: no layer could be packed (the reasons per candidate are in the message),
-            or a construct the pipeline cannot handle, named.
+            a construct the pipeline cannot handle, named, or a node past
+            :data:`mptc.ops.validate.MAX_NODE_VALUES` inputs or outputs.
     """
+    check_node_sizes(model.graph)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as error:
@@ -126,8 +129,10 @@ def optimize_file(src: str | os.PathLike, dst: str | os.PathLike) -> onnx.ModelP
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file, turning every way it can be unusable into one :class:`InputError`."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    if not path.is_file():  # a FIFO would block onnx.load until a writer came
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: not a file (it is {file_kind(path.stat().st_mode)})")
     try:
         model = onnx.load(os.fspath(path))
     except (DecodeError, onnx.onnx_cpp2py_export.checker.ValidationError, ValueError, RuntimeError) as error:
@@ -141,6 +146,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"{path}: corrupt ONNX model: {field} is not UTF-8 text")
     if not model.graph.output:
         raise InputError(f"{path}: the graph has no outputs")
+    check_node_sizes(model.graph)  # before any pass: onnx_ir's rewiring is quadratic in a node's inputs
     return model
 
 

@@ -5,8 +5,9 @@
 # with a runtime-only TVM, which serves TVM RPC on 127.0.0.1 exactly as a Raspberry Pi would.
 #
 # What it does (nothing arm64 is installed into /; everything but step 1 lives under ARM_ROOT):
-#   1. apt: qemu-user, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross (cross-linking module.so);
-#      `dpkg --add-architecture arm64` only so apt can see arm64 package indices.
+#   1. apt: qemu-user, and binutils-aarch64-linux-gnu (objdump, for tests that read a module's
+#      instructions); `dpkg --add-architecture arm64` only so apt can see arm64 package indices.
+#      Cross-linking module.so needs none of it: zig comes with the venv (targets/cross.py).
 #   2. sysroot/: Debian's python3.11:arm64 and its runtime dependencies, unpacked with `dpkg -x`.
 #   3. pylib/: aarch64 wheels of apache-tvm, apache-tvm-ffi, numpy, ml_dtypes (the versions in the
 #      host venv, so both ends of the RPC agree) plus the RPC server's pure helpers; pruned to a
@@ -50,7 +51,7 @@ SPEC="v1 $ARM_ROOT python$PYVER ${PINS[*]}"
 
 ready() {
   [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SPEC" ] && [ -x "$LAUNCHER" ] \
-    && command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null
+    && command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-objdump >/dev/null
 }
 ready && exit 0
 
@@ -62,13 +63,13 @@ rm -f "$STAMP"
 
 # 1) host tools from apt (the only step that touches the host)
 if ! dpkg --print-foreign-architectures | grep -qx arm64 || ! command -v qemu-aarch64 >/dev/null \
-   || ! command -v aarch64-linux-gnu-gcc >/dev/null || ! dpkg -s libc6-dev-arm64-cross >/dev/null 2>&1; then
+   || ! command -v aarch64-linux-gnu-objdump >/dev/null; then
   SUDO=(); [ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
-  say "apt: qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+  say "apt: qemu-user binutils-aarch64-linux-gnu"
   "${SUDO[@]}" dpkg --add-architecture arm64 || die "cannot run dpkg as root (run as root or with sudo)"
   "${SUDO[@]}" apt-get update -qq || die "apt-get update failed (no network or apt sources?)"
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
-      qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross >/dev/null || die "apt-get install failed"
+      qemu-user binutils-aarch64-linux-gnu >/dev/null || die "apt-get install failed"
 fi
 
 # 2) the aarch64 sysroot, built beside its final place and moved in only when complete

@@ -2,19 +2,21 @@
 
 ``OUT/`` is laid out as :mod:`mptc.artifact` defines (read back by ``mptc profile``):
 
-* ``module.so`` - x86 native; aarch64 cross-linked with ``aarch64-linux-gnu-gcc``; for CUDA the
+* ``module.so`` - x86 native; aarch64 cross-linked by :mod:`mptc.targets.cross` (zig); for CUDA the
   host library with the CUDA module inside, and ``module.cu`` beside it;
 * ``manifest.json`` - an :class:`mptc.artifact.Manifest`;
 * ``reference.npz`` - a sample input ``x`` and the expected output ``y`` of the packed model, from
   onnxruntime when every ``ai.mptc`` node carries its ONNX function body, else from
-  ``onnx.reference`` with ``mptc.ops.reference``.
+  ``onnx.reference`` with ``mptc.ops.reference``;
+* ``source.onnx`` - the model compiled, byte for byte.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +28,9 @@ from mptc import __version__
 from mptc.artifact import (
     CUDA_SOURCE_FILE,
     MODULE_FILE,
+    OUT_FILES,
     REFERENCE_FILE,
+    SOURCE_MODEL_FILE,
     Manifest,
     Sizes,
     SourceModel,
@@ -38,19 +42,21 @@ from mptc.artifact import (
 )
 from mptc.conventions import node_label
 from mptc.errors import InputError, OutputError, UnsupportedError, first_line
-from mptc.io import atomic_path
+from mptc.io import atomic_folder, atomic_path, output_folder, read_regular_file, write_bytes
 from mptc.ops.reference import DOMAIN, REFERENCE_OPS
 from mptc.targets.build import build
+from mptc.targets.cross import aarch64_linker
 from mptc.targets.frontend import Lowering, from_onnx
 from mptc.targets.policy import KernelPolicy, default_policy
 from mptc.targets.schedules import kernel_schedules
 from mptc.targets.target import CompileTarget, resolve_target
+from mptc.verify import require_finite
 
 MAX_INPUT_ELEMENTS = 2**31 - 1  # TVM indexes tensors with int32 by default
+MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit on one message
 REFERENCE_SEED = 0  # the sample input is N(0, 1) from this seed: reproducible across runs
-CROSS_COMPILER = "aarch64-linux-gnu-gcc"
-CROSS_COMPILER_HINT = "apt-get install -y gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
 ORT_MAX_IR_VERSION = 10  # onnx 1.23 writes IR 14, onnxruntime 1.31 reads at most 13
+STAGES = ("import", "lower", "build", "reference", "write")  # in order, each named to on_stage as it starts
 
 
 def compile_model(
@@ -60,17 +66,23 @@ def compile_model(
     board: str | None = None,
     target_json: str | Path | None = None,
     policy: KernelPolicy | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    keep_model_as: str | None = None,
 ) -> dict[str, Any]:
     """Compile a packed ONNX model (``ai.mptc`` layers) for ``target`` and write ``out_dir``.
 
     Args:
         model: path to, or the proto of, an ONNX model whose ternary layers are already packed.
         target: ``"x86"`` (this host), ``"arm"`` or ``"cuda"``.
-        out_dir: created if missing; ``module.so``, ``manifest.json``, ``reference.npz`` are written.
+        out_dir: written as a whole (``mptc.io.atomic_folder``): absent, or holding only files mptc
+            writes there (``mptc.artifact.OUT_FILES``) and the model compiled, which are replaced.
         board: ``rpi4`` / ``rpi5`` / ``jetson-orin`` (arm, cuda); picks the CPU or GPU of the board.
         target_json: a file holding a TVM target dict that replaces the built-in one.
         policy: the break-evens and block sizes that pick each layer's kernel; None: the measured
             default of the target's family (``targets.policy.default_policy``).
+        on_stage: called with each name of :data:`STAGES` as that stage starts (a progress bar).
+        keep_model_as: also write the model compiled into ``out_dir`` under this name (the CLI's
+            ``packed.onnx``); a model read from ``out_dir`` itself is kept under its own name.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -79,44 +91,88 @@ def compile_model(
         InputError: unreadable model or target JSON; UnsupportedError: unknown target/board, an op
         or layer the targets do not compile; OutputError: ``out_dir`` cannot be written.
     """
+    stage = on_stage or (lambda _: None)
+    stage("import")
     compile_target = resolve_target(target, board, target_json)
-    proto, source = _load(model)
+    out = Path(out_dir)
+    keep_model_as, replaceable = check_out_dir(model, out, keep_model_as)  # refused before the work, not after
+    proto, source, data = _load(model)
+    if keep_model_as:
+        source = dataclasses.replace(source, path=str(out / keep_model_as))
     _check_node_order(proto)
     input_name, input_shape = _graph_input(proto)
+    stage("lower")
     kernels = kernel_schedules(compile_target)
     lowering = Lowering(kernels, policy if policy is not None else default_policy(compile_target.family))
     mod = from_onnx(proto, lowering, {input_name: input_shape})
+    stage("build")
     executable = build(mod, compile_target, kernels.float_lanes)
+    stage("reference")
     x, y, runtime = reference_io(proto, input_name, input_shape)  # before writing: it may refuse the model
-    out = _prepare(Path(out_dir))
-    files = _export(executable, compile_target, out)
-    write_reference(out, x, y)
-    manifest = Manifest(
-        versions=Versions(mptc=__version__, tvm=tvm.__version__),
-        target=TargetInfo(
-            name=target, family=compile_target.family, board=compile_target.board, spec=compile_target.spec
-        ),
-        source_model=source,
-        input=TensorInfo(name=input_name, shape=list(input_shape), dtype="float32"),
-        output=TensorInfo(name=proto.graph.output[0].name, shape=list(y.shape), dtype=str(y.dtype)),
-        files={**files, "reference": REFERENCE_FILE},
-        reference_runtime=runtime,
-        sparse_break_even=lowering.break_even if lowering.break_even is not None else lowering.policy.sparse_break_even,
-        layers=[dataclasses.asdict(layer) for layer in lowering.layers],
-        sizes=Sizes(
-            module_bytes=(out / MODULE_FILE).stat().st_size,
-            source_model_bytes=source.bytes,
-            packed_weight_bytes=sum(layer.packed_bytes for layer in lowering.layers),
-            lowered_weight_bytes=sum(layer.lowered_bytes for layer in lowering.layers),
-        ),
-    )
-    write_manifest(out, manifest)
+    stage("write")
+    with atomic_folder(out, replaceable) as staging:  # a reader sees the previous build or this one
+        files = _export(executable, compile_target, staging)
+        write_reference(staging, x, y)
+        write_bytes(staging / SOURCE_MODEL_FILE, data)
+        if keep_model_as:
+            write_bytes(staging / keep_model_as, data)
+        module = (staging / MODULE_FILE).read_bytes()
+        manifest = Manifest(
+            versions=Versions(mptc=__version__, tvm=tvm.__version__),
+            target=TargetInfo(
+                name=target, family=compile_target.family, board=compile_target.board, spec=compile_target.spec
+            ),
+            source_model=source,
+            input=TensorInfo(name=input_name, shape=list(input_shape), dtype="float32"),
+            output=TensorInfo(name=proto.graph.output[0].name, shape=list(y.shape), dtype=str(y.dtype)),
+            files={**files, "reference": REFERENCE_FILE, "source_model": SOURCE_MODEL_FILE},
+            reference_runtime=runtime,
+            sparse_break_even=lowering.break_even
+            if lowering.break_even is not None
+            else lowering.policy.sparse_break_even,
+            layers=[dataclasses.asdict(layer) for layer in lowering.layers],
+            sizes=Sizes(
+                module_bytes=len(module),
+                source_model_bytes=source.bytes,
+                packed_weight_bytes=sum(layer.packed_bytes for layer in lowering.layers),
+                lowered_weight_bytes=sum(layer.lowered_bytes for layer in lowering.layers),
+            ),
+            module_sha256=hashlib.sha256(module).hexdigest(),
+        )
+        write_manifest(staging, manifest)
     return manifest.to_json()
+
+
+def check_out_dir(
+    model: str | Path | onnx.ModelProto, out_dir: str | Path, keep_model_as: str | None = None
+) -> tuple[str | None, frozenset[str]]:
+    """Refuse ``out_dir`` as :func:`compile_model` would, before any work (``mptc.io.output_folder``).
+
+    Returns:
+        The name the model is kept under in ``out_dir`` (``keep_model_as``, or the model's own name
+        when it is read from ``out_dir``, since the new folder replaces the old one as a whole), and
+        the file names ``out_dir`` may hold.
+    """
+    if keep_model_as is None and not isinstance(model, onnx.ModelProto) and _same_folder(Path(model).parent, out_dir):
+        keep_model_as = Path(model).name
+    replaceable = OUT_FILES | ({keep_model_as} if keep_model_as else set())
+    output_folder(out_dir, replaceable)
+    return keep_model_as, replaceable
 
 
 def reference_io(model: onnx.ModelProto, input_name: str, shape: list[int]) -> tuple[np.ndarray, np.ndarray, str]:
     """A seeded sample input and the packed model's output on it, and which runtime produced it."""
     x = np.random.default_rng(REFERENCE_SEED).standard_normal(shape).astype(np.float32)
+    run, runtime = reference_runner(model, input_name)
+    y = run(x)
+    # A module cannot be checked against NaN: a model that gives it on a plain sample is refused.
+    require_finite(y, f"the model's outputs on a N(0, 1) sample, in {runtime},")
+    return x, y, runtime
+
+
+def reference_runner(model: onnx.ModelProto, input_name: str) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """The packed model as a function of its input, and the runtime behind it: onnxruntime when
+    every ``ai.mptc`` node carries its ONNX function body, else ``onnx.reference``."""
     with_bodies = {f.name for f in model.functions if f.domain == DOMAIN}
     used = {n.op_type for n in model.graph.node if n.domain == DOMAIN}
     if used <= with_bodies:
@@ -137,30 +193,29 @@ def reference_io(model: onnx.ModelProto, input_name: str, shape: list[int]) -> t
             raise InputError(
                 f"onnxruntime cannot load the model to compute its reference output: {first_line(error)}"
             ) from error
-        return x, session.run(None, {input_name: x})[0], f"onnxruntime {ort.__version__}"
+        return lambda x: session.run(None, {input_name: x})[0], f"onnxruntime {ort.__version__}"
     from onnx.reference import ReferenceEvaluator
 
-    outputs = cast("list[np.ndarray]", ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {input_name: x}))
-    return x, outputs[0], f"onnx.reference {onnx.__version__}"
+    evaluator = ReferenceEvaluator(model, new_ops=REFERENCE_OPS)
+    return (
+        lambda x: cast("list[np.ndarray]", evaluator.run(None, {input_name: x}))[0],
+        f"onnx.reference {onnx.__version__}",
+    )
 
 
-def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, SourceModel]:
+def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, SourceModel, bytes]:
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         path = None
     else:
         path = Path(model)
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise InputError(f"cannot read model {path}: {error.strerror or error}") from error
+        data = read_regular_file(path, MAX_MODEL_BYTES, "model")  # a FIFO would block the compile
     try:
         proto = onnx.load_from_string(data)
     except Exception as error:  # protobuf raises DecodeError and friends, not one base class
         raise InputError(f"{path or 'model'} is not an ONNX model: {error}") from error
-    return proto, SourceModel(
-        path=str(path) if path else None, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data)
-    )
+    source = SourceModel(path=str(path) if path else None, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    return proto, source, data
 
 
 def _graph_input(model: onnx.ModelProto) -> tuple[str, list[int]]:
@@ -205,14 +260,11 @@ def _check_node_order(model: onnx.ModelProto) -> None:
         known.update(node.output)
 
 
-def _prepare(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output {out} exists and is not a folder")
+def _same_folder(a: Path, b: str | Path) -> bool:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create output folder {out}: {error.strerror or error}") from error
-    return out
+        return os.path.isdir(a) and os.path.isdir(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _export(executable, target: CompileTarget, out: Path) -> dict[str, str]:
@@ -222,13 +274,7 @@ def _export(executable, target: CompileTarget, out: Path) -> dict[str, str]:
         (out / CUDA_SOURCE_FILE).write_text(cuda_source(executable))
         files["cuda_source"] = CUDA_SOURCE_FILE
     host_triple = str((target.spec.get("host") or target.spec).get("mtriple", ""))
-    fcompile = None
-    if host_triple.startswith("aarch64"):
-        if shutil.which(CROSS_COMPILER) is None:
-            raise UnsupportedError(
-                f"target {target.family} needs the cross linker {CROSS_COMPILER}: {CROSS_COMPILER_HINT}"
-            )
-        fcompile = tvm.support.cc.cross_compiler(CROSS_COMPILER)
+    fcompile = aarch64_linker().fcompile() if host_triple.startswith("aarch64") else None
     # Linked beside and renamed into place: a link cut short (a full disk) leaves no truncated module.so.
     with atomic_path(out / MODULE_FILE) as tmp:
         try:

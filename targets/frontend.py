@@ -24,6 +24,8 @@ words, and the consumer reads words: the float tensor between them never exists
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,12 +34,23 @@ from typing import Any
 import numpy as np
 import onnx
 import tvm
+from onnx import numpy_helper
 from tvm import relax, tirx
 from tvm.relax.frontend.onnx import onnx_frontend as _onnx
 
 from mptc.conventions import node_label
-from mptc.errors import InputError, UnsupportedError
-from mptc.ops.reference import DOMAIN, INPUT_MODES, OPSET_VERSION, unpack_ternary
+from mptc.errors import InputError, MptcError, UnsupportedError, first_line
+from mptc.ops.reference import DOMAIN, OPSET_VERSION, unpack_ternary
+from mptc.ops.validate import (
+    PackedAttributes,
+    check_node_sizes,
+    check_packed_proto,
+    check_standard_node,
+    check_tensors,
+    packed_attributes,
+    pool_geometry,
+    proto_attribute_types,
+)
 from mptc.targets import chooser, layout
 from mptc.targets.epilogue import ONNX_DOMAINS, Epilogue, epilogues
 from mptc.targets.kernels import binary_conv, binary_dense, packed_pool
@@ -124,7 +137,11 @@ class _Layer:
     mask_bits: np.ndarray
     scale: np.ndarray
     bias: np.ndarray
-    input_mode: str
+    attributes: PackedAttributes  # checked by ``mptc.ops.validate``, defaults filled in
+
+    @property
+    def input_mode(self) -> str:
+        return self.attributes.input_mode
 
     @property
     def label(self) -> str:
@@ -133,43 +150,28 @@ class _Layer:
 
     @classmethod
     def parse(cls, op_type: str, inputs, attr: dict, lowering: Lowering) -> _Layer:
+        """The node's inputs and attributes, checked by ``mptc.ops.validate`` against the input's
+        static shape (:func:`check_nodes` checked what the proto alone tells, before the import)."""
         name = attr["tvm_custom"]["name"] or op_type
+        where = node_label(name, op_type)
         if len(inputs) != 5 or any(i is None for i in inputs):
-            raise InputError(f"{node_label(name, op_type)}: expected inputs X, sign_bits, mask_bits, scale, bias")
+            raise InputError(f"{where}: expected inputs X, sign_bits, mask_bits, scale, bias")
+        attributes = packed_attributes(where, op_type, {k: v for k, v in attr.items() if k != "tvm_custom"})
+        if attributes.group != 1:
+            raise UnsupportedError(f"{where}: group={attributes.group} (only group=1 is compiled)")
         x = inputs[0]
         shape = lowering.logical_shape(x) or _static_shape(x)
         if shape is None:
-            raise UnsupportedError(
-                f"{node_label(name, op_type)}: input needs a static shape, got {getattr(x.ty, 'shape', None)}"
-            )
+            raise UnsupportedError(f"{where}: input needs a static shape, got {getattr(x.ty, 'shape', None)}")
         consts = []
         for role, value in zip(("sign_bits", "mask_bits", "scale", "bias"), inputs[1:]):
             if not isinstance(value, tvm.ir.GenericConst):
-                raise UnsupportedError(
-                    f"{node_label(name, op_type)}: {role} must be an initializer (constant) to be compiled"
-                )
+                raise UnsupportedError(f"{where}: {role} must be an initializer (constant) to be compiled")
             consts.append(value.value.numpy())
-        mode = attr.get("input_mode", b"real")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        if mode not in INPUT_MODES:
-            raise InputError(f"{node_label(name, op_type)}: input_mode must be one of {INPUT_MODES}, got {mode!r}")
         sign_bits, mask_bits, scale, bias = consts
-        if sign_bits.dtype != np.uint8 or sign_bits.shape != mask_bits.shape or scale.shape != (sign_bits.shape[0],):
-            raise InputError(
-                f"{node_label(name, op_type)}: expected uint8 sign/mask bits (O, ceil(K/8)) and scale (O,), got "
-                f"{sign_bits.dtype}{sign_bits.shape}, {mask_bits.shape}, {scale.shape}"
-            )
+        check_tensors(where, attributes, sign_bits, mask_bits, scale, bias, tuple(int(d) for d in shape))
         return cls(
-            name,
-            op_type,
-            lowering,
-            x,
-            tuple(int(d) for d in shape),
-            sign_bits,
-            mask_bits,
-            scale.astype(np.float32),
-            bias.astype(np.float32),
-            mode,
+            name, op_type, lowering, x, tuple(int(d) for d in shape), sign_bits, mask_bits, scale, bias, attributes
         )
 
     @property
@@ -179,12 +181,6 @@ class _Layer:
     @property
     def words_out(self) -> bool:
         return self.name in self.lowering.words_out
-
-    def check_k(self, k: int) -> None:
-        if self.sign_bits.shape[1] != layout.ceil_div(k, 8):
-            raise InputError(
-                f"{self.label}: bits hold {self.sign_bits.shape[1]} bytes per row, K={k} needs {layout.ceil_div(k, 8)}"
-            )
 
     def lower(
         self,
@@ -264,22 +260,16 @@ class BinaryConv(_onnx.OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
         layer = _Layer.parse("BinaryConv", inputs, attr, params.lowering)
-        if int(attr.get("group", 1)) != 1:
-            raise UnsupportedError(f"{layer.label}: group={attr['group']} (only group=1 is compiled)")
-        pad_value = float(attr.get("pad_value", 0.0))
-        if layer.input_mode == "real" and pad_value != 0.0:
-            raise InputError(f"{layer.label}: pad_value must be 0 in real mode, got {pad_value}")
-        if len(layer.shape) != 4:
-            raise UnsupportedError(f"{layer.label}: expected an NCHW input, got shape {layer.shape}")
+        attributes = layer.attributes
+        pad_value = attributes.pad_value
         geo = layout.ConvGeometry(
             *layer.shape,
             out_channels=layer.sign_bits.shape[0],
-            kernel=tuple(attr["kernel_shape"]),
-            strides=tuple(attr.get("strides", (1, 1))),
-            pads=tuple(attr.get("pads", (0, 0, 0, 0))),
-            dilations=tuple(attr.get("dilations", (1, 1))),
+            kernel=attributes.kernel_shape,
+            strides=attributes.strides,
+            pads=attributes.pads,
+            dilations=attributes.dilations,
         )
-        layer.check_k(geo.channels * geo.kernel[0] * geo.kernel[1])
         weight = layout.ternary_conv_weight(layer.sign_bits, layer.mask_bits, geo)
         out_shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
         kernels = layer.lowering.kernels
@@ -342,11 +332,8 @@ class BinaryDense(_onnx.OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
         layer = _Layer.parse("BinaryDense", inputs, attr, params.lowering)
-        if len(layer.shape) != 2:
-            raise UnsupportedError(f"{layer.label}: expected a 2-D input (N, K), got shape {layer.shape}")
         batch, k = layer.shape
         out = layer.sign_bits.shape[0]
-        layer.check_k(k)
         weight = unpack_ternary(layer.sign_bits, layer.mask_bits, (out, k))
         kernels = layer.lowering.kernels
 
@@ -384,16 +371,9 @@ class PackedMaxPool(_onnx.OnnxOpConverter):
     def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
         lowering, name = params.lowering, attr["tvm_custom"]["name"] or "MaxPool"
         batch, channels, height, width = lowering.logical_shape(inputs[0])
+        kernel, strides, pads, dilations = pool_geometry(node_label(name, "MaxPool"), attr, (height, width))
         geo = layout.ConvGeometry(
-            batch,
-            channels,
-            height,
-            width,
-            channels,
-            kernel=tuple(attr["kernel_shape"]),
-            strides=tuple(attr.get("strides", (1, 1))),
-            pads=tuple(attr.get("pads", (0, 0, 0, 0))),
-            dilations=tuple(attr.get("dilations", (1, 1))),
+            batch, channels, height, width, channels, kernel=kernel, strides=strides, pads=pads, dilations=dilations
         )
         func = lowering.kernels.or_pool(packed_pool.or_pool_func(geo))
         words = (batch, geo.out_height, geo.out_width, geo.channel_words)
@@ -413,9 +393,18 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
         self.lowering = lowering
 
     def from_onnx(self, graph: onnx.GraphProto, opset: int) -> tvm.IRModule:
+        """TVM's import, quiet: its importer prints each failing node on stdout before re-raising
+        (stdout is the command's output, the error reaches the user as one line), and a failure
+        leaves the builder's last block open, which TVM warns about on stderr, after that line,
+        whenever the builder is freed: the block is closed here instead."""
         self.lowering.words_out = packed_edges(graph) if self.lowering.pack_activations else frozenset()
         self.lowering.epilogues = epilogues(graph)
-        return super().from_onnx(graph, opset)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return super().from_onnx(graph, opset)
+        except BaseException:
+            _close_blocks(self.bb)
+            raise
 
     def _check_for_unsupported_ops(self, graph: onnx.GraphProto) -> None:
         known = set(_onnx._get_convert_map()) | {"If", "Constant"}
@@ -438,7 +427,15 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
         if converter is None and op_name in WORD_CONVERTERS and self.lowering.logical_shape(inputs[0]) is not None:
             converter = WORD_CONVERTERS[op_name]
         if converter is None:
-            return super()._convert_operator(op_name, inputs, attrs, opset)
+            try:
+                return super()._convert_operator(op_name, inputs, attrs, opset)
+            except MptcError:
+                raise
+            except Exception as error:  # TVM's own converters assert and index what they are given
+                name = attrs.get("tvm_custom", {}).get("name")
+                raise UnsupportedError(
+                    f"{node_label(name, op_name)}: TVM's ONNX importer cannot convert it: {first_line(error)}"
+                ) from error
         impl = converter.get_converter(OPSET_VERSION)
         return self.bb.normalize(impl(self.bb, inputs, attrs, ConverterContext(self.lowering, self._nodes)))
 
@@ -518,4 +515,55 @@ def from_onnx(model: onnx.ModelProto, lowering: Lowering, shape_dict: dict[str, 
     opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
     if DOMAIN in opsets and opsets[DOMAIN] != OPSET_VERSION:
         raise UnsupportedError(f"{DOMAIN} opset {opsets[DOMAIN]} (the targets compile version {OPSET_VERSION})")
+    check_nodes(model.graph, opsets.get("ai.onnx", 1))
     return MptcGraphImporter(lowering, shape_dict).from_onnx(model.graph, opsets.get("ai.onnx", 1))
+
+
+def check_nodes(graph: onnx.GraphProto, opset: int) -> None:
+    """What TVM's importer and our converters take for granted, checked on the proto first: node
+    sizes, the attribute types and input counts of ONNX nodes, and everything about an ``ai.mptc``
+    node its proto and initializers tell (``mptc.ops.validate``; the converters check the rest
+    against the input's static shape).
+
+    Raises:
+        InputError: a malformed node, named. UnsupportedError: a node past mptc's size limits.
+    """
+    check_node_sizes(graph)
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    for node in graph.node:
+        if node.domain == DOMAIN and node.op_type in CONVERTERS:
+            check_packed_proto(node, _constants(node, initializers))
+        elif node.domain in ONNX_DOMAINS:
+            where = node_label(node.name, node.op_type, node.output)
+            types = proto_attribute_types(node)
+            check_standard_node(where, node.op_type, opset, types, len(node.input), len(node.output))
+            empty = next((a.name for a in node.attribute if not _has_value(a)), None)
+            if empty is not None:  # a list with no element sets no field: TVM's attribute parser fails on it
+                raise UnsupportedError(f"{where}: attribute {empty} is empty, which TVM's ONNX importer cannot read")
+
+
+def _has_value(attribute: onnx.AttributeProto) -> bool:
+    return any(field.name not in ("name", "type", "doc_string", "ref_attr_name") for field, _ in attribute.ListFields())
+
+
+def _constants(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name in node.input[1:]:
+        if name in initializers:
+            try:
+                arrays[name] = numpy_helper.to_array(initializers[name])
+            except Exception as error:  # data that does not fill its shape, external data: onnx raises several types
+                raise InputError(
+                    f"{node_label(node.name, node.op_type, node.output)}: initializer {name!r} cannot be read: "
+                    f"{first_line(error)}"
+                ) from error
+    return arrays
+
+
+def _close_blocks(bb: relax.BlockBuilder, most: int = 8) -> None:
+    """End the blocks a failed import left open in ``bb`` (TVM ends them only on success)."""
+    for _ in range(most):
+        try:
+            bb._end_block()
+        except Exception:  # noqa: BLE001 - TVM's "no block is being built" check: all closed
+            return

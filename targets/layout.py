@@ -335,10 +335,9 @@ def block_sparse_conv_tables(
     group's slice of the input for consecutive blocks, so each task streams one contiguous run
     of the index per group. Block-major order (a run per block and group) left the hardware
     prefetcher short streams, and on small maps, where each entry feeds a single vector, the index
-    is most of what the kernel reads: 512@4x4 at 0.9 with its tables out of cache 410 -> 295 us,
-    resnet18 MPT-1/32 at 0.9 end to end 13% faster (paired rounds, 2 threads). For the same
-    reason offsets are kept from their group's first plane, in 16 bits where a group spans at
-    most 2^16 floats (the L1-sized groups of every CIFAR ResNet shape).
+    is most of what the kernel reads (measured: docs/performance.md). For the same reason offsets
+    are kept from their group's first plane, in 16 bits where a group spans at most 2^16 floats
+    (the L1-sized groups of every CIFAR ResNet shape).
     """
     offset = flat_tap_offsets(geo, flat)
     taps_per_channel = geo.kernel[0] * geo.kernel[1]

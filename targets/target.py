@@ -23,9 +23,13 @@ from tvm.target import codegen
 from mptc.boards import BOARDS, DEFAULT_ARM_BOARD, TARGETS
 from mptc.errors import InputError, UnsupportedError
 from mptc.hostinfo import cpuinfo
+from mptc.io import read_regular_file
 
 AARCH64_TRIPLE = "aarch64-linux-gnu"
 CUDA_DEFAULT_ARCH = "sm_90"
+CPU_TRIPLES = {"x86": ("x86_64",), "arm": ("aarch64",)}
+"""LLVM triple prefixes of the CPU families the schedules handle (a dict without one is this host)."""
+MAX_TARGET_JSON_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -96,26 +100,54 @@ def x86_features(mcpu: str | None) -> set[str]:
 
 
 def family_of(spec: dict[str, Any]) -> str:
-    """Schedule family of a target dict: cuda by kind, arm by an aarch64 triple, else x86."""
+    """Schedule family of a target dict: cuda by kind, arm by an aarch64 triple, x86 by an x86-64
+    triple or none (this host); a CUDA target's ``host`` must be one of those CPUs.
+
+    Raises:
+        UnsupportedError: another kind, or a CPU triple (riscv64, armv7, ...) no schedule handles.
+    """
     if spec.get("kind") == "cuda":
+        host = spec.get("host")
+        if isinstance(host, dict):
+            _cpu_family(host)
         return "cuda"
     if spec.get("kind") == "llvm":
-        return "arm" if str(spec.get("mtriple", "")).startswith("aarch64") else "x86"
+        return _cpu_family(spec)
     raise UnsupportedError(f"unsupported target kind {spec.get('kind')!r}: expected 'llvm' or 'cuda'")
+
+
+def _cpu_family(spec: dict[str, Any]) -> str:
+    triple = spec.get("mtriple")
+    if triple is None:
+        return "x86"
+    if not isinstance(triple, str):
+        raise InputError(f"target triple (mtriple) must be a string, got {triple!r}")
+    family = next((name for name, prefixes in CPU_TRIPLES.items() if triple.startswith(prefixes)), None)
+    if family is None:
+        raise UnsupportedError(
+            f"target triple {triple!r}: mptc compiles for x86-64 and aarch64 CPUs and CUDA GPUs "
+            f"(triples starting {', '.join(p for prefixes in CPU_TRIPLES.values() for p in prefixes)})"
+        )
+    return family
 
 
 def _from_json(target: str, board: str | None, path: Path) -> CompileTarget:
     try:
-        spec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        spec = json.loads(read_regular_file(path, MAX_TARGET_JSON_BYTES, "target JSON"))
+    except (ValueError, RecursionError) as error:  # not JSON (or nested past the parser), not UTF-8
         raise InputError(f"cannot read target JSON {path}: {error}") from error
     if not isinstance(spec, dict):
         raise InputError(f"target JSON {path} must hold one object (a TVM target dict), got {type(spec).__name__}")
     family = family_of(spec)
     if family != target:
         raise InputError(f"target JSON {path} describes a {family} target but --target is {target!r}")
+    cores = spec.get("num-cores")
+    if cores is not None and (not isinstance(cores, int) or isinstance(cores, bool) or cores < 1):
+        raise InputError(
+            f"target JSON {path} is not a valid TVM target: num-cores must be a positive integer, got {cores!r}"
+        )
     try:
         CompileTarget(family, spec, board).tvm_target()
-    except (RuntimeError, ValueError) as error:
+    except (RuntimeError, ValueError, TypeError) as error:
         raise InputError(f"target JSON {path} is not a valid TVM target: {error}") from error
     return CompileTarget(family, spec, board)

@@ -28,7 +28,9 @@ def test_catalogue_imports_neither_tvm_nor_torch() -> None:
     ],
 )
 def test_cli_choices_are_the_catalogue_in_its_order(command: str, option: str, choices: list[str]) -> None:
-    param = next(p for p in main.commands[command].params if p.name == option)
+    cli_command = main.get_command(click.Context(main), command)
+    assert cli_command is not None
+    param = next(p for p in cli_command.params if p.name == option)
     assert isinstance(param.type, click.Choice) and list(param.type.choices) == list(choices)
 
 

@@ -23,13 +23,13 @@ from torch import nn
 from mptc.approximate.construct import construct
 from mptc.approximate.distill import DistillConfig, distill
 from mptc.approximate.target import AffineMLP, load_target
+from mptc.config import ROUTES
 from mptc.data import Dataset, load_dataset
 from mptc.io import atomic_path, write_json, write_text
 from mptc.nn.layers import masked_layers
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("distill", "construct")
 COPIES_PER_FACTOR = 3
 CANDIDATES = 8
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from mptc.approximate.sweep import ROUTES, ApproximateConfig
+from mptc.cli.options import out_option
+from mptc.config import ROUTES
 
 
 def _factors(text: str) -> tuple[float, ...]:
@@ -20,7 +21,7 @@ def _factors(text: str) -> tuple[float, ...]:
 @click.argument("target_run", type=click.Path(path_type=Path))
 @click.option(
     "--route",
-    type=click.Choice(list(ROUTES)),
+    type=click.Choice(ROUTES),
     default="distill",
     show_default=True,
     help="distill: learn a mask over a signed-constant network matching the target's logits; "
@@ -49,12 +50,7 @@ def _factors(text: str) -> tuple[float, ...]:
     help="distill: Gaussian inputs per training input in each batch (matching off the data too).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random +-1 network.")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder for approximation.json/.md/.png.",
-)
+@out_option("Folder for approximation.json/.md/.png.", folder=True)
 def approximate_command(
     target_run: Path,
     route: str,
@@ -74,10 +70,10 @@ def approximate_command(
 
     \b
     Examples:
-      mptc approximate runs/mlp-dense --width-factor 1,2,4,8 --out runs/approx
-      mptc approximate runs/mlp-dense --route construct --width-factor 1,2,4 --precision 8 --out runs/approx-c
+      mptc approximate runs/mlp-dense --width-factor 1,2,4,8 -o runs/approx
+      mptc approximate runs/mlp-dense --route construct --width-factor 1,2,4 --precision 8 -o runs/approx-c
     """
-    from mptc.approximate.sweep import approximate, markdown_table
+    from mptc.approximate.sweep import ApproximateConfig, approximate, markdown_table
 
     try:
         config = ApproximateConfig(

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import click
 
-from mptc.boards import BOARDS, TARGETS
-from mptc.targets.compile import compile_model
-from mptc.targets.target import resolve_target
-
-PACKED_FILE = "packed.onnx"
+from mptc.cli.options import board_option, out_option, target_option
+from mptc.cli.progress import StageBar
 
 
 @dataclass(frozen=True)
@@ -25,12 +22,12 @@ class CompileOptions:
 
 @click.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target", type=click.Choice(TARGETS), required=True, help="x86 (this host), arm or cuda.")
-@click.option("--board", type=click.Choice(list(BOARDS)), help="The board whose CPU (arm) or GPU (cuda) to build for.")
+@target_option()
+@board_option()
 @click.option(
     "--target-json", type=click.Path(dir_okay=False, path_type=Path), help="A TVM target dict (JSON) to use instead."
 )
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@out_option("Output folder.", folder=True)
 def compile_command(model: Path, target: str, board: str | None, target_json: Path | None, out: Path) -> None:
     """Compile MODEL (packed ONNX, ai.mptc layers) with TVM into OUT/.
 
@@ -39,36 +36,32 @@ def compile_command(model: Path, target: str, board: str | None, target_json: Pa
     Conv/Gemm are not packed yet goes through `mptc optimize`'s pipeline first (written as
     OUT/packed.onnx, the model the manifest then describes).
 
+    OUT/ is written as a whole: a folder from an earlier compile is replaced only once the new
+    one is complete, and a failed compile leaves it as it was. A folder holding other files is
+    refused.
+
     \b
     Example:
       mptc compile runs/mlp/packed.onnx --target x86 -o runs/mlp/x86
       mptc compile runs/mlp/packed.onnx --target arm --board rpi4 -o runs/mlp/rpi4
     """
+    from mptc.api import compile as compile_to  # deferred: importing TVM takes seconds
+    from mptc.targets.compile import STAGES
+
     options = CompileOptions(model, target, board, target_json, out)
-    resolve_target(options.target, options.board, options.target_json)  # fail on a bad target before packing
-    manifest = compile_model(
-        _packed(options.model, options.out), options.target, options.out, options.board, options.target_json
-    )
-    kernels = ", ".join(f"{layer['name']}: {layer['kernel']}" for layer in manifest["layers"]) or "no ai.mptc layers"
-    click.echo(f"wrote {options.out}/ for {manifest['target']['family']} ({kernels})")
 
+    def say_packing(layers: list[str], kept_as: Path) -> None:
+        click.echo(f"packing {len(layers)} ternary layer(s) first ({', '.join(layers)}) into {kept_as}", err=True)
 
-def _packed(path: Path, out: Path) -> Path:
-    """``path``, or ``out/packed.onnx`` from ``mptc.passes.pipeline`` if it has unpacked ternary layers."""
-    try:
-        from mptc.passes.inspect import inspect_model
-        from mptc.passes.pipeline import load_model, optimize_file
-    except ImportError:
-        click.echo("mptc: note: mptc.passes is not available; compiling the model as it is", err=True)
-        return path
-    unpacked = [
-        row.name
-        for row in inspect_model(load_model(path))
-        if not row.op.startswith("Binary") and row.scale_min is not None
-    ]
-    if not unpacked:
-        return path
-    packed = out / PACKED_FILE
-    click.echo(f"packing {len(unpacked)} ternary layer(s) first ({', '.join(unpacked)}) into {packed}", err=True)
-    optimize_file(path, packed)
-    return packed
+    with StageBar(STAGES, title="compile") as stage:
+        manifest = compile_to(
+            options.model,
+            target=options.target,
+            out=options.out,
+            board=options.board,
+            target_json=options.target_json,
+            on_stage=stage,
+            on_pack=say_packing,
+        )
+    kernels = ", ".join(f"{layer['name']}: {layer['kernel']}" for layer in manifest.layers) or "no ai.mptc layers"
+    click.echo(f"wrote {options.out}/ for {manifest.target.family} ({kernels})")

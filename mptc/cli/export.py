@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
+from mptc.cli.options import out_option
+
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="ONNX file to write."
-)
+@out_option("ONNX file to write.", folder=False, old=("--output",))
 @click.option(
     "--format",
     "fmt",
@@ -23,7 +23,7 @@ import click
 @click.option(
     "--opset", type=click.IntRange(17, 23), default=18, show_default=True, help="ONNX opset of the exported graph."
 )
-def export(run_dir: Path, output: Path, fmt: str, opset: int) -> None:
+def export(run_dir: Path, out: Path, fmt: str, opset: int) -> None:
     """Freeze a ticket to ONNX and check it against PyTorch in onnxruntime.
 
     Masked layers become plain Conv/Gemm with ternary {-a, 0, +a} (MPT) or masked real
@@ -39,7 +39,7 @@ def export(run_dir: Path, output: Path, fmt: str, opset: int) -> None:
     """
     from mptc.export import export_run
 
-    report = export_run(run_dir, output, fmt=fmt, opset=opset)
+    report = export_run(run_dir, out, fmt=fmt, opset=opset)
     click.echo(
         f"wrote {report.path}: PyTorch vs onnxruntime max abs diff {report.max_abs_diff:.2e}, "
         f"argmax agreement {report.argmax_agreement:.1%} on {report.samples} held-out samples; "

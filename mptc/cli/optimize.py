@@ -6,16 +6,15 @@ from pathlib import Path
 
 import click
 
+from mptc.cli.options import out_option
 from mptc.io import write_bytes
-from mptc.passes.inspect import inspect_model, render_table
-from mptc.passes.pipeline import load_model, optimize
 
 _MODEL = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command("optimize")
 @click.argument("model", type=_MODEL)
-@click.option("-o", "--out", "out", type=_MODEL, required=True, help="Where to write the packed ONNX model.")
+@out_option("Where to write the packed ONNX model.", folder=False)
 @click.option("-v", "--verbose", is_flag=True, help="Also list each layer or node a pass left as it is, and why.")
 def optimize_command(model: Path, out: Path, verbose: bool) -> None:
     """Pack the ternary layers of an exported ONNX MODEL into ai.mptc bit operators.
@@ -31,6 +30,9 @@ def optimize_command(model: Path, out: Path, verbose: bool) -> None:
       mptc optimize -v runs/mlp/model.onnx -o runs/mlp/packed.onnx   # why a layer stayed float
       mptc inspect runs/mlp/packed.onnx
     """
+    from mptc.passes.inspect import inspect_model
+    from mptc.passes.pipeline import load_model, optimize
+
     packed = optimize(load_model(model), on_skip=click.echo if verbose else None)
     rows = inspect_model(packed)  # before writing: a model that inspect refuses is not written
     write_bytes(out, packed.SerializeToString())
@@ -52,4 +54,7 @@ def inspect_command(model: Path, plain: bool) -> None:
       mptc inspect runs/mlp/model.onnx
       mptc inspect --plain runs/mlp/packed.onnx
     """
+    from mptc.passes.inspect import inspect_model, render_table
+    from mptc.passes.pipeline import load_model
+
     click.echo(render_table(inspect_model(load_model(model)), markdown=not plain))

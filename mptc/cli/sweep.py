@@ -6,8 +6,18 @@ from pathlib import Path
 
 import click
 
-from mptc.boards import BOARDS, TARGETS
-from mptc.models import METHODS, MODELS
+from mptc.cli.options import (
+    board_option,
+    emulate_option,
+    key_option,
+    out_option,
+    rpc_option,
+    target_option,
+    tracker_option,
+)
+from mptc.cli.progress import StageBar, bar, echo
+from mptc.config import METHODS, MODELS, PRETRAINED_METHODS, TrainConfig
+from mptc.deploy.settings import MAX_REPEAT
 
 
 def _sparsities(_ctx, _param, value: str) -> list[float]:
@@ -21,10 +31,10 @@ def _sparsities(_ctx, _param, value: str) -> list[float]:
 
 
 @click.command("sweep")
-@click.option("--model", type=click.Choice(list(MODELS)), default="mlp", show_default=True, help="Architecture.")
+@click.option("--model", type=click.Choice(MODELS), default="mlp", show_default=True, help="Architecture.")
 @click.option(
     "--method",
-    type=click.Choice([m for m in METHODS if m not in ("dense", "jackpot", "magnitude")]),
+    type=click.Choice([m for m in METHODS if m != "dense" and m not in PRETRAINED_METHODS]),
     default="biprop",
     show_default=True,
     help="Mask-search method.",
@@ -42,38 +52,20 @@ def _sparsities(_ctx, _param, value: str) -> list[float]:
 @click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier.")
 @click.option("--epochs", type=int, default=None, help="Epochs per ticket [default: the recipe's].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every ticket.")
-@click.option("--target", type=click.Choice(TARGETS), default="x86", show_default=True, help="Compile target.")
-@click.option("--board", type=click.Choice(list(BOARDS)), default=None, help="Board the arm/cuda module is built for.")
-@click.option(
-    "--rpc",
-    default=None,
-    metavar="HOST:PORT",
-    help="Profile on a TVM RPC server (e.g. `mptc serve-device` on the board).",
-)
-@click.option(
-    "--tracker", default=None, metavar="HOST:PORT", help="Profile on a board from a TVM RPC tracker (with --key)."
-)
-@click.option("--key", default=None, help="Tracker key of the board kind, e.g. rpi4.")
-@click.option(
-    "--emulate",
-    type=click.Choice(list(BOARDS)),
-    default=None,
-    help="Profile on an emulated board started here (latency labelled emulated).",
-)
+@target_option(default="x86")
+@board_option()
+@rpc_option()
+@tracker_option()
+@key_option()
+@emulate_option("Profile on an emulated board started here (latency labelled emulated).")
 @click.option(
     "--repeat",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_REPEAT),
     default=30,
     show_default=True,
     help="Timed runs per point (the median is reported).",
 )
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Report folder; finished points in it are reused.",
-)
+@out_option("Report folder; finished points in it are reused.", folder=True)
 def sweep_command(
     out: Path,
     sparsities: list[float],
@@ -100,25 +92,60 @@ def sweep_command(
       mptc sweep --target arm --board rpi4 --emulate rpi4 -o runs/sweep-rpi4
       mptc sweep --target arm --board rpi4 --rpc 192.168.1.20:9090 -o runs/sweep-pi
     """
-    from mptc.config import TrainConfig
-    from mptc.pipeline import DeviceOptions
+    from mptc.pipeline import STAGES, DeviceOptions
     from mptc.report.sweep import sweep
 
     try:
         config = TrainConfig(sparsity=sparsities[0], **train_options)
     except ValueError as error:
         raise click.UsageError(str(error)) from error
+    _check_device(target, board, rpc, tracker, key, emulate)  # before any ticket is trained
     device = DeviceOptions(
         target=target, board=board, rpc=rpc, tracker=tracker, key=key, emulate=emulate, repeat=repeat
     )
 
-    def show(point: dict) -> None:
-        click.echo(
-            f"sparsity {point['sparsity']:.2f}: accuracy {point['accuracy']['pytorch']:.4f} (module "
-            f"{'n/a' if point['accuracy']['module'] is None else format(point['accuracy']['module'], '.4f')}), "
-            f"{point['latency_ms']['module']['median']:.4f} ms{' (emulated)' if point['emulated'] else ''} vs onnxruntime fp32 "
-            f"{point['latency_ms']['onnxruntime_fp32']['median']:.4f} ms, packed {point['sizes']['packed_onnx_bytes']:,} B"
-        )
+    with (
+        bar(total=len(sparsities), unit="point", desc="sweep") as points,
+        StageBar(STAGES, title=f"sparsity {sparsities[0]:g}", position=1, leave=False) as stages,
+    ):
 
-    sweep(config, sparsities, out, device, on_point=show)
+        def show(point: dict) -> None:
+            points.update(1)
+            if points.n < len(sparsities):
+                stages.restart(f"sparsity {sparsities[points.n]:g}")
+            else:
+                points.set_description_str("sweep: report")
+            echo(
+                f"sparsity {point['sparsity']:.2f}: accuracy {point['accuracy']['pytorch']:.4f} (module "
+                f"{'n/a' if point['accuracy']['module'] is None else format(point['accuracy']['module'], '.4f')}), "
+                f"{point['latency_ms']['module']['median']:.4f} ms{' (emulated)' if point['emulated'] else ''} vs onnxruntime fp32 "
+                f"{point['latency_ms']['onnxruntime_fp32']['median']:.4f} ms, packed {point['sizes']['packed_onnx_bytes']:,} B"
+            )
+
+        sweep(config, sparsities, out, device, on_point=show, on_stage=stages)
     click.echo(f"report: {out / 'report.md'} (and report.json, latency.png, accuracy.png, size.png)")
+
+
+def _check_device(
+    target: str, board: str | None, rpc: str | None, tracker: str | None, key: str | None, emulate: str | None
+) -> None:
+    """Refuse device options that cannot go together, as compile and profile would, but before the
+    first ticket is trained rather than after it."""
+    from mptc.targets.target import resolve_target  # deferred: it imports TVM
+
+    resolved = resolve_target(target, board)  # e.g. --board rpi4 with --target x86: exit 4, as `mptc compile`
+    if rpc is not None and tracker is not None:
+        raise click.UsageError("give either --rpc or --tracker, not both")
+    if tracker is not None and not key:
+        raise click.UsageError("--tracker needs --key (the kind of board, e.g. rpi4)")
+    if emulate is not None and resolved.family != "arm":
+        raise click.UsageError(
+            f"--emulate {emulate} runs aarch64 CPU modules: use --target arm (--target {target} builds a module it cannot run)"
+        )
+    cpu = resolved.spec.get("host", resolved.spec) if resolved.family == "cuda" else resolved.spec
+    if str(cpu.get("mtriple", "")).startswith("aarch64") and rpc is None and tracker is None and emulate is None:
+        where = f"board {resolved.board}" if resolved.board else "an aarch64 board"
+        raise click.UsageError(
+            f"--target {target} builds a module for {where}, which cannot run on this host: "
+            "give --rpc, --tracker/--key or --emulate"
+        )

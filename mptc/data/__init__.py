@@ -5,10 +5,9 @@ Nothing is downloaded at run time: digits ship with scikit-learn, the rest are l
 
 from __future__ import annotations
 
+from mptc.config import DATASETS
 from mptc.data.base import Dataset, DataSplit, augment_batch
 from mptc.errors import InputError
-
-DATASETS = ("digits", "synthetic[:CxHxW]", "cifar10:DIR", "imagefolder:DIR")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -5,18 +5,22 @@ output signature) and ``reference.npz`` (``x`` a sample input, ``y`` the expecte
 out and parsed by :mod:`mptc.artifact`; here the three are checked against each other. The
 architecture a module runs on is read from the ELF header of ``module.so`` itself: it is what the
 device's loader will check, and a wrong one otherwise surfaces as a misleading "No such file".
+Last, ``module.so`` must have the sha256 the manifest records: it is loaded next, and loading a
+library runs its code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from mptc.artifact import (
+    MANIFEST_FILE,
     MODULE_FILE,
     REFERENCE_FILE,
     REQUIRED_FILES,
@@ -71,12 +75,11 @@ def host_arch() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
-def elf_arch(path: Path) -> str:
-    """Architecture of a shared library, from its ELF header; a truncated library is refused."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from e
+def elf_arch(path: Path, data: bytes | None = None) -> str:
+    """Architecture of a shared library, from its ELF header (``data``: its bytes, if already read);
+    a truncated library is refused."""
+    if data is None:
+        data = _read(path)
     if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2):
         raise InputError(f"{path} is not a shared library (no ELF header): was it written by `mptc compile`?")
     end = _elf_extent(data)
@@ -89,7 +92,8 @@ def elf_arch(path: Path) -> str:
 
 def _elf_extent(data: bytes) -> int:
     """Bytes an ELF file must have: the end of its header tables and of every loaded segment."""
-    wide, order = data[4] == 2, "little" if data[5] == 1 else "big"
+    wide = data[4] == 2
+    order: Literal["little", "big"] = "little" if data[5] == 1 else "big"
 
     def field(offset: int, size: int) -> int:
         return int.from_bytes(data[offset : offset + size], order)
@@ -128,14 +132,39 @@ def load_compiled(out_dir: str | Path) -> CompiledModel:
         raise InputError(
             f"{out / REFERENCE_FILE}: output y has shape {list(y.shape)} but the manifest says {manifest.output.shape}"
         )
-    arch = elf_arch(out / MODULE_FILE)
+    module = _read(out / MODULE_FILE)
+    arch = elf_arch(out / MODULE_FILE, module)
     declared = _target_arch(manifest.target.spec)
     if declared is not None and declared != arch:
         raise InputError(
             f"{out / MODULE_FILE} is an {arch} library but the manifest's target is {declared}: "
             "the folder mixes two builds, compile again"
         )
+    _check_sha256(out, manifest, module)
     return CompiledModel(out, out / MODULE_FILE, manifest, arch, x, y)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
+
+
+def _check_sha256(out: Path, manifest: Manifest, module: bytes) -> None:
+    """Refuse a ``module.so`` that is not the one its manifest describes: it is loaded next, and
+    loading a library runs its code."""
+    if manifest.module_sha256 is None:
+        raise InputError(
+            f"{out / MANIFEST_FILE} records no sha256 of {MODULE_FILE} (the folder was compiled by an older "
+            "mptc): recompile"
+        )
+    digest = hashlib.sha256(module).hexdigest()
+    if digest != manifest.module_sha256:
+        raise InputError(
+            f"{out / MODULE_FILE} does not match its manifest (sha256 {digest[:12]}..., the manifest says "
+            f"{manifest.module_sha256[:12]}...): recompile"
+        )
 
 
 def _target_arch(target: dict[str, Any]) -> str | None:

@@ -23,6 +23,7 @@ from mptc.deploy.server import RpcServer
 from mptc.errors import DeviceError, InputError
 
 SETUP_SCRIPT = "scripts/setup_arm_emulator.sh"
+SETUP_COMMAND = "make arm-emulator"  # runs SETUP_SCRIPT with the venv's python; `make demo` does not
 _MARKER = "mptc-emulated-"
 
 
@@ -44,9 +45,13 @@ def launcher() -> Path:
     """The emulated aarch64 Python; a clear error when the set-up has not been run."""
     path = arm_root() / "bin" / "python3-aarch64"
     if not os.access(path, os.X_OK) or not (arm_root() / ".ready").is_file():
-        raise DeviceError(f"ARM emulation is not set up (no {path}): run {SETUP_SCRIPT} (make test runs it)")
+        raise DeviceError(
+            f"ARM emulation is not set up (no {path}): run `{SETUP_COMMAND}` in the repository (it runs {SETUP_SCRIPT})"
+        )
     if shutil.which("qemu-aarch64") is None:
-        raise DeviceError(f"qemu-aarch64 is not installed: run {SETUP_SCRIPT}")
+        raise DeviceError(
+            f"qemu-aarch64 is not installed: run `{SETUP_COMMAND}` in the repository (it installs qemu-user)"
+        )
     return path
 
 

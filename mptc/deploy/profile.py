@@ -1,43 +1,81 @@
 """Profile a compiled model on a device and write OUT/profile.json.
 
 The module runs the reference input once (its output must match ``reference.npz``: relative error
-``max|out - y| / max|y| <= 1e-4`` and the same argmax), then is timed with TVM's
-``time_evaluator`` on the device itself. Latency measured under qemu is 40-60x the board's and is
-labelled ``"emulated": true`` in every report. ``profile.json`` is written once, atomically, at
-the very end; a stale one is removed first, so a failed run never leaves a report that looks
-complete.
+``max|out - y| / max|y| <= 1e-4`` and the same argmax wherever the reference's top two differ by
+more than that), then is timed with TVM's ``time_evaluator`` on the device itself. Given the
+user's inputs, it runs those too, batch by batch, checked the same way against the model it was
+compiled from (``OUT/source.onnx``, run as ``mptc compile`` ran it for the reference). Given peers
+(:mod:`mptc.deploy.compare`), the module and each peer are timed in interleaved rounds on the same
+input (:mod:`mptc.report.latency`), and each peer's speedup is the median of the per-round ratios.
+Latency measured under qemu is 40-60x the board's and is labelled ``"emulated": true`` in every
+report. ``profile.json`` is written once, atomically, at the very end; a stale one is removed
+first, so a failed run never leaves a report that looks complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import io
 import json
 import logging
-import os
 import signal
 import statistics
-import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from mptc import __version__
+from mptc.artifact import PROFILE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE, TensorInfo, read_source_model
 from mptc.boards import Board
 from mptc.deploy import emulator
 from mptc.deploy.artifact import CompiledModel, host_arch, load_compiled
-from mptc.deploy.rpc import Device, Measurement, connect, is_lost_connection, run_module
+from mptc.deploy.compare import ROUNDS, Peer, check_peers, load_peers
+from mptc.deploy.rpc import Device, LoadedModule, connect, is_lost_connection
 from mptc.deploy.server import RpcServer
-from mptc.errors import DeviceError, InputError, OutputError
+from mptc.deploy.settings import DEFAULT_QUEUE_TIMEOUT_S, DEFAULT_TIMEOUT_S, check_counts, check_seconds
+from mptc.errors import DeviceError, InputError, first_line
 from mptc.hostinfo import cpuinfo
+from mptc.io import write_bytes, write_text
+from mptc.report.latency import WARMUP, interleaved_rounds, median_ratio, time_call
+from mptc.targets.compile import reference_runner
+from mptc.verify import nonfinite
 
 logger = logging.getLogger(__name__)
 
-PROFILE = "profile.json"
+PROFILE = PROFILE_FILE
 REL_TOLERANCE = 1e-4
+MODULE = "mptc"  # the module's name beside its peers in a comparison
 EMULATED_NOTE = "run under qemu-user emulation: latency is a smoke figure (40-60x the board's), not the board's speed"
+HOST_SIDE_NOTE = "onnxruntime ran on this host, not the board: the speedups compare two machines"
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """The user's inputs, split into the module's batches."""
+
+    path: Path
+    array: str  # its name in the file
+    batches: list[np.ndarray]
+
+    @property
+    def samples(self) -> int:
+        return sum(int(np.prod(batch.shape[:1])) for batch in self.batches)  # a rank-0 input is one sample
+
+
+@dataclasses.dataclass(frozen=True)
+class _Measurement:
+    """What the device gave: outputs, the device timer's repeats (s), and the rounds (ms) per side."""
+
+    reference_output: np.ndarray
+    outputs: np.ndarray | None  # on the user's inputs
+    seconds: list[float]
+    rounds: dict[str, list[float]]
 
 
 def profile(
@@ -48,6 +86,15 @@ def profile(
     repeat: int = 10,
     emulated_board: str | None = None,
     number: int = 1,
+    *,
+    compare: Sequence[str] = (),
+    rounds: int = ROUNDS,
+    inputs: str | Path | None = None,
+    save_outputs: str | Path | None = None,
+    top_k: int | None = None,
+    on_round: Callable[[int], None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Run OUT/module.so on a device, check it against the reference, time it, write profile.json.
 
@@ -56,59 +103,292 @@ def profile(
         rpc: ``HOST:PORT`` of a TVM RPC server (e.g. ``mptc serve-device`` on the board).
         tracker: ``HOST:PORT`` of a TVM tracker; with ``key``, the kind of board to request.
         key: tracker key (e.g. ``rpi4``).
-        repeat: timed repeats; the report gives their median, min and max.
+        repeat: timed repeats; the report gives their median, min and max. With ``compare``, also
+            the calls per side in each round.
         emulated_board: ``rpi4``/``rpi5``/``jetson-orin``: without ``rpc``/``tracker``, start that
             emulated board here for the run; with them, state that the server is such an emulator.
         number: runs averaged inside each repeat (raise it for sub-millisecond models on a board).
+        compare: peers (:data:`mptc.deploy.compare.PEERS`) to time the module against, here.
+        rounds: interleaved rounds of the comparison.
+        inputs: a ``.npz`` holding one array (or one named as the model's input) of N x the
+            module's batch samples: run, checked against the source model, timed on the first batch.
+        save_outputs: write the module's outputs (on ``inputs``, else on the reference input) to
+            this ``.npz``, under the model's output name.
+        top_k: add the ``top_k`` highest scores of each sample of those outputs to the report.
+        on_round: told how many comparison rounds are done (0 when they start).
+        timeout: seconds each network step may go without an answer (see :mod:`mptc.deploy.settings`);
+            on this host, the first load and run of the module in a trial process get it too.
+        queue_timeout: seconds to wait in a tracker's queue for a free board.
 
     Returns:
         The report written to ``OUT/profile.json``.
     """
-    if repeat < 1 or number < 1:
-        raise InputError(f"repeat and number must be at least 1, got repeat={repeat} number={number}")
+    check_counts(repeat, number, rounds, top_k)
+    check_seconds(timeout, "timeout")
+    check_seconds(queue_timeout, "queue_timeout")
+    peer_names = check_peers(compare) if compare else ()
     compiled = load_compiled(out_dir)
-    board = emulator.get_board(emulated_board) if emulated_board else None
     report_path = compiled.out_dir / PROFILE
     report_path.unlink(missing_ok=True)
-    if board is not None and not (rpc or tracker):
-        device, measurement = _profile_on_own_emulator(compiled, board, repeat, number)
-    else:
-        device = connect(rpc=rpc, tracker=tracker, key=key)
-        if board is not None and device.emulated_board not in (None, board):
-            logger.warning("--emulate %s, but the server emulates %s", board.name, device.emulated_board.name)
-        board = device.emulated_board or board
-        _check_arch(compiled, device, board)
-        measurement = _run(device, compiled, board, repeat, number, server=None)
+    given = read_inputs(Path(inputs), compiled.manifest.input) if inputs is not None else None
+    batches = given.batches if given else [compiled.x]
+    source = read_source_model(compiled.out_dir, compiled.manifest) if given or peer_names else b""
+    expected = _expected_outputs(source, compiled, given) if given else None
+    peers = load_peers(peer_names, source, compiled.manifest.input.name, batches) if peer_names else []
+    board = emulator.get_board(emulated_board) if emulated_board else None
+    with _open_device(compiled, board, rpc, tracker, key, timeout, queue_timeout) as (device, board, server):
+        try:
+            module = LoadedModule(device, compiled)
+            measurement = _measure(module, compiled, given, peers, repeat, number, rounds, on_round)
+        except DeviceError as error:
+            explained = _explained(error, compiled, board, server)
+            if explained is None:
+                raise
+            raise explained from error
     report = _report(compiled, device, board, measurement, repeat, number)
-    _write_atomically(report, report_path)
+    outputs = measurement.outputs if measurement.outputs is not None else measurement.reference_output
+    if given is not None and expected is not None:
+        expected_outputs, checker = expected
+        report["inputs"] = {
+            "file": str(given.path),
+            "array": given.array,
+            "samples": given.samples,
+            "batches": len(given.batches),
+            "checked_against": checker,
+            **compare_outputs(outputs, expected_outputs),
+        }
+    if peers:
+        report["compare"] = _comparison(peers, measurement, device, board, given, batches, outputs, repeat, rounds)
+    if top_k is not None:
+        report["top_k"] = top_classes(outputs, top_k)
+    if save_outputs is not None:
+        _save_outputs(Path(save_outputs), compiled.manifest.output.name, outputs)
+        report["saved_outputs"] = str(save_outputs)
+    write_text(report_path, json.dumps(report, indent=2) + "\n")
     logger.info("wrote %s", report_path)
     return report
 
 
-def _profile_on_own_emulator(
-    compiled: CompiledModel, board: Board, repeat: int, number: int
-) -> tuple[Device, Measurement]:
-    """Start the emulated board, run there, and stop it; its log tells a crash's cause."""
-    if compiled.arch != "aarch64":
-        raise _arch_mismatch(compiled, "aarch64", f"the emulated {board.description}")
-    with emulator.emulated_board(board.name) as server:
-        device = dataclasses.replace(connect(rpc=server.address), connection="emulator")
-        return device, _run(device, compiled, board, repeat, number, server=server)
+def read_inputs(path: Path, signature: TensorInfo) -> Inputs:
+    """The user's inputs: the one array of a ``.npz`` (or ``.npy``), or the one named as the model's
+    input, of the module's dtype and ``N x`` its batch, split into batches.
 
-
-def _run(
-    device: Device, compiled: CompiledModel, board: Board | None, repeat: int, number: int, server: RpcServer | None
-) -> Measurement:
-    """:func:`run_module`, with a crash of the device's process explained where the cause is known."""
+    Raises:
+        InputError: unreadable, no such array, another dtype, or a shape that is no whole number of batches.
+    """
     try:
-        return run_module(device, compiled, repeat=repeat, number=number)
-    except DeviceError as e:
-        lost = e.__cause__ is not None and is_lost_connection(e.__cause__)
-        crash = _crash_signal(server) if lost and server is not None else None
-        explained = _explain_crash(e, compiled, board, crash, lost)
-        if explained is None:
-            raise
-        raise explained from e
+        loaded = np.load(path, allow_pickle=False)
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or first_line(error)}") from error
+    except Exception as error:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, zlib.error, ...
+        raise InputError(f"{path} is not a .npz of arrays: {first_line(error)}") from error
+    if isinstance(loaded, np.ndarray):
+        name, array = path.name, loaded
+    else:
+        with loaded:
+            names = list(loaded.files)
+            if len(names) != 1 and signature.name not in names:
+                listed = ", ".join(names[:8]) or "none"
+                raise InputError(
+                    f"{path} holds {len(names)} arrays ({listed}): keep one, or name it '{signature.name}' (the model's input)"
+                )
+            name = names[0] if len(names) == 1 else signature.name
+            try:
+                array = loaded[name]
+            except Exception as error:  # noqa: BLE001 - object arrays (pickles) and damaged members alike
+                raise InputError(f"{path}: cannot read array '{name}': {first_line(error)}") from error
+    if str(array.dtype) != signature.dtype:
+        raise InputError(
+            f"{path}: '{name}' is {array.dtype}, the module takes {signature.dtype}{signature.shape} "
+            f"(convert it: x.astype(np.{signature.dtype}))"
+        )
+    if list(array.shape) == signature.shape:
+        return Inputs(path, name, [np.ascontiguousarray(array)])
+    batch, rest = (signature.shape[0], signature.shape[1:]) if signature.shape else (1, [])
+    if array.ndim != len(signature.shape) or list(array.shape[1:]) != rest or not len(array) or len(array) % batch:
+        raise InputError(
+            f"{path}: '{name}' has shape {list(array.shape)}, the module takes {signature.shape}: "
+            f"give a whole multiple of {batch} sample(s) of shape {rest}"
+        )
+    return Inputs(path, name, [np.ascontiguousarray(array[i : i + batch]) for i in range(0, len(array), batch)])
+
+
+def compare_outputs(output: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
+    """Relative max error against the expected output, and argmax agreement along the last axis
+    wherever the expected output decides it: its top two apart by more than the tolerance (a tie
+    there is float noise's to break, either way)."""
+    if output.shape != expected.shape:
+        return {"outputs_match": False, "output_shape": list(output.shape), "expected_shape": list(expected.shape)}
+    found = {name: nonfinite(values) for name, values in (("output", output), ("expected", expected))}
+    if any(found.values()):  # no error to quote: every comparison with NaN is False
+        return {"outputs_match": False, **{f"{name}_nonfinite": what for name, what in found.items() if what}}
+    out, ref = output.astype(np.float64), expected.astype(np.float64)
+    max_abs = float(np.max(np.abs(out - ref))) if out.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else max_abs
+    argmax_match = True
+    if out.ndim and out.shape[-1] > 1:
+        top_two = np.sort(ref, axis=-1)[..., -2:]
+        decided = top_two[..., 1] - top_two[..., 0] > REL_TOLERANCE * scale
+        argmax_match = bool(np.array_equal(np.argmax(out, axis=-1)[decided], np.argmax(ref, axis=-1)[decided]))
+    return {
+        "outputs_match": bool(max_rel <= REL_TOLERANCE and argmax_match),
+        "max_abs_error": max_abs,
+        "max_rel_error": max_rel,
+        "rel_tolerance": REL_TOLERANCE,
+        "argmax_match": argmax_match,
+    }
+
+
+def top_classes(outputs: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
+    """The ``k`` highest scores of each sample (first axis; an output of rank < 2 is one sample), best first."""
+    scores = outputs.reshape(len(outputs), -1) if outputs.ndim >= 2 else outputs.reshape(1, -1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [[{"class": int(c), "score": float(row[c])} for c in best] for row, best in zip(scores, order)]
+
+
+def _expected_outputs(source: bytes, compiled: CompiledModel, given: Inputs) -> tuple[np.ndarray, str]:
+    """The source model's outputs on the user's inputs, and what computed them."""
+    run, runtime = reference_runner(onnx.load_from_string(source), compiled.manifest.input.name)
+    return _joined([run(batch) for batch in given.batches]), f"{runtime} on {SOURCE_MODEL_FILE}"
+
+
+def _joined(outputs: list[np.ndarray]) -> np.ndarray:
+    """Batch outputs as one array of all samples."""
+    return outputs[0] if len(outputs) == 1 else np.concatenate([np.atleast_1d(o) for o in outputs])
+
+
+@contextlib.contextmanager
+def _open_device(
+    compiled: CompiledModel,
+    board: Board | None,
+    rpc: str | None,
+    tracker: str | None,
+    key: str | None,
+    timeout: float,
+    queue_timeout: float,
+) -> Iterator[tuple[Device, Board | None, RpcServer | None]]:
+    """The device the options name, and the emulated board if it is one; an emulator started here
+    (``board`` without ``rpc``/``tracker``) is stopped on leaving, and its log tells a crash's cause."""
+    if board is not None and rpc is None and tracker is None:
+        if compiled.arch != "aarch64":
+            raise _arch_mismatch(compiled, "aarch64", f"the emulated {board.description}")
+        with emulator.emulated_board(board.name) as server:
+            yield (
+                dataclasses.replace(connect(rpc=server.address, timeout=timeout), connection="emulator"),
+                board,
+                server,
+            )
+        return
+    device = connect(rpc=rpc, tracker=tracker, key=key, timeout=timeout, queue_timeout=queue_timeout)
+    if board is not None and device.emulated_board not in (None, board):
+        logger.warning("--emulate %s, but the server emulates %s", board.name, device.emulated_board.name)
+    board = device.emulated_board or board
+    _check_arch(compiled, device, board)
+    yield device, board, None
+
+
+def _measure(
+    module: LoadedModule,
+    compiled: CompiledModel,
+    given: Inputs | None,
+    peers: list[Peer],
+    repeat: int,
+    number: int,
+    rounds: int,
+    on_round: Callable[[int], None] | None,
+) -> _Measurement:
+    """Run the reference input and the user's, time the module, then the rounds beside the peers."""
+    reference_output = module.run(compiled.x, f"the {REFERENCE_FILE} input")
+    outputs = None
+    if given is not None:
+        outputs = _joined([module.run(b, f"batch {i + 1} of {given.path}") for i, b in enumerate(given.batches)])
+    x = given.batches[0] if given else compiled.x
+    seconds = module.time(x, repeat=repeat, number=number)
+    if not peers:
+        return _Measurement(reference_output, outputs, seconds, {})
+    timers = {MODULE: _module_timer(module, x, repeat, number)}
+    timers.update((peer.name, _call_timer(peer.call(x), repeat)) for peer in peers)
+    return _Measurement(reference_output, outputs, seconds, interleaved_rounds(timers, rounds, on_round))
+
+
+def _module_timer(module: LoadedModule, x: np.ndarray, repeat: int, number: int) -> Callable[[], float]:
+    """One round of the module, in ms: here timed as the peers are (a call from Python, so that
+    neither side is spared its call overhead); on a board by the board's own timer."""
+    if module.device.session is None:
+        return _call_timer(module.call(x), repeat)
+    return lambda: statistics.median(module.time(x, repeat=repeat, number=number)) * 1e3
+
+
+def _call_timer(call: Callable[[], object], repeat: int) -> Callable[[], float]:
+    return lambda: time_call(call, repeat)["median"]
+
+
+def _comparison(
+    peers: list[Peer],
+    measurement: _Measurement,
+    device: Device,
+    board: Board | None,
+    given: Inputs | None,
+    batches: list[np.ndarray],
+    outputs: np.ndarray,
+    repeat: int,
+    rounds: int,
+) -> dict[str, Any]:
+    """The ``compare`` section: each side's rounds, each peer's speedup and argmax agreement."""
+    on_device = device.session is not None
+    module_ms = measurement.rounds[MODULE]
+    how = (
+        f"the module by the device's own timer (median of {repeat} repeats per round), the peers by the "
+        f"wall clock of InferenceSession.run on this host (median of {repeat} calls after {WARMUP} warm-up calls)"
+        if on_device
+        else f"every side by the wall clock of one call from Python (the module's VM call, onnxruntime's "
+        f"InferenceSession.run), median of {repeat} calls after {WARMUP} warm-up calls"
+    )
+    section: dict[str, Any] = {
+        "input": f"batch 1 of {given.path}" if given else f"x of {REFERENCE_FILE}",
+        "rounds": rounds,
+        "method": f"{rounds} interleaved rounds, {how}; speedup = peer / {MODULE} per round, median over rounds",
+        MODULE: {"median_ms": statistics.median(module_ms), "round_ms": module_ms},
+        "peers": {},
+    }
+    for peer in peers:
+        peer_ms = measurement.rounds[peer.name]
+        peer_outputs = _joined([peer.run(batch) for batch in batches])
+        section["peers"][peer.name] = {
+            "description": peer.description,
+            "ran_on": "this host",
+            "median_ms": statistics.median(peer_ms),
+            "round_ms": peer_ms,
+            "speedup": median_ratio(peer_ms, module_ms),
+            "argmax_agreement": _argmax_agreement(peer_outputs, outputs),
+        }
+    if on_device:
+        section["note"] = HOST_SIDE_NOTE + (" (and the board is emulated)" if board is not None else "")
+    return section
+
+
+def _argmax_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Fraction of samples whose argmax (last axis) is the same in ``a`` and ``b``; None if not comparable."""
+    if a.shape != b.shape or not a.ndim:
+        return None
+    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+
+
+def _save_outputs(path: Path, name: str, outputs: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    arrays: dict[str, Any] = {name: outputs}
+    np.savez(buffer, **arrays)
+    write_bytes(path, buffer.getvalue())
+
+
+def _explained(
+    error: DeviceError, compiled: CompiledModel, board: Board | None, server: RpcServer | None
+) -> DeviceError | None:
+    """A clearer error than ``error`` when the device's process died and the cause is known; else None."""
+    lost = error.__cause__ is not None and is_lost_connection(error.__cause__)
+    crash = _crash_signal(server) if lost and server is not None else None
+    return _explain_crash(error, compiled, board, crash, lost)
 
 
 def _crash_signal(server: RpcServer) -> int | None:
@@ -162,7 +442,7 @@ def _explain_crash(
 
 
 def _report(
-    compiled: CompiledModel, device: Device, board: Board | None, measurement: Measurement, repeat: int, number: int
+    compiled: CompiledModel, device: Device, board: Board | None, measurement: _Measurement, repeat: int, number: int
 ) -> dict[str, Any]:
     samples_ms = [s * 1e3 for s in measurement.seconds]
     return {
@@ -182,26 +462,8 @@ def _report(
         "samples_ms": samples_ms,
         "repeat": repeat,
         "number": number,
-        **compare_outputs(measurement.output, compiled.y),
+        **compare_outputs(measurement.reference_output, compiled.y),
         **({"note": EMULATED_NOTE} if board is not None else {}),
-    }
-
-
-def compare_outputs(output: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
-    """Relative max error against the reference and argmax agreement along the last axis."""
-    if output.shape != expected.shape:
-        return {"outputs_match": False, "output_shape": list(output.shape), "expected_shape": list(expected.shape)}
-    out, ref = output.astype(np.float64), expected.astype(np.float64)
-    max_abs = float(np.max(np.abs(out - ref))) if out.size else 0.0
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    max_rel = max_abs / scale if scale > 0 else max_abs
-    argmax_match = bool(np.array_equal(np.argmax(out, axis=-1), np.argmax(ref, axis=-1))) if out.ndim else True
-    return {
-        "outputs_match": bool(max_rel <= REL_TOLERANCE and argmax_match),
-        "max_abs_error": max_abs,
-        "max_rel_error": max_rel,
-        "rel_tolerance": REL_TOLERANCE,
-        "argmax_match": argmax_match,
     }
 
 
@@ -221,17 +483,3 @@ def _describe(device: Device, board: Board | None, compiled: CompiledModel) -> d
         "emulated_board": board.name if board else None,
         "qemu_cpu": board.qemu_cpu if board else None,
     }
-
-
-def _write_atomically(report: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside ``path`` and rename it: readers see all of it or nothing."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e

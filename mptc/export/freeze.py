@@ -40,6 +40,18 @@ class ChannelScale(nn.Module):
         return x * self.scale
 
 
+class ChannelBias(nn.Module):
+    """``y + bias`` with one bias per output channel (axis 1, or the last axis of a linear's
+    output): exports as ``Add``, which ``mptc.passes`` folds into the packed operator's bias."""
+
+    def __init__(self, bias: Tensor, rank: int) -> None:
+        super().__init__()
+        self.register_buffer("bias", bias.reshape((1, -1) + (1,) * (rank - 2)).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.bias
+
+
 class ExportSign(nn.Module):
     """``sign(x)`` with sign(0) = +1, written as ``Where(x >= 0, 1, -1)`` for ONNX."""
 
@@ -54,9 +66,11 @@ def _frozen(layer: MaskedLayer) -> nn.Module:
     ``Mul(Conv(x, T), alpha)`` with ``T`` in {-1, 0, +1}: sums of +-1 activations times integer
     weights are then exact in float32 in every runtime, whatever its summation order, so the
     stages agree on every later sign decision (rounded sums of +-alpha do not, and a deep
-    binary network amplifies one flipped sign).
+    binary network amplifies one flipped sign). A bias follows as ``Add`` (after the scale, as
+    the layer computes it); a binary input comes first as :class:`ExportSign`.
     """
     weight = layer.effective_weight().detach().clone()
+    bias = None if layer.bias is None else layer.bias.detach().clone()
     if isinstance(layer, MaskedConv2d):
         plain: nn.Module = nn.Conv2d(
             layer.in_channels,
@@ -67,20 +81,27 @@ def _frozen(layer: MaskedLayer) -> nn.Module:
             dilation=layer.dilation,
             groups=layer.groups,
             bias=False,
+            padding_mode=layer.padding_mode,
         )
     elif isinstance(layer, MaskedLinear):
         plain = nn.Linear(layer.in_features, layer.out_features, bias=False)
     else:
         raise TypeError(f"cannot freeze {type(layer).__name__}")
+    stages: list[nn.Module] = [ExportSign()] if layer.input_sign is not None else []
     alpha = ternary_scale(weight.numpy())
     if alpha is None:
         plain.weight = nn.Parameter(weight, requires_grad=False)
-        return plain
-    alpha_t = torch.from_numpy(alpha)
-    levels = torch.sign(weight) * (weight != 0)
-    plain.weight = nn.Parameter(levels, requires_grad=False)
-    scale = alpha_t[:1] if bool((alpha_t == alpha_t[0]).all()) else alpha_t
-    return nn.Sequential(plain, ChannelScale(scale, weight.dim()))
+        if bias is not None:
+            plain.bias = nn.Parameter(bias, requires_grad=False)
+        stages.append(plain)
+    else:
+        alpha_t = torch.from_numpy(alpha)
+        plain.weight = nn.Parameter(torch.sign(weight) * (weight != 0), requires_grad=False)
+        scale = alpha_t[:1] if bool((alpha_t == alpha_t[0]).all()) else alpha_t
+        stages += [plain, ChannelScale(scale, weight.dim())]
+        if bias is not None:
+            stages.append(ChannelBias(bias, weight.dim()))
+    return stages[0] if len(stages) == 1 else nn.Sequential(*stages)
 
 
 def freeze(model: nn.Module) -> nn.Module:

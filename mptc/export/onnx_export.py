@@ -33,6 +33,7 @@ from mptc.nn.layers import masked_layers
 from mptc.ticket import load_ticket
 from mptc.train.loop import evaluate
 from mptc.train.rundir import RunDir
+from mptc.verify import require_finite, within
 
 ONNX_IR_VERSION = 10  # onnxruntime 1.31 reads IR <= 13; onnx 1.23 writes 14 by default
 DEFAULT_OPSET = 18
@@ -99,10 +100,42 @@ def to_onnx(module: nn.Module, sample: torch.Tensor, opset: int = DEFAULT_OPSET)
             logger.setLevel(level)
     model = program.model
     optimizer.fold_constants(model)
+    static_batch_reshapes(model)
     ir.passes.common.RemoveUnusedNodesPass()(model)
     proto = ir.serde.serialize_model(model)
     proto.ir_version = ONNX_IR_VERSION
     return proto
+
+
+def static_batch_reshapes(model: ir.Model) -> int:
+    """``Reshape(x, shape(batch, d1..dk))`` -> ``Reshape(x, [-1, d1..dk])``; returns how many.
+
+    A functional flatten in a user's model (``x.flatten(1)``, ``x.view(x.size(0), -1)``), unlike
+    an ``nn.Flatten`` (:class:`~mptc.export.freeze.ExportFlatten`), exports under a dynamic batch
+    as a shape computed from ``Shape(x)[0]``, which compilers must evaluate symbolically (TVM's
+    importer cannot). When the exporter recorded the output as ``(batch, d1..dk)`` with every
+    ``d`` static, the constant ``[-1, d1..dk]`` is the same shape; the computation is then unused.
+    Left alone: constant shapes, outputs of unknown rank or with another symbolic dimension.
+    """
+    rewritten = 0
+    for node in model.graph:
+        if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+            continue
+        shape_input, output = node.inputs[1], node.outputs[0]
+        if shape_input is None or shape_input.const_value is not None or output.shape is None:
+            continue
+        dims = list(output.shape)
+        if not dims or isinstance(dims[0], int) or not all(isinstance(d, int) for d in dims[1:]):
+            continue
+        constant = ir.Value(
+            name=f"{output.name}.static_shape", const_value=ir.tensor(np.array([-1, *dims[1:]], dtype=np.int64))
+        )
+        constant.shape = ir.Shape([len(dims)])
+        constant.type = ir.TensorType(ir.DataType.INT64)
+        model.graph.register_initializer(constant)
+        node.replace_input_with(1, constant)
+        rewritten += 1
+    return rewritten
 
 
 def ort_session(model: onnx.ModelProto):
@@ -137,10 +170,13 @@ def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 def compare_logits(
     reference: np.ndarray, candidate: np.ndarray, what: str, binary_act: bool = False
 ) -> tuple[float, float, float]:
-    """(max abs diff, argmax agreement, fraction of samples off tolerance); raises past limits."""
+    """(max abs diff, argmax agreement, fraction of samples off tolerance); raises past limits,
+    and on NaN or Inf in either (:mod:`mptc.verify`: a NaN difference would pass ``diff > tol``)."""
+    require_finite(reference, f"{what}: the reference logits")
+    require_finite(candidate, f"{what}: the compared logits")
     diff = np.abs(reference - candidate)
     tolerance = ATOL + RTOL * np.abs(reference).max(axis=1, keepdims=True)
-    mismatched = float((diff > tolerance).any(axis=1).mean())
+    mismatched = float((~within(diff, tolerance)).any(axis=1).mean())
     agreement = decisive_agreement(reference, candidate)
     allowed = MAX_MISMATCH_FRACTION_BINARY if binary_act else MAX_MISMATCH_FRACTION
     if mismatched > allowed or agreement < 1.0 - MAX_ARGMAX_DISAGREEMENT:

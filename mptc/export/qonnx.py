@@ -16,6 +16,7 @@ from onnx.reference.op_run import OpRun
 
 from mptc.conventions import ternary_scale
 from mptc.errors import VerificationError
+from mptc.verify import require_finite
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 WEIGHT_INPUT = {"Conv": 1, "Gemm": 1, "MatMul": 1}
@@ -134,6 +135,7 @@ def to_qonnx(model: onnx.ModelProto, check_input: np.ndarray, expected: np.ndarr
     graph.initializer.extend(constants)
     model.opset_import.append(helper.make_opsetid(QONNX_DOMAIN, 1))
     actual = ReferenceEvaluator(model, new_ops=[Quant, BipolarQuant]).run(None, {graph.input[0].name: check_input})[0]
+    require_finite(actual, "the QONNX model's logits")
     if (
         not np.allclose(actual, expected, rtol=1e-3, atol=1e-4)
         or (actual.argmax(1) != expected.argmax(1)).mean() > 0.01

@@ -11,7 +11,7 @@
 
 from mptc.jackpot.magnitude import global_kept_counts, magnitude_mask, magnitude_scores, mask_overlap
 from mptc.jackpot.restriction import restrict_mask_change, restriction_rate
-from mptc.jackpot.search import JackpotSearch
+from mptc.jackpot.search import JackpotSearch, start_from_magnitude
 
 __all__ = [
     "JackpotSearch",
@@ -21,4 +21,5 @@ __all__ = [
     "mask_overlap",
     "restrict_mask_change",
     "restriction_rate",
+    "start_from_magnitude",
 ]

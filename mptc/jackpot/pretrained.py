@@ -1,7 +1,9 @@
 """The pre-trained model a jackpot searches in: loaded as our architecture, then copied over.
 
 ``--pretrained`` names a ``--method dense`` run directory, its ``ticket.safetensors``, or a
-plain safetensors state dict of one of our architectures (keys as ``model.state_dict()``).
+plain safetensors state dict of one of our architectures (keys as ``model.state_dict()``); for a
+user's model (``--model package.module:Factory``), that model's state dict (safetensors, or
+``torch.save`` read with ``weights_only=True``).
 The dense model is rebuilt and loaded strictly, so a model of another architecture, width or
 data set is refused with the reason, before any search starts. Its tensors are then copied onto
 the masked model (dense layer ``weight`` -> masked layer ``weight``, BatchNorm running
@@ -19,16 +21,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from mptc.config import TrainConfig
+from mptc.config import TrainConfig, is_import_path
 from mptc.data import Dataset
 from mptc.errors import InputError
 from mptc.models import LayerRecipe, build_model
+from mptc.models.weights import fit_problems, listed, read_state_dict, state_sha256
 from mptc.nn.layers import masked_layers
-from mptc.ticket import FORMAT as TICKET_FORMAT
-from mptc.ticket import load_ticket
+from mptc.ticket import READABLE_FORMATS, load_ticket
 from mptc.train.rundir import RunDir
-
-MAX_LISTED = 3
 
 
 def _ticket_or_state(path: Path) -> tuple[dict[str, torch.Tensor], TrainConfig | None]:
@@ -36,7 +36,7 @@ def _ticket_or_state(path: Path) -> tuple[dict[str, torch.Tensor], TrainConfig |
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-        if metadata.get("format") == TICKET_FORMAT:
+        if metadata.get("format") in READABLE_FORMATS:
             model, config = load_ticket(path)
             return model.state_dict(), config
         return load_file(str(path)), None
@@ -58,45 +58,57 @@ def _check_source_run(source: str, pretrained: TrainConfig, config: TrainConfig)
         )
 
 
-def _fit_problems(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    expected = model.state_dict()
-    problems = [f"missing {key}" for key in expected if key not in state]
-    problems += [f"unexpected {key}" for key in state if key not in expected]
-    problems += [
-        f"{key} has shape {tuple(state[key].shape)}, expected {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in state and state[key].shape != value.shape
-    ]
-    return problems
+def _user_state(source: str, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """A user's model's state dict file, checked against the hash the run recorded (if any)."""
+    state = read_state_dict(source)
+    digest = state_sha256(state)
+    if config.pretrained_sha256 is not None and digest != config.pretrained_sha256:
+        raise InputError(
+            f"--pretrained {source} holds weights of sha256 {digest}, but this run searches in sha256 {config.pretrained_sha256}"
+        )
+    return state
 
 
 def load_pretrained(source: str, config: TrainConfig, dataset: Dataset) -> nn.Module:
     """The dense pre-trained model ``source`` names, as architecture ``config.model`` (eval mode).
 
+    For a user's model (an import path), ``source`` is its state dict, safetensors or
+    ``torch.save`` (read with ``weights_only=True``), of the hash in ``config.pretrained_sha256``
+    when that is set.
+
     Raises:
-        InputError: ``source`` is missing or unreadable, is not a dense run, or does not fit
-            the architecture (the first mismatches are named).
+        InputError: ``source`` is missing or unreadable, is not a dense run, holds weights of
+            another hash, or does not fit the architecture (the first mismatches are named).
     """
-    path = Path(source)
-    if path.is_dir():
-        path = RunDir(path).ticket
+    recipe = LayerRecipe(
+        method="dense", width=config.width, binary_act=config.binary_act and not is_import_path(config.model)
+    )
+    model = build_model(
+        config.model,
+        recipe,
+        dataset.input_shape,
+        dataset.num_classes,
+        model_args=config.model_args,
+        seed=config.seed,
+    )
+    if is_import_path(config.model):
+        state = _user_state(source, config)
+        described = f"{config.model}(**{config.model_args})"
+    else:
+        path = Path(source)
+        if path.is_dir():
+            path = RunDir(path).ticket
+            if not path.is_file():
+                raise InputError(f"--pretrained {source} has no ticket.safetensors: not a finished mptc run")
         if not path.is_file():
-            raise InputError(f"--pretrained {source} has no ticket.safetensors: not a finished mptc run")
-    if not path.is_file():
-        raise InputError(f"--pretrained {source} does not exist")
-    state, pretrained = _ticket_or_state(path)
-    if pretrained is not None:
-        _check_source_run(source, pretrained, config)
-    recipe = LayerRecipe(method="dense", width=config.width, binary_act=config.binary_act)
-    model = build_model(config.model, recipe, dataset.input_shape, dataset.num_classes)
-    problems = _fit_problems(model, state)
+            raise InputError(f"--pretrained {source} does not exist")
+        state, pretrained = _ticket_or_state(path)
+        if pretrained is not None:
+            _check_source_run(source, pretrained, config)
+        described = f"a dense {config.model} of width {config.width} on {dataset.name}"
+    problems = fit_problems(model, state)
     if problems:
-        listed = "; ".join(problems[:MAX_LISTED]) + (
-            f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
-        )
-        raise InputError(
-            f"--pretrained {source} does not fit a dense {config.model} of width {config.width} on {dataset.name}: {listed}"
-        )
+        raise InputError(f"--pretrained {source} does not fit {described}: {listed(problems)}")
     model.load_state_dict(state)
     return model.eval()
 

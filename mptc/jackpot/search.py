@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mptc.config import PRETRAINED_METHODS, TrainConfig
 from mptc.data import Dataset
+from mptc.errors import InputError
 from mptc.jackpot.batchnorm import recalibrated
 from mptc.jackpot.magnitude import global_kept_counts, magnitude_mask, magnitude_scores, mask_overlap
 from mptc.jackpot.pretrained import copy_pretrained, load_pretrained
@@ -37,6 +38,32 @@ from mptc.train.loop import evaluate
 log = logging.getLogger(__name__)
 
 
+def start_from_magnitude(model: nn.Module, sparsity: float, learn_bn: bool) -> list[int]:
+    """Put a masked model holding pre-trained weights at the start of a jackpot search.
+
+    Freezes everything but the scores (and BatchNorm affine parameters with ``learn_bn``), splits
+    ``sparsity`` over the masked layers by one global magnitude threshold and sets the scores to
+    the magnitude mask's 1.0 / 0.99. Returns the per-layer kept counts.
+    """
+    for module in model.modules():
+        trainable = learn_bn and isinstance(module, _BatchNorm)
+        for name, parameter in module.named_parameters(recurse=False):
+            parameter.requires_grad_(name == "scores" or trainable)
+    layers = masked_layers(model)
+    counts = global_kept_counts([layer.weight for _, layer in layers], sparsity)
+    for (name, layer), kept in zip(layers, counts, strict=True):
+        layer.set_kept(kept)
+        layer.scores.data.copy_(magnitude_scores(magnitude_mask(layer.weight, kept)))
+        log.info(
+            "%s keeps %d of %d weights (sparsity %.4f)",
+            name,
+            kept,
+            layer.weight.numel(),
+            1 - kept / layer.weight.numel(),
+        )
+    return counts
+
+
 class JackpotSearch(SearchHooks):
     """Hooks of ``--method jackpot`` and ``--method magnitude`` (see the module doc)."""
 
@@ -46,25 +73,12 @@ class JackpotSearch(SearchHooks):
         self._masks: dict[str, Tensor] = {}
 
     def prepare(self, model: nn.Module, dataset: Dataset) -> None:
+        if self.config.pretrained is None:
+            raise InputError(f"--method {self.config.method} needs --pretrained weights to search in")
         dense = load_pretrained(self.config.pretrained, self.config, dataset)
         self.pretrained_accuracy = evaluate(dense, dataset.test)[0]
         copy_pretrained(dense, model)
-        for module in model.modules():
-            trainable = self.config.learn_bn and isinstance(module, _BatchNorm)
-            for name, parameter in module.named_parameters(recurse=False):
-                parameter.requires_grad_(name == "scores" or trainable)
-        layers = masked_layers(model)
-        counts = global_kept_counts([layer.weight for _, layer in layers], self.config.sparsity)
-        for (name, layer), kept in zip(layers, counts, strict=True):
-            layer.set_kept(kept)
-            layer.scores.data.copy_(magnitude_scores(magnitude_mask(layer.weight, kept)))
-            log.info(
-                "%s keeps %d of %d weights (sparsity %.4f)",
-                name,
-                kept,
-                layer.weight.numel(),
-                1 - kept / layer.weight.numel(),
-            )
+        start_from_magnitude(model, self.config.sparsity, self.config.learn_bn)
 
     def start_epoch(self, model: nn.Module) -> None:
         model.train()

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from mptc.config import METHODS
 from mptc.nn.layers import BinaryActivation, MaskedConv2d, MaskedLinear, MaskSpec
 
-METHODS = ("dense", "edge-popup", "biprop", "jackpot", "magnitude")
 POSITIONS = ("first", "hidden", "last")
 
 

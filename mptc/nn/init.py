@@ -13,9 +13,9 @@ import math
 import torch
 from torch import nn
 
+from mptc.config import INITS
 from mptc.nn.layers import MaskedLayer
 
-INITS = ("kaiming-normal", "scaled-kaiming", "signed-constant")
 RELU_GAIN = math.sqrt(2.0)
 
 
@@ -57,21 +57,32 @@ def random_weight(shape: torch.Size, init: str, sparsity: float, gen: torch.Gene
 
 
 def initialize(model: nn.Module, seed: int, init: str) -> None:
-    """Draw every parameter of ``model`` from ``seed``: masked weights with ``init``, edge-popup
-    scores ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, and ordinary (trainable) layers with PyTorch's
-    defaults under a per-layer generator."""
+    """Draw every parameter of ``model`` from ``seed``: masked weights with ``init`` (their
+    biases, if any, 0), edge-popup scores (:func:`initialize_scores`), and ordinary (trainable)
+    layers with PyTorch's defaults under a per-layer generator."""
     for name, module in model.named_modules():
         if isinstance(module, MaskedLayer):
             with torch.no_grad():
                 module.weight.copy_(
                     random_weight(module.weight.shape, init, module.spec.sparsity, generator(seed, name, "weight"))
                 )
-                bound = 1.0 / math.sqrt(fan_in(module.weight))
-                scores = torch.rand(module.weight.shape, generator=generator(seed, name, "scores")) * 2 * bound - bound
-                module.scores.copy_(scores)
+                if module.bias is not None:
+                    module.bias.zero_()
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
             gen = generator(seed, name, "weight")
             with torch.no_grad():
                 module.weight.copy_(random_weight(module.weight.shape, "kaiming-normal", 0.0, gen))
                 if module.bias is not None:
                     module.bias.zero_()
+    initialize_scores(model, seed)
+
+
+def initialize_scores(model: nn.Module, seed: int) -> None:
+    """Draw the masked layers' scores ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` from ``seed``, leaving
+    every weight as it is: masks over pre-trained weights start here too."""
+    for name, module in model.named_modules():
+        if isinstance(module, MaskedLayer):
+            bound = 1.0 / math.sqrt(fan_in(module.weight))
+            scores = torch.rand(module.weight.shape, generator=generator(seed, name, "scores")) * 2 * bound - bound
+            with torch.no_grad():
+                module.scores.copy_(scores)

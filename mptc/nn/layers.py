@@ -45,11 +45,16 @@ class MaskedLayer(nn.Module):
     """Mixin holding the frozen weight's scores and the effective-weight maths."""
 
     weight: Tensor
+    bias: Tensor | None
     spec: MaskSpec
+    input_sign: nn.Module | None
 
     def _init_scores(self, spec: MaskSpec) -> None:
         self.spec = spec
         self.weight.requires_grad_(False)
+        bias = getattr(self, "bias", None)
+        if bias is not None:
+            bias.requires_grad_(False)  # part of the frozen layer, as the weight
         self.scores = nn.Parameter(torch.zeros_like(self.weight))
         self.kept = kept_count(self.weight.numel(), spec.sparsity)
 
@@ -125,47 +130,81 @@ class MaskedLayer(nn.Module):
             self.scores.copy_(mask.to(self.scores))
 
 
-class MaskedConv2d(nn.Conv2d, MaskedLayer):
-    """``nn.Conv2d`` (no bias) over a frozen weight, pruned and optionally ternarized by scores."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        *,
-        spec: MaskSpec,
-        stride: int = 1,
-        padding: int = 0,
-        groups: int = 1,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=False
-        )
-        self._init_scores(spec)
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight, scale = self.weight_and_output_scale()
-        return self._scaled(self._conv_forward(x, weight, None), scale)
-
-
-class MaskedLinear(nn.Linear, MaskedLayer):
-    """``nn.Linear`` (no bias) over a frozen weight, pruned and optionally ternarized by scores."""
-
-    def __init__(self, in_features: int, out_features: int, *, spec: MaskSpec) -> None:
-        super().__init__(in_features, out_features, bias=False)
-        self._init_scores(spec)
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight, scale = self.weight_and_output_scale()
-        return self._scaled(F.linear(x, weight), scale)
-
-
 class BinaryActivation(nn.Module):
     """``sign(x)`` with sign(0) = +1 in the forward pass and the Bi-Real gradient backward."""
 
     def forward(self, x: Tensor) -> Tensor:
         return BiRealSign.apply(x)
+
+
+class MaskedConv2d(nn.Conv2d, MaskedLayer):
+    """``nn.Conv2d`` over a frozen weight, pruned and optionally ternarized by scores.
+
+    Takes every ``nn.Conv2d`` option (grouped and depthwise convolutions included), so any
+    user's conv converts (:mod:`mptc.models.convert`). A bias, when present, is frozen with the
+    weight and added after the scale: ``y = op(x, T) * alpha + b``. ``binary_input`` puts a
+    :class:`BinaryActivation` in front of the conv (MPT-1/1), inside this layer so the state
+    dict keys stay those of the ``nn.Conv2d`` it replaces.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        *,
+        spec: MaskSpec,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        padding_mode: str = "zeros",
+        binary_input: bool = False,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+        )
+        self._init_scores(spec)
+        self.input_sign = BinaryActivation() if binary_input else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_sign is not None:
+            x = self.input_sign(x)
+        weight, scale = self.weight_and_output_scale()
+        if scale is None:
+            return self._conv_forward(x, weight, self.bias)
+        y = self._conv_forward(x, weight, None) * scale
+        return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
+
+
+class MaskedLinear(nn.Linear, MaskedLayer):
+    """``nn.Linear`` over a frozen weight, pruned and optionally ternarized by scores; bias and
+    ``binary_input`` as :class:`MaskedConv2d`."""
+
+    def __init__(
+        self, in_features: int, out_features: int, *, spec: MaskSpec, bias: bool = False, binary_input: bool = False
+    ) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self._init_scores(spec)
+        self.input_sign = BinaryActivation() if binary_input else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_sign is not None:
+            x = self.input_sign(x)
+        weight, scale = self.weight_and_output_scale()
+        if scale is None:
+            return F.linear(x, weight, self.bias)
+        y = self._scaled(F.linear(x, weight), scale)
+        return y if self.bias is None else y + self.bias
 
 
 def masked_layers(model: nn.Module) -> list[tuple[str, MaskedLayer]]:

@@ -111,6 +111,11 @@ def _schemas() -> list[OpSchema]:
     return [conv, dense]
 
 
+def schemas() -> dict[str, OpSchema]:
+    """The ``ai.mptc`` schemas by op type, unregistered: what :mod:`mptc.ops.validate` checks nodes against."""
+    return {schema.name: schema for schema in _schemas()}
+
+
 def register_schemas() -> None:
     """Register the ``ai.mptc`` schemas with ``onnx.defs`` (once per process; later calls do nothing)."""
     for schema in _schemas():

@@ -1,13 +1,17 @@
 """The peers a compiled module is timed against, in the same process and on the same input.
 
-onnxruntime fp32 runs the exported (unpacked) model: what a user gets without mptc. Medians of
-interleaved-free repeated runs; the machine is shared and noisy, so reports quote ratios.
+onnxruntime fp32 runs the exported (unpacked) model: what a user gets without mptc. The machine is
+shared and noisy, so reports quote ratios: every side is timed once per round, round after round
+(:func:`interleaved_rounds`), and a ratio is the median over rounds of each round's ratio
+(:func:`median_ratio`), so a slow phase of the host that spans a round slows both sides of its
+ratio alike.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,7 @@ from mptc.export.onnx_export import ort_session
 WARMUP = 5
 
 
-def time_call(call, repeat: int) -> dict[str, float]:
+def time_call(call: Callable[[], object], repeat: int) -> dict[str, float]:
     """Median/min/max milliseconds of ``call()`` over ``repeat`` runs after a warm-up."""
     for _ in range(WARMUP):
         call()
@@ -28,6 +32,29 @@ def time_call(call, repeat: int) -> dict[str, float]:
         call()
         samples.append((time.perf_counter() - began) * 1e3)
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+
+
+def interleaved_rounds(
+    timers: Mapping[str, Callable[[], float]], rounds: int, on_round: Callable[[int], None] | None = None
+) -> dict[str, list[float]]:
+    """Each timer's result (one round's latency) for ``rounds`` rounds, every timer once per round.
+
+    ``on_round`` is told how many rounds are done, 0 before the first.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    for done in range(rounds):
+        if on_round is not None:
+            on_round(done)
+        for name, timer in timers.items():
+            samples[name].append(timer())
+    if on_round is not None:
+        on_round(rounds)
+    return samples
+
+
+def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """``median_r(numerators[r] / denominators[r])``: the ratio of two sides timed in the same rounds."""
+    return statistics.median(n / d for n, d in zip(numerators, denominators))
 
 
 def onnxruntime_latency(path: str | Path, x: np.ndarray, repeat: int) -> dict[str, float]:

@@ -9,6 +9,38 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+def _bytes(value: int | None) -> str:
+    return "n/a" if value is None else f"{value:,} B"
+
+
+def _kernel_table(points: list[dict[str, Any]]) -> list[str]:
+    """Which kernel each ``ai.mptc`` layer took at each sweep point (the manifest's layer
+    records): one row per layer, one column per point, ``kernel (layer sparsity)`` in a cell."""
+    layers: dict[str, str] = {}  # name -> op_type, in the order of the first point that has it
+    cells: dict[tuple[str, int], str] = {}
+    for i, p in enumerate(points):
+        for layer in p.get("kernels", []):
+            name = layer.get("name", "?")
+            layers.setdefault(name, layer.get("op_type") or "?")
+            sparsity = layer.get("sparsity")
+            cells[name, i] = layer.get("kernel", "?") + ("" if sparsity is None else f" ({sparsity:.2f})")
+    if not layers:
+        return ["## Kernels", "", "The points record no kernel choices."]
+    lines = [
+        "## Kernels",
+        "",
+        "The kernel each packed layer took at each sweep point, with the layer's own sparsity "
+        "(`manifest.json`'s `layers`; why it was chosen is its `reason` there, and in `report.json`).",
+        "",
+        "| layer | op | " + " | ".join(f"sparsity {p['sparsity']:.2f}" for p in points) + " |",
+        "|---|---|" + "---|" * len(points),
+    ]
+    for name, op_type in layers.items():
+        row = " | ".join(cells.get((name, i), "-") for i in range(len(points)))
+        lines.append(f"| `{name}` | {op_type} | {row} |")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     points = report["points"]
     first = points[0]
@@ -43,16 +75,23 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Latency and size",
         "",
-        "| sparsity | mptc module (ms) | onnxruntime fp32 (ms) | speed-up | fp32 ONNX | packed ONNX | ticket |",
-        "|---|---|---|---|---|---|---|",
+        "| sparsity | mptc module (ms) | onnxruntime fp32 (ms) | speed-up | fp32 ONNX | packed ONNX | compiled module | ticket |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         lat, size = p["latency_ms"], p["sizes"]
         lines.append(
             f"| {p['sparsity']:.2f} | {lat['module']['median']:.4f} | {lat['onnxruntime_fp32']['median']:.4f} | "
-            f"{p['speedup_vs_onnxruntime_fp32']:.2f}x | {size['fp32_onnx_bytes']:,} B | {size['packed_onnx_bytes']:,} B | {size['ticket_bytes']:,} B |"
+            f"{p['speedup_vs_onnxruntime_fp32']:.2f}x | {_bytes(size.get('fp32_onnx_bytes'))} | "
+            f"{_bytes(size.get('packed_onnx_bytes'))} | {_bytes(size.get('module_bytes'))} | {_bytes(size.get('ticket_bytes'))} |"
         )
     lines += [
+        "",
+        "The compiled module (`module.so`) holds the kernels' code and the weights in the layout "
+        "its kernels read (`lowered_weight_bytes` in `manifest.json`: fp32 for a layer on the dense "
+        "path); the ONNX files hold the graph and its weights.",
+        "",
+        *_kernel_table(points),
         "",
         "The module's latency comes from TVM's time evaluator (no Python call overhead), onnxruntime's "
         "from `InferenceSession.run` called from Python (a few microseconds of call overhead): for "

@@ -27,12 +27,19 @@ def sweep(
     out_dir: str | Path,
     device: DeviceOptions,
     on_point: Callable[[dict[str, Any]], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``config`` at each sparsity and write the report into ``out_dir``."""
+    """Run ``config`` at each sparsity and write the report into ``out_dir``.
+
+    ``on_point`` gets each point's record when it is done; ``on_stage`` each stage's name as it
+    starts (:data:`mptc.pipeline.STAGES`; a reused point has none).
+    """
     out = Path(out_dir)
     points = []
     for sparsity in sparsities:
-        point = run_point(dataclasses.replace(config, sparsity=sparsity), out / f"sparsity-{sparsity:g}", device)
+        point = run_point(
+            dataclasses.replace(config, sparsity=sparsity), out / f"sparsity-{sparsity:g}", device, on_stage
+        )
         points.append(point)
         if on_point is not None:
             on_point(point)

@@ -52,16 +52,19 @@ class World:
         """Whether this process writes the run directory."""
         return self.rank == 0
 
-    def batches(self, split: DataSplit, batch_size: int, shuffle: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-        """This rank's mini-batches of the epoch whose order ``shuffle`` draws."""
+    def batches(
+        self, split: DataSplit, batch_size: int, shuffle: torch.Generator, min_size: int = 1
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's mini-batches of the epoch whose order ``shuffle`` draws (``min_size``:
+        :meth:`DataSplit.batches`)."""
         if self.size == 1:
-            return split.batches(batch_size, shuffle)
+            return split.batches(batch_size, shuffle, min_size)
         if batch_size % self.size:
             raise UnsupportedError(f"--batch-size {batch_size} does not split evenly over {self.size} processes")
         order = torch.randperm(len(split), generator=shuffle)
         padded = torch.cat([order, order[: -len(order) % self.size]])  # wrap around to a multiple of size
         mine = padded[self.rank :: self.size]
-        return DataSplit(split.x[mine], split.y[mine]).batches(batch_size // self.size)
+        return DataSplit(split.x[mine], split.y[mine]).batches(batch_size // self.size, min_size=min_size)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """``model`` to call in training steps: DDP (alone: ``model`` itself).

@@ -44,12 +44,10 @@ class CpuTiles:
 SPARSE_TASKS = 16
 
 # Cost of walking a chunk's index once (the entry's load, its address, the segment loops), in
-# vector operations: the chunk of a block-sparse conv minimizes tiles x (vectors + this). Choosing
-# by padding alone (with half-width vectors allowed) took 5 half vectors on 14x14 maps (196 flat
-# outputs, 5 tiles: 200) over 7 whole ones (2 tiles: 224) and one half vector on 15x15 (29
-# tiles); in-process A/B at 0.5 sparsity, B = 2, 1 thread: 256@14x14 2737 -> 2089 us, 128@14x14
-# 774 -> 524 us, other CIFAR shapes unchanged. Half-width vectors no longer win anywhere (they
-# cost an operation for half the lanes), so chunks are whole vectors.
+# vector operations: the chunk of a block-sparse conv minimizes tiles x (vectors + this). By
+# padding alone, a chunk of many small vectors wins on paper and walks the index once per tile
+# (docs/performance.md, changelog). Chunks are whole vectors: a half-width one costs an
+# operation for half the lanes.
 CHUNK_ENTRY_COST = 2
 
 # Register tile of the batched sign-split dense kernel: outputs x vectors of batch values.
@@ -158,7 +156,7 @@ class CpuKernelSchedules:
         """A float output whose neighbouring columns read neighbouring input words (one channel
         word, stride 1) and whose rows are whole vectors takes vectors of columns instead of
         vectors of channels: each tap is one vector load and a broadcast weight word per output,
-        and the epilogue writes whole NCHW rows with no transpose (64@32x32: 70 -> 45 us)."""
+        and the epilogue writes whole NCHW rows with no transpose (measured: docs/performance.md)."""
         columns = extent(sch, sch.get_loops(count)[2])
         return int(sch.get(count).annotations[stages.COLUMN_STRIDE]) == 1 and columns % self.word_lanes == 0
 

@@ -19,17 +19,16 @@ first:
   lanes and only constant weights are read along it: a conv on a map narrower than a vector (or
   not a whole number of them: 4, 7, 8, 14 columns) takes its vectors along the output channels,
   the weight re-laid with them innermost, and its rows from a 2-D block of output pixels, each a
-  broadcast input value. Measured (3x3 convs, 1 thread, dense fp32 path): 512@4x4 1812 -> 739 us,
-  256@8x8 1003 -> 711 us, 256@14x14 3004 -> 2113 us, onnxruntime 650-920, 690-750 and 2060-2460 us.
+  broadcast input value: on 4x4-14x14 maps the columns fill a fraction of the lanes, the output
+  channels all of them (measured: docs/performance.md).
 
   Constant weights are re-laid in the order the tiles read them: TVM's ``RewriteLayout``
   postprocessor (the one MetaSchedule uses) turns the tiled loop nest into a layout-rewrite
   block, which ``build.relax_pipeline`` splits out and folds at compile time. A matmul's weight
   ``(K, N)`` becomes column panels ``(N / cols, K, cols)`` read contiguously; and when the
   vector-loaded operand is such a weight, the column panels are the outer parallel loop, so each
-  panel is read from memory once for all row tiles instead of once per row tile (dense
-  4096x4096 at batch 64: 154 ms, 82 ms with the panel order alone, 20-24 ms with both;
-  onnxruntime 24 ms).
+  panel is read from memory once for all row tiles instead of once per row tile (measured:
+  docs/performance.md).
 * :class:`Injective` - elementwise / layout functions: everything inlined into the last block,
   whose loops are fused, split into vector chunks, and the chunks run in parallel.
 """

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mptc.data import load_dataset
+from mptc.data.base import batch_starts
 from mptc.errors import InputError
 
 
@@ -64,3 +65,17 @@ def test_cifar10_binary_batches(tmp_path):
     (tmp_path / "test_batch.bin").write_bytes(b"\x00" * 100)
     with pytest.raises(InputError, match="not a CIFAR-10 binary batch"):
         load_dataset(f"cifar10:{tmp_path}")
+
+
+@pytest.mark.parametrize(
+    "samples, batch, min_size, expected",
+    [
+        (10, 4, 1, [0, 4, 8]),
+        (9, 4, 2, [0, 4]),
+        (9, 4, 1, [0, 4, 8]),
+        (1, 4, 2, [0]),
+        (8, 4, 2, [0, 4]),
+    ],
+)
+def test_batch_starts_merge_a_short_last_batch(samples, batch, min_size, expected):
+    assert batch_starts(samples, batch, min_size) == expected

@@ -34,6 +34,7 @@ from mptc.deploy import emulator
 from mptc.deploy.probe import answers, tracker_handshake
 from mptc.deploy.server import free_port
 from mptc.errors import DeviceError
+from mptc.targets.cross import aarch64_linker
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = {"kind": "llvm"}
@@ -99,7 +100,7 @@ def write_out(out: Path, built: tuple[Any, np.ndarray, np.ndarray], target: dict
     out.mkdir(parents=True)
     executable = tvm.compile(mod, target=tvm.target.Target(target))
     cross = target.get("mtriple", "").startswith("aarch64")
-    fcompile = tvm.support.cc.cross_compiler("aarch64-linux-gnu-gcc") if cross else None
+    fcompile = aarch64_linker().fcompile() if cross else None
     executable.export_library(str(out / MODULE_FILE), fcompile=fcompile)
     family = "arm" if cross else "x86"
     manifest = Manifest(
@@ -118,6 +119,7 @@ def write_out(out: Path, built: tuple[Any, np.ndarray, np.ndarray], target: dict
             packed_weight_bytes=0,
             lowered_weight_bytes=0,
         ),
+        module_sha256=hashlib.sha256((out / MODULE_FILE).read_bytes()).hexdigest(),
     )
     write_manifest(out, manifest)
     write_reference(out, x, y)

@@ -72,7 +72,7 @@ def test_dotprod_module_on_emulated_rpi4_fails_cleanly(dotprod_out: Path, tmp_pa
 def test_dotprod_module_really_executes_sdot(dotprod_out: Path) -> None:
     """The SIGILL test above means something only if the module's code holds dot-product instructions."""
     objdump = shutil.which("aarch64-linux-gnu-objdump")
-    assert objdump, "aarch64-linux-gnu-objdump comes with gcc-aarch64-linux-gnu (scripts/setup_arm_emulator.sh)"
+    assert objdump, "aarch64-linux-gnu-objdump comes with binutils-aarch64-linux-gnu (scripts/setup_arm_emulator.sh)"
     listing = subprocess.run(
         [objdump, "-d", str(dotprod_out / "module.so")], capture_output=True, text=True, check=True
     ).stdout

@@ -28,7 +28,7 @@ def test_unknown_board_lists_the_choices() -> None:
 
 def test_missing_setup_says_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MPTC_ARM_ROOT", str(tmp_path))
-    with pytest.raises(DeviceError, match="not set up .* run scripts/setup_arm_emulator.sh"):
+    with pytest.raises(DeviceError, match="not set up .* run `make arm-emulator` in the repository"):
         emulator.emulated_board("rpi4")
 
 

@@ -17,7 +17,7 @@ import pytest
 from mptc.deploy.profile import PROFILE, compare_outputs, profile
 from mptc.deploy.rpc import connect
 from mptc.deploy.server import RpcServer, free_port
-from mptc.errors import DeviceError, InputError
+from mptc.errors import DeviceError, InputError, UsageError
 from tests.deploy.conftest import fresh_copy
 
 REPORT_KEYS = {
@@ -101,7 +101,7 @@ def test_something_else_listening_is_not_a_server() -> None:
 
 
 def test_malformed_address() -> None:
-    with pytest.raises(InputError, match="--rpc expects HOST:PORT"):
+    with pytest.raises(UsageError, match="--rpc expects HOST:PORT"):
         connect(rpc="raspberrypi")
 
 
@@ -154,3 +154,15 @@ def test_outputs_compared_relatively_and_by_argmax() -> None:
     assert not compare_outputs(ref + 1e-3, ref)["outputs_match"]
     assert not compare_outputs(np.array([[1.0, 2.0, 3.0]]), ref)["argmax_match"]
     assert not compare_outputs(ref[0], ref)["outputs_match"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", ["output", "expected"])
+def test_nonfinite_outputs_never_match(bad: float, side: str) -> None:
+    ref = np.array([[1.0, 3.0, 2.0]])
+    damaged = ref.copy()
+    damaged[0, 1] = bad
+    output, expected = (damaged, ref) if side == "output" else (ref, damaged)
+    result = compare_outputs(output, expected)
+    assert not result["outputs_match"] and "of 3 values" in result[f"{side}_nonfinite"]
+    json.dumps(result, allow_nan=False)  # the report stays valid JSON

@@ -132,6 +132,13 @@ def test_chain_batch_norm_mul_add_folds_completely(rng):
             "bn",
             "its output has 2 uses, so y (BatchNormalization) cannot fold into it",
         ),
+        (
+            "y = BatchNormalization (c, gamma, beta, mean, var)",
+            "float[n,o,h,w] y",
+            "",
+            "negative_var",
+            "y (BatchNormalization)'s input_var + epsilon is not positive in 2 channel(s): it has no square root",
+        ),
     ],
     ids=[
         "training_bn",
@@ -142,11 +149,18 @@ def test_chain_batch_norm_mul_add_folds_completely(rng):
         "output_also_graph_output",
         "computed_bn_mean",
         "two_users",
+        "negative_variance",
     ],
 )
 def test_left_alone(rng, lines, outputs, inputs, params, reason):
     """Each rejected BatchNormalization/Mul/Add is named with why; other users are no candidates."""
-    extra = {"bn": bn_params(rng), "spatial": {"k": np.ones((1, 1, 6, 6), np.float32)}, "": {}}[params]
+    negative_var = {**bn_params(rng), "var": np.array([1, -1, 1, np.nan, 1], np.float32)}
+    extra = {
+        "bn": bn_params(rng),
+        "negative_var": negative_var,
+        "spatial": {"k": np.ones((1, 1, 6, 6), np.float32)},
+        "": {},
+    }[params]
     folds = FoldBatchNormIntoScalePass()
     _, modified = apply(conv_then(rng, lines, outputs, inputs, **extra), PackTernaryWeightsPass(), folds)
     assert modified == [True, False]

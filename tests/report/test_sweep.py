@@ -4,8 +4,10 @@ import pytest
 from click.testing import CliRunner
 
 from mptc.cli import main
+from mptc.targets.chooser import BLOCK_SPARSE, DENSE_FP32, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT
 
 pytestmark = pytest.mark.slow
+KERNELS = {BLOCK_SPARSE, DENSE_FP32, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT}
 ARGS = ["--width", "0.25", "--epochs", "2", "--sparsity", "0.5,0.7,0.9", "--repeat", "3"]
 
 
@@ -31,6 +33,14 @@ def test_sweep_writes_report_plots_and_every_stage(sweep_dir):
         assert not point["emulated"]
     markdown = (sweep_dir / "report.md").read_text()
     assert "Accuracy at every stage" in markdown and "| 0.90 |" in markdown
+    assert "| fp32 ONNX | packed ONNX | compiled module | ticket |" in markdown
+    for point in report["points"]:
+        assert point["sizes"]["module_bytes"] > 0 and f"{point['sizes']['module_bytes']:,} B" in markdown
+        assert point["kernels"], "every point records the kernel of each packed layer"
+        for layer in point["kernels"]:
+            assert layer["op_type"] == "BinaryDense" and layer["kernel"] in KERNELS
+            assert f"| `{layer['name']}` | BinaryDense |" in markdown
+            assert f"{layer['kernel']} ({layer['sparsity']:.2f})" in markdown
     for name in ("latency.png", "accuracy.png", "size.png"):
         assert (sweep_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

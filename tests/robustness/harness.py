@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import random
+import signal
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -45,18 +48,23 @@ def invoke(args: list[str]) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def assert_refused(result: Result, *outputs: Path, codes: frozenset[int] = DOCUMENTED_EXIT_CODES) -> None:
+def assert_refused(
+    result: Result, *outputs: Path, codes: frozenset[int] = DOCUMENTED_EXIT_CODES, stdout: bool = False
+) -> None:
     """A refused input: a documented exit code, one error line, no traceback, no output left.
 
     Click's own usage errors (exit 2) are click's few lines ending in ``Error: ...``; everything
-    else ends in exactly one ``mptc: error: ...`` line. An output that was not written must not
-    exist, and no temporary file of it may be left beside it.
+    else ends in exactly one ``mptc: error: ...`` line, the last line on stderr. Nothing is on
+    stdout, unless ``stdout`` says the command's normal output may have begun (a training run's
+    epochs, printed before the disk filled up). An output that was not written must not exist,
+    and no temporary file of it may be left beside it.
     """
     where = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info and result.exit_code == 1 else ""
     assert result.exit_code in codes, (
         f"exit {result.exit_code}, expected one of {sorted(codes)}:\n{result.output}\n{where}"
     )
     assert "Traceback" not in result.output
+    assert stdout or not result.stdout, f"a refused command wrote on stdout:\n{result.stdout}"
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     if result.exit_code == 2 and lines and lines[-1].startswith("Error: "):
         assert sum(line.startswith("Error: ") for line in lines) == 1, result.stderr
@@ -68,6 +76,23 @@ def assert_refused(result: Result, *outputs: Path, codes: frozenset[int] = DOCUM
     for output in outputs:
         assert not output.exists(), f"{output} was left behind by a failed command"
         assert not list(output.parent.glob(f".{output.name}.*.tmp")), f"a temporary file of {output} was left behind"
+
+
+@contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail with :class:`TimeoutError` instead of hanging (a read of a FIFO blocks until a writer
+    comes): SIGALRM interrupts the blocked call in the main thread."""
+
+    def expire(_signum, _frame):
+        raise TimeoutError(f"still running after {seconds} s: a read blocked")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def damage_bytes(data: bytes, how: str, numbers: tuple[int, ...]) -> bytes:

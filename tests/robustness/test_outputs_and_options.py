@@ -7,6 +7,7 @@ system itself: a path under a regular file, a read-only mount and a 64 KiB tmpfs
 
 from __future__ import annotations
 
+import math
 import subprocess
 
 import pytest
@@ -150,3 +151,30 @@ def test_bad_training_options(args, tmp_path):
     result = invoke(["train", "--width", "0.25", "--epochs", "1", "--out", out, *args])
     assert_refused(result)
     assert not (out / "checkpoint.pt").exists()
+
+
+NUMBER_OPTIONS = {
+    # option: values that are no setting of it (each is refused before any training)
+    "--width": st.floats(max_value=0.0) | st.just(math.inf),
+    "--lr": st.floats(max_value=0.0) | st.just(math.inf),
+    "--weight-decay": st.floats(max_value=-1e-12) | st.just(math.inf),
+    "--momentum": st.floats(max_value=-1e-12) | st.floats(min_value=1.0),
+    "--label-smoothing": st.floats(max_value=-1e-12) | st.floats(min_value=1.0),
+    "--sparsity": st.floats(max_value=-1e-12) | st.floats(min_value=1.0),
+    "--restriction-rate": st.floats(max_value=0.0) | st.floats(min_value=1.0 + 1e-9),
+}
+
+
+@settings(FUZZ, max_examples=80)
+@given(option=st.sampled_from(sorted(NUMBER_OPTIONS)), data=st.data(), command=st.sampled_from(["train", "sweep"]))
+def test_number_options_out_of_range_or_not_finite(option, data, command, tmp_path_factory):
+    """``--weight-decay -1`` and ``--width inf`` ended in tracebacks: every number option refuses
+    a NaN, an infinity and a value outside its range as a usage error."""
+    value = data.draw(NUMBER_OPTIONS[option] | st.just(math.nan))
+    assume(command == "train" or option in ("--width", "--sparsity"))
+    out = tmp_path_factory.mktemp("numbers") / "out"
+    args = [command, "--epochs", "1", "-o", out, f"{option}={value!r}"]  # "=": "-1.0" is no option name
+    record(*map(str, args))
+    result = invoke(args)
+    assert_refused(result, out, codes=frozenset({2}))
+    assert option in result.stderr.splitlines()[-1], "refused for another reason than the value"

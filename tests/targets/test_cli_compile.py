@@ -1,5 +1,7 @@
 """``mptc compile`` through click's CliRunner (lives with the targets it drives)."""
 
+import sys
+
 import numpy as np
 import onnx
 from click.testing import CliRunner
@@ -9,6 +11,8 @@ from mptc.cli import main
 
 from .packed_models import binary_dense_model
 
+ELF_MACHINE_AARCH64 = 183
+
 
 def test_compile_writes_the_module_folder(tmp_path):
     model = tmp_path / "packed.onnx"
@@ -16,7 +20,8 @@ def test_compile_writes_the_module_folder(tmp_path):
     result = CliRunner().invoke(main, ["compile", str(model), "--target", "x86", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "dense: xnor-popcount" in result.output
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"module.so", "manifest.json", "reference.npz"}
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert written == {"module.so", "manifest.json", "reference.npz", "source.onnx"}
 
 
 def test_a_board_on_x86_is_a_one_line_error(tmp_path):
@@ -46,3 +51,28 @@ def test_an_unpacked_ternary_model_is_packed_first(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "packing 1 ternary layer(s)" in result.output and (tmp_path / "out" / "packed.onnx").is_file()
+
+
+def test_arm_links_with_zig_without_a_cross_gcc(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no aarch64-linux-gnu-gcc: only the venv's zig is left
+    model = tmp_path / "packed.onnx"
+    onnx.save(binary_dense_model(np.random.default_rng(0), 1, 70, 10, mode="binary"), model)
+    result = CliRunner().invoke(
+        main, ["compile", str(model), "--target", "arm", "--board", "rpi4", "-o", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    header = (tmp_path / "out" / "module.so").read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == ELF_MACHINE_AARCH64
+
+
+def test_arm_without_any_cross_linker_says_how_to_install_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "ziglang", None)  # as if the wheel were not installed
+    model = tmp_path / "packed.onnx"
+    onnx.save(binary_dense_model(np.random.default_rng(0), 1, 70, 10, mode="binary"), model)
+    result = CliRunner().invoke(
+        main, ["compile", str(model), "--target", "arm", "--board", "rpi4", "-o", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 4, result.output
+    assert result.output.startswith("mptc: error: ") and result.output.count("\n") == 1
+    assert result.output.endswith(f"run {sys.executable} -m pip install ziglang\n")

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from mptc.config import TrainConfig
-from mptc.errors import InputError, OutputError
+from mptc.errors import InputError, OutputError, VerificationError
 from mptc.train.loop import train
 
 
@@ -79,3 +79,16 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path, tiny_config):
 
     with pytest.raises(UnsupportedError, match="CUDA"):
         train(dataclasses.replace(tiny_config, device="cuda"), tmp_path / "c")
+
+
+def test_a_last_batch_of_one_sample_joins_the_one_before(tmp_path, tiny_config):
+    # digits has 1,437 training samples: batches of 4 leave one, which BatchNorm cannot normalise
+    config = dataclasses.replace(tiny_config, batch_size=4, epochs=1)
+    loss = train(config, tmp_path / "run").metrics["history"][0]["train_loss"]
+    assert 0.0 < loss < 10.0  # False for NaN
+
+
+def test_a_diverging_loss_stops_training_with_a_verification_error(tmp_path, tiny_config):
+    config = dataclasses.replace(tiny_config, epochs=1, method="dense", lr=1e30, optimizer="sgd")
+    with pytest.raises(VerificationError, match="NaN or Inf"):
+        train(config, tmp_path / "run")

@@ -1,0 +1,143 @@
+"""The peers ``mptc profile --compare`` times a module against: onnxruntime on the model it was compiled from.
+
+Every peer runs ``OUT/source.onnx`` (the model compiled, checked against the manifest's sha256) on
+this host, on the same inputs as the module:
+
+* ``onnxruntime``: an fp32 CPU session, default threads. A packed model's ``ai.mptc`` nodes run as
+  their ONNX function bodies, which onnxruntime inlines and, the packed weights being constants,
+  folds back into fp32 Conv/Gemm weights when the session is made: the peer computes what the
+  unpacked model computes, at its speed, not the bit-unpacking arithmetic.
+* ``onnxruntime-int8``: onnxruntime's static INT8 quantization (QDQ, per-channel weights, MinMax
+  calibration on the inputs profiled) of that fp32 model. A packed model is inlined
+  (``onnx.inliner``) and constant-folded (onnxruntime's quantization pre-processing) first, so
+  what gets quantized is the fp32 network the packed one encodes.
+
+A module on a board (RPC, tracker, emulator) is compared with peers run here: two machines, which
+the report says.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx.inliner
+
+from mptc.artifact import SOURCE_MODEL_FILE
+from mptc.errors import UnsupportedError, first_line
+from mptc.ops.reference import DOMAIN
+from mptc.targets.compile import ORT_MAX_IR_VERSION
+
+PEERS = ("onnxruntime", "onnxruntime-int8")
+ROUNDS = 5  # interleaved rounds by default: enough for a median that one noisy round cannot move
+CALIBRATION_BATCHES = 32  # onnxruntime's calibration keeps every activation of every sample in memory
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer ready to run: ``description`` says what it runs, for the report."""
+
+    name: str
+    description: str
+    session: Any  # onnxruntime.InferenceSession
+    input_name: str
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def call(self, x: np.ndarray) -> Callable[[], object]:
+        """One run on ``x``, as :func:`mptc.report.latency.time_call` times it."""
+        feed = {self.input_name: x}
+        return lambda: self.session.run(None, feed)
+
+
+def check_peers(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` without repeats, in order; an unknown one is an UnsupportedError naming the known ones."""
+    unknown = [name for name in names if name not in PEERS] or ([] if names else ["(none)"])
+    if unknown:
+        raise UnsupportedError(
+            f"unknown peer '{unknown[0]}' to compare with: expected one or more of {', '.join(PEERS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def load_peers(names: Sequence[str], source: bytes, input_name: str, calibration: Sequence[np.ndarray]) -> list[Peer]:
+    """Sessions for the peers ``names`` on the source model; ``calibration``: the INT8 peer's batches.
+
+    Raises:
+        UnsupportedError: onnxruntime cannot run or quantize the model (e.g. ``ai.mptc`` nodes
+            without their function bodies).
+    """
+    import onnxruntime as ort
+
+    model = onnx.load_from_string(source)
+    packed = [node.op_type for node in model.graph.node if node.domain == DOMAIN]
+    missing = sorted(set(packed) - {f.name for f in model.functions if f.domain == DOMAIN})
+    if missing:
+        raise UnsupportedError(
+            f"onnxruntime cannot run {SOURCE_MODEL_FILE}: its {', '.join(missing)} nodes carry no ONNX "
+            "function body (pack the model with this mptc's `mptc optimize` and compile again)"
+        )
+    bodies = f", its {len(packed)} ai.mptc nodes run as their ONNX function bodies" if packed else ""
+    peers = []
+    for name in check_peers(names):
+        if name == "onnxruntime":
+            description = f"onnxruntime {ort.__version__} fp32 on {SOURCE_MODEL_FILE}{bodies}"
+            runnable = model
+        else:
+            batches = calibration[:CALIBRATION_BATCHES]
+            folded = " (its ai.mptc function bodies inlined and folded back to fp32 weights first)" if packed else ""
+            description = (
+                f"onnxruntime {ort.__version__} static INT8 (QDQ, per-channel weights, calibrated on "
+                f"{sum(b.shape[0] if b.ndim else 1 for b in batches)} sample(s)) of {SOURCE_MODEL_FILE}{folded}"
+            )
+            runnable = _quantize_int8(model, input_name, batches)
+        peers.append(Peer(name, description, _session(runnable, name), input_name))
+    return peers
+
+
+def _session(model: onnx.ModelProto, peer: str) -> Any:
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    runnable = onnx.ModelProto()
+    runnable.CopyFrom(model)
+    runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # its warnings would cross the CLI's one-line contract
+    try:
+        return ort.InferenceSession(runnable.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.NotImplemented) as error:
+        raise UnsupportedError(f"onnxruntime cannot load the model for peer {peer}: {first_line(error)}") from error
+
+
+def _quantize_int8(model: onnx.ModelProto, input_name: str, calibration: Sequence[np.ndarray]) -> onnx.ModelProto:
+    """``model`` inlined, constant-folded and statically quantized to INT8 by onnxruntime."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds: Iterator[dict[str, np.ndarray]] = iter([{input_name: batch} for batch in calibration])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    inlined = onnx.inliner.inline_local_functions(model)
+    inlined.ir_version = min(inlined.ir_version, ORT_MAX_IR_VERSION)
+    with tempfile.TemporaryDirectory(prefix="mptc-int8-") as tmp:
+        fp32, folded, int8 = (Path(tmp) / name for name in ("fp32.onnx", "folded.onnx", "int8.onnx"))
+        onnx.save(inlined, fp32)
+        try:
+            quant_pre_process(str(fp32), str(folded), skip_symbolic_shape=True)
+            quantize_static(str(folded), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True)
+        except Exception as error:  # noqa: BLE001 - the quantizer raises whatever its graph walk meets
+            raise UnsupportedError(
+                f"onnxruntime cannot quantize {SOURCE_MODEL_FILE} to INT8: {first_line(error)}"
+            ) from error
+        return onnx.load(int8)
