@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from mptc.errors import InputError, first_line
-from mptc.io import write_bytes, write_text
+from mptc.io import read_regular_file, write_bytes, write_text
 
 MODULE_FILE = "module.so"
 CUDA_SOURCE_FILE = "module.cu"
@@ -56,6 +56,8 @@ OUT_FILES = frozenset(
 )
 """Every file mptc writes in OUT/: a folder holding nothing else is a build a new compile may replace."""
 MANIFEST_FORMAT = 1
+MAX_MANIFEST_BYTES = 64 * 2**20  # bounds on what is read whole: a damaged or hostile folder may hold anything
+MAX_FILE_BYTES = 2**31  # module.so, source.onnx, reference.npz (ONNX's own limit is 2 GiB)
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,9 @@ def read_manifest(out_dir: str | Path) -> Manifest:
     """
     path = Path(out_dir) / MANIFEST_FILE
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read {path}: {error}") from error
+        data = json.loads(read_regular_file(path, MAX_MANIFEST_BYTES, "manifest"))
+    except (ValueError, RecursionError) as error:
+        raise InputError(f"cannot read {path}: {first_line(error)}") from error
     return Manifest.from_json(data, str(path))
 
 
@@ -162,8 +164,9 @@ def write_reference(out_dir: str | Path, x: np.ndarray, y: np.ndarray) -> None:
 def read_reference(out_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``x`` and ``y`` of ``OUT/reference.npz``; a damaged file or a missing array is an InputError."""
     path = Path(out_dir) / REFERENCE_FILE
+    data = read_regular_file(path, MAX_FILE_BYTES, "reference")  # bounded before numpy sizes any array
     try:
-        with np.load(path, allow_pickle=False) as arrays:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             return arrays["x"], arrays["y"]
     except KeyError as error:
         raise InputError(f"{path} must hold arrays 'x' (sample input) and 'y' (expected output)") from error
@@ -174,14 +177,11 @@ def read_reference(out_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def read_source_model(out_dir: str | Path, manifest: Manifest) -> bytes:
     """``OUT/source.onnx``, refused unless its sha256 is the manifest's: the model the module was compiled from."""
     path = Path(out_dir) / SOURCE_MODEL_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as error:
+    if not path.exists():
         raise InputError(
             f"{path} is missing: the folder was compiled by an mptc that kept no copy of the model; compile again"
-        ) from error
-    except OSError as error:
-        raise InputError(f"cannot read {path}: {error.strerror or error}") from error
+        )
+    data = read_regular_file(path, MAX_FILE_BYTES, "source model")
     digest = hashlib.sha256(data).hexdigest()
     if digest != manifest.source_model.sha256:
         raise InputError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ DATASETS = ("digits", "synthetic[:CxHxW]", "cifar10:DIR", "imagefolder:DIR")  # 
 ROUTES = ("distill", "construct")  # of `mptc approximate`: mptc.approximate.sweep
 OPTIMIZERS = ("sgd", "adam")
 PRETRAINED_METHODS = ("jackpot", "magnitude")
+MAX_INPUT_VALUES = 2**26  # values of one input sample (3x4096x4096 fits)
+MAX_WIDTH = 64.0  # a zoo model 64x as wide has 4096x the weights: far past any machine mptc targets
 DEVICES = ("cpu", "cuda")
 # A user's model: ``package.module:Factory`` (the factory may be an attribute path, ``mod:Outer.build``).
 IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -118,8 +121,12 @@ class TrainConfig:
             (not user or self.width == 1.0, f"--width applies to zoo models, not {self.model}"),
             (
                 self.input_shape is None
-                or (len(self.input_shape) > 0 and all(isinstance(d, int) and d > 0 for d in self.input_shape)),
-                f"--input-shape needs positive dimensions, got {self.input_shape}",
+                or (
+                    len(self.input_shape) > 0
+                    and all(isinstance(d, int) and d > 0 for d in self.input_shape)
+                    and math.prod(self.input_shape) <= MAX_INPUT_VALUES
+                ),
+                f"--input-shape needs positive dimensions, at most {MAX_INPUT_VALUES:,} values, got {self.input_shape}",
             ),
             (
                 not self.binary_act_before or (user and self.binary_act),
@@ -155,7 +162,10 @@ class TrainConfig:
                 self.init is None or self.init in INITS,
                 f"unknown init {self.init!r}; expected one of {', '.join(INITS)}",
             ),
-            (0.0 < self.width < float("inf"), f"--width must be a positive finite number, got {self.width}"),
+            (
+                0.0 < self.width <= MAX_WIDTH,
+                f"--width must be a positive number of at most {MAX_WIDTH:g}, got {self.width}",
+            ),
             (
                 self.optimizer is None or self.optimizer in OPTIMIZERS,
                 f"unknown optimizer {self.optimizer!r}; expected sgd or adam",

@@ -20,6 +20,7 @@ Format ``mptc-ticket/2`` added user models and ``pretrained`` weights; ``mptc-ti
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from mptc.config import PRETRAINED_METHODS, TrainConfig, parse_config
+from mptc.config import MAX_INPUT_VALUES, PRETRAINED_METHODS, TrainConfig, parse_config
 from mptc.conventions import pack_bits, unpack_bits
 from mptc.errors import InputError
-from mptc.io import write_bytes
+from mptc.io import read_regular_file, write_bytes
 from mptc.models.build import build_from_config
 from mptc.models.weights import read_state_dict, state_sha256
 from mptc.nn.layers import masked_layers
@@ -42,6 +43,8 @@ READABLE_FORMATS = ("mptc-ticket/1", FORMAT)
 WEIGHTS = ("seed", "stored", "pretrained")
 MASK_SUFFIX, ALPHA_SUFFIX = ".mask_bits", ".alpha"
 ALPHA_RTOL = 1e-5
+MAX_TICKET_BYTES = 2**32  # read whole: a ticket is ~1 bit per weight, pre-trained weights stored 4 bytes
+MAX_CLASSES = 2**20
 
 
 def ticket_tensors(model: nn.Module, weights: str = "seed") -> dict[str, torch.Tensor]:
@@ -84,15 +87,31 @@ def save_ticket(
         "input_shape": json.dumps(list(input_shape)),
         "num_classes": str(num_classes),
     }
-    data = save_safetensors(ticket_tensors(model, weights), metadata=metadata)
+    data = _canonical_header(save_safetensors(ticket_tensors(model, weights), metadata=metadata))
     write_bytes(path, data)
     return len(data)
 
 
+def _canonical_header(data: bytes) -> bytes:
+    """``data`` with its safetensors header's keys in sorted order, so the same ticket is the
+    same bytes: safetensors writes the metadata from a Rust ``HashMap``, whose order changes from
+    one map to the next. The header keeps its length (the tensors' offsets count from its end);
+    serialized the way safetensors does (compact, UTF-8), the same keys take the same bytes."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    ordered = {key: header[key] for key in sorted(header)}
+    if "__metadata__" in ordered:
+        ordered["__metadata__"] = dict(sorted(ordered["__metadata__"].items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:  # never: the same keys and values; kept as written rather than risk the offsets
+        return data
+    return data[:8] + text.ljust(size) + data[8 + size :]
+
+
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"ticket {path} does not exist")
-    raw = path.read_bytes()
+    raw = read_regular_file(path, MAX_TICKET_BYTES, "ticket")
     try:
         tensors = load_safetensors(raw)
         header_len = int.from_bytes(raw[:8], "little")
@@ -115,7 +134,7 @@ def _signature(metadata: dict[str, str], path: Path) -> tuple[tuple[int, ...], i
         classes = int(metadata["num_classes"])
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"ticket {path} does not record its input shape and class count ({error})") from error
-    if not shape or min(shape) < 1 or classes < 1:
+    if not shape or min(shape) < 1 or classes < 1 or math.prod(shape) > MAX_INPUT_VALUES or classes > MAX_CLASSES:
         raise InputError(f"ticket {path} records an impossible input shape {shape} or class count {classes}")
     return shape, classes
 
@@ -168,6 +187,10 @@ def load_ticket(
     """
     path = Path(path)
     tensors, metadata = _read(path)
+    for key, value in tensors.items():
+        expected = torch.uint8 if key.endswith(MASK_SUFFIX) else torch.float32 if key.endswith(ALPHA_SUFFIX) else None
+        if expected is not None and value.dtype != expected:
+            raise InputError(f"ticket {path}: {key} is {value.dtype}, expected {expected}")
     config = parse_config(metadata.get("config", ""), f"ticket {path}'s config")
     input_shape, num_classes = _signature(metadata, path)
     weights, source = None, "pre-trained weights"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ import pytest
 
 from mptc.artifact import (
     MANIFEST_FILE,
+    MAX_FILE_BYTES,
+    MAX_MANIFEST_BYTES,
+    REFERENCE_FILE,
     Manifest,
     Sizes,
     SourceModel,
@@ -106,3 +110,24 @@ def test_reference_without_y(tmp_path: Path) -> None:
     np.savez(tmp_path / "reference.npz", x=np.zeros(3))
     with pytest.raises(InputError, match="must hold arrays 'x'"):
         read_reference(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, size, read",
+    [
+        (MANIFEST_FILE, MAX_MANIFEST_BYTES + 1, read_manifest),
+        (REFERENCE_FILE, MAX_FILE_BYTES + 1, read_reference),
+    ],
+)
+def test_oversized_files_are_refused_before_they_are_read(tmp_path: Path, name: str, size: int, read) -> None:
+    with open(tmp_path / name, "wb") as sparse:  # sparse: takes no disk, would take memory if read
+        sparse.truncate(size)
+    with pytest.raises(InputError, match="bytes, more than the"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize("name, read", [(MANIFEST_FILE, read_manifest), (REFERENCE_FILE, read_reference)])
+def test_a_fifo_in_place_of_a_file_is_refused_without_blocking(tmp_path: Path, name: str, read) -> None:
+    os.mkfifo(tmp_path / name)
+    with pytest.raises(InputError, match="not a regular file"):
+        read(tmp_path)

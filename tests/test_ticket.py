@@ -2,10 +2,11 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from mptc.data import load_dataset
-from mptc.errors import InputError
-from mptc.ticket import load_ticket, ticket_signature
+from mptc.errors import InputError, MptcError
+from mptc.ticket import load_ticket, save_ticket, ticket_signature
 
 
 def test_ticket_reloads_bit_exactly(tiny_run):
@@ -62,3 +63,63 @@ def test_ticket_loads_without_its_training_data(tiny_run, tmp_path):
 def test_missing_ticket(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_ticket(tmp_path / "none.safetensors")
+
+
+def test_the_same_ticket_is_the_same_bytes(tiny_run, tmp_path):
+    # safetensors writes metadata from a hash map whose order changes from one save to the next
+    model, config = load_ticket(tiny_run.run_dir / "ticket.safetensors")
+    saved = []
+    for i in range(6):
+        save_ticket(model, config, tmp_path / f"{i}.safetensors", input_shape=(1, 8, 8), num_classes=10)
+        saved.append((tmp_path / f"{i}.safetensors").read_bytes())
+    assert all(data == saved[0] for data in saved)
+    reloaded, reloaded_config = load_ticket(tmp_path / "0.safetensors")
+    assert reloaded_config == config and ticket_signature(tmp_path / "0.safetensors") == ((1, 8, 8), 10)
+
+
+def _with_metadata(ticket: bytes, change: dict) -> bytes:
+    """The ticket's bytes with ``change`` applied to its metadata."""
+    header_len = int.from_bytes(ticket[:8], "little")
+    header = json.loads(ticket[8 : 8 + header_len])
+    header["__metadata__"].update(change)
+    new_header = json.dumps(header).encode()
+    new_header += b" " * (-len(new_header) % 8)
+    return len(new_header).to_bytes(8, "little") + new_header + ticket[8 + header_len :]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"input_shape": "[100000, 100000]"},
+        {"input_shape": "[1, 0, 8]"},
+        {"num_classes": "10000000000"},
+        {"num_classes": "0"},
+    ],
+)
+def test_a_ticket_that_would_allocate_an_impossible_model_is_refused(tiny_run, tmp_path, change):
+    raw = (tiny_run.run_dir / "ticket.safetensors").read_bytes()
+    (tmp_path / "t.safetensors").write_bytes(_with_metadata(raw, change))
+    with pytest.raises(InputError, match="impossible input shape"):
+        load_ticket(tmp_path / "t.safetensors")
+
+
+@pytest.mark.parametrize("width", [1e9, float("inf")])
+def test_a_ticket_whose_width_is_out_of_range_is_refused(tiny_run, tmp_path, width):
+    raw = (tiny_run.run_dir / "ticket.safetensors").read_bytes()
+    (tmp_path / "t.safetensors").write_bytes(_with_config(raw, {"width": width}))
+    with pytest.raises(MptcError, match="--width must be"):
+        load_ticket(tmp_path / "t.safetensors")
+
+
+@pytest.mark.parametrize(
+    "suffix, dtype", [(".alpha", torch.int64), (".alpha", torch.float64), (".mask_bits", torch.int32)]
+)
+def test_ticket_tensors_of_the_wrong_dtype_are_refused(tiny_run, tmp_path, suffix, dtype):
+    tensors = load_file(tiny_run.run_dir / "ticket.safetensors")
+    raw = (tiny_run.run_dir / "ticket.safetensors").read_bytes()
+    metadata = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    key = next(k for k in tensors if k.endswith(suffix))
+    tensors[key] = tensors[key].to(dtype)
+    save_file(tensors, tmp_path / "t.safetensors", metadata=metadata)
+    with pytest.raises(InputError, match=f"{key} is {dtype}"):
+        load_ticket(tmp_path / "t.safetensors")

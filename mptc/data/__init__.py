@@ -5,9 +5,13 @@ Nothing is downloaded at run time: digits ship with scikit-learn, the rest are l
 
 from __future__ import annotations
 
+import math
+
 from mptc.config import DATASETS
 from mptc.data.base import Dataset, DataSplit, augment_batch
 from mptc.errors import InputError
+
+MAX_SYNTHETIC_VALUES = 2**20  # per sample: 768 samples of float32 stay within 3 GiB
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -17,6 +21,11 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise InputError(f"bad synthetic shape {text!r}; write it as CxHxW, e.g. synthetic:3x32x32") from error
     if not shape or min(shape) <= 0:
         raise InputError(f"bad synthetic shape {text!r}; every dimension must be positive")
+    if math.prod(shape) > MAX_SYNTHETIC_VALUES:
+        raise InputError(
+            f"synthetic shape {text!r} has {math.prod(shape):,} values per sample, more than the "
+            f"{MAX_SYNTHETIC_VALUES:,} a generated data set holds (768 samples of them are made)"
+        )
     return shape
 
 

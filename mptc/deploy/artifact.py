@@ -21,6 +21,7 @@ import numpy as np
 
 from mptc.artifact import (
     MANIFEST_FILE,
+    MAX_FILE_BYTES,
     MODULE_FILE,
     REFERENCE_FILE,
     REQUIRED_FILES,
@@ -29,6 +30,7 @@ from mptc.artifact import (
     read_reference,
 )
 from mptc.errors import InputError
+from mptc.io import read_regular_file
 
 # ELF e_machine values of the architectures mptc targets.
 _ELF_MACHINES = {62: "x86_64", 183: "aarch64", 40: "arm"}
@@ -145,10 +147,7 @@ def load_compiled(out_dir: str | Path) -> CompiledModel:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
+    return read_regular_file(path, MAX_FILE_BYTES, "module")
 
 
 def _check_sha256(out: Path, manifest: Manifest, module: bytes) -> None:

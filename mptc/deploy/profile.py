@@ -128,8 +128,7 @@ def profile(
     check_seconds(queue_timeout, "queue_timeout")
     peer_names = check_peers(compare) if compare else ()
     compiled = load_compiled(out_dir)
-    report_path = compiled.out_dir / PROFILE
-    report_path.unlink(missing_ok=True)
+    report_path = compiled.out_dir / PROFILE  # an earlier report stays until this one is complete
     given = read_inputs(Path(inputs), compiled.manifest.input) if inputs is not None else None
     batches = given.batches if given else [compiled.x]
     source = read_source_model(compiled.out_dir, compiled.manifest) if given or peer_names else b""

@@ -9,9 +9,11 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from mptc.train.checkpoint import restore, save_checkpoint
 from mptc.train.config import resolve
 from mptc.train.distributed import World, join
 from mptc.train.hooks import SearchHooks, hooks_for
-from mptc.train.rundir import RunDir
+from mptc.train.rundir import RunDir, exclusive
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 1024
@@ -180,7 +182,21 @@ def train(
             applies the short restriction after each step); must be deterministic.
     """
     config, weights = user_pretrained(resolve(config))
-    run = _open_run_dir(Path(run_dir), config, resume)
+    root = Path(run_dir)
+    # only the first process writes the folder (the others of a torchrun share it)
+    with exclusive(root) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        return _train_into(config, _open_run_dir(root, config, resume), resume, on_epoch, hooks, weights)
+
+
+def _train_into(
+    config: TrainConfig,
+    run: RunDir,
+    resume: bool,
+    on_epoch: EpochCallback | None,
+    hooks: SearchHooks | None,
+    weights: Mapping[str, torch.Tensor] | None,
+) -> TrainResult:
+    """:func:`train`'s phases, in a run folder this process holds."""
     state = _set_up(config, run, hooks, weights)
     history, start = _resume_or_start(state, resume)
     trainer = state.world.wrap(state.model)  # after the restore: DDP broadcasts rank 0's weights as it wraps

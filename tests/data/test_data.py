@@ -79,3 +79,8 @@ def test_cifar10_binary_batches(tmp_path):
 )
 def test_batch_starts_merge_a_short_last_batch(samples, batch, min_size, expected):
     assert batch_starts(samples, batch, min_size) == expected
+
+
+def test_a_synthetic_shape_too_large_to_generate_is_refused():
+    with pytest.raises(InputError, match="values per sample"):
+        load_dataset("synthetic:100000x100000")

@@ -92,3 +92,38 @@ def test_a_diverging_loss_stops_training_with_a_verification_error(tmp_path, tin
     config = dataclasses.replace(tiny_config, epochs=1, method="dense", lr=1e30, optimizer="sgd")
     with pytest.raises(VerificationError, match="NaN or Inf"):
         train(config, tmp_path / "run")
+
+
+def test_a_run_folder_takes_one_training_at_a_time(tmp_path, tiny_config):
+    import fcntl
+    import os
+
+    root = tmp_path / "run"
+    root.mkdir()
+    held = os.open(root, os.O_RDONLY | os.O_DIRECTORY)  # as a first `mptc train` into it holds it
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="another mptc train is writing to"):
+            train(tiny_config, root)
+        assert list(root.iterdir()) == []
+    finally:
+        os.close(held)
+    assert train(dataclasses.replace(tiny_config, epochs=1), root).metrics["test_accuracy"] > 0
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path, tiny_config):
+    with pytest.raises(InputError):
+        train(dataclasses.replace(tiny_config, dataset="cifar10:/nonexistent"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"width": 1e9}, "--width must be a positive number of at most 64"),
+        ({"model": "tests.models.user_nets:TinyResNet", "input_shape": (100000, 100000)}, "at most 67,108,864 values"),
+    ],
+)
+def test_configurations_that_would_allocate_without_bound_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**change)
