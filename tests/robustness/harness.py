@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import signal
+import socket
+import stat
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, settings
 
@@ -107,3 +111,32 @@ def damage_bytes(data: bytes, how: str, numbers: tuple[int, ...]) -> bytes:
         bit = number % (8 * len(data))
         flipped[bit // 8] ^= 1 << (bit % 8)
     return bytes(flipped)
+
+
+def make_special(path: Path, kind: str) -> socket.socket | None:
+    """Something other than a regular file at ``path``: a FIFO, a character device (a /dev/null of
+    our own), a socket, a folder, or a link to a file, a FIFO or a folder, or a dangling one.
+    Returns what must stay open (a socket's server)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        try:
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("making a device node needs root")
+    elif kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        return server
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        pointee = path.parent / "pointee"
+        if kind == "link to a file":
+            pointee.write_bytes(b"not to be replaced")
+        elif kind == "link to a fifo":
+            os.mkfifo(pointee)
+        elif kind == "link to a folder":
+            pointee.mkdir()
+        path.symlink_to(pointee)
+    return None

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
-import stat
 
 import numpy as np
 import pytest
@@ -24,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy._core.multiarray import _reconstruct
 
-from tests.robustness.harness import FUZZ, assert_refused, deadline, invoke, record
+from tests.robustness.harness import FUZZ, assert_refused, deadline, invoke, make_special, record
 
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 IMAGES = 4
@@ -171,24 +169,6 @@ def test_good_cifar_batches_still_load(tmp_path):
         data = load_dataset(f"cifar10:{folder}")
         assert data.train.x.shape == (5 * IMAGES, 3, 32, 32) and len(data.test) == IMAGES
         assert int(data.train.y.max()) < 10 and data.train.y.dtype.is_floating_point is False
-
-
-def make_special(path, kind: str):
-    """A FIFO, a character device (a copy of /dev/null's), a socket or a folder at ``path``."""
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "device":
-        try:
-            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
-        except PermissionError:
-            pytest.skip("making a device node needs root")
-    elif kind == "socket":
-        server = socket.socket(socket.AF_UNIX)
-        server.bind(str(path))
-        return server
-    else:
-        path.mkdir()
-    return None
 
 
 KINDS = ["fifo", "device", "socket", "folder"]

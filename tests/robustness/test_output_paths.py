@@ -10,7 +10,6 @@ followed); a new file gets the umask's mode, ``0o666 & ~umask`` (it was always 0
 from __future__ import annotations
 
 import os
-import socket
 import stat
 
 import pytest
@@ -19,38 +18,13 @@ from hypothesis import strategies as st
 
 from mptc.errors import OutputError, UsageError
 from mptc.io import write_bytes
-from tests.robustness.harness import FUZZ, assert_refused, deadline, invoke, record
+from tests.robustness.harness import FUZZ, assert_refused, deadline, invoke, make_special, record
 
 FILE_COMMANDS = {
     "optimize": lambda artifacts, out: ["optimize", artifacts.model, "-o", out],
     "export": lambda artifacts, out: ["export", artifacts.run, "-o", out],
 }
 KINDS = ["fifo", "device", "socket", "link to a file", "dangling link", "link to a fifo", "link to a folder"]
-
-
-def make(path, kind: str):
-    """Something of ``kind`` at ``path``; returns what must stay open (a socket's server)."""
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "device":
-        try:
-            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
-        except PermissionError:
-            pytest.skip("making a device node needs root")
-    elif kind == "socket":
-        server = socket.socket(socket.AF_UNIX)
-        server.bind(str(path))
-        return server
-    else:
-        pointee = path.parent / "pointee"
-        if kind == "link to a file":
-            pointee.write_bytes(b"not to be replaced")
-        elif kind == "link to a fifo":
-            os.mkfifo(pointee)
-        elif kind == "link to a folder":
-            pointee.mkdir()
-        path.symlink_to(pointee)
-    return None
 
 
 def fingerprint(path) -> tuple:
@@ -67,7 +41,7 @@ def fingerprint(path) -> tuple:
 @pytest.mark.parametrize("command", sorted(FILE_COMMANDS))
 def test_outputs_that_are_not_regular_files_are_left_alone(command, kind, artifacts, tmp_path):
     out = tmp_path / "out.onnx"
-    keep = make(out, kind)
+    keep = make_special(out, kind)
     before = fingerprint(out)
     try:
         record(command, "-o", kind)
@@ -97,7 +71,7 @@ def test_compile_does_not_replace_what_is_not_a_regular_file_in_its_folder(kind,
     """A folder output's files follow the same rule: here its manifest."""
     out = tmp_path / "module"
     out.mkdir()
-    make(out / "manifest.json", kind)
+    make_special(out / "manifest.json", kind)
     before = fingerprint(out / "manifest.json")
     record("compile", "manifest.json", kind)
     with deadline(120):
@@ -110,7 +84,7 @@ def test_compile_does_not_replace_what_is_not_a_regular_file_in_its_folder(kind,
 @pytest.mark.parametrize("command", ["compile", "train"])
 def test_folder_outputs_that_are_not_folders(command, kind, artifacts, tmp_path):
     out = tmp_path / "out"
-    make(out, kind)
+    make_special(out, kind)
     before = fingerprint(out)
     args = {
         "compile": ["compile", artifacts.packed, "--target", "x86", "-o", out],
@@ -158,7 +132,7 @@ def test_the_writer_follows_one_rule(kind, data, tmp_path_factory):
     if kind == "regular":
         target.write_bytes(b"old")
     elif kind in KINDS:
-        keep = make(target, kind)
+        keep = make_special(target, kind)
     path = {"empty": "", "dot": os.path.join(folder, ".")}.get(kind, target)
     before = fingerprint(target) if os.path.lexists(target) and kind not in ("regular",) else None
     record("write_bytes", kind, data)
