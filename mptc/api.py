@@ -334,8 +334,9 @@ def compile(
     import tempfile
 
     from mptc.artifact import read_manifest
+    from mptc.io import write_bytes
     from mptc.passes.inspect import inspect_model
-    from mptc.passes.pipeline import load_model, optimize_file
+    from mptc.passes.pipeline import load_model, optimize
     from mptc.targets.compile import check_out_dir, compile_model
     from mptc.targets.target import resolve_target
 
@@ -343,19 +344,22 @@ def compile(
     out = Path(out) if out is not None else model.parent / target
     resolve_target(target, board, target_json)  # a bad target fails before any packing
     check_out_dir(model, out)  # and so does an output folder it may not replace
-    unpacked = [
-        row.name
-        for row in inspect_model(load_model(model))
-        if not row.op.startswith("Binary") and row.scale_min is not None
+    source = load_model(model)
+    ternary = [
+        row.name for row in inspect_model(source) if not row.op.startswith("Binary") and row.scale_min is not None
     ]
+    # layers no packed kernel compiles (grouped convs) stay as they are: then nothing may pack
+    packed = optimize(source, require_packed=False) if ternary else source
+    unpacked = packed is not source
     with tempfile.TemporaryDirectory(prefix="mptc-compile-") as scratch:  # OUT/ is written whole or not at all
         if unpacked:
             if on_pack is not None:
-                on_pack(unpacked, out / PACKED_MODEL_FILE)
-            packed = Path(scratch) / PACKED_MODEL_FILE
-            optimize_file(model, packed)
+                on_pack(
+                    [row.name for row in inspect_model(packed) if row.op.startswith("Binary")], out / PACKED_MODEL_FILE
+                )
+            write_bytes(Path(scratch) / PACKED_MODEL_FILE, packed.SerializeToString())
         compile_model(
-            packed if unpacked else model,
+            Path(scratch) / PACKED_MODEL_FILE if unpacked else model,
             target,
             out,
             board=board,

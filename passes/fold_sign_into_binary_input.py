@@ -21,36 +21,225 @@ _COMPARISONS = {
 }
 
 
-def sign_source(value: ir.Value | None) -> ir.Value | None:
-    """``x`` when ``value`` is the project's sign of ``x`` (sign(0) = +1); None when no Where or
-    Sign produces ``value`` (nothing that looks like a sign).
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
+"""Domains of QONNX's ``BipolarQuant`` (``finn`` is its older name)."""
 
-    Accepted forms: ``Where(x >= 0, 1, -1)``, its mirror ``Where(0 <= x, 1, -1)`` and the
-    negated ``Where(x < 0, -1, 1)`` / ``Where(0 > x, -1, 1)``, with the scalars as initializers or
-    Constant nodes of any shape with one element (what PyTorch's exporters write).
+_ACCEPTED = "Where(x >= 0, 1, -1) or another spelling of docs/operators.md"
+
+
+def sign_source(value: ir.Value | None) -> ir.Value | None:
+    """``x`` when ``value`` is the project's sign of ``x`` (sign(0) = +1, docs/operators.md);
+    None when nothing that looks like a sign produces ``value``.
+
+    Accepted spellings, each exactly ``+1 if x >= 0 else -1`` for every float x (0 and -0 give +1):
+
+    - ``Where(x >= 0, P, M)``, its mirror ``Where(0 <= x, P, M)`` and the negated
+      ``Where(x < 0, M, P)`` / ``Where(0 > x, M, P)``, where P and M are provably all +1 and all -1
+      (:func:`_fill`: constants of any shape, ``ConstantOfShape``, ``Expand``, ``Neg``, ``Mul``,
+      what ``torch.where(x >= 0, ones_like(x), -ones_like(x))`` exports) and do not broadcast the
+      result past ``x``'s shape;
+    - Larq's ``Sign(Sign(x) + c)`` with a constant 0 < c < 1 (``Sign(x)`` in {-1, 0, 1} moves to
+      {c - 1 < 0, c > 0, 1 + c > 0});
+    - ``2 * Cast(x >= 0) - 1`` as ``Sub(Mul(2, Cast(c)), 1)`` or ``Add(Mul(Cast(c), 2), -1)``
+      (either operand order of Mul and Add), Cast to float, c one of ``x >= 0`` / ``0 <= x``;
+    - QONNX ``BipolarQuant(x, scale)`` with scale 1 (its output is ``scale * sign(x)``).
+
+    Plain ONNX ``Sign(x)`` is not one of them: it maps 0 to 0.
 
     Raises:
-        Skip: a Where or Sign that is not that sign; the message says why.
+        Skip: a sign-like producer that is not that sign; the message says why.
     """
-    where = value.producer() if value is not None else None
-    if is_op(where, "Sign"):
-        raise Skip(f"{label(where)} maps 0 to 0; only a sign with sign(0) = +1 folds, Where(x >= 0, 1, -1)")
-    if not is_op(where, "Where"):
+    producer = value.producer() if value is not None else None
+    if producer is None:
         return None
+    if any(is_op(producer, "BipolarQuant", domain) for domain in QONNX_DOMAINS):
+        return _bipolar_quant_source(producer)
+    if is_op(producer, "Sign"):
+        return _larq_source(producer)
+    if is_op(producer, "Where"):
+        return _where_source(producer)
+    if is_op(producer, "Sub") or is_op(producer, "Add"):
+        return _affine_source(producer)
+    return None
+
+
+def _where_source(where: ir.Node) -> ir.Value:
+    """``x`` of ``Where(x >= 0, P, M)`` (or a mirrored/negated comparison), P all +1, M all -1."""
     compare = where.inputs[0].producer() if len(where.inputs) == 3 and where.inputs[0] is not None else None
     form = next((f for op_type, f in _COMPARISONS.items() if is_op(compare, op_type)), None)
-    if form is None:
+    if compare is None or form is None:
         raise Skip(f"{label(where)} does not select on a comparison with 0 (>=, <=, < or >)")
-    x_index, zero_index, true_is_non_negative = form
-    if not _is_scalar(constant_array(compare.inputs[zero_index]), 0.0):
+    x = _compared_with_zero(compare, form)
+    positive, negative = (1, 2) if form[2] else (2, 1)
+    plus, minus = _fill(where.inputs[positive]), _fill(where.inputs[negative])
+    if plus is None or minus is None or plus[0] != 1.0 or minus[0] != -1.0:
+        raise Skip(f"{label(where)} does not pick all +1 for x >= 0 and all -1 below")
+    if not all(_fits(part, x) for part in plus[1] + minus[1]):
+        raise Skip(f"{label(where)} picks +1/-1 tensors that may broadcast past the shape of {x.name!r}")
+    return x
+
+
+def _compared_with_zero(compare: ir.Node, form: tuple[int, int, bool]) -> ir.Value:
+    """The ``x`` of a comparison of ``x`` with a one-element constant 0."""
+    x_index, zero_index, _ = form
+    x = compare.inputs[x_index]
+    if not _is_scalar(constant_array(compare.inputs[zero_index]), 0.0) or x is None:
         if _is_scalar(constant_array(compare.inputs[x_index]), 0.0):
             raise Skip(f"{label(compare)} is not one of x >= 0, 0 <= x, x < 0, 0 > x, the forms with sign(0) = +1")
         raise Skip(f"{label(compare)} does not compare with a one-element constant 0")
-    positive, negative = (1, 2) if true_is_non_negative else (2, 1)
-    plus, minus = constant_array(where.inputs[positive]), constant_array(where.inputs[negative])
-    if not (_is_scalar(plus, 1.0) and _is_scalar(minus, -1.0)):
-        raise Skip(f"{label(where)} does not pick the one-element constants +1 for x >= 0 and -1 below")
-    return compare.inputs[x_index]
+    return x
+
+
+def _larq_source(outer: ir.Node) -> ir.Value:
+    """``x`` of Larq's ``Sign(Sign(x) + c)``, 0 < c < 1."""
+    add = outer.inputs[0].producer() if outer.inputs and outer.inputs[0] is not None else None
+    if not is_op(add, "Add") or len(add.inputs) != 2:
+        raise Skip(f"{label(outer)} maps 0 to 0; only a sign with sign(0) = +1 folds, {_ACCEPTED}")
+    for inner_index in (0, 1):
+        inner, c = add.inputs[inner_index], add.inputs[1 - inner_index]
+        sign = inner.producer() if inner is not None else None
+        if not is_op(sign, "Sign") or sign.inputs[0] is None:
+            continue
+        constant = constant_array(c)
+        if constant is None or constant.size != 1 or not 0.0 < float(constant.reshape(())) < 1.0:
+            raise Skip(
+                f"{label(add)} adds {_describe(constant)} to a Sign; Sign(Sign(x) + c) is sign(x) only for 0 < c < 1"
+            )
+        if not _fits(tuple(constant.shape), sign.inputs[0]):
+            raise Skip(f"{label(add)} adds a constant that may broadcast past the shape of {sign.inputs[0].name!r}")
+        return sign.inputs[0]
+    raise Skip(f"{label(outer)} maps 0 to 0; only a sign with sign(0) = +1 folds, {_ACCEPTED}")
+
+
+def _affine_source(node: ir.Node) -> ir.Value | None:
+    """``x`` of ``2 * Cast(x >= 0) - 1`` (as Sub or Add of -1); None when no Cast of a comparison is in it."""
+    if len(node.inputs) != 2:
+        return None
+    orders = [(0, 1)] if node.op_type == "Sub" else [(0, 1), (1, 0)]
+    offset_wanted = 1.0 if node.op_type == "Sub" else -1.0
+    for mul_index, offset_index in orders:
+        mul = node.inputs[mul_index].producer() if node.inputs[mul_index] is not None else None
+        if not is_op(mul, "Mul") or len(mul.inputs) != 2:
+            continue
+        for cast_index in (0, 1):
+            cast = mul.inputs[cast_index].producer() if mul.inputs[cast_index] is not None else None
+            if not is_op(cast, "Cast") or cast.inputs[0] is None:
+                continue
+            compare = cast.inputs[0].producer()
+            form = next((f for op_type, f in _COMPARISONS.items() if is_op(compare, op_type)), None)
+            if compare is None or form is None:
+                continue
+            return _check_affine(
+                node, mul, cast, compare, form, (mul.inputs[1 - cast_index], node.inputs[offset_index]), offset_wanted
+            )
+    return None
+
+
+def _check_affine(
+    node: ir.Node,
+    mul: ir.Node,
+    cast: ir.Node,
+    compare: ir.Node,
+    form: tuple[int, int, bool],
+    constants: tuple[ir.Value | None, ir.Value | None],
+    offset_wanted: float,
+) -> ir.Value:
+    """``x`` once ``node`` is checked to be ``2 * Cast(x >= 0, float) - 1``; :class:`Skip` otherwise."""
+    x = _compared_with_zero(compare, form)
+    if not form[2]:
+        raise Skip(f"{label(node)} computes 2 * Cast(x < 0) - 1 = -sign(x); only 2 * Cast(x >= 0) - 1 folds")
+    if cast.attributes.get_int("to", 0) != ir.DataType.FLOAT.value:
+        raise Skip(f"{label(cast)} does not cast to float32")
+    gain, offset = (constant_array(c) for c in constants)
+    if not (_is_scalar(gain, 2.0) and _is_scalar(offset, offset_wanted)):
+        raise Skip(f"{label(node)} is not 2 * Cast(x >= 0) - 1 (gain {_describe(gain)}, offset {_describe(offset)})")
+    if not all(_fits(tuple(a.shape), x) for a in (gain, offset) if a is not None):
+        raise Skip(f"{label(mul)} uses constants that may broadcast past the shape of {x.name!r}")
+    return x
+
+
+def _bipolar_quant_source(quant: ir.Node) -> ir.Value:
+    """``x`` of QONNX ``BipolarQuant(x, scale)`` with every scale 1 (then it is sign(x), sign(0) = +1)."""
+    x = quant.inputs[0] if quant.inputs else None
+    scale = constant_array(quant.inputs[1]) if len(quant.inputs) > 1 else None
+    if x is None or scale is None or scale.size == 0 or not np.all(scale == 1.0):
+        raise Skip(f"{label(quant)} has scale {_describe(scale)}; only BipolarQuant with scale 1 folds")
+    if not _fits(tuple(scale.shape), x):
+        raise Skip(f"{label(quant)} has a scale that may broadcast past the shape of {x.name!r}")
+    return x
+
+
+# A tensor's shape as parts whose broadcast it is: a static shape, or a Value whose shape it is
+# (``Shape(v)``). A part fits x when it broadcasts into x's shape without growing it.
+_ShapePart = tuple[int, ...] | ir.Value
+
+
+def _fill(value: ir.Value | None) -> tuple[float, list[_ShapePart]] | None:
+    """``(c, parts)`` when ``value`` is provably filled with the one number ``c`` and shaped as the
+    broadcast of ``parts``; None when that cannot be shown."""
+    if value is None:
+        return None
+    array = constant_array(value)
+    if array is not None:
+        flat = array.reshape(-1)
+        if array.size == 0 or array.dtype.kind != "f" or not np.all(flat == flat[0]):
+            return None
+        return float(flat[0]), [tuple(array.shape)]
+    node = value.producer()
+    if node is None:
+        return None
+    if is_op(node, "ConstantOfShape"):
+        attribute = node.attributes.get("value")
+        fill = attribute.value.numpy() if attribute is not None else np.zeros(1, np.float32)
+        shape = _shape_part(node.inputs[0] if node.inputs else None)
+        if fill.size != 1 or fill.dtype.kind != "f" or shape is None:
+            return None
+        return float(fill.reshape(())), [shape]
+    if is_op(node, "Expand") and len(node.inputs) == 2:
+        inner, shape = _fill(node.inputs[0]), _shape_part(node.inputs[1])
+        return None if inner is None or shape is None else (inner[0], [*inner[1], shape])
+    if is_op(node, "Neg") or is_op(node, "Identity"):
+        inner = _fill(node.inputs[0])
+        return None if inner is None else ((-inner[0] if node.op_type == "Neg" else inner[0]), inner[1])
+    if is_op(node, "Mul") and len(node.inputs) == 2:
+        left, right = _fill(node.inputs[0]), _fill(node.inputs[1])
+        return None if left is None or right is None else (left[0] * right[0], left[1] + right[1])
+    return None
+
+
+def _shape_part(shape: ir.Value | None) -> _ShapePart | None:
+    """The shape a ``shape`` input stands for: its constant contents, or ``v`` for ``Shape(v)``."""
+    array = constant_array(shape)
+    if array is not None:
+        return tuple(int(d) for d in array.reshape(-1)) if array.dtype.kind in "iu" and array.ndim == 1 else None
+    node = shape.producer() if shape is not None else None
+    whole = node is not None and node.attributes.get_int("start", 0) == 0 and "end" not in node.attributes
+    return node.inputs[0] if is_op(node, "Shape") and whole and node.inputs[0] is not None else None
+
+
+def _fits(part: _ShapePart, x: ir.Value) -> bool:
+    """Whether a tensor shaped ``part`` broadcasts into ``x``'s shape without growing it (so the
+    sign keeps x's shape). Unknown shapes fit only when ``part`` holds one element."""
+    if isinstance(part, ir.Value):
+        if part is x:
+            return True
+        part_shape = part.shape
+        if part_shape is None or x.shape is None or not all(isinstance(d, int) for d in part_shape):
+            return False
+        part = tuple(int(d) for d in part_shape)  # type: ignore[arg-type]
+    if x.shape is None:
+        return int(np.prod(part)) == 1
+    dims = list(x.shape)
+    if len(part) > len(dims):
+        return False
+    return all(d == 1 or dims[len(dims) - len(part) + i] == d for i, d in enumerate(part))
+
+
+def _describe(array: np.ndarray | None) -> str:
+    """A constant for a reason: its value when it has one element, else its shape."""
+    if array is None:
+        return "that is not a constant"
+    return f"{float(array.reshape(()))}" if array.size == 1 else f"of shape {array.shape}"
 
 
 # Ops f with f(sign(x)) == sign(f(x)) exactly: reshapes move elements, and sign is monotone, so the
@@ -66,7 +255,7 @@ def _signed_input(node: ir.Node) -> tuple[list[ir.Node], ir.Value] | None:
     take the binary input too.
 
     Raises:
-        Skip: the chain ends at a Where or Sign that is not the project's sign.
+        Skip: the chain ends at a sign-like producer that is not the project's sign.
     """
     chain: list[ir.Node] = []
     value = node.inputs[0]
@@ -115,10 +304,11 @@ class FoldSignIntoBinaryInputPass(ir.passes.InPlacePass):
     exactly as Conv padded the Where output). The Where and comparison nodes stay for other users;
     RemoveUnusedNodesPass deletes them when the operator was their only one.
 
-    Left alone: operators already in binary mode and operators that read no Where or Sign; and,
-    with the reason logged and kept in :attr:`skipped` under the operator's label, signs with
-    another tie rule (``Sign`` maps 0 to 0) or with non-scalar branch constants (they could
-    broadcast the shape).
+    Left alone: operators already in binary mode and operators that read nothing sign-like; and,
+    with the reason logged and kept in :attr:`skipped` under the operator's label, near misses:
+    signs with another tie rule (ONNX ``Sign`` and ``x > 0`` map 0 to 0 or -1), Larq's form with
+    c outside (0, 1), ``2 * Cast(x >= 0) - 1`` with other constants, ``BipolarQuant`` with a
+    scale other than 1, branches not provably all +1 / all -1 or that could broadcast the shape.
     """
 
     def __init__(self) -> None:

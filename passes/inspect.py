@@ -32,6 +32,8 @@ class LayerRow:
             None for a float layer that is not ternary.
         bits_per_weight: storage bits per weight (32 for float32, ~2 packed); None when unknown.
         bytes: parameter bytes of the layer (weights, scale, bias).
+        input_mode: a packed layer's ``input_mode``, ``"real"`` or ``"binary"`` (the sign before
+            it folded in, docs/operators.md); None for a float layer.
     """
 
     op: str
@@ -42,6 +44,7 @@ class LayerRow:
     scale_max: float | None
     bits_per_weight: float | None
     bytes: int
+    input_mode: str | None = None
 
 
 def inspect_model(model: onnx.ModelProto) -> list[LayerRow]:
@@ -102,6 +105,7 @@ def _packed_row(node: ir.Node) -> LayerRow:
         scale_max=None if scale is None else float(scale.max()),
         bits_per_weight=bits / (out_channels * taps) if known else None,
         bytes=sum(a.nbytes for a in parameters),
+        input_mode=attributes.input_mode,
     )
 
 
@@ -123,14 +127,14 @@ def _name(node: ir.Node) -> str:
     return node.name or (node.outputs[0].name or "")
 
 
-_HEADERS = ("layer", "op", "weight shape", "sparsity", "alpha / scale", "bits/weight", "bytes")
+_HEADERS = ("layer", "op", "input", "weight shape", "sparsity", "alpha / scale", "bits/weight", "bytes")
 
 
 def render_table(rows: list[LayerRow], markdown: bool = True) -> str:
     """The rows as a Markdown table (``markdown=True``) or aligned plain text, with a total line."""
     cells = [_cells(row) for row in rows]
     total = sum(row.bytes for row in rows)
-    cells.append(("total", "", "", "", "", "", f"{total:,}"))
+    cells.append(("total", "", "", "", "", "", "", f"{total:,}"))
     if markdown:
         lines = ["| " + " | ".join(_HEADERS) + " |", "|" + "|".join("---" for _ in _HEADERS) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in cells]
@@ -150,6 +154,7 @@ def _cells(row: LayerRow) -> tuple[str, ...]:
     return (
         row.name,
         row.op,
+        row.input_mode or "-",
         shape,
         "?" if row.sparsity is None else f"{row.sparsity:.1%}",
         scale,

@@ -69,7 +69,9 @@ def build_pass_manager(opset: int, rewrites: Rewrites | None = None) -> ir.passe
     return ir.passes.PassManager(passes, steps=1)
 
 
-def optimize(model: onnx.ModelProto, on_skip: Callable[[str], None] | None = None) -> onnx.ModelProto:
+def optimize(
+    model: onnx.ModelProto, on_skip: Callable[[str], None] | None = None, *, require_packed: bool = True
+) -> onnx.ModelProto:
     """Pack every ternary layer of ``model`` and fold signs and batch norms into the packed ops.
 
     Returns a new model (the input is not changed) that onnxruntime 1.31 runs as it is.
@@ -78,7 +80,8 @@ def optimize(model: onnx.ModelProto, on_skip: Callable[[str], None] | None = Non
 
     Raises:
         InputError: the model is not valid ONNX.
-        UnsupportedError: no layer could be packed (the reasons per candidate are in the message),
+        UnsupportedError: no layer could be packed and ``require_packed`` (the reasons per candidate
+            are in the message; without it a model with nothing to pack comes back as it was),
             a construct the pipeline cannot handle, named, or a node past
             :data:`mptc.ops.validate.MAX_NODE_VALUES` inputs or outputs.
     """
@@ -103,6 +106,8 @@ def optimize(model: onnx.ModelProto, on_skip: Callable[[str], None] | None = Non
                 on_skip(f"{type(rewrite).__name__} left {entry}")
     pack = rewrites[0]
     if not any(node.domain == DOMAIN for node in ir_model.graph):
+        if not require_packed:
+            return model
         reasons = "; ".join(pack.skipped[:_REASONS_SHOWN]) or "the model has no Conv, Gemm or MatMul"
         if len(pack.skipped) > _REASONS_SHOWN:
             reasons += f"; and {len(pack.skipped) - _REASONS_SHOWN} more"

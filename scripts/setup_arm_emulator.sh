@@ -14,6 +14,8 @@
 #      runtime-only install (no libtvm_compiler.so; TVM_USE_RUNTIME_LIB=1): import in ~7 s, not 18 s.
 #   4. bin/python3-aarch64: a launcher that qemu also reports as sys.executable (`qemu -0 "$0"`),
 #      because TVM's RPC server re-executes sys.executable for its worker process.
+#   5. lib/libinsn_count.so: a qemu TCG plugin counting guest instructions (scripts/qemu/insn_count.c,
+#      host gcc), for mptc.deploy.instructions; rebuilt when its sources are newer.
 #
 # Usage: scripts/setup_arm_emulator.sh       (ARM_ROOT = $MPTC_ARM_ROOT, else <repo>/.arm)
 # Env:   MPTC_ARM_ROOT, HOST_PY (a python with pip; default <repo>/.venv/bin/python).
@@ -29,6 +31,8 @@ TVM_VERSION=0.27.0.post1
 SR=$ARM_ROOT/sysroot
 LAUNCHER=$ARM_ROOT/bin/python3-aarch64
 STAMP=$ARM_ROOT/.ready
+PLUGIN=$ARM_ROOT/lib/libinsn_count.so
+PLUGIN_SRC=$REPO/scripts/qemu/insn_count.c
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "setup_arm_emulator: $*" >&2; }
@@ -51,7 +55,8 @@ SPEC="v1 $ARM_ROOT python$PYVER ${PINS[*]}"
 
 ready() {
   [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SPEC" ] && [ -x "$LAUNCHER" ] \
-    && command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-objdump >/dev/null
+    && command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-objdump >/dev/null \
+    && [ "$PLUGIN" -nt "$PLUGIN_SRC" ] && [ "$PLUGIN" -nt "$REPO/scripts/qemu/qemu-plugin.h" ]
 }
 ready && exit 0
 
@@ -117,5 +122,13 @@ chmod +x "$LAUNCHER.tmp"; mv "$LAUNCHER.tmp" "$LAUNCHER"
 CHECK=$(QEMU_CPU=cortex-a72 "$LAUNCHER" -c "import platform, tvm.rpc, numpy; print(platform.machine(), tvm.__version__)") \
   || die "the emulated python cannot import tvm (see the error above)"
 [ "$CHECK" = "aarch64 $TVM_VERSION" ] || die "emulated import check printed '$CHECK'"
+
+# 5) the instruction-counting plugin (plugin API version 1: qemu 7.2's header, vendored beside it)
+command -v gcc >/dev/null || die "gcc is needed to build the qemu plugin (apt-get install gcc)"
+mkdir -p "$ARM_ROOT/lib"
+gcc -O2 -shared -fPIC -fvisibility=hidden -I "$REPO/scripts/qemu" -o "$PLUGIN.tmp" "$PLUGIN_SRC" \
+  || die "building $PLUGIN failed"
+mv "$PLUGIN.tmp" "$PLUGIN"
+
 echo "$SPEC" > "$STAMP"
 say "ready: $ARM_ROOT ($(du -sh "$ARM_ROOT" | cut -f1))"

@@ -20,8 +20,9 @@ def optimize_command(model: Path, out: Path, verbose: bool) -> None:
     """Pack the ternary layers of an exported ONNX MODEL into ai.mptc bit operators.
 
     Conv/Gemm/MatMul weights holding {-a, 0, +a} per output channel become 2-bit sign+mask
-    planes (about 1/16 of float32); a preceding sign Where(x >= 0, 1, -1) becomes
-    input_mode=binary; a following BatchNormalization folds into the per-channel scale and bias.
+    planes (about 1/16 of float32); a preceding sign with sign(0) = +1 (Where(x >= 0, 1, -1),
+    Larq's Sign(Sign(x) + c), 2 * Cast(x >= 0) - 1, QONNX BipolarQuant with scale 1; see
+    docs/operators.md) becomes input_mode=binary; a following BatchNormalization folds into the per-channel scale and bias.
     The result runs in onnxruntime as it is (the ops carry ONNX function bodies).
 
     \b
@@ -46,7 +47,8 @@ def optimize_command(model: Path, out: Path, verbose: bool) -> None:
 def inspect_command(model: Path, plain: bool) -> None:
     """Show each weight layer of an ONNX MODEL, packed or not.
 
-    Columns: op, weight shape, sparsity (fraction pruned), alpha / scale range, storage bits per
+    Columns: op, input mode of a packed layer (real, or binary when the sign before it was
+    folded in), weight shape, sparsity (fraction pruned), alpha / scale range, storage bits per
     weight and parameter bytes, with a total. Run it before and after `mptc optimize` to compare.
 
     \b

@@ -41,6 +41,17 @@ def test_inspect_prints_a_table(model_path, flags, first_line):
     assert lines[0].startswith(first_line) and any("Conv" in line and "4x3x3x3" in line for line in lines)
 
 
+def test_inspect_shows_each_packed_layer_input_mode(tmp_path, model_path):
+    out = tmp_path / "packed.onnx"
+    assert CliRunner().invoke(main, ["optimize", str(model_path), "-o", str(out)]).exit_code == 0
+    result = CliRunner().invoke(main, ["inspect", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("| layer | op | input | weight shape |")
+    assert lines[2].startswith("| c | BinaryConv | real | 4x3x3x3 |")
+    assert lines[3].startswith("| y | BinaryDense | binary | 5x144 |")
+
+
 @pytest.mark.parametrize("command", ["optimize", "inspect"])
 def test_help_teaches_with_an_example(command):
     result = CliRunner().invoke(main, [command, "--help"])
@@ -107,9 +118,48 @@ def test_verbose_says_why_each_candidate_was_left_alone(tmp_path, rng, flags):
     assert result.exit_code == 0, result.output
     reasons = [
         "PackTernaryWeightsPass left y (Gemm): weight is not ternary ({-a, 0, +a} per output row)",
-        "FoldSignIntoBinaryInputPass left c (BinaryConv): s (Sign) maps 0 to 0; only a sign with sign(0) = +1 folds, Where(x >= 0, 1, -1)",
+        "FoldSignIntoBinaryInputPass left c (BinaryConv): s (Sign) maps 0 to 0; only a sign with sign(0) = +1 "
+        "folds, Where(x >= 0, 1, -1) or another spelling of docs/operators.md",
         "FoldBatchNormIntoScalePass left c (BinaryConv): a (Add)'s other operand is not a constant per output channel",
     ]
     lines = result.output.splitlines()
     assert lines[:-1] == (reasons if flags else [])
     assert lines[-1].startswith(f"wrote {out}: 1 packed layer(s)")
+
+
+@pytest.mark.parametrize(
+    "opset, sign_lines, constants, reason",
+    [
+        (
+            '"" : 19',
+            "a = Sign (x)\n  b = Add (a, k)\n  s = Sign (b)",
+            "<float k = {1.0}>",
+            "b (Add) adds 1.0 to a Sign; Sign(Sign(x) + c) is sign(x) only for 0 < c < 1",
+        ),
+        (
+            '"" : 19',
+            "g = Greater (x, zero)\n  s = Where (g, one, minus_one)",
+            "<float zero = {0.0}, float one = {1.0}, float minus_one = {-1.0}>",
+            "g (Greater) is not one of x >= 0, 0 <= x, x < 0, 0 > x, the forms with sign(0) = +1",
+        ),
+        (
+            '"" : 19, "qonnx.custom_op.general" : 1',
+            "s = qonnx.custom_op.general.BipolarQuant (x, k)",
+            "<float k = {0.5}>",
+            "s (BipolarQuant) has scale 0.5; only BipolarQuant with scale 1 folds",
+        ),
+    ],
+    ids=["larq_c_one", "strict_greater", "bipolar_scale_half"],
+)
+def test_verbose_names_each_sign_near_miss(tmp_path, rng, opset, sign_lines, constants, reason):
+    text = f"""<ir_version: 10, opset_import: [{opset}]>
+g (float[1,3,6,6] x) => (float[n,o,h,w] y) {constants} {{
+  {sign_lines}
+  y = Conv <pads = [1, 1, 1, 1]> (s, w)
+}}"""
+    path, out = tmp_path / "model.onnx", tmp_path / "packed.onnx"
+    onnx.save(model_from_text(text, w=ternary(rng, (4, 3, 3, 3))), path)
+    result = CliRunner().invoke(main, ["optimize", "-v", str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"FoldSignIntoBinaryInputPass left y (BinaryConv): {reason}"
+    assert "| y | BinaryConv | real |" in CliRunner().invoke(main, ["inspect", str(out)]).output

@@ -7,8 +7,8 @@ from mptc.passes.pipeline import optimize
 from tests.passes.mptc_graphs import model_from_text, ternary
 
 TEXT = """<ir_version: 10, opset_import: ["" : 19]>
-g (float[2,6,5,5] x) => (float[n,o] y) {
-  c = Conv <group = 2, pads = [1, 1, 1, 1]> (x, w, b)
+g (float[2,3,5,5] x) => (float[n,o] y) {
+  c = Conv <pads = [1, 1, 1, 1]> (x, w, b)
   f = Flatten (c)
   y = MatMul (f, fc)
 }"""
@@ -57,17 +57,34 @@ def test_unknown_input_shape_leaves_packed_counts_unknown(model):
     assert conv.weight_shape == (4, None, 3, 3) and conv.sparsity is None and conv.bits_per_weight is None
 
 
+def test_packed_rows_show_the_input_mode(rng):
+    text = """<ir_version: 10, opset_import: ["" : 19]>
+    g (float[2,3,5,5] x) => (float[n,o] y) <float zero = {0.0}, float one = {1.0}, float minus_one = {-1.0}> {
+      c = Conv <pads = [1, 1, 1, 1]> (x, w)
+      ge = GreaterOrEqual (c, zero)
+      s = Where (ge, one, minus_one)
+      f = Flatten (s)
+      y = Gemm <transB = 1> (f, fc)
+    }"""
+    model = model_from_text(text, w=ternary(rng, (4, 3, 3, 3)), fc=ternary(rng, (7, 100)))
+    assert [row.input_mode for row in inspect_model(model)] == [None, None]
+    assert [(row.op, row.input_mode) for row in inspect_model(optimize(model))] == [
+        ("BinaryConv", "real"),
+        ("BinaryDense", "binary"),
+    ]
+
+
 ROWS = [
-    LayerRow("BinaryConv", "conv1", (4, 3, 3, 3), 0.5, 0.25, 0.75, 2.37, 64),
+    LayerRow("BinaryConv", "conv1", (4, 3, 3, 3), 0.5, 0.25, 0.75, 2.37, 64, "binary"),
     LayerRow("Gemm", "fc", (7, 100), 0.0, None, None, 32.0, 2828),
 ]
 
 
 def test_markdown_table():
     lines = render_table(ROWS).splitlines()
-    assert lines[0] == "| layer | op | weight shape | sparsity | alpha / scale | bits/weight | bytes |"
-    assert lines[2] == "| conv1 | BinaryConv | 4x3x3x3 | 50.0% | 0.25..0.75 | 2.37 | 64 |"
-    assert lines[3] == "| fc | Gemm | 7x100 | 0.0% | - | 32.00 | 2,828 |"
+    assert lines[0] == "| layer | op | input | weight shape | sparsity | alpha / scale | bits/weight | bytes |"
+    assert lines[2] == "| conv1 | BinaryConv | binary | 4x3x3x3 | 50.0% | 0.25..0.75 | 2.37 | 64 |"
+    assert lines[3] == "| fc | Gemm | - | 7x100 | 0.0% | - | 32.00 | 2,828 |"
     assert lines[4].startswith("| total |") and lines[4].endswith("| 2,892 |")
 
 
@@ -75,4 +92,4 @@ def test_plain_table_is_aligned():
     lines = render_table(ROWS, markdown=False).splitlines()
     assert len(lines) == 4 and lines[0].startswith("layer")
     assert len({line.index(" BinaryConv") if "BinaryConv" in line else None for line in lines} - {None}) == 1
-    assert lines[1].split()[:3] == ["conv1", "BinaryConv", "4x3x3x3"]
+    assert lines[1].split()[:4] == ["conv1", "BinaryConv", "binary", "4x3x3x3"]
