@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# MPT-1/1 tickets (binary activations) at three sparsities: the report shows the packed
+# XNOR-popcount kernels, the sign-split sparse kernel and the dense path, each where it is chosen.
 demo: setup
-	$(VENV)/bin/mptc sweep --out runs/demo
+	$(VENV)/bin/mptc sweep --binary-act --sparsity 0.5,0.9,0.95 -o runs/demo
 
 # aarch64 board emulation (qemu-user + runtime-only TVM in .arm/) for tests/deploy and
 # `mptc profile --emulate`; checks its own stamp and returns at once when already set up.
