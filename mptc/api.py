@@ -398,8 +398,8 @@ def profile(
         The report also written to ``OUT/profile.json``: latency (median/min/max ms), device,
         whether outputs match, and the comparison, inputs and top-k sections when asked for.
     """
-    from mptc.deploy.compare import ROUNDS
     from mptc.deploy.profile import profile as run_profile
+    from mptc.deploy.settings import ROUNDS
 
     return run_profile(
         Path(out),

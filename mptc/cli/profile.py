@@ -22,6 +22,8 @@ from mptc.deploy.settings import (
     MAX_NUMBER,
     MAX_REPEAT,
     MAX_ROUNDS,
+    ROUNDS,
+    check_device_options,
     check_seconds,
 )
 from mptc.errors import DeviceError, MptcError, UnsupportedError, VerificationError
@@ -110,7 +112,7 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option(
     "--rounds",
     type=click.IntRange(1, MAX_ROUNDS),
-    default=5,
+    default=ROUNDS,
     show_default=True,
     help="Interleaved rounds of --compare, each timing every side --repeat times.",
 )
@@ -172,10 +174,7 @@ def profile_command(**options: Any) -> None:
     from mptc.deploy.profile import MODULE, PROFILE, profile  # deferred: importing TVM takes seconds
 
     o = ProfileOptions(**options)
-    if o.rpc is not None and o.tracker is not None:
-        raise click.UsageError("give either --rpc or --tracker, not both")
-    if o.tracker is not None and not o.key:
-        raise click.UsageError("--tracker needs --key (the kind of board, e.g. rpi4)")
+    check_device_options(o.rpc, o.tracker, o.key)
     rounds = RoundBar(o.rounds)
     try:
         report = profile(
@@ -319,8 +318,7 @@ def serve_device_command(host: str, port: int, tracker: str | None, key: str, em
     from mptc.deploy.server import RpcServer
     from mptc.deploy.settings import parse_address
 
-    if tracker is not None and not key:
-        raise click.UsageError("--tracker needs --key (the kind of board, e.g. rpi4)")
+    check_device_options(None, tracker, key)
     if tracker is not None and _is_loopback(host) and not _is_loopback(parse_address(tracker, "--tracker")[0]):
         raise click.UsageError(
             f"--tracker {tracker} is another machine, and it hands out this server's address as it sees it, "

@@ -17,7 +17,7 @@ from mptc.cli.options import (
 )
 from mptc.cli.progress import StageBar, bar, echo
 from mptc.config import METHODS, MODELS, PRETRAINED_METHODS, TrainConfig
-from mptc.deploy.settings import MAX_REPEAT
+from mptc.deploy.settings import MAX_REPEAT, check_device_options
 
 
 def _sparsities(_ctx, _param, value: str) -> list[float]:
@@ -134,10 +134,7 @@ def _check_device(
     from mptc.targets.target import resolve_target  # deferred: it imports TVM
 
     resolved = resolve_target(target, board)  # e.g. --board rpi4 with --target x86: exit 4, as `mptc compile`
-    if rpc is not None and tracker is not None:
-        raise click.UsageError("give either --rpc or --tracker, not both")
-    if tracker is not None and not key:
-        raise click.UsageError("--tracker needs --key (the kind of board, e.g. rpi4)")
+    check_device_options(rpc, tracker, key)
     if emulate is not None and resolved.family != "arm":
         raise click.UsageError(
             f"--emulate {emulate} runs aarch64 CPU modules: use --target arm (--target {target} builds a module it cannot run)"

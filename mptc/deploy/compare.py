@@ -34,7 +34,6 @@ from mptc.ops.reference import DOMAIN
 from mptc.targets.compile import ORT_MAX_IR_VERSION
 
 PEERS = ("onnxruntime", "onnxruntime-int8")
-ROUNDS = 5  # interleaved rounds by default: enough for a median that one noisy round cannot move
 CALIBRATION_BATCHES = 32  # onnxruntime's calibration keeps every activation of every sample in memory
 
 

@@ -35,10 +35,10 @@ from mptc.artifact import PROFILE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE, Tenso
 from mptc.boards import Board
 from mptc.deploy import emulator
 from mptc.deploy.artifact import CompiledModel, host_arch, load_compiled
-from mptc.deploy.compare import ROUNDS, Peer, check_peers, load_peers
+from mptc.deploy.compare import Peer, check_peers, load_peers
 from mptc.deploy.rpc import Device, LoadedModule, connect, is_lost_connection
 from mptc.deploy.server import RpcServer
-from mptc.deploy.settings import DEFAULT_QUEUE_TIMEOUT_S, DEFAULT_TIMEOUT_S, check_counts, check_seconds
+from mptc.deploy.settings import DEFAULT_QUEUE_TIMEOUT_S, DEFAULT_TIMEOUT_S, ROUNDS, check_counts, check_seconds
 from mptc.errors import DeviceError, InputError, first_line
 from mptc.hostinfo import cpuinfo
 from mptc.io import write_bytes, write_text

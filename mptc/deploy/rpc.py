@@ -41,12 +41,13 @@ from mptc.deploy.emulator import Board, board_from_workpath
 from mptc.deploy.settings import (
     DEFAULT_QUEUE_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    check_device_options,
     check_key,
     check_seconds,
     parse_address,
 )
 from mptc.deploy.tracker import TrackerClient
-from mptc.errors import DeviceError, InputError, UnsupportedError, UsageError
+from mptc.errors import DeviceError, InputError, UnsupportedError
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +107,7 @@ def connect(
     """
     check_seconds(timeout, "timeout")
     check_seconds(queue_timeout, "queue_timeout")
-    if rpc is not None and tracker is not None:
-        raise UsageError("give either --rpc HOST:PORT or --tracker HOST:PORT --key KEY, not both")
-    if tracker is not None and not key:
-        raise UsageError("--tracker needs --key: the kind of board to ask the tracker for (e.g. rpi4)")
+    check_device_options(rpc, tracker, key)
     if rpc is not None:
         host, port = parse_address(rpc, "--rpc")
         what = f"the RPC server at {rpc}"

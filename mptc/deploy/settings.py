@@ -25,6 +25,7 @@ MAX_TIMEOUT_S = 24 * 3600.0
 MAX_REPEAT = 100_000
 MAX_NUMBER = 1_000_000
 MAX_ROUNDS = 10_000
+ROUNDS = 5  # interleaved rounds of a comparison by default: enough for a median one noisy round cannot move
 MAX_KEY_CHARS = 128
 
 
@@ -46,6 +47,14 @@ def parse_address(text: str, option: str) -> tuple[str, int]:
     ):
         raise UsageError(f"{option} expects HOST:PORT with a port in 1..65535 (e.g. 192.168.1.20:9090), got {text!r}")
     return host, int(port)
+
+
+def check_device_options(rpc: str | None, tracker: str | None, key: str | None) -> None:
+    """Refuse device options that cannot go together: a server and a tracker, a tracker without a key."""
+    if rpc is not None and tracker is not None:
+        raise UsageError("give either --rpc HOST:PORT or --tracker HOST:PORT --key KEY, not both")
+    if tracker is not None and not key:
+        raise UsageError("--tracker needs --key: the kind of board to ask the tracker for (e.g. rpi4)")
 
 
 def check_key(key: str) -> str:
