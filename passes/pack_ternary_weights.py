@@ -90,6 +90,9 @@ class PackTernaryWeightsPass(ir.passes.InPlacePass):
         """
         array = constant_array(weight)
         if array is None:
+            producer = weight.producer() if weight is not None else None
+            if producer is not None:
+                raise Skip(f"weight is computed by {label(producer)}, not a constant initializer")
             raise Skip("weight is not a constant initializer")
         if array.dtype != np.float32:
             raise Skip(f"weight dtype is {array.dtype}, only float32 is packed")

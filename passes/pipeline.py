@@ -1,9 +1,11 @@
 """The one optimization pipeline: exported ONNX with ternary float weights -> packed ``ai.mptc`` ONNX.
 
-Order matters: shape inference tells packing the rank of MatMul inputs; packing creates the
-``ai.mptc`` nodes both folds look at (the sign fold works on a node's input, the BatchNormalization
-fold on its output, so their order between them is free); cleanup runs after them so the Where/BN
-nodes and float weights they orphaned disappear before the function bodies are attached.
+Order matters: the weight quantizers of QONNX and QCDQ exports fold into float constants first,
+before version conversion and shape inference meet their custom or old-opset nodes; shape inference
+tells packing the rank of MatMul inputs; packing creates the ``ai.mptc`` nodes both folds look at
+(the sign fold works on a node's input, the BatchNormalization fold on its output, so their order
+between them is free); cleanup runs after them so the Where/BN nodes, quantizers and float weights
+they orphaned disappear before the function bodies are attached.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mptc.passes._graph import read_ir, root_message
 from mptc.passes.attach_function_bodies import AttachFunctionBodiesPass
 from mptc.passes.fold_batch_norm_into_scale import FoldBatchNormIntoScalePass
 from mptc.passes.fold_sign_into_binary_input import FoldSignIntoBinaryInputPass
+from mptc.passes.fold_weight_quantizers import FoldWeightQuantizersPass
 from mptc.passes.pack_ternary_weights import PackTernaryWeightsPass
 
 IR_VERSION = 10
@@ -34,12 +37,20 @@ IR_VERSION = 10
 
 _REASONS_SHOWN = 3  # layers named in the "nothing to pack" error; the message stays one line
 
-Rewrites = tuple[PackTernaryWeightsPass, FoldSignIntoBinaryInputPass, FoldBatchNormIntoScalePass]
+Rewrites = tuple[
+    FoldWeightQuantizersPass, PackTernaryWeightsPass, FoldSignIntoBinaryInputPass, FoldBatchNormIntoScalePass
+]
 
 
 def rewrite_passes() -> Rewrites:
-    """New passes that pack and fold, in pipeline order; each keeps why it left a candidate alone."""
-    return PackTernaryWeightsPass(), FoldSignIntoBinaryInputPass(), FoldBatchNormIntoScalePass()
+    """New passes that fold quantizers, pack and fold, in pipeline order; each keeps why it left a
+    candidate alone."""
+    return (
+        FoldWeightQuantizersPass(),
+        PackTernaryWeightsPass(),
+        FoldSignIntoBinaryInputPass(),
+        FoldBatchNormIntoScalePass(),
+    )
 
 
 def build_pass_manager(opset: int, rewrites: Rewrites | None = None) -> ir.passes.PassManager:
@@ -48,16 +59,17 @@ def build_pass_manager(opset: int, rewrites: Rewrites | None = None) -> ir.passe
     Args:
         opset: the model's default-domain opset; below 19 the model is first converted up
             (the function bodies need it, see :mod:`mptc.ops.functions`).
-        rewrites: the packing and folding passes to use (to read their ``skipped`` reasons
-            afterwards); new ones by default.
+        rewrites: the quantizer, packing and folding passes to use (to read their ``skipped``
+            reasons afterwards); new ones by default.
     """
-    passes: list[ir.passes.PassBase] = []
+    fold_quantizers, *pack_and_fold = rewrites or rewrite_passes()
+    passes: list[ir.passes.PassBase] = [fold_quantizers]
     if opset < functions.MIN_OPSET:
         passes.append(ConvertVersionPass(target_version=functions.MIN_OPSET, fallback=True))
     passes += [
         # Packing a MatMul needs its input's rank; exported models often carry no value_info.
         common_passes.ShapeInferencePass(strict_mode=False),
-        *(rewrites or rewrite_passes()),
+        *pack_and_fold,
         # Constant nodes (value_ints from the exporter) become initializers: TVM's importer
         # cannot read value_ints Constants, and every consumer reads initializers.
         common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
@@ -73,6 +85,10 @@ def optimize(
     model: onnx.ModelProto, on_skip: Callable[[str], None] | None = None, *, require_packed: bool = True
 ) -> onnx.ModelProto:
     """Pack every ternary layer of ``model`` and fold signs and batch norms into the packed ops.
+
+    Weights behind QONNX ``Quant``/``BipolarQuant`` or QCDQ ``DequantizeLinear`` are computed
+    into float constants first (:mod:`mptc.passes.fold_weight_quantizers`), so ternary QONNX and
+    QCDQ exports pack as the standard export does.
 
     Returns a new model (the input is not changed) that onnxruntime 1.31 runs as it is.
     ``on_skip`` is told each candidate a pass left as it is, as ``"<Pass> left <node>: <reason>"``,
@@ -104,13 +120,14 @@ def optimize(
         for rewrite in rewrites:
             for entry in rewrite.skipped:
                 on_skip(f"{type(rewrite).__name__} left {entry}")
-    pack = rewrites[0]
     if not any(node.domain == DOMAIN for node in ir_model.graph):
         if not require_packed:
             return model
-        reasons = "; ".join(pack.skipped[:_REASONS_SHOWN]) or "the model has no Conv, Gemm or MatMul"
-        if len(pack.skipped) > _REASONS_SHOWN:
-            reasons += f"; and {len(pack.skipped) - _REASONS_SHOWN} more"
+        # A weight quantizer left alone says why before the layer it left unpackable.
+        skipped = rewrites[0].unfolded_weights + rewrites[1].skipped
+        reasons = "; ".join(skipped[:_REASONS_SHOWN]) or "the model has no Conv, Gemm or MatMul"
+        if len(skipped) > _REASONS_SHOWN:
+            reasons += f"; and {len(skipped) - _REASONS_SHOWN} more"
         raise UnsupportedError(f"no ternary Conv/Gemm/MatMul layer to pack: {reasons}")
     ir_model.ir_version = IR_VERSION
     try:
