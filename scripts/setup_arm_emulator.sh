@@ -16,6 +16,10 @@
 #      because TVM's RPC server re-executes sys.executable for its worker process.
 #   5. lib/libinsn_count.so: a qemu TCG plugin counting guest instructions (scripts/qemu/insn_count.c,
 #      host gcc), for mptc.deploy.instructions; rebuilt when its sources are newer.
+#   6. ortlib/: onnxruntime's aarch64 wheel alone (it runs on pylib's numpy; InferenceSession.run
+#      imports none of its other dependencies), the peer whose instructions mptc.deploy.instructions
+#      counts beside the module's. Its own folder, put on the path only by that count, so the
+#      runtime-only TVM path is unchanged. 1.19.2 is the newest that starts under qemu 7.2.
 #
 # Usage: scripts/setup_arm_emulator.sh       (ARM_ROOT = $MPTC_ARM_ROOT, else <repo>/.arm)
 # Env:   MPTC_ARM_ROOT, HOST_PY (a python with pip; default <repo>/.venv/bin/python).
@@ -28,6 +32,8 @@ HOST_PY=${HOST_PY:-$REPO/.venv/bin/python}
 [ -x "$HOST_PY" ] || HOST_PY=python3
 PYVER=3.11              # Debian bookworm's python3; the wheels below are cp311 to match
 TVM_VERSION=0.27.0.post1
+ORT_PIN=onnxruntime==1.19.2  # newer aarch64 wheels die with SIGSEGV at import under qemu 7.2
+ORTLIB=$ARM_ROOT/ortlib
 SR=$ARM_ROOT/sysroot
 LAUNCHER=$ARM_ROOT/bin/python3-aarch64
 STAMP=$ARM_ROOT/.ready
@@ -51,7 +57,7 @@ for name in ("apache-tvm-ffi", "numpy", "ml_dtypes", "typing_extensions", "cloud
 print("psutil==7.2.2")  # the RPC server's child-process clean-up; not needed on the host
 PY
 )
-SPEC="v1 $ARM_ROOT python$PYVER ${PINS[*]}"
+SPEC="v1 $ARM_ROOT python$PYVER ${PINS[*]} $ORT_PIN"
 
 ready() {
   [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SPEC" ] && [ -x "$LAUNCHER" ] \
@@ -129,6 +135,23 @@ mkdir -p "$ARM_ROOT/lib"
 gcc -O2 -shared -fPIC -fvisibility=hidden -I "$REPO/scripts/qemu" -o "$PLUGIN.tmp" "$PLUGIN_SRC" \
   || die "building $PLUGIN failed"
 mv "$PLUGIN.tmp" "$PLUGIN"
+
+# 6) the onnxruntime peer -> ortlib/, checked by an emulated import
+if [ ! -f "$ORTLIB/.pins" ] || [ "$(cat "$ORTLIB/.pins")" != "$ORT_PIN" ]; then
+  say "wheel: $ORT_PIN (aarch64) -> $ORTLIB"
+  rm -rf "$ARM_ROOT/ortwheel" "$ORTLIB.tmp"; mkdir -p "$ARM_ROOT/ortwheel" "$ORTLIB.tmp"
+  "$HOST_PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+      --python-version "$PYVER" --implementation cp --abi "cp${PYVER/./}" \
+      --platform manylinux_2_28_aarch64 -d "$ARM_ROOT/ortwheel" "$ORT_PIN" \
+      2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) \
+      || die "pip download of $ORT_PIN for aarch64 failed"
+  for whl in "$ARM_ROOT"/ortwheel/*.whl; do "$HOST_PY" -m zipfile -e "$whl" "$ORTLIB.tmp"; done
+  CHECK=$(QEMU_CPU=cortex-a72 "$LAUNCHER" -c "import sys; sys.path.insert(0, '$ORTLIB.tmp'); import onnxruntime; print(onnxruntime.__version__)") \
+    || die "the emulated python cannot import onnxruntime (see the error above)"
+  [ "onnxruntime==$CHECK" = "$ORT_PIN" ] || die "emulated onnxruntime import check printed '$CHECK'"
+  echo "$ORT_PIN" > "$ORTLIB.tmp/.pins"
+  rm -rf "$ORTLIB" "$ARM_ROOT/ortwheel"; mv "$ORTLIB.tmp" "$ORTLIB"
+fi
 
 echo "$SPEC" > "$STAMP"
 say "ready: $ARM_ROOT ($(du -sh "$ARM_ROOT" | cut -f1))"

@@ -21,21 +21,34 @@ thread is also the figure to compare with a single-threaded peer. ``PYTHONHASHSE
 the garbage collector is off inside the regions, so they take the same paths every time.
 The counts are instructions, not cycles: they rank kernels on one core model, they do not give
 its latency.
+
+The same method counts the peer, ``engine="onnxruntime"``: onnxruntime's aarch64 wheel (set up in
+``<arm root>/ortlib``) runs ``OUT/source.onnx`` in the same emulated core, at one intra-op and one
+inter-op thread, sequential execution, every graph optimization, the CPU execution provider.
+:func:`compare_instructions` counts both and their ratio: how many times more instructions the
+peer executes per inference, a board-free figure for the speed-up on that core. Each engine's
+output on the reference input must match ``OUT/reference.npz`` before its count is returned.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mptc.artifact import MODULE_FILE, REFERENCE_FILE
+import numpy as np
+
+from mptc.artifact import MODULE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE, read_reference
 from mptc.deploy.emulator import SETUP_COMMAND, arm_root, get_board, launcher
 from mptc.errors import DeviceError, InputError
 
 PLUGIN_FILE = "lib/libinsn_count.so"
+PEER_LIB = "ortlib"
+"""The folder under the arm root holding onnxruntime's aarch64 wheel (``scripts/setup_arm_emulator.sh``)."""
+PEER_MAX_IR_VERSION = 10  # the newest ONNX IR version onnxruntime 1.19 reads
 TIMEOUT_S = 600.0
 """Seconds one emulated process may take (a large model at many runs is slow under qemu)."""
 
@@ -44,28 +57,74 @@ CLASSES = ("total", "neon_cnt", "loads_stores", "fp_simd")
 MARK_START, MARK_STOP = 0x6D707400, 0x6D707401
 """Descriptor numbers whose ``close`` opens / closes the plugin's counting region (as in insn_count.c)."""
 
-_GUEST = f"""\
-import sys
-sys.modules["torch"] = None  # tvm_ffi imports torch if it can; never needed here
-import numpy as np
+
+@dataclass(frozen=True)
+class Engine:
+    """What runs the model in the guest: ``setup`` is guest code that leaves ``call(arg)``, one
+    inference, and ``first``, its output (numpy) on the reference input; ``model`` the OUT/ file it runs."""
+
+    name: str
+    model: str
+    setup: str
+    rtol: float
+    atol: float
+
+
+ENGINES = {
+    "mptc": Engine(
+        "mptc",
+        MODULE_FILE,
+        """\
 import tvm
 import tvm.runtime.vm
+dev = tvm.cpu()
+vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(model), dev)
+call, arg = vm["main"], tvm.runtime.tensor(x, dev)
+first = call(arg).numpy()
+""",
+        rtol=1e-3,
+        atol=1e-3,
+    ),
+    "onnxruntime": Engine(
+        "onnxruntime",
+        SOURCE_MODEL_FILE,
+        """\
+sys.path.insert(0, lib)
+import functools
+import onnxruntime as ort
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+options.inter_op_num_threads = 1
+options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+options.log_severity_level = 3
+session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+call, arg = functools.partial(session.run, None), {session.get_inputs()[0].name: x}
+first = call(arg)[0]
+""",
+        rtol=1e-4,
+        atol=1e-4,
+    ),
+}
+"""The engines counted: the compiled module, and onnxruntime on the model it was compiled from."""
+
+_GUEST = """\
+import sys
+sys.modules["torch"] = None  # tvm_ffi imports torch if it can; never needed here
 import gc
 import os
-module, reference, warmup, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-dev = tvm.cpu()
-vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(module), dev)
+import numpy as np
+model, reference, result, lib = sys.argv[1:5]
+warmup, runs = int(sys.argv[5]), int(sys.argv[6])
 with np.load(reference) as arrays:
-    x, y = tvm.runtime.tensor(arrays["x"], dev), arrays["y"]
-if not np.allclose(vm["main"](x).numpy(), y, rtol=1e-3, atol=1e-3):
-    sys.exit("output differs from reference.npz")
-main = vm["main"]
+    x = arrays["x"]
+{setup}
+np.save(result, first)
 
 
 def loop(calls):
     for _ in range(calls):
-        main(x)
-
+        call(arg)
 
 
 def mark(fd):
@@ -78,9 +137,9 @@ def mark(fd):
 loop(warmup)  # also lets the interpreter specialise the loop before it is counted
 gc.disable()
 for calls in (runs, 2 * runs):
-    mark({MARK_START})
+    mark({start})
     loop(calls)
-    mark({MARK_STOP})
+    mark({stop})
 """
 
 
@@ -98,6 +157,20 @@ class InstructionCounts:
     fp_simd: float
 
 
+@dataclass(frozen=True)
+class InstructionComparison:
+    """The module's and the peer's counts on one emulated core; ``peer`` names the peer's version."""
+
+    mptc: InstructionCounts
+    onnxruntime: InstructionCounts
+    peer: str
+
+    @property
+    def ratio(self) -> float:
+        """Peer instructions per module instruction, per inference: above 1, the module executes fewer."""
+        return self.onnxruntime.total / self.mptc.total
+
+
 def plugin() -> Path:
     """The instruction-counting plugin; a clear error when the set-up has not built it."""
     path = arm_root() / PLUGIN_FILE
@@ -106,20 +179,87 @@ def plugin() -> Path:
     return path
 
 
-def count_instructions(out_dir: str | Path, board: str, *, runs: int, warmup: int) -> dict[str, list[tuple[int, ...]]]:
-    """Guest instructions of one emulated process that runs ``OUT/module.so`` ``warmup + runs`` times.
+def peer_lib() -> Path:
+    """The folder holding onnxruntime for the guest; a clear error when the set-up has not made it."""
+    path = arm_root() / PEER_LIB
+    if not (path / "onnxruntime").is_dir():
+        raise DeviceError(
+            f"onnxruntime for aarch64 is missing ({path}): run `{SETUP_COMMAND}` to install the peer's wheel"
+        )
+    return path
+
+
+def peer_version() -> str:
+    """``onnxruntime 1.19.2``: the peer's version, read from the unpacked wheel's metadata."""
+    found = next(iter(importlib.metadata.distributions(name="onnxruntime", path=[str(peer_lib())])), None)
+    if found is None:
+        raise DeviceError(f"{peer_lib()} has no onnxruntime metadata: run `{SETUP_COMMAND}` again")
+    return f"onnxruntime {found.version}"
+
+
+def _engine(name: str) -> Engine:
+    try:
+        return ENGINES[name]
+    except KeyError as e:
+        raise InputError(f"unknown engine '{name}' to count: expected one of {', '.join(ENGINES)}") from e
+
+
+def _peer_model(source: Path, scratch: Path) -> Path:
+    """``source`` as the guest's onnxruntime loads it: ``ai.mptc`` function bodies inlined, IR version lowered.
+
+    onnxruntime 1.19 cannot type the function bodies of a packed model's ``ai.mptc`` nodes
+    ("Input 0 expected to have type but instead is null"); inlined, they are the plain graph that
+    newer onnxruntime builds itself when it loads the model, folded the same way at session start.
+    """
+    import onnx
+    import onnx.inliner
+
+    model = onnx.load(source)
+    if not model.functions and model.ir_version <= PEER_MAX_IR_VERSION:
+        return source
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    model.ir_version = min(model.ir_version, PEER_MAX_IR_VERSION)
+    path = scratch / SOURCE_MODEL_FILE
+    onnx.save(model, path)
+    return path
+
+
+def _check_output(engine: Engine, got: np.ndarray, expected: np.ndarray, where: str) -> None:
+    """Counts of a wrong computation mean nothing: the output must match the reference first."""
+    same = got.shape == expected.shape and np.allclose(got, expected, rtol=engine.rtol, atol=engine.atol)
+    if same and got.ndim >= 2:
+        same = bool((got.argmax(axis=1) == expected.argmax(axis=1)).all())
+    if not same:
+        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("nan")
+        raise DeviceError(
+            f"{engine.name} on {where} computed an output that differs from {REFERENCE_FILE} "
+            f"(shape {got.shape} vs {expected.shape}, max abs diff {diff:.3g}; "
+            f"allowed rtol {engine.rtol:g}, atol {engine.atol:g}, equal argmax)"
+        )
+
+
+def count_instructions(
+    out_dir: str | Path, board: str, *, runs: int, warmup: int, engine: str = "mptc"
+) -> dict[str, list[tuple[int, ...]]]:
+    """Guest instructions of one emulated process that runs ``engine`` ``warmup + runs`` times.
 
     Returns the plugin's counters, each a tuple in :data:`CLASSES` order: under ``"region"`` one
     per counted region (``runs`` calls, then ``2 * runs``), under ``"total"`` one for the whole process.
     """
+    chosen = _engine(engine)
     out = Path(out_dir)
-    for name in (MODULE_FILE, REFERENCE_FILE):
+    for name in (chosen.model, REFERENCE_FILE):
         if not (out / name).is_file():
             raise InputError(f"{out} has no {name}: expected an OUT/ folder written by `mptc compile --target arm`")
     qemu_cpu = get_board(board).qemu_cpu
     python, lib = launcher(), plugin()
+    guest_lib = str(peer_lib()) if chosen.name == "onnxruntime" else ""
+    where = f"emulated {board} ({qemu_cpu})"
     with tempfile.TemporaryDirectory(prefix="mptc-insn-") as tmp:
-        counts = Path(tmp) / "counts"
+        scratch = Path(tmp)
+        model = _peer_model(out / chosen.model, scratch) if chosen.name == "onnxruntime" else out / chosen.model
+        counts, result = scratch / "counts", scratch / "output.npy"
         env = {
             **os.environ,
             "QEMU_CPU": qemu_cpu,
@@ -128,17 +268,21 @@ def count_instructions(out_dir: str | Path, board: str, *, runs: int, warmup: in
             "TVM_NUM_THREADS": "1",
             "PYTHONHASHSEED": "0",
         }
-        command = [str(python), "-c", _GUEST, str(out / MODULE_FILE), str(out / REFERENCE_FILE)]
+        script = _GUEST.format(setup=chosen.setup, start=MARK_START, stop=MARK_STOP)
+        command = [str(python), "-c", script, str(model), str(out / REFERENCE_FILE), str(result), guest_lib]
         command += [str(warmup), str(runs)]
         try:
-            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired as e:
-            raise DeviceError(f"counting instructions of {out} on emulated {board} took over {TIMEOUT_S:.0f} s") from e
-        if result.returncode != 0 or not counts.is_file():
-            tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise DeviceError(
-                f"emulated {board} ({qemu_cpu}) failed to run {out / MODULE_FILE} (exit {result.returncode}): {tail}"
+                f"counting {chosen.name} instructions of {out} on {where} took over {TIMEOUT_S:.0f} s"
+            ) from e
+        if done.returncode != 0 or not counts.is_file() or not result.is_file():
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DeviceError(
+                f"{where} failed to run {chosen.name} on {out / chosen.model} (exit {done.returncode}): {tail}"
             )
+        _check_output(chosen, np.load(result), read_reference(out)[1], where)
         text = counts.read_text()
     found: dict[str, list[tuple[int, ...]]] = {"region": [], "total": []}
     for line in text.splitlines():
@@ -156,21 +300,35 @@ def count_instructions(out_dir: str | Path, board: str, *, runs: int, warmup: in
     return found
 
 
-def instruction_counts(out_dir: str | Path, board: str, *, runs: int = 10, warmup: int = 1) -> InstructionCounts:
-    """Guest instructions per inference of ``OUT/module.so`` on emulated ``board``, by class.
+def instruction_counts(
+    out_dir: str | Path, board: str, *, runs: int = 10, warmup: int = 1, engine: str = "mptc"
+) -> InstructionCounts:
+    """Guest instructions per inference of ``engine`` on emulated ``board``, by class.
 
     Args:
-        out_dir: an OUT/ folder of an aarch64 build (module.so and reference.npz).
+        out_dir: an OUT/ folder of an aarch64 build (module.so, reference.npz; source.onnx for the peer).
         board: the board whose core qemu emulates (``rpi4``, ``rpi5``, ``jetson-orin``).
         runs: the inferences counted (the difference between the plugin's two regions).
         warmup: calls made first, outside the regions, so one-time set-up is not counted; at least 1.
+        engine: ``mptc`` (OUT/module.so) or ``onnxruntime`` (OUT/source.onnx, the peer).
     """
     if runs < 1 or warmup < 1:
         raise InputError(f"runs and warmup must be at least 1: got runs={runs}, warmup={warmup}")
-    once, twice = count_instructions(out_dir, board, runs=runs, warmup=warmup)["region"]
+    once, twice = count_instructions(out_dir, board, runs=runs, warmup=warmup, engine=engine)["region"]
     return InstructionCounts(*((b - a) / runs for a, b in zip(once, twice, strict=True)))
 
 
 def instructions_per_inference(out_dir: str | Path, board: str, *, runs: int = 10, warmup: int = 1) -> float:
     """Guest instructions per inference of ``OUT/module.so`` on emulated ``board`` (see the module doc)."""
     return instruction_counts(out_dir, board, runs=runs, warmup=warmup).total
+
+
+def compare_instructions(out_dir: str | Path, board: str, *, runs: int = 10, warmup: int = 1) -> InstructionComparison:
+    """The module's and onnxruntime's instructions per inference on emulated ``board``, and their ratio.
+
+    The peer is checked before anything runs: a missing ``ortlib`` fails at once, not after the module's count.
+    """
+    version = peer_version()
+    mptc = instruction_counts(out_dir, board, runs=runs, warmup=warmup)
+    peer = instruction_counts(out_dir, board, runs=runs, warmup=warmup, engine="onnxruntime")
+    return InstructionComparison(mptc, peer, version)

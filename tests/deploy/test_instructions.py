@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from mptc.artifact import MODULE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE, read_reference, write_reference
 from mptc.deploy import instructions
 from mptc.errors import DeviceError, InputError
-from tests.deploy.conftest import RPI4, write_out
+from tests.deploy.conftest import RPI4, fresh_copy, write_out
+from tests.passes.mptc_graphs import model_from_text, ternary
 
 
 def _dense(depth: int) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -44,6 +47,34 @@ def test_an_out_folder_without_a_module_is_an_input_error(tmp_path: Path) -> Non
         instructions.count_instructions(tmp_path, "rpi4", runs=1, warmup=1)
 
 
+def test_an_unknown_engine_is_an_input_error(mlp_host_out: Path) -> None:
+    with pytest.raises(InputError, match="unknown engine 'tflite' to count: expected one of mptc, onnxruntime"):
+        instructions.instruction_counts(mlp_host_out, "rpi4", engine="tflite")
+
+
+def test_missing_peer_says_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An emulator set up before the peer was part of it: one error naming the set-up command,
+    before anything runs (the launcher and qemu here fail if they are run)."""
+    root, out = tmp_path / "arm", tmp_path / "out"
+    for stub in (root / "bin" / "python3-aarch64", tmp_path / "path" / "qemu-aarch64"):
+        stub.parent.mkdir(parents=True)
+        stub.write_text("#!/bin/sh\nexit 1\n")
+        stub.chmod(0o755)
+    (root / "lib").mkdir()
+    (root / "lib" / "libinsn_count.so").touch()
+    (root / ".ready").touch()
+    out.mkdir()
+    for name in (MODULE_FILE, SOURCE_MODEL_FILE, REFERENCE_FILE):
+        (out / name).touch()
+    monkeypatch.setenv("MPTC_ARM_ROOT", str(root))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'path'}:{os.environ['PATH']}")
+    missing = rf"onnxruntime for aarch64 is missing \({root / 'ortlib'}\): run `make arm-emulator`"
+    with pytest.raises(DeviceError, match=missing):
+        instructions.instruction_counts(out, "rpi4", runs=1, engine="onnxruntime")
+    with pytest.raises(DeviceError, match=missing):
+        instructions.compare_instructions(out, "rpi4", runs=1)
+
+
 def test_missing_plugin_says_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MPTC_ARM_ROOT", str(tmp_path))
     with pytest.raises(DeviceError, match="plugin is missing .* run `make arm-emulator`"):
@@ -74,3 +105,48 @@ def test_twice_the_work_costs_more_instructions(tmp_path: Path, arm_ready: Path)
     # measured: 99 633 and 189 824 (the extra 64 x 512 multiply-adds cost ~2.75 instructions each);
     # the floor is one 4-lane FMA per 4 of them
     assert large - small > 64 * 512 / 4
+
+
+@pytest.fixture(scope="module")
+def binary_conv_out(tmp_path_factory: pytest.TempPathFactory, arm_ready: Path) -> Path:
+    """A Where-signed 3x3 conv 16 -> 16 at 6x6, ternary weights 50 % pruned, compiled for rpi4."""
+    import mptc
+
+    text = """<ir_version: 10, opset_import: ["" : 19]>
+    g (float[1,16,6,6] x) => (float[1,16,6,6] y) <float zero = {0.0}, float one = {1.0}, float m1 = {-1.0}> {
+      ge = GreaterOrEqual(x, zero)
+      s = Where(ge, one, m1)
+      y = Conv <pads = [1, 1, 1, 1]> (s, w)
+    }"""
+    folder = tmp_path_factory.mktemp("binary-conv")
+    model = model_from_text(text, w=ternary(np.random.default_rng(3), (16, 16, 3, 3)))
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    mptc.compile(folder / "model.onnx", target="arm", board="rpi4", out=folder / "out")
+    return folder / "out"
+
+
+@pytest.mark.emulated
+def test_module_and_peer_counts_repeat_and_give_the_ratio(binary_conv_out: Path) -> None:
+    first = instructions.compare_instructions(binary_conv_out, "rpi4", runs=3)
+    again = instructions.compare_instructions(binary_conv_out, "rpi4", runs=3)
+    assert first.peer == "onnxruntime 1.19.2"
+    for ours, theirs in ((first.mptc, again.mptc), (first.onnxruntime, again.onnxruntime)):
+        assert ours.total > 0
+        assert theirs.total == pytest.approx(ours.total, rel=1e-6)
+    assert first.mptc.neon_cnt > 0  # the bit-packed kernel's popcount
+    assert first.onnxruntime.neon_cnt == 0  # onnxruntime convolves in fp32
+    assert first.ratio == first.onnxruntime.total / first.mptc.total
+    # a layer this small is mostly each engine's Python call, and onnxruntime's session.run costs
+    # more instructions than the Relax VM's call; its fp32 conv adds 16 x 16 x 9 x 36 multiply-adds
+    assert first.ratio > 1
+
+
+@pytest.mark.emulated
+def test_a_peer_output_off_the_reference_is_refused(binary_conv_out: Path, tmp_path: Path) -> None:
+    out = fresh_copy(binary_conv_out, tmp_path / "out")
+    x, y = read_reference(out)
+    y = y.copy()
+    y.flat[0] += 1e-3 * max(1.0, abs(float(y.flat[0])))  # within mptc's tolerance, not the peer's
+    write_reference(out, x, y)
+    with pytest.raises(DeviceError, match="onnxruntime on emulated rpi4 .* differs from reference.npz"):
+        instructions.instruction_counts(out, "rpi4", runs=1, engine="onnxruntime")
