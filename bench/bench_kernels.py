@@ -326,10 +326,13 @@ def bench_chain(timer: Timer, rng, layer: Layer, depth: int) -> None:
         print(f"| {threads} | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
 
 
-def compile_real(packed: onnx.ModelProto, layer: Layer, block: int | None) -> relax.VirtualMachine:
-    """A real-input layer with the dense path (``block`` None) or a forced sparse kernel / conv block size."""
+def compile_real(packed: onnx.ModelProto, layer: Layer, block: int | None, fp32: bool = False) -> relax.VirtualMachine:
+    """A real-input layer with the dense path (``block`` None; dense-ternary where the policy has it,
+    fp32 with ``fp32``) or a forced sparse kernel / conv block size."""
     if block is None:
-        return compile_layer(packed, layer, 1.1)
+        return compile_layer(
+            packed, layer, 1.1, policy=replace(default_policy("x86"), dense_ternary=frozenset()) if fp32 else None
+        )
     policy = replace(default_policy("x86"), conv_block=block, short_flat_block=block, long_flat_block=block)
     return compile_layer(packed, layer, 0.0, policy=policy)
 
@@ -338,12 +341,14 @@ def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> 
     """Every real-input kernel the chooser picks between, at each sparsity: sparse (per conv block
     size) vs dense vs onnxruntime, and the sparsity from which sparse beats dense."""
     print(
-        "\n## real input (MPT-1/32): sparse (conv: block-sparse, B outputs per block) vs dense fp32 path vs onnxruntime\n"
+        "\n## real input (MPT-1/32): sparse (conv: block-sparse, B outputs per block) vs the dense path (dense-ternary"
+        " where the policy has it, else fp32) and the dense fp32 matmul vs onnxruntime\n"
     )
     print(
-        "| layer | sparsity | threads | sparse us by B | best sparse us | dense us | ort fp32 us | torch fp32 us | best vs ort | best vs dense |"
+        "| layer | sparsity | threads | sparse us by B | best sparse us | dense us | dense fp32 us | ort fp32 us "
+        "| torch fp32 us | best vs ort | best vs dense |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     times: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     for layer in layers:
         x = rng.standard_normal(layer.input_shape).astype(np.float32)
@@ -355,14 +360,17 @@ def bench_real(timer: Timer, rng, layers: list[Layer], threads_list=THREADS) -> 
                 {b: compile_real(packed, layer, b) for b in blocks},
                 compile_real(packed, layer, None),
             )
+            fp32_vm = compile_real(packed, layer, None, fp32=True) if layer.op_type == "BinaryDense" else None
             for threads in threads_list:
                 sparse = {b: timer.tvm(vm, x, threads) for b, vm in sparse_vms.items()}
                 best, dense = min(sparse.values()), timer.tvm(dense_vm, x, threads)
+                dense_fp32 = f"{timer.tvm(fp32_vm, x, threads):.0f}" if fp32_vm else "-"
                 ort_us, torch_us = timer.ort(fp32, x, threads), timer.torch(layer, weight, scale, x, threads)
                 times.setdefault((layer.name, threads), []).append((sparsity, best, dense))
                 by_block = ", ".join(f"B{b} {t:.0f}" for b, t in sparse.items())
                 print(
-                    f"| {layer.name} | {sparsity:.2f} | {threads} | {by_block} | {best:.0f} | {dense:.0f} | {ort_us:.0f} | {torch_us:.0f} "
+                    f"| {layer.name} | {sparsity:.2f} | {threads} | {by_block} | {best:.0f} | {dense:.0f} | {dense_fp32} "
+                    f"| {ort_us:.0f} | {torch_us:.0f} "
                     f"| {ort_us / best:.2f}x | {dense / best:.2f}x |",
                     flush=True,
                 )
@@ -393,6 +401,9 @@ def main() -> None:
     parser.add_argument(
         "--real-only", action="store_true", help="Only the real-input (MPT-1/32) layers, CIFAR ResNet shapes too."
     )
+    parser.add_argument(
+        "--dense-only", action="store_true", help="Only real-input dense layers: sparse vs dense-ternary vs fp32."
+    )
     args = parser.parse_args()
     timer = Timer(number=5, repeat=5) if args.quick else Timer(number=10, repeat=7)
     rng = np.random.default_rng(0)
@@ -400,6 +411,24 @@ def main() -> None:
         f"host: {resolve_target('x86').spec['mcpu']}, {cpu_hz() / 1e9:.2f} GHz (cpuinfo), load average {os.getloadavg()[0]:.1f} "
         f"on {os.cpu_count()} cores; tvm {tvm.__version__}, ort {ort.__version__}, torch {torch.__version__}"
     )
+    if args.dense_only:
+        bench_real(
+            timer,
+            rng,
+            [
+                Layer(f"dense {k}x{o} b{n}", "BinaryDense", n, k, o)
+                for n, k, o in (
+                    (1, 64, 512),
+                    (1, 512, 512),
+                    (8, 512, 512),
+                    (1, 2048, 1024),
+                    (1, 4096, 4096),
+                    (64, 4096, 4096),
+                )
+            ],
+            threads_list=(1, 2),
+        )
+        return
     if args.real_only:
         bench_real(
             timer,

@@ -1,8 +1,9 @@
 """Which kernel lowers an ``ai.mptc`` layer, and why (recorded per layer in the manifest).
 
 Binary input always takes the XNOR-popcount kernel. Real input (MPT-1/32) has exact forms whose
-cost depends on sparsity: the dense form (ternary weight unpacked at compile time, an fp32
-conv/matmul) costs the same at any sparsity; a dense layer's sign-split sparse form
+cost depends on sparsity: a dense form costs the same at any sparsity: dense-ternary (the weight
+kept as two bit-planes, decoded in registers) where the policy has that kernel for the op, else
+dense fp32 (the weight unpacked at compile time, an fp32 conv/matmul); a dense layer's sign-split sparse form
 (``sum x over +1 taps - sum x over -1 taps``) costs one gathered add per kept weight; a conv's
 block-sparse form costs one add per kept weight and one input load per tap that any output of a
 block of ``B`` keeps. The break-evens and block sizes are a :class:`~mptc.targets.policy.KernelPolicy`
@@ -18,6 +19,7 @@ from mptc.targets.policy import KernelPolicy
 XNOR_POPCOUNT = "xnor-popcount"
 SPARSE_SIGN_SPLIT = "sparse-sign-split"
 BLOCK_SPARSE = "block-sparse"
+DENSE_TERNARY = "dense-ternary"
 DENSE_FP32 = "dense-fp32"
 
 
@@ -42,8 +44,8 @@ def choose_kernel(
 ) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
-    ``break_even`` overrides the ``policy``'s (``sparse_break_even``, for a dense layer whose fp32
-    ``weights`` fit a tier of ``cached_dense_break_even`` that tier's); ``flat_outputs`` (a conv's
+    ``break_even`` overrides the ``policy``'s (``sparse_break_even``; for a dense layer on the fp32
+    form whose ``weights`` fit a tier of ``cached_dense_break_even``, that tier's); ``flat_outputs`` (a conv's
     outputs per channel, ``layout.FlatInput.flat_outputs``) below ``short_flat`` takes
     ``short_flat_block`` output channels per block in one channel group below
     ``short_flat_grouped_from`` sparsity; from ``long_flat`` it takes ``long_flat_block``, grouped;
@@ -55,7 +57,7 @@ def choose_kernel(
     batched = op_type == "BinaryDense" and batch >= policy.batch_lanes_from
     cached = (
         next((even for size, even in policy.cached_dense_break_even if 4 * weights <= size), None)
-        if op_type == "BinaryDense" and weights is not None
+        if op_type == "BinaryDense" and weights is not None and op_type not in policy.dense_ternary
         else None
     )
     measured = (
@@ -85,4 +87,7 @@ def choose_kernel(
             f"real input, sparsity {sparsity:.3f} >= break-even {threshold:.2f}{along}",
             batch_lanes=batched,
         )
-    return KernelChoice(DENSE_FP32, f"real input, sparsity {sparsity:.3f} < break-even {threshold:.2f}")
+    below = f"real input, sparsity {sparsity:.3f} < break-even {threshold:.2f}"
+    if op_type in policy.dense_ternary:
+        return KernelChoice(DENSE_TERNARY, f"{below}, 2-bit weight planes decoded in registers")
+    return KernelChoice(DENSE_FP32, below)

@@ -53,7 +53,7 @@ from mptc.ops.validate import (
 )
 from mptc.targets import chooser, layout
 from mptc.targets.epilogue import ONNX_DOMAINS, Epilogue, epilogues
-from mptc.targets.kernels import binary_conv, binary_dense, packed_pool
+from mptc.targets.kernels import binary_conv, binary_dense, packed_pool, ternary_dense
 from mptc.targets.policy import KernelPolicy
 from mptc.targets.schedules import KernelSchedules
 
@@ -327,7 +327,8 @@ class BinaryConv(_onnx.OnnxOpConverter):
 
 
 class BinaryDense(_onnx.OnnxOpConverter):
-    """``ai.mptc.BinaryDense`` -> XNOR-popcount, sparse sign-split or dense fp32 matmul (``docs/operators.md``)."""
+    """``ai.mptc.BinaryDense`` -> XNOR-popcount, sparse sign-split, dense-ternary or dense fp32 matmul
+    (``docs/operators.md``)."""
 
     @classmethod
     def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
@@ -354,6 +355,11 @@ class BinaryDense(_onnx.OnnxOpConverter):
                 func = binary_dense.sparse_dense_func(batch, k, out, index.shape, choice.batch_lanes)
                 func = kernels.sparse_dense_batched(func) if choice.batch_lanes else kernels.sparse_dense(func)
                 consts = [index, layer.scale, layer.bias]
+                return layer.call(bb, func, consts, (batch, out)), consts
+            if choice.kernel == chooser.DENSE_TERNARY:
+                plus, minus = layout.ternary_planes(weight)
+                func = kernels.dense_ternary(ternary_dense.dense_ternary_func(batch, k, out, kernels.float_lanes))
+                consts = [plus, minus, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
             dense_t = np.ascontiguousarray(
                 (weight * layer.scale[:, None]).T.astype(np.float32)

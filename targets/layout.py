@@ -12,7 +12,10 @@ The ONNX operators carry ``sign_bits`` / ``mask_bits`` as ``uint8 (O, ceil(K / 8
   sign-split operand ``[x, -x, 0]`` (the kernel only adds), padded with the index of the zero
   slot; for a conv a CSR table of flat tap offsets per block of output channels, in segments by
   the block's weights at the tap, laid out group by group of input channels in the order the
-  kernel walks them (``block_sparse_conv_tables``).
+  kernel walks them (``block_sparse_conv_tables``);
+* real path, dense-ternary form: two ``uint32`` bit-planes (``+1`` taps, ``-1`` taps) with the
+  output channels along the bits, read as vector masks and decoded in registers
+  (``ternary_planes``): the weight stays 2 bits per tap in the module.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from mptc.ops.reference import unpack_ternary
 from mptc.targets.policy import KernelPolicy
 
 WORD_BITS = 64
+PLANE = "uint32"  # word of a dense-ternary bit-plane: 32 output channels, two AVX-512 float vectors
+PLANE_BITS = 32
 
 
 @dataclass(frozen=True)
@@ -262,6 +267,20 @@ def sign_thresholds(count: np.ndarray, scale: np.ndarray, bias: np.ndarray, taps
     thr = guess - 2 + sum(below(guess + step).astype(np.int64) for step in (-1, 0, 1))
     thr = np.where(s != 0, np.clip(thr, -1, taps), -1)
     return thr.astype(np.int32), flip.astype(np.uint64) << (np.arange(outputs, dtype=np.uint64) % np.uint64(WORD_BITS))
+
+
+def ternary_planes(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``plus`` / ``minus`` bit-planes of a ternary weight ``(O, *taps)`` for the dense-ternary
+    kernels: ``(*taps, ceil(O / 32))`` uint32 each, bit ``o % 32`` of word ``[*tap, o // 32]`` set
+    where ``w[o, *tap]`` is +1 (``plus``) or -1 (``minus``); pad bits are 0 (``w = 0``)."""
+    rows = np.moveaxis(np.asarray(weight), 0, -1)
+    pad = [(0, 0)] * (rows.ndim - 1) + [(0, ceil_div(rows.shape[-1], PLANE_BITS) * PLANE_BITS - rows.shape[-1])]
+
+    def plane(bits: np.ndarray) -> np.ndarray:
+        packed = np.packbits(np.pad(bits, pad), axis=-1, bitorder="little")
+        return np.ascontiguousarray(packed).view("<u4")
+
+    return plane(rows > 0), plane(rows < 0)
 
 
 def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:

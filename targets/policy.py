@@ -73,10 +73,22 @@ class KernelPolicy:
     """Most extra outputs, as a share of ``OW``, a shifted-plane row may take to round its stride up
     to a whole or half cache line, so every tap's vector loads are aligned (docs/performance.md)."""
 
+    dense_ternary: frozenset[str] = frozenset({"BinaryDense"})
+    """op_types whose dense real-input form is the dense-ternary kernel (2-bit weight planes
+    decoded in registers) rather than an fp32 matmul/conv on the unpacked weight: faster at batch 1
+    from cache and 2-5x from memory, with a 16x smaller module (docs/performance.md)."""
+
+    dense_ternary_break_even: float = 0.92
+    """Sparsity from which a dense layer below ``batch_lanes_from`` rows takes the sign-split kernel
+    instead of the dense-ternary one, whose planes fit the caches where fp32 weights did not, so
+    one value for every size; ``cached_dense_break_even`` and ``dense_break_even`` are the fp32
+    form's (docs/performance.md)."""
+
     @property
     def sparse_break_even(self) -> dict[str, float]:
         """The break-even of each op_type without a cache tier or a batch (recorded in the manifest)."""
-        return {"BinaryConv": self.conv_break_even, "BinaryDense": self.dense_break_even}
+        dense = self.dense_ternary_break_even if "BinaryDense" in self.dense_ternary else self.dense_break_even
+        return {"BinaryConv": self.conv_break_even, "BinaryDense": dense}
 
 
 # arm and cuda take the x86 measurements: no board or GPU has measured its own yet.

@@ -80,12 +80,15 @@ def _require_out(ctx: click.Context, param: click.Parameter, value: Path | None)
 
 def target_option(default: str | None = None) -> Callable[[F], F]:
     """``--target``, one of :data:`mptc.boards.TARGETS`; required unless it has a ``default``."""
+    if default is None:  # click counts an explicit default=None as a value: leave it out to require the flag
+        return click.option(
+            "--target", type=click.Choice(TARGETS), required=True, help="Compile target: x86 (this host), arm or cuda."
+        )
     return click.option(
         "--target",
         type=click.Choice(TARGETS),
         default=default,
-        required=default is None,
-        show_default=default is not None,
+        show_default=True,
         help="Compile target: x86 (this host), arm or cuda.",
     )
 

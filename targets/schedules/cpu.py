@@ -34,7 +34,9 @@ class CpuTiles:
     conv_cols: int  # output columns per conv register tile (the largest divisor of OW not above it)
     dense_vectors: int  # popcount vectors per dense register tile
     dense_rows: int  # batch rows per dense register tile (largest divisor of N not above it)
-    conv_accumulators: int  # float vectors a real-input conv register tile may hold (block x chunk vectors)
+    conv_accumulators: (
+        int  # float vectors a real-input register tile may hold (conv: block x chunk; dense-ternary: rows x vectors)
+    )
     l1_floats: int = 8192  # fp32 values of L1 data cache a block-sparse conv's input group may fill (32 KB)
     conv_row_outputs: int = 8  # output channels per register tile when a conv's vectors run along columns
 
@@ -53,6 +55,10 @@ CHUNK_ENTRY_COST = 2
 # Register tile of the batched sign-split dense kernel: outputs x vectors of batch values.
 SPARSE_BATCH_ROWS = 4
 SPARSE_BATCH_VECTORS = 4
+
+# Batch rows of a dense-ternary register tile (of ``CpuTiles.conv_accumulators`` float vectors in
+# all): each decoded weight vector feeds every row of the tile.
+TERNARY_ROWS = 8
 
 # Elements from which an elementwise stage (a dense layer's sign-split operand) runs in parallel.
 PARALLEL_MIN_ELEMENTS = 1 << 16
@@ -282,6 +288,21 @@ class CpuKernelSchedules:
         tile = sch.fuse(oo, no)
         self._register_tile(sch, gather, out, tile, reduce_from=j, unrolled=(ni,), lanes=ov)
         self._elementwise(sch, sch.get_sblock(stages.SPLIT))
+        return sch.mod["main"]
+
+    def dense_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Register tiles of ``rows x vectors`` outputs (``conv_accumulators`` vectors in all), parallel
+        over tiles; per input, each vector of weights is decoded once for the tile's rows."""
+        sch = s_tir.Schedule(func)
+        acc, out = sch.get_sblock(stages.TERNARY), sch.get_sblock(stages.OUTPUT)
+        n, o, k = sch.get_loops(acc)
+        rows = divisor_at_most(extent(sch, n), TERNARY_ROWS)
+        vectors = divisor_at_most(extent(sch, o) // self.float_lanes, self.tiles.conv_accumulators // rows)
+        oo, on, ov = sch.split(o, [None, vectors, self.float_lanes])
+        no, ni = sch.split(n, [None, rows])
+        sch.reorder(oo, no, k, ni, on, ov)
+        tile = sch.fuse(oo, no)
+        self._register_tile(sch, acc, out, tile, reduce_from=k, unrolled=(ni, on), lanes=ov)
         return sch.mod["main"]
 
     def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -87,6 +87,9 @@ class CudaKernelSchedules:
 
     sparse_dense_batched = sparse_dense  # the sums along the batch: the same one thread per output
 
+    def dense_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        return self._per_output(func, (), stages.TERNARY)
+
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
         _bind(sch, sch.get_sblock(stages.OUTPUT))

@@ -64,6 +64,10 @@ class KernelSchedules(Protocol):
         """The scheduled sign-split dense that sums along the batch (``batch_lanes``)."""
         ...
 
+    def dense_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The scheduled dense-ternary dense, 2-bit weight planes (``kernels.ternary_dense.dense_ternary_func``)."""
+        ...
+
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """The scheduled max-pool on packed signs (``kernels.packed_pool.or_pool_func``)."""
         ...

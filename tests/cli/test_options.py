@@ -57,3 +57,11 @@ def test_the_old_output_spelling_still_works_with_a_warning(tmp_path) -> None:
 )
 def test_shared_options_have_one_metavar(name: str, flag: str, metavar: str) -> None:
     assert next(p for p in command(name).params if p.name == flag).metavar == metavar
+
+
+def test_compile_requires_a_target() -> None:
+    """No silent default: an x86 module built on a laptop must not be shipped to a board by accident."""
+    with pytest.raises(click.MissingParameter) as missing:
+        parse("compile", ["packed.onnx", "-o", "out"])
+    assert "--target" in missing.value.format_message()
+    assert parse("sweep", ["-o", "out"]).params["target"] == "x86"

@@ -4,10 +4,10 @@ import pytest
 from click.testing import CliRunner
 
 from mptc.cli import main
-from mptc.targets.chooser import BLOCK_SPARSE, DENSE_FP32, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT
+from mptc.targets.chooser import BLOCK_SPARSE, DENSE_FP32, DENSE_TERNARY, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT
 
 pytestmark = pytest.mark.slow
-KERNELS = {BLOCK_SPARSE, DENSE_FP32, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT}
+KERNELS = {BLOCK_SPARSE, DENSE_FP32, DENSE_TERNARY, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT}
 ARGS = ["--width", "0.25", "--epochs", "2", "--sparsity", "0.5,0.7,0.9", "--repeat", "3"]
 
 

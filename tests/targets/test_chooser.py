@@ -9,6 +9,7 @@ from mptc.targets import chooser
 from mptc.targets.policy import default_policy
 
 POLICY = default_policy("x86")
+FP32_DENSE = dataclasses.replace(POLICY, dense_ternary=frozenset())  # the fp32 matmul as the dense form
 
 
 def test_binary_input_always_takes_popcount():
@@ -22,7 +23,20 @@ def test_real_input_switches_at_the_measured_break_even(op_type, sparse):
     threshold = POLICY.sparse_break_even[op_type]
     assert chooser.choose_kernel(op_type, "real", threshold, POLICY).kernel == sparse
     below = chooser.choose_kernel(op_type, "real", threshold - 0.01, POLICY)
-    assert below.kernel == chooser.DENSE_FP32 and f"{threshold:.2f}" in below.reason
+    dense = chooser.DENSE_TERNARY if op_type in POLICY.dense_ternary else chooser.DENSE_FP32
+    assert below.kernel == dense and f"{threshold:.2f}" in below.reason
+
+
+def test_a_dense_layer_keeps_its_weight_as_bit_planes_below_the_break_even():
+    """The dense-ternary form is the default for BinaryDense, at every size (no cache tiers) and
+    batch; a policy without it takes the fp32 matmul with the fp32 break-even."""
+    for weights in (64 * 512, 4096 * 4096):
+        choice = chooser.choose_kernel("BinaryDense", "real", 0.5, POLICY, weights=weights)
+        assert choice.kernel == chooser.DENSE_TERNARY and "2-bit weight planes" in choice.reason
+    assert chooser.choose_kernel("BinaryDense", "real", 0.5, POLICY, batch=64).kernel == chooser.DENSE_TERNARY
+    assert POLICY.sparse_break_even["BinaryDense"] == POLICY.dense_ternary_break_even
+    assert FP32_DENSE.sparse_break_even["BinaryDense"] == FP32_DENSE.dense_break_even
+    assert chooser.choose_kernel("BinaryDense", "real", 0.2, FP32_DENSE).kernel == chooser.DENSE_FP32
 
 
 def test_an_override_replaces_the_default():
@@ -57,47 +71,50 @@ def test_long_maps_take_their_own_block_in_channel_groups():
         assert (below.block, below.grouped) == (POLICY.conv_block, True)
 
 
-@pytest.mark.parametrize("tier", range(len(POLICY.cached_dense_break_even)))
+@pytest.mark.parametrize("tier", range(len(FP32_DENSE.cached_dense_break_even)))
 def test_a_dense_layer_that_fits_in_cache_stays_dense_longer(tier):
     """A dense layer's fp32 weight that fits a cache tier is not memory-bound on the dense path:
     sparse only from that tier's break-even, which rises as the tiers shrink; past the last tier
     the memory-bound one (``sparse_break_even``) applies, and a conv never looks at the tiers."""
-    size, even = POLICY.cached_dense_break_even[tier]
+    size, even = FP32_DENSE.cached_dense_break_even[tier]
     larger = (
-        POLICY.cached_dense_break_even[tier + 1][1]
-        if tier + 1 < len(POLICY.cached_dense_break_even)
-        else POLICY.sparse_break_even["BinaryDense"]
+        FP32_DENSE.cached_dense_break_even[tier + 1][1]
+        if tier + 1 < len(FP32_DENSE.cached_dense_break_even)
+        else FP32_DENSE.sparse_break_even["BinaryDense"]
     )
     assert larger < even
     fits, past = size // 4, size // 4 + 1
     between = (larger + even) / 2
-    assert chooser.choose_kernel("BinaryDense", "real", between, POLICY, weights=fits).kernel == chooser.DENSE_FP32
+    assert chooser.choose_kernel("BinaryDense", "real", between, FP32_DENSE, weights=fits).kernel == chooser.DENSE_FP32
     assert (
-        chooser.choose_kernel("BinaryDense", "real", between, POLICY, weights=past).kernel == chooser.SPARSE_SIGN_SPLIT
+        chooser.choose_kernel("BinaryDense", "real", between, FP32_DENSE, weights=past).kernel
+        == chooser.SPARSE_SIGN_SPLIT
     )
-    assert chooser.choose_kernel("BinaryDense", "real", even, POLICY, weights=fits).kernel == chooser.SPARSE_SIGN_SPLIT
-    assert chooser.choose_kernel("BinaryConv", "real", between, POLICY, weights=fits).kernel == chooser.BLOCK_SPARSE
+    assert (
+        chooser.choose_kernel("BinaryDense", "real", even, FP32_DENSE, weights=fits).kernel == chooser.SPARSE_SIGN_SPLIT
+    )
+    assert chooser.choose_kernel("BinaryConv", "real", between, FP32_DENSE, weights=fits).kernel == chooser.BLOCK_SPARSE
+    assert chooser.choose_kernel("BinaryDense", "real", between, POLICY, weights=fits).kernel == chooser.DENSE_TERNARY
 
 
 def test_the_digits_mlp_stays_dense_at_0_9_sparsity():
-    """64x512 and 512x512 (128 KB and 1 MB of fp32) break even near 0.93: at 0.9 the dense path is
-    still faster, so the demo's latency does not rise from 0.7 to 0.9 sparsity."""
+    """64x512 and 512x512 break even near 0.92 on the dense-ternary form: at 0.9 it is still
+    faster, so the demo's latency does not rise from 0.7 to 0.9 sparsity."""
     for weights in (64 * 512, 512 * 512):
-        assert chooser.choose_kernel("BinaryDense", "real", 0.9, POLICY, weights=weights).kernel == chooser.DENSE_FP32
+        assert (
+            chooser.choose_kernel("BinaryDense", "real", 0.9, POLICY, weights=weights).kernel == chooser.DENSE_TERNARY
+        )
         assert (
             chooser.choose_kernel("BinaryDense", "real", 0.95, POLICY, weights=weights).kernel
             == chooser.SPARSE_SIGN_SPLIT
         )
 
 
-def test_a_batched_dense_layer_sums_along_the_batch_and_stays_dense_longer():
-    """From ``batch_lanes_from`` rows the dense form is a compute-bound GEMM: sparse only from ``batched_dense_break_even``."""
-    below = (POLICY.sparse_break_even["BinaryDense"] + POLICY.batched_dense_break_even) / 2
-    rows = POLICY.batch_lanes_from
-    assert chooser.choose_kernel("BinaryDense", "real", below, POLICY, batch=rows).kernel == chooser.DENSE_FP32
-    assert not chooser.choose_kernel("BinaryDense", "real", below, POLICY, batch=rows - 1).batch_lanes
-    batched = chooser.choose_kernel("BinaryDense", "real", POLICY.batched_dense_break_even, POLICY, batch=rows)
+def test_a_batched_dense_layer_sums_along_the_batch_from_its_own_break_even():
+    """From ``batch_lanes_from`` rows the dense form is a GEMM and the sign-split form sums along the
+    batch: sparse from ``batched_dense_break_even``, where a batch-1 layer still takes the dense form."""
+    rows, even = POLICY.batch_lanes_from, POLICY.batched_dense_break_even
+    assert chooser.choose_kernel("BinaryDense", "real", even - 0.05, POLICY, batch=rows).kernel == chooser.DENSE_TERNARY
+    assert chooser.choose_kernel("BinaryDense", "real", even, POLICY, batch=rows - 1).kernel == chooser.DENSE_TERNARY
+    batched = chooser.choose_kernel("BinaryDense", "real", even, POLICY, batch=rows)
     assert (batched.kernel, batched.batch_lanes) == (chooser.SPARSE_SIGN_SPLIT, True)
-    assert (
-        chooser.choose_kernel("BinaryDense", "real", below, POLICY, batch=rows - 1).kernel == chooser.SPARSE_SIGN_SPLIT
-    )

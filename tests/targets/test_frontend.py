@@ -1,5 +1,7 @@
 """The ai.mptc hook into TVM's ONNX importer: dispatch, recorded choices, typed errors with context."""
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -16,8 +18,11 @@ from .harness import compile_x86, reference, run, sample
 from .packed_models import binary_chain, binary_conv_model, binary_dense_model
 
 
-def _import(model, break_even=None):
-    lowering = Lowering(kernel_schedules(resolve_target("x86")), default_policy("x86"), break_even=break_even)
+FP32_DENSE = dataclasses.replace(default_policy("x86"), dense_ternary=frozenset())
+
+
+def _import(model, break_even=None, policy=None):
+    lowering = Lowering(kernel_schedules(resolve_target("x86")), policy or default_policy("x86"), break_even=break_even)
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     return from_onnx(model, lowering, {"x": shape}), lowering
 
@@ -32,19 +37,27 @@ def test_layers_call_scheduled_kernels_and_record_why():
 
 
 @pytest.mark.parametrize(
-    "model",
+    "model, policy",
     [
-        binary_conv_model(np.random.default_rng(0), 1, 4, 5, 4, 3, 1, 1, mode="real"),  # Relax conv2d
-        binary_dense_model(np.random.default_rng(0), 5, 100, 13, mode="real"),  # Relax matmul (tiled GEMM)
-        binary_dense_model(np.random.default_rng(0), 1, 100, 13, mode="real"),  # Relax matmul (column panels)
+        (binary_conv_model(np.random.default_rng(0), 1, 4, 5, 4, 3, 1, 1, mode="real"), None),  # Relax conv2d
+        (binary_dense_model(np.random.default_rng(0), 5, 100, 13, mode="real"), FP32_DENSE),  # Relax matmul (GEMM)
+        (binary_dense_model(np.random.default_rng(0), 1, 100, 13, mode="real"), FP32_DENSE),  # (column panels)
     ],
     ids=["conv", "dense-batch5", "dense-batch1"],
 )
-def test_below_break_even_real_input_takes_the_dense_form(model):
-    """The dense form is plain Relax on the unpacked weight, no kernel of ours."""
-    mod, lowering = _import(model, break_even=0.9)
+def test_below_break_even_the_fp32_form_is_plain_relax(model, policy):
+    """The fp32 dense form is plain Relax on the unpacked weight, no kernel of ours."""
+    mod, lowering = _import(model, break_even=0.9, policy=policy)
     assert lowering.layers[0].kernel == chooser.DENSE_FP32
     assert not any(gv.name_hint.startswith("mptc_") for gv, _ in mod.functions_items())
+
+
+def test_below_break_even_a_dense_layer_keeps_bit_planes():
+    """The default dense form of a BinaryDense is our dense-ternary kernel, reading two uint32 planes."""
+    mod, lowering = _import(binary_dense_model(np.random.default_rng(0), 1, 100, 13, mode="real"), break_even=0.9)
+    assert lowering.layers[0].kernel == chooser.DENSE_TERNARY
+    [kernel] = [f for gv, f in mod.functions_items() if gv.name_hint.startswith("mptc_")]
+    assert kernel.script().count("T.Buffer((100, 1), \"uint32\")") == 2  # plus and minus: (K, ceil(O / 32))
 
 
 def test_unknown_mptc_op_is_named():

@@ -22,7 +22,7 @@ def test_xnor_popcount_dense_matches_reference(batch, k, out):
     np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("break_even, kernel", [(0.0, chooser.SPARSE_SIGN_SPLIT), (1.1, chooser.DENSE_FP32)])
+@pytest.mark.parametrize("break_even, kernel", [(0.0, chooser.SPARSE_SIGN_SPLIT), (1.1, chooser.DENSE_TERNARY)])
 @pytest.mark.parametrize("batch, k, out", [(1, 100, 13), (5, 70, 37), (BATCH_LANES_FROM, 70, 37), (19, 100, 13)])
 def test_real_input_dense_both_paths_match_reference(batch, k, out, break_even, kernel):
     """From ``batch_lanes_from`` rows the sparse form sums along the batch (19: a batch that is no
