@@ -53,7 +53,7 @@ from mptc.ops.validate import (
 )
 from mptc.targets import chooser, layout
 from mptc.targets.epilogue import ONNX_DOMAINS, Epilogue, epilogues
-from mptc.targets.kernels import binary_conv, binary_dense, packed_pool, ternary_dense
+from mptc.targets.kernels import binary_conv, binary_dense, dense_ternary, packed_pool
 from mptc.targets.policy import KernelPolicy
 from mptc.targets.schedules import KernelSchedules
 
@@ -255,7 +255,7 @@ class _Layer:
 
 
 class BinaryConv(_onnx.OnnxOpConverter):
-    """``ai.mptc.BinaryConv`` -> XNOR-popcount, block-sparse or dense fp32 conv (``docs/operators.md``)."""
+    """``ai.mptc.BinaryConv`` -> XNOR-popcount, block-sparse, dense-ternary or dense fp32 conv (``docs/operators.md``)."""
 
     @classmethod
     def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
@@ -314,6 +314,14 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 )
                 consts = [t.ptr, t.index, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
+            if choice.kernel == chooser.DENSE_TERNARY:
+                plus, minus = layout.ternary_planes(weight)
+                in_registers = geo.out_height * geo.out_width < layer.lowering.policy.decode_block_pixels
+                func = kernels.conv_ternary(
+                    dense_ternary.conv_ternary_func(geo, kernels.float_lanes, **fused, in_registers=in_registers)
+                )
+                consts = [plus, minus, layer.scale, layer.bias]
+                return layer.call(bb, func, consts, out_shape, extra), consts
             dense = (weight * layer.scale[:, None, None, None]).astype(np.float32)
             conv = relax.op.nn.conv2d(
                 layer.x, relax.const(dense), strides=geo.strides, padding=geo.pads, dilation=geo.dilations
@@ -358,7 +366,7 @@ class BinaryDense(_onnx.OnnxOpConverter):
                 return layer.call(bb, func, consts, (batch, out)), consts
             if choice.kernel == chooser.DENSE_TERNARY:
                 plus, minus = layout.ternary_planes(weight)
-                func = kernels.dense_ternary(ternary_dense.dense_ternary_func(batch, k, out, kernels.float_lanes))
+                func = kernels.dense_ternary(dense_ternary.dense_ternary_func(batch, k, out, kernels.float_lanes))
                 consts = [plus, minus, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
             dense_t = np.ascontiguousarray(

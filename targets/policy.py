@@ -73,10 +73,16 @@ class KernelPolicy:
     """Most extra outputs, as a share of ``OW``, a shifted-plane row may take to round its stride up
     to a whole or half cache line, so every tap's vector loads are aligned (docs/performance.md)."""
 
-    dense_ternary: frozenset[str] = frozenset({"BinaryDense"})
-    """op_types whose dense real-input form is the dense-ternary kernel (2-bit weight planes
-    decoded in registers) rather than an fp32 matmul/conv on the unpacked weight: faster at batch 1
-    from cache and 2-5x from memory, with a 16x smaller module (docs/performance.md)."""
+    dense_ternary: frozenset[str] = frozenset({"BinaryDense", "BinaryConv"})
+    """op_types whose dense real-input form is the dense-ternary kernel (2-bit weight planes,
+    decoded in the kernel) rather than an fp32 matmul/conv on the unpacked weight: 10-16x smaller
+    modules; a dense layer runs faster at batch 1 (from cache, and 2-5x from memory), a conv within
+    0.9-1.0x of the fp32 conv (docs/performance.md)."""
+
+    decode_block_pixels: int = 64
+    """Output pixels per channel from which a dense-ternary conv decodes each task's weights once
+    into an fp32 block; on smaller maps it decodes them in registers, per register tile
+    (docs/performance.md)."""
 
     dense_ternary_break_even: float = 0.92
     """Sparsity from which a dense layer below ``batch_lanes_from`` rows takes the sign-split kernel

@@ -14,7 +14,8 @@ LANE_BITS = "lane_bits"  # a packed output's bits, per vector lane (``bits.thres
 OUTPUT = "output"  # the kernel's result: the float epilogue, the packed words, or a pool's words
 FLAT = "flat"  # the flat input planes of a real-input conv (``layout.FlatInput``)
 GATHER = "gather"  # the sparse sums: the block-sparse conv's ``te.extern``, the sign-split dense's reduction
-TERNARY = "ternary"  # the dense-ternary reduction over 2-bit weight planes decoded in registers
+TERNARY = "ternary"  # the dense-ternary reduction over 2-bit weight planes, decoded
+DECODE = "decode"  # a dense-ternary conv's fp32 block of decoded weights (per parallel task)
 SPLIT = "split"  # the sign-split operand ``[x, -x, 0]`` of a sparse dense layer
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of ``FLAT``: (rows, columns) of each flat plane

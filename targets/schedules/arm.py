@@ -17,6 +17,8 @@ NEON_TILES = CpuTiles(
     dense_vectors=4,
     dense_rows=2,
     conv_accumulators=16,
+    lane_counts=True,
+    popcount_tile=16,
 )
 
 

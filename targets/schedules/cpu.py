@@ -14,6 +14,7 @@ vectorize over output columns (conv) or output channels (dense, a gather) and on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from tvm import s_tir, tirx
 from tvm.script.ir_builder import IRBuilder
@@ -22,6 +23,7 @@ from tvm.script.ir_builder import tirx as T
 from mptc.targets.kernels import stages
 from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import WORD_BITS, ceil_div
+from mptc.targets.schedules import lane_counts
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class CpuTiles:
     )
     l1_floats: int = 8192  # fp32 values of L1 data cache a block-sparse conv's input group may fill (32 KB)
     conv_row_outputs: int = 8  # output channels per register tile when a conv's vectors run along columns
+    lane_counts: bool = False  # popcounts add up in 16-bit counters (``lane_counts``): NEON's cnt + uadalp
+    popcount_tile: int = (
+        0  # accumulators of a conv popcount tile, shaped by ``_conv_tile`` (0: conv_cols x conv_vectors)
+    )
 
 
 # Parallel tasks of a block-sparse conv (consecutive output blocks each): enough to balance a few
@@ -59,6 +65,10 @@ SPARSE_BATCH_VECTORS = 4
 # Batch rows of a dense-ternary register tile (of ``CpuTiles.conv_accumulators`` float vectors in
 # all): each decoded weight vector feeds every row of the tile.
 TERNARY_ROWS = 8
+
+# Parallel tasks a dense-ternary conv aims for: whole output-channel blocks first, then chunks of
+# rows (each chunk decodes its block's weights again).
+TERNARY_CONV_TASKS = 8
 
 # Elements from which an elementwise stage (a dense layer's sign-split operand) runs in parallel.
 PARALLEL_MIN_ELEMENTS = 1 << 16
@@ -93,11 +103,12 @@ class CpuKernelSchedules:
         (``_threshold_words``)."""
         sch = s_tir.Schedule(func)
         count = sch.get_sblock(stages.POPCOUNT)
-        cols = divisor_at_most(extent(sch, sch.get_loops(count)[2]), self.tiles.conv_cols)
+        columns = extent(sch, sch.get_loops(count)[2])
         if stages.LANE_BITS in _block_names(sch):
+            cols, vectors = self._conv_tile(columns, WORD_BITS)
             n, oy, ox, w, lane, v = sch.get_loops(sch.get_sblock(stages.LANE_BITS))
             xo, xi = sch.split(ox, [None, cols])
-            self._threshold_words(sch, [n, oy, xo, w], xi, lane, v, self.tiles.conv_vectors)
+            self._threshold_words(sch, [n, oy, xo, w], xi, lane, v, vectors)
         elif self._columns_as_lanes(sch, count):
             n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
             xo, xl = sch.split(ox, [None, self.word_lanes])
@@ -116,18 +127,23 @@ class CpuKernelSchedules:
             )
         else:
             n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
+            cols, vectors = self._conv_tile(columns, extent(sch, o))
             xo, xi = sch.split(ox, [None, cols])
-            oo, on, ov = sch.split(o, [None, self._vectors(extent(sch, o), self.tiles.conv_vectors), self.word_lanes])
-            sch.reorder(n, oy, xo, oo, ky, kx, cw, xi, on, ov)
+            oo, on, ov = sch.split(o, [None, vectors, self.word_lanes])
+            counters = self._lane_counts(sch, count)
+            # counters: per vector, its weight and mask words serve every column in turn
+            sch.reorder(n, oy, xo, oo, ky, kx, cw, *((on, xi) if counters else (xi, on)), ov)
             tile = sch.fuse(n, oy, xo, oo)
             self._register_tile(
                 sch,
                 count,
                 sch.get_sblock(stages.OUTPUT),
                 tile,
-                reduce_from=sch.fuse(ky, kx, cw),
-                unrolled=(xi, on),
+                # separate tap loops keep the input word's address affine (no division per word)
+                reduce_from=ky if counters else sch.fuse(ky, kx, cw),
+                unrolled=(on, xi, cw) if counters else (xi, on),
                 lanes=ov,
+                counters=counters,
             )
         self._pack(sch, parallel_loops=2)
         if stages.PACK in _block_names(sch):  # float NCHW input: consecutive x are contiguous, one word each
@@ -135,7 +151,7 @@ class CpuKernelSchedules:
             sch.reorder(cw, x)
             # a full float vector of pixels per compare: 2.5x faster than word-wide on 32-pixel rows
             sch.vectorize(sch.split(x, [None, divisor_at_most(extent(sch, x), self.float_lanes)])[1])
-        return sch.mod["main"]
+        return lane_counts.expand(sch.mod["main"])
 
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Tile ``(o/(vectors*lanes), n/rows)`` parallel; words outside the register tile (see ``binary_conv``)."""
@@ -152,11 +168,19 @@ class CpuKernelSchedules:
             no, ni = sch.split(n, [None, rows])
             sch.reorder(oo, no, kw, ni, on, ov)
             tile = sch.fuse(oo, no)
+            counters = self._lane_counts(sch, count)
             self._register_tile(
-                sch, count, sch.get_sblock(stages.OUTPUT), tile, reduce_from=kw, unrolled=(ni, on), lanes=ov
+                sch,
+                count,
+                sch.get_sblock(stages.OUTPUT),
+                tile,
+                reduce_from=kw,
+                unrolled=(ni, on),
+                lanes=ov,
+                counters=counters,
             )
         self._pack(sch, parallel_loops=1)
-        return sch.mod["main"]
+        return lane_counts.expand(sch.mod["main"])
 
     def _columns_as_lanes(self, sch, count) -> bool:
         """A float output whose neighbouring columns read neighbouring input words (one channel
@@ -165,6 +189,32 @@ class CpuKernelSchedules:
         and the epilogue writes whole NCHW rows with no transpose (measured: docs/performance.md)."""
         columns = extent(sch, sch.get_loops(count)[2])
         return int(sch.get(count).annotations[stages.COLUMN_STRIDE]) == 1 and columns % self.word_lanes == 0
+
+    def _lane_counts(self, sch, count) -> bool:
+        """Whether ``count`` accumulates in 16-bit counters (``lane_counts``): where the tiles ask
+        for it and every output's reduction fits the counters."""
+        if not self.tiles.lane_counts:
+            return False
+        block = sch.get(count)
+        words = 1
+        for iv in block.iter_vars:
+            if iv.iter_type == tirx.IterVar.CommReduce:
+                words *= int(iv.dom.extent)
+        return words <= lane_counts.MAX_WORDS
+
+    def _conv_tile(self, columns: int, outputs: int) -> tuple[int, int]:
+        """Columns and popcount vectors of a conv register tile over ``columns`` output columns and
+        ``outputs`` channels. Within ``popcount_tile`` accumulators the shape loads the fewest
+        operands per accumulator step: each vector's weight and mask words (loaded in pairs of
+        words) serve the tile's columns, each column's input word (a broadcast load and its
+        address) the tile's vectors. Ties: more columns."""
+        budget = self.tiles.popcount_tile
+        if not budget:
+            return divisor_at_most(columns, self.tiles.conv_cols), self._vectors(outputs, self.tiles.conv_vectors)
+        shapes = [
+            (c, self._vectors(outputs, budget // c)) for c in range(1, min(columns, budget) + 1) if columns % c == 0
+        ]
+        return min(shapes, key=lambda cv: (Fraction(cv[1] + 2 * cv[0], cv[0] * cv[1]), -cv[0]))
 
     def _vectors(self, outputs: int, max_vectors: int) -> int:
         """Popcount vectors (of ``word_lanes`` outputs) per register tile."""
@@ -177,26 +227,42 @@ class CpuKernelSchedules:
         vector at a time and ORed into the lanes' bits; the word ORs the lanes. Only one group's
         counts are live, so the tile fits in registers however many vectors a word spans."""
         count, bits = sch.get_sblock(stages.POPCOUNT), sch.get_sblock(stages.LANE_BITS)
+        counters = self._lane_counts(sch, count)
         group, vi = sch.split(v, [None, self._vectors(WORD_BITS, max_vectors)])
         sch.reorder(*tile_loops, group, inner, vi, lane)
         tile = sch.fuse(*tile_loops)
         sch.parallel(tile)
         sch.reverse_compute_at(sch.get_sblock(stages.OUTPUT), tile)
+        fold = None
+        if counters:  # the lane bits read the counts folded from the counters (``lane_counts``)
+            source = sch.get(count).writes[0].source
+            index = next(i for i, r in enumerate(sch.get(bits).reads) if r.source.same_as(source))
+            fold = sch.cache_read(bits, index, "local")
+            sch.compute_at(fold, group, preserve_unit_loops=True)
+            sch.set_scope(fold, 0, "local")
         sch.compute_at(count, group, preserve_unit_loops=True)
         loops = sch.get_loops(count)
         reductions = sum(1 for iv in sch.get(count).iter_vars if iv.iter_type == tirx.IterVar.CommReduce)
-        taps = sch.fuse(*loops[-reductions:]) if reductions > 1 else loops[-1]
         position, o = loops[-reductions - 2 : -reductions]
         on, ov = sch.split(o, [None, self.word_lanes])
-        sch.reorder(taps, position, on, ov)
+        if counters:  # separate tap loops (affine addresses), each vector's weights serve every position
+            taps = loops[-reductions:]
+            sch.reorder(*taps, on, position, ov)
+            unrolled = (position, on, inner, vi, taps[-1])
+        else:
+            taps = [sch.fuse(*loops[-reductions:]) if reductions > 1 else loops[-1]]
+            sch.reorder(*taps, position, on, ov)
+            unrolled = (position, on, inner, vi)
         sch.set_scope(count, 0, "local")
         sch.set_scope(bits, 0, "local")
-        for loop in (position, on, inner, vi):
+        for loop in unrolled:
             sch.unroll(loop)
         sch.vectorize(ov)
         sch.vectorize(lane)
-        sch.decompose_reduction(count, taps)
+        sch.decompose_reduction(count, taps[0])
         sch.decompose_reduction(bits, group)
+        if fold is not None:
+            _mark_counters(sch, count, fold, group, self.word_lanes)
 
     def conv_chunk(self, flat: int, block: int) -> int:
         """Flat outputs per register tile of a real-input conv with ``block`` output channels: whole
@@ -305,6 +371,43 @@ class CpuKernelSchedules:
         self._register_tile(sch, acc, out, tile, reduce_from=k, unrolled=(ni, on), lanes=ov)
         return sch.mod["main"]
 
+    def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Parallel over ``(n, output-channel vectors, row chunk)`` tasks, each decoding its
+        channels' weights once where the kernel has a ``DECODE`` block; register tiles of a 2-D
+        block of output pixels (columns, then rows while the accumulators last) x the vectors that
+        fill the rest: each weight vector feeds every pixel of the tile (broadcast inputs), the
+        taps outside the tile."""
+        sch = s_tir.Schedule(func)
+        acc, out = sch.get_sblock(stages.TERNARY), sch.get_sblock(stages.OUTPUT)
+        n, oy, ox, o, c, ky, kx = sch.get_loops(acc)
+        budget = self.tiles.conv_accumulators
+        cols = divisor_at_most(extent(sch, ox), budget)
+        rows = divisor_at_most(extent(sch, oy), budget // cols)
+        vectors = divisor_at_most(extent(sch, o) // self.float_lanes, budget // (cols * rows))
+        tasks = extent(sch, n) * extent(sch, o) // (vectors * self.float_lanes)
+        chunks = min(extent(sch, oy) // rows, ceil_div(TERNARY_CONV_TASKS, tasks))
+        chunk = divisor_at_most(extent(sch, oy) // rows, ceil_div(extent(sch, oy) // rows, chunks)) * rows
+        oo, on, ov = sch.split(o, [None, vectors, self.float_lanes])
+        yo, ym, yi = sch.split(oy, [None, chunk // rows, rows])
+        xo, xi = sch.split(ox, [None, cols])
+        sch.reorder(n, oo, yo, ym, xo, c, ky, kx, yi, xi, on, ov)
+        task = sch.fuse(n, oo, yo)
+        sch.parallel(task)
+        sch.set_scope(acc, 0, "local")
+        sch.reverse_compute_at(out, xo)
+        for loop in (yi, xi, on):
+            sch.unroll(loop)
+        sch.vectorize(ov)
+        sch.decompose_reduction(acc, c)
+        if stages.DECODE in _block_names(sch):
+            decode = sch.get_sblock(stages.DECODE)
+            sch.compute_at(decode, task)
+            sch.vectorize(sch.get_loops(decode)[-1])
+        pad = sch.get_sblock(stages.PAD)
+        pn, pc, _, _ = sch.get_loops(pad)
+        sch.parallel(sch.fuse(pn, pc))
+        return sch.mod["main"]
+
     def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """``batch_lanes`` form: parallel over tiles of ``SPARSE_BATCH_ROWS`` outputs x a batch
         chunk of up to ``SPARSE_BATCH_VECTORS`` vectors; per index entry, vector loads and adds."""
@@ -332,10 +435,19 @@ class CpuKernelSchedules:
         return sch.mod["main"]
 
     @staticmethod
-    def _register_tile(sch, reduce, epilogue, tile, reduce_from, unrolled, lanes) -> None:
-        """Accumulate ``reduce`` in a register tile under ``tile`` and emit the epilogue there, vectorized."""
+    def _register_tile(sch, reduce, epilogue, tile, reduce_from, unrolled, lanes, counters=False) -> None:
+        """Accumulate ``reduce`` in a register tile under ``tile`` and emit the epilogue there, vectorized.
+
+        ``counters``: ``reduce`` is a popcount kept in 16-bit counters (``lane_counts``), folded
+        into counts by a copy of the tile that the epilogue reads."""
         sch.parallel(tile)
         sch.set_scope(reduce, 0, "local")
+        fold = None
+        if counters:
+            source = sch.get(reduce).writes[0].source
+            index = next(i for i, r in enumerate(sch.get(epilogue).reads) if r.source.same_as(source))
+            fold = sch.cache_read(epilogue, index, "local")
+            sch.reverse_compute_at(fold, tile)
         sch.reverse_compute_at(epilogue, tile)
         for loop in unrolled:
             sch.unroll(loop)
@@ -344,6 +456,12 @@ class CpuKernelSchedules:
         inner = sch.get_loops(epilogue)[-1]
         if not sch.get(inner).same_as(sch.get(tile)):
             sch.vectorize(inner)
+        if fold is not None:
+            _mark_counters(sch, reduce, fold, tile, int(sch.get(lanes).extent))
+            loops = sch.get_loops(epilogue)
+            depth = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(tile))) + 1
+            for loop in loops[depth:-1]:
+                sch.unroll(loop)
 
     @staticmethod
     def _pack(sch, parallel_loops: int) -> None:
@@ -373,6 +491,18 @@ class CpuKernelSchedules:
         if elements >= PARALLEL_MIN_ELEMENTS:
             sch.parallel(outer)
         sch.vectorize(inner)
+
+
+def _mark_counters(sch, update, fold, tile, lanes: int) -> None:
+    """Mark the popcount update's vector and the fold copy's vectors (one per ``lanes`` counts,
+    the copy's loops under ``tile`` unrolled) for ``lane_counts.expand``."""
+    lane_counts.mark(sch, sch.get_loops(update)[-1], lane_counts.STEP)
+    loops = sch.get_loops(fold)
+    depth = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(tile))) + 1
+    vectors, inner = sch.split(loops[-1], [None, lanes])
+    for loop in [*loops[depth:-1], vectors]:
+        sch.unroll(loop)
+    lane_counts.mark(sch, inner, lane_counts.FOLD)
 
 
 def _block_names(sch: s_tir.Schedule) -> set[str]:

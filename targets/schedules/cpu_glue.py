@@ -35,7 +35,8 @@ first:
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
+import numpy as np
+from tvm import s_tir, sym, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
@@ -47,6 +48,7 @@ from mptc.targets.schedules.cpu import divisor_at_most, extent
 
 TILE_VECTORS = 2  # vectors per register-tile row (innermost spatial axis)
 TILE_ACCUMULATORS = 8  # rows x vectors kept in registers; leaves room for operands in 16 (AVX2/NEON: 32) registers
+TILE_ACCUMULATORS_AVX512 = 24  # the same with 32 registers: operands (vectors + a broadcast) take the rest
 PANEL_COLUMNS = 1024  # batch-1 matmul: outputs per thread panel (4 KiB of accumulators, stays in L1)
 PANEL_TASKS = 4  # batch-1 matmul: panels narrow enough that a few cores share the columns
 
@@ -93,11 +95,20 @@ class TiledReduction(_VectorRule):
             sch.reverse_compute_inline(info.block_rv)
         weights = [func.params[i] for i in (func.attrs or {}).get("layout_free_buffers", [])]
         axis = self._vector_axis(sch, main.block_rv, spatial, weights)
+        if axis == spatial - 1 and not __import__("os").environ.get("NODEINT"):
+            for pad in pads:
+                _deinterleave(sch, pad, main.block_rv, axis)
         column_reads = _column_reads(sch.get(main.block_rv), axis)
         weight_columns = any(_is_weight(read, weights) for read, _ in column_reads)
-        self._tile(sch, main.block_rv, writeback, spatial, axis, column_reads, weight_columns)
+        tile = self._tile(sch, main.block_rv, writeback, spatial, axis, column_reads, weight_columns)
         for pad in pads:
-            self._parallel_vectorized(sch, pad)
+            if tile is not None and _windowed(sch, pad, main.block_rv, spatial):
+                # a depthwise conv or a pool reads a small window of the padded input per tile:
+                # padded there, it stays in L1 instead of taking a pass over memory
+                sch.compute_at(pad, tile)
+                self._vectorize_innermost(sch, pad, tile)
+            else:
+                self._parallel_vectorized(sch, pad)
         RewriteLayout().apply(sch)
         return sch
 
@@ -119,12 +130,18 @@ class TiledReduction(_VectorRule):
         return max(candidates + [spatial - 1], key=lambda axis: (lane_use(axis), axis))
 
     def _vector_cols(self, size: int) -> int:
-        """Columns of a register tile along an axis of ``size``: up to ``TILE_VECTORS`` vectors, dividing it."""
-        return divisor_at_most(size, TILE_VECTORS * self.float_lanes)
+        """Columns of a register tile along an axis of ``size``: up to ``TILE_VECTORS`` vectors."""
+        return self._columns(size, TILE_VECTORS * self.float_lanes)
 
-    def _tile(
-        self, sch: s_tir.Schedule, block, writeback, spatial: int, axis: int, column_reads, weight_columns: bool
-    ) -> None:
+    def _columns(self, size: int, cap: int) -> int:
+        """The widest tile row up to ``cap`` lanes that divides ``size`` and is whole vectors or a
+        power of two: LLVM breaks other widths (28, 14) into scalar pieces spilled to the stack."""
+        return max(c for c in range(1, min(size, cap) + 1) if size % c == 0 and self._whole(c))
+
+    def _whole(self, cols: int) -> bool:
+        return cols % self.float_lanes == 0 or cols < self.float_lanes
+
+    def _tile(self, sch: s_tir.Schedule, block, writeback, spatial: int, axis: int, column_reads, weight_columns: bool):
         """Register tiles of ``rows x columns``; the column panels outermost when ``weight_columns``.
         With the vectors along an outer axis, the rows tile the two innermost free axes (a 2-D
         block of output pixels) so a small map still fills the tile."""
@@ -138,11 +155,7 @@ class TiledReduction(_VectorRule):
         rows = free[-1] if free else (spatial - 2 if spatial > 1 else None)  # innermost free axis
         if rows is None or extent(sch, outer[rows]) == 1:
             self._panel(sch, block, writeback, outer, cols, reduce)
-            return
-        vector_cols = self._vector_cols(extent(sch, cols))
-        vectors = -(-vector_cols // self.float_lanes)
-        co, ci = sch.split(cols, [None, vector_cols])
-        budget = max(1, TILE_ACCUMULATORS // vectors)
+            return None
         row_axes = [rows]
         if axis != spatial - 1:
             # the next outer free axis joins the rows when its loop is adjacent (the vector axis not between)
@@ -153,14 +166,16 @@ class TiledReduction(_VectorRule):
             sch.transform_layout(
                 block, ("write", 0), lambda *index: [*index[:lanes], *index[lanes + 1 :], index[lanes]]
             )
+        vector_cols, row_sizes = self._tile_shape(extent(sch, cols), [extent(sch, outer[i]) for i in row_axes])
+        co, ci = sch.split(cols, [None, vector_cols])
         inner = []
-        for i in reversed(row_axes):
-            size = divisor_at_most(extent(sch, outer[i]), budget)
-            budget //= size
+        for i, size in zip(row_axes, row_sizes, strict=True):
             outer[i], part = sch.split(outer[i], [None, size])
-            inner.insert(0, part)
+            inner.append(part)
         order = [co, *outer] if weight_columns else [*outer, co]
         sch.reorder(*order, *reduce, *inner, ci)
+        if len(reduce) > 1 and extent(sch, reduce[-1]) <= 8 and __import__("os").environ.get("UNR"):
+            sch.unroll(reduce[-1])  # kernel taps: their offsets fold into the addresses
         tile = sch.fuse(*order)
         sch.parallel(tile)
         sch.reverse_compute_at(writeback, tile)
@@ -169,6 +184,32 @@ class TiledReduction(_VectorRule):
             sch.unroll(part)
         sch.decompose_reduction(block, reduce[0])
         self._vectorize_innermost(sch, writeback, tile)
+        return tile
+
+    def _tile_shape(self, columns: int, row_extents: list[int]) -> tuple[int, list[int]]:
+        """``(columns, rows per row axis)`` of the register tile with the most outputs whose
+        accumulators fit the register budget; every size divides its extent (no predicate).
+        Trying 1 to ``TILE_VECTORS`` vectors per row lets a prime row extent (a 7x7 map) take
+        all its rows instead of one."""
+        budget = self.accumulators
+        best: tuple[int, int, list[int]] | None = None
+        for vectors in range(TILE_VECTORS, 0, -1):  # ties: more vectors, fewer broadcasts per FMA
+            cols = self._columns(columns, vectors * self.float_lanes)
+            left = max(1, budget // -(-cols // self.float_lanes))
+            sizes = []
+            for size in reversed(row_extents):
+                sizes.insert(0, divisor_at_most(size, left))
+                left //= sizes[0]
+            outputs = cols * int(np.prod(sizes))
+            if best is None or outputs > best[0]:
+                best = (outputs, cols, sizes)
+        assert best is not None
+        return best[1], best[2]
+
+    @property
+    def accumulators(self) -> int:
+        """Register-tile accumulators: AVX-512 (16 lanes) has 32 vector registers, AVX2 16."""
+        return TILE_ACCUMULATORS_AVX512 if self.float_lanes >= 16 else TILE_ACCUMULATORS
 
     def _panel(self, sch: s_tir.Schedule, block, writeback, outer, cols, reduce) -> None:
         """Batch-1 matmul: each thread streams weight rows into a panel of accumulators."""
@@ -206,6 +247,48 @@ class TiledReduction(_VectorRule):
             sch.parallel(sch.fuse(*loops[:-1]))
         if extent(sch, loops[-1]) > 1:
             sch.vectorize(loops[-1])
+
+
+def _windowed(sch: s_tir.Schedule, pad, block, spatial: int) -> bool:
+    """Whether ``block`` reads the padded buffer of ``pad`` only through a window that slides with
+    the outputs: every reduction axis of the read indexes some dimension together with a spatial
+    axis (the taps of a depthwise conv or a pool; not the input channels a full conv sums)."""
+    buffer = sch.get(pad).writes[0].source
+    stmt = sch.get(block)
+    spatial_vars = {iv.var for iv in stmt.iter_vars[:spatial]}
+    reduce_vars = {iv.var for iv in stmt.iter_vars[spatial:]}
+    for read in stmt.reads:
+        if read.source.same_as(buffer):
+            dims = [collect_vars_used_in_prim_expr(r.min) for r in read.region]
+            sliding = set().union(*(found for found in dims if found & spatial_vars))
+            if (set().union(*dims) & reduce_vars) - sliding:
+                return False
+    return True
+
+
+def _deinterleave(sch: s_tir.Schedule, pad, block, axis: int) -> None:
+    """Store the padded input with each stride phase of its last dimension contiguous
+    (``[..., w % s, w // s]``) when ``block`` reads it with stride ``s`` along the vector axis: the
+    vector loads of a strided conv or pool are then contiguous instead of gathers."""
+    buffer = sch.get(pad).writes[0].source
+    stmt = sch.get(block)
+    column = stmt.iter_vars[axis].var
+    reads = [read for read in stmt.reads if read.source.same_as(buffer)]
+    if len(reads) != 1:
+        return
+    coefficients = sym.detect_linear_equation(reads[0].region[-1].min, [column])
+    if len(coefficients) != 2 or not isinstance(coefficients[0], tirx.IntImm):
+        return
+    stride, width = int(coefficients[0]), int(buffer.shape[-1])
+    if stride < 2 or width % stride:
+        return
+
+    def phases(ndim: int) -> tirx.IndexMap:
+        return tirx.IndexMap.from_func(lambda *index: [*index[:-1], index[-1] % stride, index[-1] // stride], ndim=ndim)
+
+    sch.transform_layout(pad, ("write", 0), phases(len(buffer.shape)))
+    # the pad block iterates in the new order too, so its stores stay contiguous
+    sch.transform_block_layout(pad, phases(len(sch.get(pad).iter_vars)))
 
 
 def _column_reads(stmt, axis: int) -> list:

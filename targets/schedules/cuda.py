@@ -90,6 +90,10 @@ class CudaKernelSchedules:
     def dense_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, (), stages.TERNARY)
 
+    def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """One thread per output; the padded input and the decoded weights are stages of their own."""
+        return self._per_output(func, (stages.PAD, stages.DECODE), stages.TERNARY)
+
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
         _bind(sch, sch.get_sblock(stages.OUTPUT))

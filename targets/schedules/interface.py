@@ -65,7 +65,11 @@ class KernelSchedules(Protocol):
         ...
 
     def dense_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        """The scheduled dense-ternary dense, 2-bit weight planes (``kernels.ternary_dense.dense_ternary_func``)."""
+        """The scheduled dense-ternary dense, 2-bit weight planes (``kernels.dense_ternary.dense_ternary_func``)."""
+        ...
+
+    def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The scheduled dense-ternary conv (``kernels.dense_ternary.conv_ternary_func``)."""
         ...
 
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

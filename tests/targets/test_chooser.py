@@ -37,6 +37,8 @@ def test_a_dense_layer_keeps_its_weight_as_bit_planes_below_the_break_even():
     assert POLICY.sparse_break_even["BinaryDense"] == POLICY.dense_ternary_break_even
     assert FP32_DENSE.sparse_break_even["BinaryDense"] == FP32_DENSE.dense_break_even
     assert chooser.choose_kernel("BinaryDense", "real", 0.2, FP32_DENSE).kernel == chooser.DENSE_FP32
+    assert chooser.choose_kernel("BinaryConv", "real", 0.2, FP32_DENSE).kernel == chooser.DENSE_FP32
+    assert chooser.choose_kernel("BinaryConv", "real", 0.2, POLICY).kernel == chooser.DENSE_TERNARY
 
 
 def test_an_override_replaces_the_default():
@@ -47,7 +49,7 @@ def test_another_policy_moves_the_choice():
     """The chooser reads only the policy it is given: a later break-even keeps a layer dense, a
     block size reaches the choice."""
     policy = dataclasses.replace(POLICY, conv_break_even=0.9, conv_block=3)
-    assert chooser.choose_kernel("BinaryConv", "real", 0.5, policy).kernel == chooser.DENSE_FP32
+    assert chooser.choose_kernel("BinaryConv", "real", 0.5, policy).kernel == chooser.DENSE_TERNARY
     assert chooser.choose_kernel("BinaryConv", "real", 0.9, policy, flat_outputs=POLICY.short_flat).block == 3
 
 

@@ -120,5 +120,5 @@ def test_a_policy_given_to_compile_model_picks_the_kernels(tmp_path):
     model = binary_conv_model(np.random.default_rng(4), 1, 16, 4, 24, 3, 1, 1, mode="real", sparsity=0.9)
     policy = dataclasses.replace(default_policy("x86"), conv_break_even=0.95)
     manifest = compile_model(model, "x86", tmp_path, policy=policy)
-    assert [layer["kernel"] for layer in manifest["layers"]] == [chooser.DENSE_FP32]
+    assert [layer["kernel"] for layer in manifest["layers"]] == [chooser.DENSE_TERNARY]
     assert manifest["sparse_break_even"] == {"BinaryConv": 0.95, "BinaryDense": policy.dense_ternary_break_even}

@@ -39,7 +39,7 @@ def test_layers_call_scheduled_kernels_and_record_why():
 @pytest.mark.parametrize(
     "model, policy",
     [
-        (binary_conv_model(np.random.default_rng(0), 1, 4, 5, 4, 3, 1, 1, mode="real"), None),  # Relax conv2d
+        (binary_conv_model(np.random.default_rng(0), 1, 4, 5, 4, 3, 1, 1, mode="real"), FP32_DENSE),  # Relax conv2d
         (binary_dense_model(np.random.default_rng(0), 5, 100, 13, mode="real"), FP32_DENSE),  # Relax matmul (GEMM)
         (binary_dense_model(np.random.default_rng(0), 1, 100, 13, mode="real"), FP32_DENSE),  # (column panels)
     ],
@@ -57,7 +57,7 @@ def test_below_break_even_a_dense_layer_keeps_bit_planes():
     mod, lowering = _import(binary_dense_model(np.random.default_rng(0), 1, 100, 13, mode="real"), break_even=0.9)
     assert lowering.layers[0].kernel == chooser.DENSE_TERNARY
     [kernel] = [f for gv, f in mod.functions_items() if gv.name_hint.startswith("mptc_")]
-    assert kernel.script().count("T.Buffer((100, 1), \"uint32\")") == 2  # plus and minus: (K, ceil(O / 32))
+    assert kernel.script().count('T.Buffer((100, 1), "uint32")') == 2  # plus and minus: (K, ceil(O / 32))
 
 
 def test_unknown_mptc_op_is_named():

@@ -1,0 +1,108 @@
+"""TE compute of the dense-ternary form of ``ai.mptc`` layers with real input (MPT-1/32).
+
+The weight stays two bit-planes in the module (``targets.layout.ternary_planes``): ``plus`` has
+bit ``o % 32`` of word ``[*tap, o // 32]`` set where ``w[o, *tap] = +1``, ``minus`` where it is
+``-1``; zero pad bits past ``O`` decode to ``w = 0``::
+
+    w(tap, o) = [plus bit] - [minus bit]
+
+BinaryDense decodes in registers::
+
+    y[n, o] = scale[o] * sum_k x[n, k] * w(k, o) + bias[o]
+
+With the output channels as vector lanes, a plane's 16 (AVX-512) bits of one vector are one mask
+register loaded straight from memory: the decode is a masked move and a masked subtract per
+vector of weights, shared by the batch rows of a register tile, and the weight traffic is 2 bits
+per weight instead of 32.
+
+BinaryConv decodes once per parallel task into an fp32 block of its output channels (stage
+``DECODE``, ``(O / V, C, kh, kw, V)``), which the task's register tiles then read as vectors::
+
+    acc[n, oy, ox, o] = sum_{c, ky, kx} xp[n, c, oy*sh + ky*dh, ox*sw + kx*dw] * wd[o // V, c, ky, kx, o % V]
+    y[n, o, oy, ox] = scale[o] * acc[n, oy, ox, o] + bias[o]  (+ residual, ReLU: ``targets.epilogue``)
+
+``xp`` is the zero-padded input (stage ``PAD``). A task decodes ``C * kh * kw * V`` weights for
+``OH' * OW * V`` outputs of ``C * kh * kw`` taps each: the decode is a fraction ``1 / (OH' * OW)``
+of the work, the module keeps 2 bits per weight, and the fp32 block stays in cache.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from mptc.targets.kernels import stages
+from mptc.targets.kernels.epilogue import finish, residual_input
+from mptc.targets.layout import PLANE, PLANE_BITS, ConvGeometry, ceil_div
+
+
+def plane_weight(plus: te.Tensor, minus: te.Tensor, taps: tuple[tirx.PrimExpr, ...], o: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The decoded weight ``[plus bit] - [minus bit]`` (float32) of output ``o`` at tap index ``taps``."""
+    word = (*taps, o // PLANE_BITS)
+    bit = tirx.const(1, PLANE) << (o % PLANE_BITS).astype(PLANE)
+    one, zero, none = tirx.const(1.0, "float32"), tirx.const(0.0, "float32"), tirx.const(0, PLANE)
+    return tirx.Select(plus[word] & bit != none, one, zero) - tirx.Select(minus[word] & bit != none, one, zero)
+
+
+def dense_ternary_func(batch: int, k: int, out: int, lanes: int) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, plus, minus, scale, bias) -> y``; the reduction (stage ``TERNARY``)
+    covers ``O`` rounded up to whole vectors of ``lanes`` outputs, which the planes' words hold."""
+    words = ceil_div(out, PLANE_BITS)
+    x = te.placeholder((batch, k), "float32", name="x")
+    plus = te.placeholder((k, words), PLANE, name="plus")
+    minus = te.placeholder((k, words), PLANE, name="minus")
+    scale = te.placeholder((out,), "float32", name="scale")
+    bias = te.placeholder((out,), "float32", name="bias")
+    j = te.reduce_axis((0, k), name="k")
+    acc = te.compute(
+        (batch, ceil_div(out, lanes) * lanes),
+        lambda n, o: te.sum(x[n, j] * plane_weight(plus, minus, (j,), o), axis=j),
+        name=stages.TERNARY,
+    )
+    y = te.compute((batch, out), lambda n, o: scale[o] * acc[n, o] + bias[o], name=stages.OUTPUT)
+    return te.create_prim_func([x, plus, minus, scale, bias, y])
+
+
+def conv_ternary_func(
+    geo: ConvGeometry, lanes: int, residual: bool = False, relu: bool = False, in_registers: bool = False
+) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, plus, minus, scale, bias[, residual]) -> y`` (NCHW), the decoded
+    block ``DECODE`` and the reduction ``TERNARY`` over ``O`` rounded up to whole vectors of ``lanes``;
+    ``residual`` / ``relu`` fuse ``+ residual`` / ``max(., 0)`` into ``OUTPUT``."""
+    (sh, sw), (dh, dw), (kh, kw) = geo.strides, geo.dilations, geo.kernel
+    top, left = geo.pads[0], geo.pads[1]
+    x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
+    planes = (geo.channels, kh, kw, ceil_div(geo.out_channels, PLANE_BITS))
+    plus, minus = te.placeholder(planes, PLANE, name="plus"), te.placeholder(planes, PLANE, name="minus")
+    scale = te.placeholder((geo.out_channels,), "float32", name="scale")
+    bias = te.placeholder((geo.out_channels,), "float32", name="bias")
+    res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
+
+    def padded(n, c, yp, xp):
+        y, xx = yp - top, xp - left
+        inside = tirx.all(y >= 0, y < geo.height, xx >= 0, xx < geo.width)
+        clamp_y, clamp_x = tirx.max(tirx.min(y, geo.height - 1), 0), tirx.max(tirx.min(xx, geo.width - 1), 0)
+        return tirx.if_then_else(inside, x[n, c, clamp_y, clamp_x], tirx.const(0.0, "float32"))
+
+    xp = te.compute((geo.batch, geo.channels, geo.padded_height, geo.padded_width), padded, name=stages.PAD)
+    blocks = ceil_div(geo.out_channels, lanes)
+    wd = te.compute(
+        (blocks, geo.channels, kh, kw, lanes),
+        lambda b, c, ky, kx, v: plane_weight(plus, minus, (c, ky, kx), b * lanes + v),
+        name=stages.DECODE,
+    )
+    c, ky, kx = te.reduce_axis((0, geo.channels), "c"), te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
+
+    def weight(o):
+        return plane_weight(plus, minus, (c, ky, kx), o) if in_registers else wd[o // lanes, c, ky, kx, o % lanes]
+
+    acc = te.compute(
+        (geo.batch, geo.out_height, geo.out_width, blocks * lanes),
+        lambda n, oy, ox, o: te.sum(xp[n, c, oy * sh + ky * dh, ox * sw + kx * dw] * weight(o), axis=[c, ky, kx]),
+        name=stages.TERNARY,
+    )
+    y = te.compute(
+        (geo.batch, geo.out_channels, geo.out_height, geo.out_width),
+        lambda n, o, oy, ox: finish(scale[o] * acc[n, oy, ox, o] + bias[o], res, relu, n, o, oy, ox),
+        name=stages.OUTPUT,
+    )
+    return te.create_prim_func([x, plus, minus, scale, bias, *([res] if res is not None else []), y])

@@ -1,0 +1,141 @@
+"""Popcounts accumulated in 16-bit counters: the NEON form of the XNOR-popcount step.
+
+NEON counts bits per byte (``cnt.16b``) only; a 64-bit popcount widens the byte counts three
+times (``uaddlp`` x3) before it is added. Here each uint64 accumulator of the register tile is
+four 16-bit counters instead, and a step adds the popcount of each 16-bit lane of the XNOR word
+(``cnt.16b`` + ``uadalp.8h``: two instructions per vector of words instead of five). The
+counters are folded into one count per accumulator once per tile (``fold``: two shifted adds
+and a mask), before the epilogue reads them.
+
+A step or fold is a block of one vector of ``lanes`` words whose scalar body the schedule
+blockizes and marks (``mark``); ``expand`` replaces each marked block's body by the vector
+statement, from the block's read and write regions (the vector is the last axis of the counts
+and of the weight tables). It is what a tensor intrinsic would do, written out because
+``Schedule.tensorize`` cannot copy an intrinsic with the FFI this TVM runs on.
+
+The counters hold the exact count while it fits 16 bits: a reduction of at most
+``MAX_WORDS`` words (64 bits each) per output.
+"""
+
+from __future__ import annotations
+
+import tvm_ffi
+from tvm import s_tir, tirx
+from tvm.ir.expr import Call, TensorLoad
+
+WORD = "uint64"
+COUNTERS = 4  # 16-bit counters per uint64 word
+MAX_WORDS = (1 << 16) // 64 - 1  # counts up to 64 * MAX_WORDS < 2^16 fold exactly
+KIND = "mptc.lane_counts"  # block annotation: STEP or FOLD
+STEP = "step"
+FOLD = "fold"
+
+
+def mark(sch: s_tir.Schedule, lanes_loop: s_tir.schedule.LoopRV, kind: str) -> s_tir.schedule.SBlockRV:
+    """Blockize the vector loop ``lanes_loop`` (the popcount update's, or the fold copy's) for ``expand``."""
+    block = sch.blockize(lanes_loop)
+    sch.annotate(block, KIND, kind)
+    return block
+
+
+def expand(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with every marked block's body replaced by its vector statement."""
+    body = tvm_ffi.structural_map(func.body, [(s_tir.SBlock, _expand_block)], order="post")
+    return func if body.same_as(func.body) else func.with_body(body)
+
+
+def _expand_block(block: s_tir.SBlock) -> s_tir.SBlock:
+    kind = block.annotations.get(KIND)
+    if kind is None:
+        return block
+    statement = _step(block) if str(kind) == STEP else _fold(block)
+    annotations = {k: v for k, v in block.annotations.items() if k != KIND}
+    return s_tir.SBlock(
+        block.iter_vars,
+        block.reads,
+        block.writes,
+        block.name_hint,
+        statement,
+        block.init,
+        block.alloc_buffers,
+        block.match_buffers,
+        annotations,
+    )
+
+
+def _inner_store(block: s_tir.SBlock) -> tirx.BufferStore:
+    """The scalar store of the blockized block (``for lane: block: store``)."""
+    found: list[tirx.BufferStore] = []
+    tvm_ffi.structural_map(block.body, [(tirx.BufferStore, lambda s: found.append(s) or s)], order="post")
+    if len(found) != 1:
+        raise ValueError(f"{block.name_hint}: expected one store under the vector loop, found {len(found)}")
+    return found[0]
+
+
+def _region(block: s_tir.SBlock, buffer, writes: bool = False):
+    for region in block.writes if writes else block.reads:
+        if region.source.same_as(buffer):
+            return region.region
+    raise ValueError(f"{block.name_hint} does not access {buffer}")
+
+
+def _load(block: s_tir.SBlock, load: TensorLoad, lanes: int) -> tirx.PrimExpr:
+    """The region of ``load``'s buffer in ``block`` as one value, broadcast to ``lanes`` where it
+    is a single element."""
+    region = _region(block, load.source)
+    value = _access(region, lanes, lambda index: tirx.BufferLoad(load.source, index))
+    return value if _is_vector(region) else tirx.Broadcast(value, lanes)
+
+
+def _is_vector(region) -> bool:
+    return any(int(r.extent) != 1 for r in region)
+
+
+def _access(region, lanes: int, make):
+    """``make(index)`` of a one-element region, or of the vector index of a region that is one run
+    of ``lanes`` elements along the last axis."""
+    index = [r.min for r in region]
+    if not _is_vector(region):
+        return make(index)
+    if int(region[-1].extent) != lanes or any(int(r.extent) != 1 for r in region[:-1]):
+        raise ValueError(f"region {region} is not one vector of {lanes} along its last axis")
+    return make([*index[:-1], tirx.Ramp(index[-1], 1, lanes)])
+
+
+def _lanes(block: s_tir.SBlock) -> int:
+    return int(block.writes[0].region[-1].extent)
+
+
+def _counters(words: tirx.PrimExpr, lanes: int) -> tirx.PrimExpr:
+    return tirx.reinterpret(f"uint16x{COUNTERS * lanes}", words)
+
+
+def _step(block: s_tir.SBlock) -> tirx.Stmt:
+    """``D += popcount((a ^ w) & m)`` -> ``D16 += popcount16((a ^ w) & m)`` on one vector."""
+    store, lanes = _inner_store(block), _lanes(block)
+    total = store.value
+    if not (isinstance(total, tirx.Add) and isinstance(total.b, Call) and total.b.op.name == "tirx.popcount"):
+        raise ValueError(f"{block.name_hint}: not an accumulated popcount: {total}")
+    masked = total.b.args[0]
+    if not (isinstance(masked, tirx.BitwiseAnd) and isinstance(masked.a, tirx.BitwiseXor)):
+        raise ValueError(f"{block.name_hint}: not a popcount of (a ^ w) & m: {masked}")
+    act, sign, mask = (_load(block, load, lanes) for load in (masked.a.a, masked.a.b, masked.b))
+    counts = _access(_region(block, store.buffer, writes=True), lanes, lambda i: tirx.BufferLoad(store.buffer, i))
+    word = (act ^ sign) & mask
+    value = tirx.reinterpret(f"{WORD}x{lanes}", _counters(counts, lanes) + tirx.popcount(_counters(word, lanes)))
+    return tirx.BufferStore(store.buffer, value, list(counts.indices))
+
+
+def _fold(block: s_tir.SBlock) -> tirx.Stmt:
+    """A copy of the counters -> their sum per word (exact below 2^16)."""
+    store, lanes = _inner_store(block), _lanes(block)
+    if not isinstance(store.value, TensorLoad):
+        raise ValueError(f"{block.name_hint}: not a copy: {store.value}")
+    words = _load(block, store.value, lanes)
+
+    def shifted_add(x: tirx.PrimExpr, bits: int) -> tirx.PrimExpr:
+        return x + (x >> tirx.Broadcast(tirx.const(bits, WORD), lanes))
+
+    folded = shifted_add(shifted_add(words, 16), 32) & tirx.Broadcast(tirx.const(0xFFFF, WORD), lanes)
+    out = _access(_region(block, store.buffer, writes=True), lanes, lambda i: tirx.BufferLoad(store.buffer, i))
+    return tirx.BufferStore(store.buffer, folded, list(out.indices))

@@ -1,0 +1,135 @@
+"""The dense-ternary kernels (2-bit weight planes decoded in the kernel) vs ``mptc.ops.reference``."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from mptc.targets import chooser, layout
+from mptc.targets.compile import compile_model
+from mptc.targets.policy import default_policy
+from mptc.targets.schedules.arm import NEON_TILES
+from mptc.targets.schedules.cpu import CpuKernelSchedules
+from mptc.targets.schedules.x86 import AVX2_TILES
+
+from ..harness import compile_x86, reference, relative_error, run, sample
+from ..packed_models import binary_conv_model, binary_dense_model, residual_block
+
+# (batch, K, out): outputs below one vector, off and on whole plane words (32) and vectors; batches
+# below, at and past a register tile's rows
+CASES = [(1, 100, 13), (1, 64, 32), (3, 37, 45), (5, 200, 64), (19, 70, 33), (8, 512, 512)]
+
+
+@pytest.mark.parametrize("batch, k, out", CASES)
+def test_dense_ternary_matches_reference(batch, k, out):
+    model = binary_dense_model(np.random.default_rng(11), batch, k, out, mode="real", sparsity=0.3)
+    vm, lowering = compile_x86(model)
+    x = sample(model)
+    [layer] = lowering.layers
+    assert layer.kernel == chooser.DENSE_TERNARY and "2-bit weight planes" in layer.reason
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+@pytest.mark.parametrize("tiles", [AVX2_TILES, NEON_TILES], ids=["avx2", "neon"])
+def test_dense_ternary_with_other_families_tiles(tiles):
+    """AVX2's 8 and NEON's 4 lanes split a plane word into 4 and 8 vectors (run on this host)."""
+    model = binary_dense_model(np.random.default_rng(12), 3, 90, 45, mode="real", sparsity=0.2)
+    vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(tiles))
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.DENSE_TERNARY
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+def test_dense_ternary_keeps_two_bits_per_weight():
+    """The constants the kernel reads are the two planes plus scale and bias, not an fp32 weight."""
+    batch, k, out = 1, 300, 70
+    model = binary_dense_model(np.random.default_rng(13), batch, k, out, mode="real", sparsity=0.1)
+    _, lowering = compile_x86(model)
+    [layer] = lowering.layers
+    planes = 2 * k * layout.ceil_div(out, layout.PLANE_BITS) * 4
+    assert layer.lowered_bytes == planes + 2 * 4 * out
+    assert layer.lowered_bytes < 4 * k * out / 8
+
+
+def test_a_policy_without_dense_ternary_takes_the_fp32_matmul():
+    model = binary_dense_model(np.random.default_rng(14), 2, 50, 20, mode="real", sparsity=0.2)
+    policy = dataclasses.replace(default_policy("x86"), dense_ternary=frozenset())
+    vm, lowering = compile_x86(model, policy=policy)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.DENSE_FP32
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+def test_ternary_planes_decode_to_the_weight():
+    weight = np.random.default_rng(15).choice([-1.0, 0.0, 1.0], size=(40, 3, 2)).astype(np.float32)
+    plus, minus = layout.ternary_planes(weight)
+    assert plus.shape == minus.shape == (3, 2, 2) and plus.dtype == np.uint32
+    o = np.arange(40)
+
+    def bit(plane: np.ndarray) -> np.ndarray:
+        return (plane[..., o // 32] >> (o % 32).astype(np.uint32)) & 1
+
+    assert not np.any(bit(plus) & bit(minus))
+    np.testing.assert_array_equal(np.moveaxis(bit(plus).astype(int) - bit(minus).astype(int), -1, 0), weight)
+    assert not np.any(plus[..., 1] >> np.uint32(8)) and not np.any(minus[..., 1] >> np.uint32(8))  # pad bits 0
+
+
+# (batch, C, size, O, k, stride, pad): channels off whole vectors and plane words, stride 2, 1x1,
+# maps below and above the decode-block size, batch 2
+CONV_CASES = [
+    (1, 3, 7, 5, 3, 1, 1),
+    (2, 70, 9, 13, 3, 2, 1),
+    (1, 5, 8, 3, 1, 2, 0),
+    (1, 16, 4, 40, 3, 1, 1),
+    (2, 6, 12, 33, 3, 1, 1),
+    (1, 9, 17, 17, 3, 2, 0),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "n{}c{}s{}o{}k{}st{}p{}".format(*c))
+@pytest.mark.parametrize("decode_block_pixels", [1, 10**6], ids=["block", "registers"])
+def test_conv_ternary_matches_reference(case, decode_block_pixels):
+    """Every map with the weights decoded once per task into a block, and decoded in registers."""
+    policy = dataclasses.replace(default_policy("x86"), decode_block_pixels=decode_block_pixels)
+    model = binary_conv_model(np.random.default_rng(16), *case, mode="real", sparsity=0.2)
+    vm, lowering = compile_x86(model, policy=policy)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.DENSE_TERNARY
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+@pytest.mark.parametrize("tiles", [AVX2_TILES, NEON_TILES], ids=["avx2", "neon"])
+def test_conv_ternary_with_other_families_tiles(tiles):
+    model = binary_conv_model(np.random.default_rng(17), 2, 7, 10, 21, 3, 1, 1, mode="real", sparsity=0.2)
+    vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(tiles))
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.DENSE_TERNARY
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+def test_conv_ternary_fuses_residual_add_and_relu():
+    model = residual_block(np.random.default_rng(18), "real", sparsity=0.1, size=9)
+    vm, lowering = compile_x86(model)
+    assert [layer.kernel for layer in lowering.layers] == [chooser.DENSE_TERNARY] * 3
+    assert [layer.epilogue for layer in lowering.layers] == ["add+relu", "add", "relu"]
+    x = sample(model)
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+def test_conv_ternary_keeps_two_bits_per_weight():
+    model = binary_conv_model(np.random.default_rng(19), 1, 64, 8, 48, 3, 1, 1, mode="real", sparsity=0.1)
+    _, lowering = compile_x86(model)
+    [layer] = lowering.layers
+    assert layer.lowered_bytes == 2 * 64 * 9 * layout.ceil_div(48, layout.PLANE_BITS) * 4 + 2 * 4 * 48
+
+
+@pytest.mark.parametrize("target", ["arm", "cuda"])
+def test_dense_ternary_builds_for_arm_and_cuda(tmp_path, target):
+    """Both dense-ternary kernels have a schedule on every target family (run: the emulated ARM tests)."""
+    model = residual_block(np.random.default_rng(20), "real", sparsity=0.1, size=9)
+    manifest = compile_model(model, target, tmp_path)
+    assert {layer["kernel"] for layer in manifest["layers"]} == {chooser.DENSE_TERNARY}
+    assert (tmp_path / "module.so").is_file()
+    dense = binary_dense_model(np.random.default_rng(21), 2, 70, 45, mode="real", sparsity=0.2)
+    manifest = compile_model(dense, target, tmp_path / "dense")
+    assert [layer["kernel"] for layer in manifest["layers"]] == [chooser.DENSE_TERNARY]
