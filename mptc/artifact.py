@@ -6,7 +6,8 @@ OUT/ holds:
   CUDA module inside);
 * ``module.cu`` - CUDA only: the generated CUDA source;
 * ``manifest.json`` - a :class:`Manifest`: target, input/output signature, per-layer kernel choice
-  and why, sizes, sha256 of the source model, mptc and TVM versions;
+  and why, sizes, sha256 of the source model, mptc and TVM versions, and how TVM's thread pool is
+  set where mptc runs the module (:class:`ThreadPool`);
 * ``reference.npz`` - ``x`` a sample input and ``y`` the packed model's expected output on it;
 * ``source.onnx`` - the ONNX model compiled, byte for byte (the manifest holds its sha256): what
   ``mptc profile --compare`` runs in onnxruntime, and what it checks the module against on the
@@ -104,6 +105,29 @@ class Sizes:
 
 
 @dataclass(frozen=True)
+class ThreadPool:
+    """How TVM's CPU thread pool is set wherever mptc runs the module: the runtime reads these from
+    its environment (``TVM_NUM_THREADS``, ``TVM_THREAD_POOL_SPIN_COUNT``, ``TVM_BIND_THREADS``) once,
+    when a process first runs a parallel kernel.
+
+    TVM's own defaults suit a machine doing nothing else: after every parallel kernel each worker
+    busy-waits 300,000 ``sched_yield`` calls before it sleeps, which keeps a core busy for
+    milliseconds after each inference, and each worker is pinned to one core, where a busy neighbour
+    process then stalls the whole kernel (its tasks are split evenly). mptc's defaults: spin long
+    enough to bridge the gaps between the kernels of one call, not the idle time between calls, and
+    let the OS place the threads."""
+
+    threads: int | None = None  # None: every core the process may use (``import mptc`` sets TVM_NUM_THREADS so)
+    spin_count: int = 1000  # sched_yield calls a worker spins before it sleeps (TVM's default: 300,000)
+    bind_threads: bool = False  # pin each worker to a core (TVM's default: True)
+
+    def environment(self) -> dict[str, str]:
+        """The environment variables TVM's runtime reads these from."""
+        env = {"TVM_THREAD_POOL_SPIN_COUNT": str(self.spin_count), "TVM_BIND_THREADS": str(int(self.bind_threads))}
+        return env if self.threads is None else {"TVM_NUM_THREADS": str(self.threads), **env}
+
+
+@dataclass(frozen=True)
 class Manifest:
     """``manifest.json``. ``layers`` holds the compiler's record of each ``ai.mptc`` layer
     (``mptc.targets.frontend.LayerRecord`` as a dict: name, op_type, kernel, reason, ...)."""
@@ -120,6 +144,8 @@ class Manifest:
     layers: list[dict[str, Any]]
     sizes: Sizes
     module_sha256: str | None = None  # of module.so; None (absent) in folders compiled before it was recorded
+    # absent in folders compiled before it was recorded: read as the defaults, which mptc runs those with
+    thread_pool: ThreadPool = field(default_factory=ThreadPool)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, keys in field order (``format`` first)."""
@@ -208,8 +234,13 @@ def _typed(value: Any, hint: Any, where: str, key: str = "") -> Any:
     what = f"{where}: '{key}'" if key else where
     if dataclasses.is_dataclass(hint):
         data = _typed(value, dict[str, Any], where, key)
-        # a field whose default is None may be absent: the file was written before the field existed
-        missing = [f.name for f in dataclasses.fields(hint) if f.name not in data and f.default is not None]
+        # a field whose default is None, or made by a factory, may be absent: the file was written
+        # before the field existed, and the reader gets the default
+        missing = [
+            f.name
+            for f in dataclasses.fields(hint)
+            if f.name not in data and f.default is not None and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise InputError(f"{what} has no '{missing[0]}'")
         hints = typing.get_type_hints(hint)

@@ -47,6 +47,7 @@ class ProfileOptions:
     top_k: int | None
     timeout: float
     queue_timeout: float
+    per_layer: bool
 
 
 class RoundBar:
@@ -117,6 +118,13 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
     help="Interleaved rounds of --compare, each timing every side --repeat times.",
 )
 @click.option(
+    "--per-layer",
+    is_flag=True,
+    help="On this host: also time each kernel of the module beside onnxruntime's profiler on "
+    "OUT/source.onnx (fp32, at the module's thread count), matched per layer, --rounds runs each: "
+    "which layers lose. Not over --rpc/--tracker/--emulate.",
+)
+@click.option(
     "--inputs",
     type=click.Path(dir_okay=False, path_type=Path),
     help="A .npz of your inputs (one array, or one named as the model's input; N x the module's batch): "
@@ -160,6 +168,14 @@ def profile_command(**options: Any) -> None:
     per-round ratios). The peers run OUT/source.onnx on this host, also when the module runs on a
     board: the speedup then compares two machines.
 
+    --per-layer (this host only) times each kernel of the module beside onnxruntime's profiler on
+    OUT/source.onnx and prints one row per layer, slowest first: rows are matched by layer name
+    only, and TVM's fused glue and the nodes onnxruntime made or renamed are listed unmatched.
+
+    TVM's thread pool runs as OUT/manifest.json records (thread_pool; printed as "threads:"):
+    every core, a short spin after each kernel, threads not bound to cores. Variables you set
+    (TVM_NUM_THREADS, TVM_THREAD_POOL_SPIN_COUNT, TVM_BIND_THREADS) win.
+
     Emulated latency (qemu) is 40-60x a real board's: a smoke figure, labelled "emulated" in
     the report. The emulator needs a one-time set-up: make arm-emulator.
 
@@ -169,6 +185,7 @@ def profile_command(**options: Any) -> None:
       mptc profile runs/mlp/out --rpc 192.168.1.20:9090 --repeat 50
       mptc profile runs/mlp/out --tracker 10.0.0.2:9190 --key rpi5
       mptc profile runs/mlp/out --compare onnxruntime,onnxruntime-int8
+      mptc profile runs/mlp/out --per-layer --rounds 5     # which layers lose to onnxruntime
       mptc profile runs/mlp/out --inputs digits.npz --save-outputs logits.npz --top-k 3
     """
     from mptc.deploy.profile import MODULE, PROFILE, profile  # deferred: importing TVM takes seconds
@@ -193,12 +210,14 @@ def profile_command(**options: Any) -> None:
             on_round=rounds,
             timeout=o.timeout,
             queue_timeout=o.queue_timeout,
+            per_layer=o.per_layer,
         )
     finally:
         rounds.close()
     latency = report["latency_ms"]
     label = "  [EMULATED under qemu: not the board's speed]" if report["emulated"] else ""
     click.echo(f"device:  {report['device']['description']}")
+    click.echo(f"threads: {report['thread_pool']['ran_with']}")
     click.echo(
         f"latency: median {latency['median']:.4g} ms (min {latency['min']:.4g}, max {latency['max']:.4g}) "
         f"over {report['repeat']} x {report['number']} runs{label}"
@@ -214,6 +233,8 @@ def profile_command(**options: Any) -> None:
         )
     if "compare" in report:
         _echo_comparison(report["compare"], MODULE)
+    if "per_layer" in report:
+        _echo_per_layer(report["per_layer"])
     for i, best in enumerate(report.get("top_k", [])):
         click.echo(f"top-{o.top_k}:   sample {i}: " + ", ".join(f"{c['class']} ({c['score']:.4g})" for c in best))
     if "saved_outputs" in report:
@@ -249,6 +270,20 @@ def _echo_comparison(section: dict[str, Any], module: str) -> None:
         click.echo(f"    {peer['description']}")
     if "note" in section:
         click.echo(f"  note: {section['note']}")
+
+
+def _echo_per_layer(section: dict[str, Any]) -> None:
+    """The per-layer table, and what was matched."""
+    from mptc.deploy.per_layer import format_table
+
+    rows = section["rows"]
+    click.echo(f"per layer: {section['method']}")
+    click.echo(
+        f"  {section['matched']} of {len(rows)} rows matched by layer name; unmatched rows are grouped by the "
+        "module's kernel name or onnxruntime's op type (TVM's fused glue names no layer)"
+    )
+    for line in format_table(section):
+        click.echo(f"  {line}")
 
 
 def _host(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -298,6 +333,7 @@ def serve_device_command(host: str, port: int, tracker: str | None, key: str, em
       pip install apache-tvm==0.27.0.post1 apache-tvm-ffi numpy ml_dtypes cloudpickle psutil
       rm "$(python -c 'import tvm, os; print(os.path.dirname(tvm.__file__))')/lib/libtvm_compiler.so"
       export TVM_USE_RUNTIME_LIB=1
+      export TVM_THREAD_POOL_SPIN_COUNT=1000 TVM_BIND_THREADS=0     # mptc serve-device sets these itself
       python -m tvm.exec.rpc_server --host 127.0.0.1 --port 9090    # the same server, without mptc
 
     Use the same apache-tvm-ffi version as the machine that compiles. The server listens on
@@ -314,6 +350,8 @@ def serve_device_command(host: str, port: int, tracker: str | None, key: str, em
       mptc serve-device --host 0.0.0.0 --tracker 10.0.0.2:9190 --key rpi4   # a private network
       mptc serve-device --emulate rpi5 --port 9095        # an emulated Pi 5 on this machine
     """
+    from mptc.artifact import ThreadPool
+    from mptc.deploy import thread_pool
     from mptc.deploy.emulator import emulated_board
     from mptc.deploy.server import RpcServer
     from mptc.deploy.settings import parse_address
@@ -332,6 +370,7 @@ def serve_device_command(host: str, port: int, tracker: str | None, key: str, em
             err=True,
         )
     _check_can_listen(host, port)  # else the server's own traceback would say it, from its process
+    thread_pool.apply(ThreadPool())  # the server's process inherits them: mptc's settings of TVM's pool
     if emulate:
         server = emulated_board(emulate, host=host, port=port, tracker=tracker, key=key, capture_log=False)
         what = f"an emulated {BOARDS[emulate].description} (set up by {SETUP_SCRIPT})"

@@ -3,14 +3,13 @@
 Every peer runs ``OUT/source.onnx`` (the model compiled, checked against the manifest's sha256) on
 this host, on the same inputs as the module:
 
-* ``onnxruntime``: an fp32 CPU session, default threads. A packed model's ``ai.mptc`` nodes run as
-  their ONNX function bodies, which onnxruntime inlines and, the packed weights being constants,
-  folds back into fp32 Conv/Gemm weights when the session is made: the peer computes what the
-  unpacked model computes, at its speed, not the bit-unpacking arithmetic.
+* ``onnxruntime``: an fp32 CPU session, default threads, on the fp32 network a packed model
+  encodes: its ``ai.mptc`` nodes become standard Conv/Gemm on the weights unpacked once
+  (``mptc.ops.unpack``). Their ONNX function bodies would unpack on every call wherever
+  onnxruntime cannot fold them (a symbolic batch keeps ``Shape -> Slice`` alive), timing the
+  bit arithmetic instead of the network.
 * ``onnxruntime-int8``: onnxruntime's static INT8 quantization (QDQ, per-channel weights, MinMax
-  calibration on the inputs profiled) of that fp32 model. A packed model is inlined
-  (``onnx.inliner``) and constant-folded (onnxruntime's quantization pre-processing) first, so
-  what gets quantized is the fp32 network the packed one encodes.
+  calibration on the inputs profiled) of that fp32 network.
 
 A module on a board (RPC, tracker, emulator) is compared with peers run here: two machines, which
 the report says.
@@ -26,11 +25,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnx.inliner
 
 from mptc.artifact import SOURCE_MODEL_FILE
 from mptc.errors import UnsupportedError, first_line
 from mptc.ops.reference import DOMAIN
+from mptc.ops.unpack import unpack_model
 from mptc.targets.compile import ORT_MAX_IR_VERSION
 
 PEERS = ("onnxruntime", "onnxruntime-int8")
@@ -69,33 +68,27 @@ def load_peers(names: Sequence[str], source: bytes, input_name: str, calibration
     """Sessions for the peers ``names`` on the source model; ``calibration``: the INT8 peer's batches.
 
     Raises:
-        UnsupportedError: onnxruntime cannot run or quantize the model (e.g. ``ai.mptc`` nodes
-            without their function bodies).
+        UnsupportedError: onnxruntime cannot run or quantize the model, or its ``ai.mptc`` layers
+            cannot be unpacked (``mptc.ops.unpack``).
     """
     import onnxruntime as ort
 
     model = onnx.load_from_string(source)
     packed = [node.op_type for node in model.graph.node if node.domain == DOMAIN]
-    missing = sorted(set(packed) - {f.name for f in model.functions if f.domain == DOMAIN})
-    if missing:
-        raise UnsupportedError(
-            f"onnxruntime cannot run {SOURCE_MODEL_FILE}: its {', '.join(missing)} nodes carry no ONNX "
-            "function body (pack the model with this mptc's `mptc optimize` and compile again)"
-        )
-    bodies = f", its {len(packed)} ai.mptc nodes run as their ONNX function bodies" if packed else ""
+    unpacked = f", its {len(packed)} ai.mptc layers as fp32 Conv/Gemm on the unpacked weights" if packed else ""
+    network = unpack_model(model)
     peers = []
     for name in check_peers(names):
         if name == "onnxruntime":
-            description = f"onnxruntime {ort.__version__} fp32 on {SOURCE_MODEL_FILE}{bodies}"
-            runnable = model
+            description = f"onnxruntime {ort.__version__} fp32 on {SOURCE_MODEL_FILE}{unpacked}"
+            runnable = network
         else:
             batches = calibration[:CALIBRATION_BATCHES]
-            folded = " (its ai.mptc function bodies inlined and folded back to fp32 weights first)" if packed else ""
             description = (
                 f"onnxruntime {ort.__version__} static INT8 (QDQ, per-channel weights, calibrated on "
-                f"{sum(b.shape[0] if b.ndim else 1 for b in batches)} sample(s)) of {SOURCE_MODEL_FILE}{folded}"
+                f"{sum(b.shape[0] if b.ndim else 1 for b in batches)} sample(s)) of {SOURCE_MODEL_FILE}{unpacked}"
             )
-            runnable = _quantize_int8(model, input_name, batches)
+            runnable = _quantize_int8(network, input_name, batches)
         peers.append(Peer(name, description, _session(runnable, name), input_name))
     return peers
 
@@ -116,7 +109,7 @@ def _session(model: onnx.ModelProto, peer: str) -> Any:
 
 
 def _quantize_int8(model: onnx.ModelProto, input_name: str, calibration: Sequence[np.ndarray]) -> onnx.ModelProto:
-    """``model`` inlined, constant-folded and statically quantized to INT8 by onnxruntime."""
+    """``model`` (standard ONNX) constant-folded and statically quantized to INT8 by onnxruntime."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -127,11 +120,12 @@ def _quantize_int8(model: onnx.ModelProto, input_name: str, calibration: Sequenc
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
-    inlined = onnx.inliner.inline_local_functions(model)
-    inlined.ir_version = min(inlined.ir_version, ORT_MAX_IR_VERSION)
+    runnable = onnx.ModelProto()
+    runnable.CopyFrom(model)
+    runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
     with tempfile.TemporaryDirectory(prefix="mptc-int8-") as tmp:
         fp32, folded, int8 = (Path(tmp) / name for name in ("fp32.onnx", "folded.onnx", "int8.onnx"))
-        onnx.save(inlined, fp32)
+        onnx.save(runnable, fp32)
         try:
             quant_pre_process(str(fp32), str(folded), skip_symbolic_shape=True)
             quantize_static(str(folded), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True)

@@ -205,20 +205,17 @@ def _engine(name: str) -> Engine:
 
 
 def _peer_model(source: Path, scratch: Path) -> Path:
-    """``source`` as the guest's onnxruntime loads it: ``ai.mptc`` function bodies inlined, IR version lowered.
-
-    onnxruntime 1.19 cannot type the function bodies of a packed model's ``ai.mptc`` nodes
-    ("Input 0 expected to have type but instead is null"); inlined, they are the plain graph that
-    newer onnxruntime builds itself when it loads the model, folded the same way at session start.
-    """
+    """``source`` as the guest's onnxruntime runs it: the fp32 network it encodes (``mptc.ops.unpack``:
+    ``ai.mptc`` layers as Conv/Gemm on weights unpacked once, not bits unpacked per call), IR version lowered."""
     import onnx
-    import onnx.inliner
+
+    from mptc.ops.reference import DOMAIN
+    from mptc.ops.unpack import unpack_model
 
     model = onnx.load(source)
-    if not model.functions and model.ir_version <= PEER_MAX_IR_VERSION:
+    if not any(node.domain == DOMAIN for node in model.graph.node) and model.ir_version <= PEER_MAX_IR_VERSION:
         return source
-    if model.functions:
-        model = onnx.inliner.inline_local_functions(model)
+    model = unpack_model(model)
     model.ir_version = min(model.ir_version, PEER_MAX_IR_VERSION)
     path = scratch / SOURCE_MODEL_FILE
     onnx.save(model, path)

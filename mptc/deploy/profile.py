@@ -33,13 +33,14 @@ import onnx
 from mptc import __version__
 from mptc.artifact import PROFILE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE, TensorInfo, read_source_model
 from mptc.boards import Board
-from mptc.deploy import emulator
+from mptc.deploy import emulator, thread_pool
 from mptc.deploy.artifact import CompiledModel, host_arch, load_compiled
 from mptc.deploy.compare import Peer, check_peers, load_peers
+from mptc.deploy.per_layer import per_layer as per_layer_times
 from mptc.deploy.rpc import Device, LoadedModule, connect, is_lost_connection
 from mptc.deploy.server import RpcServer
 from mptc.deploy.settings import DEFAULT_QUEUE_TIMEOUT_S, DEFAULT_TIMEOUT_S, ROUNDS, check_counts, check_seconds
-from mptc.errors import DeviceError, InputError, first_line
+from mptc.errors import DeviceError, InputError, UnsupportedError, first_line
 from mptc.hostinfo import cpuinfo
 from mptc.io import write_bytes, write_text
 from mptc.report.latency import WARMUP, interleaved_rounds, median_ratio, time_call
@@ -95,6 +96,7 @@ def profile(
     on_round: Callable[[int], None] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_S,
+    per_layer: bool = False,
 ) -> dict[str, Any]:
     """Run OUT/module.so on a device, check it against the reference, time it, write profile.json.
 
@@ -119,6 +121,8 @@ def profile(
         timeout: seconds each network step may go without an answer (see :mod:`mptc.deploy.settings`);
             on this host, the first load and run of the module in a trial process get it too.
         queue_timeout: seconds to wait in a tracker's queue for a free board.
+        per_layer: on this host only, also time each of the module's kernels beside onnxruntime's
+            profile of the same model (:mod:`mptc.deploy.per_layer`), ``rounds`` runs each.
 
     Returns:
         The report written to ``OUT/profile.json``.
@@ -127,18 +131,24 @@ def profile(
     check_seconds(timeout, "timeout")
     check_seconds(queue_timeout, "queue_timeout")
     peer_names = check_peers(compare) if compare else ()
+    if per_layer and (rpc is not None or tracker is not None or emulated_board is not None):
+        raise UnsupportedError(
+            "--per-layer runs on this host only: drop --rpc/--tracker/--emulate, or compare whole calls with --compare"
+        )
     compiled = load_compiled(out_dir)
     report_path = compiled.out_dir / PROFILE  # an earlier report stays until this one is complete
     given = read_inputs(Path(inputs), compiled.manifest.input) if inputs is not None else None
     batches = given.batches if given else [compiled.x]
-    source = read_source_model(compiled.out_dir, compiled.manifest) if given or peer_names else b""
+    source = read_source_model(compiled.out_dir, compiled.manifest) if given or peer_names or per_layer else b""
     expected = _expected_outputs(source, compiled, given) if given else None
     peers = load_peers(peer_names, source, compiled.manifest.input.name, batches) if peer_names else []
     board = emulator.get_board(emulated_board) if emulated_board else None
+    pool = thread_pool.apply(compiled.manifest.thread_pool)  # before the trial process or an emulator starts
     with _open_device(compiled, board, rpc, tracker, key, timeout, queue_timeout) as (device, board, server):
         try:
             module = LoadedModule(device, compiled)
             measurement = _measure(module, compiled, given, peers, repeat, number, rounds, on_round)
+            layers = per_layer_times(compiled, source, rounds=rounds, repeat=repeat) if per_layer else None
         except DeviceError as error:
             explained = _explained(error, compiled, board, server)
             if explained is None:
@@ -158,6 +168,9 @@ def profile(
         }
     if peers:
         report["compare"] = _comparison(peers, measurement, device, board, given, batches, outputs, repeat, rounds)
+    report["thread_pool"] = _thread_pool(compiled, device, pool)
+    if layers is not None:
+        report["per_layer"] = layers
     if top_k is not None:
         report["top_k"] = top_classes(outputs, top_k)
     if save_outputs is not None:
@@ -364,6 +377,18 @@ def _comparison(
         }
     if on_device:
         section["note"] = HOST_SIDE_NOTE + (" (and the board is emulated)" if board is not None else "")
+    return section
+
+
+def _thread_pool(compiled: CompiledModel, device: Device, environment: dict[str, str]) -> dict[str, Any]:
+    """The ``thread_pool`` section: the manifest's settings, and those the module ran with where known."""
+    section: dict[str, Any] = {"recorded": dataclasses.asdict(compiled.manifest.thread_pool)}
+    if device.session is None or device.connection == "emulator":
+        section["environment"] = environment
+        section["ran_with"] = thread_pool.describe(environment)
+    else:
+        section["environment"] = None
+        section["ran_with"] = "as the board's RPC server's environment sets TVM's pool (docs/deploy.md)"
     return section
 
 
