@@ -65,3 +65,8 @@ def compile_command(model: Path, target: str, board: str | None, target_json: Pa
         )
     kernels = ", ".join(f"{layer['name']}: {layer['kernel']}" for layer in manifest.layers) or "no ai.mptc layers"
     click.echo(f"wrote {options.out}/ for {manifest.target.family} ({kernels})")
+    sizes = manifest.sizes
+    click.echo(
+        f"module.so {sizes.module_bytes:,} B (the weights as its kernels read them: {sizes.lowered_weight_bytes:,} B; "
+        f"packed in the model: {sizes.packed_weight_bytes:,} B; source model {sizes.source_model_bytes:,} B)"
+    )

@@ -88,8 +88,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "The compiled module (`module.so`) holds the kernels' code and the weights in the layout "
-        "its kernels read (`lowered_weight_bytes` in `manifest.json`: fp32 for a layer on the dense "
-        "path); the ONNX files hold the graph and its weights.",
+        "its kernels read (`lowered_weight_bytes` in `manifest.json`: 2-bit planes for a dense-ternary "
+        "layer, packed bits for an XNOR-popcount one, indices for a sparse one); the ONNX files hold "
+        "the graph and its weights.",
         "",
         *_kernel_table(points),
         "",

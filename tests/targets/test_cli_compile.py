@@ -20,6 +20,8 @@ def test_compile_writes_the_module_folder(tmp_path):
     result = CliRunner().invoke(main, ["compile", str(model), "--target", "x86", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "dense: xnor-popcount" in result.output
+    size = (tmp_path / "out" / "module.so").stat().st_size
+    assert f"module.so {size:,} B (the weights as its kernels read them: " in result.output
     written = {p.name for p in (tmp_path / "out").iterdir()}
     assert written == {"module.so", "manifest.json", "reference.npz", "source.onnx"}
 
