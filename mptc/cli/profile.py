@@ -48,6 +48,7 @@ class ProfileOptions:
     timeout: float
     queue_timeout: float
     per_layer: bool
+    instructions: bool
 
 
 class RoundBar:
@@ -125,6 +126,13 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
     "which layers lose. Not over --rpc/--tracker/--emulate.",
 )
 @click.option(
+    "--instructions",
+    is_flag=True,
+    help="With --emulate: also count guest instructions per inference on the board's emulated core "
+    "(deterministic, 1 thread; a board-free speed figure), and with --compare onnxruntime those of "
+    "onnxruntime's aarch64 build on the same core, and their ratio.",
+)
+@click.option(
     "--inputs",
     type=click.Path(dir_okay=False, path_type=Path),
     help="A .npz of your inputs (one array, or one named as the model's input; N x the module's batch): "
@@ -177,7 +185,9 @@ def profile_command(**options: Any) -> None:
     (TVM_NUM_THREADS, TVM_THREAD_POOL_SPIN_COUNT, TVM_BIND_THREADS) win.
 
     Emulated latency (qemu) is 40-60x a real board's: a smoke figure, labelled "emulated" in
-    the report. The emulator needs a one-time set-up: make arm-emulator.
+    the report. --instructions adds the board-free figure that repeats exactly: guest
+    instructions per inference on the emulated core, beside onnxruntime's aarch64 build with
+    --compare onnxruntime. The emulator needs a one-time set-up: make arm-emulator.
 
     \b
     Examples:
@@ -186,6 +196,7 @@ def profile_command(**options: Any) -> None:
       mptc profile runs/mlp/out --tracker 10.0.0.2:9190 --key rpi5
       mptc profile runs/mlp/out --compare onnxruntime,onnxruntime-int8
       mptc profile runs/mlp/out --per-layer --rounds 5     # which layers lose to onnxruntime
+      mptc profile runs/mlp/rpi4 --emulate rpi4 --instructions --compare onnxruntime
       mptc profile runs/mlp/out --inputs digits.npz --save-outputs logits.npz --top-k 3
     """
     from mptc.deploy.profile import MODULE, PROFILE, profile  # deferred: importing TVM takes seconds
@@ -211,6 +222,7 @@ def profile_command(**options: Any) -> None:
             timeout=o.timeout,
             queue_timeout=o.queue_timeout,
             per_layer=o.per_layer,
+            instructions=o.instructions,
         )
     finally:
         rounds.close()
@@ -235,6 +247,8 @@ def profile_command(**options: Any) -> None:
         _echo_comparison(report["compare"], MODULE)
     if "per_layer" in report:
         _echo_per_layer(report["per_layer"])
+    if "instructions" in report:
+        _echo_instructions(report["instructions"])
     for i, best in enumerate(report.get("top_k", [])):
         click.echo(f"top-{o.top_k}:   sample {i}: " + ", ".join(f"{c['class']} ({c['score']:.4g})" for c in best))
     if "saved_outputs" in report:
@@ -270,6 +284,21 @@ def _echo_comparison(section: dict[str, Any], module: str) -> None:
         click.echo(f"    {peer['description']}")
     if "note" in section:
         click.echo(f"  note: {section['note']}")
+
+
+def _echo_instructions(section: dict[str, Any]) -> None:
+    """Instructions per inference of the module (and the peer) on the emulated core."""
+    mine = section["mptc"]
+    cnt = mine["neon_cnt"] / mine["total"] if mine["total"] else 0.0
+    click.echo(
+        f"instructions: {mine['total']:,.0f} per inference on emulated {section['core']} "
+        f"({section['runs']} counted, 1 thread; NEON cnt {cnt:.1%})"
+    )
+    if "onnxruntime" in section:
+        click.echo(
+            f"  {section['peer']}: {section['onnxruntime']['total']:,.0f} per inference, "
+            f"{section['ratio']:.2f}x the module's"
+        )
 
 
 def _echo_per_layer(section: dict[str, Any]) -> None:

@@ -49,6 +49,8 @@ PLUGIN_FILE = "lib/libinsn_count.so"
 PEER_LIB = "ortlib"
 """The folder under the arm root holding onnxruntime's aarch64 wheel (``scripts/setup_arm_emulator.sh``)."""
 PEER_MAX_IR_VERSION = 10  # the newest ONNX IR version onnxruntime 1.19 reads
+DEFAULT_RUNS = 10
+"""Inferences counted by default (the difference between the plugin's two regions)."""
 TIMEOUT_S = 600.0
 """Seconds one emulated process may take (a large model at many runs is slow under qemu)."""
 
@@ -298,7 +300,7 @@ def count_instructions(
 
 
 def instruction_counts(
-    out_dir: str | Path, board: str, *, runs: int = 10, warmup: int = 1, engine: str = "mptc"
+    out_dir: str | Path, board: str, *, runs: int = DEFAULT_RUNS, warmup: int = 1, engine: str = "mptc"
 ) -> InstructionCounts:
     """Guest instructions per inference of ``engine`` on emulated ``board``, by class.
 
@@ -315,12 +317,14 @@ def instruction_counts(
     return InstructionCounts(*((b - a) / runs for a, b in zip(once, twice, strict=True)))
 
 
-def instructions_per_inference(out_dir: str | Path, board: str, *, runs: int = 10, warmup: int = 1) -> float:
+def instructions_per_inference(out_dir: str | Path, board: str, *, runs: int = DEFAULT_RUNS, warmup: int = 1) -> float:
     """Guest instructions per inference of ``OUT/module.so`` on emulated ``board`` (see the module doc)."""
     return instruction_counts(out_dir, board, runs=runs, warmup=warmup).total
 
 
-def compare_instructions(out_dir: str | Path, board: str, *, runs: int = 10, warmup: int = 1) -> InstructionComparison:
+def compare_instructions(
+    out_dir: str | Path, board: str, *, runs: int = DEFAULT_RUNS, warmup: int = 1
+) -> InstructionComparison:
     """The module's and onnxruntime's instructions per inference on emulated ``board``, and their ratio.
 
     The peer is checked before anything runs: a missing ``ortlib`` fails at once, not after the module's count.

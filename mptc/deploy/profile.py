@@ -97,6 +97,7 @@ def profile(
     timeout: float = DEFAULT_TIMEOUT_S,
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_S,
     per_layer: bool = False,
+    instructions: bool = False,
 ) -> dict[str, Any]:
     """Run OUT/module.so on a device, check it against the reference, time it, write profile.json.
 
@@ -123,6 +124,9 @@ def profile(
         queue_timeout: seconds to wait in a tracker's queue for a free board.
         per_layer: on this host only, also time each of the module's kernels beside onnxruntime's
             profile of the same model (:mod:`mptc.deploy.per_layer`), ``rounds`` runs each.
+        instructions: with ``emulated_board`` started here, also count the guest instructions per
+            inference of the module on that board's emulated core (:mod:`mptc.deploy.instructions`),
+            and of onnxruntime's aarch64 build on the same core when ``compare`` has ``onnxruntime``.
 
     Returns:
         The report written to ``OUT/profile.json``.
@@ -134,6 +138,10 @@ def profile(
     if per_layer and (rpc is not None or tracker is not None or emulated_board is not None):
         raise UnsupportedError(
             "--per-layer runs on this host only: drop --rpc/--tracker/--emulate, or compare whole calls with --compare"
+        )
+    if instructions and (emulated_board is None or rpc is not None or tracker is not None):
+        raise UnsupportedError(
+            "--instructions counts on a board emulated here: give --emulate BOARD, without --rpc/--tracker"
         )
     compiled = load_compiled(out_dir)
     report_path = compiled.out_dir / PROFILE  # an earlier report stays until this one is complete
@@ -171,6 +179,8 @@ def profile(
     report["thread_pool"] = _thread_pool(compiled, device, pool)
     if layers is not None:
         report["per_layer"] = layers
+    if instructions and board is not None:
+        report["instructions"] = _instructions(compiled.out_dir, board, "onnxruntime" in peer_names)
     if top_k is not None:
         report["top_k"] = top_classes(outputs, top_k)
     if save_outputs is not None:
@@ -377,6 +387,26 @@ def _comparison(
         }
     if on_device:
         section["note"] = HOST_SIDE_NOTE + (" (and the board is emulated)" if board is not None else "")
+    return section
+
+
+def _instructions(out_dir: Path, board: Board, with_peer: bool) -> dict[str, Any]:
+    """The ``instructions`` section: guest instructions per inference on ``board``'s emulated core,
+    by class, of the module and (``with_peer``) of onnxruntime's aarch64 build, and their ratio."""
+    from mptc.deploy import instructions
+
+    runs = instructions.DEFAULT_RUNS
+    section: dict[str, Any] = {"board": board.name, "core": board.qemu_cpu, "runs": runs, "threads": 1}
+    if with_peer:
+        counted = instructions.compare_instructions(out_dir, board.name, runs=runs)
+        section.update(
+            mptc=dataclasses.asdict(counted.mptc),
+            onnxruntime=dataclasses.asdict(counted.onnxruntime),
+            peer=f"{counted.peer} (aarch64) on the fp32 network of {SOURCE_MODEL_FILE}",
+            ratio=counted.ratio,
+        )
+    else:
+        section["mptc"] = dataclasses.asdict(instructions.instruction_counts(out_dir, board.name, runs=runs))
     return section
 
 

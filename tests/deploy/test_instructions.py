@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,33 @@ def test_a_peer_output_off_the_reference_is_refused(binary_conv_out: Path, tmp_p
     write_reference(out, x, y)
     with pytest.raises(DeviceError, match="onnxruntime on emulated rpi4 .* differs from reference.npz"):
         instructions.instruction_counts(out, "rpi4", runs=1, engine="onnxruntime")
+
+
+def test_profile_counts_only_on_a_board_emulated_here(mlp_host_out: Path) -> None:
+    from click.testing import CliRunner
+
+    from mptc.cli import main
+
+    result = CliRunner().invoke(main, ["profile", str(mlp_host_out), "--instructions"])
+    assert result.exit_code == 4 and result.output.startswith("mptc: error: --instructions counts on a board")
+    assert result.output.count("\n") == 1
+
+
+@pytest.mark.emulated
+def test_profile_counts_a_packed_model_and_its_fp32_network(binary_conv_out: Path, tmp_path: Path) -> None:
+    """A packed source model: the peer counts the fp32 network it encodes (mptc.ops.unpack), not bit unpacking."""
+    from click.testing import CliRunner
+
+    import mptc
+    from mptc.cli import main
+
+    packed = mptc.optimize(binary_conv_out.parent / "model.onnx", tmp_path / "packed.onnx").path
+    mptc.compile(packed, target="arm", board="rpi4", out=tmp_path / "out")
+    args = ["profile", str(tmp_path / "out"), "--emulate", "rpi4", "--instructions", "--compare", "onnxruntime"]
+    result = CliRunner().invoke(main, [*args, "--repeat", "1", "--rounds", "1"])
+    assert result.exit_code == 0, result.output
+    section = json.loads((tmp_path / "out" / "profile.json").read_text())["instructions"]
+    assert section["core"] == "cortex-a72" and section["mptc"]["neon_cnt"] > 0
+    assert section["ratio"] == section["onnxruntime"]["total"] / section["mptc"]["total"]
+    assert f"instructions: {section['mptc']['total']:,.0f} per inference on emulated cortex-a72" in result.output
+    assert "onnxruntime 1.19.2 (aarch64) on the fp32 network of source.onnx" in result.output
