@@ -313,6 +313,7 @@ def compile(
     policy: KernelPolicy | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_pack: Callable[[list[str], Path], None] | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> Manifest:
     """Compile an ONNX model with TVM into the folder ``out`` (``mptc compile``).
 
@@ -327,6 +328,8 @@ def compile(
         policy: kernel thresholds to use instead of the target family's measured defaults.
         on_stage: told each compile stage as it starts (``mptc.targets.compile.STAGES``).
         on_pack: told the names of the layers about to be packed and where they will be kept.
+        input_shape: the input shape to compile for where the model's is symbolic (e.g. a batch of
+            8); None: a symbolic batch is 1.
 
     Returns:
         The :class:`~mptc.artifact.Manifest` written to ``OUT/manifest.json``.
@@ -367,6 +370,7 @@ def compile(
             policy=policy,
             on_stage=on_stage,
             keep_model_as=PACKED_MODEL_FILE if unpacked else None,
+            input_shape=input_shape,
         )
     return read_manifest(out)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -68,6 +68,7 @@ def compile_model(
     policy: KernelPolicy | None = None,
     on_stage: Callable[[str], None] | None = None,
     keep_model_as: str | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Compile a packed ONNX model (``ai.mptc`` layers) for ``target`` and write ``out_dir``.
 
@@ -83,6 +84,9 @@ def compile_model(
         on_stage: called with each name of :data:`STAGES` as that stage starts (a progress bar).
         keep_model_as: also write the model compiled into ``out_dir`` under this name (the CLI's
             ``packed.onnx``); a model read from ``out_dir`` itself is kept under its own name.
+        input_shape: the shape to compile for, where the model's input has symbolic dimensions
+            (a batch of 8: ``(8, 3, 224, 224)``); it must agree with every static one. None: a
+            symbolic batch is 1, and any other symbolic dimension is refused.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -100,7 +104,7 @@ def compile_model(
     if keep_model_as:
         source = dataclasses.replace(source, path=str(out / keep_model_as))
     _check_node_order(proto)
-    input_name, input_shape = _graph_input(proto)
+    input_name, input_shape = _graph_input(proto, input_shape)
     stage("lower")
     kernels = kernel_schedules(compile_target)
     lowering = Lowering(kernels, policy if policy is not None else default_policy(compile_target.family))
@@ -218,33 +222,37 @@ def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, SourceM
     return proto, source, data
 
 
-def _graph_input(model: onnx.ModelProto) -> tuple[str, list[int]]:
-    """The single non-initializer graph input, float32, static shape (a symbolic batch becomes 1)."""
+def _graph_input(model: onnx.ModelProto, given: Sequence[int] | None = None) -> tuple[str, list[int]]:
+    """The single non-initializer graph input, float32, and the static shape to compile it for:
+    ``given`` where the model's dimensions are symbolic (without it, a symbolic batch becomes 1)."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
         raise UnsupportedError(f"expected one graph input, got {[i.name for i in inputs]}")
-    tensor = inputs[0].type.tensor_type
+    name, tensor = inputs[0].name, inputs[0].type.tensor_type
     if tensor.elem_type != onnx.TensorProto.FLOAT:
         raise UnsupportedError(
-            f"input {inputs[0].name!r} must be float32, got {onnx.TensorProto.DataType.Name(tensor.elem_type)}"
+            f"input {name!r} must be float32, got {onnx.TensorProto.DataType.Name(tensor.elem_type)}"
         )
-    shape = []
-    for axis, dim in enumerate(tensor.shape.dim):
-        if dim.HasField("dim_value"):
-            shape.append(dim.dim_value)
-        elif axis == 0:
-            shape.append(1)
-        else:
-            raise UnsupportedError(
-                f"input {inputs[0].name!r} axis {axis} is symbolic ({dim.dim_param!r}): only the batch may be"
-            )
+    declared = [dim.dim_value if dim.HasField("dim_value") else dim.dim_param or "?" for dim in tensor.shape.dim]
+    if given is not None:
+        shape = [int(d) for d in given]
+        agrees = len(shape) == len(declared) and all(isinstance(d, str) or d == s for d, s in zip(declared, shape))
+        if not agrees or min(shape, default=1) < 1:
+            raise InputError(f"--input-shape {shape} does not fit input {name!r} of shape {declared}")
+    else:
+        shape = []
+        for axis, dim in enumerate(declared):
+            if isinstance(dim, str) and axis > 0:
+                raise UnsupportedError(
+                    f"input {name!r} axis {axis} is symbolic ({dim!r}): give the shape to compile for "
+                    "(--input-shape, e.g. 1,3,224,224)"
+                )
+            shape.append(1 if isinstance(dim, str) else dim)
     elements = int(np.prod(shape, dtype=np.int64))
     if not 0 < elements <= MAX_INPUT_ELEMENTS:
-        raise InputError(
-            f"input {inputs[0].name!r} declares shape {shape} ({elements} elements): expected 1 to {MAX_INPUT_ELEMENTS}"
-        )
-    return inputs[0].name, shape
+        raise InputError(f"input {name!r} of shape {shape} has {elements} elements: expected 1 to {MAX_INPUT_ELEMENTS}")
+    return name, shape
 
 
 def _check_node_order(model: onnx.ModelProto) -> None:

@@ -18,6 +18,20 @@ class CompileOptions:
     board: str | None
     target_json: Path | None
     out: Path
+    input_shape: tuple[int, ...] | None
+
+
+def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    """``N,C,H,W`` -> a tuple of positive ints."""
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise click.BadParameter(f"expected positive integers separated by commas (e.g. 8,3,224,224), got {value!r}")
+    return shape
 
 
 @click.command("compile")
@@ -27,8 +41,22 @@ class CompileOptions:
 @click.option(
     "--target-json", type=click.Path(dir_okay=False, path_type=Path), help="A TVM target dict (JSON) to use instead."
 )
+@click.option(
+    "--input-shape",
+    metavar="N,C,H,W",
+    callback=_shape,
+    help="The input shape to compile for where the model's is symbolic (a batch of 8: 8,3,224,224); "
+    "it must agree with every static dimension. Default: a symbolic batch is 1.",
+)
 @out_option("Output folder.", folder=True)
-def compile_command(model: Path, target: str, board: str | None, target_json: Path | None, out: Path) -> None:
+def compile_command(
+    model: Path,
+    target: str,
+    board: str | None,
+    target_json: Path | None,
+    input_shape: tuple[int, ...] | None,
+    out: Path,
+) -> None:
     """Compile MODEL (packed ONNX, ai.mptc layers) with TVM into OUT/.
 
     OUT/ gets module.so, manifest.json (target, per-layer kernel and why, sizes, versions) and
@@ -44,11 +72,12 @@ def compile_command(model: Path, target: str, board: str | None, target_json: Pa
     Example:
       mptc compile runs/mlp/packed.onnx --target x86 -o runs/mlp/x86
       mptc compile runs/mlp/packed.onnx --target arm --board rpi4 -o runs/mlp/rpi4
+      mptc compile resnet18.onnx --target x86 --input-shape 8,3,224,224 -o runs/resnet18/x86-b8
     """
     from mptc.api import compile as compile_to  # deferred: importing TVM takes seconds
     from mptc.targets.compile import STAGES
 
-    options = CompileOptions(model, target, board, target_json, out)
+    options = CompileOptions(model, target, board, target_json, out, input_shape)
 
     def say_packing(layers: list[str], kept_as: Path) -> None:
         click.echo(f"packing {len(layers)} ternary layer(s) first ({', '.join(layers)}) into {kept_as}", err=True)
@@ -62,6 +91,7 @@ def compile_command(model: Path, target: str, board: str | None, target_json: Pa
             target_json=options.target_json,
             on_stage=stage,
             on_pack=say_packing,
+            input_shape=options.input_shape,
         )
     kernels = ", ".join(f"{layer['name']}: {layer['kernel']}" for layer in manifest.layers) or "no ai.mptc layers"
     click.echo(f"wrote {options.out}/ for {manifest.target.family} ({kernels})")

@@ -1,9 +1,11 @@
 """``mptc compile`` through click's CliRunner (lives with the targets it drives)."""
 
+import json
 import sys
 
 import numpy as np
 import onnx
+import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
@@ -78,3 +80,49 @@ def test_arm_without_any_cross_linker_says_how_to_install_one(tmp_path, monkeypa
     assert result.exit_code == 4, result.output
     assert result.output.startswith("mptc: error: ") and result.output.count("\n") == 1
     assert result.output.endswith(f"run {sys.executable} -m pip install ziglang\n")
+
+
+def _symbolic(tmp_path, axes=(0,)):
+    model = binary_dense_model(np.random.default_rng(1), 1, 70, 10, mode="real", sparsity=0.3)
+    for axis in axes:
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = f"d{axis}"
+    path = tmp_path / "symbolic.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_a_symbolic_batch_compiles_for_the_shape_given(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["compile", str(_symbolic(tmp_path)), "--target", "x86", "--input-shape", "6,70", "-o", str(tmp_path / "o")],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["input"]["shape"] == [6, 70] and manifest["layers"][0]["input_shape"] == [6, 70]
+    assert np.load(tmp_path / "o" / "reference.npz")["x"].shape == (6, 70)
+
+
+def test_a_symbolic_batch_without_a_shape_is_one(tmp_path):
+    result = CliRunner().invoke(
+        main, ["compile", str(_symbolic(tmp_path)), "--target", "x86", "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["input"]["shape"] == [1, 70]
+
+
+@pytest.mark.parametrize(
+    "axes, shape, code, message",
+    [
+        ((1,), None, 4, "axis 1 is symbolic ('d1'): give the shape to compile for (--input-shape"),
+        ((0,), "6,71", 3, "--input-shape [6, 71] does not fit input 'x' of shape ['d0', 70]"),
+        ((0,), "6,70,1", 3, "does not fit input 'x'"),
+        ((0,), "6,x", 2, "expected positive integers separated by commas"),
+        ((0,), "0,70", 2, "expected positive integers separated by commas"),
+    ],
+)
+def test_a_shape_that_does_not_fit_is_one_line(tmp_path, axes, shape, code, message):
+    args = ["compile", str(_symbolic(tmp_path, axes)), "--target", "x86", "-o", str(tmp_path / "o")]
+    result = CliRunner().invoke(main, args + (["--input-shape", shape] if shape else []))
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert not (tmp_path / "o").exists()
