@@ -338,6 +338,7 @@ def compile(
 
     from mptc.artifact import read_manifest
     from mptc.io import write_bytes
+    from mptc.ops.reference import DOMAIN
     from mptc.passes.inspect import inspect_model
     from mptc.passes.pipeline import load_model, optimize
     from mptc.targets.compile import check_out_dir, compile_model
@@ -348,11 +349,10 @@ def compile(
     resolve_target(target, board, target_json)  # a bad target fails before any packing
     check_out_dir(model, out)  # and so does an output folder it may not replace
     source = load_model(model)
-    ternary = [
-        row.name for row in inspect_model(source) if not row.op.startswith("Binary") and row.scale_min is not None
-    ]
-    # layers no packed kernel compiles (grouped convs) stay as they are: then nothing may pack
-    packed = optimize(source, require_packed=False) if ternary else source
+    already_packed = any(node.domain == DOMAIN for node in source.graph.node)
+    # layers no packed kernel compiles (grouped convs) stay as they are: then nothing may pack;
+    # weights behind quantizers (QONNX, QCDQ) are only found by the passes themselves
+    packed = source if already_packed else optimize(source, require_packed=False)
     unpacked = packed is not source
     with tempfile.TemporaryDirectory(prefix="mptc-compile-") as scratch:  # OUT/ is written whole or not at all
         if unpacked:
