@@ -39,8 +39,9 @@ def plane_weight(plus: te.Tensor, minus: te.Tensor, taps: tuple[tirx.PrimExpr, .
     """The decoded weight ``[plus bit] - [minus bit]`` (float32) of output ``o`` at tap index ``taps``."""
     word = (*taps, o // PLANE_BITS)
     bit = tirx.const(1, PLANE) << (o % PLANE_BITS).astype(PLANE)
-    one, zero, none = tirx.const(1.0, "float32"), tirx.const(0.0, "float32"), tirx.const(0, PLANE)
-    return tirx.Select(plus[word] & bit != none, one, zero) - tirx.Select(minus[word] & bit != none, one, zero)
+    none = tirx.const(0, PLANE)
+    one, zero, minus_one = (tirx.const(v, "float32") for v in (1.0, 0.0, -1.0))
+    return tirx.Select(minus[word] & bit != none, minus_one, tirx.Select(plus[word] & bit != none, one, zero))
 
 
 def dense_ternary_func(batch: int, k: int, out: int, lanes: int) -> tirx.PrimFunc:

@@ -1,8 +1,11 @@
 """aarch64 NEON tiles: 32 128-bit registers of 2 uint64 / 4 fp32.
 
-NEON has no 64-bit popcount: LLVM lowers ``popcount`` on uint64x2 to ``cnt.16b`` plus widening
-pairwise adds (``uaddlp``), so a word costs more than on AVX-512 and the tile keeps more
-independent accumulators (4 vectors x 4 columns = 16 registers) to hide that latency.
+NEON has no 64-bit popcount: LLVM lowers ``popcount`` on uint64x2 to ``cnt.16b`` plus three
+widening pairwise adds (``uaddlp``). The popcount kernels instead keep each accumulator as 16-bit
+counters (``lane_counts``: ``cnt.16b`` + ``uadalp.8h`` per vector of words, the counters folded
+once per tile), so a step is eor, and, cnt, uadalp plus its share of the operand loads. A conv
+tile of 16 accumulators takes the columns x vectors shape that loads the fewest operands per
+step (``CpuKernelSchedules._conv_tile``: 2 x 8 on 14-wide maps, 4 x 4 on 16- or 32-wide ones).
 """
 
 from __future__ import annotations

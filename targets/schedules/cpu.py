@@ -7,8 +7,10 @@ outside the tile, one parallel loop over tiles, and the float epilogue computed 
 the counts are still in registers (for a packed output, each group of vectors is compared with
 its thresholds as soon as it is counted, so one group's counts are live at a time). Register
 tiles are small ``local`` buffers, which the TIR pipeline keeps on the stack
-(``targets.stack_buffers``) so LLVM promotes them to registers. The sparse real-input kernels
-vectorize over output columns (conv) or output channels (dense, a gather) and only add.
+(``targets.stack_buffers``) so LLVM promotes them to registers. Tiles with ``lane_counts``
+(NEON) accumulate in 16-bit counters, folded into counts before the epilogue (``lane_counts``).
+The sparse real-input kernels vectorize over output columns (conv) or output channels (dense, a
+gather) and only add.
 """
 
 from __future__ import annotations
@@ -42,9 +44,7 @@ class CpuTiles:
     l1_floats: int = 8192  # fp32 values of L1 data cache a block-sparse conv's input group may fill (32 KB)
     conv_row_outputs: int = 8  # output channels per register tile when a conv's vectors run along columns
     lane_counts: bool = False  # popcounts add up in 16-bit counters (``lane_counts``): NEON's cnt + uadalp
-    popcount_tile: int = (
-        0  # accumulators of a conv popcount tile, shaped by ``_conv_tile`` (0: conv_cols x conv_vectors)
-    )
+    popcount_tile: int = 0  # conv popcount tile's accumulators, shaped by ``_conv_tile`` (0: cols x vectors)
 
 
 # Parallel tasks of a block-sparse conv (consecutive output blocks each): enough to balance a few
@@ -130,21 +130,33 @@ class CpuKernelSchedules:
             cols, vectors = self._conv_tile(columns, extent(sch, o))
             xo, xi = sch.split(ox, [None, cols])
             oo, on, ov = sch.split(o, [None, vectors, self.word_lanes])
-            counters = self._lane_counts(sch, count)
-            # counters: per vector, its weight and mask words serve every column in turn
-            sch.reorder(n, oy, xo, oo, ky, kx, cw, *((on, xi) if counters else (xi, on)), ov)
-            tile = sch.fuse(n, oy, xo, oo)
-            self._register_tile(
-                sch,
-                count,
-                sch.get_sblock(stages.OUTPUT),
-                tile,
-                # separate tap loops keep the input word's address affine (no division per word)
-                reduce_from=ky if counters else sch.fuse(ky, kx, cw),
-                unrolled=(on, xi, cw) if counters else (xi, on),
-                lanes=ov,
-                counters=counters,
-            )
+            if self._lane_counts(sch, count):
+                # taps in separate loops (affine addresses, no division per word), the channel words
+                # unrolled; per vector, its weight and mask words serve every column in turn
+                sch.reorder(n, oy, xo, oo, ky, kx, cw, on, xi, ov)
+                tile = sch.fuse(n, oy, xo, oo)
+                self._register_tile(
+                    sch,
+                    count,
+                    sch.get_sblock(stages.OUTPUT),
+                    tile,
+                    reduce_from=ky,
+                    unrolled=(on, xi, cw),
+                    lanes=ov,
+                    counters=True,
+                )
+            else:
+                sch.reorder(n, oy, xo, oo, ky, kx, cw, xi, on, ov)
+                tile = sch.fuse(n, oy, xo, oo)
+                self._register_tile(
+                    sch,
+                    count,
+                    sch.get_sblock(stages.OUTPUT),
+                    tile,
+                    reduce_from=sch.fuse(ky, kx, cw),
+                    unrolled=(xi, on),
+                    lanes=ov,
+                )
         self._pack(sch, parallel_loops=2)
         if stages.PACK in _block_names(sch):  # float NCHW input: consecutive x are contiguous, one word each
             _, x, cw = sch.get_loops(sch.get_sblock(stages.PACK))
@@ -186,7 +198,11 @@ class CpuKernelSchedules:
         """A float output whose neighbouring columns read neighbouring input words (one channel
         word, stride 1) and whose rows are whole vectors takes vectors of columns instead of
         vectors of channels: each tap is one vector load and a broadcast weight word per output,
-        and the epilogue writes whole NCHW rows with no transpose (measured: docs/performance.md)."""
+        and the epilogue writes whole NCHW rows with no transpose (measured: docs/performance.md).
+        Not with 16-bit counters (NEON): a vector there is 2 columns, and the channel-lane tile
+        shares each output's weight words across its columns instead of broadcasting them per vector."""
+        if self._lane_counts(sch, count):
+            return False
         columns = extent(sch, sch.get_loops(count)[2])
         return int(sch.get(count).annotations[stages.COLUMN_STRIDE]) == 1 and columns % self.word_lanes == 0
 
@@ -245,14 +261,14 @@ class CpuKernelSchedules:
         reductions = sum(1 for iv in sch.get(count).iter_vars if iv.iter_type == tirx.IterVar.CommReduce)
         position, o = loops[-reductions - 2 : -reductions]
         on, ov = sch.split(o, [None, self.word_lanes])
+        unrolled = [position, on, inner, vi]
         if counters:  # separate tap loops (affine addresses), each vector's weights serve every position
             taps = loops[-reductions:]
             sch.reorder(*taps, on, position, ov)
-            unrolled = (position, on, inner, vi, taps[-1])
+            unrolled.append(taps[-1])
         else:
             taps = [sch.fuse(*loops[-reductions:]) if reductions > 1 else loops[-1]]
             sch.reorder(*taps, position, on, ov)
-            unrolled = (position, on, inner, vi)
         sch.set_scope(count, 0, "local")
         sch.set_scope(bits, 0, "local")
         for loop in unrolled:
@@ -458,9 +474,8 @@ class CpuKernelSchedules:
             sch.vectorize(inner)
         if fold is not None:
             _mark_counters(sch, reduce, fold, tile, int(sch.get(lanes).extent))
-            loops = sch.get_loops(epilogue)
-            depth = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(tile))) + 1
-            for loop in loops[depth:-1]:
+            # the epilogue unrolled too: it reads the folded counts where they are, in registers
+            for loop in _under(sch, epilogue, tile)[:-1]:
                 sch.unroll(loop)
 
     @staticmethod
@@ -497,12 +512,17 @@ def _mark_counters(sch, update, fold, tile, lanes: int) -> None:
     """Mark the popcount update's vector and the fold copy's vectors (one per ``lanes`` counts,
     the copy's loops under ``tile`` unrolled) for ``lane_counts.expand``."""
     lane_counts.mark(sch, sch.get_loops(update)[-1], lane_counts.STEP)
-    loops = sch.get_loops(fold)
-    depth = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(tile))) + 1
-    vectors, inner = sch.split(loops[-1], [None, lanes])
-    for loop in [*loops[depth:-1], vectors]:
+    *outer, last = _under(sch, fold, tile)
+    vectors, inner = sch.split(last, [None, lanes])
+    for loop in [*outer, vectors]:
         sch.unroll(loop)
     lane_counts.mark(sch, inner, lane_counts.FOLD)
+
+
+def _under(sch, block, loop) -> list:
+    """The loops of ``block`` inside ``loop``."""
+    loops = sch.get_loops(block)
+    return loops[next(i for i, at in enumerate(loops) if sch.get(at).same_as(sch.get(loop))) + 1 :]
 
 
 def _block_names(sch: s_tir.Schedule) -> set[str]:

@@ -66,7 +66,12 @@ def _expand_block(block: s_tir.SBlock) -> s_tir.SBlock:
 def _inner_store(block: s_tir.SBlock) -> tirx.BufferStore:
     """The scalar store of the blockized block (``for lane: block: store``)."""
     found: list[tirx.BufferStore] = []
-    tvm_ffi.structural_map(block.body, [(tirx.BufferStore, lambda s: found.append(s) or s)], order="post")
+
+    def keep(store: tirx.BufferStore) -> tirx.BufferStore:
+        found.append(store)
+        return store
+
+    tvm_ffi.structural_map(block.body, [(tirx.BufferStore, keep)], order="post")
     if len(found) != 1:
         raise ValueError(f"{block.name_hint}: expected one store under the vector loop, found {len(found)}")
     return found[0]

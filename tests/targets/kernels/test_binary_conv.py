@@ -9,11 +9,12 @@ from onnx import helper
 from mptc.targets import chooser
 from mptc.targets.policy import default_policy
 from mptc.targets.schedules import x86
+from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
 from mptc.targets.target import resolve_target
 
 from ..harness import compile_x86, reference, relative_error, run, sample
-from ..packed_models import binary_conv_model
+from ..packed_models import binary_chain, binary_conv_model
 
 # (batch, channels, size, out, kernel, stride, pad): odd channel counts, 1x1 and 3x3, stride 1/2, pad 0/1
 BINARY_CASES = [
@@ -78,4 +79,41 @@ def test_xnor_popcount_conv_pads_with_a_sign(pad_value):
     model.graph.node[0].attribute.append(helper.make_attribute("pad_value", pad_value))
     vm, _ = compile_x86(model)
     x = sample(model)
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+# NEON tiles on this host: their popcounts add up in 16-bit counters (``schedules.lane_counts``),
+# portable TIR, so the aarch64 form of the kernels runs here (and under qemu: tests/deploy/test_neon_popcount.py).
+NEON = CpuKernelSchedules(NEON_TILES)
+
+
+@pytest.mark.parametrize(
+    "case",
+    BINARY_CASES + [(1, 256, 14, 256, 3, 1, 1), (1, 200, 7, 40, 3, 2, 1)],
+    ids=lambda c: "n{}c{}s{}o{}k{}st{}p{}".format(*c),
+)
+def test_xnor_popcount_conv_in_16_bit_counters_matches_reference(case):
+    model = binary_conv_model(np.random.default_rng(11), *case, mode="binary")
+    vm, lowering = compile_x86(model, kernels=NEON)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.XNOR_POPCOUNT
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pad_value", [-1.0, 1.0])
+def test_xnor_popcount_conv_in_16_bit_counters_pads_with_a_sign(pad_value):
+    model = binary_conv_model(np.random.default_rng(5), 1, 70, 6, 13, 3, 2, 1, mode="binary")
+    model.graph.node[0].attribute.append(helper.make_attribute("pad_value", pad_value))
+    vm, _ = compile_x86(model, kernels=NEON)
+    x = sample(model)
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("signed_scales", [False, True])
+def test_packed_chain_in_16_bit_counters_matches_reference(signed_scales):
+    """Packed outputs: the thresholds compare the folded counts (conv, through a pool, stride 2, dense)."""
+    model = binary_chain(np.random.default_rng(12), signed_scales=signed_scales)
+    vm, lowering = compile_x86(model, kernels=NEON)
+    x = sample(model)
+    assert {layer.kernel for layer in lowering.layers} == {chooser.XNOR_POPCOUNT}
     np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)

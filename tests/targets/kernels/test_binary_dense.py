@@ -5,9 +5,12 @@ import pytest
 
 from mptc.targets import chooser
 from mptc.targets.policy import default_policy
+from mptc.targets.schedules import lane_counts
+from mptc.targets.schedules.arm import NEON_TILES
+from mptc.targets.schedules.cpu import CpuKernelSchedules
 
 from ..harness import compile_x86, reference, relative_error, run, sample
-from ..packed_models import binary_dense_model
+from ..packed_models import GraphBuilder, binary_dense_model
 
 BATCH_LANES_FROM = default_policy("x86").batch_lanes_from
 CASES = [(1, 100, 13), (5, 70, 37), (5, 200, 64), (1, 64, 3)]  # (batch, K, out): K off and on word boundaries
@@ -35,3 +38,28 @@ def test_real_input_dense_both_paths_match_reference(batch, k, out, break_even, 
         kernel == chooser.SPARSE_SIGN_SPLIT and batch >= BATCH_LANES_FROM
     )
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+# NEON tiles on this host: popcounts in 16-bit counters (``schedules.lane_counts``), portable TIR.
+NEON = CpuKernelSchedules(NEON_TILES)
+
+
+@pytest.mark.parametrize("batch, k, out", CASES + [(3, 1000, 70)])
+def test_xnor_popcount_dense_in_16_bit_counters_matches_reference(batch, k, out):
+    model = binary_dense_model(np.random.default_rng(13), batch, k, out, mode="binary")
+    vm, lowering = compile_x86(model, kernels=NEON)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.XNOR_POPCOUNT
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("words", [lane_counts.MAX_WORDS, lane_counts.MAX_WORDS + 1])
+def test_counters_hold_the_largest_count_they_are_used_for(words):
+    """Every input +1 and every weight -1: each output counts all ``64 * words`` bits, 65472 at the
+    counters' limit (kept in them) and 65536 past it (which 16 bits cannot hold: a plain popcount)."""
+    k = 64 * words
+    g = GraphBuilder(np.random.default_rng(14))
+    model = g.model((1, k), g.binary("BinaryDense", "x", np.full((3, k), -1.0, np.float32), "dense", "binary"))
+    vm, _ = compile_x86(model, kernels=NEON)
+    x = np.abs(sample(model)) + 0.5
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-6)

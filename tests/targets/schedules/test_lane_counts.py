@@ -1,0 +1,89 @@
+"""Where the CPU schedules keep popcounts in 16-bit counters (``schedules.lane_counts``): NEON tiles
+only, and only while every count fits; what the step compiles to on aarch64. The numbers are
+checked in tests/targets/kernels (on this host) and tests/deploy/test_neon_popcount.py (emulated)."""
+
+import re
+
+import numpy as np
+import pytest
+
+from mptc.targets import layout
+from mptc.targets.build import build
+from mptc.targets.frontend import Lowering, from_onnx
+from mptc.targets.kernels import binary_conv, binary_dense
+from mptc.targets.policy import default_policy
+from mptc.targets.schedules import kernel_schedules, lane_counts
+from mptc.targets.schedules.arm import NEON_TILES
+from mptc.targets.schedules.cpu import CpuKernelSchedules
+from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES
+from mptc.targets.target import resolve_target
+
+from ..harness import input_shape
+from ..packed_models import binary_conv_model
+
+COUNTERS = "uint16x8"  # a vector of 2 words as 16-bit counters, in the NEON step and fold
+
+
+def _conv(tiles, channels: int = 256, words_out: bool = False) -> str:
+    geo = layout.ConvGeometry(1, channels, 14, 14, 128, (3, 3), (1, 1), (1, 1, 1, 1))
+    func = binary_conv.xnor_conv_func(geo, tiles.word_lanes, (3, 3), words_in=words_out, words_out=words_out)
+    return CpuKernelSchedules(tiles).binary_conv(func).script()
+
+
+def _dense(tiles, k: int, words_out: bool = False) -> str:
+    func = binary_dense.xnor_dense_func(2, k, 70, tiles.word_lanes, words_in=True, words_out=words_out)
+    return CpuKernelSchedules(tiles).binary_dense(func).script()
+
+
+@pytest.mark.parametrize("words_out", [False, True])
+def test_neon_popcounts_run_in_counters_and_x86_ones_do_not(words_out):
+    assert COUNTERS in _conv(NEON_TILES, words_out=words_out)
+    assert COUNTERS in _dense(NEON_TILES, 200, words_out)
+    for tiles in (AVX512_TILES, AVX2_TILES):
+        assert "uint16x" not in _conv(tiles, words_out=words_out)
+        assert "uint16x" not in _dense(tiles, 200, words_out)
+
+
+def test_reductions_past_the_counters_limit_take_a_plain_popcount():
+    assert COUNTERS in _dense(NEON_TILES, 64 * lane_counts.MAX_WORDS)
+    assert COUNTERS not in _dense(NEON_TILES, 64 * (lane_counts.MAX_WORDS + 1))
+    words = -(-(lane_counts.MAX_WORDS + 1) // 9)  # 3x3 taps of this many channel words: past the limit
+    assert COUNTERS not in _conv(NEON_TILES, channels=64 * words)
+
+
+@pytest.mark.parametrize(
+    "columns, outputs, tile",
+    [
+        (14, 256, (2, 8)),  # 14x14 maps: no 4 columns divide the row; 8 vectors share 2 columns' words
+        (16, 256, (4, 4)),
+        (7, 512, (1, 16)),
+        (9, 64, (3, 4)),
+    ],
+)
+def test_neon_conv_tile_loads_fewest_operands_per_step(columns, outputs, tile):
+    assert CpuKernelSchedules(NEON_TILES)._conv_tile(columns, outputs) == tile
+
+
+def test_x86_conv_tiles_keep_their_fixed_shape():
+    kernels = CpuKernelSchedules(AVX512_TILES)
+    assert kernels._conv_tile(14, 256) == (7, 2)
+    assert kernels._conv_tile(16, 256) == (8, 2)
+
+
+def _aarch64_asm(model) -> str:
+    """The model lowered and compiled for a Raspberry Pi 4's Cortex-A72 (no link, no board needed)."""
+    target = resolve_target("arm", board="rpi4")
+    kernels = kernel_schedules(target)
+    lowering = Lowering(kernels, default_policy("arm"))
+    executable = build(from_onnx(model, lowering, {"x": input_shape(model)}), target, kernels.float_lanes)
+    return "\n".join(module.inspect_source("asm") for module in executable.mod.imports)
+
+
+def test_neon_step_is_one_cnt_and_one_uadalp_per_vector():
+    """The counters' step adds each cnt.16b with one uadalp.8h; no 64-bit widening chain
+    (uaddlp .4s / .2d, uadalp .2d) is left in the kernel."""
+    asm = _aarch64_asm(binary_conv_model(np.random.default_rng(17), 1, 256, 6, 32, 3, 1, 1, mode="binary"))
+    cnt = len(re.findall(r"\bcnt\s+v\d+\.16b", asm))
+    assert cnt > 0
+    assert len(re.findall(r"\buadalp\s+v\d+\.8h, v\d+\.16b", asm)) == cnt
+    assert not re.search(r"\buaddlp\s+v\d+\.(4s|2d)|\buadalp\s+v\d+\.2d", asm)
