@@ -44,8 +44,9 @@ def choose_kernel(
 ) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
-    ``break_even`` overrides the ``policy``'s (``sparse_break_even``; for a dense layer on the fp32
-    form whose ``weights`` fit a tier of ``cached_dense_break_even``, that tier's); ``flat_outputs`` (a conv's
+    ``break_even`` overrides the ``policy``'s (``sparse_break_even``; for a dense layer the tier of
+    ``dense_ternary_break_even``, or on the fp32 form of ``cached_dense_break_even``, its
+    ``weights`` fit; for a conv on a short map ``short_flat_break_even``); ``flat_outputs`` (a conv's
     outputs per channel, ``layout.FlatInput.flat_outputs``) below ``short_flat`` takes
     ``short_flat_block`` output channels per block in one channel group below
     ``short_flat_grouped_from`` sparsity; from ``long_flat`` it takes ``long_flat_block``, grouped;
@@ -60,13 +61,16 @@ def choose_kernel(
         if op_type == "BinaryDense" and weights is not None and op_type not in policy.dense_ternary
         else None
     )
-    measured = (
-        policy.batched_dense_break_even
-        if batched
-        else cached
-        if cached is not None
-        else policy.sparse_break_even[op_type]
-    )
+    if batched:
+        measured = policy.batched_dense_break_even
+    elif cached is not None:
+        measured = cached
+    elif op_type == "BinaryDense" and op_type in policy.dense_ternary:
+        measured = policy.dense_ternary_tier(weights)
+    elif op_type == "BinaryConv" and flat_outputs is not None and flat_outputs < policy.short_flat:
+        measured = max(policy.conv_break_even, policy.short_flat_break_even)
+    else:
+        measured = policy.sparse_break_even[op_type]
     threshold = break_even if break_even is not None else measured
     if sparsity >= threshold and op_type == "BinaryConv":
         short = (

@@ -84,16 +84,32 @@ class KernelPolicy:
     into an fp32 block; on smaller maps it decodes them in registers, per register tile
     (docs/performance.md)."""
 
-    dense_ternary_break_even: float = 0.92
-    """Sparsity from which a dense layer below ``batch_lanes_from`` rows takes the sign-split kernel
-    instead of the dense-ternary one, whose planes fit the caches where fp32 weights did not, so
-    one value for every size; ``cached_dense_break_even`` and ``dense_break_even`` are the fp32
+    dense_ternary_break_even: tuple[tuple[int, float], ...] = ((1 << 19, 0.92), (1 << 62, 0.87))
+    """``(weights, break-even)`` tiers, smallest first: the sparsity from which a dense layer below
+    ``batch_lanes_from`` rows whose weight count fits the tier takes the sign-split kernel instead
+    of the dense-ternary one. The planes fit the caches where fp32 weights did not, so the dense
+    form costs the same per weight at every size and the tiers only follow the sparse form's
+    per-layer overhead; ``cached_dense_break_even`` and ``dense_break_even`` are the fp32
     form's (docs/performance.md)."""
+
+    short_flat_break_even: float = 0.66
+    """Sparsity from which a conv on a short map (under ``short_flat`` flat outputs per channel:
+    4x4) takes the block-sparse kernel: one vector per tap entry, its index walk costs more there
+    than on larger maps (docs/performance.md)."""
+
+    def dense_ternary_tier(self, weights: int | None) -> float:
+        """The dense-ternary break-even of a dense layer of ``weights`` weights (None: the largest tier)."""
+        if weights is None:
+            return self.dense_ternary_break_even[-1][1]
+        return next(
+            (even for most, even in self.dense_ternary_break_even if weights <= most),
+            self.dense_ternary_break_even[-1][1],
+        )
 
     @property
     def sparse_break_even(self) -> dict[str, float]:
         """The break-even of each op_type without a cache tier or a batch (recorded in the manifest)."""
-        dense = self.dense_ternary_break_even if "BinaryDense" in self.dense_ternary else self.dense_break_even
+        dense = self.dense_ternary_tier(None) if "BinaryDense" in self.dense_ternary else self.dense_break_even
         return {"BinaryConv": self.conv_break_even, "BinaryDense": dense}
 
 

@@ -34,7 +34,7 @@ def test_a_dense_layer_keeps_its_weight_as_bit_planes_below_the_break_even():
         choice = chooser.choose_kernel("BinaryDense", "real", 0.5, POLICY, weights=weights)
         assert choice.kernel == chooser.DENSE_TERNARY and "2-bit weight planes" in choice.reason
     assert chooser.choose_kernel("BinaryDense", "real", 0.5, POLICY, batch=64).kernel == chooser.DENSE_TERNARY
-    assert POLICY.sparse_break_even["BinaryDense"] == POLICY.dense_ternary_break_even
+    assert POLICY.sparse_break_even["BinaryDense"] == POLICY.dense_ternary_tier(None)
     assert FP32_DENSE.sparse_break_even["BinaryDense"] == FP32_DENSE.dense_break_even
     assert chooser.choose_kernel("BinaryDense", "real", 0.2, FP32_DENSE).kernel == chooser.DENSE_FP32
     assert chooser.choose_kernel("BinaryConv", "real", 0.2, FP32_DENSE).kernel == chooser.DENSE_FP32

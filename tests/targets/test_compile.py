@@ -121,4 +121,4 @@ def test_a_policy_given_to_compile_model_picks_the_kernels(tmp_path):
     policy = dataclasses.replace(default_policy("x86"), conv_break_even=0.95)
     manifest = compile_model(model, "x86", tmp_path, policy=policy)
     assert [layer["kernel"] for layer in manifest["layers"]] == [chooser.DENSE_TERNARY]
-    assert manifest["sparse_break_even"] == {"BinaryConv": 0.95, "BinaryDense": policy.dense_ternary_break_even}
+    assert manifest["sparse_break_even"] == {"BinaryConv": 0.95, "BinaryDense": policy.dense_ternary_tier(None)}

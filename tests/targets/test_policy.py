@@ -17,5 +17,5 @@ def test_the_manifest_break_evens_name_each_op():
     policy = dataclasses.replace(default_policy("x86"), conv_break_even=0.4)
     assert policy.sparse_break_even == {
         "BinaryConv": 0.4,
-        "BinaryDense": default_policy("x86").dense_ternary_break_even,
+        "BinaryDense": default_policy("x86").dense_ternary_tier(None),
     }

@@ -1,0 +1,50 @@
+"""The chooser against recorded costs: on every benchmark shape and sparsity, the kernel it picks
+is the faster form, or within ``TIE`` of it. The costs are measurements, recorded here (not timed
+in the test): ``bench/bench_kernels.py --real-only`` for the convs and the dense-layer A/B of
+``docs/performance.md`` (x86 host, AMD EPYC ``znver5``, 1 thread, 2026-12-06), microseconds.
+"""
+
+import pytest
+
+from mptc.targets import chooser, layout
+from mptc.targets.policy import default_policy
+
+POLICY = default_policy("x86")
+TIE = 0.05  # forms within 5 % of each other: either choice is right within the host's noise
+
+# (C = O, map side, sparsity, best block-sparse us, dense-ternary us), conv 3x3 pad 1 batch 1
+CONV_COSTS = [
+    (64, 32, 0.3, 309, 309), (64, 32, 0.5, 242, 309), (64, 32, 0.7, 182, 323), (64, 32, 0.9, 96, 309),
+    (64, 32, 0.95, 62, 318), (128, 16, 0.3, 282, 300), (128, 16, 0.5, 233, 298), (128, 16, 0.7, 184, 299),
+    (128, 16, 0.9, 110, 301), (256, 8, 0.3, 277, 303), (256, 8, 0.5, 232, 303), (256, 8, 0.7, 165, 308),
+    (256, 8, 0.9, 77, 308), (512, 4, 0.3, 395, 307), (512, 4, 0.5, 360, 307), (512, 4, 0.7, 293, 307),
+    (512, 4, 0.8, 242, 304), (512, 4, 0.9, 120, 289), (512, 4, 0.95, 70, 310),
+]  # fmt: skip
+
+# (K, O, sparsity, sign-split us, dense-ternary us), dense batch 1
+DENSE_COSTS = [
+    (64, 512, 0.9, 1.97, 1.49), (64, 512, 0.95, 1.40, 1.47), (64, 512, 0.98, 1.09, 1.53),
+    (512, 512, 0.9, 7.41, 7.28), (512, 512, 0.95, 4.48, 7.28), (512, 512, 0.98, 2.76, 7.61),
+    (512, 10, 0.95, 0.89, 1.09), (1024, 1024, 0.8, 44.29, 26.74), (1024, 1024, 0.85, 33.63, 27.09),
+    (1024, 1024, 0.9, 24.34, 27.28), (2048, 1024, 0.9, 43.66, 52.89), (2048, 1024, 0.95, 24.83, 51.81),
+    (4096, 4096, 0.8, 645.91, 427.71), (4096, 4096, 0.85, 486.83, 427.4), (4096, 4096, 0.9, 337.74, 442.3),
+]  # fmt: skip
+
+
+def _right(picked_sparse: bool, sparse_us: float, dense_us: float) -> bool:
+    picked, other = (sparse_us, dense_us) if picked_sparse else (dense_us, sparse_us)
+    return picked <= other * (1 + TIE)
+
+
+@pytest.mark.parametrize("channels, side, sparsity, sparse_us, dense_us", CONV_COSTS)
+def test_a_conv_takes_the_faster_form(channels, side, sparsity, sparse_us, dense_us):
+    geo = layout.ConvGeometry(1, channels, side, side, channels, kernel=(3, 3), pads=(1, 1, 1, 1))
+    flat = layout.flat_input(geo, POLICY).flat_outputs
+    choice = chooser.choose_kernel("BinaryConv", "real", sparsity, POLICY, flat_outputs=flat)
+    assert _right(choice.kernel == chooser.BLOCK_SPARSE, sparse_us, dense_us), choice.reason
+
+
+@pytest.mark.parametrize("k, out, sparsity, sparse_us, dense_us", DENSE_COSTS)
+def test_a_dense_layer_takes_the_faster_form(k, out, sparsity, sparse_us, dense_us):
+    choice = chooser.choose_kernel("BinaryDense", "real", sparsity, POLICY, weights=k * out)
+    assert _right(choice.kernel == chooser.SPARSE_SIGN_SPLIT, sparse_us, dense_us), choice.reason
