@@ -365,9 +365,14 @@ class BinaryDense(_onnx.OnnxOpConverter):
                 consts = [index, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
             if choice.kernel == chooser.DENSE_TERNARY:
-                plus, minus = layout.ternary_planes(weight)
-                func = kernels.dense_ternary(dense_ternary.dense_ternary_func(batch, k, out, kernels.float_lanes))
-                consts = [plus, minus, layer.scale, layer.bias]
+                nibbles = kernels.ternary_nibbles
+                weights = (
+                    [layout.ternary_nibbles(weight), layout.NIBBLE_TABLE] if nibbles else layout.ternary_planes(weight)
+                )
+                func = kernels.dense_ternary(
+                    dense_ternary.dense_ternary_func(batch, k, out, kernels.float_lanes, nibbles=nibbles)
+                )
+                consts = [*weights, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
             dense_t = np.ascontiguousarray(
                 (weight * layer.scale[:, None]).T.astype(np.float32)

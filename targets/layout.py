@@ -283,6 +283,32 @@ def ternary_planes(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return plane(rows > 0), plane(rows < 0)
 
 
+NIBBLE_OUTPUTS = 4  # outputs per code byte of ``ternary_nibbles``: one NEON float vector
+
+
+def ternary_nibbles(weight: np.ndarray) -> np.ndarray:
+    """The dense-ternary weight as one code byte per ``NIBBLE_OUTPUTS`` outputs per tap: ``(K,
+    ceil(O / 4))`` uint8 whose bits 0-3 mark the +1 weights of outputs ``4 i .. 4 i + 3`` and bits
+    4-7 their -1 weights (2 bits per weight, as the planes); :data:`NIBBLE_TABLE` decodes a code
+    into those 4 weights with one vector load. Pad outputs past ``O`` are 0."""
+    rows = np.asarray(weight).reshape(weight.shape[0], -1).T  # K, O
+    padded = ceil_div(rows.shape[1], NIBBLE_OUTPUTS) * NIBBLE_OUTPUTS
+    rows = np.pad(rows, ((0, 0), (0, padded - rows.shape[1]))).reshape(rows.shape[0], -1, NIBBLE_OUTPUTS)
+    bits = 1 << np.arange(NIBBLE_OUTPUTS)
+    plus, minus = ((rows > 0) * bits).sum(-1), ((rows < 0) * bits).sum(-1)
+    return np.ascontiguousarray(plus | (minus << NIBBLE_OUTPUTS)).astype(np.uint8)
+
+
+def _nibble_table() -> np.ndarray:
+    code = np.arange(256)[:, None]
+    lane = np.arange(NIBBLE_OUTPUTS)[None, :]
+    return (((code >> lane) & 1) - ((code >> (lane + NIBBLE_OUTPUTS)) & 1)).astype(np.float32)
+
+
+NIBBLE_TABLE = _nibble_table()
+"""``(256, 4)`` float32: row ``c`` is the 4 weights in {-1, 0, +1} that code byte ``c`` stands for."""
+
+
 def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:
     """ELL table ``(O/lanes, L, lanes)`` int32 into the sign-split operand ``[x, -x, 0]`` of length ``2K + 1``.
 

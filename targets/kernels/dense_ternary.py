@@ -32,7 +32,7 @@ from tvm import te, tirx
 
 from mptc.targets.kernels import stages
 from mptc.targets.kernels.epilogue import finish, residual_input
-from mptc.targets.layout import PLANE, PLANE_BITS, ConvGeometry, ceil_div
+from mptc.targets.layout import NIBBLE_OUTPUTS, NIBBLE_TABLE, PLANE, PLANE_BITS, ConvGeometry, ceil_div
 
 
 def plane_weight(plus: te.Tensor, minus: te.Tensor, taps: tuple[tirx.PrimExpr, ...], o: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -44,23 +44,39 @@ def plane_weight(plus: te.Tensor, minus: te.Tensor, taps: tuple[tirx.PrimExpr, .
     return tirx.Select(minus[word] & bit != none, minus_one, tirx.Select(plus[word] & bit != none, one, zero))
 
 
-def dense_ternary_func(batch: int, k: int, out: int, lanes: int) -> tirx.PrimFunc:
+def dense_ternary_func(batch: int, k: int, out: int, lanes: int, nibbles: bool = False) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, plus, minus, scale, bias) -> y``; the reduction (stage ``TERNARY``)
-    covers ``O`` rounded up to whole vectors of ``lanes`` outputs, which the planes' words hold."""
-    words = ceil_div(out, PLANE_BITS)
+    covers ``O`` rounded up to whole vectors of ``lanes`` outputs, which the planes' words hold.
+
+    ``nibbles`` (4-lane vectors, NEON): ``(x, codes, table, scale, bias) -> y`` instead, the weight
+    as one code byte per 4 outputs (``layout.ternary_nibbles``) decoded by one vector load from
+    ``table`` (``layout.NIBBLE_TABLE``): a bit test per lane costs NEON six instructions per
+    vector, the load one."""
     x = te.placeholder((batch, k), "float32", name="x")
-    plus = te.placeholder((k, words), PLANE, name="plus")
-    minus = te.placeholder((k, words), PLANE, name="minus")
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
     j = te.reduce_axis((0, k), name="k")
+    if nibbles:
+        codes = te.placeholder((k, ceil_div(out, NIBBLE_OUTPUTS)), "uint8", name="codes")
+        table = te.placeholder(NIBBLE_TABLE.shape, "float32", name="table")
+        weights = [codes, table]
+
+        def weight(o: tirx.PrimExpr) -> tirx.PrimExpr:
+            return table[codes[j, o // NIBBLE_OUTPUTS].astype("int32"), o % NIBBLE_OUTPUTS]
+    else:
+        words = ceil_div(out, PLANE_BITS)
+        plus = te.placeholder((k, words), PLANE, name="plus")
+        minus = te.placeholder((k, words), PLANE, name="minus")
+        weights = [plus, minus]
+
+        def weight(o: tirx.PrimExpr) -> tirx.PrimExpr:
+            return plane_weight(plus, minus, (j,), o)
+
     acc = te.compute(
-        (batch, ceil_div(out, lanes) * lanes),
-        lambda n, o: te.sum(x[n, j] * plane_weight(plus, minus, (j,), o), axis=j),
-        name=stages.TERNARY,
+        (batch, ceil_div(out, lanes) * lanes), lambda n, o: te.sum(x[n, j] * weight(o), axis=j), name=stages.TERNARY
     )
     y = te.compute((batch, out), lambda n, o: scale[o] * acc[n, o] + bias[o], name=stages.OUTPUT)
-    return te.create_prim_func([x, plus, minus, scale, bias, y])
+    return te.create_prim_func([x, *weights, scale, bias, y])
 
 
 def conv_ternary_func(

@@ -45,6 +45,7 @@ class CpuTiles:
     conv_row_outputs: int = 8  # output channels per register tile when a conv's vectors run along columns
     lane_counts: bool = False  # popcounts add up in 16-bit counters (``lane_counts``): NEON's cnt + uadalp
     popcount_tile: int = 0  # conv popcount tile's accumulators, shaped by ``_conv_tile`` (0: cols x vectors)
+    ternary_nibbles: bool = False  # dense-ternary weights as code bytes decoded by a table load (NEON)
 
 
 # Parallel tasks of a block-sparse conv (consecutive output blocks each): enough to balance a few
@@ -96,6 +97,10 @@ class CpuKernelSchedules:
     @property
     def float_lanes(self) -> int:
         return self.tiles.float_lanes
+
+    @property
+    def ternary_nibbles(self) -> bool:
+        return self.tiles.ternary_nibbles
 
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Tile ``(n, oy, ox/cols, o/(vectors*lanes))`` parallel; the taps (one fused loop) outside

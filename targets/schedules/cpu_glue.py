@@ -5,22 +5,39 @@ loops). ``s_tir.dlight.cpu`` has only GEMV and Reduction rules, so two rules are
 first:
 
 * :class:`TiledReduction` - one reduction block whose spatial axes lead (matmul / dense, conv2d,
-  max/avg pooling, reductions), with any injective epilogue fused by ``FuseOps`` (bias, batch-norm
-  folded into multiply-add, relu, residual add). Register tile of ``rows x columns`` outputs:
-  columns are the innermost spatial axis (vectorized); rows are the innermost other spatial axis
-  that the vector-loaded operands do not depend on, so one loaded vector feeds every row (the
-  batch rows of a matmul, the output channels of an NCHW conv). The reduction runs outside the
-  tile, one parallel loop covers the tiles, the epilogue is applied while the tile is in
-  registers. With no rows to reuse a vector (a batch-1 matmul), the tile becomes a panel of up to
-  ``PANEL_COLUMNS`` outputs that streams each weight row contiguously instead. A zero-pad
-  producer stays a separate parallel stage (inlined, its branch would sit in the inner loop).
+  depthwise conv2d, max/avg pooling, reductions), with any injective epilogue fused by ``FuseOps``
+  (bias, batch-norm folded into multiply-add, relu, clip, residual add). Register tile of
+  ``rows x columns`` outputs: columns are the innermost spatial axis (vectorized); rows are the
+  innermost other spatial axis that the vector-loaded operands do not depend on, so one loaded
+  vector feeds every row (the batch rows of a matmul, the output channels of an NCHW conv). The
+  reduction runs outside the tile, one parallel loop covers the tiles, the epilogue is applied
+  while the tile is in registers. With no rows to reuse a vector (a batch-1 matmul), the tile
+  becomes a panel of up to ``PANEL_COLUMNS`` outputs that streams each weight row contiguously
+  instead. A zero-pad producer stays a separate parallel stage (inlined, its branch would sit in
+  the inner loop).
+
+  The tile shape is searched: 1 or ``TILE_VECTORS`` vectors per row, as many rows as the
+  accumulator budget allows (24 of AVX-512's 32 registers, 8 otherwise), every size dividing its
+  extent (no predicate), so a 7x7 map takes a row of 7 pixels rather than one. A row is whole
+  vectors or less than one (LLVM splits 28 lanes into 16 + 8 + 4 and spills the tile). Along
+  output columns, the output rows of a conv add up to ``TILE_GROUPS`` vector groups, each fed by
+  the same broadcast weight (the 3-channel stem, whose channels alone leave loads and FMAs even).
 
   The vector axis is the innermost spatial one (output columns), unless an outer one fills more
   lanes and only constant weights are read along it: a conv on a map narrower than a vector (or
   not a whole number of them: 4, 7, 8, 14 columns) takes its vectors along the output channels,
   the weight re-laid with them innermost, and its rows from a 2-D block of output pixels, each a
   broadcast input value: on 4x4-14x14 maps the columns fill a fraction of the lanes, the output
-  channels all of them (measured: docs/performance.md).
+  channels all of them (measured: docs/performance.md). A pointwise (1x1, stride 1, unpadded)
+  conv iterates over flat pixels ``h * W + w`` instead, contiguous in its input and output, so
+  a 56-wide map still gives whole vectors (a GEMM over pixels).
+
+  A strided window (stride-2 conv, depthwise conv or pool) reads its padded input with a stride
+  along the vector axis; the pad stage stores it by stride phase (``[..., w % s, w // s]``) so
+  those loads are contiguous, copying pairs that LLVM vectorizes as wide loads and shuffles. For
+  a depthwise conv or pool (no input-channel sum) the padded window is produced inside each tile,
+  where it stays in L1. A stride-1 one loads a new input vector for every tap of every row: its
+  tile is a few rows of any width (``TILE_ACCUMULATORS`` vectors, 4 rows of 28 columns).
 
   Constant weights are re-laid in the order the tiles read them: TVM's ``RewriteLayout``
   postprocessor (the one MetaSchedule uses) turns the tiled loop nest into a layout-rewrite
@@ -28,7 +45,8 @@ first:
   ``(K, N)`` becomes column panels ``(N / cols, K, cols)`` read contiguously; and when the
   vector-loaded operand is such a weight, the column panels are the outer parallel loop, so each
   panel is read from memory once for all row tiles instead of once per row tile (measured:
-  docs/performance.md).
+  docs/performance.md). Otherwise the row tiles are the innermost parallel iterations, so
+  consecutive tiles reuse one vector-loaded input block from L1.
 * :class:`Injective` - elementwise / layout functions: everything inlined into the last block,
   whose loops are fused, split into vector chunks, and the chunks run in parallel.
 """
@@ -47,8 +65,9 @@ from tvm.target import Target
 from mptc.targets.schedules.cpu import divisor_at_most, extent
 
 TILE_VECTORS = 2  # vectors per register-tile row (innermost spatial axis)
-TILE_ACCUMULATORS = 8  # rows x vectors kept in registers; leaves room for operands in 16 (AVX2/NEON: 32) registers
-TILE_ACCUMULATORS_AVX512 = 24  # the same with 32 registers: operands (vectors + a broadcast) take the rest
+TILE_ACCUMULATORS = 8  # rows x vectors kept in registers below AVX-512, and by stride-1 windows
+TILE_ACCUMULATORS_AVX512 = 24  # of AVX-512's 32 registers: operands (vectors + a broadcast) take the rest
+TILE_GROUPS = 4  # vector groups of a tile along a second axis (output rows of a conv on wide maps)
 PANEL_COLUMNS = 1024  # batch-1 matmul: outputs per thread panel (4 KiB of accumulators, stays in L1)
 PANEL_TASKS = 4  # batch-1 matmul: panels narrow enough that a few cores share the columns
 
@@ -94,19 +113,25 @@ class TiledReduction(_VectorRule):
         for info in infos[reductions[0] + 1 :]:
             sch.reverse_compute_inline(info.block_rv)
         weights = [func.params[i] for i in (func.attrs or {}).get("layout_free_buffers", [])]
+        if not pads and _flatten_pixels(sch, main.block_rv, writeback, spatial):
+            spatial -= 1
         axis = self._vector_axis(sch, main.block_rv, spatial, weights)
-        if axis == spatial - 1 and not __import__("os").environ.get("NODEINT"):
-            for pad in pads:
-                _deinterleave(sch, pad, main.block_rv, axis)
+        phased = [pad for pad in pads if axis == spatial - 1 and _deinterleave(sch, pad, main.block_rv, axis)]
         column_reads = _column_reads(sch.get(main.block_rv), axis)
         weight_columns = any(_is_weight(read, weights) for read, _ in column_reads)
-        tile = self._tile(sch, main.block_rv, writeback, spatial, axis, column_reads, weight_columns)
+        windowed = [pad for pad in pads if _windowed(sch, pad, main.block_rv, spatial)]
+        window = any(pad not in phased for pad in windowed)  # a stride-1 depthwise conv or pool
+        tile = self._tile(sch, main.block_rv, writeback, spatial, axis, column_reads, weight_columns, window)
         for pad in pads:
-            if tile is not None and _windowed(sch, pad, main.block_rv, spatial):
-                # a depthwise conv or a pool reads a small window of the padded input per tile:
-                # padded there, it stays in L1 instead of taking a pass over memory
+            if tile is not None and pad in phased and pad in windowed:
+                # a strided depthwise conv or pool reads a small window of the padded input per
+                # tile: re-laid there, it stays in L1 instead of taking a pass over memory (a
+                # stride-1 one reads its input once either way, and a separate stage is cheaper)
                 sch.compute_at(pad, tile)
-                self._vectorize_innermost(sch, pad, tile)
+                _phases_innermost(sch, pad)
+            elif pad in phased:
+                _phases_innermost(sch, pad)
+                sch.parallel(sch.fuse(*sch.get_loops(pad)[:-2]))
             else:
                 self._parallel_vectorized(sch, pad)
         RewriteLayout().apply(sch)
@@ -131,17 +156,19 @@ class TiledReduction(_VectorRule):
 
     def _vector_cols(self, size: int) -> int:
         """Columns of a register tile along an axis of ``size``: up to ``TILE_VECTORS`` vectors."""
-        return self._columns(size, TILE_VECTORS * self.float_lanes)
+        return whole_columns(size, TILE_VECTORS * self.float_lanes, self.float_lanes)
 
-    def _columns(self, size: int, cap: int) -> int:
-        """The widest tile row up to ``cap`` lanes that divides ``size`` and is whole vectors or a
-        power of two: LLVM breaks other widths (28, 14) into scalar pieces spilled to the stack."""
-        return max(c for c in range(1, min(size, cap) + 1) if size % c == 0 and self._whole(c))
-
-    def _whole(self, cols: int) -> bool:
-        return cols % self.float_lanes == 0 or cols < self.float_lanes
-
-    def _tile(self, sch: s_tir.Schedule, block, writeback, spatial: int, axis: int, column_reads, weight_columns: bool):
+    def _tile(
+        self,
+        sch: s_tir.Schedule,
+        block,
+        writeback,
+        spatial: int,
+        axis: int,
+        column_reads,
+        weight_columns: bool,
+        window: bool = False,
+    ):
         """Register tiles of ``rows x columns``; the column panels outermost when ``weight_columns``.
         With the vectors along an outer axis, the rows tile the two innermost free axes (a 2-D
         block of output pixels) so a small map still fills the tile."""
@@ -166,16 +193,27 @@ class TiledReduction(_VectorRule):
             sch.transform_layout(
                 block, ("write", 0), lambda *index: [*index[:lanes], *index[lanes + 1 :], index[lanes]]
             )
-        vector_cols, row_sizes = self._tile_shape(extent(sch, cols), [extent(sch, outer[i]) for i in row_axes])
+        # along output columns, the next outer axis (output rows of a conv) can add vector groups:
+        # each broadcast weight then feeds that many vectors
+        group = spatial - 2 if axis == spatial - 1 and rows != spatial - 2 and spatial - 2 not in free else None
+        groups = extent(sch, outer[group]) if group is not None else 1
+        vector_cols, row_sizes, group_size = self._tile_shape(
+            extent(sch, cols), [extent(sch, outer[i]) for i in row_axes], groups, window
+        )
         co, ci = sch.split(cols, [None, vector_cols])
         inner = []
+        if group is not None and group_size > 1:
+            outer[group], part = sch.split(outer[group], [None, group_size])
+            inner.append(part)
         for i, size in zip(row_axes, row_sizes, strict=True):
             outer[i], part = sch.split(outer[i], [None, size])
             inner.append(part)
-        order = [co, *outer] if weight_columns else [*outer, co]
+        if weight_columns:
+            order = [co, *outer]
+        else:
+            # the row tiles innermost: consecutive tiles share their vector-loaded input block
+            order = [*(loop for i, loop in enumerate(outer) if i not in row_axes), co, *(outer[i] for i in row_axes)]
         sch.reorder(*order, *reduce, *inner, ci)
-        if len(reduce) > 1 and extent(sch, reduce[-1]) <= 8 and __import__("os").environ.get("UNR"):
-            sch.unroll(reduce[-1])  # kernel taps: their offsets fold into the addresses
         tile = sch.fuse(*order)
         sch.parallel(tile)
         sch.reverse_compute_at(writeback, tile)
@@ -186,25 +224,39 @@ class TiledReduction(_VectorRule):
         self._vectorize_innermost(sch, writeback, tile)
         return tile
 
-    def _tile_shape(self, columns: int, row_extents: list[int]) -> tuple[int, list[int]]:
-        """``(columns, rows per row axis)`` of the register tile with the most outputs whose
-        accumulators fit the register budget; every size divides its extent (no predicate).
-        Trying 1 to ``TILE_VECTORS`` vectors per row lets a prime row extent (a 7x7 map) take
-        all its rows instead of one."""
-        budget = self.accumulators
-        best: tuple[int, int, list[int]] | None = None
-        for vectors in range(TILE_VECTORS, 0, -1):  # ties: more vectors, fewer broadcasts per FMA
-            cols = self._columns(columns, vectors * self.float_lanes)
-            left = max(1, budget // -(-cols // self.float_lanes))
-            sizes = []
-            for size in reversed(row_extents):
-                sizes.insert(0, divisor_at_most(size, left))
-                left //= sizes[0]
-            outputs = cols * int(np.prod(sizes))
-            if best is None or outputs > best[0]:
-                best = (outputs, cols, sizes)
+    def _tile_shape(
+        self, columns: int, row_extents: list[int], groups: int = 1, window: bool = False
+    ) -> tuple[int, list[int], int]:
+        """``(columns, rows per row axis, vector groups)`` of the register tile with the most
+        outputs whose accumulators fit the register budget, then the fewest loads per FMA; every
+        size divides its extent (no predicate). Trying 1 to ``TILE_VECTORS`` vectors per row lets
+        a prime row extent (a 7x7 map) take all its rows instead of one. ``groups``: the extent of
+        an axis whose outputs need their own vector loads (up to ``TILE_GROUPS`` of them).
+        ``window``: a stride-1 depthwise conv or pool, which loads a new input vector for every
+        tap of every row: its rows take any width up to ``TILE_VECTORS`` vectors (28 = 16 + 8 +
+        4 lanes), and only ``TILE_ACCUMULATORS`` vectors of them, or the tile spills."""
+        best: tuple[int, int, int, list[int], int] | None = None
+        for vectors in range(TILE_VECTORS, 0, -1):
+            if window:
+                cols = divisor_at_most(columns, TILE_VECTORS * self.float_lanes)
+            else:
+                cols = whole_columns(columns, vectors * self.float_lanes, self.float_lanes)
+            width = -(-cols // self.float_lanes)
+            for group in (g for g in range(1, min(groups, TILE_GROUPS) + 1) if groups % g == 0):
+                left = (TILE_ACCUMULATORS if window else self.accumulators) // (width * group)
+                if left < 1 and group > 1:
+                    continue
+                left = max(1, left)
+                sizes: list[int] = []
+                for size in reversed(row_extents):
+                    sizes.insert(0, divisor_at_most(size, left))
+                    left //= sizes[0]
+                rows = int(np.prod(sizes))
+                key = (cols * group * rows, -(width * group + rows))
+                if best is None or key > best[:2]:
+                    best = (key[0], key[1], cols, sizes, group)
         assert best is not None
-        return best[1], best[2]
+        return best[2], best[3], best[4]
 
     @property
     def accumulators(self) -> int:
@@ -249,6 +301,47 @@ class TiledReduction(_VectorRule):
             sch.vectorize(loops[-1])
 
 
+def _flatten_pixels(sch: s_tir.Schedule, block, writeback, spatial: int) -> bool:
+    """Iterate a pointwise (1x1, stride 1) conv over flat pixels ``h * W + w``: every operand
+    indexed by the two innermost spatial axes holds them as its two innermost dimensions, whole,
+    so the flat pixels are contiguous and a tile row is whole vectors even when ``W`` is not (56).
+    Returns whether it did."""
+    if spatial < 3:
+        return False
+    stmt = sch.get(block)
+    h, w = (iv.var for iv in stmt.iter_vars[spatial - 2 : spatial])
+    sizes = [int(iv.dom.extent) for iv in stmt.iter_vars[spatial - 2 : spatial]]
+    for access in [*stmt.reads, *stmt.writes]:
+        dims = [collect_vars_used_in_prim_expr(r.min) for r in access.region]
+        if not any(found & {h, w} for found in dims):
+            continue
+        tail = [r.min for r in access.region[-2:]]
+        shape = [int(d) for d in access.source.shape[-2:]]
+        if not (tail[0].same_as(h) and tail[1].same_as(w) and shape == sizes):
+            return False
+        if any(found & {h, w} for found in dims[:-2]):
+            return False
+    width = sizes[1]
+
+    def flat(ndim: int, at: int) -> tirx.IndexMap:
+        return tirx.IndexMap.from_func(lambda *i: [*i[:at], i[at] * width + i[at + 1], *i[at + 2 :]], ndim=ndim)
+
+    local = stmt.writes[0].source
+    sch.transform_layout(block, ("write", 0), flat(len(local.shape), len(local.shape) - 2))
+    sch.transform_block_layout(block, flat(len(stmt.iter_vars), spatial - 2))
+    sch.transform_block_layout(
+        writeback, flat(len(sch.get(writeback).iter_vars), len(sch.get(writeback).iter_vars) - 2)
+    )
+    return True
+
+
+def whole_columns(size: int, cap: int, lanes: int) -> int:
+    """The widest tile row of up to ``cap`` outputs along an axis of ``size`` that divides it and
+    is whole vectors of ``lanes`` or less than one: LLVM splits other widths (28 = 16 + 8 + 4)
+    into pieces, and a tile of many such rows spills to the stack."""
+    return max(c for c in range(1, min(size, cap) + 1) if size % c == 0 and (c % lanes == 0 or c < lanes))
+
+
 def _windowed(sch: s_tir.Schedule, pad, block, spatial: int) -> bool:
     """Whether ``block`` reads the padded buffer of ``pad`` only through a window that slides with
     the outputs: every reduction axis of the read indexes some dimension together with a spatial
@@ -266,22 +359,23 @@ def _windowed(sch: s_tir.Schedule, pad, block, spatial: int) -> bool:
     return True
 
 
-def _deinterleave(sch: s_tir.Schedule, pad, block, axis: int) -> None:
+def _deinterleave(sch: s_tir.Schedule, pad, block, axis: int) -> bool:
     """Store the padded input with each stride phase of its last dimension contiguous
     (``[..., w % s, w // s]``) when ``block`` reads it with stride ``s`` along the vector axis: the
-    vector loads of a strided conv or pool are then contiguous instead of gathers."""
+    vector loads of a strided conv or pool are then contiguous instead of gathers. Returns
+    whether it did."""
     buffer = sch.get(pad).writes[0].source
     stmt = sch.get(block)
     column = stmt.iter_vars[axis].var
     reads = [read for read in stmt.reads if read.source.same_as(buffer)]
     if len(reads) != 1:
-        return
+        return False
     coefficients = sym.detect_linear_equation(reads[0].region[-1].min, [column])
     if len(coefficients) != 2 or not isinstance(coefficients[0], tirx.IntImm):
-        return
+        return False
     stride, width = int(coefficients[0]), int(buffer.shape[-1])
     if stride < 2 or width % stride:
-        return
+        return False
 
     def phases(ndim: int) -> tirx.IndexMap:
         return tirx.IndexMap.from_func(lambda *index: [*index[:-1], index[-1] % stride, index[-1] // stride], ndim=ndim)
@@ -289,6 +383,16 @@ def _deinterleave(sch: s_tir.Schedule, pad, block, axis: int) -> None:
     sch.transform_layout(pad, ("write", 0), phases(len(buffer.shape)))
     # the pad block iterates in the new order too, so its stores stay contiguous
     sch.transform_block_layout(pad, phases(len(sch.get(pad).iter_vars)))
+    return True
+
+
+def _phases_innermost(sch: s_tir.Schedule, pad) -> None:
+    """The de-interleaving copy of ``pad`` stores the stride phases of each input position
+    together (phase loop innermost, unrolled): its loads are then contiguous pairs, which LLVM's
+    loop vectorizer turns into wide loads and shuffles (TVM's own vectorizer would gather)."""
+    *_, phase, column = sch.get_loops(pad)
+    sch.reorder(column, phase)
+    sch.unroll(phase)
 
 
 def _column_reads(stmt, axis: int) -> list:

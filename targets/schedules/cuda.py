@@ -31,6 +31,7 @@ class CudaKernelSchedules:
 
     word_lanes = WORD_LANES
     float_lanes = FLOAT_LANES
+    ternary_nibbles = False
 
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, (stages.PACK, stages.PAD), stages.POPCOUNT)

@@ -28,6 +28,12 @@ class KernelSchedules(Protocol):
         """fp32 values per vector: the lanes of the sign-split dense index and of the fp32 glue."""
         ...
 
+    @property
+    def ternary_nibbles(self) -> bool:
+        """Whether a dense-ternary dense layer reads code bytes and a decode table
+        (``layout.ternary_nibbles``) instead of bit-planes."""
+        ...
+
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """The scheduled XNOR-popcount conv (``kernels.binary_conv.xnor_conv_func``)."""
         ...

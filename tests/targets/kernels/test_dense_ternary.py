@@ -133,3 +133,23 @@ def test_dense_ternary_builds_for_arm_and_cuda(tmp_path, target):
     dense = binary_dense_model(np.random.default_rng(21), 2, 70, 45, mode="real", sparsity=0.2)
     manifest = compile_model(dense, target, tmp_path / "dense")
     assert [layer["kernel"] for layer in manifest["layers"]] == [chooser.DENSE_TERNARY]
+
+
+def test_ternary_nibbles_decode_through_the_table():
+    weight = np.random.default_rng(22).choice([-1.0, 0.0, 1.0], size=(10, 7)).astype(np.float32)
+    codes = layout.ternary_nibbles(weight)
+    assert codes.shape == (7, 3) and codes.dtype == np.uint8
+    decoded = layout.NIBBLE_TABLE[codes.astype(int)].reshape(7, 12)[:, :10]
+    np.testing.assert_array_equal(decoded.T, weight)
+    assert not np.any(codes[:, 2] & 0b11001100)  # outputs 10 and 11 are padding: no bits
+
+
+def test_neon_tiles_read_code_bytes():
+    """NEON's dense-ternary reads one code byte per 4 outputs and the table: 2 bits per weight too."""
+    batch, k, out = 2, 90, 45
+    model = binary_dense_model(np.random.default_rng(23), batch, k, out, mode="real", sparsity=0.2)
+    vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(NEON_TILES))
+    [layer] = lowering.layers
+    assert layer.lowered_bytes == k * layout.ceil_div(out, 4) + layout.NIBBLE_TABLE.nbytes + 2 * 4 * out
+    x = sample(model)
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
