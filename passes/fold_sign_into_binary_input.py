@@ -1,4 +1,4 @@
-"""Fold the sign that feeds an ``ai.mptc`` operator into its ``input_mode="binary"``."""
+"""Fold the sign that feeds an ``ai.mptc`` operator into its ``input_mode`` (``"binary"`` or ``"sign"``)."""
 
 from __future__ import annotations
 
@@ -27,11 +27,13 @@ QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
 _ACCEPTED = "Where(x >= 0, 1, -1) or another spelling of docs/operators.md"
 
 
-def sign_source(value: ir.Value | None) -> ir.Value | None:
-    """``x`` when ``value`` is the project's sign of ``x`` (sign(0) = +1, docs/operators.md);
-    None when nothing that looks like a sign produces ``value``.
+def sign_source(value: ir.Value | None) -> tuple[ir.Value, str] | None:
+    """``(x, input_mode)`` when ``value`` is a sign of ``x``: ``"binary"`` for the project's sign
+    (sign(0) = +1, docs/operators.md), ``"sign"`` for ONNX ``Sign(x)`` (sign(0) = 0); None when
+    nothing that looks like a sign produces ``value``.
 
-    Accepted spellings, each exactly ``+1 if x >= 0 else -1`` for every float x (0 and -0 give +1):
+    Spellings of sign(0) = +1, each exactly ``+1 if x >= 0 else -1`` for every float x (0 and -0
+    give +1):
 
     - ``Where(x >= 0, P, M)``, its mirror ``Where(0 <= x, P, M)`` and the negated
       ``Where(x < 0, M, P)`` / ``Where(0 > x, M, P)``, where P and M are provably all +1 and all -1
@@ -44,22 +46,26 @@ def sign_source(value: ir.Value | None) -> ir.Value | None:
       (either operand order of Mul and Add), Cast to float, c one of ``x >= 0`` / ``0 <= x``;
     - QONNX ``BipolarQuant(x, scale)`` with scale 1 (its output is ``scale * sign(x)``).
 
-    Plain ONNX ``Sign(x)`` is not one of them: it maps 0 to 0.
+    Any other ONNX ``Sign(v)`` folds as ``"sign"`` of ``v``: exact, zeros stay zeros.
 
     Raises:
-        Skip: a sign-like producer that is not that sign; the message says why.
+        Skip: a sign-like producer that is not a sign; the message says why.
     """
     producer = value.producer() if value is not None else None
     if producer is None:
         return None
     if any(is_op(producer, "BipolarQuant", domain) for domain in QONNX_DOMAINS):
-        return _bipolar_quant_source(producer)
+        return _bipolar_quant_source(producer), "binary"
     if is_op(producer, "Sign"):
-        return _larq_source(producer)
+        larq = _larq_source(producer)
+        if larq is not None:
+            return larq, "binary"
+        return (producer.inputs[0], "sign") if producer.inputs and producer.inputs[0] is not None else None
     if is_op(producer, "Where"):
-        return _where_source(producer)
+        return _where_source(producer), "binary"
     if is_op(producer, "Sub") or is_op(producer, "Add"):
-        return _affine_source(producer)
+        x = _affine_source(producer)
+        return None if x is None else (x, "binary")
     return None
 
 
@@ -90,11 +96,12 @@ def _compared_with_zero(compare: ir.Node, form: tuple[int, int, bool]) -> ir.Val
     return x
 
 
-def _larq_source(outer: ir.Node) -> ir.Value:
-    """``x`` of Larq's ``Sign(Sign(x) + c)``, 0 < c < 1."""
+def _larq_source(outer: ir.Node) -> ir.Value | None:
+    """``x`` of Larq's ``Sign(Sign(x) + c)``, 0 < c < 1; None for any other Sign (an exact ONNX
+    ``Sign`` of its input)."""
     add = outer.inputs[0].producer() if outer.inputs and outer.inputs[0] is not None else None
     if not is_op(add, "Add") or len(add.inputs) != 2:
-        raise Skip(f"{label(outer)} maps 0 to 0; only a sign with sign(0) = +1 folds, {_ACCEPTED}")
+        return None
     for inner_index in (0, 1):
         inner, c = add.inputs[inner_index], add.inputs[1 - inner_index]
         sign = inner.producer() if inner is not None else None
@@ -102,13 +109,11 @@ def _larq_source(outer: ir.Node) -> ir.Value:
             continue
         constant = constant_array(c)
         if constant is None or constant.size != 1 or not 0.0 < float(constant.reshape(())) < 1.0:
-            raise Skip(
-                f"{label(add)} adds {_describe(constant)} to a Sign; Sign(Sign(x) + c) is sign(x) only for 0 < c < 1"
-            )
+            return None
         if not _fits(tuple(constant.shape), sign.inputs[0]):
-            raise Skip(f"{label(add)} adds a constant that may broadcast past the shape of {sign.inputs[0].name!r}")
+            return None
         return sign.inputs[0]
-    raise Skip(f"{label(outer)} maps 0 to 0; only a sign with sign(0) = +1 folds, {_ACCEPTED}")
+    return None
 
 
 def _affine_source(node: ir.Node) -> ir.Value | None:
@@ -247,9 +252,10 @@ def _describe(array: np.ndarray | None) -> str:
 _COMMUTE_WITH_SIGN = ("Flatten", "Reshape", "MaxPool")
 
 
-def _signed_input(node: ir.Node) -> tuple[list[ir.Node], ir.Value] | None:
-    """``(chain, x)`` when ``node`` reads ``f_1(...f_k(sign(x)))`` with every f in
-    ``_COMMUTE_WITH_SIGN`` (``chain`` = f_1 .. f_k, possibly none); None when no sign feeds it.
+def _signed_input(node: ir.Node) -> tuple[list[ir.Node], ir.Value, str] | None:
+    """``(chain, x, input_mode)`` when ``node`` reads ``f_1(...f_k(sign(x)))`` with every f in
+    ``_COMMUTE_WITH_SIGN`` (``chain`` = f_1 .. f_k, possibly none; they commute with ONNX ``Sign``
+    too, a monotone map); None when no sign feeds it.
 
     The chain lets a conv stack's classifier head (MaxPool, Flatten) and a conv after pooling
     take the binary input too.
@@ -265,8 +271,8 @@ def _signed_input(node: ir.Node) -> tuple[list[ir.Node], ir.Value] | None:
             break
         chain.append(producer)
         value = producer.inputs[0]
-    x = sign_source(value)
-    return None if x is None else (chain, x)
+    found = sign_source(value)
+    return None if found is None else (chain, *found)
 
 
 def _move_before(graph: ir.Graph, node: ir.Node, chain: list[ir.Node], x: ir.Value) -> ir.Value:
@@ -291,24 +297,25 @@ def _is_scalar(array: np.ndarray | None, expected: float) -> bool:
 
 
 class FoldSignIntoBinaryInputPass(ir.passes.InPlacePass):
-    """Fold a sign producer into the binary input mode of the operator it feeds.
+    """Fold a sign producer into the input mode of the operator it feeds.
 
     ``ai.mptc.Binary*(Where(x >= 0, 1, -1), ...; input_mode="real") -> ai.mptc.Binary*(x, ...;
-    input_mode="binary")`` (other accepted spellings of the sign: :func:`sign_source`), and through
-    a chain of ops that commute with sign, ``Binary*(f(sign(x))) -> Binary*(f(x); input_mode="binary")``
+    input_mode="binary")`` (other spellings of sign(0) = +1: :func:`sign_source`), ONNX
+    ``Binary*(Sign(x); "real") -> Binary*(x; input_mode="sign")`` (sign(0) = 0, exact), and
+    through a chain of ops that commute with both signs, ``Binary*(f(sign(x))) -> Binary*(f(x))``
     for f made of Flatten, Reshape and MaxPool (a classifier head, a conv after pooling).
 
     Precondition (:meth:`requires`): every ``ai.mptc`` operator is well formed (five inputs, one
-    output). Postcondition (:meth:`ensures`): no operator in ``"real"`` mode still reads the sign.
+    output). Postcondition (:meth:`ensures`): no operator in ``"real"`` mode still reads a sign.
     Only ``"real"`` operators are candidates (their ``pad_value`` 0 pads the signs with zeros
-    exactly as Conv padded the Where output). The Where and comparison nodes stay for other users;
+    exactly as Conv padded the sign's output). The sign nodes stay for other users;
     RemoveUnusedNodesPass deletes them when the operator was their only one.
 
-    Left alone: operators already in binary mode and operators that read nothing sign-like; and,
-    with the reason logged and kept in :attr:`skipped` under the operator's label, near misses:
-    signs with another tie rule (ONNX ``Sign`` and ``x > 0`` map 0 to 0 or -1), Larq's form with
-    c outside (0, 1), ``2 * Cast(x >= 0) - 1`` with other constants, ``BipolarQuant`` with a
-    scale other than 1, branches not provably all +1 / all -1 or that could broadcast the shape.
+    Left alone: operators already in binary or sign mode and operators that read nothing
+    sign-like; and, with the reason logged and kept in :attr:`skipped` under the operator's label,
+    near misses: ``x > 0`` selections (sign(0) = -1), ``2 * Cast(x >= 0) - 1`` with other
+    constants, ``BipolarQuant`` with a scale other than 1, branches not provably all +1 / all -1 or
+    that could broadcast the shape.
     """
 
     def __init__(self) -> None:
@@ -332,9 +339,10 @@ class FoldSignIntoBinaryInputPass(ir.passes.InPlacePass):
                 continue
             if signed is None:
                 continue
-            node.replace_input_with(0, _move_before(model.graph, node, *signed))
-            node.attributes["input_mode"] = ir.AttrString("input_mode", "binary")
-            logger.info("folded the sign feeding %s into input_mode=binary", label(node))
+            chain, x, mode = signed
+            node.replace_input_with(0, _move_before(model.graph, node, chain, x))
+            node.attributes["input_mode"] = ir.AttrString("input_mode", mode)
+            logger.info("folded the sign feeding %s into input_mode=%s", label(node), mode)
             modified = True
         return ir.passes.PassResult(model, modified=modified)
 

@@ -11,7 +11,7 @@ The body, for both operators (bit ``j`` of byte ``b`` is element ``8*b + j``, LS
 
     bits[o, 8*b + j] = (packed[o, b] >> j) & 1               # BitShift, BitwiseAnd, Reshape
     W[o, :K]         = (2 * sign_bit - 1) * mask_bit * scale[o]   # Slice to K = row length
-    T                = Where(X >= 0, 1, -1) if input_mode == "binary" else X
+    T                = Where(X >= 0, 1, -1) if input_mode == "binary" else Sign(X) if "sign" else X
     BinaryConv:  Y   = Conv(Pad(T, pads, pad_value), W.reshape(O, C/group, kh, kw), bias)
     BinaryDense: Y   = Gemm(T, W, bias, transB=1)
 
@@ -67,7 +67,11 @@ _UNPACK_AND_INPUT = """
   is_binary = Equal (mode, binary)
   non_negative = GreaterOrEqual (X, zero)
   signs = Where (non_negative, one, minus_one)
-  t = Where (is_binary, signs, X)
+  exact = Constant <value_string = "sign"> ()
+  is_exact = Equal (mode, exact)
+  exact_signs = Sign (X)
+  real_or_exact = Where (is_exact, exact_signs, X)
+  t = Where (is_binary, signs, real_or_exact)
 """
 
 _BODIES = {

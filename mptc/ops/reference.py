@@ -14,7 +14,8 @@ from mptc.conventions import sign, unpack_bits
 
 DOMAIN = "ai.mptc"
 OPSET_VERSION = 1
-INPUT_MODES = ("real", "binary")
+INPUT_MODES = ("real", "binary", "sign")
+"""``T(X)`` per ``input_mode``: X; sign(X) with sign(0) = +1; ONNX ``Sign(X)`` (sign(0) = 0)."""
 
 
 def unpack_ternary(sign_bits: np.ndarray, mask_bits: np.ndarray, weight_shape: tuple[int, ...]) -> np.ndarray:
@@ -55,7 +56,7 @@ def conv2d_nchw(
 
 
 class BinaryConv(OpRun):
-    """``Y = scale[o] * Conv(Pad(T(X), pads, pad_value), W_ternary) + bias[o]``, T = sign or identity."""
+    """``Y = scale[o] * Conv(Pad(T(X), pads, pad_value), W_ternary) + bias[o]``, T by ``input_mode``."""
 
     op_domain = DOMAIN
 
@@ -83,7 +84,7 @@ class BinaryConv(OpRun):
         pad_value = float(pad_value or 0.0)
         o = sign_bits.shape[0]
         weight = unpack_ternary(sign_bits, mask_bits, (o, x.shape[1] // group, kh, kw))
-        t = sign(x) if mode == "binary" else x
+        t = _input(x, mode)
         t = np.pad(t, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])), constant_values=pad_value)
         raw = conv2d_nchw(t, weight, strides, dilations, group)
         y = raw * scale.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
@@ -91,15 +92,22 @@ class BinaryConv(OpRun):
 
 
 class BinaryDense(OpRun):
-    """``Y = scale[o] * (T(X) @ W_ternary^T) + bias[o]`` for 2-D ``X``, T = sign or identity."""
+    """``Y = scale[o] * (T(X) @ W_ternary^T) + bias[o]`` for 2-D ``X``, T by ``input_mode``."""
 
     op_domain = DOMAIN
 
     def _run(self, x, sign_bits, mask_bits, scale, bias, input_mode=None):  # type: ignore[override]
         weight = unpack_ternary(sign_bits, mask_bits, (sign_bits.shape[0], x.shape[1]))
-        t = sign(x) if _mode(input_mode) == "binary" else x
+        t = _input(x, _mode(input_mode))
         y = (t.astype(np.float64) @ weight.T.astype(np.float64)) * scale + bias
         return (y.astype(np.float32),)
+
+
+def _input(x: np.ndarray, mode: str) -> np.ndarray:
+    """``T(X)`` of ``input_mode`` ``mode`` (:data:`INPUT_MODES`)."""
+    if mode == "binary":
+        return sign(x)
+    return np.sign(x).astype(x.dtype) if mode == "sign" else x
 
 
 def _mode(input_mode: str | bytes | None) -> str:

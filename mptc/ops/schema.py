@@ -35,7 +35,9 @@ def _default(name: str, value: object, description: str) -> OpSchema.Attribute:
     return OpSchema.Attribute(name, helper.make_attribute(name, value), description)
 
 
-_INPUT_MODE = _default("input_mode", "real", '"real": T = X; "binary": T = sign(X) with sign(0) = +1')
+_INPUT_MODE = _default(
+    "input_mode", "real", '"real": T = X; "binary": T = sign(X) with sign(0) = +1; "sign": T = Sign(X), sign(0) = 0'
+)
 
 
 def _output_type(ctx: InferenceContext, dims: list[int | str | None]) -> None:
@@ -45,7 +47,10 @@ def _output_type(ctx: InferenceContext, dims: list[int | str | None]) -> None:
 
 def _known_dims(ctx: InferenceContext, index: int) -> list[int | str | None] | None:
     """Input ``index``'s dimensions (value, symbol or None), None when its rank is unknown."""
-    tensor_type = ctx.get_input_type(index).tensor_type
+    value_type = ctx.get_input_type(index)
+    if value_type is None:  # produced by an op whose output type nothing inferred (a custom domain's)
+        return None
+    tensor_type = value_type.tensor_type
     if not tensor_type.HasField("shape"):
         return None
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]

@@ -8,7 +8,7 @@ weights are unpacked once, into initializers::
 
     BinaryConv(x)  -> Conv(T(x), scale[o] * W, bias)            (with pad_value != 0: Pad(T(x), pad_value) first)
     BinaryDense(x) -> Gemm(T(x), scale[o] * W, bias, transB=1)
-    T = Where(x >= 0, 1, -1) for input_mode "binary" (sign(0) = +1), identity for "real"
+    T = Where(x >= 0, 1, -1) for input_mode "binary" (sign(0) = +1), Sign(x) for "sign", identity for "real"
 
 The main node keeps the ``ai.mptc`` node's name, so per-layer tables match it; the sign and pad
 nodes are named ``<name>|sign`` / ``<name>|pad`` (:func:`part_name`). The semantics are
@@ -98,6 +98,9 @@ def _standard(
                 name=part_name(name, "sign"),
             ),
         ]
+        x = f"{prefix}.signs"
+    elif attributes.input_mode == "sign":
+        nodes.append(helper.make_node("Sign", [x], [f"{prefix}.signs"], name=part_name(name, "sign")))
         x = f"{prefix}.signs"
     rows = constants[scale].astype(np.float32)
     if node.op_type == "BinaryDense":

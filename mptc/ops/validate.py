@@ -35,7 +35,7 @@ from mptc.errors import InputError, UnsupportedError
 from mptc.ops.reference import DOMAIN, INPUT_MODES
 from mptc.ops.schema import schemas
 
-LEGAL_PAD_VALUES: dict[str, tuple[float, ...]] = {"real": (0.0,), "binary": (-1.0, 0.0, 1.0)}
+LEGAL_PAD_VALUES: dict[str, tuple[float, ...]] = {"real": (0.0,), "binary": (-1.0, 0.0, 1.0), "sign": (0.0,)}
 """``pad_value`` by ``input_mode`` (``docs/operators.md``): what a padded position holds after the sign."""
 
 MAX_GEOMETRY = 1 << 16

@@ -43,22 +43,23 @@ from dataclasses import dataclass
 from tvm import te, tirx
 
 from mptc.targets.kernels import stages
-from mptc.targets.kernels.bits import WORD, sign_word, threshold_words
+from mptc.targets.kernels.bits import WORD, nonzero_word, sign_word, threshold_words
 from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import ConvGeometry, FlatInput, ceil_div, sign_classes, table_outputs
 
 
-def pack_input(x: te.Tensor, geo: ConvGeometry) -> te.Tensor:
+def pack_input(x: te.Tensor, geo: ConvGeometry, plane=sign_word, name: str = stages.PACK) -> te.Tensor:
     """``sign(x)`` NCHW float -> NHWC words ``(N, H, W, Cw)`` uint64 (no padding: every read is
-    affine, so a schedule can vectorize over ``W``; ``pad_words`` pads the words)."""
+    affine, so a schedule can vectorize over ``W``; ``pad_words`` pads the words); ``plane``
+    ``bits.nonzero_word``: the words of ``x != 0`` instead."""
 
     def word(n, y, xx, cw):
-        return sign_word(lambda c: x[n, tirx.min(c, geo.channels - 1), y, xx], lambda c: c < geo.channels, cw)
+        return plane(lambda c: x[n, tirx.min(c, geo.channels - 1), y, xx], lambda c: c < geo.channels, cw)
 
-    return te.compute((geo.batch, geo.height, geo.width, geo.channel_words), word, name=stages.PACK)
+    return te.compute((geo.batch, geo.height, geo.width, geo.channel_words), word, name=name)
 
 
-def pad_words(a: te.Tensor, geo: ConvGeometry) -> te.Tensor:
+def pad_words(a: te.Tensor, geo: ConvGeometry, name: str = stages.PAD) -> te.Tensor:
     """Words ``(N, H, W, Cw)`` packed by the previous layer -> zero-padded ``(N, Hp, Wp, Cw)``."""
 
     def word(n, yp, xp, cw):
@@ -66,7 +67,7 @@ def pad_words(a: te.Tensor, geo: ConvGeometry) -> te.Tensor:
         inside = tirx.all(y >= 0, y < geo.height, xx >= 0, xx < geo.width)
         return tirx.if_then_else(inside, a[n, _clamp(y, geo.height), _clamp(xx, geo.width), cw], tirx.const(0, WORD))
 
-    return te.compute((geo.batch, geo.padded_height, geo.padded_width, geo.channel_words), word, name=stages.PAD)
+    return te.compute((geo.batch, geo.padded_height, geo.padded_width, geo.channel_words), word, name=name)
 
 
 def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeometry) -> te.Tensor:
@@ -87,6 +88,53 @@ def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeome
 
     shape = (geo.batch, geo.out_height, geo.out_width, tiles * lanes)
     return te.compute(shape, popcount, name=stages.POPCOUNT, attrs={stages.COLUMN_STRIDE: geo.channel_words * sw})
+
+
+def exact_sign_dot(a: te.Tensor, z: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeometry) -> te.Tensor:
+    """The dot product ``dot[n, oy, ox, o]`` of ONNX ``Sign(x)`` (0 at 0) and the ternary weight:
+    ``popcount(m & z) - 2 popcount((a ^ w) & m & z)`` over the taps, ``z`` the nonzero plane
+    (padding and zeros give z = 0: they add nothing, no border table needed)."""
+    tiles, lanes = sign.shape[0], sign.shape[-1]
+    (sh, sw), (dh, dw) = geo.strides, geo.dilations
+    ky = te.reduce_axis((0, geo.kernel[0]), name="ky")
+    kx = te.reduce_axis((0, geo.kernel[1]), name="kx")
+    cw = te.reduce_axis((0, geo.channel_words), name="cw")
+
+    def dot(n, oy, ox, o):
+        at = (n, oy * sh + ky * dh, ox * sw + kx * dw, cw)
+        w, m = sign[o // lanes, ky, kx, cw, o % lanes], mask[o // lanes, ky, kx, cw, o % lanes]
+        valid = m & z[at]
+        # in uint64, wrapping: the sum read as int64 is the dot (no widening per word)
+        count = tirx.popcount(valid) - (tirx.popcount((a[at] ^ w) & valid) << tirx.const(1, WORD))
+        return te.sum(count, axis=[ky, kx, cw])
+
+    shape = (geo.batch, geo.out_height, geo.out_width, tiles * lanes)
+    attrs = {stages.COLUMN_STRIDE: geo.channel_words * sw, stages.EXACT_SIGN: 1}
+    return te.compute(shape, dot, name=stages.POPCOUNT, attrs=attrs)
+
+
+def exact_sign_conv_func(geo: ConvGeometry, lanes: int, residual: bool = False, relu: bool = False) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, sign, mask, scale, bias[, residual]) -> y`` of a conv on ONNX
+    ``Sign(x)`` (``input_mode="sign"``): ``x`` float NCHW packed into a sign and a nonzero plane,
+    ``y = scale[o] * dot + bias[o]`` (``exact_sign_dot``), with the fused epilogue."""
+    x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
+    a = pad_words(pack_input(x, geo), geo)
+    z = pad_words(pack_input(x, geo, nonzero_word, stages.PACK_NONZERO), geo, stages.PAD_NONZERO)
+    words = (table_outputs(geo.out_channels, lanes) // lanes, *geo.kernel, geo.channel_words, lanes)
+    sign = te.placeholder(words, WORD, name="sign")
+    mask = te.placeholder(words, WORD, name="mask")
+    scale = te.placeholder((geo.out_channels,), "float32", name="scale")
+    bias = te.placeholder((geo.out_channels,), "float32", name="bias")
+    res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
+    d = exact_sign_dot(a, z, sign, mask, geo)
+    y = te.compute(
+        (geo.batch, geo.out_channels, geo.out_height, geo.out_width),
+        lambda n, o, oy, ox: finish(
+            scale[o] * d[n, oy, ox, o].astype("int64").astype("float32") + bias[o], res, relu, n, o, oy, ox
+        ),
+        name=stages.OUTPUT,
+    )
+    return te.create_prim_func([x, sign, mask, scale, bias] + ([res] if residual else []) + [y])
 
 
 def float_output(d, border, row_class, scale, bias, geo: ConvGeometry, residual=None, relu=False) -> te.Tensor:

@@ -27,17 +27,18 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from mptc.targets.kernels import stages
-from mptc.targets.kernels.bits import WORD, sign_word, threshold_words
+from mptc.targets.kernels.bits import WORD, nonzero_word, sign_word, threshold_words
 from mptc.targets.layout import WORD_BITS, ceil_div, table_outputs
 
 
-def pack_input(x: te.Tensor) -> te.Tensor:
-    """``sign(x)`` float ``(N, K)`` -> words ``(N, ceil(K / 64))`` uint64 with zero pad bits."""
+def pack_input(x: te.Tensor, plane=sign_word, name: str = stages.PACK) -> te.Tensor:
+    """``sign(x)`` float ``(N, K)`` -> words ``(N, ceil(K / 64))`` uint64 with zero pad bits;
+    ``plane`` ``bits.nonzero_word``: the words of ``x != 0`` instead."""
     batch, k = (int(d) for d in x.shape)
     return te.compute(
         (batch, ceil_div(k, WORD_BITS)),
-        lambda n, w: sign_word(lambda c: x[n, tirx.min(c, k - 1)], lambda c: c < k, w),
-        name=stages.PACK,
+        lambda n, w: plane(lambda c: x[n, tirx.min(c, k - 1)], lambda c: c < k, w),
+        name=name,
     )
 
 
@@ -88,6 +89,34 @@ def xnor_dense_func(
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
     return te.create_prim_func([x, sign, mask, count, scale, bias, float_output(d, count, scale, bias)])
+
+
+def exact_sign_dense_func(batch: int, k: int, out: int, lanes: int) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, sign, mask, scale, bias) -> y`` of a dense layer on ONNX ``Sign(x)``
+    (``input_mode="sign"``): ``dot = popcount(m & z) - 2 popcount((a ^ w) & m & z)`` with ``z`` the
+    nonzero plane of ``x``, ``y = scale * dot + bias``."""
+    padded = table_outputs(out, lanes)
+    words = ceil_div(k, WORD_BITS)
+    x = te.placeholder((batch, k), "float32", name="x")
+    a, z = pack_input(x), pack_input(x, nonzero_word, stages.PACK_NONZERO)
+    sign = te.placeholder((padded // lanes, words, lanes), WORD, name="sign")
+    mask = te.placeholder((padded // lanes, words, lanes), WORD, name="mask")
+    scale = te.placeholder((out,), "float32", name="scale")
+    bias = te.placeholder((out,), "float32", name="bias")
+    kw = te.reduce_axis((0, words), name="kw")
+
+    def dot(n, o):
+        w, m = sign[o // lanes, kw, o % lanes], mask[o // lanes, kw, o % lanes]
+        valid = m & z[n, kw]
+        # in uint64, wrapping: the sum read as int64 is the dot (no widening per word)
+        count = tirx.popcount(valid) - (tirx.popcount((a[n, kw] ^ w) & valid) << tirx.const(1, WORD))
+        return te.sum(count, axis=kw)
+
+    d = te.compute((batch, padded), dot, name=stages.POPCOUNT, attrs={stages.EXACT_SIGN: 1})
+    y = te.compute(
+        (batch, out), lambda n, o: scale[o] * d[n, o].astype("int64").astype("float32") + bias[o], name=stages.OUTPUT
+    )
+    return te.create_prim_func([x, sign, mask, scale, bias, y])
 
 
 def split_input(x: te.Tensor, batch_lanes: bool = False) -> te.Tensor:

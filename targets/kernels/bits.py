@@ -37,12 +37,25 @@ def sign_word(
     ``value`` must be safe to evaluate for every ``c`` of the word (clamp its indices): both
     sides of the select may be computed.
     """
+    return bit_word(lambda c: tirx.all(valid(c), value(c) >= tirx.const(0.0, "float32")), word)
+
+
+def nonzero_word(
+    value: Callable[[tirx.PrimExpr], tirx.PrimExpr],
+    valid: Callable[[tirx.PrimExpr], tirx.PrimExpr],
+    word: tirx.PrimExpr,
+) -> tirx.PrimExpr:
+    """The packed word ``word`` whose bit ``j`` is set where element ``c = 64 word + j`` is valid
+    and not 0: the bits where ONNX ``Sign`` is not 0 (``sign_word`` gives its sign there)."""
+    return bit_word(lambda c: tirx.all(valid(c), value(c) != tirx.const(0.0, "float32")), word)
+
+
+def bit_word(is_set: Callable[[tirx.PrimExpr], tirx.PrimExpr], word: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The uint64 word ``word`` whose bit ``j`` is ``is_set(64 * word + j)``, unrolled into one expression."""
     zero, one = tirx.const(0, WORD), tirx.const(1, WORD)
 
     def bit(j: int) -> tirx.PrimExpr:
-        c = word * WORD_BITS + j
-        set_ = tirx.all(valid(c), value(c) >= tirx.const(0.0, "float32"))
-        return tirx.Select(set_, one << tirx.const(j, WORD), zero)
+        return tirx.Select(is_set(word * WORD_BITS + j), one << tirx.const(j, WORD), zero)
 
     return functools.reduce(lambda acc, j: acc | bit(j), range(1, WORD_BITS), bit(0))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 PACK = "pack"  # sign + bit-pack of a float input into uint64 words
 PAD = "pad"  # zero-padding of the input words (conv)
+PACK_NONZERO = "pack_nonzero"  # the nonzero bit-plane of a float input for an exact ONNX Sign
+PAD_NONZERO = "pad_nonzero"  # zero-padding of the nonzero words (conv)
 POPCOUNT = "popcount"  # the XNOR-popcount reduction over taps and words
 LANE_BITS = "lane_bits"  # a packed output's bits, per vector lane (``bits.threshold_words``)
 OUTPUT = "output"  # the kernel's result: the float epilogue, the packed words, or a pool's words
@@ -19,4 +21,5 @@ DECODE = "decode"  # a dense-ternary conv's fp32 block of decoded weights (per p
 SPLIT = "split"  # the sign-split operand ``[x, -x, 0]`` of a sparse dense layer
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of ``FLAT``: (rows, columns) of each flat plane
+EXACT_SIGN = "mptc.exact_sign"  # annotation of ``POPCOUNT``: counts over the nonzero plane too (ONNX Sign)
 COLUMN_STRIDE = "mptc.column_stride"  # annotation of ``POPCOUNT``: input words between output columns

@@ -163,11 +163,12 @@ class CpuKernelSchedules:
                     lanes=ov,
                 )
         self._pack(sch, parallel_loops=2)
-        if stages.PACK in _block_names(sch):  # float NCHW input: consecutive x are contiguous, one word each
-            _, x, cw = sch.get_loops(sch.get_sblock(stages.PACK))
-            sch.reorder(cw, x)
-            # a full float vector of pixels per compare: 2.5x faster than word-wide on 32-pixel rows
-            sch.vectorize(sch.split(x, [None, divisor_at_most(extent(sch, x), self.float_lanes)])[1])
+        for name in (stages.PACK, stages.PACK_NONZERO):  # float NCHW input: consecutive x contiguous, one word each
+            if name in _block_names(sch):
+                _, x, cw = sch.get_loops(sch.get_sblock(name))
+                sch.reorder(cw, x)
+                # a full float vector of pixels per compare: 2.5x faster than word-wide on 32-pixel rows
+                sch.vectorize(sch.split(x, [None, divisor_at_most(extent(sch, x), self.float_lanes)])[1])
         return lane_counts.expand(sch.mod["main"])
 
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -214,7 +215,7 @@ class CpuKernelSchedules:
     def _lane_counts(self, sch, count) -> bool:
         """Whether ``count`` accumulates in 16-bit counters (``lane_counts``): where the tiles ask
         for it and every output's reduction fits the counters."""
-        if not self.tiles.lane_counts:
+        if not self.tiles.lane_counts or stages.EXACT_SIGN in sch.get(count).annotations:
             return False
         block = sch.get(count)
         words = 1
@@ -486,7 +487,7 @@ class CpuKernelSchedules:
     @staticmethod
     def _pack(sch, parallel_loops: int) -> None:
         """Sign-pack and padding of the input words, where the kernel has those stages: parallel over leading loops."""
-        for name in (stages.PACK, stages.PAD):
+        for name in (stages.PACK, stages.PAD, stages.PACK_NONZERO, stages.PAD_NONZERO):
             if name in _block_names(sch):
                 loops = sch.get_loops(sch.get_sblock(name))
                 sch.parallel(sch.fuse(*loops[:parallel_loops]))

@@ -122,11 +122,14 @@ class TiledReduction(_VectorRule):
         windowed = [pad for pad in pads if _windowed(sch, pad, main.block_rv, spatial)]
         window = any(pad not in phased for pad in windowed)  # a stride-1 depthwise conv or pool
         tile = self._tile(sch, main.block_rv, writeback, spatial, axis, column_reads, weight_columns, window)
+        weighted = any(_is_weight(read, weights) for read in sch.get(main.block_rv).reads)
+        wide = 2 * _tile_columns(sch, main.block_rv) >= self.float_lanes
         for pad in pads:
-            if tile is not None and pad in phased and pad in windowed:
-                # a strided depthwise conv or pool reads a small window of the padded input per
-                # tile: re-laid there, it stays in L1 instead of taking a pass over memory (a
-                # stride-1 one reads its input once either way, and a separate stage is cheaper)
+            if tile is not None and pad in phased and pad in windowed and weighted and wide:
+                # a strided depthwise conv reads a small window of the padded input per tile:
+                # re-laid there, it stays in L1 instead of taking a pass over memory. A pool
+                # (no multiply per tap), a tile narrower than half a vector, or a stride-1
+                # window does too little per window element to pay the per-tile copy.
                 sch.compute_at(pad, tile)
                 _phases_innermost(sch, pad)
             elif pad in phased:
@@ -384,6 +387,12 @@ def _deinterleave(sch: s_tir.Schedule, pad, block, axis: int) -> bool:
     # the pad block iterates in the new order too, so its stores stay contiguous
     sch.transform_block_layout(pad, phases(len(sch.get(pad).iter_vars)))
     return True
+
+
+def _tile_columns(sch: s_tir.Schedule, block) -> int:
+    """Lanes of the block's vectorized loop (the columns of its register tile)."""
+    vectorized = [loop for loop in sch.get_loops(block) if sch.get(loop).kind == tirx.ForKind.VECTORIZED]
+    return extent(sch, vectorized[-1]) if vectorized else 1
 
 
 def _phases_innermost(sch: s_tir.Schedule, pad) -> None:

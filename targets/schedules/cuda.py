@@ -24,6 +24,7 @@ from mptc.targets.layout import ceil_div
 THREADS_PER_BLOCK = 128  # a multiple of the warp size that leaves room for several blocks per SM
 WORD_LANES = 8  # output channels interleaved per weight row: 8 x 64-bit = one 64-byte segment
 FLOAT_LANES = 8  # output channels interleaved per sparse index row
+_WORD_PROLOGUES = (stages.PACK, stages.PAD, stages.PACK_NONZERO, stages.PAD_NONZERO)  # the input's word stages
 
 
 class CudaKernelSchedules:
@@ -34,10 +35,10 @@ class CudaKernelSchedules:
     ternary_nibbles = False
 
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        return self._per_output(func, (stages.PACK, stages.PAD), stages.POPCOUNT)
+        return self._per_output(func, _WORD_PROLOGUES, stages.POPCOUNT)
 
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        return self._per_output(func, (stages.PACK, stages.PAD), stages.POPCOUNT)
+        return self._per_output(func, _WORD_PROLOGUES, stages.POPCOUNT)
 
     def conv_chunk(self, flat: int, block: int) -> int:
         """One thread per output needs no register tile: pad the flat outputs to whole warps."""

@@ -98,8 +98,9 @@ def test_model_without_ternary_layer_exits_4(tmp_path, rng):
 
 
 LEFT_ALONE = """<ir_version: 10, opset_import: ["" : 19]>
-g (float[1,3,6,6] x, float[1,4,6,6] r) => (float[n,o] y) {
-  s = Sign (x)
+g (float[1,3,6,6] x, float[1,4,6,6] r) => (float[n,o] y) <float zero = {0.0}, float one = {1.0}, float minus_one = {-1.0}> {
+  g = Greater (x, zero)
+  s = Where (g, one, minus_one)
   c = Conv <pads = [1, 1, 1, 1]> (s, w)
   a = Add (c, r)
   f = Flatten (a)
@@ -118,8 +119,8 @@ def test_verbose_says_why_each_candidate_was_left_alone(tmp_path, rng, flags):
     assert result.exit_code == 0, result.output
     reasons = [
         "PackTernaryWeightsPass left y (Gemm): weight is not ternary ({-a, 0, +a} per output row)",
-        "FoldSignIntoBinaryInputPass left c (BinaryConv): s (Sign) maps 0 to 0; only a sign with sign(0) = +1 "
-        "folds, Where(x >= 0, 1, -1) or another spelling of docs/operators.md",
+        "FoldSignIntoBinaryInputPass left c (BinaryConv): g (Greater) is not one of x >= 0, 0 <= x, x < 0, 0 > x, "
+        "the forms with sign(0) = +1",
         "FoldBatchNormIntoScalePass left c (BinaryConv): a (Add)'s other operand is not a constant per output channel",
     ]
     lines = result.output.splitlines()
@@ -130,12 +131,6 @@ def test_verbose_says_why_each_candidate_was_left_alone(tmp_path, rng, flags):
 @pytest.mark.parametrize(
     "opset, sign_lines, constants, reason",
     [
-        (
-            '"" : 19',
-            "a = Sign (x)\n  b = Add (a, k)\n  s = Sign (b)",
-            "<float k = {1.0}>",
-            "b (Add) adds 1.0 to a Sign; Sign(Sign(x) + c) is sign(x) only for 0 < c < 1",
-        ),
         (
             '"" : 19',
             "g = Greater (x, zero)\n  s = Where (g, one, minus_one)",
@@ -149,7 +144,7 @@ def test_verbose_says_why_each_candidate_was_left_alone(tmp_path, rng, flags):
             "s (BipolarQuant) has scale 0.5; only BipolarQuant with scale 1 folds",
         ),
     ],
-    ids=["larq_c_one", "strict_greater", "bipolar_scale_half"],
+    ids=["strict_greater", "bipolar_scale_half"],
 )
 def test_verbose_names_each_sign_near_miss(tmp_path, rng, opset, sign_lines, constants, reason):
     text = f"""<ir_version: 10, opset_import: [{opset}]>

@@ -64,6 +64,7 @@ CONV_CASES = {
     "binary_pad_plus_one": dict(c=3, o=4, kernel=[3, 3], pads=[2, 1, 0, 1], input_mode="binary", pad_value=1.0),
     "dilated_grouped": dict(c=6, o=9, kernel=[3, 3], dilations=[2, 1], group=3, pads=[2, 1, 2, 1]),
     "depthwise_odd": dict(c=7, o=7, kernel=[3, 3], group=7, input_mode="binary", pads=[1, 1, 1, 1]),
+    "sign_exact_zeros": dict(c=4, o=5, kernel=[3, 3], pads=[1, 1, 1, 1], input_mode="sign"),
     "k_multiple_of_8": dict(c=8, o=3, kernel=[1, 1]),
     "defaults_only": dict(c=2, o=3, kernel=[2, 2]),
 }
@@ -83,7 +84,7 @@ def test_binary_conv_body(case):
     assert_function_matches_reference(model_of([conv], {"x": [2, c, 9, 8]}, inits), {"x": x})
 
 
-@pytest.mark.parametrize("k, mode", [(13, "real"), (16, "binary"), (1, "binary")])
+@pytest.mark.parametrize("k, mode", [(13, "real"), (16, "binary"), (1, "binary"), (11, "sign")])
 def test_binary_dense_body(k, mode):
     rng = np.random.default_rng(2)
     inits, names = packed_inputs(rng, 6, k, "")

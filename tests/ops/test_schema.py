@@ -67,3 +67,14 @@ def test_missing_kernel_shape_is_an_error(schemas):
 def test_full_check_passes_without_schemas():
     assert not onnx.defs.has("BinaryConv", DOMAIN)
     onnx.checker.check_model(conv_model(kernel_shape=[3, 3]), full_check=True)
+
+
+def test_an_input_of_unknown_type_is_left_uninferred(schemas):
+    """X made by an op of another domain, whose output type nothing infers: no crash, no shape."""
+    model = conv_model(kernel_shape=[3, 3])
+    graph = model.graph
+    graph.node[0].input[0] = "q"
+    graph.node.insert(0, helper.make_node("BipolarQuant", ["x", "scale"], ["q"], domain="qonnx.custom_op.general"))
+    model.opset_import.append(helper.make_opsetid("qonnx.custom_op.general", 1))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    assert not inferred.graph.output[0].type.tensor_type.shape.dim[0].dim_value

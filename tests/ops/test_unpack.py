@@ -57,3 +57,13 @@ def test_a_conv_whose_channels_are_unknown_is_refused():
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "c"
     with pytest.raises(UnsupportedError, match="channels are not known"):
         unpack_model(model)
+
+
+def test_sign_mode_unpacks_to_onnx_sign():
+    model = binary_conv_model(np.random.default_rng(6), 1, 5, 6, 4, 3, 1, 1, mode="sign")
+    unpacked = unpack_model(model)
+    assert [node.op_type for node in unpacked.graph.node] == ["Sign", "Conv"]
+    x = np.random.default_rng(7).standard_normal((1, 5, 6, 6)).astype(np.float32)
+    x.reshape(-1)[::4] = 0.0
+    expected = ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {"x": x})[0]
+    np.testing.assert_allclose(_run(unpacked, x), expected, rtol=1e-4, atol=1e-4)

@@ -60,7 +60,7 @@ def test_a_well_formed_node_passes_with_its_defaults_filled_in():
         (dict(dilation=[1, 1]), "unknown attribute 'dilation'"),
         (dict(group=1.0), "attribute group must be INT, got FLOAT"),
         (dict(input_mode=3), "attribute input_mode must be STRING, got INT"),
-        (dict(input_mode="sign"), "input_mode must be one of real, binary"),
+        (dict(input_mode="bipolar"), "input_mode must be one of real, binary, sign"),
         (dict(kernel_shape=[3]), "kernel_shape must be 2 integers"),
         (dict(kernel_shape=[0, 3]), "kernel_shape must be 2 integers from 1"),
         (dict(strides=[0, 1]), "strides must be 2 integers from 1"),

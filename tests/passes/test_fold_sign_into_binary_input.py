@@ -256,16 +256,6 @@ def test_sign_into_binary_dense(rng):
     "sign_lines, scalars, reason",
     [
         (
-            "s = Sign (x)",
-            "",
-            "s (Sign) maps 0 to 0; only a sign with sign(0) = +1 folds, Where(x >= 0, 1, -1) or another spelling of docs/operators.md",
-        ),
-        (
-            "a = Sign (x)\n b = Add (a, c)\n s = Sign (b)",
-            "<float c = {1.0}>",
-            "b (Add) adds 1.0 to a Sign; Sign(Sign(x) + c) is sign(x) only for 0 < c < 1",
-        ),
-        (
             "c = Less (x, zero)\n f = Cast <to = 1> (c)\n m = Mul (two, f)\n s = Sub (m, one)",
             "<float zero = {0.0}, float two = {2.0}, float one = {1.0}>",
             "s (Sub) computes 2 * Cast(x < 0) - 1 = -sign(x); only 2 * Cast(x >= 0) - 1 folds",
@@ -307,8 +297,6 @@ def test_sign_into_binary_dense(rng):
         ),
     ],
     ids=[
-        "onnx_sign_maps_0_to_0",
-        "larq_c_one",
         "two_cast_less_is_minus_sign",
         "two_cast_gain_three",
         "two_cast_strict_greater",
@@ -324,6 +312,25 @@ def test_other_producers_are_left_alone(rng, sign_lines, scalars, reason):
     _, modified = apply(sign_conv_model(rng, sign_lines, scalars), PackTernaryWeightsPass(), folds)
     assert modified == [True, False]
     assert len(folds.skipped) == 1 and folds.skipped[0].startswith(f"y (BinaryConv): {reason}")
+
+
+@pytest.mark.parametrize(
+    "sign_lines, scalars, folded_input",
+    [
+        ("s = Sign (x)", "", "x"),
+        ("a = Sign (x)\n b = Add (a, c)\n s = Sign (b)", "<float c = {1.0}>", "b"),  # Larq's form needs 0 < c < 1
+    ],
+    ids=["onnx_sign", "larq_c_one_is_a_sign_of_the_sum"],
+)
+def test_onnx_sign_folds_exactly_into_sign_mode(rng, sign_lines, scalars, folded_input):
+    """ONNX ``Sign`` maps 0 to 0: the operator takes ``input_mode="sign"`` (a nonzero plane beside
+    the signs in the kernels), exact on zeros and -0."""
+    model = sign_conv_model(rng, sign_lines, scalars)
+    folded, modified = apply(model, PackTernaryWeightsPass(), FoldSignIntoBinaryInputPass())
+    assert modified == [True, True]
+    conv = node(folded, "BinaryConv")
+    assert attribute(conv, "input_mode") == "sign" and conv.input[0] == folded_input
+    assert_equivalent(model, folded, feeds(rng))
 
 
 def test_malformed_packed_operator_fails_the_precondition(rng):

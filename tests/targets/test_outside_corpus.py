@@ -2,7 +2,7 @@
 ``mptc compile`` (packing first) for x86 and arm, and the x86 module matches onnxruntime on the
 model as written (argmax equal, 1e-4 relative).
 
-Forms: the standard ``Sign -> Conv`` binary conv (exact for sign(0) = 0, so it stays real input),
+Forms: the standard ``Sign -> Conv`` binary conv (ONNX sign(0) = 0: the exact sign input mode),
 Larq's ``Sign(Sign(x) + c)`` and ``2 * Cast(x >= 0) - 1`` (folded into binary input), a QCDQ
 export (QuantizeLinear -> Clip -> DequantizeLinear on ternary weights), a ResNet basic block
 with a stride-2 1x1 shortcut, folded batch-norm biases, global average pool and Flatten -> Gemm
@@ -134,7 +134,7 @@ def _inverted_residual(rng: np.random.Generator) -> onnx.ModelProto:
 
 
 CORPUS: dict[str, tuple[Callable[[np.random.Generator], onnx.ModelProto], dict[str, str]]] = {
-    "sign-conv": (_sign_conv, {"y": "real"}),
+    "sign-conv": (_sign_conv, {"y": "sign"}),
     "larq-sign-conv": (_larq_sign_conv, {"h": "binary"}),
     "cast-sign-dense": (_cast_sign_dense, {"y": "binary"}),
     "qcdq-conv": (_qcdq_conv, {"h": "real"}),

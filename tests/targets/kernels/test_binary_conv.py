@@ -11,10 +11,11 @@ from mptc.targets.policy import default_policy
 from mptc.targets.schedules import x86
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
+from mptc.targets.schedules.x86 import AVX2_TILES
 from mptc.targets.target import resolve_target
 
 from ..harness import compile_x86, reference, relative_error, run, sample
-from ..packed_models import binary_chain, binary_conv_model
+from ..packed_models import binary_chain, binary_conv_model, residual_block
 
 # (batch, channels, size, out, kernel, stride, pad): odd channel counts, 1x1 and 3x3, stride 1/2, pad 0/1
 BINARY_CASES = [
@@ -117,3 +118,40 @@ def test_packed_chain_in_16_bit_counters_matches_reference(signed_scales):
     x = sample(model)
     assert {layer.kernel for layer in lowering.layers} == {chooser.XNOR_POPCOUNT}
     np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", BINARY_CASES, ids=lambda c: "n{}c{}s{}o{}k{}st{}p{}".format(*c))
+def test_onnx_sign_input_conv_matches_reference_with_exact_zeros(case):
+    """``input_mode="sign"``: zeros in the input (every 7th value) and padding add nothing."""
+    model = binary_conv_model(np.random.default_rng(31), *case, mode="sign")
+    vm, lowering = compile_x86(model)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.XNOR_POPCOUNT and "ONNX Sign" in lowering.layers[0].reason
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tiles", [AVX2_TILES, NEON_TILES], ids=["avx2", "neon"])
+def test_onnx_sign_input_conv_with_other_families_tiles(tiles):
+    """NEON's 16-bit counters do not serve the exact form: it counts as on x86."""
+    model = binary_conv_model(np.random.default_rng(32), 2, 70, 9, 13, 3, 2, 1, mode="sign")
+    vm, _ = compile_x86(model, kernels=CpuKernelSchedules(tiles))
+    x = sample(model)
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_sign_input_conv_fuses_residual_add_and_relu():
+    model = residual_block(np.random.default_rng(33), "sign")
+    vm, lowering = compile_x86(model)
+    assert [layer.epilogue for layer in lowering.layers] == ["add+relu", "add", "relu"]
+    x = sample(model)
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+@pytest.mark.parametrize("target", ["arm", "cuda"])
+def test_onnx_sign_input_builds_for_arm_and_cuda(tmp_path, target):
+    from mptc.targets.compile import compile_model
+
+    model = binary_conv_model(np.random.default_rng(35), 1, 70, 9, 13, 3, 1, 1, mode="sign")
+    manifest = compile_model(model, target, tmp_path)
+    assert [layer["input_mode"] for layer in manifest["layers"]] == ["sign"]
+    assert (tmp_path / "module.so").is_file()

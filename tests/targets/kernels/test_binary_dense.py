@@ -63,3 +63,13 @@ def test_counters_hold_the_largest_count_they_are_used_for(words):
     vm, _ = compile_x86(model, kernels=NEON)
     x = np.abs(sample(model)) + 0.5
     np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch, k, out", CASES)
+@pytest.mark.parametrize("tiles", [None, NEON_TILES], ids=["host", "neon"])
+def test_onnx_sign_input_dense_matches_reference_with_exact_zeros(batch, k, out, tiles):
+    model = binary_dense_model(np.random.default_rng(34), batch, k, out, mode="sign")
+    vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(tiles) if tiles else None)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.XNOR_POPCOUNT
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
