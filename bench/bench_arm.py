@@ -142,7 +142,9 @@ def header(board: Board, runs: int, warmup: int, peer: bool) -> None:
     print(f"device:  emulated {board.description}: qemu-aarch64 {qemu_version()} -cpu {board.qemu_cpu}")
     print(f"counted: {runs} inferences after {warmup} warm-up; mptc at 1 TVM thread")
     if peer:
-        print(f"peer:    {peer_version()} (aarch64 wheel) on source.onnx (ai.mptc layers unpacked to fp32 Conv/Gemm), {PEER_SETTINGS}")
+        print(
+            f"peer:    {peer_version()} (aarch64 wheel) on source.onnx (ai.mptc layers unpacked to fp32 Conv/Gemm), {PEER_SETTINGS}"
+        )
 
 
 def bench_out(out: str, board_name: str | None, runs: int, warmup: int, peer: bool) -> None:

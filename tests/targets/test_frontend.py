@@ -17,7 +17,6 @@ from mptc.targets.target import resolve_target
 from .harness import compile_x86, reference, run, sample
 from .packed_models import binary_chain, binary_conv_model, binary_dense_model
 
-
 FP32_DENSE = dataclasses.replace(default_policy("x86"), dense_ternary=frozenset())
 
 
