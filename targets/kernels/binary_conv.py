@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from tvm import te, tirx
 
 from mptc.targets.kernels import stages
-from mptc.targets.kernels.bits import WORD, nonzero_word, sign_word, threshold_words
+from mptc.targets.kernels.bits import WORD, nonzero_word, popcount_term, sign_word, threshold_words
 from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import ConvGeometry, FlatInput, ceil_div, sign_classes, table_outputs
 
@@ -70,8 +70,14 @@ def pad_words(a: te.Tensor, geo: ConvGeometry, name: str = stages.PAD) -> te.Ten
     return te.compute((geo.batch, geo.padded_height, geo.padded_width, geo.channel_words), word, name=name)
 
 
-def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeometry) -> te.Tensor:
+def xnor_popcount(
+    a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeometry, nonzero: te.Tensor | None = None
+) -> te.Tensor:
     """``D[n, oy, ox, o]`` over all ``O/V * V`` (padded) outputs; ``sign``/``mask`` are ``(O/V, kh, kw, Cw, V)``.
+
+    With the ``nonzero`` plane ``z`` of an ONNX ``Sign`` input (0 at 0), the block computes the dot
+    product itself: ``popcount(m & z) - 2 popcount((a ^ w) & m & z)`` (zeros and padding have
+    z = 0 and add nothing, so no border table), annotated ``stages.EXACT_SIGN``.
 
     The block carries ``stages.COLUMN_STRIDE``, the distance in words between the input words two
     neighbouring output columns read (``Cw * stride``): at 1 a schedule may vectorize along columns."""
@@ -82,41 +88,19 @@ def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeome
     cw = te.reduce_axis((0, geo.channel_words), name="cw")
 
     def popcount(n, oy, ox, o):
-        act = a[n, oy * sh + ky * dh, ox * sw + kx * dw, cw]
-        w, m = sign[o // lanes, ky, kx, cw, o % lanes], mask[o // lanes, ky, kx, cw, o % lanes]
-        return te.sum(tirx.popcount((act ^ w) & m), axis=[ky, kx, cw])
-
-    shape = (geo.batch, geo.out_height, geo.out_width, tiles * lanes)
-    return te.compute(shape, popcount, name=stages.POPCOUNT, attrs={stages.COLUMN_STRIDE: geo.channel_words * sw})
-
-
-def exact_sign_dot(a: te.Tensor, z: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeometry) -> te.Tensor:
-    """The dot product ``dot[n, oy, ox, o]`` of ONNX ``Sign(x)`` (0 at 0) and the ternary weight:
-    ``popcount(m & z) - 2 popcount((a ^ w) & m & z)`` over the taps, ``z`` the nonzero plane
-    (padding and zeros give z = 0: they add nothing, no border table needed)."""
-    tiles, lanes = sign.shape[0], sign.shape[-1]
-    (sh, sw), (dh, dw) = geo.strides, geo.dilations
-    ky = te.reduce_axis((0, geo.kernel[0]), name="ky")
-    kx = te.reduce_axis((0, geo.kernel[1]), name="kx")
-    cw = te.reduce_axis((0, geo.channel_words), name="cw")
-
-    def dot(n, oy, ox, o):
         at = (n, oy * sh + ky * dh, ox * sw + kx * dw, cw)
         w, m = sign[o // lanes, ky, kx, cw, o % lanes], mask[o // lanes, ky, kx, cw, o % lanes]
-        valid = m & z[at]
-        # in uint64, wrapping: the sum read as int64 is the dot (no widening per word)
-        count = tirx.popcount(valid) - (tirx.popcount((a[at] ^ w) & valid) << tirx.const(1, WORD))
-        return te.sum(count, axis=[ky, kx, cw])
+        return te.sum(popcount_term(a[at], w, m, None if nonzero is None else nonzero[at]), axis=[ky, kx, cw])
 
     shape = (geo.batch, geo.out_height, geo.out_width, tiles * lanes)
-    attrs = {stages.COLUMN_STRIDE: geo.channel_words * sw, stages.EXACT_SIGN: 1}
-    return te.compute(shape, dot, name=stages.POPCOUNT, attrs=attrs)
+    attrs = {stages.COLUMN_STRIDE: geo.channel_words * sw, **({stages.EXACT_SIGN: 1} if nonzero is not None else {})}
+    return te.compute(shape, popcount, name=stages.POPCOUNT, attrs=attrs)
 
 
 def exact_sign_conv_func(geo: ConvGeometry, lanes: int, residual: bool = False, relu: bool = False) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, sign, mask, scale, bias[, residual]) -> y`` of a conv on ONNX
     ``Sign(x)`` (``input_mode="sign"``): ``x`` float NCHW packed into a sign and a nonzero plane,
-    ``y = scale[o] * dot + bias[o]`` (``exact_sign_dot``), with the fused epilogue."""
+    ``y = scale[o] * dot + bias[o]`` (``xnor_popcount`` with the nonzero plane), with the fused epilogue."""
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
     a = pad_words(pack_input(x, geo), geo)
     z = pad_words(pack_input(x, geo, nonzero_word, stages.PACK_NONZERO), geo, stages.PAD_NONZERO)
@@ -126,7 +110,7 @@ def exact_sign_conv_func(geo: ConvGeometry, lanes: int, residual: bool = False, 
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    d = exact_sign_dot(a, z, sign, mask, geo)
+    d = xnor_popcount(a, sign, mask, geo, nonzero=z)
     y = te.compute(
         (geo.batch, geo.out_channels, geo.out_height, geo.out_width),
         lambda n, o, oy, ox: finish(

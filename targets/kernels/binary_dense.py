@@ -27,7 +27,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from mptc.targets.kernels import stages
-from mptc.targets.kernels.bits import WORD, nonzero_word, sign_word, threshold_words
+from mptc.targets.kernels.bits import WORD, nonzero_word, popcount_term, sign_word, threshold_words
 from mptc.targets.layout import WORD_BITS, ceil_div, table_outputs
 
 
@@ -42,17 +42,19 @@ def pack_input(x: te.Tensor, plane=sign_word, name: str = stages.PACK) -> te.Ten
     )
 
 
-def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor) -> te.Tensor:
-    """``D[n, o]`` over all ``O/V * V`` (padded) outputs; ``sign``/``mask`` are ``(O/V, Kw, V)``."""
+def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, nonzero: te.Tensor | None = None) -> te.Tensor:
+    """``D[n, o]`` over all ``O/V * V`` (padded) outputs; ``sign``/``mask`` are ``(O/V, Kw, V)``.
+    With the ``nonzero`` words of an ONNX ``Sign`` input, the dot product itself
+    (``bits.popcount_term``), annotated ``stages.EXACT_SIGN``."""
     tiles, words, lanes = sign.shape
     kw = te.reduce_axis((0, words), name="kw")
-    return te.compute(
-        (a.shape[0], tiles * lanes),
-        lambda n, o: te.sum(
-            tirx.popcount((a[n, kw] ^ sign[o // lanes, kw, o % lanes]) & mask[o // lanes, kw, o % lanes]), axis=kw
-        ),
-        name=stages.POPCOUNT,
-    )
+
+    def popcount(n, o):
+        w, m = sign[o // lanes, kw, o % lanes], mask[o // lanes, kw, o % lanes]
+        return te.sum(popcount_term(a[n, kw], w, m, None if nonzero is None else nonzero[n, kw]), axis=kw)
+
+    attrs = {stages.EXACT_SIGN: 1} if nonzero is not None else None
+    return te.compute((a.shape[0], tiles * lanes), popcount, name=stages.POPCOUNT, attrs=attrs)
 
 
 def float_output(d: te.Tensor, count: te.Tensor, scale: te.Tensor, bias: te.Tensor) -> te.Tensor:
@@ -103,16 +105,7 @@ def exact_sign_dense_func(batch: int, k: int, out: int, lanes: int) -> tirx.Prim
     mask = te.placeholder((padded // lanes, words, lanes), WORD, name="mask")
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
-    kw = te.reduce_axis((0, words), name="kw")
-
-    def dot(n, o):
-        w, m = sign[o // lanes, kw, o % lanes], mask[o // lanes, kw, o % lanes]
-        valid = m & z[n, kw]
-        # in uint64, wrapping: the sum read as int64 is the dot (no widening per word)
-        count = tirx.popcount(valid) - (tirx.popcount((a[n, kw] ^ w) & valid) << tirx.const(1, WORD))
-        return te.sum(count, axis=kw)
-
-    d = te.compute((batch, padded), dot, name=stages.POPCOUNT, attrs={stages.EXACT_SIGN: 1})
+    d = xnor_popcount(a, sign, mask, nonzero=z)
     y = te.compute(
         (batch, out), lambda n, o: scale[o] * d[n, o].astype("int64").astype("float32") + bias[o], name=stages.OUTPUT
     )

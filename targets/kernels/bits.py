@@ -60,6 +60,19 @@ def bit_word(is_set: Callable[[tirx.PrimExpr], tirx.PrimExpr], word: tirx.PrimEx
     return functools.reduce(lambda acc, j: acc | bit(j), range(1, WORD_BITS), bit(0))
 
 
+def popcount_term(
+    act: tirx.PrimExpr, w: tirx.PrimExpr, m: tirx.PrimExpr, z: tirx.PrimExpr | None = None
+) -> tirx.PrimExpr:
+    """One word's term of an XNOR-popcount reduction: ``popcount((a ^ w) & m)``; with the nonzero
+    word ``z`` of an ONNX ``Sign`` input, the dot product's own term ``popcount(m & z) -
+    2 popcount((a ^ w) & m & z)`` in wrapping uint64 (the sum read as int64 is the dot, with no
+    widening per word)."""
+    if z is None:
+        return tirx.popcount((act ^ w) & m)
+    valid = m & z
+    return tirx.popcount(valid) - (tirx.popcount((act ^ w) & valid) << tirx.const(1, WORD))
+
+
 def threshold_words(count: Count, threshold: Count, flip: te.Tensor, shape: tuple[int, ...], lanes: int) -> te.Tensor:
     """Words ``(*shape, O' / 64)`` whose bit ``j`` of word ``w`` is ``(count(i, c) <= threshold(i, c))
     ^ f_c`` with ``c = 64 w + j``, ``i`` the leading indices and ``flip[c] = f_c << j`` (uint64 ``(O',)``).

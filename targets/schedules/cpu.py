@@ -38,9 +38,7 @@ class CpuTiles:
     conv_cols: int  # output columns per conv register tile (the largest divisor of OW not above it)
     dense_vectors: int  # popcount vectors per dense register tile
     dense_rows: int  # batch rows per dense register tile (largest divisor of N not above it)
-    conv_accumulators: (
-        int  # float vectors a real-input register tile may hold (conv: block x chunk; dense-ternary: rows x vectors)
-    )
+    conv_accumulators: int  # float vectors a real-input register tile may hold (block x chunk; rows x vectors)
     l1_floats: int = 8192  # fp32 values of L1 data cache a block-sparse conv's input group may fill (32 KB)
     conv_row_outputs: int = 8  # output channels per register tile when a conv's vectors run along columns
     lane_counts: bool = False  # popcounts add up in 16-bit counters (``lane_counts``): NEON's cnt + uadalp
@@ -135,33 +133,21 @@ class CpuKernelSchedules:
             cols, vectors = self._conv_tile(columns, extent(sch, o))
             xo, xi = sch.split(ox, [None, cols])
             oo, on, ov = sch.split(o, [None, vectors, self.word_lanes])
-            if self._lane_counts(sch, count):
-                # taps in separate loops (affine addresses, no division per word), the channel words
-                # unrolled; per vector, its weight and mask words serve every column in turn
-                sch.reorder(n, oy, xo, oo, ky, kx, cw, on, xi, ov)
-                tile = sch.fuse(n, oy, xo, oo)
-                self._register_tile(
-                    sch,
-                    count,
-                    sch.get_sblock(stages.OUTPUT),
-                    tile,
-                    reduce_from=ky,
-                    unrolled=(on, xi, cw),
-                    lanes=ov,
-                    counters=True,
-                )
-            else:
-                sch.reorder(n, oy, xo, oo, ky, kx, cw, xi, on, ov)
-                tile = sch.fuse(n, oy, xo, oo)
-                self._register_tile(
-                    sch,
-                    count,
-                    sch.get_sblock(stages.OUTPUT),
-                    tile,
-                    reduce_from=sch.fuse(ky, kx, cw),
-                    unrolled=(xi, on),
-                    lanes=ov,
-                )
+            counters = self._lane_counts(sch, count)
+            # with counters: taps in separate loops (affine addresses, no division per word), the
+            # channel words unrolled; per vector, its weight and mask words serve every column in turn
+            sch.reorder(n, oy, xo, oo, ky, kx, cw, *((on, xi) if counters else (xi, on)), ov)
+            tile = sch.fuse(n, oy, xo, oo)
+            self._register_tile(
+                sch,
+                count,
+                sch.get_sblock(stages.OUTPUT),
+                tile,
+                reduce_from=ky if counters else sch.fuse(ky, kx, cw),
+                unrolled=(on, xi, cw) if counters else (xi, on),
+                lanes=ov,
+                counters=counters,
+            )
         self._pack(sch, parallel_loops=2)
         for name in (stages.PACK, stages.PACK_NONZERO):  # float NCHW input: consecutive x contiguous, one word each
             if name in _block_names(sch):
