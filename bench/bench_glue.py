@@ -10,9 +10,14 @@ onnxruntime's median). Reported: the median and min over rounds and the median o
 ratios, so a slow phase of the shared host that spans a round slows both sides of its ratio.
 
 With ``--networks``, whole resnet18 and mobilenet_v2 (batch-norm folded, random weights) are
-timed the same way.
+timed the same way. With ``--tickets 0.5,0.9`` also their tickets at each sparsity: every conv
+but the 3-channel stem and the depthwise ones made ternary (the largest magnitudes kept, ``alpha``
+per output channel), packed by ``mptc optimize``'s pipeline and compiled with mptc's kernels, against
+onnxruntime on the same ternary network in fp32; ``--binary-act`` gives resnet18's tickets binary
+activations (a sign before each ternary conv: MPT-1/1).
 
     .venv/bin/python bench/bench_glue.py [--layers stem,dw] [--threads 1,2] [--rounds 5] [--networks]
+    .venv/bin/python bench/bench_glue.py --layers none --tickets 0.5,0.9 [--binary-act] --threads 1,2
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from tvm import relax  # noqa: E402
 
 from mptc.hostinfo import cpuinfo  # noqa: E402
+from mptc.passes.pipeline import optimize  # noqa: E402
 from mptc.targets.build import build  # noqa: E402
 from mptc.targets.frontend import Lowering, from_onnx  # noqa: E402
 from mptc.targets.policy import default_policy  # noqa: E402
@@ -174,12 +180,20 @@ def layers() -> list[Layer]:
 
 class _Network:
     """A whole network, batch-norm folded into conv biases (as exported for inference), built
-    node by node: its fp32 glue end to end, with the residual adds and the classifier."""
+    node by node: its fp32 glue end to end, with the residual adds and the classifier. With a
+    ``sparsity``, a ticket: every conv but the stem and the depthwise ones ternary, and with
+    ``binary_act`` a sign (``Where(x >= 0, 1, -1)``) before each of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, sparsity: float | None = None, binary_act: bool = False) -> None:
         self.nodes: list[onnx.NodeProto] = []
-        self.inits: dict[str, np.ndarray] = {"lo": np.array(0.0), "hi": np.array(6.0)}
+        self.inits: dict[str, np.ndarray] = {
+            "lo": np.array(0.0),
+            "hi": np.array(6.0),
+            "plus": np.array(1.0),
+            "minus": np.array(-1.0),
+        }
         self.rng = np.random.default_rng(0)
+        self.sparsity, self.binary_act = sparsity, binary_act
 
     def _name(self, prefix: str) -> str:
         return f"{prefix}{len(self.nodes)}_{len(self.inits)}"
@@ -189,6 +203,12 @@ class _Network:
         fan_in = cin // groups * kernel**2
         self.inits[w] = self.rng.standard_normal((cout, cin // groups, kernel, kernel)) * (2.0 / fan_in) ** 0.5
         self.inits[b] = self.rng.standard_normal(cout) * 0.1
+        if self.sparsity is not None and cin > 3 and groups == 1:
+            self.inits[w] = _ternary(self.inits[w], self.sparsity)
+            if self.binary_act:
+                test = self._name("ge")
+                self.nodes.append(helper.make_node("GreaterOrEqual", [x, "lo"], [test]))
+                x = self.node("Where", [test, "plus", "minus"])
         pads = [kernel // 2] * 4
         self.nodes.append(
             helper.make_node(
@@ -218,8 +238,17 @@ class _Network:
         return _model(self.nodes, [1, 3, 224, 224], self.inits)
 
 
-def resnet18() -> Layer:
-    net = _Network()
+def _ternary(weight: np.ndarray, sparsity: float) -> np.ndarray:
+    """``weight`` with its ``sparsity`` smallest magnitudes per output channel pruned and the rest
+    ``alpha * sign``, ``alpha`` their mean magnitude."""
+    rows = weight.reshape(weight.shape[0], -1)
+    kept = np.abs(rows) >= np.quantile(np.abs(rows), sparsity, axis=1, keepdims=True)
+    alpha = (np.abs(rows) * kept).sum(axis=1, keepdims=True) / np.maximum(kept.sum(axis=1, keepdims=True), 1)
+    return (np.sign(rows) * kept * alpha).reshape(weight.shape)
+
+
+def resnet18(sparsity: float | None = None, binary_act: bool = False) -> Layer:
+    net = _Network(sparsity, binary_act)
     x = net.conv("x", 3, 64, 7, 2, act="relu")
     x = net.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
     cin = 64
@@ -229,11 +258,12 @@ def resnet18() -> Layer:
             y = net.conv(net.conv(x, cin, cout, 3, s, act="relu"), cout, cout, 3)
             shortcut = net.conv(x, cin, cout, 1, s) if s != 1 or cin != cout else x
             x, cin = net.act(net.node("Add", [y, shortcut]), "relu"), cout
-    return Layer("resnet18 (whole network)", net.classifier(x, 512))
+    variant = "" if sparsity is None else f", {'MPT-1/1' if binary_act else 'MPT-1/32'} ticket at {sparsity:.2f}"
+    return Layer(f"resnet18 (whole network{variant})", net.classifier(x, 512))
 
 
-def mobilenet_v2() -> Layer:
-    net = _Network()
+def mobilenet_v2(sparsity: float | None = None) -> Layer:
+    net = _Network(sparsity)
     x = net.conv("x", 3, 32, 3, 2, act="clip")
     cin = 32
     for expand, cout, repeats, stride in [
@@ -251,14 +281,16 @@ def mobilenet_v2() -> Layer:
             y = net.conv(x, cin, hidden, 1, act="clip") if expand != 1 else x
             y = net.conv(net.conv(y, hidden, hidden, 3, s, groups=hidden, act="clip"), hidden, cout, 1)
             x, cin = (net.node("Add", [y, x]) if s == 1 and cin == cout else y), cout
-    return Layer("mobilenet_v2 (whole network)", net.classifier(net.conv(x, cin, 1280, 1, act="clip"), 1280))
+    variant = "" if sparsity is None else f", MPT-1/32 ticket at {sparsity:.2f}"
+    return Layer(f"mobilenet_v2 (whole network{variant})", net.classifier(net.conv(x, cin, 1280, 1, act="clip"), 1280))
 
 
 def compile_layer(model: onnx.ModelProto, shape: list[int]) -> relax.VirtualMachine:
-    """``model`` through mptc's frontend and Relax pipeline for this host."""
+    """``model`` through mptc's frontend and Relax pipeline for this host, its ternary layers packed first."""
     target = resolve_target("x86")
     kernels = kernel_schedules(target)
-    mod = from_onnx(model, Lowering(kernels, default_policy("x86")), {"x": shape})
+    packed = optimize(model, require_packed=False)
+    mod = from_onnx(packed, Lowering(kernels, default_policy("x86")), {"x": shape})
     return relax.VirtualMachine(build(mod, target, kernels.float_lanes), tvm.cpu())
 
 
@@ -319,11 +351,15 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--networks", action="store_true", help="also whole resnet18 and mobilenet_v2 (BN folded)")
+    parser.add_argument("--tickets", default="", help="sparsities of ternary tickets of both networks, e.g. 0.5,0.9")
+    parser.add_argument("--binary-act", action="store_true", help="resnet18's tickets with binary activations")
     args = parser.parse_args()
     wanted = [w for w in args.layers.split(",") if w]
     chosen = [layer for layer in layers() if not wanted or any(w in layer.name for w in wanted)]
     if args.networks:
         chosen += [resnet18(), mobilenet_v2()]
+    for sparsity in (float(v) for v in args.tickets.split(",") if v):
+        chosen += [resnet18(sparsity, args.binary_act)] + ([] if args.binary_act else [mobilenet_v2(sparsity)])
     threads = [int(t) for t in args.threads.split(",")]
     info = cpuinfo()
     print(f"host: {info.model}, {len(info.mhz)} cores; tvm {tvm.__version__}, onnxruntime {ort.__version__}")

@@ -10,6 +10,9 @@ is process-wide, so it is explicit: call :func:`register_schemas`.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import onnx
 import onnx.defs
 from onnx import helper
@@ -47,6 +50,8 @@ def _output_type(ctx: InferenceContext, dims: list[int | str | None]) -> None:
 
 def _known_dims(ctx: InferenceContext, index: int) -> list[int | str | None] | None:
     """Input ``index``'s dimensions (value, symbol or None), None when its rank is unknown."""
+    if index >= ctx.get_num_inputs():  # a malformed node: the checker names it, inference leaves it
+        return None
     value_type = ctx.get_input_type(index)
     if value_type is None:  # produced by an op whose output type nothing inferred (a custom domain's)
         return None
@@ -126,6 +131,21 @@ def register_schemas() -> None:
     for schema in _schemas():
         if not onnx.defs.has(schema.name, schema.domain):
             onnx.defs.register_schema(schema)
+
+
+@contextlib.contextmanager
+def registered_schemas() -> Iterator[None]:
+    """The ``ai.mptc`` schemas registered for a ``with`` block (shape inference of packed models),
+    and unregistered after it unless they were registered before: a library call leaves
+    ``onnx.defs`` as it found it."""
+    added = [schema for schema in _schemas() if not onnx.defs.has(schema.name, schema.domain)]
+    for schema in added:
+        onnx.defs.register_schema(schema)
+    try:
+        yield
+    finally:
+        for schema in added:
+            onnx.defs.deregister_schema(schema.name, schema.since_version, schema.domain)
 
 
 def deregister_schemas() -> None:

@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from mptc.errors import UnsupportedError
 from mptc.ops.reference import DOMAIN, unpack_ternary
-from mptc.ops.schema import register_schemas
+from mptc.ops.schema import registered_schemas
 from mptc.ops.validate import PackedAttributes, check_packed_proto
 
 PART_SEPARATOR = "|"
@@ -42,8 +42,8 @@ def unpack_model(model: onnx.ModelProto) -> onnx.ModelProto:
         UnsupportedError: a conv's input channels are not known statically (its weight's shape
             depends on them), or a node's constants are not initializers.
     """
-    register_schemas()
-    inferred = shape_inference.infer_shapes(model)
+    with registered_schemas():
+        inferred = shape_inference.infer_shapes(model)
     channels = _channels(inferred.graph)
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     out = onnx.ModelProto()

@@ -78,3 +78,10 @@ def test_an_input_of_unknown_type_is_left_uninferred(schemas):
     model.opset_import.append(helper.make_opsetid("qonnx.custom_op.general", 1))
     inferred = onnx.shape_inference.infer_shapes(model)
     assert not inferred.graph.output[0].type.tensor_type.shape.dim[0].dim_value
+
+
+def test_a_node_without_inputs_is_left_uninferred(schemas):
+    model = conv_model(kernel_shape=[3, 3])
+    del model.graph.node[0].input[:]
+    inferred = onnx.shape_inference.infer_shapes(model)  # the checker names the node; inference does not crash
+    assert inferred.graph.node[0].op_type == "BinaryConv"

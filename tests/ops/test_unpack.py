@@ -67,3 +67,13 @@ def test_sign_mode_unpacks_to_onnx_sign():
     x.reshape(-1)[::4] = 0.0
     expected = ReferenceEvaluator(model, new_ops=REFERENCE_OPS).run(None, {"x": x})[0]
     np.testing.assert_allclose(_run(unpacked, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unpacking_leaves_onnx_defs_as_it_found_them():
+    """The schemas are registered for the shape inference only: other commands in the process see
+    the registry unchanged."""
+    import onnx.defs
+
+    before = onnx.defs.has("BinaryConv", DOMAIN)
+    unpack_model(small_network(np.random.default_rng(8)))
+    assert onnx.defs.has("BinaryConv", DOMAIN) == before
