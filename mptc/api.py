@@ -389,6 +389,8 @@ def profile(
     inputs: PathLike | None = None,
     save_outputs: PathLike | None = None,
     top_k: int | None = None,
+    per_layer: bool = False,
+    instructions: bool = False,
 ) -> dict[str, Any]:
     """Run ``OUT/module.so`` on a device, check it against the reference and time it (``mptc profile``).
 
@@ -396,11 +398,15 @@ def profile(
     ``compare`` names peers (``onnxruntime``, ``onnxruntime-int8``) timed beside the module on the
     source model, in ``rounds`` interleaved rounds (default: the CLI's); ``inputs`` is a ``.npz``
     of samples to run and check instead of the reference input; ``save_outputs`` writes the
-    module's outputs to a ``.npz``; ``top_k`` adds each sample's highest scores to the report.
+    module's outputs to a ``.npz``; ``top_k`` adds each sample's highest scores to the report;
+    ``per_layer`` (here only) times each kernel beside onnxruntime's profiler; ``instructions``
+    (with ``emulate``) counts guest instructions per inference on the emulated core, and
+    onnxruntime's aarch64 build's with ``compare=["onnxruntime"]``.
 
     Returns:
         The report also written to ``OUT/profile.json``: latency (median/min/max ms), device,
-        whether outputs match, and the comparison, inputs and top-k sections when asked for.
+        whether outputs match, and the comparison, inputs, top-k, per-layer and instructions
+        sections when asked for.
     """
     from mptc.deploy.profile import profile as run_profile
     from mptc.deploy.settings import ROUNDS
@@ -418,4 +424,6 @@ def profile(
         inputs=None if inputs is None else Path(inputs),
         save_outputs=None if save_outputs is None else Path(save_outputs),
         top_k=top_k,
+        per_layer=per_layer,
+        instructions=instructions,
     )

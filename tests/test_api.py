@@ -123,5 +123,6 @@ def test_export_optimize_compile_profile_on_a_run(tiny_run, tmp_path):
     assert packed.path == tmp_path / "packed.onnx" and len(packed.packed_layers) == 3
     manifest = mptc.compile(exported.path, target="x86", out=tmp_path / "x86")  # packs it itself first
     assert manifest.target.family == "x86" and (tmp_path / "x86" / "packed.onnx").is_file()
-    report = mptc.profile(tmp_path / "x86", repeat=2)
+    report = mptc.profile(tmp_path / "x86", repeat=2, per_layer=True, rounds=1)
     assert report["outputs_match"] and (tmp_path / "x86" / "profile.json").is_file()
+    assert report["per_layer"]["rows"]
