@@ -10,10 +10,10 @@ onnxruntime's median). Reported: the median and min over rounds and the median o
 ratios, so a slow phase of the shared host that spans a round slows both sides of its ratio.
 
 With ``--networks``, whole resnet18 and mobilenet_v2 (batch-norm folded, random weights) are
-timed the same way. With ``--tickets 0.5,0.9`` also their tickets at each sparsity: every conv
+timed the same way, and resnet50. With ``--tickets 0.5,0.9`` also their tickets at each sparsity: every conv
 but the 3-channel stem and the depthwise ones made ternary (the largest magnitudes kept, ``alpha``
 per output channel), packed by ``mptc optimize``'s pipeline and compiled with mptc's kernels, against
-onnxruntime on the same ternary network in fp32; ``--binary-act`` gives resnet18's tickets binary
+onnxruntime on the same ternary network in fp32; ``--binary-act`` gives the resnets' tickets binary
 activations (a sign before each ternary conv: MPT-1/1).
 
     .venv/bin/python bench/bench_glue.py [--layers stem,dw] [--threads 1,2] [--rounds 5] [--networks]
@@ -61,12 +61,14 @@ class Layer:
         return [d.dim_value for d in self.model.graph.input[0].type.tensor_type.shape.dim]
 
 
-def _model(nodes: list, x_shape: list[int], inits: dict[str, np.ndarray]) -> onnx.ModelProto:
+def _model(
+    nodes: list, x_shape: list[int], inits: dict[str, np.ndarray], y_shape: list[int] | None = None
+) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "layer",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -235,7 +237,7 @@ class _Network:
         self.inits["fc_w"] = self.rng.standard_normal((1000, channels)) / channels**0.5
         self.inits["fc_b"] = np.zeros(1000)
         self.nodes.append(helper.make_node("Gemm", [flat, "fc_w", "fc_b"], ["y"], transB=1))
-        return _model(self.nodes, [1, 3, 224, 224], self.inits)
+        return _model(self.nodes, [1, 3, 224, 224], self.inits, [1, 1000])
 
 
 def _ternary(weight: np.ndarray, sparsity: float) -> np.ndarray:
@@ -262,6 +264,23 @@ def resnet18(sparsity: float | None = None, binary_act: bool = False) -> Layer:
     return Layer(f"resnet18 (whole network{variant})", net.classifier(x, 512))
 
 
+def resnet50(sparsity: float | None = None, binary_act: bool = False) -> Layer:
+    """Bottleneck blocks (1x1 -> 3x3 -> 1x1, x4 expansion), stride on the 3x3 and on a 1x1 shortcut."""
+    net = _Network(sparsity, binary_act)
+    x = net.conv("x", 3, 64, 7, 2, act="relu")
+    x = net.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+    cin = 64
+    for width, blocks, stride in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]:
+        for block in range(blocks):
+            s = stride if block == 0 else 1
+            y = net.conv(net.conv(x, cin, width, 1, act="relu"), width, width, 3, s, act="relu")
+            y = net.conv(y, width, 4 * width, 1)
+            shortcut = net.conv(x, cin, 4 * width, 1, s) if s != 1 or cin != 4 * width else x
+            x, cin = net.act(net.node("Add", [y, shortcut]), "relu"), 4 * width
+    variant = "" if sparsity is None else f", {'MPT-1/1' if binary_act else 'MPT-1/32'} ticket at {sparsity:.2f}"
+    return Layer(f"resnet50 (whole network{variant})", net.classifier(x, 2048))
+
+
 def mobilenet_v2(sparsity: float | None = None) -> Layer:
     net = _Network(sparsity)
     x = net.conv("x", 3, 32, 3, 2, act="clip")
@@ -285,11 +304,12 @@ def mobilenet_v2(sparsity: float | None = None) -> Layer:
     return Layer(f"mobilenet_v2 (whole network{variant})", net.classifier(net.conv(x, cin, 1280, 1, act="clip"), 1280))
 
 
-def compile_layer(model: onnx.ModelProto, shape: list[int]) -> relax.VirtualMachine:
-    """``model`` through mptc's frontend and Relax pipeline for this host, its ternary layers packed first."""
+def compile_layer(model: onnx.ModelProto, shape: list[int], pack: bool = False) -> relax.VirtualMachine:
+    """``model`` through mptc's frontend and Relax pipeline for this host; with ``pack``, its ternary
+    layers packed first (``mptc optimize``'s pipeline)."""
     target = resolve_target("x86")
     kernels = kernel_schedules(target)
-    packed = optimize(model, require_packed=False)
+    packed = optimize(model) if pack else model
     mod = from_onnx(packed, Lowering(kernels, default_policy("x86")), {"x": shape})
     return relax.VirtualMachine(build(mod, target, kernels.float_lanes), tvm.cpu())
 
@@ -350,16 +370,17 @@ def main() -> None:
     parser.add_argument("--layers", default="", help="comma-separated substrings of layer names; empty: all")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--networks", action="store_true", help="also whole resnet18 and mobilenet_v2 (BN folded)")
+    parser.add_argument("--networks", action="store_true", help="also whole resnet18/50, mobilenet_v2 (BN folded)")
     parser.add_argument("--tickets", default="", help="sparsities of ternary tickets of both networks, e.g. 0.5,0.9")
     parser.add_argument("--binary-act", action="store_true", help="resnet18's tickets with binary activations")
     args = parser.parse_args()
     wanted = [w for w in args.layers.split(",") if w]
     chosen = [layer for layer in layers() if not wanted or any(w in layer.name for w in wanted)]
     if args.networks:
-        chosen += [resnet18(), mobilenet_v2()]
+        chosen += [resnet18(), resnet50(), mobilenet_v2()]
     for sparsity in (float(v) for v in args.tickets.split(",") if v):
-        chosen += [resnet18(sparsity, args.binary_act)] + ([] if args.binary_act else [mobilenet_v2(sparsity)])
+        chosen += [resnet18(sparsity, args.binary_act), resnet50(sparsity, args.binary_act)]
+        chosen += [] if args.binary_act else [mobilenet_v2(sparsity)]
     threads = [int(t) for t in args.threads.split(",")]
     info = cpuinfo()
     print(f"host: {info.model}, {len(info.mhz)} cores; tvm {tvm.__version__}, onnxruntime {ort.__version__}")
@@ -370,7 +391,7 @@ def main() -> None:
     for layer in chosen:
         shape = layer.input_shape
         x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-        vm = compile_layer(layer.model, shape)
+        vm = compile_layer(layer.model, shape, pack="ticket" in layer.name)
         error = check(vm, layer.model, x)
         for n in threads:
             timers = {"tvm": tvm_timer(vm, x, n), "ort": ort_timer(layer.model, x, n)}

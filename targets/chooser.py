@@ -42,12 +42,15 @@ def choose_kernel(
     flat_outputs: int | None = None,
     weights: int | None = None,
     batch: int = 1,
+    taps: int | None = None,
+    channels: int | None = None,
 ) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
     ``break_even`` overrides the ``policy``'s (``sparse_break_even``; for a dense layer the tier of
     ``dense_ternary_break_even``, or on the fp32 form of ``cached_dense_break_even``, its
-    ``weights`` fit; for a conv on a short map ``short_flat_break_even``); ``flat_outputs`` (a conv's
+    ``weights`` fit; for a 1x1 conv (``taps`` 1) of ``pointwise_channels`` input ``channels`` or
+    more ``pointwise_break_even``, and a conv's dense form is fp32 below ``ternary_conv_min_taps``; for a conv on a short map ``short_flat_break_even``); ``flat_outputs`` (a conv's
     outputs per channel, ``layout.FlatInput.flat_outputs``) below ``short_flat`` takes
     ``short_flat_block`` output channels per block in one channel group below
     ``short_flat_grouped_from`` sparsity; from ``long_flat`` it takes ``long_flat_block``, grouped;
@@ -72,6 +75,8 @@ def choose_kernel(
         measured = cached
     elif op_type == "BinaryDense" and op_type in policy.dense_ternary:
         measured = policy.dense_ternary_tier(weights)
+    elif op_type == "BinaryConv" and taps == 1 and channels is not None and channels >= policy.pointwise_channels:
+        measured = max(policy.conv_break_even, policy.pointwise_break_even)
     elif op_type == "BinaryConv" and flat_outputs is not None and flat_outputs < policy.short_flat:
         measured = max(policy.conv_break_even, policy.short_flat_break_even)
     else:
@@ -97,6 +102,9 @@ def choose_kernel(
             batch_lanes=batched,
         )
     below = f"real input, sparsity {sparsity:.3f} < break-even {threshold:.2f}"
-    if op_type in policy.dense_ternary:
+    pointwise = op_type == "BinaryConv" and taps is not None and taps < policy.ternary_conv_min_taps
+    if op_type in policy.dense_ternary and not pointwise:
         return KernelChoice(DENSE_TERNARY, f"{below}, 2-bit weight planes decoded in registers")
+    if pointwise:
+        return KernelChoice(DENSE_FP32, f"{below}, a 1x1 conv: the fp32 pixel GEMM")
     return KernelChoice(DENSE_FP32, below)

@@ -203,6 +203,8 @@ class _Layer:
             flat_outputs,
             weight.size,
             batch,
+            self.attributes.taps,
+            self.shape[1],
         )
         expr, consts = kernel_call(choice)
         self.lowering.layers.append(

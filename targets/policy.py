@@ -92,6 +92,20 @@ class KernelPolicy:
     per-layer overhead; ``cached_dense_break_even`` and ``dense_break_even`` are the fp32
     form's (docs/performance.md)."""
 
+    ternary_conv_min_taps: int = 2
+    """Kernel taps (``kh * kw``) from which a conv's dense form is dense-ternary: a 1x1 conv is a
+    GEMM over pixels, which the fp32 glue runs 1.5-4x faster than the dense-ternary conv on
+    ImageNet maps; it keeps fp32 weights (docs/performance.md)."""
+
+    pointwise_break_even: float = 0.75
+    """Sparsity from which a 1x1 conv of at least ``pointwise_channels`` input channels takes the
+    block-sparse kernel: against the fp32 glue's pixel GEMM it breaks even at 0.6-0.85 on
+    ImageNet shapes; with fewer channels the GEMM's reduction is short and ``conv_break_even``
+    holds (docs/performance.md)."""
+
+    pointwise_channels: int = 128
+    """Input channels from which a 1x1 conv takes ``pointwise_break_even`` (docs/performance.md)."""
+
     short_flat_break_even: float = 0.66
     """Sparsity from which a conv on a short map (under ``short_flat`` flat outputs per channel:
     4x4) takes the block-sparse kernel: one vector per tap entry, its index walk costs more there

@@ -21,6 +21,14 @@ CONV_COSTS = [
     (512, 4, 0.8, 242, 304), (512, 4, 0.9, 120, 289), (512, 4, 0.95, 70, 310),
 ]  # fmt: skip
 
+# (C, map side, O, sparsity, block-sparse us, fp32 glue us, dense-ternary us), 1x1 conv batch 1, ImageNet maps
+POINTWISE_COSTS = [
+    (144, 56, 24, 0.5, 156.4, 88.7, 372.9), (144, 56, 24, 0.9, 76.6, 87.9, 378.1),
+    (24, 56, 144, 0.5, 114.2, 126.9, 236.0), (1024, 14, 256, 0.5, 492.2, 387.3, 563.1),
+    (1024, 14, 256, 0.9, 189.6, 372.6, 530.0), (256, 14, 1024, 0.5, 443.6, 402.9, 484.2),
+    (512, 7, 2048, 0.5, 628.2, 407.9, 417.1), (64, 56, 256, 0.5, 424.1, 479.9, 720.7),
+]  # fmt: skip
+
 # (K, O, sparsity, sign-split us, dense-ternary us), dense batch 1
 DENSE_COSTS = [
     (64, 512, 0.9, 1.97, 1.49), (64, 512, 0.95, 1.40, 1.47), (64, 512, 0.98, 1.09, 1.53),
@@ -48,3 +56,14 @@ def test_a_conv_takes_the_faster_form(channels, side, sparsity, sparse_us, dense
 def test_a_dense_layer_takes_the_faster_form(k, out, sparsity, sparse_us, dense_us):
     choice = chooser.choose_kernel("BinaryDense", "real", sparsity, POLICY, weights=k * out)
     assert _right(choice.kernel == chooser.SPARSE_SIGN_SPLIT, sparse_us, dense_us), choice.reason
+
+
+@pytest.mark.parametrize("channels, side, out, sparsity, sparse_us, fp32_us, ternary_us", POINTWISE_COSTS)
+def test_a_pointwise_conv_takes_the_faster_form(channels, side, out, sparsity, sparse_us, fp32_us, ternary_us):
+    """A 1x1 conv's dense form is the fp32 pixel GEMM (the dense-ternary conv is slower on every one)."""
+    assert all(fp32 < ternary for *_, fp32, ternary in POINTWISE_COSTS)
+    geo = layout.ConvGeometry(1, channels, side, side, out, kernel=(1, 1))
+    flat = layout.flat_input(geo, POLICY).flat_outputs
+    choice = chooser.choose_kernel("BinaryConv", "real", sparsity, POLICY, flat_outputs=flat, taps=1, channels=channels)
+    assert choice.kernel in (chooser.BLOCK_SPARSE, chooser.DENSE_FP32)
+    assert _right(choice.kernel == chooser.BLOCK_SPARSE, sparse_us, fp32_us), choice.reason

@@ -90,7 +90,9 @@ CONV_CASES = [
 @pytest.mark.parametrize("decode_block_pixels", [1, 10**6], ids=["block", "registers"])
 def test_conv_ternary_matches_reference(case, decode_block_pixels):
     """Every map with the weights decoded once per task into a block, and decoded in registers."""
-    policy = dataclasses.replace(default_policy("x86"), decode_block_pixels=decode_block_pixels)
+    policy = dataclasses.replace(
+        default_policy("x86"), decode_block_pixels=decode_block_pixels, ternary_conv_min_taps=1
+    )
     model = binary_conv_model(np.random.default_rng(16), *case, mode="real", sparsity=0.2)
     vm, lowering = compile_x86(model, policy=policy)
     x = sample(model)
