@@ -1,6 +1,7 @@
 """Which elementwise nodes after a ``BinaryConv`` its kernel's epilogue absorbs.
 
-ResNet blocks end in ``conv -> Add(residual) [-> Relu]`` and MPT-1/32 convs in ``conv -> Relu``.
+ResNet blocks end in ``conv -> Add(residual) [-> Relu]``, MPT-1/32 convs in ``conv -> Relu`` and
+MobileNet's in ``conv -> Clip(0, 6)`` (ReLU6).
 Run as their own kernels, the add and the clamp are each one more pass over the activations
 (about 10% of a binarized ResNet-18's time). The conv kernels' float epilogue already holds
 ``scale * acc + bias`` in registers; it adds the residual and clamps there instead, and the
@@ -12,7 +13,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from mptc.ops.reference import DOMAIN
 
@@ -21,15 +24,17 @@ ONNX_DOMAINS = ("", "ai.onnx")
 
 @dataclass(frozen=True)
 class Epilogue:
-    """The chain a conv absorbs: ``y = conv(x) [+ residual] [then max(y, 0)]``."""
+    """The chain a conv absorbs: ``y = conv(x) [+ residual] [then max(y, 0) [then min(y, upper)]]``."""
 
     residual: str | None  # the tensor added to the conv's output
     relu: bool
     nodes: tuple[str, ...]  # names of the absorbed nodes, in graph order
+    upper: float | None = None  # a Clip(0, upper)'s bound (ReLU6: 6)
 
     @property
     def label(self) -> str:
-        return "+".join(["add"] * (self.residual is not None) + ["relu"] * self.relu)
+        clamp = "relu" if self.upper is None else f"clip(0, {self.upper:g})"
+        return "+".join(["add"] * (self.residual is not None) + [clamp] * self.relu)
 
 
 def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
@@ -37,7 +42,8 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
 
     A node joins the chain when it is the only reader of the chain's tensor, which is no graph
     output: first an ``Add`` of that tensor and one produced before the conv (a graph input or an
-    earlier node's output, so it exists when the conv runs), then a ``Relu``; or just a ``Relu``.
+    earlier node's output, so it exists when the conv runs), then a ``Relu`` or a ``Clip`` with
+    constant bounds 0 and ``upper > 0`` (ReLU6); or just one of those.
     Nodes are known by name: unnamed or duplicate names are left alone. Shapes (no broadcasting)
     are checked where they are known, by the converter.
     """
@@ -50,6 +56,11 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
         for name in node.output:
             produced_at[name] = position
     outputs = {o.name for o in graph.output}
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ONNX_DOMAINS and len(node.attribute) == 1:
+            if node.attribute[0].name == "value":
+                constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
 
     def only_reader(tensor: str) -> onnx.NodeProto | None:
         nodes = readers.get(tensor, [])
@@ -74,9 +85,21 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
                 residual, tensor = other, reader.output[0]
                 absorbed.append(reader.name)
                 reader = only_reader(tensor)
-        relu = reader is not None and reader.op_type == "Relu"
+        upper = _relu_bound(reader, constants) if reader is not None and reader.op_type == "Clip" else None
+        relu = reader is not None and (reader.op_type == "Relu" or upper is not None)
         if relu:
             absorbed.append(reader.name)
         if absorbed:
-            chains[node.name] = Epilogue(residual, relu, tuple(absorbed))
+            chains[node.name] = Epilogue(residual, relu, tuple(absorbed), upper)
     return chains
+
+
+def _relu_bound(clip: onnx.NodeProto, constants: dict[str, np.ndarray]) -> float | None:
+    """``upper`` of a ``Clip(x, 0, upper)`` with one-element constant bounds and ``upper > 0``, else None."""
+    if len(clip.input) != 3 or not all(clip.input[1:]):
+        return None
+    low, high = (constants.get(name) for name in clip.input[1:])
+    if low is None or high is None or low.size != 1 or high.size != 1:
+        return None
+    low_value, high_value = float(low.reshape(())), float(high.reshape(()))
+    return high_value if low_value == 0.0 and np.isfinite(high_value) and high_value > 0 else None

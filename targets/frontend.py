@@ -278,7 +278,11 @@ class BinaryConv(_onnx.OnnxOpConverter):
 
         flat = layout.flat_input(geo, layer.lowering.policy)
         epilogue, residual = layer.fused_epilogue(out_shape, params.nodes)
-        fused = dict(residual=residual is not None, relu=bool(epilogue and epilogue.relu))
+        fused = dict(
+            residual=residual is not None,
+            relu=bool(epilogue and epilogue.relu),
+            upper=epilogue.upper if epilogue else None,
+        )
         extra = [] if residual is None else [residual]
 
         def kernel_call(choice: chooser.KernelChoice):
@@ -336,7 +340,10 @@ class BinaryConv(_onnx.OnnxOpConverter):
             bias = layer.bias.reshape(1, -1, 1, 1)
             y = relax.op.add(bb.normalize(conv), relax.const(bias))
             y = y if residual is None else relax.op.add(bb.normalize(y), residual)
-            return (relax.op.nn.relu(bb.normalize(y)) if fused["relu"] else y), [dense, bias]
+            if fused["relu"]:
+                y = relax.op.nn.relu(bb.normalize(y))
+                y = y if fused["upper"] is None else relax.op.minimum(bb.normalize(y), relax.const(fused["upper"]))
+            return y, [dense, bias]
 
         return layer.lower(weight, out_shape, kernel_call, flat.flat_outputs, epilogue)
 

@@ -97,7 +97,9 @@ def xnor_popcount(
     return te.compute(shape, popcount, name=stages.POPCOUNT, attrs=attrs)
 
 
-def exact_sign_conv_func(geo: ConvGeometry, lanes: int, residual: bool = False, relu: bool = False) -> tirx.PrimFunc:
+def exact_sign_conv_func(
+    geo: ConvGeometry, lanes: int, residual: bool = False, relu: bool = False, upper: float | None = None
+) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, sign, mask, scale, bias[, residual]) -> y`` of a conv on ONNX
     ``Sign(x)`` (``input_mode="sign"``): ``x`` float NCHW packed into a sign and a nonzero plane,
     ``y = scale[o] * dot + bias[o]`` (``xnor_popcount`` with the nonzero plane), with the fused epilogue."""
@@ -114,21 +116,23 @@ def exact_sign_conv_func(geo: ConvGeometry, lanes: int, residual: bool = False, 
     y = te.compute(
         (geo.batch, geo.out_channels, geo.out_height, geo.out_width),
         lambda n, o, oy, ox: finish(
-            scale[o] * d[n, oy, ox, o].astype("int64").astype("float32") + bias[o], res, relu, n, o, oy, ox
+            scale[o] * d[n, oy, ox, o].astype("int64").astype("float32") + bias[o], res, relu, n, o, oy, ox, upper
         ),
         name=stages.OUTPUT,
     )
     return te.create_prim_func([x, sign, mask, scale, bias] + ([res] if residual else []) + [y])
 
 
-def float_output(d, border, row_class, scale, bias, geo: ConvGeometry, residual=None, relu=False) -> te.Tensor:
+def float_output(
+    d, border, row_class, scale, bias, geo: ConvGeometry, residual=None, relu=False, upper: float | None = None
+) -> te.Tensor:
     """The float NCHW output ``y = scale[o] * (B - 2 D) + bias[o]`` (with the fused residual add and
     ReLU of ``targets.epilogue``); ``border`` is ``layout.BinaryConvTables.border_by_column``."""
     shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
 
     def value(n, o, oy, ox):
         dot = border[row_class[oy], o, ox] - 2 * d[n, oy, ox, o].astype("int32")
-        return finish(scale[o] * dot.astype("float32") + bias[o], residual, relu, n, o, oy, ox)
+        return finish(scale[o] * dot.astype("float32") + bias[o], residual, relu, n, o, oy, ox, upper)
 
     return te.compute(shape, value, name=stages.OUTPUT)
 
@@ -156,11 +160,13 @@ def xnor_conv_func(
     words_out: bool = False,
     residual: bool = False,
     relu: bool = False,
+    upper: float | None = None,
 ) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, scale, bias[, residual]) -> y``, ``border``
     ``(row classes, O', OW)`` (``layout.BinaryConvTables.border_by_column``).
 
-    ``residual`` / ``relu``: the float output fuses ``+ residual`` / ``max(., 0)`` (``targets.epilogue``).
+    ``residual`` / ``relu`` / ``upper``: the float output fuses ``+ residual`` / ``max(., 0)`` /
+    ``min(., upper)`` (ReLU6; ``targets.epilogue``).
     ``words_in``: ``x`` is ``(N, H, W, Cw)`` uint64 words; ``words_out``: ``y`` is words too, the
     weight tables cover ``table_outputs(geo.out_channels, lanes, words_out)`` outputs, and the
     parameters are ``(x, sign, mask, threshold, row_class, col_class, flip)``: the border table,
@@ -188,7 +194,7 @@ def xnor_conv_func(
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    y = float_output(d, border, row_class, scale, bias, geo, res, relu)
+    y = float_output(d, border, row_class, scale, bias, geo, res, relu, upper)
     return te.create_prim_func([x, sign, mask, border, row_class, scale, bias] + ([res] if residual else []) + [y])
 
 
@@ -254,6 +260,7 @@ def block_sparse_conv(
     body: GatherBody,
     residual=None,
     relu=False,
+    upper: float | None = None,
 ) -> te.Tensor:
     """``acc`` over the flat outputs of each output channel (``body`` walks the tables: the loop
     nest is the target's, as for TOPI's hand-written sparse kernels), then the affine epilogue
@@ -266,7 +273,7 @@ def block_sparse_conv(
 
     def value(n, o, oy, ox):
         y = scale[o] * acc[n, o // block, o % block, oy * flat.row_stride + ox] + bias[o]
-        return finish(y, residual, relu, n, o, oy, ox)
+        return finish(y, residual, relu, n, o, oy, ox, upper)
 
     return te.compute((geo.batch, geo.out_channels, geo.out_height, geo.out_width), value, name=stages.OUTPUT)
 
@@ -279,9 +286,10 @@ def block_sparse_conv_func(
     body: GatherBody,
     residual: bool = False,
     relu: bool = False,
+    upper: float | None = None,
 ) -> tirx.PrimFunc:
     """PrimFunc ``(x, ptr, index, scale, bias[, residual]) -> y`` of the real-input conv
-    (``residual`` / ``relu`` as in ``xnor_conv_func``); the ``flat`` and ``output`` stages are left
+    (``residual`` / ``relu`` / ``upper`` as in ``xnor_conv_func``); the ``flat`` and ``output`` stages are left
     to the schedule.
 
     The input has a zero tail of whole planes past the furthest read (the last plane's largest tap
@@ -294,5 +302,7 @@ def block_sparse_conv_func(
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    y = block_sparse_conv(flat_input(x, geo, flat, length), ptr, index, scale, bias, geo, flat, gather, body, res, relu)
+    y = block_sparse_conv(
+        flat_input(x, geo, flat, length), ptr, index, scale, bias, geo, flat, gather, body, res, relu, upper
+    )
     return te.create_prim_func([x, ptr, index, scale, bias] + ([res] if residual else []) + [y])

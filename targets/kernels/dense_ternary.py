@@ -80,11 +80,16 @@ def dense_ternary_func(batch: int, k: int, out: int, lanes: int, nibbles: bool =
 
 
 def conv_ternary_func(
-    geo: ConvGeometry, lanes: int, residual: bool = False, relu: bool = False, in_registers: bool = False
+    geo: ConvGeometry,
+    lanes: int,
+    residual: bool = False,
+    relu: bool = False,
+    in_registers: bool = False,
+    upper: float | None = None,
 ) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, plus, minus, scale, bias[, residual]) -> y`` (NCHW), the decoded
     block ``DECODE`` and the reduction ``TERNARY`` over ``O`` rounded up to whole vectors of ``lanes``;
-    ``residual`` / ``relu`` fuse ``+ residual`` / ``max(., 0)`` into ``OUTPUT``."""
+    ``residual`` / ``relu`` / ``upper`` fuse ``+ residual`` / ``max(., 0)`` / ``min(., upper)`` into ``OUTPUT``."""
     (sh, sw), (dh, dw), (kh, kw) = geo.strides, geo.dilations, geo.kernel
     top, left = geo.pads[0], geo.pads[1]
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
@@ -119,7 +124,7 @@ def conv_ternary_func(
     )
     y = te.compute(
         (geo.batch, geo.out_channels, geo.out_height, geo.out_width),
-        lambda n, o, oy, ox: finish(scale[o] * acc[n, oy, ox, o] + bias[o], res, relu, n, o, oy, ox),
+        lambda n, o, oy, ox: finish(scale[o] * acc[n, oy, ox, o] + bias[o], res, relu, n, o, oy, ox, upper),
         name=stages.OUTPUT,
     )
     return te.create_prim_func([x, plus, minus, scale, bias, *([res] if res is not None else []), y])

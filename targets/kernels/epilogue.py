@@ -1,4 +1,4 @@
-"""The fused tail of a conv kernel's float epilogue (``targets.epilogue``): residual add, then ReLU."""
+"""The fused tail of a conv kernel's float epilogue (``targets.epilogue``): residual add, then ReLU (or ReLU6)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ def residual_input(shape, fused: bool) -> te.Tensor | None:
     return te.placeholder(shape, "float32", name="residual") if fused else None
 
 
-def finish(value: tirx.PrimExpr, residual: te.Tensor | None, relu: bool, n, o, oy, ox) -> tirx.PrimExpr:
-    """``value [+ residual[n, o, oy, ox]]``, clamped at 0 if ``relu``."""
+def finish(
+    value: tirx.PrimExpr, residual: te.Tensor | None, relu: bool, n, o, oy, ox, upper: float | None = None
+) -> tirx.PrimExpr:
+    """``value [+ residual[n, o, oy, ox]]``, clamped at 0 if ``relu`` (and at ``upper`` above: ReLU6)."""
     if residual is not None:
         value = value + residual[n, o, oy, ox]
-    return tirx.max(value, tirx.const(0.0, "float32")) if relu else value
+    if not relu:
+        return value
+    clamped = tirx.max(value, tirx.const(0.0, "float32"))
+    return clamped if upper is None else tirx.min(clamped, tirx.const(upper, "float32"))
