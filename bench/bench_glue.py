@@ -182,7 +182,7 @@ def layers() -> list[Layer]:
 
 class _Network:
     """A whole network, batch-norm folded into conv biases (as exported for inference), built
-    node by node: its fp32 glue end to end, with the residual adds and the classifier. With a
+    node by node, each named after its output (as exporters name them): its fp32 glue end to end, with the residual adds and the classifier. With a
     ``sparsity``, a ticket: every conv but the stem and the depthwise ones ternary, and with
     ``binary_act`` a sign (``Where(x >= 0, 1, -1)``) before each of them."""
 
@@ -209,12 +209,12 @@ class _Network:
             self.inits[w] = _ternary(self.inits[w], self.sparsity)
             if self.binary_act:
                 test = self._name("ge")
-                self.nodes.append(helper.make_node("GreaterOrEqual", [x, "lo"], [test]))
+                self.nodes.append(helper.make_node("GreaterOrEqual", [x, "lo"], [test], name=test))
                 x = self.node("Where", [test, "plus", "minus"])
         pads = [kernel // 2] * 4
         self.nodes.append(
             helper.make_node(
-                "Conv", [x, w, b], [y], kernel_shape=[kernel] * 2, pads=pads, strides=[stride] * 2, group=groups
+                "Conv", [x, w, b], [y], name=y, kernel_shape=[kernel] * 2, pads=pads, strides=[stride] * 2, group=groups
             )
         )
         return self.act(y, act)
@@ -224,19 +224,19 @@ class _Network:
             return x
         y = self._name("a")
         inputs = [x, "lo", "hi"] if act == "clip" else [x]
-        self.nodes.append(helper.make_node("Clip" if act == "clip" else "Relu", inputs, [y]))
+        self.nodes.append(helper.make_node("Clip" if act == "clip" else "Relu", inputs, [y], name=y))
         return y
 
     def node(self, op: str, inputs: list[str], **attrs) -> str:
         y = self._name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [y], **attrs))
+        self.nodes.append(helper.make_node(op, inputs, [y], name=y, **attrs))
         return y
 
     def classifier(self, x: str, channels: int) -> onnx.ModelProto:
         flat = self.node("Flatten", [self.node("GlobalAveragePool", [x])])
         self.inits["fc_w"] = self.rng.standard_normal((1000, channels)) / channels**0.5
         self.inits["fc_b"] = np.zeros(1000)
-        self.nodes.append(helper.make_node("Gemm", [flat, "fc_w", "fc_b"], ["y"], transB=1))
+        self.nodes.append(helper.make_node("Gemm", [flat, "fc_w", "fc_b"], ["y"], name="fc", transB=1))
         return _model(self.nodes, [1, 3, 224, 224], self.inits, [1, 1000])
 
 
