@@ -63,9 +63,7 @@ def pad_words(a: te.Tensor, geo: ConvGeometry, name: str = stages.PAD) -> te.Ten
     """Words ``(N, H, W, Cw)`` packed by the previous layer -> zero-padded ``(N, Hp, Wp, Cw)``."""
 
     def word(n, yp, xp, cw):
-        y, xx = yp - geo.pads[0], xp - geo.pads[1]
-        inside = tirx.all(y >= 0, y < geo.height, xx >= 0, xx < geo.width)
-        return tirx.if_then_else(inside, a[n, _clamp(y, geo.height), _clamp(xx, geo.width), cw], tirx.const(0, WORD))
+        return zero_padded(lambda y, xx: a[n, y, xx, cw], geo, yp, xp, tirx.const(0, WORD))
 
     return te.compute((geo.batch, geo.padded_height, geo.padded_width, geo.channel_words), word, name=name)
 
@@ -196,6 +194,20 @@ def xnor_conv_func(
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
     y = float_output(d, border, row_class, scale, bias, geo, res, relu, upper)
     return te.create_prim_func([x, sign, mask, border, row_class, scale, bias] + ([res] if residual else []) + [y])
+
+
+def zero_padded(
+    read: Callable[[tirx.PrimExpr, tirx.PrimExpr], tirx.PrimExpr],
+    geo: ConvGeometry,
+    yp: tirx.PrimExpr,
+    xp: tirx.PrimExpr,
+    zero: tirx.PrimExpr,
+) -> tirx.PrimExpr:
+    """The value at padded position ``(yp, xp)``: ``read(y, x)`` inside the image (indices clamped,
+    so both sides of the select are safe to compute), ``zero`` in the padding."""
+    y, xx = yp - geo.pads[0], xp - geo.pads[1]
+    inside = tirx.all(y >= 0, y < geo.height, xx >= 0, xx < geo.width)
+    return tirx.if_then_else(inside, read(_clamp(y, geo.height), _clamp(xx, geo.width)), zero)
 
 
 def _clamp(i: tirx.PrimExpr, size: int) -> tirx.PrimExpr:

@@ -31,6 +31,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from mptc.targets.kernels import stages
+from mptc.targets.kernels.binary_conv import zero_padded
 from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import NIBBLE_OUTPUTS, NIBBLE_TABLE, PLANE, PLANE_BITS, ConvGeometry, ceil_div
 
@@ -91,7 +92,6 @@ def conv_ternary_func(
     block ``DECODE`` and the reduction ``TERNARY`` over ``O`` rounded up to whole vectors of ``lanes``;
     ``residual`` / ``relu`` / ``upper`` fuse ``+ residual`` / ``max(., 0)`` / ``min(., upper)`` into ``OUTPUT``."""
     (sh, sw), (dh, dw), (kh, kw) = geo.strides, geo.dilations, geo.kernel
-    top, left = geo.pads[0], geo.pads[1]
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
     planes = (geo.channels, kh, kw, ceil_div(geo.out_channels, PLANE_BITS))
     plus, minus = te.placeholder(planes, PLANE, name="plus"), te.placeholder(planes, PLANE, name="minus")
@@ -100,10 +100,7 @@ def conv_ternary_func(
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
 
     def padded(n, c, yp, xp):
-        y, xx = yp - top, xp - left
-        inside = tirx.all(y >= 0, y < geo.height, xx >= 0, xx < geo.width)
-        clamp_y, clamp_x = tirx.max(tirx.min(y, geo.height - 1), 0), tirx.max(tirx.min(xx, geo.width - 1), 0)
-        return tirx.if_then_else(inside, x[n, c, clamp_y, clamp_x], tirx.const(0.0, "float32"))
+        return zero_padded(lambda y, xx: x[n, c, y, xx], geo, yp, xp, tirx.const(0.0, "float32"))
 
     xp = te.compute((geo.batch, geo.channels, geo.padded_height, geo.padded_width), padded, name=stages.PAD)
     blocks = ceil_div(geo.out_channels, lanes)
