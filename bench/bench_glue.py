@@ -64,6 +64,8 @@ class Layer:
 def _model(
     nodes: list, x_shape: list[int], inits: dict[str, np.ndarray], y_shape: list[int] | None = None
 ) -> onnx.ModelProto:
+    for node in nodes:  # named after their output, as exporters name every node
+        node.name = node.name or node.output[0]
     graph = helper.make_graph(
         nodes,
         "layer",

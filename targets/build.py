@@ -66,8 +66,17 @@ def tir_pipeline():
 compilation_pipeline.register_tir_pipeline(TIR_PIPELINE, tir_pipeline)
 
 
+# LoopPartition splits constant-extent loops too: a kernel marks the bounds of its padding
+# ``likely`` (``kernels.depthwise``) so that its copy loops lose the test in their interior.
+PASS_CONFIG = {"s_tir.LoopPartition": {"partition_const_loop": True}}
+
+
 def build(mod: tvm.IRModule, target: CompileTarget, float_lanes: int) -> relax.VMExecutable:
     """Compile ``mod`` (a Relax module from ``targets.frontend``) into a VM executable."""
-    return tvm.compile(
-        mod, target=target.tvm_target(), relax_pipeline=relax_pipeline(target, float_lanes), tir_pipeline=TIR_PIPELINE
-    )
+    with tvm.transform.PassContext(config=PASS_CONFIG):
+        return tvm.compile(
+            mod,
+            target=target.tvm_target(),
+            relax_pipeline=relax_pipeline(target, float_lanes),
+            tir_pipeline=TIR_PIPELINE,
+        )

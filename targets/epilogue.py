@@ -1,4 +1,4 @@
-"""Which elementwise nodes after a ``BinaryConv`` its kernel's epilogue absorbs.
+"""Which elementwise nodes after a ``BinaryConv`` (or a depthwise ``Conv``) its kernel's epilogue absorbs.
 
 ResNet blocks end in ``conv -> Add(residual) [-> Relu]``, MPT-1/32 convs in ``conv -> Relu`` and
 MobileNet's in ``conv -> Clip(0, 6)`` (ReLU6).
@@ -38,7 +38,9 @@ class Epilogue:
 
 
 def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
-    """The absorbable chain of every ``ai.mptc.BinaryConv`` that has one, by node name.
+    """The absorbable chain of every ``ai.mptc.BinaryConv`` and depthwise ``Conv``
+    (:func:`is_depthwise`) that has one, by node name. A chain is absorbed only where the
+    converter of its conv takes it (``frontend``); else its nodes are converted as they are.
 
     A node joins the chain when it is the only reader of the chain's tensor, which is no graph
     output: first an ``Add`` of that tensor and one produced before the conv (a graph input or an
@@ -70,7 +72,8 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
 
     chains = {}
     for position, node in enumerate(graph.node):
-        if node.domain != DOMAIN or node.op_type != "BinaryConv" or not node.name or names[node.name] != 1:
+        binary = node.domain == DOMAIN and node.op_type == "BinaryConv"
+        if not (binary or is_depthwise(node, constants)) or not node.name or names[node.name] != 1:
             continue
         tensor, residual, absorbed = node.output[0], None, []
         reader = only_reader(tensor)
@@ -92,6 +95,16 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
         if absorbed:
             chains[node.name] = Epilogue(residual, relu, tuple(absorbed), upper)
     return chains
+
+
+def is_depthwise(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> bool:
+    """An ONNX ``Conv`` with one filter per input channel: ``group`` = the weight's output
+    channels, one input channel each, the weight a constant."""
+    if node.op_type != "Conv" or node.domain not in ONNX_DOMAINS or len(node.input) < 2:
+        return False
+    weight = constants.get(node.input[1])
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return weight is not None and weight.ndim == 4 and weight.shape[1] == 1 and group == weight.shape[0] > 1
 
 
 def _relu_bound(clip: onnx.NodeProto, constants: dict[str, np.ndarray]) -> float | None:

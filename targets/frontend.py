@@ -53,7 +53,7 @@ from mptc.ops.validate import (
 )
 from mptc.targets import chooser, layout
 from mptc.targets.epilogue import ONNX_DOMAINS, Epilogue, epilogues
-from mptc.targets.kernels import binary_conv, binary_dense, dense_ternary, packed_pool
+from mptc.targets.kernels import binary_conv, binary_dense, dense_ternary, depthwise, packed_pool
 from mptc.targets.policy import KernelPolicy
 from mptc.targets.schedules import KernelSchedules
 
@@ -419,6 +419,72 @@ class PackedMaxPool(_onnx.OnnxOpConverter):
         return lowering.call_kernel(bb, func, name, [inputs[0]], words, logical_shape=logical)
 
 
+def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
+    """An ONNX ``Conv`` with one filter per channel, on a map at least ``policy.depthwise_min_width``
+    wide, as ``kernels.depthwise`` with the epilogue it absorbs; None for any other conv (TVM's
+    converter takes it: a grouped conv, a weight that is no constant, a dynamic shape, ``auto_pad``)."""
+    lowering = params.lowering
+    name = attr["tvm_custom"]["name"]  # unnamed: the epilogue it would absorb is not known by name
+    x, weight = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    shape = _static_shape(x)
+    if (
+        lowering.policy.depthwise_min_width is None
+        or not name
+        or shape is None
+        or len(shape) != 4
+        or getattr(x.ty, "dtype", None) != "float32"
+        or not isinstance(weight, tvm.ir.GenericConst)
+        or not (bias is None or isinstance(bias, tvm.ir.GenericConst))
+        or attr.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET")
+    ):
+        return None
+    w = weight.value.numpy()
+    channels = shape[1]
+    if w.dtype != np.float32 or w.shape[:2] != (channels, 1) or w.ndim != 4 or attr.get("group", 1) != channels:
+        return None
+    geo = layout.ConvGeometry(
+        *shape,
+        out_channels=channels,
+        kernel=tuple(w.shape[2:]),
+        strides=tuple(attr.get("strides", (1, 1))),
+        pads=tuple(attr.get("pads", (0, 0, 0, 0))),
+        dilations=tuple(attr.get("dilations", (1, 1))),
+    )
+    if geo.out_width < lowering.policy.depthwise_min_width:
+        return None
+    out_shape = (geo.batch, channels, geo.out_height, geo.out_width)
+    chain = lowering.epilogues.get(name)
+    residual = params.nodes.get(chain.residual) if chain is not None and chain.residual is not None else None
+    if chain is not None and chain.residual is not None:
+        usable = (
+            residual is not None
+            and lowering.logical_shape(residual) is None
+            and _static_shape(residual) == out_shape
+            and getattr(residual.ty, "dtype", None) == "float32"
+        )
+        chain, residual = (chain, residual) if usable else (None, None)
+    tile = lowering.kernels.depthwise_tile
+    flat_outputs = layout.ceil_div(geo.out_height * geo.phase_width, tile) * tile
+    func = lowering.kernels.depthwise(
+        depthwise.depthwise_func(
+            geo,
+            flat_outputs,
+            residual=residual is not None,
+            relu=bool(chain and chain.relu),
+            upper=chain.upper if chain else None,
+        )
+    )
+    if func is None:
+        return None
+    b = bias.value.numpy() if bias is not None else np.zeros(channels, np.float32)
+    args = [x, relax.const(np.ascontiguousarray(w[:, 0])), relax.const(b.astype(np.float32))]
+    expr = lowering.call_kernel(bb, func, name, args + ([residual] if residual is not None else []), out_shape)
+    for node in chain.nodes if chain else ():
+        lowering.absorbed[node] = expr
+    return expr
+
+
 CONVERTERS: dict[str, type[_onnx.OnnxOpConverter]] = {"BinaryConv": BinaryConv, "BinaryDense": BinaryDense}
 WORD_CONVERTERS: dict[str, type[_onnx.OnnxOpConverter]] = {"MaxPool": PackedMaxPool}  # when the input is words
 
@@ -461,6 +527,10 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
         absorbed = self.lowering.absorbed.get(attrs.get("tvm_custom", {}).get("name"))
         if absorbed is not None:  # an Add / Relu a conv's epilogue already applied
             return self.bb.normalize(absorbed)
+        if op_name == "Conv":
+            depthwise = depthwise_conv(self.bb, inputs, attrs, ConverterContext(self.lowering, self._nodes))
+            if depthwise is not None:
+                return self.bb.normalize(depthwise)
         converter = CONVERTERS.get(op_name)
         if converter is None and op_name in WORD_CONVERTERS and self.lowering.logical_shape(inputs[0]) is not None:
             converter = WORD_CONVERTERS[op_name]

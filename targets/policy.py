@@ -111,6 +111,12 @@ class KernelPolicy:
     4x4) takes the block-sparse kernel: one vector per tap entry, its index walk costs more there
     than on larger maps (docs/performance.md)."""
 
+    depthwise_min_width: int | None = 56
+    """Output width from which a depthwise conv (ONNX ``Conv``, ``group`` = channels) takes the
+    flat-plane kernel (``kernels.depthwise``), where the target family has one, instead of the
+    fp32 glue, whose tiles run along the output channels on narrow maps and beat it there; None:
+    never (docs/performance.md)."""
+
     def dense_ternary_tier(self, weights: int | None) -> float:
         """The dense-ternary break-even of a dense layer of ``weights`` weights (None: the largest tier)."""
         if weights is None:

@@ -18,8 +18,10 @@ FLAT = "flat"  # the flat input planes of a real-input conv (``layout.FlatInput`
 GATHER = "gather"  # the sparse sums: the block-sparse conv's ``te.extern``, the sign-split dense's reduction
 TERNARY = "ternary"  # the dense-ternary reduction over 2-bit weight planes, decoded
 DECODE = "decode"  # a dense-ternary conv's fp32 block of decoded weights (per parallel task)
+DEPTHWISE = "depthwise"  # a depthwise conv's taps summed over flat outputs (``kernels.depthwise``)
 SPLIT = "split"  # the sign-split operand ``[x, -x, 0]`` of a sparse dense layer
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of ``FLAT``: (rows, columns) of each flat plane
+PHASE_SHAPE = "mptc.phase_shape"  # annotation of a depthwise conv's ``FLAT``: (sh, sw, rows, columns) of its plane
 EXACT_SIGN = "mptc.exact_sign"  # annotation of ``POPCOUNT``: counts over the nonzero plane too (ONNX Sign)
 COLUMN_STRIDE = "mptc.column_stride"  # annotation of ``POPCOUNT``: input words between output columns

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from tvm import s_tir, tirx
+from tvm.s_tir.schedule import _ffi_api as schedule_api
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
@@ -71,6 +72,9 @@ TERNARY_CONV_TASKS = 8
 
 # Elements from which an elementwise stage (a dense layer's sign-split operand) runs in parallel.
 PARALLEL_MIN_ELEMENTS = 1 << 16
+
+# Register tile of the depthwise conv: vectors of consecutive flat outputs (docs/performance.md).
+DEPTHWISE_VECTORS = 8
 
 
 def divisor_at_most(n: int, cap: int) -> int:
@@ -416,6 +420,44 @@ class CpuKernelSchedules:
         sch.parallel(sch.fuse(pn, pc))
         return sch.mod["main"]
 
+    @property
+    def depthwise_tile(self) -> int:
+        return DEPTHWISE_VECTORS * self.float_lanes
+
+    def depthwise(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Parallel over channels; per channel, its flat plane built in cache (the stride phases
+        of each input row copied together, so the loads are contiguous), then register tiles of
+        ``DEPTHWISE_VECTORS`` vectors of flat outputs with the taps outside, then the epilogue
+        over the output rows."""
+        sch = s_tir.Schedule(func)
+        flat, acc, out = (sch.get_sblock(name) for name in (stages.FLAT, stages.DEPTHWISE, stages.OUTPUT))
+        # a channel's task computes all of its plane and flat outputs: TVM would infer the part
+        # its outputs read, cut off mid-tile
+        _read_whole(sch, out, stages.DEPTHWISE)
+        _read_whole(sch, acc, stages.FLAT)
+        n, c, _, ox = sch.get_loops(out)
+        task = sch.fuse(n, c)
+        sch.parallel(task)
+        lanes = divisor_at_most(extent(sch, ox), self.float_lanes)
+        if lanes > 1:
+            sch.vectorize(sch.split(ox, [None, lanes])[1])
+        sch.compute_at(acc, task)
+        q, ky, kx = sch.get_loops(acc)[-3:]
+        qo, qv, ql = sch.split(q, [None, DEPTHWISE_VECTORS, self.float_lanes])
+        sch.reorder(qo, ky, kx, qv, ql)
+        tile = sch.cache_write(acc, 0, "local")
+        sch.reverse_compute_at(tile, qo)
+        sch.unroll(qv)
+        sch.vectorize(ql)
+        sch.decompose_reduction(acc, ky)
+        sch.vectorize(sch.split(sch.get_loops(tile)[-1], [None, self.float_lanes])[1])
+        sch.compute_at(flat, task)
+        shape = [int(v) for v in sch.get(flat).annotations[stages.PHASE_SHAPE]]
+        py, px, row, col = sch.split(sch.get_loops(flat)[-1], shape)
+        sch.reorder(py, row, col, px)
+        sch.unroll(px)
+        return sch.mod["main"]
+
     def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """``batch_lanes`` form: parallel over tiles of ``SPARSE_BATCH_ROWS`` outputs x a batch
         chunk of up to ``SPARSE_BATCH_VECTORS`` vectors; per index entry, vector loads and adds."""
@@ -515,6 +557,20 @@ def _under(sch, block, loop) -> list:
     """The loops of ``block`` inside ``loop``."""
     loops = sch.get_loops(block)
     return loops[next(i for i, at in enumerate(loops) if sch.get(at).same_as(sch.get(loop))) + 1 :]
+
+
+def _read_whole(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, name: str) -> None:
+    """Declare that ``block`` reads all of intermediate ``name`` along its last dimension.
+
+    TVM 0.27's ``Schedule.annotate_buffer_access`` checks the region's length against the
+    block's iterators rather than the buffer's dimensions, so the annotation is built here."""
+    stmt = sch.get(block)
+    index = next(i for i, read in enumerate(stmt.reads) if read.source.name == name)
+    region = stmt.reads[index].region
+    iters = [iv.var for iv in stmt.iter_vars]
+    bounds = [b for r in region[:-1] for b in (r.min, r.min + r.extent)]
+    final = [*bounds, 0, stmt.reads[index].source.shape[-1]]
+    schedule_api.ScheduleAnnotateBufferAccess(sch, block, index, 0, tirx.IndexMap(iters, final, None))
 
 
 def _block_names(sch: s_tir.Schedule) -> set[str]:

@@ -33,6 +33,11 @@ class CudaKernelSchedules:
     word_lanes = WORD_LANES
     float_lanes = FLOAT_LANES
     ternary_nibbles = False
+    depthwise_tile = FLOAT_LANES
+
+    def depthwise(self, func: tirx.PrimFunc) -> None:
+        """None: depthwise convs stay TVM's conv2d, scheduled by dlight's GPU rules with the rest of the glue."""
+        return None
 
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, _WORD_PROLOGUES, stages.POPCOUNT)

@@ -78,6 +78,17 @@ class KernelSchedules(Protocol):
         """The scheduled dense-ternary conv (``kernels.dense_ternary.conv_ternary_func``)."""
         ...
 
+    @property
+    def depthwise_tile(self) -> int:
+        """Flat outputs per register tile of the depthwise conv: a channel's flat outputs are a
+        whole number of them (``kernels.depthwise.depthwise_func``)."""
+        ...
+
+    def depthwise(self, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+        """The scheduled depthwise conv (``kernels.depthwise.depthwise_func``), or None where the
+        family leaves depthwise convs to TVM's own pipeline."""
+        ...
+
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """The scheduled max-pool on packed signs (``kernels.packed_pool.or_pool_func``)."""
         ...

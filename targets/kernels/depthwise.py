@@ -1,0 +1,89 @@
+"""TE compute of the fp32 depthwise conv: an ONNX ``Conv`` whose ``group`` is its channel count
+(one filter per channel, MobileNet's 3x3 convs).
+
+A depthwise conv does ``kh * kw`` multiply-adds per output and reads each input about once per
+tap: no input-channel sum to reuse a load over, so its cost is the loads. Every tap reads the
+outputs of a row as one contiguous run when the channel's zero-padded image is laid out as
+``layout.FlatInput`` channel planes (the stride phases apart, ``q = oy * Wq + ox``)::
+
+    xs[n, c, f]  the flat plane of channel c (stage ``FLAT``), zeros past it
+    acc[n, c, q] = sum_{ky, kx} w[c, ky, kx] * xs[n, c, offset(ky, kx) + q]
+    y[n, c, oy, ox] = acc[n, c, oy * Wq + ox] + bias[c]  (+ residual, ReLU / ReLU6: ``targets.epilogue``)
+
+so a register tile is whole vectors of consecutive flat outputs whatever the map's width (a 56-
+or 7-wide row is no vector multiple), each tap one broadcast weight and one unaligned vector load
+per vector, and the ``Wq - OW`` columns computed past each row are dropped by ``OUTPUT``. The plane
+is built per channel (a parallel task) where it stays in cache: a strided conv's phase split is
+a copy of stride-``sw`` loads into contiguous stores, which LLVM vectorizes once the padding's
+bounds are peeled off the loop (``likely``).
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from mptc.targets.kernels import stages
+from mptc.targets.kernels.epilogue import finish, residual_input
+from mptc.targets.layout import ConvGeometry, ceil_div
+
+
+def phase_rows(geo: ConvGeometry, flat_outputs: int) -> int:
+    """Rows of each stride phase in a channel's flat plane: the ``Hq`` rows of the padded image,
+    and zero rows below them as far as the taps' reads of ``flat_outputs`` outputs reach, so every
+    read stays inside its phase."""
+    (sh, sw), wq = geo.strides, geo.phase_width
+    below = (geo.kernel[0] - 1) * geo.dilations[0] // sh * wq + (geo.kernel[1] - 1) * geo.dilations[1] // sw
+    return max(geo.phase_height, ceil_div(below + flat_outputs, wq))
+
+
+def depthwise_func(
+    geo: ConvGeometry,
+    flat_outputs: int,
+    residual: bool = False,
+    relu: bool = False,
+    upper: float | None = None,
+) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, w, bias[, residual]) -> y`` (NCHW, ``w`` of shape ``(C, kh, kw)``),
+    the reduction ``DEPTHWISE`` over ``flat_outputs`` flat outputs per channel (``OH * Wq`` or more,
+    a whole number of the schedule's tiles); ``residual`` / ``relu`` / ``upper`` as ``finish``."""
+    (sh, sw), wq = geo.strides, geo.phase_width
+    channels, (kh, kw) = geo.channels, geo.kernel
+    x = te.placeholder((geo.batch, channels, geo.height, geo.width), "float32", name="x")
+    w = te.placeholder((channels, kh, kw), "float32", name="w")
+    bias = te.placeholder((channels,), "float32", name="bias")
+    res = residual_input((geo.batch, channels, geo.out_height, geo.out_width), residual)
+    rows = phase_rows(geo, flat_outputs)
+
+    def plane(n, c, f):
+        phase, row, col = f // (rows * wq), f // wq % rows, f % wq
+        y = row * sh + phase // sw - geo.pads[0]
+        xx = col * sw + phase % sw - geo.pads[1]
+        # the bounds marked likely: LoopPartition peels the padding off the copy's loops
+        inside = tirx.all(*(tirx.likely(cond) for cond in (y >= 0, y < geo.height, xx >= 0, xx < geo.width)))
+        return tirx.if_then_else(inside, x[n, c, y, xx], tirx.const(0.0, "float32"))
+
+    xs = te.compute(
+        (geo.batch, channels, sh * sw * rows * wq),
+        plane,
+        name=stages.FLAT,
+        attrs={stages.PHASE_SHAPE: [sh, sw, rows, wq]},
+    )
+    ky, kx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
+    acc = te.compute(
+        (geo.batch, channels, flat_outputs),
+        lambda n, c, q: te.sum(w[c, ky, kx] * xs[n, c, _tap_offset(geo, rows, ky, kx) + q], axis=[ky, kx]),
+        name=stages.DEPTHWISE,
+    )
+    y = te.compute(
+        (geo.batch, channels, geo.out_height, geo.out_width),
+        lambda n, c, oy, ox: finish(acc[n, c, oy * wq + ox] + bias[c], res, relu, n, c, oy, ox, upper),
+        name=stages.OUTPUT,
+    )
+    return te.create_prim_func([x, w, bias, *([res] if res is not None else []), y])
+
+
+def _tap_offset(geo: ConvGeometry, rows: int, ky, kx):
+    """Offset of tap ``(ky, kx)`` in a channel's flat plane of phases of ``rows`` rows."""
+    (sh, sw), (dh, dw), wq = geo.strides, geo.dilations, geo.phase_width
+    dy, dx = ky * dh, kx * dw
+    return ((dy % sh) * sw + dx % sw) * rows * wq + (dy // sh) * wq + dx // sw

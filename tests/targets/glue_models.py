@@ -1,0 +1,58 @@
+"""fp32 ONNX models of the layers the targets compile beside the ``ai.mptc`` ones, built with ``onnx.helper``."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def depthwise_model(
+    shape: tuple[int, int, int, int],
+    kernel: int = 3,
+    stride: int = 1,
+    pads: tuple[int, int, int, int] = (1, 1, 1, 1),
+    dilation: int = 1,
+    act: str = "",
+    residual: bool = False,
+    bias: bool = True,
+    named: bool = True,
+) -> onnx.ModelProto:
+    """``x -> Conv(group = C) [-> Add(x)] [-> Relu | Clip(0, 6)]``, random weights."""
+    rng = np.random.default_rng(sum(shape) + kernel + stride)
+    channels = shape[1]
+    inits = {"w": rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32)}
+    if bias:
+        inits["b"] = rng.standard_normal(channels).astype(np.float32)
+    conv = helper.make_node(
+        "Conv",
+        ["x", "w", "b"] if bias else ["x", "w"],
+        ["c"],
+        group=channels,
+        kernel_shape=[kernel, kernel],
+        strides=[stride, stride],
+        pads=list(pads),
+        dilations=[dilation, dilation],
+    )
+    nodes, last = [conv], "c"
+    if residual:
+        nodes.append(helper.make_node("Add", [last, "x"], ["r"]))
+        last = "r"
+    if act == "relu":
+        nodes.append(helper.make_node("Relu", [last], ["a"]))
+        last = "a"
+    elif act == "clip":
+        inits["lo"], inits["hi"] = np.array(0.0, np.float32), np.array(6.0, np.float32)
+        nodes.append(helper.make_node("Clip", [last, "lo", "hi"], ["a"]))
+        last = "a"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    for node in nodes:
+        node.name = node.output[0] if named else ""
+    graph = helper.make_graph(
+        nodes,
+        "depthwise",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
