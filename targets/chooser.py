@@ -43,14 +43,14 @@ def choose_kernel(
     weights: int | None = None,
     batch: int = 1,
     taps: int | None = None,
-    channels: int | None = None,
 ) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
     ``break_even`` overrides the ``policy``'s (``sparse_break_even``; for a dense layer the tier of
     ``dense_ternary_break_even``, or on the fp32 form of ``cached_dense_break_even``, its
-    ``weights`` fit; for a 1x1 conv (``taps`` 1) of ``pointwise_channels`` input ``channels`` or
-    more ``pointwise_break_even``, and a conv's dense form is fp32 below ``ternary_conv_min_taps``; for a conv on a short map ``short_flat_break_even``); ``flat_outputs`` (a conv's
+    ``weights`` fit; for a 1x1 conv (``taps`` 1) ``pointwise_break_even``, and a conv's dense form
+    is fp32 below ``ternary_conv_min_taps``; for a conv on a short map ``short_flat_break_even``);
+    ``flat_outputs`` (a conv's
     outputs per channel, ``layout.FlatInput.flat_outputs``) below ``short_flat`` takes
     ``short_flat_block`` output channels per block in one channel group below
     ``short_flat_grouped_from`` sparsity; from ``long_flat`` it takes ``long_flat_block``, grouped;
@@ -75,7 +75,7 @@ def choose_kernel(
         measured = cached
     elif op_type == "BinaryDense" and op_type in policy.dense_ternary:
         measured = policy.dense_ternary_tier(weights)
-    elif op_type == "BinaryConv" and taps == 1 and channels is not None and channels >= policy.pointwise_channels:
+    elif op_type == "BinaryConv" and taps == 1:
         measured = max(policy.conv_break_even, policy.pointwise_break_even)
     elif op_type == "BinaryConv" and flat_outputs is not None and flat_outputs < policy.short_flat:
         measured = max(policy.conv_break_even, policy.short_flat_break_even)

@@ -204,7 +204,6 @@ class _Layer:
             weight.size,
             batch,
             self.attributes.taps,
-            self.shape[1],
         )
         expr, consts = kernel_call(choice)
         self.lowering.layers.append(

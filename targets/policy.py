@@ -98,13 +98,10 @@ class KernelPolicy:
     ImageNet maps; it keeps fp32 weights (docs/performance.md)."""
 
     pointwise_break_even: float = 0.75
-    """Sparsity from which a 1x1 conv of at least ``pointwise_channels`` input channels takes the
-    block-sparse kernel: against the fp32 glue's pixel GEMM it breaks even at 0.6-0.85 on
-    ImageNet shapes; with fewer channels the GEMM's reduction is short and ``conv_break_even``
-    holds (docs/performance.md)."""
-
-    pointwise_channels: int = 128
-    """Input channels from which a 1x1 conv takes ``pointwise_break_even`` (docs/performance.md)."""
+    """Sparsity from which a 1x1 conv takes the block-sparse kernel: against the fp32 glue's pixel
+    GEMM it breaks even at 0.6-0.85 on ImageNet shapes, measured inside whole networks, where the
+    block-sparse form's flat input is one more pass over activations that are no longer in cache
+    (docs/performance.md)."""
 
     short_flat_break_even: float = 0.66
     """Sparsity from which a conv on a short map (under ``short_flat`` flat outputs per channel:
