@@ -228,19 +228,9 @@ class _Layer:
         return expr
 
     def fused_epilogue(self, out_shape, nodes: dict[str, relax.Expr]) -> tuple[Epilogue | None, relax.Expr | None]:
-        """The chain this layer absorbs and its residual expression, if the residual is a float
-        tensor of the output's shape (no broadcasting) that exists already."""
-        chain = None if self.words_out else self.lowering.epilogues.get(self.name)
-        if chain is None or chain.residual is None:
-            return chain, None
-        residual = nodes.get(chain.residual)
-        usable = (
-            residual is not None
-            and self.lowering.logical_shape(residual) is None
-            and _static_shape(residual) == tuple(out_shape)
-            and getattr(residual.ty, "dtype", None) == "float32"
-        )
-        return (chain, residual) if usable else (None, None)
+        """The chain this layer absorbs and its residual expression (:func:`fused_chain`); none
+        when the output travels packed."""
+        return (None, None) if self.words_out else fused_chain(self.lowering, self.name, out_shape, nodes)
 
     def call(
         self, bb: relax.BlockBuilder, func: tirx.PrimFunc, consts: list[np.ndarray], out_shape, extra=()
@@ -418,6 +408,24 @@ class PackedMaxPool(_onnx.OnnxOpConverter):
         return lowering.call_kernel(bb, func, name, [inputs[0]], words, logical_shape=logical)
 
 
+def fused_chain(
+    lowering: Lowering, name: str, out_shape, nodes: dict[str, relax.Expr]
+) -> tuple[Epilogue | None, relax.Expr | None]:
+    """The chain conv ``name`` absorbs (``targets.epilogue``) and its residual expression, if the
+    residual is a float tensor of the output's shape (no broadcasting) that exists already."""
+    chain = lowering.epilogues.get(name)
+    if chain is None or chain.residual is None:
+        return chain, None
+    residual = nodes.get(chain.residual)
+    usable = (
+        residual is not None
+        and lowering.logical_shape(residual) is None
+        and _static_shape(residual) == tuple(out_shape)
+        and getattr(residual.ty, "dtype", None) == "float32"
+    )
+    return (chain, residual) if usable else (None, None)
+
+
 def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
     """An ONNX ``Conv`` with one filter per channel, on a map at least ``policy.depthwise_min_width``
     wide, as ``kernels.depthwise`` with the epilogue it absorbs; None for any other conv (TVM's
@@ -453,16 +461,7 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
     if geo.out_width < lowering.policy.depthwise_min_width:
         return None
     out_shape = (geo.batch, channels, geo.out_height, geo.out_width)
-    chain = lowering.epilogues.get(name)
-    residual = params.nodes.get(chain.residual) if chain is not None and chain.residual is not None else None
-    if chain is not None and chain.residual is not None:
-        usable = (
-            residual is not None
-            and lowering.logical_shape(residual) is None
-            and _static_shape(residual) == out_shape
-            and getattr(residual.ty, "dtype", None) == "float32"
-        )
-        chain, residual = (chain, residual) if usable else (None, None)
+    chain, residual = fused_chain(lowering, name, out_shape, params.nodes)
     tile = lowering.kernels.depthwise_tile
     flat_outputs = layout.ceil_div(geo.out_height * geo.phase_width, tile) * tile
     func = lowering.kernels.depthwise(

@@ -130,8 +130,14 @@ class KernelPolicy:
         return {"BinaryConv": self.conv_break_even, "BinaryDense": dense}
 
 
-# arm and cuda take the x86 measurements: no board or GPU has measured its own yet.
-POLICIES: dict[str, KernelPolicy] = {"x86": KernelPolicy(), "arm": KernelPolicy(), "cuda": KernelPolicy()}
+# arm counted its own block sizes (guest instructions per inference under qemu: with 4-lane vectors
+# a block's sign-class segments cost more than its shared loads save); its break-evens and cuda's
+# whole policy take the x86 measurements (docs/performance.md).
+POLICIES: dict[str, KernelPolicy] = {
+    "x86": KernelPolicy(),
+    "arm": KernelPolicy(conv_block=1, long_flat_block=1),
+    "cuda": KernelPolicy(),
+}
 
 
 def default_policy(family: str) -> KernelPolicy:

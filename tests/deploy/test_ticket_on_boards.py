@@ -59,9 +59,9 @@ def packed_conv_ticket(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_compiled_mpt132_conv_ticket_runs_on_the_emulated_board(
     packed_conv_ticket: Path, arm_ready: Path, tmp_path: Path
 ) -> None:
-    """Real-input convs (70% sparse) on an emulated Raspberry Pi 4, matching onnxruntime: blocks of 2
-    in channel groups on the 8x8 maps, blocks of 4 in one group on the 4x4 ones, ReLU fused into
-    both (NEON vectors of 4 and 2 lanes)."""
+    """Real-input convs (70% sparse) on an emulated Raspberry Pi 4, matching onnxruntime: the arm
+    policy's blocks (one output channel) in channel groups on the 8x8 maps, blocks of 4 in one group
+    on the 4x4 ones, ReLU fused into both (NEON vectors of 4 and 2 lanes)."""
     manifest = compile_model(packed_conv_ticket, "arm", tmp_path, board="rpi4")
     convs = [layer for layer in manifest["layers"] if layer["op_type"] == "BinaryConv"]
     assert {layer["kernel"] for layer in convs} == {"block-sparse"} and {layer["epilogue"] for layer in convs} == {
