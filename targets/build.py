@@ -35,7 +35,10 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
     passes = (
         cpu_pipeline.library_dispatch_passes(tvm_target)
         + cpu_pipeline.legalize_passes(tvm_target)
-        + [relax.transform.AttachAttrLayoutFreeBuffers(), dl.ApplyDefaultSchedule(*glue_rules(float_lanes))]
+        + [
+            relax.transform.AttachAttrLayoutFreeBuffers(),
+            dl.ApplyDefaultSchedule(*glue_rules(float_lanes, vector_registers(target, float_lanes))),
+        ]
         + [
             relax.transform.SplitLayoutRewritePreproc(),
             relax.transform.FoldConstant(),
@@ -51,6 +54,11 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def vector_registers(target: CompileTarget, float_lanes: int) -> int:
+    """Vector registers of a CPU target: 32 on aarch64 (NEON) and with AVX-512 (16 fp32 lanes), 16 with AVX2."""
+    return 32 if target.family == "arm" or float_lanes >= 16 else 16
 
 
 def tir_pipeline():

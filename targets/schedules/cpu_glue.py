@@ -17,8 +17,9 @@ first:
   the inner loop).
 
   The tile shape is searched: 1 or ``TILE_VECTORS`` vectors per row, as many rows as the
-  accumulator budget allows (24 of AVX-512's 32 registers, 8 otherwise), every size dividing its
-  extent (no predicate), so a 7x7 map takes a row of 7 pixels rather than one. A row is whole
+  accumulator budget allows (24 of the 32 vector registers of AVX-512 and NEON, 8 of AVX2's
+  16), every size dividing its extent (no predicate), so a 7x7 map takes a row of 7 pixels
+  rather than one. A row is whole
   vectors or less than one (LLVM splits 28 lanes into 16 + 8 + 4 and spills the tile). Along
   output columns, the output rows of a conv add up to ``TILE_GROUPS`` vector groups, each fed by
   the same broadcast weight (the 3-channel stem, whose channels alone leave loads and FMAs even).
@@ -65,8 +66,8 @@ from tvm.target import Target
 from mptc.targets.schedules.cpu import divisor_at_most, extent
 
 TILE_VECTORS = 2  # vectors per register-tile row (innermost spatial axis)
-TILE_ACCUMULATORS = 8  # rows x vectors kept in registers below AVX-512, and by stride-1 windows
-TILE_ACCUMULATORS_AVX512 = 24  # of AVX-512's 32 registers: operands (vectors + a broadcast) take the rest
+TILE_ACCUMULATORS = 8  # rows x vectors kept in AVX2's 16 vector registers, and by stride-1 windows
+TILE_ACCUMULATORS_WIDE = 24  # of 32 vector registers (AVX-512, NEON): operands (vectors + a broadcast) take the rest
 TILE_GROUPS = 4  # vector groups of a tile along a second axis (output rows of a conv on wide maps)
 PANEL_COLUMNS = 1024  # batch-1 matmul: outputs per thread panel (4 KiB of accumulators, stays in L1)
 PANEL_TASKS = 4  # batch-1 matmul: panels narrow enough that a few cores share the columns
@@ -89,6 +90,10 @@ class _VectorRule(dl.cpu.base.CPUScheduleRule):
 
 class TiledReduction(_VectorRule):
     """Register-tiled schedule of one leading-spatial reduction block plus its fused epilogue."""
+
+    def __init__(self, float_lanes: int, registers: int):
+        super().__init__(float_lanes)
+        self.registers = registers
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
         normalized = self._normalized(func, target)
@@ -263,8 +268,8 @@ class TiledReduction(_VectorRule):
 
     @property
     def accumulators(self) -> int:
-        """Register-tile accumulators: AVX-512 (16 lanes) has 32 vector registers, AVX2 16."""
-        return TILE_ACCUMULATORS_AVX512 if self.float_lanes >= 16 else TILE_ACCUMULATORS
+        """Register-tile accumulators: AVX-512 and NEON have 32 vector registers, AVX2 16."""
+        return TILE_ACCUMULATORS_WIDE if self.registers >= 32 else TILE_ACCUMULATORS
 
     def _panel(self, sch: s_tir.Schedule, block, writeback, outer, cols, reduce) -> None:
         """Batch-1 matmul: each thread streams weight rows into a panel of accumulators."""
@@ -446,6 +451,7 @@ class Injective(_VectorRule):
         return sch
 
 
-def glue_rules(float_lanes: int) -> list[dl.ScheduleRule]:
-    """Our rules first, then dlight's CPU rules for what they cover (softmax-like reductions)."""
-    return [TiledReduction(float_lanes), Injective(float_lanes), dl.cpu.GEMV(), dl.cpu.Reduction()]
+def glue_rules(float_lanes: int, registers: int) -> list[dl.ScheduleRule]:
+    """Our rules first, then dlight's CPU rules for what they cover (softmax-like reductions);
+    ``registers``: the target's vector registers, which bound a register tile."""
+    return [TiledReduction(float_lanes, registers), Injective(float_lanes), dl.cpu.GEMV(), dl.cpu.Reduction()]

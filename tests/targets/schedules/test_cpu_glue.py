@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm.relax.backend.cpu_generic import pipeline
 from tvm.s_tir import dlight as dl
 
-from mptc.targets.build import relax_pipeline
+from mptc.targets.build import relax_pipeline, vector_registers
 from mptc.targets.frontend import Lowering, from_onnx
 from mptc.targets.policy import default_policy
 from mptc.targets.schedules import kernel_schedules
@@ -29,7 +29,9 @@ def test_every_function_of_a_network_is_parallel_and_vectorized():
     mod = from_onnx(
         small_network(np.random.default_rng(0)), Lowering(kernels, default_policy("x86")), {"x": [1, 3, 12, 12]}
     )
-    passes = pipeline.legalize_passes(tvm_target) + [dl.ApplyDefaultSchedule(*glue_rules(kernels.float_lanes))]
+    passes = pipeline.legalize_passes(tvm_target) + [
+        dl.ApplyDefaultSchedule(*glue_rules(kernels.float_lanes, vector_registers(target, kernels.float_lanes)))
+    ]
     with tvm_target:
         mod = tvm.transform.Sequential(passes)(mod)
     funcs = {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
@@ -331,9 +333,11 @@ def test_pointwise_conv_iterates_flat_pixels():
 
 def test_tile_takes_every_row_of_a_prime_map():
     """On a 7x7 map the register tile holds all 7 pixels of a row instead of one: 7 rows of 2
-    vectors in AVX-512's 32 registers, 7 rows of 1 vector within AVX2's budget of 8."""
-    assert TiledReduction(16)._tile_shape(512, [7, 7]) == (32, [1, 7], 1)
-    assert TiledReduction(8)._tile_shape(64, [7, 7]) == (8, [1, 7], 1)
+    vectors in AVX-512's 32 registers, 7 rows of 1 vector within AVX2's budget of 8; NEON's 32
+    registers of 4 lanes take 7 rows of 2 vectors too."""
+    assert TiledReduction(16, 32)._tile_shape(512, [7, 7]) == (32, [1, 7], 1)
+    assert TiledReduction(8, 16)._tile_shape(64, [7, 7]) == (8, [1, 7], 1)
+    assert TiledReduction(4, 32)._tile_shape(64, [7, 7]) == (8, [1, 7], 1)
 
 
 def test_every_new_rule_path_schedules_its_function():
@@ -347,7 +351,7 @@ def test_every_new_rule_path_schedules_its_function():
         mod = from_onnx(model, Lowering(kernels, default_policy("x86")), {"x": shape})
         with target.tvm_target():
             mod = tvm.transform.Sequential(pipeline.legalize_passes(target.tvm_target()))(mod)
-        rule = TiledReduction(kernels.float_lanes)
+        rule = TiledReduction(kernels.float_lanes, vector_registers(target, kernels.float_lanes))
         funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in f.script()]
         assert funcs
         for func in funcs:
