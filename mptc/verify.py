@@ -10,9 +10,14 @@ quoting a meaningless ``max abs diff nan``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mptc.errors import VerificationError
+
+REL_TOLERANCE = 1e-4
+"""Largest ``max |output - expected| / max |expected|`` of a module's outputs that match."""
 
 
 def nonfinite(array: np.ndarray) -> str | None:
@@ -42,3 +47,30 @@ def max_abs_diff(reference: np.ndarray, candidate: np.ndarray) -> float:
     """``max |reference - candidate|`` in float64 (0 for empty arrays); NaN if either holds NaN."""
     diff = np.abs(np.asarray(reference, np.float64) - np.asarray(candidate, np.float64))
     return float(diff.max()) if diff.size else 0.0
+
+
+def compare_outputs(output: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
+    """Relative max error against the expected output, and argmax agreement along the last axis
+    wherever the expected output decides it: its top two apart by more than the tolerance (a tie
+    there is float noise's to break, either way)."""
+    if output.shape != expected.shape:
+        return {"outputs_match": False, "output_shape": list(output.shape), "expected_shape": list(expected.shape)}
+    found = {name: nonfinite(values) for name, values in (("output", output), ("expected", expected))}
+    if any(found.values()):  # no error to quote: every comparison with NaN is False
+        return {"outputs_match": False, **{f"{name}_nonfinite": what for name, what in found.items() if what}}
+    out, ref = output.astype(np.float64), expected.astype(np.float64)
+    max_abs = float(np.max(np.abs(out - ref))) if out.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else max_abs
+    argmax_match = True
+    if out.ndim and out.shape[-1] > 1:
+        top_two = np.sort(ref, axis=-1)[..., -2:]
+        decided = top_two[..., 1] - top_two[..., 0] > REL_TOLERANCE * scale
+        argmax_match = bool(np.array_equal(np.argmax(out, axis=-1)[decided], np.argmax(ref, axis=-1)[decided]))
+    return {
+        "outputs_match": bool(max_rel <= REL_TOLERANCE and argmax_match),
+        "max_abs_error": max_abs,
+        "max_rel_error": max_rel,
+        "rel_tolerance": REL_TOLERANCE,
+        "argmax_match": argmax_match,
+    }

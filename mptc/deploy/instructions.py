@@ -44,6 +44,7 @@ import numpy as np
 from mptc.artifact import MODULE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE, read_reference
 from mptc.deploy.emulator import SETUP_COMMAND, arm_root, get_board, launcher
 from mptc.errors import DeviceError, InputError
+from mptc.verify import compare_outputs
 
 PLUGIN_FILE = "lib/libinsn_count.so"
 PEER_LIB = "ortlib"
@@ -68,8 +69,6 @@ class Engine:
     name: str
     model: str
     setup: str
-    rtol: float
-    atol: float
 
 
 ENGINES = {
@@ -84,8 +83,6 @@ vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(model), dev)
 call, arg = vm["main"], tvm.runtime.tensor(x, dev)
 first = call(arg).numpy()
 """,
-        rtol=1e-3,
-        atol=1e-3,
     ),
     "onnxruntime": Engine(
         "onnxruntime",
@@ -104,8 +101,6 @@ session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"
 call, arg = functools.partial(session.run, None), {session.get_inputs()[0].name: x}
 first = call(arg)[0]
 """,
-        rtol=1e-4,
-        atol=1e-4,
     ),
 }
 """The engines counted: the compiled module, and onnxruntime on the model it was compiled from."""
@@ -225,17 +220,12 @@ def _peer_model(source: Path, scratch: Path) -> Path:
 
 
 def _check_output(engine: Engine, got: np.ndarray, expected: np.ndarray, where: str) -> None:
-    """Counts of a wrong computation mean nothing: the output must match the reference first."""
-    same = got.shape == expected.shape and np.allclose(got, expected, rtol=engine.rtol, atol=engine.atol)
-    if same and got.ndim >= 2:
-        same = bool((got.argmax(axis=1) == expected.argmax(axis=1)).all())
-    if not same:
-        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("nan")
-        raise DeviceError(
-            f"{engine.name} on {where} computed an output that differs from {REFERENCE_FILE} "
-            f"(shape {got.shape} vs {expected.shape}, max abs diff {diff:.3g}; "
-            f"allowed rtol {engine.rtol:g}, atol {engine.atol:g}, equal argmax)"
-        )
+    """Counts of a wrong computation mean nothing: the output must match the reference first, by
+    the criterion every stage's check uses (``mptc.verify.compare_outputs``)."""
+    check = compare_outputs(got, expected)
+    if not check["outputs_match"]:
+        found = ", ".join(f"{key} {value}" for key, value in check.items() if key != "outputs_match")
+        raise DeviceError(f"{engine.name} on {where} computed an output that differs from {REFERENCE_FILE} ({found})")
 
 
 def count_instructions(

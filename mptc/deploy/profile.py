@@ -45,12 +45,11 @@ from mptc.hostinfo import cpuinfo
 from mptc.io import write_bytes, write_text
 from mptc.report.latency import WARMUP, interleaved_rounds, median_ratio, time_call
 from mptc.targets.compile import reference_runner
-from mptc.verify import nonfinite
+from mptc.verify import compare_outputs
 
 logger = logging.getLogger(__name__)
 
 PROFILE = PROFILE_FILE
-REL_TOLERANCE = 1e-4
 MODULE = "mptc"  # the module's name beside its peers in a comparison
 EMULATED_NOTE = "run under qemu-user emulation: latency is a smoke figure (40-60x the board's), not the board's speed"
 HOST_SIDE_NOTE = "onnxruntime ran on this host, not the board: the speedups compare two machines"
@@ -233,33 +232,6 @@ def read_inputs(path: Path, signature: TensorInfo) -> Inputs:
             f"give a whole multiple of {batch} sample(s) of shape {rest}"
         )
     return Inputs(path, name, [np.ascontiguousarray(array[i : i + batch]) for i in range(0, len(array), batch)])
-
-
-def compare_outputs(output: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
-    """Relative max error against the expected output, and argmax agreement along the last axis
-    wherever the expected output decides it: its top two apart by more than the tolerance (a tie
-    there is float noise's to break, either way)."""
-    if output.shape != expected.shape:
-        return {"outputs_match": False, "output_shape": list(output.shape), "expected_shape": list(expected.shape)}
-    found = {name: nonfinite(values) for name, values in (("output", output), ("expected", expected))}
-    if any(found.values()):  # no error to quote: every comparison with NaN is False
-        return {"outputs_match": False, **{f"{name}_nonfinite": what for name, what in found.items() if what}}
-    out, ref = output.astype(np.float64), expected.astype(np.float64)
-    max_abs = float(np.max(np.abs(out - ref))) if out.size else 0.0
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    max_rel = max_abs / scale if scale > 0 else max_abs
-    argmax_match = True
-    if out.ndim and out.shape[-1] > 1:
-        top_two = np.sort(ref, axis=-1)[..., -2:]
-        decided = top_two[..., 1] - top_two[..., 0] > REL_TOLERANCE * scale
-        argmax_match = bool(np.array_equal(np.argmax(out, axis=-1)[decided], np.argmax(ref, axis=-1)[decided]))
-    return {
-        "outputs_match": bool(max_rel <= REL_TOLERANCE and argmax_match),
-        "max_abs_error": max_abs,
-        "max_rel_error": max_rel,
-        "rel_tolerance": REL_TOLERANCE,
-        "argmax_match": argmax_match,
-    }
 
 
 def top_classes(outputs: np.ndarray, k: int) -> list[list[dict[str, Any]]]:

@@ -147,7 +147,7 @@ def test_a_peer_output_off_the_reference_is_refused(binary_conv_out: Path, tmp_p
     out = fresh_copy(binary_conv_out, tmp_path / "out")
     x, y = read_reference(out)
     y = y.copy()
-    y.flat[0] += 1e-3 * max(1.0, abs(float(y.flat[0])))  # within mptc's tolerance, not the peer's
+    y.flat[0] += 1e-3 * max(1.0, float(abs(y).max()))  # ten times the tolerance of every output check
     write_reference(out, x, y)
     with pytest.raises(DeviceError, match="onnxruntime on emulated rpi4 .* differs from reference.npz"):
         instructions.instruction_counts(out, "rpi4", runs=1, engine="onnxruntime")
