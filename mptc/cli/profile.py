@@ -309,7 +309,7 @@ def _echo_per_layer(section: dict[str, Any]) -> None:
     click.echo(f"per layer: {section['method']}")
     click.echo(
         f"  {section['matched']} of {len(rows)} rows matched by layer name; unmatched rows are grouped by the "
-        "module's kernel name or onnxruntime's op type (TVM's fused glue names no layer)"
+        "module's kernel, led by its output shape (TVM's fused glue names no layer), or onnxruntime's op type"
     )
     for line in format_table(section):
         click.echo(f"  {line}")

@@ -20,7 +20,8 @@ Matching: the compiler names a layer's kernel ``mptc_<i>_<node name>`` (non-alph
 node is a layer's when it has the layer's name or computes a part of it (``<layer>|sign``). A layer
 with rows on both sides is matched. Everything else is reported unmatched and grouped: the
 module's glue (``fused_conv2d_add_relu``...: TVM's fused functions do not say which nodes they
-came from) by kernel name, onnxruntime's by op type. Nothing is matched by position or by guess.
+came from) by kernel name, named with its output shape in front so a reader can place it in the
+network, onnxruntime's by op type. Nothing is matched by position or by guess.
 """
 
 from __future__ import annotations
@@ -79,12 +80,14 @@ class Owners:
 @dataclass(frozen=True)
 class Timed:
     """One call (module kernel) or node (onnxruntime) and its median in microseconds; ``layer``
-    the source node it was matched to, None if none."""
+    the source node it was matched to, None if none; ``shape`` a kernel's output shape (the
+    buffer it writes last), which locates a glue kernel in the network."""
 
     name: str
     op: str
     us: float
     layer: str | None
+    shape: tuple[int, ...] = ()
 
 
 def per_layer(compiled: CompiledModel, source: bytes, *, rounds: int, repeat: int) -> dict[str, Any]:
@@ -118,8 +121,8 @@ def per_layer(compiled: CompiledModel, source: bytes, *, rounds: int, repeat: in
             "onnxruntime_run_ms": session_ms,
         },
         "matched": sum(row["matched"] for row in rows),
-        "kernels": [dataclasses.asdict(k) for k in kernels],
-        "nodes": [dataclasses.asdict(n) for n in nodes],
+        "kernels": [_record(k) for k in kernels],
+        "nodes": [_record(n) for n in nodes],
     }
 
 
@@ -136,6 +139,7 @@ def module_times(compiled: CompiledModel, rounds: int, layers: Sequence[str]) ->
     threads = int(tvm.get_global_func("runtime.NumThreads")())
     timers: dict[str, Any] = {}
     samples: list[list[tuple[str, float]]] = []
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def instrument(func: Any, symbol: str, before: bool, ret: Any, *args: Any) -> int:
         if before and not symbol.startswith("vm.builtin."):
@@ -148,6 +152,7 @@ def module_times(compiled: CompiledModel, rounds: int, layers: Sequence[str]) ->
                     symbol, dev, number=1, repeat=1, min_repeat_ms=MIN_REPEAT_MS
                 )
             samples[-1].append((symbol, float(timer(*args).mean) * 1e6))
+            shapes[symbol] = tuple(int(d) for d in getattr(args[-1], "shape", ()))
         return 0
 
     whole_ms: list[float] = []
@@ -172,7 +177,7 @@ def module_times(compiled: CompiledModel, rounds: int, layers: Sequence[str]) ->
         us = statistics.median(run[i][1] for run in samples)
         if not (math.isfinite(us) and us >= 0):
             raise DeviceError(f"TVM's time evaluator gave {us} us for kernel {symbol}: not a measurement")
-        kernels.append(Timed(symbol, _glue_group(symbol), us, kernel_layer(symbol, layers)))
+        kernels.append(Timed(symbol, _glue_group(symbol), us, kernel_layer(symbol, layers), shapes.get(symbol, ())))
     return kernels, statistics.median(whole_ms), threads
 
 
@@ -242,18 +247,18 @@ def named_for_profiling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Owners
 
 def match(kernels: Sequence[Timed], nodes: Sequence[Timed]) -> list[dict[str, Any]]:
     """One row per layer with rows on either side (``matched`` when on both), then the unmatched
-    kernels grouped by name and the unmatched nodes by op type; the slowest first."""
+    kernels grouped by name (:func:`_group_name`) and the unmatched nodes by op type; the slowest first."""
     layers: dict[str, dict[str, list[Timed]]] = defaultdict(lambda: {"mptc": [], "onnxruntime": []})
     for side, timed in (("mptc", kernels), ("onnxruntime", nodes)):
         for t in timed:
             if t.layer is not None:
                 layers[t.layer][side].append(t)
     rows = [_row(name, sides["mptc"], sides["onnxruntime"], _layer_kind(sides)) for name, sides in layers.items()]
-    for side, timed, key in (("mptc", kernels, "op"), ("onnxruntime", nodes, "op")):
+    for side, timed in (("mptc", kernels), ("onnxruntime", nodes)):
         groups: dict[str, list[Timed]] = defaultdict(list)
         for t in timed:
             if t.layer is None:
-                groups[getattr(t, key)].append(t)
+                groups[_group_name(t)].append(t)
         for group, members in groups.items():
             mine = members if side == "mptc" else []
             theirs = members if side == "onnxruntime" else []
@@ -288,6 +293,18 @@ def format_table(section: dict[str, Any]) -> Iterator[str]:
         f"{'one whole call, uninstrumented':<93} {totals['mptc_call_ms'] * 1e3:>9.1f} "
         f"{totals['onnxruntime_run_ms'] * 1e3:>9.1f}"
     )
+
+
+def _record(t: Timed) -> dict[str, Any]:
+    """``t`` as the report's JSON holds it (the shape a list)."""
+    return {**dataclasses.asdict(t), "shape": list(t.shape)}
+
+
+def _group_name(t: Timed) -> str:
+    """An unmatched row's name: its op, led by the output shape where a kernel has one
+    (``1x96x56x56 fused_conv2d4_add3_maximum2_minimum2``): TVM's fused glue names no layer, its
+    shape tells where in the network it runs."""
+    return f"{'x'.join(map(str, t.shape))} {t.op}" if t.shape else t.op
 
 
 def _layer_kind(sides: dict[str, list[Timed]]) -> str:
