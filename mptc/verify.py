@@ -59,7 +59,7 @@ def compare_outputs(output: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
     if any(found.values()):  # no error to quote: every comparison with NaN is False
         return {"outputs_match": False, **{f"{name}_nonfinite": what for name, what in found.items() if what}}
     out, ref = output.astype(np.float64), expected.astype(np.float64)
-    max_abs = float(np.max(np.abs(out - ref))) if out.size else 0.0
+    max_abs = max_abs_diff(ref, out)
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
     argmax_match = True

@@ -50,8 +50,7 @@ def choose_kernel(
     ``dense_ternary_break_even``, or on the fp32 form of ``cached_dense_break_even``, its
     ``weights`` fit; for a 1x1 conv (``taps`` 1) ``pointwise_break_even``, and a conv's dense form
     is fp32 below ``ternary_conv_min_taps``; for a conv on a short map ``short_flat_break_even``);
-    ``flat_outputs`` (a conv's
-    outputs per channel, ``layout.FlatInput.flat_outputs``) below ``short_flat`` takes
+    ``flat_outputs`` (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``short_flat`` takes
     ``short_flat_block`` output channels per block in one channel group below
     ``short_flat_grouped_from`` sparsity; from ``long_flat`` it takes ``long_flat_block``, grouped;
     every other sparse conv takes ``conv_block``, grouped. A dense layer from ``batch_lanes_from``

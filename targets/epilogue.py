@@ -58,11 +58,12 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
         for name in node.output:
             produced_at[name] = position
     outputs = {o.name for o in graph.output}
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    # the tensors as protos: a conv's weight is judged by its dims, only a Clip's bounds are read
+    constants = {t.name: t for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ONNX_DOMAINS and len(node.attribute) == 1:
             if node.attribute[0].name == "value":
-                constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+                constants[node.output[0]] = node.attribute[0].t
 
     def only_reader(tensor: str) -> onnx.NodeProto | None:
         nodes = readers.get(tensor, [])
@@ -97,22 +98,23 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
     return chains
 
 
-def is_depthwise(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> bool:
+def is_depthwise(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
     """An ONNX ``Conv`` with one filter per input channel: ``group`` = the weight's output
     channels, one input channel each, the weight a constant."""
     if node.op_type != "Conv" or node.domain not in ONNX_DOMAINS or len(node.input) < 2:
         return False
     weight = constants.get(node.input[1])
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
-    return weight is not None and weight.ndim == 4 and weight.shape[1] == 1 and group == weight.shape[0] > 1
+    dims = list(weight.dims) if weight is not None else []
+    return len(dims) == 4 and dims[1] == 1 and group == dims[0] > 1
 
 
-def _relu_bound(clip: onnx.NodeProto, constants: dict[str, np.ndarray]) -> float | None:
+def _relu_bound(clip: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> float | None:
     """``upper`` of a ``Clip(x, 0, upper)`` with one-element constant bounds and ``upper > 0``, else None."""
     if len(clip.input) != 3 or not all(clip.input[1:]):
         return None
     low, high = (constants.get(name) for name in clip.input[1:])
-    if low is None or high is None or low.size != 1 or high.size != 1:
+    if low is None or high is None or np.prod(low.dims) != 1 or np.prod(high.dims) != 1:
         return None
-    low_value, high_value = float(low.reshape(())), float(high.reshape(()))
+    low_value, high_value = (float(numpy_helper.to_array(bound).reshape(())) for bound in (low, high))
     return high_value if low_value == 0.0 and np.isfinite(high_value) and high_value > 0 else None
