@@ -20,6 +20,7 @@ from mptc.targets.policy import KernelPolicy
 XNOR_POPCOUNT = "xnor-popcount"
 SPARSE_SIGN_SPLIT = "sparse-sign-split"
 BLOCK_SPARSE = "block-sparse"
+TERNARY_LUT = "ternary-lut"
 DENSE_TERNARY = "dense-ternary"
 DENSE_FP32 = "dense-fp32"
 
@@ -61,6 +62,19 @@ def choose_kernel(
     if input_mode == "sign":
         return KernelChoice(
             XNOR_POPCOUNT, "ONNX Sign input (sign(0) = 0): sign and nonzero bit-planes, masked XNOR-popcount"
+        )
+    if (
+        op_type == "BinaryConv"
+        and policy.lut_below is not None
+        and sparsity < policy.lut_below
+        and taps is not None
+        and taps >= policy.ternary_conv_min_taps
+    ):
+        return KernelChoice(
+            TERNARY_LUT,
+            f"real input, sparsity {sparsity:.3f} < {policy.lut_below:.2f}: signed sums of"
+            f" {policy.lut_group}-channel groups, one add per nonzero group",
+            grouped=True,
         )
     batched = op_type == "BinaryDense" and batch >= policy.batch_lanes_from
     cached = (

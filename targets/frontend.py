@@ -28,7 +28,7 @@ import contextlib
 import io
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -295,22 +295,30 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 else:
                     consts = [t.sign, t.mask, t.border_by_column, t.row_class, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
-            if choice.kernel == chooser.BLOCK_SPARSE:
+            if choice.kernel in (chooser.BLOCK_SPARSE, chooser.TERNARY_LUT):
+                lut = layer.lowering.policy.lut_group if choice.kernel == chooser.TERNARY_LUT else 0
+                gathered, read = weight, geo  # the weight the gather walks, over the planes it reads
+                if lut:
+                    gathered = layout.lut_conv_weight(weight, lut)
+                    read = replace(geo, channels=gathered.shape[1])
+                read_flat = replace(flat, planes=flat.planes // geo.channels * read.channels)
                 chunk = kernels.conv_chunk(flat.flat_outputs, choice.block)
-                group = kernels.conv_group(geo.channels, layout.channel_floats(geo, flat, chunk), choice.grouped)
-                t = layout.block_sparse_conv_tables(weight, geo, flat, choice.block, group)
+                group = kernels.conv_group(read.channels, layout.channel_floats(read, read_flat, chunk), choice.grouped)
+                t = layout.block_sparse_conv_tables(gathered, read, read_flat, choice.block, group)
                 gather = binary_conv.SparseGather(
                     geo.batch,
                     layout.ceil_div(geo.out_channels, choice.block),
                     choice.block,
-                    layout.ceil_div(geo.channels, group),
+                    layout.ceil_div(read.channels, group),
                     layout.ceil_div(flat.flat_outputs, chunk) * chunk,
                     chunk,
                     t.group_floats,
                     str(t.index.dtype),
                 )
                 func = kernels.block_sparse_conv(
-                    binary_conv.block_sparse_conv_func(geo, flat, gather, t.index.size, kernels.sparse_gather, **fused)
+                    binary_conv.block_sparse_conv_func(
+                        geo, flat, gather, t.index.size, kernels.sparse_gather, **fused, lut_group=lut
+                    )
                 )
                 consts = [t.ptr, t.index, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts

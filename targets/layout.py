@@ -409,6 +409,37 @@ def block_sparse_conv_tables(
     )
 
 
+def lut_patterns(group: int) -> np.ndarray:
+    """``(P, group)`` int8, ``P = (3^group - 1) / 2``: the nonzero ternary patterns of ``group``
+    weights whose first nonzero weight is +1 (every other nonzero pattern is one of them negated),
+    pattern ``p`` being the balanced-ternary digits of ``p + 1``, most significant first."""
+    count = (3**group - 1) // 2
+    digits = np.zeros((count, group), np.int8)
+    value = np.arange(1, count + 1)
+    for i in reversed(range(group)):
+        digit = (value + 1) % 3 - 1
+        digits[:, i] = digit
+        value = (value - digit) // 3
+    return digits
+
+
+def lut_conv_weight(weight: np.ndarray, group: int) -> np.ndarray:
+    """A ternary conv weight ``(O, C, kh, kw)`` over the lookup planes of ``group``-channel groups:
+    ``(O, G * P, kh, kw)`` (``G = ceil(C / group)``, ``P`` patterns of ``lut_patterns``), where
+    virtual channel ``g * P + p`` holds ``s`` at a tap whose ``group`` weights in group ``g`` are
+    ``s`` times pattern ``p``: at most one nonzero among the ``P`` planes of a group per tap, so
+    the block-sparse conv over the planes adds once per nonzero group where it added once per
+    nonzero weight."""
+    out, channels, kh, kw = weight.shape
+    groups, count = ceil_div(channels, group), (3**group - 1) // 2
+    grouped = np.pad(weight.astype(np.int64), ((0, 0), (0, groups * group - channels), (0, 0), (0, 0)))
+    value = np.einsum("ogikl,i->ogkl", grouped.reshape(out, groups, group, kh, kw), 3 ** np.arange(group)[::-1])
+    lut = np.zeros((out, groups, count, kh, kw), np.int8)
+    o, g, ky, kx = np.nonzero(value)
+    lut[o, g, np.abs(value[o, g, ky, kx]) - 1, ky, kx] = np.sign(value[o, g, ky, kx])
+    return lut.reshape(out, groups * count, kh, kw)
+
+
 def _ell(rows: list[np.ndarray], pad: int) -> np.ndarray:
     width = max(1, max(len(r) for r in rows))
     table = np.full((len(rows), width), pad, np.int32)

@@ -108,6 +108,18 @@ class KernelPolicy:
     4x4) takes the block-sparse kernel: one vector per tap entry, its index walk costs more there
     than on larger maps (docs/performance.md)."""
 
+    lut_below: float | None = None
+    """Sparsity below which a real-input conv of at least ``ternary_conv_min_taps`` taps takes the
+    ternary-lut kernel (the block-sparse gather over the signed sums of ``lut_group``-channel
+    groups: one add per nonzero group of weights) instead of the block-sparse or dense forms;
+    None: never. arm counted 0.8; on x86 the lookup planes, 13/3 times the input, leave L1 and
+    the AVX-512 gather runs slower than the block-sparse one (docs/performance.md)."""
+
+    lut_group: int = 3
+    """Input channels per lookup group of the ternary-lut conv: ``(3^g - 1) / 2`` planes per group
+    (13 for 3), ``(1 + s + ... + s^(g-1)) / g`` of the block-sparse form's adds at sparsity ``s``
+    (docs/performance.md)."""
+
     depthwise_min_width: int | None = 56
     """Output width from which a depthwise conv (ONNX ``Conv``, ``group`` = channels) takes the
     flat-plane kernel (``kernels.depthwise``), where the target family has one, instead of the
@@ -131,11 +143,12 @@ class KernelPolicy:
 
 
 # arm counted its own block sizes (guest instructions per inference under qemu: with 4-lane vectors
-# a block's sign-class segments cost more than its shared loads save); its break-evens and cuda's
-# whole policy take the x86 measurements (docs/performance.md).
+# a block's sign-class segments cost more than its shared loads save) and its lookup conv's
+# sparsities; its other break-evens and cuda's whole policy take the x86 measurements
+# (docs/performance.md).
 POLICIES: dict[str, KernelPolicy] = {
     "x86": KernelPolicy(),
-    "arm": KernelPolicy(conv_block=1, long_flat_block=1),
+    "arm": KernelPolicy(conv_block=1, long_flat_block=1, lut_below=0.8),
     "cuda": KernelPolicy(),
 }
 

@@ -238,6 +238,35 @@ def flat_input(x: te.Tensor, geo: ConvGeometry, flat: FlatInput, length: int) ->
     )
 
 
+def lut_input(xs: te.Tensor, group: int, channel_floats: int, groups: int, row_stride: int) -> te.Tensor:
+    """The lookup planes ``(N, groups * P * channel_floats)`` of a flat input ``xs`` (channels of
+    ``channel_floats`` values each, at least ``groups * group`` of them): virtual channel
+    ``g * P + p`` is ``sum_i pattern[p][i] * channel(g * group + i)`` over the ``P`` patterns of
+    ``layout.lut_patterns(group)``, written as selects on the pattern's digits, which fold away
+    once a schedule unrolls the pattern loop (annotation ``LUT_SHAPE``)."""
+    count = (3**group - 1) // 2
+    zero = tirx.const(0.0, "float32")
+
+    def value(n, f):
+        plane, within = f // channel_floats, f % channel_floats
+        g, rest = plane // count, plane % count + 1  # the pattern's balanced-ternary number
+        digits = []
+        for _ in range(group):
+            digit = (rest + 1) % 3 - 1
+            digits.append(digit)
+            rest = (rest - digit) // 3
+        total = zero
+        for i, digit in enumerate(reversed(digits)):
+            x = xs[n, (g * group + i) * channel_floats + within]
+            total = total + tirx.Select(digit == 0, zero, tirx.Select(digit > 0, x, -x))
+        return total
+
+    shape = [count, channel_floats // row_stride, row_stride]
+    return te.compute(
+        (xs.shape[0], groups * count * channel_floats), value, name=stages.LUT, attrs={stages.LUT_SHAPE: shape}
+    )
+
+
 @dataclass(frozen=True)
 class SparseGather:
     """Shape of the block-sparse gather ``acc[n, b, i, q]`` of ``block_sparse_conv``: what a
@@ -299,22 +328,31 @@ def block_sparse_conv_func(
     residual: bool = False,
     relu: bool = False,
     upper: float | None = None,
+    lut_group: int = 0,
 ) -> tirx.PrimFunc:
     """PrimFunc ``(x, ptr, index, scale, bias[, residual]) -> y`` of the real-input conv
-    (``residual`` / ``relu`` / ``upper`` as in ``xnor_conv_func``); the ``flat`` and ``output`` stages are left
-    to the schedule.
+    (``residual`` / ``relu`` / ``upper`` as in ``xnor_conv_func``); the ``flat``, ``lut`` and
+    ``output`` stages are left to the schedule.
 
-    The input has a zero tail of whole planes past the furthest read (the last plane's largest tap
-    offset + the flat outputs, padded to whole chunks).
+    With ``lut_group``, the gather reads the lookup planes of ``lut_group``-channel groups
+    (``lut_input``; its tables are over ``layout.lut_conv_weight``) instead of the flat input.
+    The input the gather reads has a zero tail of whole planes past the furthest read (the last
+    plane's largest tap offset + the flat outputs, padded to whole chunks).
     """
-    length = (flat.planes + ceil_div(gather.outputs, flat.plane_size)) * flat.plane_size
+    tail = ceil_div(gather.outputs, flat.plane_size)
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
+    if lut_group:
+        channel_floats = flat.planes // geo.channels * flat.plane_size
+        planes_per_group = (3**lut_group - 1) // 2 * flat.planes // geo.channels
+        groups = ceil_div(geo.channels, lut_group) + ceil_div(tail, planes_per_group)
+        flat_x = flat_input(x, geo, flat, groups * lut_group * channel_floats)
+        xs = lut_input(flat_x, lut_group, channel_floats, groups, flat.row_stride)
+    else:
+        xs = flat_input(x, geo, flat, (flat.planes + tail) * flat.plane_size)
     ptr = te.placeholder((gather.groups, gather.blocks * len(gather.classes) + 1), "int32", name="ptr")
     index = te.placeholder((entries,), gather.index_dtype, name="index")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    y = block_sparse_conv(
-        flat_input(x, geo, flat, length), ptr, index, scale, bias, geo, flat, gather, body, res, relu, upper
-    )
+    y = block_sparse_conv(xs, ptr, index, scale, bias, geo, flat, gather, body, res, relu, upper)
     return te.create_prim_func([x, ptr, index, scale, bias] + ([res] if residual else []) + [y])

@@ -15,6 +15,7 @@ POPCOUNT = "popcount"  # the XNOR-popcount reduction over taps and words
 LANE_BITS = "lane_bits"  # a packed output's bits, per vector lane (``bits.threshold_words``)
 OUTPUT = "output"  # the kernel's result: the float epilogue, the packed words, or a pool's words
 FLAT = "flat"  # the flat input planes of a real-input conv (``layout.FlatInput``)
+LUT = "lut"  # the lookup planes of a ternary-lut conv: each channel group's signed sums (``binary_conv.lut_input``)
 GATHER = "gather"  # the sparse sums: the block-sparse conv's ``te.extern``, the sign-split dense's reduction
 TERNARY = "ternary"  # the dense-ternary reduction over 2-bit weight planes, decoded
 DECODE = "decode"  # a dense-ternary conv's fp32 block of decoded weights (per parallel task)
@@ -22,6 +23,7 @@ DEPTHWISE = "depthwise"  # a depthwise conv's taps summed over flat outputs (``k
 SPLIT = "split"  # the sign-split operand ``[x, -x, 0]`` of a sparse dense layer
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of ``FLAT``: (rows, columns) of each flat plane
+LUT_SHAPE = "mptc.lut_shape"  # annotation of ``LUT``: (patterns, rows, columns) of each group's planes
 PHASE_SHAPE = "mptc.phase_shape"  # annotation of a depthwise conv's ``FLAT``: (sh, sw, rows, columns) of its plane
 EXACT_SIGN = "mptc.exact_sign"  # annotation of ``POPCOUNT``: counts over the nonzero plane too (ONNX Sign)
 COLUMN_STRIDE = "mptc.column_stride"  # annotation of ``POPCOUNT``: input words between output columns

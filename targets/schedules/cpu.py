@@ -353,6 +353,8 @@ class CpuKernelSchedules:
         sch.parallel(sch.fuse(n, o))
         sch.vectorize(ox)
         self._planes(sch, sch.get_sblock(stages.FLAT))
+        if stages.LUT in _block_names(sch):
+            self._lookup_planes(sch, sch.get_sblock(stages.LUT))
         return sch.mod["main"]
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -529,6 +531,19 @@ class CpuKernelSchedules:
         n, flat = sch.get_loops(block)
         plane, _, col = sch.split(flat, [None, rows, cols])
         sch.parallel(sch.fuse(n, plane))
+        sch.vectorize(col)
+
+    @staticmethod
+    def _lookup_planes(sch, block) -> None:
+        """Lookup planes: parallel over ``(n, channel group)``, the patterns unrolled inside each
+        padded row (their digits fold to constants: adds and subtractions of the group's rows)
+        and the row vectorized."""
+        patterns, rows, cols = (int(d) for d in sch.get(block).annotations[stages.LUT_SHAPE])
+        n, flat = sch.get_loops(block)
+        group, pattern, row, col = sch.split(flat, [None, patterns, rows, cols])
+        sch.reorder(row, pattern)
+        sch.parallel(sch.fuse(n, group))
+        sch.unroll(pattern)
         sch.vectorize(col)
 
     def _elementwise(self, sch, block) -> None:

@@ -3,6 +3,7 @@ board, and run on that board (emulated) over TVM RPC, matching onnxruntime."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -56,19 +57,22 @@ def packed_conv_ticket(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "packed.onnx"
 
 
+@pytest.mark.parametrize("lookup", [True, False], ids=["ternary-lut", "block-sparse"])
 def test_compiled_mpt132_conv_ticket_runs_on_the_emulated_board(
-    packed_conv_ticket: Path, arm_ready: Path, tmp_path: Path
+    packed_conv_ticket: Path, arm_ready: Path, tmp_path: Path, lookup: bool
 ) -> None:
     """Real-input convs (70% sparse) on an emulated Raspberry Pi 4, matching onnxruntime: the arm
-    policy's blocks (one output channel) in channel groups on the 8x8 maps, blocks of 4 in one group
-    on the 4x4 ones, ReLU fused into both (NEON vectors of 4 and 2 lanes)."""
-    manifest = compile_model(packed_conv_ticket, "arm", tmp_path, board="rpi4")
-    convs = [layer for layer in manifest["layers"] if layer["op_type"] == "BinaryConv"]
-    assert {layer["kernel"] for layer in convs} == {"block-sparse"} and {layer["epilogue"] for layer in convs} == {
-        "relu"
-    }
+    policy's lookup gather over 3-channel groups, and without it the arm policy's blocks (one
+    output channel) in channel groups on the 8x8 maps, blocks of 4 in one group on the 4x4 ones;
+    ReLU fused into both (NEON vectors of 4 and 2 lanes)."""
     arm = default_policy("arm")
-    blocks = {f"{b} output(s) per block" for b in (arm.conv_block, arm.short_flat_block)}
-    assert {next(b for b in blocks if b in layer["reason"]) for layer in convs} == blocks, convs
+    policy = arm if lookup else dataclasses.replace(arm, lut_below=None)
+    manifest = compile_model(packed_conv_ticket, "arm", tmp_path, board="rpi4", policy=policy)
+    convs = [layer for layer in manifest["layers"] if layer["op_type"] == "BinaryConv"]
+    kernel = "ternary-lut" if lookup else "block-sparse"
+    assert {layer["kernel"] for layer in convs} == {kernel} and {layer["epilogue"] for layer in convs} == {"relu"}
+    if not lookup:
+        blocks = {f"{b} output(s) per block" for b in (arm.conv_block, arm.short_flat_block)}
+        assert {next(b for b in blocks if b in layer["reason"]) for layer in convs} == blocks, convs
     report = profile(tmp_path, emulated_board="rpi4", repeat=3)
     assert report["outputs_match"] and report["argmax_match"], report

@@ -1,6 +1,7 @@
 """Weight re-layout: bit order within uint64 words, lane interleave, border table, ELL tables."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -222,3 +223,30 @@ def test_sign_thresholds_give_the_reference_bit_for_every_count():
     flip_bits = (flip >> (np.arange(padded, dtype=np.uint64) % np.uint64(64))) & np.uint64(1)
     assert flip.dtype == np.uint64 and thr.dtype == np.int32 and thr.shape == count.shape
     np.testing.assert_array_equal((d <= thr) ^ flip_bits.astype(bool), expected)
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 4])
+def test_lut_patterns_are_every_nonzero_pattern_up_to_sign(group):
+    patterns = layout.lut_patterns(group)
+    assert patterns.shape == ((3**group - 1) // 2, group)
+    first = patterns[np.arange(len(patterns)), np.argmax(patterns != 0, axis=1)]
+    assert (first == 1).all()
+    both = {tuple(p) for p in patterns} | {tuple(-p) for p in patterns}
+    assert both == set(itertools.product((-1, 0, 1), repeat=group)) - {(0,) * group}
+
+
+@pytest.mark.parametrize("group, channels", [(3, 7), (3, 9), (2, 5), (4, 4)])
+def test_lut_conv_weight_sums_back_to_the_weight(group, channels):
+    """Each group's planes hold one signed pattern per tap: expanding them gives the weight back,
+    and a group of zero weights keeps no entry."""
+    rng = np.random.default_rng(group)
+    weight = rng.integers(-1, 2, (5, channels, 3, 2)).astype(np.int8)
+    weight[:, :group] = 0
+    lut = layout.lut_conv_weight(weight, group)
+    count = (3**group - 1) // 2
+    groups = -(-channels // group)
+    per_group = lut.reshape(5, groups, count, 3, 2)
+    assert (np.abs(per_group).sum(axis=2) <= 1).all() and not per_group[:, 0].any()
+    expanded = np.einsum("ogpkl,pi->ogikl", per_group.astype(np.int64), layout.lut_patterns(group))
+    assert np.array_equal(expanded.reshape(5, groups * group, 3, 2)[:, :channels], weight)
+    assert not expanded.reshape(5, groups * group, 3, 2)[:, channels:].any()

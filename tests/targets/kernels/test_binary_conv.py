@@ -74,6 +74,42 @@ def test_real_input_conv_every_path_matches_reference(case, block, l1_floats):
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5
 
 
+# Channel counts not a multiple of the group (a zero-padded last group), strides 1 and 2, shifted
+# and channel planes, a map of whole vectors, odd outputs.
+LUT_CASES = [c for c in REAL_CASES if c[4] > 1] + [(1, 16, 14, 16, 3, 1, 1)]
+
+
+@pytest.mark.parametrize("group", [2, 3, 4])
+@pytest.mark.parametrize("tiles", ["host", "neon", "channel-groups"])
+@pytest.mark.parametrize("case", LUT_CASES, ids=lambda c: "n{}c{}s{}o{}k{}st{}p{}".format(*c))
+def test_ternary_lut_conv_matches_reference(case, tiles, group):
+    """The gather over the signed sums of ``group``-channel groups, with this host's tiles,
+    NEON's, and channel groups of one plane each (an L1 budget of one value)."""
+    policy = dataclasses.replace(default_policy("x86"), lut_below=0.9, lut_group=group)
+    kernels = {"host": None, "neon": NEON, "channel-groups": None}[tiles]
+    if tiles == "channel-groups":
+        host = x86.kernel_schedules(resolve_target("x86").has_avx512_popcount).tiles
+        kernels = CpuKernelSchedules(dataclasses.replace(host, l1_floats=1))
+    model = binary_conv_model(np.random.default_rng(3), *case, mode="real", sparsity=0.5)
+    vm, lowering = compile_x86(model, kernels=kernels, policy=policy)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.TERNARY_LUT
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.75])
+def test_ternary_lut_conv_fuses_residual_add_and_relu(sparsity):
+    """Dense and sparse weights alike, the epilogue fused as on the block-sparse path."""
+    policy = dataclasses.replace(default_policy("x86"), lut_below=0.9)
+    model = residual_block(np.random.default_rng(34), "real", sparsity=sparsity)
+    vm, lowering = compile_x86(model, policy=policy)
+    convs = [layer for layer in lowering.layers if layer.op_type == "BinaryConv"]
+    assert {layer.kernel for layer in convs} == {chooser.TERNARY_LUT}
+    assert [layer.epilogue for layer in lowering.layers][:2] == ["add+relu", "add"]
+    x = sample(model)
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
 @pytest.mark.parametrize("pad_value", [-1.0, 1.0])
 def test_xnor_popcount_conv_pads_with_a_sign(pad_value):
     model = binary_conv_model(np.random.default_rng(5), 1, 70, 6, 13, 3, 2, 1, mode="binary")
