@@ -40,6 +40,7 @@ class CpuTiles:
     dense_vectors: int  # popcount vectors per dense register tile
     dense_rows: int  # batch rows per dense register tile (largest divisor of N not above it)
     conv_accumulators: int  # float vectors a real-input register tile may hold (block x chunk; rows x vectors)
+    gather_accumulators: int = 0  # the block-sparse gather's (block x chunk) where it differs (0: conv_accumulators)
     l1_floats: int = 8192  # fp32 values of L1 data cache a block-sparse conv's input group may fill (32 KB)
     conv_row_outputs: int = 8  # output channels per register tile when a conv's vectors run along columns
     lane_counts: bool = False  # popcounts add up in 16-bit counters (``lane_counts``): NEON's cnt + uadalp
@@ -278,9 +279,9 @@ class CpuKernelSchedules:
 
     def conv_chunk(self, flat: int, block: int) -> int:
         """Flat outputs per register tile of a real-input conv with ``block`` output channels: whole
-        vectors, at most ``conv_accumulators`` in all, the fewest vector operations over ``flat``
+        vectors, at most ``gather_accumulators`` in all, the fewest vector operations over ``flat``
         counting ``CHUNK_ENTRY_COST`` per tile (ties: more vectors)."""
-        most = max(1, self.tiles.conv_accumulators // block)
+        most = max(1, (self.tiles.gather_accumulators or self.tiles.conv_accumulators) // block)
         vectors = min(
             range(1, most + 1), key=lambda v: (ceil_div(flat, v * self.float_lanes) * (v + CHUNK_ENTRY_COST), -v)
         )

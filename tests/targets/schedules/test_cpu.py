@@ -1,6 +1,8 @@
 """Every CPU family's kernel tiles (AVX-512, AVX2, NEON) give the reference result; the schedule
 is target-independent TIR, so each runs on this x86 host."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from tvm import s_tir
@@ -65,3 +67,12 @@ def test_float_output_convs_vectorize_along_columns_only_where_reads_are_contigu
 def test_conv_chunk_counts_a_walk_of_the_index_per_tile(flat, block, chunk):
     """A chunk of a block-sparse conv costs its vectors plus one walk of the index per tile."""
     assert CpuKernelSchedules(AVX512_TILES).conv_chunk(flat, block) == chunk
+
+
+@pytest.mark.parametrize("flat, chunk", [(224, 112), (64, 64), (16, 16)])
+def test_neon_gather_chunks_take_its_28_accumulators(flat, chunk):
+    """NEON's gather holds 28 vectors (two more registers take the paired loads): a 14x14 map's
+    224 flat outputs in two chunks of 28 vectors, where 16 accumulators made four of 14."""
+    neon = CpuKernelSchedules(NEON_TILES)
+    assert neon.conv_chunk(flat, 1) == chunk
+    assert CpuKernelSchedules(dataclasses.replace(NEON_TILES, gather_accumulators=0)).conv_chunk(224, 1) == 56
