@@ -63,13 +63,7 @@ def choose_kernel(
         return KernelChoice(
             XNOR_POPCOUNT, "ONNX Sign input (sign(0) = 0): sign and nonzero bit-planes, masked XNOR-popcount"
         )
-    if (
-        op_type == "BinaryConv"
-        and policy.lut_below is not None
-        and sparsity < policy.lut_below
-        and taps is not None
-        and taps >= policy.ternary_conv_min_taps
-    ):
+    if op_type == "BinaryConv" and policy.lut_below is not None and sparsity < policy.lut_below:
         return KernelChoice(
             TERNARY_LUT,
             f"real input, sparsity {sparsity:.3f} < {policy.lut_below:.2f}: signed sums of"

@@ -123,7 +123,8 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
     is_flag=True,
     help="On this host: also time each kernel of the module beside onnxruntime's profiler on "
     "OUT/source.onnx (fp32, at the module's thread count), matched per layer, --rounds runs each: "
-    "which layers lose. Not over --rpc/--tracker/--emulate.",
+    "which layers lose. With --emulate BOARD --instructions: count each kernel call's instructions "
+    "on the emulated core instead. Not over --rpc/--tracker.",
 )
 @click.option(
     "--instructions",
@@ -179,6 +180,8 @@ def profile_command(**options: Any) -> None:
     --per-layer (this host only) times each kernel of the module beside onnxruntime's profiler on
     OUT/source.onnx and prints one row per layer, slowest first: rows are matched by layer name
     only, and TVM's fused glue and the nodes onnxruntime made or renamed are listed unmatched.
+    With --emulate BOARD --instructions it counts each kernel call's guest instructions on the
+    emulated core instead: where an aarch64 build spends its work.
 
     TVM's thread pool runs as OUT/manifest.json records (thread_pool; printed as "threads:"):
     every core, a short spin after each kernel, threads not bound to cores. Variables you set
@@ -197,6 +200,7 @@ def profile_command(**options: Any) -> None:
       mptc profile runs/mlp/out --compare onnxruntime,onnxruntime-int8
       mptc profile runs/mlp/out --per-layer --rounds 5     # which layers lose to onnxruntime
       mptc profile runs/mlp/rpi4 --emulate rpi4 --instructions --compare onnxruntime
+      mptc profile runs/mlp/rpi4 --emulate rpi4 --instructions --per-layer
       mptc profile runs/mlp/out --inputs digits.npz --save-outputs logits.npz --top-k 3
     """
     from mptc.deploy.profile import MODULE, PROFILE, profile  # deferred: importing TVM takes seconds
@@ -299,6 +303,15 @@ def _echo_instructions(section: dict[str, Any]) -> None:
             f"  {section['peer']}: {section['onnxruntime']['total']:,.0f} per inference, "
             f"{section['ratio']:.2f}x the module's"
         )
+    if "per_kernel" in section:
+        rows = section["per_kernel"]
+        click.echo(f"  per kernel call, most first (the VM's dispatch of each call included; {len(rows)} calls):")
+        click.echo(f"  {'instructions':>14} {'share':>6} {'NEON cnt':>9}  kernel (output shape)")
+        for row in sorted(rows, key=lambda r: -r["total"]):
+            cnt = row["neon_cnt"] / row["total"] if row["total"] else 0.0
+            shape = "x".join(str(d) for d in row["output_shape"])
+            share = row["total"] / mine["total"] if mine["total"] else 0.0
+            click.echo(f"  {row['total']:>14,.0f} {share:>6.1%} {cnt:>9.1%}  {row['kernel']} ({shape})")
 
 
 def _echo_per_layer(section: dict[str, Any]) -> None:

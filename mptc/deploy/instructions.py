@@ -59,6 +59,8 @@ CLASSES = ("total", "neon_cnt", "loads_stores", "fp_simd")
 """The plugin's counters, in the order of its output lines (see ``scripts/qemu/insn_count.c``)."""
 MARK_START, MARK_STOP = 0x6D707400, 0x6D707401
 """Descriptor numbers whose ``close`` opens / closes the plugin's counting region (as in insn_count.c)."""
+MAX_REGIONS = 4096
+"""Regions the plugin reports (``MAX_REGIONS`` in insn_count.c); later ones are dropped."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,50 @@ for calls in (runs, 2 * runs):
 """
 
 
+_KERNELS_GUEST = """\
+import sys
+sys.modules["torch"] = None
+import gc
+import os
+import numpy as np
+model, reference, result, lib, names = sys.argv[1:6]
+with np.load(reference) as arrays:
+    x = arrays["x"]
+{setup}
+np.save(result, first)
+call(arg)
+calls = []
+
+
+def mark(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def instrument(func, symbol, before, ret, *args):
+    if symbol.startswith("vm.builtin."):
+        return 0
+    if before:
+        calls.append(symbol + " " + "x".join(str(int(d)) for d in args[-1].shape))
+        mark({start})
+    else:
+        mark({stop})
+    return 0
+
+
+gc.disable()
+mark({start})
+mark({stop})
+vm.set_instrument(instrument)
+call(arg)
+vm.set_instrument(None)
+with open(names, "w") as f:
+    f.write("\\n".join(calls))
+"""
+
+
 @dataclass(frozen=True)
 class InstructionCounts:
     """Guest instructions per inference, in total and by class (fractions of one inference's count).
@@ -152,6 +198,16 @@ class InstructionCounts:
     neon_cnt: float
     loads_stores: float
     fp_simd: float
+
+
+@dataclass(frozen=True)
+class KernelInstructions:
+    """One kernel call of an inference: the compiled function, its output shape, and the guest
+    instructions it executed, by class."""
+
+    kernel: str
+    output_shape: tuple[int, ...]
+    counts: InstructionCounts
 
 
 @dataclass(frozen=True)
@@ -237,18 +293,57 @@ def count_instructions(
     per counted region (``runs`` calls, then ``2 * runs``), under ``"total"`` one for the whole process.
     """
     chosen = _engine(engine)
+    script = _GUEST.format(setup=chosen.setup, start=MARK_START, stop=MARK_STOP)
+    found, _ = _run_guest(out_dir, board, chosen, script, [str(warmup), str(runs)])
+    if len(found["region"]) != 2:
+        raise DeviceError(
+            f"the instruction-counting plugin saw {len(found['region'])} marked regions, expected 2: "
+            f"is {plugin()} built from scripts/qemu/insn_count.c?"
+        )
+    return found
+
+
+def kernel_instructions(out_dir: str | Path, board: str) -> list[KernelInstructions]:
+    """Guest instructions of each kernel call of one inference of ``OUT/module.so`` on emulated
+    ``board``, in call order (after a warm-up call).
+
+    Each call runs between two markers from the Relax VM's instrument, so a row also holds the
+    VM's own dispatch of that call (a few thousand instructions); the markers' cost, counted in
+    an empty region first, is subtracted. At most ``MAX_REGIONS - 1`` calls are counted."""
+    script = _KERNELS_GUEST.format(setup=ENGINES["mptc"].setup, start=MARK_START, stop=MARK_STOP)
+    found, calls = _run_guest(out_dir, board, ENGINES["mptc"], script, [], names=True)
+    empty, *regions = found["region"]
+    if len(regions) != len(calls) or len(calls) >= MAX_REGIONS:
+        raise DeviceError(
+            f"the instruction-counting plugin saw {len(regions)} kernel regions for {len(calls)} kernel calls "
+            f"(it keeps {MAX_REGIONS - 1}): is {plugin()} built from scripts/qemu/insn_count.c?"
+        )
+    rows = []
+    for counts, call in zip(regions, calls, strict=True):
+        kernel, shape = call.rsplit(" ", 1)
+        net = (max(0, c - e) for c, e in zip(counts, empty, strict=True))
+        rows.append(KernelInstructions(kernel, tuple(int(d) for d in shape.split("x") if d), InstructionCounts(*net)))
+    return rows
+
+
+def _run_guest(
+    out_dir: str | Path, board: str, engine: Engine, script: str, args: list[str], names: bool = False
+) -> tuple[dict[str, list[tuple[int, ...]]], list[str]]:
+    """Run ``script`` in one emulated process on ``engine``'s model with the counting plugin, check its
+    output against the reference, and return the plugin's counters (``region`` and ``total`` lines)
+    and, with ``names``, the lines the guest wrote to the file named by its fifth argument."""
     out = Path(out_dir)
-    for name in (chosen.model, REFERENCE_FILE):
+    for name in (engine.model, REFERENCE_FILE):
         if not (out / name).is_file():
             raise InputError(f"{out} has no {name}: expected an OUT/ folder written by `mptc compile --target arm`")
     qemu_cpu = get_board(board).qemu_cpu
     python, lib = launcher(), plugin()
-    guest_lib = str(peer_lib()) if chosen.name == "onnxruntime" else ""
+    guest_lib = str(peer_lib()) if engine.name == "onnxruntime" else ""
     where = f"emulated {board} ({qemu_cpu})"
     with tempfile.TemporaryDirectory(prefix="mptc-insn-") as tmp:
         scratch = Path(tmp)
-        model = _peer_model(out / chosen.model, scratch) if chosen.name == "onnxruntime" else out / chosen.model
-        counts, result = scratch / "counts", scratch / "output.npy"
+        model = _peer_model(out / engine.model, scratch) if engine.name == "onnxruntime" else out / engine.model
+        counts, result, called = scratch / "counts", scratch / "output.npy", scratch / "calls"
         env = {
             **os.environ,
             "QEMU_CPU": qemu_cpu,
@@ -257,22 +352,22 @@ def count_instructions(
             "TVM_NUM_THREADS": "1",
             "PYTHONHASHSEED": "0",
         }
-        script = _GUEST.format(setup=chosen.setup, start=MARK_START, stop=MARK_STOP)
         command = [str(python), "-c", script, str(model), str(out / REFERENCE_FILE), str(result), guest_lib]
-        command += [str(warmup), str(runs)]
+        command += [str(called)] if names else args
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired as e:
             raise DeviceError(
-                f"counting {chosen.name} instructions of {out} on {where} took over {TIMEOUT_S:.0f} s"
+                f"counting {engine.name} instructions of {out} on {where} took over {TIMEOUT_S:.0f} s"
             ) from e
-        if done.returncode != 0 or not counts.is_file() or not result.is_file():
+        if done.returncode != 0 or not counts.is_file() or not result.is_file() or (names and not called.is_file()):
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise DeviceError(
-                f"{where} failed to run {chosen.name} on {out / chosen.model} (exit {done.returncode}): {tail}"
+                f"{where} failed to run {engine.name} on {out / engine.model} (exit {done.returncode}): {tail}"
             )
-        _check_output(chosen, np.load(result), read_reference(out)[1], where)
+        _check_output(engine, np.load(result), read_reference(out)[1], where)
         text = counts.read_text()
+        calls = [line for line in called.read_text().splitlines() if line] if names else []
     found: dict[str, list[tuple[int, ...]]] = {"region": [], "total": []}
     for line in text.splitlines():
         name, *fields = line.split()
@@ -281,12 +376,9 @@ def count_instructions(
                 f"the instruction-counting plugin wrote {line!r}: expected 'region|total' and {len(CLASSES)} numbers"
             )
         found[name].append(tuple(int(field) for field in fields))
-    if len(found["region"]) != 2 or len(found["total"]) != 1:
-        raise DeviceError(
-            f"the instruction-counting plugin saw {len(found['region'])} marked regions, expected 2: "
-            f"is {plugin()} built from scripts/qemu/insn_count.c?"
-        )
-    return found
+    if len(found["total"]) != 1:
+        raise DeviceError(f"the instruction-counting plugin wrote {len(found['total'])} total lines, expected 1")
+    return found, calls
 
 
 def instruction_counts(

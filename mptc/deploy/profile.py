@@ -134,9 +134,11 @@ def profile(
     check_seconds(timeout, "timeout")
     check_seconds(queue_timeout, "queue_timeout")
     peer_names = check_peers(compare) if compare else ()
-    if per_layer and (rpc is not None or tracker is not None or emulated_board is not None):
+    per_kernel = per_layer and instructions  # on the emulated board: instructions per kernel call
+    if per_layer and not per_kernel and (rpc is not None or tracker is not None or emulated_board is not None):
         raise UnsupportedError(
-            "--per-layer runs on this host only: drop --rpc/--tracker/--emulate, or compare whole calls with --compare"
+            "--per-layer times layers on this host only: drop --rpc/--tracker/--emulate, or count each kernel's "
+            "instructions on an emulated board with --emulate BOARD --instructions"
         )
     if instructions and (emulated_board is None or rpc is not None or tracker is not None):
         raise UnsupportedError(
@@ -146,7 +148,8 @@ def profile(
     report_path = compiled.out_dir / PROFILE  # an earlier report stays until this one is complete
     given = read_inputs(Path(inputs), compiled.manifest.input) if inputs is not None else None
     batches = given.batches if given else [compiled.x]
-    source = read_source_model(compiled.out_dir, compiled.manifest) if given or peer_names or per_layer else b""
+    timed_layers = per_layer and not per_kernel
+    source = read_source_model(compiled.out_dir, compiled.manifest) if given or peer_names or timed_layers else b""
     expected = _expected_outputs(source, compiled, given) if given else None
     peers = load_peers(peer_names, source, compiled.manifest.input.name, batches) if peer_names else []
     board = emulator.get_board(emulated_board) if emulated_board else None
@@ -155,7 +158,7 @@ def profile(
         try:
             module = LoadedModule(device, compiled)
             measurement = _measure(module, compiled, given, peers, repeat, number, rounds, on_round)
-            layers = per_layer_times(compiled, source, rounds=rounds, repeat=repeat) if per_layer else None
+            layers = per_layer_times(compiled, source, rounds=rounds, repeat=repeat) if timed_layers else None
         except DeviceError as error:
             explained = _explained(error, compiled, board, server)
             if explained is None:
@@ -179,7 +182,7 @@ def profile(
     if layers is not None:
         report["per_layer"] = layers
     if instructions and board is not None:
-        report["instructions"] = _instructions(compiled.out_dir, board, "onnxruntime" in peer_names)
+        report["instructions"] = _instructions(compiled.out_dir, board, "onnxruntime" in peer_names, per_kernel)
     if top_k is not None:
         report["top_k"] = top_classes(outputs, top_k)
     if save_outputs is not None:
@@ -362,9 +365,10 @@ def _comparison(
     return section
 
 
-def _instructions(out_dir: Path, board: Board, with_peer: bool) -> dict[str, Any]:
+def _instructions(out_dir: Path, board: Board, with_peer: bool, per_kernel: bool) -> dict[str, Any]:
     """The ``instructions`` section: guest instructions per inference on ``board``'s emulated core,
-    by class, of the module and (``with_peer``) of onnxruntime's aarch64 build, and their ratio."""
+    by class, of the module and (``with_peer``) of onnxruntime's aarch64 build, and their ratio;
+    with ``per_kernel``, each kernel call's instructions too (``per_kernel``, in call order)."""
     from mptc.deploy import instructions
 
     runs = instructions.DEFAULT_RUNS
@@ -379,6 +383,11 @@ def _instructions(out_dir: Path, board: Board, with_peer: bool) -> dict[str, Any
         )
     else:
         section["mptc"] = dataclasses.asdict(instructions.instruction_counts(out_dir, board.name, runs=runs))
+    if per_kernel:
+        section["per_kernel"] = [
+            {"kernel": k.kernel, "output_shape": list(k.output_shape), **dataclasses.asdict(k.counts)}
+            for k in instructions.kernel_instructions(out_dir, board.name)
+        ]
     return section
 
 

@@ -37,7 +37,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define SYS_CLOSE_AARCH64 57
 #define MARK_START 0x6d707400u /* "mpt\0": far above any descriptor the process holds */
 #define MARK_STOP 0x6d707401u
-#define MAX_REGIONS 64
+#define MAX_REGIONS 4096
 
 enum { TOTAL, NEON_CNT, LOADS_STORES, FP_SIMD };
 

@@ -143,6 +143,35 @@ def test_module_and_peer_counts_repeat_and_give_the_ratio(binary_conv_out: Path)
 
 
 @pytest.mark.emulated
+def test_each_kernel_call_is_counted_exactly(binary_conv_out: Path) -> None:
+    """One kernel call, counted between two markers: every popcount of the inference is in its row
+    (the VM and Python execute none), and its total is the inference's within the VM's dispatch."""
+    [row] = instructions.kernel_instructions(binary_conv_out, "rpi4")
+    assert instructions.kernel_instructions(binary_conv_out, "rpi4") == [row]  # a count repeats exactly
+    assert row.kernel.startswith("mptc_0_") and row.output_shape == (1, 16, 6, 6)
+    whole = instructions.instruction_counts(binary_conv_out, "rpi4", runs=3)
+    assert row.counts.neon_cnt == whole.neon_cnt > 0
+    assert abs(row.counts.total - whole.total) < 0.1 * whole.total
+
+
+@pytest.mark.emulated
+def test_profile_lists_each_kernel_calls_instructions(binary_conv_out: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mptc.cli import main
+
+    out = fresh_copy(binary_conv_out, tmp_path / "out")
+    args = ["profile", str(out), "--emulate", "rpi4", "--instructions", "--per-layer", "--repeat", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    section = json.loads((out / "profile.json").read_text())["instructions"]
+    [row] = section["per_kernel"]
+    assert row["output_shape"] == [1, 16, 6, 6] and row["neon_cnt"] == section["mptc"]["neon_cnt"]
+    assert "per kernel call, most first" in result.output
+    assert f"{row['total']:,.0f}" in result.output and f"{row['kernel']} (1x16x6x6)" in result.output
+
+
+@pytest.mark.emulated
 def test_a_peer_output_off_the_reference_is_refused(binary_conv_out: Path, tmp_path: Path) -> None:
     out = fresh_copy(binary_conv_out, tmp_path / "out")
     x, y = read_reference(out)

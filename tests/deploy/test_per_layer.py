@@ -112,7 +112,9 @@ def test_cli_prints_the_table(packed_out: Path, tmp_path: Path) -> None:
 
 
 def test_not_over_a_device_connection(packed_out: Path) -> None:
-    _one_line_error(_run("profile", packed_out, "--per-layer", "--emulate", "rpi4"), 4, "runs on this host only")
+    _one_line_error(
+        _run("profile", packed_out, "--per-layer", "--emulate", "rpi4"), 4, "times layers on this host only"
+    )
 
 
 def test_folder_without_source_model(mlp_host_out: Path) -> None:

@@ -123,14 +123,14 @@ def test_a_batched_dense_layer_sums_along_the_batch_from_its_own_break_even():
 
 
 def test_arm_takes_the_lookup_conv_below_its_measured_sparsity():
-    """arm's policy: a real-input conv of 2+ taps below ``lut_below`` takes the ternary-lut gather,
-    dense weights included; a 1x1 conv, a binary input and x86 (``lut_below`` None) do not."""
+    """arm's policy: a real-input conv below ``lut_below`` takes the ternary-lut gather, dense
+    weights and 1x1 convs included; a binary input, a dense layer and x86 (``lut_below`` None) do not."""
     arm = default_policy("arm")
     for sparsity in (0.0, 0.5, arm.lut_below - 0.01):
         choice = chooser.choose_kernel("BinaryConv", "real", sparsity, arm, taps=9)
         assert choice.kernel == chooser.TERNARY_LUT and "3-channel groups" in choice.reason
     assert chooser.choose_kernel("BinaryConv", "real", arm.lut_below, arm, taps=9).kernel == chooser.BLOCK_SPARSE
-    assert chooser.choose_kernel("BinaryConv", "real", 0.5, arm, taps=1).kernel != chooser.TERNARY_LUT
+    assert chooser.choose_kernel("BinaryConv", "real", 0.5, arm, taps=1).kernel == chooser.TERNARY_LUT
     assert chooser.choose_kernel("BinaryConv", "binary", 0.5, arm, taps=9).kernel == chooser.XNOR_POPCOUNT
     assert chooser.choose_kernel("BinaryDense", "real", 0.5, arm).kernel != chooser.TERNARY_LUT
     assert POLICY.lut_below is None

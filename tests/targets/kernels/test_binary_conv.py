@@ -74,9 +74,9 @@ def test_real_input_conv_every_path_matches_reference(case, block, l1_floats):
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5
 
 
-# Channel counts not a multiple of the group (a zero-padded last group), strides 1 and 2, shifted
-# and channel planes, a map of whole vectors, odd outputs.
-LUT_CASES = [c for c in REAL_CASES if c[4] > 1] + [(1, 16, 14, 16, 3, 1, 1)]
+# Channel counts not a multiple of the group (a zero-padded last group), strides 1 and 2, 1x1 and
+# 3x3, shifted and channel planes, a map of whole vectors, odd outputs.
+LUT_CASES = REAL_CASES + [(1, 16, 14, 16, 3, 1, 1)]
 
 
 @pytest.mark.parametrize("group", [2, 3, 4])
