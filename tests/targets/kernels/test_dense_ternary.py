@@ -127,9 +127,11 @@ def test_conv_ternary_keeps_two_bits_per_weight():
 
 @pytest.mark.parametrize("target", ["arm", "cuda"])
 def test_dense_ternary_builds_for_arm_and_cuda(tmp_path, target):
-    """Both dense-ternary kernels have a schedule on every target family (run: the emulated ARM tests)."""
+    """Both dense-ternary kernels have a schedule on every target family (run: the emulated ARM tests),
+    arm's convs where its policy leaves the lookup conv off."""
     model = residual_block(np.random.default_rng(20), "real", sparsity=0.1, size=9)
-    manifest = compile_model(model, target, tmp_path)
+    policy = dataclasses.replace(default_policy(target), lut_below=None)
+    manifest = compile_model(model, target, tmp_path, policy=policy)
     assert {layer["kernel"] for layer in manifest["layers"]} == {chooser.DENSE_TERNARY}
     assert (tmp_path / "module.so").is_file()
     dense = binary_dense_model(np.random.default_rng(21), 2, 70, 45, mode="real", sparsity=0.2)
