@@ -37,7 +37,9 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
         + cpu_pipeline.legalize_passes(tvm_target)
         + [
             relax.transform.AttachAttrLayoutFreeBuffers(),
-            dl.ApplyDefaultSchedule(*glue_rules(float_lanes, vector_registers(target, float_lanes))),
+            dl.ApplyDefaultSchedule(
+                *glue_rules(float_lanes, vector_registers(target, float_lanes), target.family == "arm")
+            ),
         ]
         + [
             relax.transform.SplitLayoutRewritePreproc(),

@@ -491,6 +491,30 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
     return expr
 
 
+def subsampled_pointwise(bb: relax.BlockBuilder, inputs, attr: dict) -> tuple[list, dict]:
+    """A strided 1x1 conv without padding (a ResNet's downsampling shortcut) reads every s-th
+    pixel: as the subsampled input (one strided copy) and a stride-1 1x1 conv, which the glue runs
+    as a GEMM over contiguous pixels, instead of gathering each vector lane by lane. Any other
+    conv comes back unchanged."""
+    x, weight = inputs[0], inputs[1]
+    shape = _static_shape(x)
+    strides = tuple(attr.get("strides", (1, 1)))
+    if (
+        shape is None
+        or len(shape) != 4
+        or strides == (1, 1)
+        or not isinstance(weight, tvm.ir.GenericConst)
+        or tuple(weight.value.shape[2:]) != (1, 1)
+        or any(attr.get("pads", (0, 0, 0, 0)))
+        or tuple(attr.get("dilations", (1, 1))) != (1, 1)
+        or attr.get("group", 1) != 1
+        or attr.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET")
+    ):
+        return inputs, attr
+    sliced = relax.op.strided_slice(x, axes=[2, 3], begin=[0, 0], end=list(shape[2:]), strides=list(strides))
+    return [bb.normalize(sliced), *inputs[1:]], {**attr, "strides": (1, 1)}
+
+
 CONVERTERS: dict[str, type[_onnx.OnnxOpConverter]] = {"BinaryConv": BinaryConv, "BinaryDense": BinaryDense}
 WORD_CONVERTERS: dict[str, type[_onnx.OnnxOpConverter]] = {"MaxPool": PackedMaxPool}  # when the input is words
 
@@ -537,6 +561,8 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
             depthwise = depthwise_conv(self.bb, inputs, attrs, ConverterContext(self.lowering, self._nodes))
             if depthwise is not None:
                 return self.bb.normalize(depthwise)
+            if self.lowering.policy.subsample_strided_pointwise:
+                inputs, attrs = subsampled_pointwise(self.bb, inputs, attrs)
         converter = CONVERTERS.get(op_name)
         if converter is None and op_name in WORD_CONVERTERS and self.lowering.logical_shape(inputs[0]) is not None:
             converter = WORD_CONVERTERS[op_name]

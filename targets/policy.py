@@ -119,6 +119,12 @@ class KernelPolicy:
     (13 for 3), ``(1 + s + ... + s^(g-1)) / g`` of the block-sparse form's adds at sparsity ``s``
     (docs/performance.md)."""
 
+    subsample_strided_pointwise: bool = False
+    """Whether a strided 1x1 conv without padding runs as its subsampled input and a stride-1 1x1
+    conv (``frontend.subsampled_pointwise``): arm counted 2.5x fewer instructions on ResNet-50's
+    downsampling shortcuts, where its glue gathered the strided input lane by lane; x86 timed
+    it slower on 56x56 maps (docs/performance.md)."""
+
     depthwise_min_width: int | None = 56
     """Output width from which a depthwise conv (ONNX ``Conv``, ``group`` = channels) takes the
     flat-plane kernel (``kernels.depthwise``), where the target family has one, instead of the
@@ -142,12 +148,12 @@ class KernelPolicy:
 
 
 # arm counted its own block sizes (guest instructions per inference under qemu: with 4-lane vectors
-# a block's sign-class segments cost more than its shared loads save) and its lookup conv's
-# sparsities; its other break-evens and cuda's whole policy take the x86 measurements
-# (docs/performance.md).
+# a block's sign-class segments cost more than its shared loads save), its lookup conv's
+# sparsities and its strided 1x1 convs; its other break-evens and cuda's whole policy take the x86
+# measurements (docs/performance.md).
 POLICIES: dict[str, KernelPolicy] = {
     "x86": KernelPolicy(),
-    "arm": KernelPolicy(conv_block=1, long_flat_block=1, lut_below=0.8),
+    "arm": KernelPolicy(conv_block=1, long_flat_block=1, lut_below=0.8, subsample_strided_pointwise=True),
     "cuda": KernelPolicy(),
 }
 

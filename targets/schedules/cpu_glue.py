@@ -91,9 +91,10 @@ class _VectorRule(dl.cpu.base.CPUScheduleRule):
 class TiledReduction(_VectorRule):
     """Register-tiled schedule of one leading-spatial reduction block plus its fused epilogue."""
 
-    def __init__(self, float_lanes: int, registers: int):
+    def __init__(self, float_lanes: int, registers: int, weight_vectors: bool = False):
         super().__init__(float_lanes)
         self.registers = registers
+        self.weight_vectors = weight_vectors
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
         normalized = self._normalized(func, target)
@@ -126,7 +127,11 @@ class TiledReduction(_VectorRule):
         weight_columns = any(_is_weight(read, weights) for read, _ in column_reads)
         windowed = [pad for pad in pads if _windowed(sch, pad, main.block_rv, spatial)]
         window = any(pad not in phased for pad in windowed)  # a stride-1 depthwise conv or pool
-        tile = self._tile(sch, main.block_rv, writeback, spatial, axis, column_reads, weight_columns, window)
+        # a window (depthwise conv, pool) has no row of outputs sharing an input: no row weights
+        row_weights = weights if self.weight_vectors and not weight_columns and not windowed else ()
+        tile = self._tile(
+            sch, main.block_rv, writeback, spatial, axis, column_reads, weight_columns, window, row_weights
+        )
         weighted = any(_is_weight(read, weights) for read in sch.get(main.block_rv).reads)
         wide = 2 * _tile_columns(sch, main.block_rv) >= self.float_lanes
         for pad in pads:
@@ -144,6 +149,19 @@ class TiledReduction(_VectorRule):
                 self._parallel_vectorized(sch, pad)
         RewriteLayout().apply(sch)
         return sch
+
+    @staticmethod
+    def _row_weights_as_vectors(sch: s_tir.Schedule, block, step, weights) -> None:
+        """The tile rows' weights of one reduction step copied to a local buffer by whole vectors
+        (contiguous once ``RewriteLayout`` lays the weight out in the tiles' order): LLVM keeps
+        the buffer in registers and NEON's FMLA takes each weight as a lane of it (by element),
+        where it loaded them one or two scalars at a time."""
+        for index, read in enumerate(sch.get(block).reads):
+            if _is_weight(read, weights):
+                cached = sch.cache_read(block, index, "local")
+                sch.compute_at(cached, step)
+                sch.vectorize(sch.get_loops(cached)[-1])
+                return
 
     def _vector_axis(self, sch: s_tir.Schedule, block, spatial: int, weights) -> int:
         """The spatial axis whose outputs share vector lanes: the innermost, unless another one
@@ -176,10 +194,12 @@ class TiledReduction(_VectorRule):
         column_reads,
         weight_columns: bool,
         window: bool = False,
+        row_weights=(),
     ):
         """Register tiles of ``rows x columns``; the column panels outermost when ``weight_columns``.
         With the vectors along an outer axis, the rows tile the two innermost free axes (a 2-D
-        block of output pixels) so a small map still fills the tile."""
+        block of output pixels) so a small map still fills the tile. ``row_weights``: the weights
+        whose tile rows load as vectors (``_row_weights_as_vectors``)."""
         loops = sch.get_loops(block)
         outer, reduce, cols = (
             [loop for i, loop in enumerate(loops[:spatial]) if i != axis],
@@ -222,6 +242,8 @@ class TiledReduction(_VectorRule):
             # the row tiles innermost: consecutive tiles share their vector-loaded input block
             order = [*(loop for i, loop in enumerate(outer) if i not in row_axes), co, *(outer[i] for i in row_axes)]
         sch.reorder(*order, *reduce, *inner, ci)
+        if row_weights:
+            self._row_weights_as_vectors(sch, block, reduce[-1], row_weights)
         tile = sch.fuse(*order)
         sch.parallel(tile)
         sch.reverse_compute_at(writeback, tile)
@@ -451,7 +473,14 @@ class Injective(_VectorRule):
         return sch
 
 
-def glue_rules(float_lanes: int, registers: int) -> list[dl.ScheduleRule]:
+def glue_rules(float_lanes: int, registers: int, weight_vectors: bool = False) -> list[dl.ScheduleRule]:
     """Our rules first, then dlight's CPU rules for what they cover (softmax-like reductions);
-    ``registers``: the target's vector registers, which bound a register tile."""
-    return [TiledReduction(float_lanes, registers), Injective(float_lanes), dl.cpu.GEMV(), dl.cpu.Reduction()]
+    ``registers``: the target's vector registers, which bound a register tile; ``weight_vectors``:
+    the FMA takes a lane of a vector as its broadcast operand (NEON's by-element FMLA), so a
+    tile's row weights load as vectors."""
+    return [
+        TiledReduction(float_lanes, registers, weight_vectors),
+        Injective(float_lanes),
+        dl.cpu.GEMV(),
+        dl.cpu.Reduction(),
+    ]

@@ -56,3 +56,30 @@ def depthwise_model(
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def downsample_model(channels: int = 16, size: int = 12, out: int = 24, stride: int = 2) -> onnx.ModelProto:
+    """``x -> Conv 3x3 (channels -> 2 channels, pad 1) -> Relu -> Conv 1x1 stride (-> out, no pad)``:
+    a ResNet's conv and its downsampling shortcut, random weights and biases."""
+    rng = np.random.default_rng(channels + size + out + stride)
+    wide = 2 * channels
+    inits = {
+        "w1": rng.standard_normal((wide, channels, 3, 3)).astype(np.float32) * 0.2,
+        "b1": rng.standard_normal(wide).astype(np.float32),
+        "w2": rng.standard_normal((out, wide, 1, 1)).astype(np.float32) * 0.2,
+        "b2": rng.standard_normal(out).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="c1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="r1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], kernel_shape=[1, 1], strides=[stride, stride], name="c2"),
+    ]
+    reduced = -(-size // stride)
+    graph = helper.make_graph(
+        nodes,
+        "downsample",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out, reduced, reduced])],
+        [numpy_helper.from_array(value, name) for name, value in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)

@@ -14,6 +14,7 @@ from mptc.targets.policy import default_policy
 from mptc.targets.schedules import kernel_schedules
 from mptc.targets.target import resolve_target
 
+from .glue_models import downsample_model
 from .harness import compile_x86, reference, run, sample
 from .packed_models import binary_chain, binary_conv_model, binary_dense_model
 
@@ -112,3 +113,18 @@ def test_packed_activations_can_be_turned_off():
     lowering = Lowering(kernel_schedules(resolve_target("x86")), default_policy("x86"), pack_activations=False)
     from_onnx(binary_chain(np.random.default_rng(6)), lowering, {"x": [2, 70, 8, 8]})
     assert not any(layer.input_words or layer.output_words for layer in lowering.layers)
+
+
+@pytest.mark.parametrize("size, stride", [(12, 2), (13, 2), (9, 3)])
+def test_a_strided_pointwise_conv_runs_on_its_subsampled_input(size, stride):
+    """arm's policy: the downsampling 1x1 conv reads a strided slice and convolves at stride 1,
+    with the same result (odd maps: the last row and column kept)."""
+    model = downsample_model(size=size, stride=stride)
+    policy = dataclasses.replace(default_policy("x86"), subsample_strided_pointwise=True)
+    mod, _ = _import(model, policy=policy)
+    assert "strided_slice" in mod.script()
+    vm, _ = compile_x86(model, policy=policy)
+    x = np.random.default_rng(size).standard_normal((1, 16, size, size)).astype(np.float32)
+    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-4, atol=1e-4)
+    plain, _ = _import(model)
+    assert "strided_slice" not in plain.script()  # x86 keeps the strided conv
