@@ -233,11 +233,18 @@ class _Layer:
         return (None, None) if self.words_out else fused_chain(self.lowering, self.name, out_shape, nodes)
 
     def call(
-        self, bb: relax.BlockBuilder, func: tirx.PrimFunc, consts: list[np.ndarray], out_shape, extra=()
+        self,
+        bb: relax.BlockBuilder,
+        func: tirx.PrimFunc,
+        consts: list[np.ndarray],
+        out_shape,
+        extra=(),
+        flat_x: bool = False,
     ) -> relax.Expr:
-        """Call a kernel on ``x``, ``consts`` and ``extra`` expressions; a words output
-        ``(N, [OH, OW,] ceil(O / 64))`` stands for ``out_shape``."""
-        args = [self.x] + [relax.const(c) for c in consts] + list(extra)
+        """Call a kernel on ``x`` (``flat_x``: reshaped to ``(N, C * H * W)``, a view), ``consts``
+        and ``extra`` expressions; a words output ``(N, [OH, OW,] ceil(O / 64))`` stands for ``out_shape``."""
+        x = relax.op.reshape(self.x, (self.shape[0], int(np.prod(self.shape[1:])))) if flat_x else self.x
+        args = [x] + [relax.const(c) for c in consts] + list(extra)
         if not self.words_out:
             return self.lowering.call_kernel(bb, func, self.name, args, out_shape)
         spatial = tuple(out_shape[2:])  # NCHW -> NHWC words; (N, O) -> (N, words)
@@ -321,7 +328,8 @@ class BinaryConv(_onnx.OnnxOpConverter):
                     )
                 )
                 consts = [t.ptr, t.index, layer.scale, layer.bias]
-                return layer.call(bb, func, consts, out_shape, extra), consts
+                in_place = not lut and layout.flat_is_input(geo, flat, gather.outputs)
+                return layer.call(bb, func, consts, out_shape, extra, flat_x=in_place), consts
             if choice.kernel == chooser.DENSE_TERNARY:
                 plus, minus = layout.ternary_planes(weight)
                 in_registers = geo.out_height * geo.out_width < layer.lowering.policy.decode_block_pixels

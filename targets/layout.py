@@ -331,6 +331,22 @@ def flat_input(geo: ConvGeometry, policy: KernelPolicy) -> FlatInput:
     return FlatInput(False, geo.channels, sh * sw * hq, wq, geo.out_height)
 
 
+def flat_is_input(geo: ConvGeometry, flat: FlatInput, outputs: int) -> bool:
+    """Whether the flat input of a conv is its input itself, NCHW flattened: a 1x1 stride-1 conv
+    without padding, whose channel planes are the unpadded channels, and whose ``outputs`` (flat
+    outputs per channel, whole chunks) end with the plane, so no read passes the last channel.
+    The gather then reads the input in place instead of a copy of it."""
+    return (
+        not flat.shifted
+        and geo.kernel == (1, 1)
+        and geo.strides == (1, 1)
+        and not any(geo.pads)
+        and flat.planes == geo.channels
+        and (flat.plane_rows, flat.row_stride) == (geo.height, geo.width)
+        and outputs == flat.plane_size
+    )
+
+
 def aligned_row_stride(width: int, policy: KernelPolicy) -> int:
     """Row stride of shifted planes: ``width`` rounded up to a whole or half cache line where that
     computes at most ``policy.align_waste`` more outputs, so the vector loads of every tap are aligned."""

@@ -45,7 +45,7 @@ from tvm import te, tirx
 from mptc.targets.kernels import stages
 from mptc.targets.kernels.bits import WORD, nonzero_word, popcount_term, sign_word, threshold_words
 from mptc.targets.kernels.epilogue import finish, residual_input
-from mptc.targets.layout import ConvGeometry, FlatInput, ceil_div, sign_classes, table_outputs
+from mptc.targets.layout import ConvGeometry, FlatInput, ceil_div, flat_is_input, sign_classes, table_outputs
 
 
 def pack_input(x: te.Tensor, geo: ConvGeometry, plane=sign_word, name: str = stages.PACK) -> te.Tensor:
@@ -336,12 +336,17 @@ def block_sparse_conv_func(
 
     With ``lut_group``, the gather reads the lookup planes of ``lut_group``-channel groups
     (``lut_input``; its tables are over ``layout.lut_conv_weight``) instead of the flat input.
+    Where the flat input is the input itself (``layout.flat_is_input``), ``x`` is ``(N, C * H * W)``
+    and the gather reads it with no ``flat`` stage.
     The input the gather reads has a zero tail of whole planes past the furthest read (the last
     plane's largest tap offset + the flat outputs, padded to whole chunks).
     """
     tail = ceil_div(gather.outputs, flat.plane_size)
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
-    if lut_group:
+    if not lut_group and flat_is_input(geo, flat, gather.outputs):
+        x = te.placeholder((geo.batch, geo.channels * geo.height * geo.width), "float32", name="x")
+        xs = x  # the gather reads the input in place: the caller passes it flattened
+    elif lut_group:
         channel_floats = flat.planes // geo.channels * flat.plane_size
         planes_per_group = (3**lut_group - 1) // 2 * flat.planes // geo.channels
         groups = ceil_div(geo.channels, lut_group) + ceil_div(tail, planes_per_group)

@@ -112,7 +112,7 @@ class CpuKernelSchedules:
         sch = s_tir.Schedule(func)
         count = sch.get_sblock(stages.POPCOUNT)
         columns = extent(sch, sch.get_loops(count)[2])
-        if stages.LANE_BITS in _block_names(sch):
+        if stages.LANE_BITS in block_names(sch):
             cols, vectors = self._conv_tile(columns, WORD_BITS)
             n, oy, ox, w, lane, v = sch.get_loops(sch.get_sblock(stages.LANE_BITS))
             xo, xi = sch.split(ox, [None, cols])
@@ -155,7 +155,7 @@ class CpuKernelSchedules:
             )
         self._pack(sch, parallel_loops=2)
         for name in (stages.PACK, stages.PACK_NONZERO):  # float NCHW input: consecutive x contiguous, one word each
-            if name in _block_names(sch):
+            if name in block_names(sch):
                 _, x, cw = sch.get_loops(sch.get_sblock(name))
                 sch.reorder(cw, x)
                 # a full float vector of pixels per compare: 2.5x faster than word-wide on 32-pixel rows
@@ -167,7 +167,7 @@ class CpuKernelSchedules:
         sch = s_tir.Schedule(func)
         count = sch.get_sblock(stages.POPCOUNT)
         rows = divisor_at_most(extent(sch, sch.get_loops(count)[0]), self.tiles.dense_rows)
-        if stages.LANE_BITS in _block_names(sch):
+        if stages.LANE_BITS in block_names(sch):
             n, w, lane, v = sch.get_loops(sch.get_sblock(stages.LANE_BITS))
             no, ni = sch.split(n, [None, rows])
             self._threshold_words(sch, [w, no], ni, lane, v, self.tiles.dense_vectors)
@@ -353,8 +353,9 @@ class CpuKernelSchedules:
         n, o, _, ox = sch.get_loops(sch.get_sblock(stages.OUTPUT))
         sch.parallel(sch.fuse(n, o))
         sch.vectorize(ox)
-        self._planes(sch, sch.get_sblock(stages.FLAT))
-        if stages.LUT in _block_names(sch):
+        if stages.FLAT in block_names(sch):  # none where the gather reads the input in place
+            self._planes(sch, sch.get_sblock(stages.FLAT))
+        if stages.LUT in block_names(sch):
             self._lookup_planes(sch, sch.get_sblock(stages.LUT))
         return sch.mod["main"]
 
@@ -414,7 +415,7 @@ class CpuKernelSchedules:
             sch.unroll(loop)
         sch.vectorize(ov)
         sch.decompose_reduction(acc, c)
-        if stages.DECODE in _block_names(sch):
+        if stages.DECODE in block_names(sch):
             decode = sch.get_sblock(stages.DECODE)
             sch.compute_at(decode, task)
             sch.vectorize(sch.get_loops(decode)[-1])
@@ -519,7 +520,7 @@ class CpuKernelSchedules:
     def _pack(sch, parallel_loops: int) -> None:
         """Sign-pack and padding of the input words, where the kernel has those stages: parallel over leading loops."""
         for name in (stages.PACK, stages.PAD, stages.PACK_NONZERO, stages.PAD_NONZERO):
-            if name in _block_names(sch):
+            if name in block_names(sch):
                 loops = sch.get_loops(sch.get_sblock(name))
                 sch.parallel(sch.fuse(*loops[:parallel_loops]))
 
@@ -589,5 +590,6 @@ def _read_whole(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, name: str) 
     schedule_api.ScheduleAnnotateBufferAccess(sch, block, index, 0, tirx.IndexMap(iters, final, None))
 
 
-def _block_names(sch: s_tir.Schedule) -> set[str]:
+def block_names(sch: s_tir.Schedule) -> set[str]:
+    """Names of the stages a kernel has (``kernels.stages``: each kernel only the ones it needs)."""
     return {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}

@@ -20,6 +20,7 @@ from tvm.script.ir_builder import tirx as T
 from mptc.targets.kernels import stages
 from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import ceil_div
+from mptc.targets.schedules.cpu import block_names
 
 THREADS_PER_BLOCK = 128  # a multiple of the warp size that leaves room for several blocks per SM
 WORD_LANES = 8  # output channels interleaved per weight row: 8 x 64-bit = one 64-byte segment
@@ -86,7 +87,8 @@ class CudaKernelSchedules:
     def block_sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
         for name in (stages.FLAT, stages.OUTPUT):
-            _bind(sch, sch.get_sblock(name))
+            if name in block_names(sch):  # no flat stage where the gather reads the input in place
+                _bind(sch, sch.get_sblock(name))
         return sch.mod["main"]
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -191,3 +191,27 @@ def test_onnx_sign_input_builds_for_arm_and_cuda(tmp_path, target):
     manifest = compile_model(model, target, tmp_path)
     assert [layer["input_mode"] for layer in manifest["layers"]] == ["sign"]
     assert (tmp_path / "module.so").is_file()
+
+
+@pytest.mark.parametrize(
+    "case, in_place",
+    [((2, 70, 8, 13, 1, 1, 0), True), ((1, 16, 7, 24, 1, 1, 0), False), ((1, 16, 8, 24, 1, 1, 1), False)],
+    ids=["whole-chunks", "49-pixels", "padded"],
+)
+def test_pointwise_conv_gathers_from_its_input_in_place(case, in_place):
+    """A 1x1 stride-1 conv without padding whose chunks end with the plane reads its input
+    itself (no flat copy); a map of 49 pixels (chunks past the plane) or a padded one still copies."""
+    from mptc.targets.frontend import Lowering, from_onnx
+    from mptc.targets.schedules import kernel_schedules
+
+    model = binary_conv_model(np.random.default_rng(6), *case, mode="real", sparsity=0.9)
+    target = resolve_target("x86")
+    mod = from_onnx(
+        model, Lowering(kernel_schedules(target), default_policy("x86")), {"x": list(case[:2]) + [case[2]] * 2}
+    )
+    [kernel] = [f for gv, f in mod.functions_items() if gv.name_hint.startswith("mptc_")]
+    assert ('T.sblock("flat")' not in kernel.script()) == in_place
+    vm, lowering = compile_x86(model)
+    assert lowering.layers[0].kernel == chooser.BLOCK_SPARSE
+    x = sample(model)
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
