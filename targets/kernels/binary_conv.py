@@ -342,10 +342,11 @@ def block_sparse_conv_func(
     plane's largest tap offset + the flat outputs, padded to whole chunks).
     """
     tail = ceil_div(gather.outputs, flat.plane_size)
-    x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
-    if not lut_group and flat_is_input(geo, flat, gather.outputs):
-        x = te.placeholder((geo.batch, geo.channels * geo.height * geo.width), "float32", name="x")
-        xs = x  # the gather reads the input in place: the caller passes it flattened
+    in_place = not lut_group and flat_is_input(geo, flat, gather.outputs)
+    shape = (geo.channels * geo.height * geo.width,) if in_place else (geo.channels, geo.height, geo.width)
+    x = te.placeholder((geo.batch, *shape), "float32", name="x")
+    if in_place:
+        xs = x  # the caller passes the input flattened
     elif lut_group:
         channel_floats = flat.planes // geo.channels * flat.plane_size
         planes_per_group = (3**lut_group - 1) // 2 * flat.planes // geo.channels
