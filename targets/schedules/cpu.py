@@ -41,6 +41,7 @@ class CpuTiles:
     dense_rows: int  # batch rows per dense register tile (largest divisor of N not above it)
     conv_accumulators: int  # float vectors a real-input register tile may hold (block x chunk; rows x vectors)
     gather_accumulators: int = 0  # the block-sparse gather's (block x chunk) where it differs (0: conv_accumulators)
+    gather_pairs: bool = False  # the gather walks a segment two entries per iteration (one loop control for both)
     l1_floats: int = 8192  # fp32 values of L1 data cache a block-sparse conv's input group may fill (32 KB)
     conv_row_outputs: int = 8  # output channels per register tile when a conv's vectors run along columns
     lane_counts: bool = False  # popcounts add up in 16-bit counters (``lane_counts``): NEON's cnt + uadalp
@@ -326,19 +327,31 @@ class CpuKernelSchedules:
                                     zero if g.groups == 1 else tirx.Select(group == 0, zero, old),
                                     [v * lanes + lane],
                                 )
+
+                        def add_entry(j, signs):
+                            start = group * g.group_floats + index[j].astype("int32") + qo * g.chunk
+                            for v in range(vectors):
+                                with T.vectorized(0, lanes) as lane:
+                                    x = xs[n, start + v * lanes + lane]
+                                    for i, sign in enumerate(signs):
+                                        if sign:
+                                            at = v * lanes + lane
+                                            T.buffer_store(
+                                                regs[i], regs[i][at] + x if sign > 0 else regs[i][at] - x, [at]
+                                            )
+
                         for k, signs in enumerate(classes):
                             segment = b * len(classes) + k
-                            with T.serial(ptr[group, segment], ptr[group, segment + 1]) as j:
-                                start = group * g.group_floats + index[j].astype("int32") + qo * g.chunk
-                                for v in range(vectors):
-                                    with T.vectorized(0, lanes) as lane:
-                                        x = xs[n, start + v * lanes + lane]
-                                        for i, sign in enumerate(signs):
-                                            if sign:
-                                                at = v * lanes + lane
-                                                T.buffer_store(
-                                                    regs[i], regs[i][at] + x if sign > 0 else regs[i][at] - x, [at]
-                                                )
+                            first, last = ptr[group, segment], ptr[group, segment + 1]
+                            if not self.tiles.gather_pairs:
+                                with T.serial(first, last) as j:
+                                    add_entry(j, signs)
+                                continue
+                            with T.serial(0, (last - first) // 2) as pair:
+                                add_entry(first + 2 * pair, signs)
+                                add_entry(first + 2 * pair + 1, signs)
+                            with T.If((last - first) % 2 == 1), T.Then():
+                                add_entry(last - 1, signs)
                         for i in range(g.block):
                             with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
                                 T.buffer_store(
