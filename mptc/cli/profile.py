@@ -109,7 +109,8 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
     metavar="PEER[,PEER]",
     callback=_peers,
     help="Time the module beside peers run on this host on the same input: onnxruntime (fp32) and/or "
-    "onnxruntime-int8 (its static INT8 quantization), both on the model compiled.",
+    "onnxruntime-int8 (its static INT8 quantization), both on the model compiled, at the module's "
+    "thread count when it runs here.",
 )
 @click.option(
     "--rounds",

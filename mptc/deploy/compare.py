@@ -64,8 +64,16 @@ def check_peers(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def load_peers(names: Sequence[str], source: bytes, input_name: str, calibration: Sequence[np.ndarray]) -> list[Peer]:
-    """Sessions for the peers ``names`` on the source model; ``calibration``: the INT8 peer's batches.
+def load_peers(
+    names: Sequence[str],
+    source: bytes,
+    input_name: str,
+    calibration: Sequence[np.ndarray],
+    threads: int | None = None,
+) -> list[Peer]:
+    """Sessions for the peers ``names`` on the source model; ``calibration``: the INT8 peer's batches;
+    ``threads``: the intra-op threads each runs with, the module's where it runs on this host
+    (None: onnxruntime's default, every core).
 
     Raises:
         UnsupportedError: onnxruntime cannot run or quantize the model, or its ``ai.mptc`` layers
@@ -89,11 +97,13 @@ def load_peers(names: Sequence[str], source: bytes, input_name: str, calibration
                 f"{sum(b.shape[0] if b.ndim else 1 for b in batches)} sample(s)) of {SOURCE_MODEL_FILE}{unpacked}"
             )
             runnable = _quantize_int8(network, input_name, batches)
-        peers.append(Peer(name, description, _session(runnable, name), input_name))
+        if threads is not None:
+            description += f", at {threads} thread(s) as the module"
+        peers.append(Peer(name, description, _session(runnable, name, threads), input_name))
     return peers
 
 
-def _session(model: onnx.ModelProto, peer: str) -> Any:
+def _session(model: onnx.ModelProto, peer: str, threads: int | None) -> Any:
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
@@ -102,6 +112,8 @@ def _session(model: onnx.ModelProto, peer: str) -> Any:
     runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # its warnings would cross the CLI's one-line contract
+    if threads is not None:
+        options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(runnable.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.NotImplemented) as error:

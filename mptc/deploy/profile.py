@@ -151,9 +151,11 @@ def profile(
     timed_layers = per_layer and not per_kernel
     source = read_source_model(compiled.out_dir, compiled.manifest) if given or peer_names or timed_layers else b""
     expected = _expected_outputs(source, compiled, given) if given else None
-    peers = load_peers(peer_names, source, compiled.manifest.input.name, batches) if peer_names else []
     board = emulator.get_board(emulated_board) if emulated_board else None
     pool = thread_pool.apply(compiled.manifest.thread_pool)  # before the trial process or an emulator starts
+    here = rpc is None and tracker is None and board is None
+    threads = thread_pool.threads() if here else None  # a peer runs at the module's thread count
+    peers = load_peers(peer_names, source, compiled.manifest.input.name, batches, threads) if peer_names else []
     with _open_device(compiled, board, rpc, tracker, key, timeout, queue_timeout) as (device, board, server):
         try:
             module = LoadedModule(device, compiled)

@@ -27,6 +27,13 @@ def apply(pool: ThreadPool) -> dict[str, str]:
     return {name: os.environ[name] for name in VARIABLES if name in os.environ}
 
 
+def threads() -> int:
+    """Threads of TVM's pool in this process: ``TVM_NUM_THREADS`` once ``apply`` has set it, else TVM's default."""
+    import tvm
+
+    return int(tvm.get_global_func("runtime.NumThreads")())
+
+
 def describe(effective: dict[str, str]) -> str:
     """The settings in a few words: ``TVM's pool of 2 thread(s), spin count 1000, not bound to cores``
     (TVM's defaults where a variable is unset)."""

@@ -115,6 +115,30 @@ def test_compare_with_onnxruntime_end_to_end(kind: str, request: pytest.FixtureR
     assert (unpacked in section["peers"]["onnxruntime-int8"]["description"]) is packed
 
 
+def test_peers_run_at_the_module_thread_count(ternary_out: Path, tmp_path: Path, monkeypatch) -> None:
+    """Each peer gets as many intra-op threads as TVM's pool runs the module with (a module pinned
+    by TVM_NUM_THREADS=1 is compared with one-thread peers, not onnxruntime's every core), and the
+    report says so."""
+    import onnxruntime as ort
+
+    from mptc.deploy import thread_pool
+
+    seen: list[int] = []
+    session = ort.InferenceSession
+
+    def recording(model, options=None, **kwargs):
+        seen.append(options.intra_op_num_threads)
+        return session(model, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    out = fresh_copy(ternary_out, tmp_path / "out")
+    result = _run("profile", out, "--compare", "onnxruntime", "--repeat", "2", "--rounds", "1")
+    assert result.exit_code == 0, result.output
+    threads = thread_pool.threads()
+    assert seen and set(seen) == {threads}
+    assert f"at {threads} thread(s) as the module" in result.output
+
+
 def test_inputs_checked_saved_and_ranked(ternary_out: Path, tmp_path: Path) -> None:
     out = fresh_copy(ternary_out, tmp_path / "out")
     x = np.random.default_rng(5).standard_normal((3 * BATCH, 3, 8, 8)).astype(np.float32)
