@@ -107,23 +107,17 @@ first = call(arg)[0]
 }
 """The engines counted: the compiled module, and onnxruntime on the model it was compiled from."""
 
-_GUEST = """\
+_GUEST_HEAD = """\
 import sys
 sys.modules["torch"] = None  # tvm_ffi imports torch if it can; never needed here
 import gc
 import os
 import numpy as np
 model, reference, result, lib = sys.argv[1:5]
-warmup, runs = int(sys.argv[5]), int(sys.argv[6])
 with np.load(reference) as arrays:
     x = arrays["x"]
 {setup}
 np.save(result, first)
-
-
-def loop(calls):
-    for _ in range(calls):
-        call(arg)
 
 
 def mark(fd):
@@ -131,6 +125,21 @@ def mark(fd):
         os.close(fd)
     except OSError:
         pass
+
+
+"""
+"""What every guest runs first: the engine set up on the reference input (its output saved to
+``result``), and ``mark``, which opens or closes a counting region."""
+
+_GUEST = (
+    _GUEST_HEAD
+    + """\
+warmup, runs = int(sys.argv[5]), int(sys.argv[6])
+
+
+def loop(calls):
+    for _ in range(calls):
+        call(arg)
 
 
 loop(warmup)  # also lets the interpreter specialise the loop before it is counted
@@ -140,28 +149,13 @@ for calls in (runs, 2 * runs):
     loop(calls)
     mark({stop})
 """
+)
 
-
-_KERNELS_GUEST = """\
-import sys
-sys.modules["torch"] = None
-import gc
-import os
-import numpy as np
-model, reference, result, lib, names = sys.argv[1:6]
-with np.load(reference) as arrays:
-    x = arrays["x"]
-{setup}
-np.save(result, first)
+_KERNELS_GUEST = (
+    _GUEST_HEAD
+    + """\
 call(arg)
 calls = []
-
-
-def mark(fd):
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def instrument(func, symbol, before, ret, *args):
@@ -181,9 +175,10 @@ mark({stop})
 vm.set_instrument(instrument)
 call(arg)
 vm.set_instrument(None)
-with open(names, "w") as f:
+with open(result + ".calls", "w") as f:
     f.write("\\n".join(calls))
 """
+)
 
 
 @dataclass(frozen=True)
@@ -331,7 +326,7 @@ def _run_guest(
 ) -> tuple[dict[str, list[tuple[int, ...]]], list[str]]:
     """Run ``script`` in one emulated process on ``engine``'s model with the counting plugin, check its
     output against the reference, and return the plugin's counters (``region`` and ``total`` lines)
-    and, with ``names``, the lines the guest wrote to the file named by its fifth argument."""
+    and, with ``names``, the lines the guest wrote to ``<result>.calls`` (``_KERNELS_GUEST``)."""
     out = Path(out_dir)
     for name in (engine.model, REFERENCE_FILE):
         if not (out / name).is_file():
@@ -343,7 +338,8 @@ def _run_guest(
     with tempfile.TemporaryDirectory(prefix="mptc-insn-") as tmp:
         scratch = Path(tmp)
         model = _peer_model(out / engine.model, scratch) if engine.name == "onnxruntime" else out / engine.model
-        counts, result, called = scratch / "counts", scratch / "output.npy", scratch / "calls"
+        counts, result = scratch / "counts", scratch / "output.npy"
+        called = result.with_name(result.name + ".calls")  # the kernels guest's list of calls
         env = {
             **os.environ,
             "QEMU_CPU": qemu_cpu,
@@ -352,8 +348,7 @@ def _run_guest(
             "TVM_NUM_THREADS": "1",
             "PYTHONHASHSEED": "0",
         }
-        command = [str(python), "-c", script, str(model), str(out / REFERENCE_FILE), str(result), guest_lib]
-        command += [str(called)] if names else args
+        command = [str(python), "-c", script, str(model), str(out / REFERENCE_FILE), str(result), guest_lib, *args]
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired as e:

@@ -43,6 +43,7 @@ import numpy as np
 import onnx
 
 from mptc.artifact import SOURCE_MODEL_FILE
+from mptc.deploy import thread_pool
 from mptc.deploy.artifact import CompiledModel
 from mptc.errors import DeviceError, UnsupportedError, first_line
 from mptc.ops.unpack import PART_SEPARATOR, unpack_model
@@ -136,7 +137,7 @@ def module_times(compiled: CompiledModel, rounds: int, layers: Sequence[str]) ->
     vm = tvm.runtime.vm.VirtualMachine(lib, dev)
     x = tvm.runtime.tensor(compiled.x, dev)
     main = vm["main"]
-    threads = int(tvm.get_global_func("runtime.NumThreads")())
+    threads = thread_pool.threads()
     timers: dict[str, Any] = {}
     samples: list[list[tuple[str, float]]] = []
     shapes: dict[str, tuple[int, ...]] = {}
