@@ -425,11 +425,16 @@ def block_sparse_conv_tables(
     )
 
 
+def lut_plane_count(group: int) -> int:
+    """Lookup planes of a ``group``-channel group: its nonzero ternary patterns up to sign, ``(3^group - 1) / 2``."""
+    return (3**group - 1) // 2
+
+
 def lut_patterns(group: int) -> np.ndarray:
-    """``(P, group)`` int8, ``P = (3^group - 1) / 2``: the nonzero ternary patterns of ``group``
+    """``(P, group)`` int8, ``P = lut_plane_count(group)``: the nonzero ternary patterns of ``group``
     weights whose first nonzero weight is +1 (every other nonzero pattern is one of them negated),
     pattern ``p`` being the balanced-ternary digits of ``p + 1``, most significant first."""
-    count = (3**group - 1) // 2
+    count = lut_plane_count(group)
     digits = np.zeros((count, group), np.int8)
     value = np.arange(1, count + 1)
     for i in reversed(range(group)):
@@ -447,7 +452,7 @@ def lut_conv_weight(weight: np.ndarray, group: int) -> np.ndarray:
     the block-sparse conv over the planes adds once per nonzero group where it added once per
     nonzero weight."""
     out, channels, kh, kw = weight.shape
-    groups, count = ceil_div(channels, group), (3**group - 1) // 2
+    groups, count = ceil_div(channels, group), lut_plane_count(group)
     grouped = np.pad(weight.astype(np.int64), ((0, 0), (0, groups * group - channels), (0, 0), (0, 0)))
     value = np.einsum("ogikl,i->ogkl", grouped.reshape(out, groups, group, kh, kw), 3 ** np.arange(group)[::-1])
     lut = np.zeros((out, groups, count, kh, kw), np.int8)

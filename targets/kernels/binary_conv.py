@@ -37,6 +37,7 @@ division left in the vector loop.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,7 +46,16 @@ from tvm import te, tirx
 from mptc.targets.kernels import stages
 from mptc.targets.kernels.bits import WORD, nonzero_word, popcount_term, sign_word, threshold_words
 from mptc.targets.kernels.epilogue import finish, residual_input
-from mptc.targets.layout import ConvGeometry, FlatInput, ceil_div, flat_is_input, sign_classes, table_outputs
+from mptc.targets.layout import (
+    ConvGeometry,
+    FlatInput,
+    ceil_div,
+    flat_is_input,
+    lut_patterns,
+    lut_plane_count,
+    sign_classes,
+    table_outputs,
+)
 
 
 def pack_input(x: te.Tensor, geo: ConvGeometry, plane=sign_word, name: str = stages.PACK) -> te.Tensor:
@@ -242,23 +252,23 @@ def lut_input(xs: te.Tensor, group: int, channel_floats: int, groups: int, row_s
     """The lookup planes ``(N, groups * P * channel_floats)`` of a flat input ``xs`` (channels of
     ``channel_floats`` values each, at least ``groups * group`` of them): virtual channel
     ``g * P + p`` is ``sum_i pattern[p][i] * channel(g * group + i)`` over the ``P`` patterns of
-    ``layout.lut_patterns(group)``, written as selects on the pattern's digits, which fold away
-    once a schedule unrolls the pattern loop (annotation ``LUT_SHAPE``)."""
-    count = (3**group - 1) // 2
-    zero = tirx.const(0.0, "float32")
+    ``layout.lut_patterns(group)``, a select over the patterns that folds to one signed sum once a
+    schedule unrolls the pattern loop (annotation ``LUT_SHAPE``)."""
+    patterns = lut_patterns(group)
+    count = len(patterns)
 
     def value(n, f):
         plane, within = f // channel_floats, f % channel_floats
-        g, rest = plane // count, plane % count + 1  # the pattern's balanced-ternary number
-        digits = []
-        for _ in range(group):
-            digit = (rest + 1) % 3 - 1
-            digits.append(digit)
-            rest = (rest - digit) // 3
-        total = zero
-        for i, digit in enumerate(reversed(digits)):
-            x = xs[n, (g * group + i) * channel_floats + within]
-            total = total + tirx.Select(digit == 0, zero, tirx.Select(digit > 0, x, -x))
+        g, p = plane // count, plane % count
+        channel = [xs[n, (g * group + i) * channel_floats + within] for i in range(group)]
+
+        def signed_sum(pattern) -> tirx.PrimExpr:
+            terms = [x if weight > 0 else -x for x, weight in zip(channel, pattern, strict=True) if weight]
+            return functools.reduce(lambda a, b: a + b, terms)
+
+        total = signed_sum(patterns[-1])
+        for index in reversed(range(count - 1)):
+            total = tirx.Select(p == index, signed_sum(patterns[index]), total)
         return total
 
     shape = [count, channel_floats // row_stride, row_stride]
@@ -349,7 +359,7 @@ def block_sparse_conv_func(
         xs = x  # the caller passes the input flattened
     elif lut_group:
         channel_floats = flat.planes // geo.channels * flat.plane_size
-        planes_per_group = (3**lut_group - 1) // 2 * flat.planes // geo.channels
+        planes_per_group = lut_plane_count(lut_group) * flat.planes // geo.channels
         groups = ceil_div(geo.channels, lut_group) + ceil_div(tail, planes_per_group)
         flat_x = flat_input(x, geo, flat, groups * lut_group * channel_floats)
         xs = lut_input(flat_x, lut_group, channel_floats, groups, flat.row_stride)
