@@ -322,13 +322,20 @@ class BinaryConv(_onnx.OnnxOpConverter):
                     t.group_floats,
                     str(t.index.dtype),
                 )
+                in_place = not lut and layout.flat_is_input(geo, flat, gather.outputs)
                 func = kernels.block_sparse_conv(
                     binary_conv.block_sparse_conv_func(
-                        geo, flat, gather, t.index.size, kernels.sparse_gather, **fused, lut_group=lut
+                        geo,
+                        flat,
+                        gather,
+                        t.index.size,
+                        kernels.sparse_gather,
+                        **fused,
+                        lut_group=lut,
+                        in_place=in_place,
                     )
                 )
                 consts = [t.ptr, t.index, layer.scale, layer.bias]
-                in_place = not lut and layout.flat_is_input(geo, flat, gather.outputs)
                 return layer.call(bb, func, consts, out_shape, extra, flat_x=in_place), consts
             if choice.kernel == chooser.DENSE_TERNARY:
                 plus, minus = layout.ternary_planes(weight)

@@ -50,7 +50,6 @@ from mptc.targets.layout import (
     ConvGeometry,
     FlatInput,
     ceil_div,
-    flat_is_input,
     lut_patterns,
     lut_plane_count,
     sign_classes,
@@ -339,6 +338,7 @@ def block_sparse_conv_func(
     relu: bool = False,
     upper: float | None = None,
     lut_group: int = 0,
+    in_place: bool = False,
 ) -> tirx.PrimFunc:
     """PrimFunc ``(x, ptr, index, scale, bias[, residual]) -> y`` of the real-input conv
     (``residual`` / ``relu`` / ``upper`` as in ``xnor_conv_func``); the ``flat``, ``lut`` and
@@ -346,13 +346,12 @@ def block_sparse_conv_func(
 
     With ``lut_group``, the gather reads the lookup planes of ``lut_group``-channel groups
     (``lut_input``; its tables are over ``layout.lut_conv_weight``) instead of the flat input.
-    Where the flat input is the input itself (``layout.flat_is_input``), ``x`` is ``(N, C * H * W)``
-    and the gather reads it with no ``flat`` stage.
+    ``in_place`` (where the flat input is the input itself, ``layout.flat_is_input``; not with
+    ``lut_group``): ``x`` is ``(N, C * H * W)`` and the gather reads it with no ``flat`` stage.
     The input the gather reads has a zero tail of whole planes past the furthest read (the last
     plane's largest tap offset + the flat outputs, padded to whole chunks).
     """
     tail = ceil_div(gather.outputs, flat.plane_size)
-    in_place = not lut_group and flat_is_input(geo, flat, gather.outputs)
     shape = (geo.channels * geo.height * geo.width,) if in_place else (geo.channels, geo.height, geo.width)
     x = te.placeholder((geo.batch, *shape), "float32", name="x")
     if in_place:
