@@ -551,8 +551,8 @@ class CpuKernelSchedules:
     @staticmethod
     def _lookup_planes(sch, block) -> None:
         """Lookup planes: parallel over ``(n, channel group)``, the patterns unrolled inside each
-        padded row (their digits fold to constants: adds and subtractions of the group's rows)
-        and the row vectorized."""
+        padded row (each pattern's select folds to its signed sum of the group's rows, which share
+        their loads) and the row vectorized."""
         patterns, rows, cols = (int(d) for d in sch.get(block).annotations[stages.LUT_SHAPE])
         n, flat = sch.get_loops(block)
         group, pattern, row, col = sch.split(flat, [None, patterns, rows, cols])
