@@ -111,8 +111,9 @@ class KernelPolicy:
     lut_below: float | None = None
     """Sparsity below which a real-input conv (1x1 included) takes the ternary-lut kernel (the
     block-sparse gather over the signed sums of ``lut_group``-channel groups: one add per nonzero
-    group of weights) instead of the block-sparse or dense forms; None: never. arm counted 0.8; on x86 the lookup planes, 13/3 times the input, leave L1 and
-    the AVX-512 gather runs slower than the block-sparse one (docs/performance.md)."""
+    group of weights) instead of the block-sparse or dense forms; None: never. arm counted 0.8;
+    on x86 the lookup planes, 13/3 times the input, leave L1 and the AVX-512 gather runs slower
+    than the block-sparse one (docs/performance.md)."""
 
     lut_group: int = 3
     """Input channels per lookup group of the ternary-lut conv: ``(3^g - 1) / 2`` planes per group
