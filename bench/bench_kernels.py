@@ -14,7 +14,7 @@ clock is not the clock its cores run at, the measured peak is. For the real-inpu
 layers it times both kernels the chooser picks between and prints the break-even sparsity (the
 value to keep in ``targets.policy.KernelPolicy``; the measurements go to ``docs/performance.md``).
 
-    .venv/bin/python bench/bench_kernels.py [--quick]
+    .venv/bin/python bench/bench_kernels.py [--quick] [--sign-only | --real-only | --dense-only]
 """
 
 from __future__ import annotations
@@ -326,6 +326,30 @@ def bench_chain(timer: Timer, rng, layer: Layer, depth: int) -> None:
         print(f"| {threads} | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
 
 
+def bench_sign(timer: Timer, rng, layers: list[Layer], rounds: int = 5) -> None:
+    """ONNX ``Sign`` input (sign(0) = 0) against the binary form of the same layer (sign(0) = +1):
+    an input with no zero counts as binary, one zero makes the rows whose window holds it count
+    exactly, zeros everywhere (every 7th value) every row. Medians of interleaved rounds."""
+    print("\n## ONNX Sign input vs the binary form (`Where(x >= 0, 1, -1)`)\n")
+    print("| layer | threads | binary us | Sign, no zero | Sign, one zero | Sign, every 7th zero |")
+    print("|---|---|---|---|---|---|")
+    for layer in layers:
+        weight, scale = ternary(rng, layer, 0.5), (rng.random(layer.out) + 0.5).astype(np.float32)
+        binary = compile_layer(packed_model(layer, [weight], scale, "binary"), layer, None)
+        exact = compile_layer(packed_model(layer, [weight], scale, "sign"), layer, None)
+        none = rng.standard_normal(layer.input_shape).astype(np.float32)
+        none[none == 0.0] = 0.5
+        one, sevens = none.copy(), none.copy()
+        one.flat[one.size // 2] = 0.0
+        sevens.flat[::7] = 0.0
+        runs = [(binary, none), (exact, none), (exact, one), (exact, sevens)]
+        for threads in THREADS:
+            times = [[timer.tvm(vm, x, threads) for vm, x in runs] for _ in range(rounds)]
+            base, *signs = (statistics.median(column) for column in zip(*times))
+            cells = " | ".join(f"{t:.0f} us ({t / base:.2f}x)" for t in signs)
+            print(f"| {layer.name} | {threads} | {base:.0f} | {cells} |")
+
+
 def compile_real(packed: onnx.ModelProto, layer: Layer, block: int | None, fp32: bool = False) -> relax.VirtualMachine:
     """A real-input layer with the dense path (``block`` None; dense-ternary where the policy has it,
     fp32 with ``fp32``) or a forced sparse kernel / conv block size."""
@@ -404,6 +428,9 @@ def main() -> None:
     parser.add_argument(
         "--dense-only", action="store_true", help="Only real-input dense layers: sparse vs dense-ternary vs fp32."
     )
+    parser.add_argument(
+        "--sign-only", action="store_true", help="Only ONNX Sign inputs against the binary form of the same layers."
+    )
     args = parser.parse_args()
     timer = Timer(number=5, repeat=5) if args.quick else Timer(number=10, repeat=7)
     rng = np.random.default_rng(0)
@@ -429,6 +456,14 @@ def main() -> None:
             threads_list=(1, 2),
         )
         return
+    sign_layers = [
+        Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3),
+        Layer("conv3x3 64->64 @56x56 b1", "BinaryConv", 1, 64, 64, size=56, kernel=3),
+        Layer("dense 4096x4096 b1", "BinaryDense", 1, 4096, 4096),
+    ]
+    if args.sign_only:
+        bench_sign(timer, rng, sign_layers)
+        return
     if args.real_only:
         bench_real(
             timer,
@@ -449,6 +484,7 @@ def main() -> None:
             Layer("dense 4096x4096 b64", "BinaryDense", 64, 4096, 4096),
         ],
     )
+    bench_sign(timer, rng, sign_layers)
     bench_chain(timer, rng, Layer("conv3x3 256->256 @14x14 b1", "BinaryConv", 1, 256, 256, size=14, kernel=3), depth=4)
     bench_chain(timer, rng, Layer("dense 1024x1024 b1", "BinaryDense", 1, 1024, 1024), depth=4)
     print(f"\nload average after the binary layers: {os.getloadavg()[0]:.1f}")

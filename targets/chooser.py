@@ -1,7 +1,7 @@
 """Which kernel lowers an ``ai.mptc`` layer, and why (recorded per layer in the manifest).
 
-Binary input (and ONNX ``Sign`` input, with a nonzero bit-plane beside the signs) always takes the
-XNOR-popcount kernel. Real input (MPT-1/32) has exact forms whose
+Binary input (and ONNX ``Sign`` input, with a nonzero bit-plane beside the signs for the rows that
+read a zero: ``kernels.exact_sign``) always takes the XNOR-popcount kernel. Real input (MPT-1/32) has exact forms whose
 cost depends on sparsity: a dense form costs the same at any sparsity: dense-ternary (the weight
 kept as two bit-planes, decoded in registers) where the policy has that kernel for the op, else
 dense fp32 (the weight unpacked at compile time, an fp32 conv/matmul); a dense layer's sign-split sparse form
@@ -61,7 +61,9 @@ def choose_kernel(
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
     if input_mode == "sign":
         return KernelChoice(
-            XNOR_POPCOUNT, "ONNX Sign input (sign(0) = 0): sign and nonzero bit-planes, masked XNOR-popcount"
+            XNOR_POPCOUNT,
+            "ONNX Sign input (sign(0) = 0): masked XNOR-popcount, output rows that read a zero"
+            " also over the input's nonzero bit-plane",
         )
     if op_type == "BinaryConv" and policy.lut_below is not None and sparsity < policy.lut_below:
         return KernelChoice(

@@ -284,8 +284,10 @@ class BinaryConv(_onnx.OnnxOpConverter):
         def kernel_call(choice: chooser.KernelChoice):
             if choice.kernel == chooser.XNOR_POPCOUNT and layer.input_mode == "sign":
                 t = layout.binary_conv_tables(weight, geo, kernels.word_lanes)
-                func = kernels.binary_conv(binary_conv.exact_sign_conv_func(geo, kernels.word_lanes, **fused))
-                consts = [t.sign, t.mask, layer.scale, layer.bias]
+                func = kernels.binary_conv(
+                    binary_conv.exact_sign_conv_func(geo, kernels.word_lanes, t.border.shape[:2], **fused)
+                )
+                consts = [t.sign, t.mask, t.border_by_column, t.row_class, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel == chooser.XNOR_POPCOUNT:
                 outputs = layout.table_outputs(geo.out_channels, kernels.word_lanes, layer.words_out)
@@ -376,7 +378,7 @@ class BinaryDense(_onnx.OnnxOpConverter):
             if choice.kernel == chooser.XNOR_POPCOUNT and layer.input_mode == "sign":
                 t = layout.binary_dense_tables(weight, kernels.word_lanes)
                 func = kernels.binary_dense(binary_dense.exact_sign_dense_func(batch, k, out, kernels.word_lanes))
-                consts = [t.sign, t.mask, layer.scale, layer.bias]
+                consts = [t.sign, t.mask, t.count, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
             if choice.kernel == chooser.XNOR_POPCOUNT:
                 outputs = layout.table_outputs(out, kernels.word_lanes, layer.words_out)

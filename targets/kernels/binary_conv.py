@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from tvm import te, tirx
 
-from mptc.targets.kernels import stages
+from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.bits import WORD, nonzero_word, popcount_term, sign_word, threshold_words
 from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import (
@@ -78,13 +78,17 @@ def pad_words(a: te.Tensor, geo: ConvGeometry, name: str = stages.PAD) -> te.Ten
 
 
 def xnor_popcount(
-    a: te.Tensor, sign: te.Tensor, mask: te.Tensor, geo: ConvGeometry, nonzero: te.Tensor | None = None
+    a: te.Tensor,
+    sign: te.Tensor,
+    mask: te.Tensor,
+    geo: ConvGeometry,
+    exact: exact_sign.ExactSign | None = None,
 ) -> te.Tensor:
     """``D[n, oy, ox, o]`` over all ``O/V * V`` (padded) outputs; ``sign``/``mask`` are ``(O/V, kh, kw, Cw, V)``.
 
-    With the ``nonzero`` plane ``z`` of an ONNX ``Sign`` input (0 at 0), the block computes the dot
-    product itself: ``popcount(m & z) - 2 popcount((a ^ w) & m & z)`` (zeros and padding have
-    z = 0 and add nothing, so no border table), annotated ``stages.EXACT_SIGN``.
+    With ``exact`` (an ONNX ``Sign`` input; ``kernels.exact_sign``), an output row whose window
+    holds an input zero counts the dot product itself over the nonzero plane (zeros and padding
+    add nothing there), every other row as a binary input does; annotated ``stages.EXACT_SIGN``.
 
     The block carries ``stages.COLUMN_STRIDE``, the distance in words between the input words two
     neighbouring output columns read (``Cw * stride``): at 1 a schedule may vectorize along columns."""
@@ -97,48 +101,86 @@ def xnor_popcount(
     def popcount(n, oy, ox, o):
         at = (n, oy * sh + ky * dh, ox * sw + kx * dw, cw)
         w, m = sign[o // lanes, ky, kx, cw, o % lanes], mask[o // lanes, ky, kx, cw, o % lanes]
-        return te.sum(popcount_term(a[at], w, m, None if nonzero is None else nonzero[at]), axis=[ky, kx, cw])
+        if exact is None:
+            return te.sum(popcount_term(a[at], w, m), axis=[ky, kx, cw])
+        return te.sum(exact_sign.term(exact.flags[n, oy], a[at], w, m, exact.nonzero[at]), axis=[ky, kx, cw])
 
     shape = (geo.batch, geo.out_height, geo.out_width, tiles * lanes)
-    attrs = {stages.COLUMN_STRIDE: geo.channel_words * sw, **({stages.EXACT_SIGN: 1} if nonzero is not None else {})}
+    attrs = {stages.COLUMN_STRIDE: geo.channel_words * sw, **({stages.EXACT_SIGN: 1} if exact is not None else {})}
     return te.compute(shape, popcount, name=stages.POPCOUNT, attrs=attrs)
 
 
+def zero_flags(nonzero: te.Tensor, geo: ConvGeometry) -> te.Tensor:
+    """``ZERO_FLAGS`` ``(N, OH)``: ``exact_sign.flag`` of output row ``oy``, whose window's input
+    rows hold a zero (``ZERO_ROWS`` of the unpadded nonzero words ``(N, H, W, Cw)``)."""
+    rows = exact_sign.zero_bits(nonzero, 2, geo.channels)
+    zero = tirx.const(0, WORD)
+
+    def window_flag(n, oy):
+        window = []
+        for ky in range(geo.kernel[0]):
+            y = oy * geo.strides[0] + ky * geo.dilations[0] - geo.pads[0]
+            window.append(tirx.if_then_else(tirx.all(y >= 0, y < geo.height), rows[n, _clamp(y, geo.height)], zero))
+        return exact_sign.flag(functools.reduce(lambda acc, r: acc | r, window))
+
+    return te.compute((geo.batch, geo.out_height), window_flag, name=stages.ZERO_FLAGS)
+
+
 def exact_sign_conv_func(
-    geo: ConvGeometry, lanes: int, residual: bool = False, relu: bool = False, upper: float | None = None
+    geo: ConvGeometry,
+    lanes: int,
+    border_classes: tuple[int, int],
+    residual: bool = False,
+    relu: bool = False,
+    upper: float | None = None,
 ) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, sign, mask, scale, bias[, residual]) -> y`` of a conv on ONNX
-    ``Sign(x)`` (``input_mode="sign"``): ``x`` float NCHW packed into a sign and a nonzero plane,
-    ``y = scale[o] * dot + bias[o]`` (``xnor_popcount`` with the nonzero plane), with the fused epilogue."""
+    """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, scale, bias[, residual]) -> y`` of
+    a conv on ONNX ``Sign(x)`` (``input_mode="sign"``, ``border`` for zero padding as in
+    ``xnor_conv_func``): ``x`` float NCHW packed into a sign and a nonzero plane; rows whose
+    window holds a zero take the exact count (``xnor_popcount``), ``y = scale[o] * dot + bias[o]``
+    with the fused epilogue."""
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
     a = pad_words(pack_input(x, geo), geo)
-    z = pad_words(pack_input(x, geo, nonzero_word, stages.PACK_NONZERO), geo, stages.PAD_NONZERO)
-    words = (table_outputs(geo.out_channels, lanes) // lanes, *geo.kernel, geo.channel_words, lanes)
+    nonzero = pack_input(x, geo, nonzero_word, stages.PACK_NONZERO)
+    exact = exact_sign.ExactSign(pad_words(nonzero, geo, stages.PAD_NONZERO), zero_flags(nonzero, geo))
+    padded = table_outputs(geo.out_channels, lanes)
+    words = (padded // lanes, *geo.kernel, geo.channel_words, lanes)
     sign = te.placeholder(words, WORD, name="sign")
     mask = te.placeholder(words, WORD, name="mask")
+    row_class = te.placeholder((geo.out_height,), "int32", name="row_class")
+    border = te.placeholder((border_classes[0], padded, geo.out_width), "int32", name="border")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    d = xnor_popcount(a, sign, mask, geo, nonzero=z)
-    y = te.compute(
-        (geo.batch, geo.out_channels, geo.out_height, geo.out_width),
-        lambda n, o, oy, ox: finish(
-            scale[o] * d[n, oy, ox, o].astype("int64").astype("float32") + bias[o], res, relu, n, o, oy, ox, upper
-        ),
-        name=stages.OUTPUT,
-    )
-    return te.create_prim_func([x, sign, mask, scale, bias] + ([res] if residual else []) + [y])
+    d = xnor_popcount(a, sign, mask, geo, exact)
+    y = float_output(d, border, row_class, scale, bias, geo, res, relu, upper, exact=True)
+    func = te.create_prim_func([x, sign, mask, border, row_class, scale, bias] + ([res] if residual else []) + [y])
+    return exact_sign.counts_from_flags(func, lambda at: list(at[:2]))
 
 
 def float_output(
-    d, border, row_class, scale, bias, geo: ConvGeometry, residual=None, relu=False, upper: float | None = None
+    d,
+    border,
+    row_class,
+    scale,
+    bias,
+    geo: ConvGeometry,
+    residual=None,
+    relu=False,
+    upper: float | None = None,
+    exact: bool = False,
 ) -> te.Tensor:
     """The float NCHW output ``y = scale[o] * (B - 2 D) + bias[o]`` (with the fused residual add and
-    ReLU of ``targets.epilogue``); ``border`` is ``layout.BinaryConvTables.border_by_column``."""
+    ReLU of ``targets.epilogue``); ``border`` is ``layout.BinaryConvTables.border_by_column``.
+    ``exact``: the counts of an ONNX ``Sign`` input (``exact_sign.dot``)."""
     shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
 
     def value(n, o, oy, ox):
-        dot = border[row_class[oy], o, ox] - 2 * d[n, oy, ox, o].astype("int32")
+        def binary_dot(count):
+            return border[row_class[oy], o, ox] - 2 * count.astype("int32")
+
+        count = d[n, oy, ox, o]
+        dot = exact_sign.dot(count, binary_dot) if exact else binary_dot(count)
         return finish(scale[o] * dot.astype("float32") + bias[o], residual, relu, n, o, oy, ox, upper)
 
     return te.compute(shape, value, name=stages.OUTPUT)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from mptc.targets.kernels import stages
+from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.bits import WORD, nonzero_word, popcount_term, sign_word, threshold_words
 from mptc.targets.layout import WORD_BITS, ceil_div, table_outputs
 
@@ -42,28 +42,37 @@ def pack_input(x: te.Tensor, plane=sign_word, name: str = stages.PACK) -> te.Ten
     )
 
 
-def xnor_popcount(a: te.Tensor, sign: te.Tensor, mask: te.Tensor, nonzero: te.Tensor | None = None) -> te.Tensor:
+def xnor_popcount(
+    a: te.Tensor, sign: te.Tensor, mask: te.Tensor, exact: exact_sign.ExactSign | None = None
+) -> te.Tensor:
     """``D[n, o]`` over all ``O/V * V`` (padded) outputs; ``sign``/``mask`` are ``(O/V, Kw, V)``.
-    With the ``nonzero`` words of an ONNX ``Sign`` input, the dot product itself
-    (``bits.popcount_term``), annotated ``stages.EXACT_SIGN``."""
+    With ``exact`` (an ONNX ``Sign`` input; ``kernels.exact_sign``, one flag for the call), the
+    dot product itself where the input holds a zero; annotated ``stages.EXACT_SIGN``."""
     tiles, words, lanes = sign.shape
     kw = te.reduce_axis((0, words), name="kw")
 
     def popcount(n, o):
         w, m = sign[o // lanes, kw, o % lanes], mask[o // lanes, kw, o % lanes]
-        return te.sum(popcount_term(a[n, kw], w, m, None if nonzero is None else nonzero[n, kw]), axis=kw)
+        if exact is None:
+            return te.sum(popcount_term(a[n, kw], w, m), axis=kw)
+        return te.sum(exact_sign.term(exact.flags[0], a[n, kw], w, m, exact.nonzero[n, kw]), axis=kw)
 
-    attrs = {stages.EXACT_SIGN: 1} if nonzero is not None else None
+    attrs = {stages.EXACT_SIGN: 1} if exact is not None else None
     return te.compute((a.shape[0], tiles * lanes), popcount, name=stages.POPCOUNT, attrs=attrs)
 
 
-def float_output(d: te.Tensor, count: te.Tensor, scale: te.Tensor, bias: te.Tensor) -> te.Tensor:
-    """``y = scale[o] * (count[o] - 2 D) + bias[o]``."""
-    return te.compute(
-        (d.shape[0], scale.shape[0]),
-        lambda n, o: scale[o] * (count[o] - 2 * d[n, o].astype("int32")).astype("float32") + bias[o],
-        name=stages.OUTPUT,
-    )
+def float_output(d: te.Tensor, count: te.Tensor, scale: te.Tensor, bias: te.Tensor, exact: bool = False) -> te.Tensor:
+    """``y = scale[o] * (count[o] - 2 D) + bias[o]``; ``exact``: the counts of an ONNX ``Sign``
+    input (``exact_sign.dot``)."""
+
+    def value(n, o):
+        def binary_dot(counted):
+            return count[o] - 2 * counted.astype("int32")
+
+        dot = exact_sign.dot(d[n, o], binary_dot) if exact else binary_dot(d[n, o])
+        return scale[o] * dot.astype("float32") + bias[o]
+
+    return te.compute((d.shape[0], scale.shape[0]), value, name=stages.OUTPUT)
 
 
 def packed_output(d: te.Tensor, threshold: te.Tensor, flip: te.Tensor, lanes: int) -> te.Tensor:
@@ -94,22 +103,24 @@ def xnor_dense_func(
 
 
 def exact_sign_dense_func(batch: int, k: int, out: int, lanes: int) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, sign, mask, scale, bias) -> y`` of a dense layer on ONNX ``Sign(x)``
-    (``input_mode="sign"``): ``dot = popcount(m & z) - 2 popcount((a ^ w) & m & z)`` with ``z`` the
-    nonzero plane of ``x``, ``y = scale * dot + bias``."""
+    """Unscheduled PrimFunc ``(x, sign, mask, count, scale, bias) -> y`` of a dense layer on ONNX
+    ``Sign(x)`` (``input_mode="sign"``; ``kernels.exact_sign``): an input with a zero counts
+    ``dot = popcount(m & z) - 2 popcount((a ^ w) & m & z)`` with ``z`` the nonzero plane of
+    ``x``, any other as binary (``count - 2 D``); ``y = scale * dot + bias``."""
     padded = table_outputs(out, lanes)
     words = ceil_div(k, WORD_BITS)
     x = te.placeholder((batch, k), "float32", name="x")
-    a, z = pack_input(x), pack_input(x, nonzero_word, stages.PACK_NONZERO)
+    nonzero = pack_input(x, nonzero_word, stages.PACK_NONZERO)
+    hits = exact_sign.zero_bits(nonzero, 0, k)
+    flags = te.compute((1,), lambda i: exact_sign.flag(hits[i]), name=stages.ZERO_FLAGS)
     sign = te.placeholder((padded // lanes, words, lanes), WORD, name="sign")
     mask = te.placeholder((padded // lanes, words, lanes), WORD, name="mask")
+    count = te.placeholder((padded,), "int32", name="count")
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
-    d = xnor_popcount(a, sign, mask, nonzero=z)
-    y = te.compute(
-        (batch, out), lambda n, o: scale[o] * d[n, o].astype("int64").astype("float32") + bias[o], name=stages.OUTPUT
-    )
-    return te.create_prim_func([x, sign, mask, scale, bias, y])
+    d = xnor_popcount(pack_input(x), sign, mask, exact_sign.ExactSign(nonzero, flags))
+    func = te.create_prim_func([x, sign, mask, count, scale, bias, float_output(d, count, scale, bias, exact=True)])
+    return exact_sign.counts_from_flags(func, lambda _: [tirx.const(0, "int32")])
 
 
 def split_input(x: te.Tensor, batch_lanes: bool = False) -> te.Tensor:

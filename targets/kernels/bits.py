@@ -50,6 +50,14 @@ def nonzero_word(
     return bit_word(lambda c: tirx.all(valid(c), value(c) != tirx.const(0.0, "float32")), word)
 
 
+def channel_bits(channels: int, word: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The bits of word ``word`` that hold one of ``channels`` channels: all 64 but in the last word."""
+    valid = tirx.min(tirx.const(channels, "int32") - word * WORD_BITS, WORD_BITS)
+    full = tirx.const(0xFFFFFFFFFFFFFFFF, WORD)
+    low = (tirx.const(1, WORD) << tirx.min(valid, WORD_BITS - 1).astype(WORD)) - tirx.const(1, WORD)
+    return tirx.Select(valid >= WORD_BITS, full, low)
+
+
 def bit_word(is_set: Callable[[tirx.PrimExpr], tirx.PrimExpr], word: tirx.PrimExpr) -> tirx.PrimExpr:
     """The uint64 word ``word`` whose bit ``j`` is ``is_set(64 * word + j)``, unrolled into one expression."""
     zero, one = tirx.const(0, WORD), tirx.const(1, WORD)
@@ -60,17 +68,9 @@ def bit_word(is_set: Callable[[tirx.PrimExpr], tirx.PrimExpr], word: tirx.PrimEx
     return functools.reduce(lambda acc, j: acc | bit(j), range(1, WORD_BITS), bit(0))
 
 
-def popcount_term(
-    act: tirx.PrimExpr, w: tirx.PrimExpr, m: tirx.PrimExpr, z: tirx.PrimExpr | None = None
-) -> tirx.PrimExpr:
-    """One word's term of an XNOR-popcount reduction: ``popcount((a ^ w) & m)``; with the nonzero
-    word ``z`` of an ONNX ``Sign`` input, the dot product's own term ``popcount(m & z) -
-    2 popcount((a ^ w) & m & z)`` in wrapping uint64 (the sum read as int64 is the dot, with no
-    widening per word)."""
-    if z is None:
-        return tirx.popcount((act ^ w) & m)
-    valid = m & z
-    return tirx.popcount(valid) - (tirx.popcount((act ^ w) & valid) << tirx.const(1, WORD))
+def popcount_term(act: tirx.PrimExpr, w: tirx.PrimExpr, m: tirx.PrimExpr) -> tirx.PrimExpr:
+    """One word's term of an XNOR-popcount reduction: ``popcount((a ^ w) & m)``."""
+    return tirx.popcount((act ^ w) & m)
 
 
 def threshold_words(count: Count, threshold: Count, flip: te.Tensor, shape: tuple[int, ...], lanes: int) -> te.Tensor:

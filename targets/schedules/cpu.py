@@ -26,7 +26,7 @@ from tvm.script.ir_builder import tirx as T
 from mptc.targets.kernels import stages
 from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import WORD_BITS, ceil_div
-from mptc.targets.schedules import lane_counts
+from mptc.targets.schedules import lane_counts, unswitch
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ class CpuKernelSchedules:
         sch = s_tir.Schedule(func)
         count = sch.get_sblock(stages.POPCOUNT)
         columns = extent(sch, sch.get_loops(count)[2])
+        exact = stages.EXACT_SIGN in sch.get(count).annotations
         if stages.LANE_BITS in block_names(sch):
             cols, vectors = self._conv_tile(columns, WORD_BITS)
             n, oy, ox, w, lane, v = sch.get_loops(sch.get_sblock(stages.LANE_BITS))
@@ -125,15 +126,12 @@ class CpuKernelSchedules:
             sch.reorder(n, oy, xo, oo, ky, kx, cw, on, xl)
             tile = sch.fuse(n, oy, xo, oo)
             sch.transform_layout(count, ("write", 0), lambda n, y, x, o: (n, y, o, x))  # a vector = a run of columns
+            taps = sch.fuse(ky, kx, cw)
             self._register_tile(
-                sch,
-                count,
-                sch.get_sblock(stages.OUTPUT),
-                tile,
-                reduce_from=sch.fuse(ky, kx, cw),
-                unrolled=(on,),
-                lanes=xl,
+                sch, count, sch.get_sblock(stages.OUTPUT), tile, reduce_from=taps, unrolled=(on,), lanes=xl
             )
+            if exact:
+                unswitch.mark(sch, taps)
         else:
             n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
             cols, vectors = self._conv_tile(columns, extent(sch, o))
@@ -144,16 +142,19 @@ class CpuKernelSchedules:
             # channel words unrolled; per vector, its weight and mask words serve every column in turn
             sch.reorder(n, oy, xo, oo, ky, kx, cw, *((on, xi) if counters else (xi, on)), ov)
             tile = sch.fuse(n, oy, xo, oo)
+            taps = ky if counters else sch.fuse(ky, kx, cw)
             self._register_tile(
                 sch,
                 count,
                 sch.get_sblock(stages.OUTPUT),
                 tile,
-                reduce_from=ky if counters else sch.fuse(ky, kx, cw),
+                reduce_from=taps,
                 unrolled=(on, xi, cw) if counters else (xi, on),
                 lanes=ov,
                 counters=counters,
             )
+            if exact:  # each output row counts in one form: the loop over taps holds no select
+                unswitch.mark(sch, taps)
         self._pack(sch, parallel_loops=2)
         for name in (stages.PACK, stages.PACK_NONZERO):  # float NCHW input: consecutive x contiguous, one word each
             if name in block_names(sch):
@@ -161,7 +162,7 @@ class CpuKernelSchedules:
                 sch.reorder(cw, x)
                 # a full float vector of pixels per compare: 2.5x faster than word-wide on 32-pixel rows
                 sch.vectorize(sch.split(x, [None, divisor_at_most(extent(sch, x), self.float_lanes)])[1])
-        return lane_counts.expand(sch.mod["main"])
+        return unswitch.apply(lane_counts.expand(sch.mod["main"]))
 
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Tile ``(o/(vectors*lanes), n/rows)`` parallel; words outside the register tile (see ``binary_conv``)."""
@@ -189,8 +190,10 @@ class CpuKernelSchedules:
                 lanes=ov,
                 counters=counters,
             )
+            if stages.EXACT_SIGN in sch.get(count).annotations:  # one form per call: no select per word
+                unswitch.mark(sch, kw)
         self._pack(sch, parallel_loops=1)
-        return lane_counts.expand(sch.mod["main"])
+        return unswitch.apply(lane_counts.expand(sch.mod["main"]))
 
     def _columns_as_lanes(self, sch, count) -> bool:
         """A float output whose neighbouring columns read neighbouring input words (one channel

@@ -25,7 +25,14 @@ from mptc.targets.schedules.cpu import block_names
 THREADS_PER_BLOCK = 128  # a multiple of the warp size that leaves room for several blocks per SM
 WORD_LANES = 8  # output channels interleaved per weight row: 8 x 64-bit = one 64-byte segment
 FLOAT_LANES = 8  # output channels interleaved per sparse index row
-_WORD_PROLOGUES = (stages.PACK, stages.PAD, stages.PACK_NONZERO, stages.PAD_NONZERO)  # the input's word stages
+_WORD_PROLOGUES = (  # the input's word stages (and an exact Sign's zero rows)
+    stages.PACK,
+    stages.PAD,
+    stages.PACK_NONZERO,
+    stages.PAD_NONZERO,
+    stages.ZERO_ROWS,
+    stages.ZERO_FLAGS,
+)
 
 
 class CudaKernelSchedules:

@@ -4,9 +4,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tvm_ffi
 from onnx import helper
+from tvm import s_tir, tirx
 
 from mptc.targets import chooser
+from mptc.targets.kernels import binary_conv
+from mptc.targets.layout import ConvGeometry
 from mptc.targets.policy import default_policy
 from mptc.targets.schedules import x86
 from mptc.targets.schedules.arm import NEON_TILES
@@ -156,14 +160,26 @@ def test_packed_chain_in_16_bit_counters_matches_reference(signed_scales):
     np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
 
 
+def sign_inputs(model) -> dict[str, np.ndarray]:
+    """Inputs of an ONNX ``Sign`` layer: zeros everywhere (every 7th value: every output row
+    counts exactly), one zero in the last image's middle (only the rows whose window holds it),
+    and none (every row counts as binary input)."""
+    x = sample(model)
+    none = np.where(x == 0.0, np.float32(0.5), x)
+    one = none.copy()
+    one[-1, -1, one.shape[2] // 2, one.shape[3] // 2] = 0.0
+    return {"every-7th": x, "one": one, "none": none}
+
+
 @pytest.mark.parametrize("case", BINARY_CASES, ids=lambda c: "n{}c{}s{}o{}k{}st{}p{}".format(*c))
 def test_onnx_sign_input_conv_matches_reference_with_exact_zeros(case):
-    """``input_mode="sign"``: zeros in the input (every 7th value) and padding add nothing."""
+    """``input_mode="sign"``: zeros in the input and padding add nothing, in the rows that count
+    exactly and beside rows that count as binary input."""
     model = binary_conv_model(np.random.default_rng(31), *case, mode="sign")
     vm, lowering = compile_x86(model)
-    x = sample(model)
     assert lowering.layers[0].kernel == chooser.XNOR_POPCOUNT and "ONNX Sign" in lowering.layers[0].reason
-    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+    for zeros, x in sign_inputs(model).items():
+        np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5, err_msg=zeros)
 
 
 @pytest.mark.parametrize("tiles", [AVX2_TILES, NEON_TILES], ids=["avx2", "neon"])
@@ -171,8 +187,28 @@ def test_onnx_sign_input_conv_with_other_families_tiles(tiles):
     """NEON's 16-bit counters do not serve the exact form: it counts as on x86."""
     model = binary_conv_model(np.random.default_rng(32), 2, 70, 9, 13, 3, 2, 1, mode="sign")
     vm, _ = compile_x86(model, kernels=CpuKernelSchedules(tiles))
-    x = sample(model)
-    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+    for zeros, x in sign_inputs(model).items():
+        np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5, err_msg=zeros)
+
+
+def test_onnx_sign_input_conv_chooses_its_form_once_per_output_row():
+    """The scheduled kernel tests the row's flag around the reduction over taps, not per word:
+    each form's loop holds no select."""
+    geo = ConvGeometry(1, 128, 14, 14, out_channels=64, kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1))
+    kernels = CpuKernelSchedules(x86.AVX512_TILES)
+    func = kernels.binary_conv(binary_conv.exact_sign_conv_func(geo, kernels.word_lanes, (3, 3)))
+    branches, selects = [], []
+
+    def visit(node):
+        if isinstance(node, tirx.IfThenElse):
+            branches.append(node)
+        elif isinstance(node, s_tir.SBlock) and node.name_hint == "popcount_update":
+            selects.append("if_then_else" in str(node.body))
+        return node
+
+    tvm_ffi.structural_map(func.body, [((tirx.IfThenElse, s_tir.SBlock), visit)], order="post")
+    assert len(branches) == 1 and "zero_flags" in str(branches[0].condition)
+    assert selects == [False, False]
 
 
 def test_onnx_sign_input_conv_fuses_residual_add_and_relu():

@@ -70,6 +70,10 @@ def test_counters_hold_the_largest_count_they_are_used_for(words):
 def test_onnx_sign_input_dense_matches_reference_with_exact_zeros(batch, k, out, tiles):
     model = binary_dense_model(np.random.default_rng(34), batch, k, out, mode="sign")
     vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(tiles) if tiles else None)
-    x = sample(model)
     assert lowering.layers[0].kernel == chooser.XNOR_POPCOUNT
-    np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+    x = sample(model)  # zeros in every row: the call counts exactly
+    none = np.where(x == 0.0, np.float32(0.5), x)  # no zero: it counts as binary input
+    one = none.copy()
+    one[-1, k // 2] = 0.0  # one zero, in the last row: every row counts exactly
+    for zeros, value in {"every-7th": x, "none": none, "one": one}.items():
+        np.testing.assert_allclose(run(vm, value), reference(model, value), rtol=1e-5, atol=1e-5, err_msg=zeros)
