@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+import tvm
 from tvm import s_tir, tirx
+from tvm.ir.expr import TensorLoad
 from tvm.s_tir.schedule import _ffi_api as schedule_api
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
@@ -331,11 +333,15 @@ class CpuKernelSchedules:
                                     [v * lanes + lane],
                                 )
 
-                        def add_entry(j, signs):
-                            start = group * g.group_floats + index[j].astype("int32") + qo * g.chunk
+                        # the chunk of the group's input, and each segment's entries, from
+                        # pointers: an entry's input is then one add away from its index (an
+                        # int32 offset added to the index first is not)
+                        window = _view(xs[n, group * g.group_floats + qo * g.chunk], g.group_floats + g.chunk)
+
+                        def add_entry(entry, signs):
                             for v in range(vectors):
                                 with T.vectorized(0, lanes) as lane:
-                                    x = xs[n, start + v * lanes + lane]
+                                    x = window[entry.astype("int32") + v * lanes + lane]
                                     for i, sign in enumerate(signs):
                                         if sign:
                                             at = v * lanes + lane
@@ -345,16 +351,17 @@ class CpuKernelSchedules:
 
                         for k, signs in enumerate(classes):
                             segment = b * len(classes) + k
-                            first, last = ptr[group, segment], ptr[group, segment + 1]
+                            first, last = T.bind(ptr[group, segment]), T.bind(ptr[group, segment + 1])
+                            entries = _view(index[first], last - first)
                             if not self.tiles.gather_pairs:
-                                with T.serial(first, last) as j:
-                                    add_entry(j, signs)
+                                with T.serial(0, last - first) as j:
+                                    add_entry(entries[j], signs)
                                 continue
                             with T.serial(0, (last - first) // 2) as pair:
-                                add_entry(first + 2 * pair, signs)
-                                add_entry(first + 2 * pair + 1, signs)
+                                add_entry(entries[2 * pair], signs)
+                                add_entry(entries[2 * pair + 1], signs)
                             with T.If((last - first) % 2 == 1), T.Then():
-                                add_entry(last - 1, signs)
+                                add_entry(entries[last - first - 1], signs)
                         for i in range(g.block):
                             with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
                                 T.buffer_store(
@@ -573,6 +580,13 @@ class CpuKernelSchedules:
         if elements >= PARALLEL_MIN_ELEMENTS:
             sch.parallel(outer)
         sch.vectorize(inner)
+
+
+def _view(first: TensorLoad, extent: tirx.PrimExpr) -> tirx.Buffer:
+    """A buffer of ``extent`` elements that starts at the element ``first`` loads."""
+    dtype = first.source.dtype
+    start = T.bind(T.address_of(first), tvm.ir.PointerType(tvm.ir.PrimType(dtype)))
+    return T.decl_buffer((extent,), dtype, data=start)
 
 
 def _mark_counters(sch, update, fold, tile, lanes: int) -> None:
