@@ -508,6 +508,39 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
     return expr
 
 
+def max_pool(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
+    """A float ``MaxPool`` on a map at least ``policy.depthwise_min_width`` wide as
+    ``kernels.depthwise.max_pool_func`` (a ResNet's pool after the stem); None for any other
+    (TVM's converter takes it: ceil mode, a second output, a dynamic shape, ``auto_pad``)."""
+    lowering = params.lowering
+    x = inputs[0]
+    shape = _static_shape(x)
+    if (
+        lowering.policy.depthwise_min_width is None
+        or shape is None
+        or len(shape) != 4
+        or getattr(x.ty, "dtype", None) != "float32"
+        or attr.get("ceil_mode", 0)
+        or attr.get("storage_order", 0)
+        or attr.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET")
+    ):
+        return None
+    name = attr["tvm_custom"]["name"] or "MaxPool"
+    kernel, strides, pads, dilations = pool_geometry(node_label(name, "MaxPool"), attr, shape[2:])
+    geo = layout.ConvGeometry(
+        *shape, out_channels=shape[1], kernel=kernel, strides=strides, pads=pads, dilations=dilations
+    )
+    if geo.out_width < lowering.policy.depthwise_min_width:
+        return None
+    tile = lowering.kernels.depthwise_tile
+    func = lowering.kernels.depthwise(
+        depthwise.max_pool_func(geo, layout.ceil_div(geo.out_height * geo.phase_width, tile) * tile)
+    )
+    if func is None:
+        return None
+    return lowering.call_kernel(bb, func, name, [x], (geo.batch, geo.channels, geo.out_height, geo.out_width))
+
+
 def subsampled_pointwise(bb: relax.BlockBuilder, inputs, attr: dict) -> tuple[list, dict]:
     """A strided 1x1 conv without padding (a ResNet's downsampling shortcut) reads every s-th
     pixel: as the subsampled input (one strided copy) and a stride-1 1x1 conv, which the glue runs
@@ -580,6 +613,10 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
                 return self.bb.normalize(depthwise)
             if self.lowering.policy.subsample_strided_pointwise:
                 inputs, attrs = subsampled_pointwise(self.bb, inputs, attrs)
+        if op_name == "MaxPool" and self.lowering.logical_shape(inputs[0]) is None:
+            pooled = max_pool(self.bb, inputs, attrs, ConverterContext(self.lowering, self._nodes))
+            if pooled is not None:
+                return self.bb.normalize(pooled)
         converter = CONVERTERS.get(op_name)
         if converter is None and op_name in WORD_CONVERTERS and self.lowering.logical_shape(inputs[0]) is not None:
             converter = WORD_CONVERTERS[op_name]

@@ -1,5 +1,6 @@
 """TE compute of the fp32 depthwise conv: an ONNX ``Conv`` whose ``group`` is its channel count
-(one filter per channel, MobileNet's 3x3 convs).
+(one filter per channel, MobileNet's 3x3 convs), and of the max-pool, the same window per
+channel with a max for the weighted sum (``max_pool_func``).
 
 A depthwise conv does ``kh * kw`` multiply-adds per output and reads each input about once per
 tap: no input-channel sum to reuse a load over, so its cost is the loads. Every tap reads the
@@ -46,28 +47,13 @@ def depthwise_func(
     """Unscheduled PrimFunc ``(x, w, bias[, residual]) -> y`` (NCHW, ``w`` of shape ``(C, kh, kw)``),
     the reduction ``DEPTHWISE`` over ``flat_outputs`` flat outputs per channel (``OH * Wq`` or more,
     a whole number of the schedule's tiles); ``residual`` / ``relu`` / ``upper`` as ``finish``."""
-    (sh, sw), wq = geo.strides, geo.phase_width
-    channels, (kh, kw) = geo.channels, geo.kernel
+    wq, channels, (kh, kw) = geo.phase_width, geo.channels, geo.kernel
     x = te.placeholder((geo.batch, channels, geo.height, geo.width), "float32", name="x")
     w = te.placeholder((channels, kh, kw), "float32", name="w")
     bias = te.placeholder((channels,), "float32", name="bias")
     res = residual_input((geo.batch, channels, geo.out_height, geo.out_width), residual)
     rows = phase_rows(geo, flat_outputs)
-
-    def plane(n, c, f):
-        phase, row, col = f // (rows * wq), f // wq % rows, f % wq
-        y = row * sh + phase // sw - geo.pads[0]
-        xx = col * sw + phase % sw - geo.pads[1]
-        # the bounds marked likely: LoopPartition peels the padding off the copy's loops
-        inside = tirx.all(*(tirx.likely(cond) for cond in (y >= 0, y < geo.height, xx >= 0, xx < geo.width)))
-        return tirx.if_then_else(inside, x[n, c, y, xx], tirx.const(0.0, "float32"))
-
-    xs = te.compute(
-        (geo.batch, channels, sh * sw * rows * wq),
-        plane,
-        name=stages.FLAT,
-        attrs={stages.PHASE_SHAPE: [sh, sw, rows, wq]},
-    )
+    xs = _planes(x, geo, rows, tirx.const(0.0, "float32"))
     ky, kx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
     acc = te.compute(
         (geo.batch, channels, flat_outputs),
@@ -80,6 +66,48 @@ def depthwise_func(
         name=stages.OUTPUT,
     )
     return te.create_prim_func([x, w, bias, *([res] if res is not None else []), y])
+
+
+def max_pool_func(geo: ConvGeometry, flat_outputs: int) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x) -> y`` of an ONNX ``MaxPool`` (NCHW, floor mode), the stages of
+    ``depthwise_func``: the planes padded with -inf, ``DEPTHWISE`` the max over the window."""
+    x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
+    rows = phase_rows(geo, flat_outputs)
+    xs = _planes(x, geo, rows, tirx.min_value("float32"))
+    ky, kx = te.reduce_axis((0, geo.kernel[0]), "ky"), te.reduce_axis((0, geo.kernel[1]), "kx")
+    window = te.compute(
+        (geo.batch, geo.channels, flat_outputs),
+        lambda n, c, q: te.max(xs[n, c, _tap_offset(geo, rows, ky, kx) + q], axis=[ky, kx]),
+        name=stages.DEPTHWISE,
+    )
+    wq = geo.phase_width
+    y = te.compute(
+        (geo.batch, geo.channels, geo.out_height, geo.out_width),
+        lambda n, c, oy, ox: window[n, c, oy * wq + ox],
+        name=stages.OUTPUT,
+    )
+    return te.create_prim_func([x, y])
+
+
+def _planes(x: te.Tensor, geo: ConvGeometry, rows: int, pad: tirx.PrimExpr) -> te.Tensor:
+    """``FLAT``: each channel's image padded with ``pad`` as ``layout.FlatInput`` planes of
+    stride phases of ``rows`` rows (``phase_rows``)."""
+    (sh, sw), wq = geo.strides, geo.phase_width
+
+    def plane(n, c, f):
+        phase, row, col = f // (rows * wq), f // wq % rows, f % wq
+        y = row * sh + phase // sw - geo.pads[0]
+        xx = col * sw + phase % sw - geo.pads[1]
+        # the bounds marked likely: LoopPartition peels the padding off the copy's loops
+        inside = tirx.all(*(tirx.likely(cond) for cond in (y >= 0, y < geo.height, xx >= 0, xx < geo.width)))
+        return tirx.if_then_else(inside, x[n, c, y, xx], pad)
+
+    return te.compute(
+        (geo.batch, geo.channels, sh * sw * rows * wq),
+        plane,
+        name=stages.FLAT,
+        attrs={stages.PHASE_SHAPE: [sh, sw, rows, wq]},
+    )
 
 
 def _tap_offset(geo: ConvGeometry, rows: int, ky, kx):

@@ -83,3 +83,35 @@ def downsample_model(channels: int = 16, size: int = 12, out: int = 24, stride: 
         [numpy_helper.from_array(value, name) for name, value in inits.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def max_pool_model(
+    shape: tuple[int, int, int, int],
+    kernel: int = 3,
+    stride: int = 2,
+    pads: tuple[int, int, int, int] = (1, 1, 1, 1),
+    dilation: int = 1,
+    ceil_mode: int = 0,
+    negative: bool = False,
+) -> onnx.ModelProto:
+    """``x -> MaxPool -> y``: a ResNet's pool after the stem by default; ``negative``: of
+    ``-|x|``, every value below 0."""
+    nodes = [helper.make_node("Abs", ["x"], ["abs"]), helper.make_node("Neg", ["abs"], ["neg"])] if negative else []
+    pool = helper.make_node(
+        "MaxPool",
+        ["neg" if negative else "x"],
+        ["y"],
+        name="pool",
+        kernel_shape=[kernel, kernel],
+        strides=[stride, stride],
+        pads=list(pads),
+        dilations=[dilation, dilation],
+        ceil_mode=ceil_mode,
+    )
+    graph = helper.make_graph(
+        [*nodes, pool],
+        "max_pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
