@@ -488,7 +488,8 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
     out_shape = (geo.batch, channels, geo.out_height, geo.out_width)
     chain, residual = fused_chain(lowering, name, out_shape, params.nodes)
     tile = lowering.kernels.depthwise_tile
-    flat_outputs = layout.ceil_div(geo.out_height * geo.phase_width, tile) * tile
+    by_rows = lowering.kernels.depthwise_row_lanes(geo.out_width) is not None
+    flat_outputs = None if by_rows else layout.ceil_div(geo.out_height * geo.phase_width, tile) * tile
     func = lowering.kernels.depthwise(
         depthwise.depthwise_func(
             geo,

@@ -127,10 +127,10 @@ class KernelPolicy:
     it slower on 56x56 maps (docs/performance.md)."""
 
     depthwise_min_width: int | None = 56
-    """Output width from which a depthwise conv (ONNX ``Conv``, ``group`` = channels) takes the
-    flat-plane kernel (``kernels.depthwise``), where the target family has one, instead of the
-    fp32 glue, whose tiles run along the output channels on narrow maps and beat it there; None:
-    never (docs/performance.md)."""
+    """Output width from which a depthwise conv (ONNX ``Conv``, ``group`` = channels) and a float
+    ``MaxPool`` take the flat-plane kernel (``kernels.depthwise``), where the target family has
+    one, instead of the fp32 glue, whose tiles run along the output channels on narrow maps and
+    beat it there; None: never (docs/performance.md)."""
 
     def dense_ternary_tier(self, weights: int | None) -> float:
         """The dense-ternary break-even of a dense layer of ``weights`` weights (None: the largest tier)."""

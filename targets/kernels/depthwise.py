@@ -39,30 +39,46 @@ def phase_rows(geo: ConvGeometry, flat_outputs: int) -> int:
 
 def depthwise_func(
     geo: ConvGeometry,
-    flat_outputs: int,
+    flat_outputs: int | None,
     residual: bool = False,
     relu: bool = False,
     upper: float | None = None,
 ) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, w, bias[, residual]) -> y`` (NCHW, ``w`` of shape ``(C, kh, kw)``),
     the reduction ``DEPTHWISE`` over ``flat_outputs`` flat outputs per channel (``OH * Wq`` or more,
-    a whole number of the schedule's tiles); ``residual`` / ``relu`` / ``upper`` as ``finish``."""
+    a whole number of the schedule's tiles), or with ``flat_outputs`` None over ``(OH, OW)``, the
+    outputs of a row (``oy * Wq + ox``) without the columns past it, so that a schedule can write
+    the epilogue from a row's registers; ``residual`` / ``relu`` / ``upper`` as ``finish``."""
     wq, channels, (kh, kw) = geo.phase_width, geo.channels, geo.kernel
     x = te.placeholder((geo.batch, channels, geo.height, geo.width), "float32", name="x")
     w = te.placeholder((channels, kh, kw), "float32", name="w")
     bias = te.placeholder((channels,), "float32", name="bias")
     res = residual_input((geo.batch, channels, geo.out_height, geo.out_width), residual)
-    rows = phase_rows(geo, flat_outputs)
+    rows = phase_rows(geo, flat_outputs or geo.out_height * wq)
     xs = _planes(x, geo, rows, tirx.const(0.0, "float32"))
     ky, kx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
-    acc = te.compute(
-        (geo.batch, channels, flat_outputs),
-        lambda n, c, q: te.sum(w[c, ky, kx] * xs[n, c, _tap_offset(geo, rows, ky, kx) + q], axis=[ky, kx]),
-        name=stages.DEPTHWISE,
-    )
+
+    def weighted(n, c, q):
+        return te.sum(w[c, ky, kx] * xs[n, c, _tap_offset(geo, rows, ky, kx) + q], axis=[ky, kx])
+
+    if flat_outputs is None:
+        acc = te.compute(
+            (geo.batch, channels, geo.out_height, geo.out_width),
+            lambda n, c, oy, ox: weighted(n, c, oy * wq + ox),
+            name=stages.DEPTHWISE,
+        )
+
+        def read(n, c, oy, ox):
+            return acc[n, c, oy, ox]
+    else:
+        acc = te.compute((geo.batch, channels, flat_outputs), weighted, name=stages.DEPTHWISE)
+
+        def read(n, c, oy, ox):
+            return acc[n, c, oy * wq + ox]
+
     y = te.compute(
         (geo.batch, channels, geo.out_height, geo.out_width),
-        lambda n, c, oy, ox: finish(acc[n, c, oy * wq + ox] + bias[c], res, relu, n, c, oy, ox, upper),
+        lambda n, c, oy, ox: finish(read(n, c, oy, ox) + bias[c], res, relu, n, c, oy, ox, upper),
         name=stages.OUTPUT,
     )
     return te.create_prim_func([x, w, bias, *([res] if res is not None else []), y])

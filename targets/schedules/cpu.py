@@ -79,6 +79,7 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 
 # Register tile of the depthwise conv: vectors of consecutive flat outputs (docs/performance.md).
 DEPTHWISE_VECTORS = 8
+MIN_ROW_LANES = 4  # the narrowest vector a depthwise row tile takes (half of a NEON register is two lanes)
 
 
 def divisor_at_most(n: int, cap: int) -> int:
@@ -451,13 +452,22 @@ class CpuKernelSchedules:
     def depthwise_tile(self) -> int:
         return DEPTHWISE_VECTORS * self.float_lanes
 
+    def depthwise_row_lanes(self, out_width: int) -> int | None:
+        """A whole vector, or half of one, that divides the output rows: the row tiles end where
+        the rows do, and write the epilogue from registers (1.1-1.35x the flat form on 56- and
+        112-wide maps, docs/performance.md); None: the flat form, on the widths in between."""
+        halves = (self.float_lanes, self.float_lanes // 2)
+        return next((lanes for lanes in halves if lanes >= MIN_ROW_LANES and out_width % lanes == 0), None)
+
     def depthwise(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Parallel over channels; per channel, its flat plane built in cache (the stride phases
         of each input row copied together, so the loads are contiguous), then register tiles of
         ``DEPTHWISE_VECTORS`` vectors of flat outputs with the taps outside, then the epilogue
-        over the output rows."""
+        over the output rows; in the by-rows form ``_depthwise_rows``."""
         sch = s_tir.Schedule(func)
         flat, acc, out = (sch.get_sblock(name) for name in (stages.FLAT, stages.DEPTHWISE, stages.OUTPUT))
+        if len(sch.get_loops(acc)) == 6:  # (n, c, oy, ox, ky, kx): by rows
+            return self._depthwise_rows(sch, flat, acc, out)
         # a channel's task computes all of its plane and flat outputs: TVM would infer the part
         # its outputs read, cut off mid-tile
         _read_whole(sch, out, stages.DEPTHWISE)
@@ -479,6 +489,31 @@ class CpuKernelSchedules:
         sch.decompose_reduction(acc, ky)
         sch.vectorize(sch.split(sch.get_loops(tile)[-1], [None, self.float_lanes])[1])
         sch.compute_at(flat, task)
+        shape = [int(v) for v in sch.get(flat).annotations[stages.PHASE_SHAPE]]
+        py, px, row, col = sch.split(sch.get_loops(flat)[-1], shape)
+        sch.reorder(py, row, col, px)
+        sch.unroll(px)
+        return sch.mod["main"]
+
+    def _depthwise_rows(self, sch, flat, acc, out) -> tirx.PrimFunc:
+        """The depthwise conv by rows: parallel over channels, the plane built per channel, then
+        per output row tiles of at most ``DEPTHWISE_VECTORS`` vectors in registers, each written
+        through the epilogue as it is done."""
+        n, c, oy, ox, ky, kx = sch.get_loops(acc)
+        task = sch.fuse(n, c)
+        sch.parallel(task)
+        lanes = self.depthwise_row_lanes(extent(sch, ox))
+        xo, xv, xl = sch.split(ox, [None, divisor_at_most(extent(sch, ox) // lanes, DEPTHWISE_VECTORS), lanes])
+        sch.reorder(oy, xo, ky, kx, xv, xl)
+        sch.set_scope(acc, 0, "local")
+        sch.reverse_compute_at(out, xo)
+        sch.unroll(xv)
+        sch.vectorize(xl)
+        sch.decompose_reduction(acc, ky)
+        inner = sch.get_loops(out)[-1]
+        sch.vectorize(sch.split(inner, [None, lanes])[1])
+        sch.compute_at(flat, task)
+        _read_whole(sch, acc, stages.FLAT)
         shape = [int(v) for v in sch.get(flat).annotations[stages.PHASE_SHAPE]]
         py, px, row, col = sch.split(sch.get_loops(flat)[-1], shape)
         sch.reorder(py, row, col, px)

@@ -43,6 +43,10 @@ class CudaKernelSchedules:
     ternary_nibbles = False
     depthwise_tile = FLOAT_LANES
 
+    def depthwise_row_lanes(self, out_width: int) -> None:
+        """None: depthwise convs are TVM's conv2d here (``depthwise``)."""
+        return None
+
     def depthwise(self, func: tirx.PrimFunc) -> None:
         """None: depthwise convs stay TVM's conv2d, scheduled by dlight's GPU rules with the rest of the glue."""
         return None

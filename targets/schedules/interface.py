@@ -84,6 +84,11 @@ class KernelSchedules(Protocol):
         whole number of them (``kernels.depthwise.depthwise_func``)."""
         ...
 
+    def depthwise_row_lanes(self, out_width: int) -> int | None:
+        """Vector lanes of the depthwise conv's row tiles on ``out_width``-wide outputs, or None
+        for the flat form (``kernels.depthwise.depthwise_func``)."""
+        ...
+
     def depthwise(self, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
         """The scheduled depthwise conv (``kernels.depthwise.depthwise_func``), or None where the
         family leaves depthwise convs to TVM's own pipeline."""

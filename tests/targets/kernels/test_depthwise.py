@@ -20,6 +20,7 @@ from mptc.targets.schedules import kernel_schedules
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
 from mptc.targets.schedules.cuda import CudaKernelSchedules
+from mptc.targets.schedules.x86 import AVX512_TILES
 from mptc.targets.target import resolve_target
 
 from ..glue_models import depthwise_model
@@ -65,6 +66,27 @@ def test_depthwise_matches_onnxruntime(shape, kernel, stride, pads, dilation, ac
     assert ours == ["mptc_0_c"]
     assert sorted(lowering.absorbed) == (["a"] if act else [])
     assert relative_error(y, onnxruntime_output(model)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "tiles, shape, stride, lanes",
+    [
+        (AVX512_TILES, (2, 8, 112, 112), 1, 16),  # rows of whole vectors
+        (AVX512_TILES, (1, 5, 112, 112), 2, 8),  # 56 wide: half vectors
+        (AVX512_TILES, (1, 5, 113, 113), 2, None),  # 57 wide: the flat form
+        (NEON_TILES, (1, 6, 60, 60), 1, 4),
+        (NEON_TILES, (1, 6, 58, 58), 1, None),  # 58 wide: two-lane halves are too narrow
+    ],
+    ids=["avx512-rows", "avx512-half-rows", "flat", "neon-rows", "neon-flat"],
+)
+def test_rows_form_where_vectors_divide_the_rows(tiles, shape, stride, lanes):
+    """The by-rows form (``depthwise_row_lanes``) on rows of whole or half vectors, the flat form
+    on any other width; both match onnxruntime, with the fused residual add and ReLU6."""
+    kernels = CpuKernelSchedules(tiles)
+    model = depthwise_model(shape, stride=stride, act="clip", residual=stride == 1)
+    assert kernels.depthwise_row_lanes((shape[3] - 1) // stride + 1) == lanes
+    y, ours, lowering = compile_and_run(model, kernels=kernels)
+    assert ours == ["mptc_0_c"] and relative_error(y, onnxruntime_output(model)) < 1e-5
 
 
 def test_residual_add_and_relu6_are_absorbed():
