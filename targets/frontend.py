@@ -487,13 +487,10 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
         return None
     out_shape = (geo.batch, channels, geo.out_height, geo.out_width)
     chain, residual = fused_chain(lowering, name, out_shape, params.nodes)
-    tile = lowering.kernels.depthwise_tile
-    by_rows = lowering.kernels.depthwise_row_lanes(geo.out_width) is not None
-    flat_outputs = None if by_rows else layout.ceil_div(geo.out_height * geo.phase_width, tile) * tile
     func = lowering.kernels.depthwise(
         depthwise.depthwise_func(
             geo,
-            flat_outputs,
+            depthwise_outputs(lowering.kernels, geo),
             residual=residual is not None,
             relu=bool(chain and chain.relu),
             upper=chain.upper if chain else None,
@@ -507,6 +504,15 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
     for node in chain.nodes if chain else ():
         lowering.absorbed[node] = expr
     return expr
+
+
+def depthwise_outputs(kernels, geo: layout.ConvGeometry) -> int | None:
+    """The flat outputs per channel of a depthwise conv or max-pool (whole register tiles), or
+    None where the kernels take it by rows (``depthwise_row_lanes``)."""
+    if kernels.depthwise_row_lanes(geo.out_width) is not None:
+        return None
+    tile = kernels.depthwise_tile
+    return layout.ceil_div(geo.out_height * geo.phase_width, tile) * tile
 
 
 def max_pool(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
@@ -533,10 +539,7 @@ def max_pool(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContex
     )
     if geo.out_width < lowering.policy.depthwise_min_width:
         return None
-    tile = lowering.kernels.depthwise_tile
-    func = lowering.kernels.depthwise(
-        depthwise.max_pool_func(geo, layout.ceil_div(geo.out_height * geo.phase_width, tile) * tile)
-    )
+    func = lowering.kernels.depthwise(depthwise.max_pool_func(geo, depthwise_outputs(lowering.kernels, geo)))
     if func is None:
         return None
     return lowering.call_kernel(bb, func, name, [x], (geo.batch, geo.channels, geo.out_height, geo.out_width))

@@ -21,6 +21,8 @@ bounds are peeled off the loop (``likely``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tvm import te, tirx
 
 from mptc.targets.kernels import stages
@@ -61,21 +63,7 @@ def depthwise_func(
     def weighted(n, c, q):
         return te.sum(w[c, ky, kx] * xs[n, c, _tap_offset(geo, rows, ky, kx) + q], axis=[ky, kx])
 
-    if flat_outputs is None:
-        acc = te.compute(
-            (geo.batch, channels, geo.out_height, geo.out_width),
-            lambda n, c, oy, ox: weighted(n, c, oy * wq + ox),
-            name=stages.DEPTHWISE,
-        )
-
-        def read(n, c, oy, ox):
-            return acc[n, c, oy, ox]
-    else:
-        acc = te.compute((geo.batch, channels, flat_outputs), weighted, name=stages.DEPTHWISE)
-
-        def read(n, c, oy, ox):
-            return acc[n, c, oy * wq + ox]
-
+    _, read = _outputs(geo, flat_outputs, weighted)
     y = te.compute(
         (geo.batch, channels, geo.out_height, geo.out_width),
         lambda n, c, oy, ox: finish(read(n, c, oy, ox) + bias[c], res, relu, n, c, oy, ox, upper),
@@ -84,25 +72,35 @@ def depthwise_func(
     return te.create_prim_func([x, w, bias, *([res] if res is not None else []), y])
 
 
-def max_pool_func(geo: ConvGeometry, flat_outputs: int) -> tirx.PrimFunc:
+def max_pool_func(geo: ConvGeometry, flat_outputs: int | None) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x) -> y`` of an ONNX ``MaxPool`` (NCHW, floor mode), the stages of
-    ``depthwise_func``: the planes padded with -inf, ``DEPTHWISE`` the max over the window."""
+    ``depthwise_func`` (flat or by rows as there): the planes padded with -inf, ``DEPTHWISE`` the
+    max over the window."""
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
-    rows = phase_rows(geo, flat_outputs)
+    wq = geo.phase_width
+    rows = phase_rows(geo, flat_outputs or geo.out_height * wq)
     xs = _planes(x, geo, rows, tirx.min_value("float32"))
     ky, kx = te.reduce_axis((0, geo.kernel[0]), "ky"), te.reduce_axis((0, geo.kernel[1]), "kx")
-    window = te.compute(
-        (geo.batch, geo.channels, flat_outputs),
-        lambda n, c, q: te.max(xs[n, c, _tap_offset(geo, rows, ky, kx) + q], axis=[ky, kx]),
-        name=stages.DEPTHWISE,
-    )
-    wq = geo.phase_width
-    y = te.compute(
-        (geo.batch, geo.channels, geo.out_height, geo.out_width),
-        lambda n, c, oy, ox: window[n, c, oy * wq + ox],
-        name=stages.OUTPUT,
-    )
+
+    def window(n, c, q):
+        return te.max(xs[n, c, _tap_offset(geo, rows, ky, kx) + q], axis=[ky, kx])
+
+    _, read = _outputs(geo, flat_outputs, window)
+    y = te.compute((geo.batch, geo.channels, geo.out_height, geo.out_width), read, name=stages.OUTPUT)
     return te.create_prim_func([x, y])
+
+
+def _outputs(geo: ConvGeometry, flat_outputs: int | None, reduce) -> tuple[te.Tensor, Callable]:
+    """``DEPTHWISE``: ``reduce(n, c, q)`` over ``flat_outputs`` flat outputs, or by rows
+    (``flat_outputs`` None) over ``(OH, OW)`` at ``q = oy * Wq + ox``; and the read of output
+    ``(n, c, oy, ox)`` from it."""
+    wq = geo.phase_width
+    if flat_outputs is None:
+        shape = (geo.batch, geo.channels, geo.out_height, geo.out_width)
+        acc = te.compute(shape, lambda n, c, oy, ox: reduce(n, c, oy * wq + ox), name=stages.DEPTHWISE)
+        return acc, lambda n, c, oy, ox: acc[n, c, oy, ox]
+    acc = te.compute((geo.batch, geo.channels, flat_outputs), reduce, name=stages.DEPTHWISE)
+    return acc, lambda n, c, oy, ox: acc[n, c, oy * wq + ox]
 
 
 def _planes(x: te.Tensor, geo: ConvGeometry, rows: int, pad: tirx.PrimExpr) -> te.Tensor:

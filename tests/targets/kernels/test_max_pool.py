@@ -15,10 +15,12 @@ from ..glue_models import max_pool_model
 from ..harness import relative_error
 from .test_depthwise import compile_and_run, onnxruntime_output
 
-# (shape, kernel, stride, pads, dilation): a ResNet's 3x3 stride-2 pool at 112 and odd maps, a
-# batch, asymmetric pads, 2x2 without padding, dilation, stride 3 and 1
+# (shape, kernel, stride, pads, dilation): a ResNet's 3x3 stride-2 pool at 112 (56 wide: by rows
+# of half vectors), 112 wide (whole vectors) and odd maps (flat), a batch, asymmetric pads, 2x2
+# without padding, dilation, stride 3 and 1
 CASES = [
     ((1, 64, 112, 112), 3, 2, (1, 1, 1, 1), 1),
+    ((1, 4, 112, 112), 3, 1, (1, 1, 1, 1), 1),
     ((2, 5, 113, 121), 3, 2, (1, 1, 1, 1), 1),
     ((1, 3, 120, 130), 2, 2, (0, 0, 0, 0), 1),
     ((1, 4, 64, 130), 3, 2, (0, 1, 1, 0), 1),
@@ -42,8 +44,9 @@ def test_negative_inputs_never_read_the_padding():
     assert "mptc_0_pool" in ours and (y < 0).all() and relative_error(y, onnxruntime_output(model)) == 0.0
 
 
-def test_neon_tiles_on_this_host():
-    model = max_pool_model((1, 6, 113, 121))
+@pytest.mark.parametrize("shape", [(1, 6, 113, 121), (1, 6, 112, 112)], ids=["flat", "rows"])
+def test_neon_tiles_on_this_host(shape):
+    model = max_pool_model(shape)
     y, ours, _ = compile_and_run(model, kernels=CpuKernelSchedules(NEON_TILES))
     assert ours == ["mptc_0_pool"] and relative_error(y, onnxruntime_output(model)) == 0.0
 
