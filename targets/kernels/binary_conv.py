@@ -106,11 +106,11 @@ def xnor_popcount(
         return te.sum(exact_sign.term(exact.flags[n, oy], a[at], w, m, exact.nonzero[at]), axis=[ky, kx, cw])
 
     shape = (geo.batch, geo.out_height, geo.out_width, tiles * lanes)
-    attrs = {stages.COLUMN_STRIDE: geo.channel_words * sw, **({stages.EXACT_SIGN: 1} if exact is not None else {})}
+    attrs = {stages.COLUMN_STRIDE: geo.channel_words * sw, **({stages.EXACT_SIGN: exact.annotation} if exact else {})}
     return te.compute(shape, popcount, name=stages.POPCOUNT, attrs=attrs)
 
 
-def zero_flags(nonzero: te.Tensor, geo: ConvGeometry) -> te.Tensor:
+def zero_flags(nonzero: te.Tensor, geo: ConvGeometry, counts: exact_sign.Counts) -> te.Tensor:
     """``ZERO_FLAGS`` ``(N, OH)``: ``exact_sign.flag`` of output row ``oy``, whose window's input
     rows hold a zero (``ZERO_ROWS`` of the unpadded nonzero words ``(N, H, W, Cw)``)."""
     rows = exact_sign.zero_bits(nonzero, 2, geo.channels)
@@ -121,7 +121,7 @@ def zero_flags(nonzero: te.Tensor, geo: ConvGeometry) -> te.Tensor:
         for ky in range(geo.kernel[0]):
             y = oy * geo.strides[0] + ky * geo.dilations[0] - geo.pads[0]
             window.append(tirx.if_then_else(tirx.all(y >= 0, y < geo.height), rows[n, _clamp(y, geo.height)], zero))
-        return exact_sign.flag(functools.reduce(lambda acc, r: acc | r, window))
+        return exact_sign.flag(functools.reduce(lambda acc, r: acc | r, window), counts)
 
     return te.compute((geo.batch, geo.out_height), window_flag, name=stages.ZERO_FLAGS)
 
@@ -133,16 +133,18 @@ def exact_sign_conv_func(
     residual: bool = False,
     relu: bool = False,
     upper: float | None = None,
+    counts: exact_sign.Counts = exact_sign.IN_WORDS,
 ) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, scale, bias[, residual]) -> y`` of
     a conv on ONNX ``Sign(x)`` (``input_mode="sign"``, ``border`` for zero padding as in
     ``xnor_conv_func``): ``x`` float NCHW packed into a sign and a nonzero plane; rows whose
     window holds a zero take the exact count (``xnor_popcount``), ``y = scale[o] * dot + bias[o]``
-    with the fused epilogue."""
+    with the fused epilogue; ``counts``: as the schedule will count (16-bit counters or not)."""
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
     a = pad_words(pack_input(x, geo), geo)
     nonzero = pack_input(x, geo, nonzero_word, stages.PACK_NONZERO)
-    exact = exact_sign.ExactSign(pad_words(nonzero, geo, stages.PAD_NONZERO), zero_flags(nonzero, geo))
+    flags = zero_flags(nonzero, geo, counts)
+    exact = exact_sign.ExactSign(pad_words(nonzero, geo, stages.PAD_NONZERO), flags, counts)
     padded = table_outputs(geo.out_channels, lanes)
     words = (padded // lanes, *geo.kernel, geo.channel_words, lanes)
     sign = te.placeholder(words, WORD, name="sign")
@@ -153,7 +155,7 @@ def exact_sign_conv_func(
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
     d = xnor_popcount(a, sign, mask, geo, exact)
-    y = float_output(d, border, row_class, scale, bias, geo, res, relu, upper, exact=True)
+    y = float_output(d, border, row_class, scale, bias, geo, res, relu, upper, exact=counts)
     func = te.create_prim_func([x, sign, mask, border, row_class, scale, bias] + ([res] if residual else []) + [y])
     return exact_sign.counts_from_flags(func, lambda at: list(at[:2]))
 
@@ -168,11 +170,11 @@ def float_output(
     residual=None,
     relu=False,
     upper: float | None = None,
-    exact: bool = False,
+    exact: exact_sign.Counts | None = None,
 ) -> te.Tensor:
     """The float NCHW output ``y = scale[o] * (B - 2 D) + bias[o]`` (with the fused residual add and
     ReLU of ``targets.epilogue``); ``border`` is ``layout.BinaryConvTables.border_by_column``.
-    ``exact``: the counts of an ONNX ``Sign`` input (``exact_sign.dot``)."""
+    ``exact``: how the counts of an ONNX ``Sign`` input hold its exact rows (``exact_sign.dot``)."""
     shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
 
     def value(n, o, oy, ox):
@@ -180,7 +182,8 @@ def float_output(
             return border[row_class[oy], o, ox] - 2 * count.astype("int32")
 
         count = d[n, oy, ox, o]
-        dot = exact_sign.dot(count, binary_dot) if exact else binary_dot(count)
+        words = geo.kernel[0] * geo.kernel[1] * geo.channel_words
+        dot = binary_dot(count) if exact is None else exact_sign.dot(count, binary_dot, exact, words)
         return finish(scale[o] * dot.astype("float32") + bias[o], residual, relu, n, o, oy, ox, upper)
 
     return te.compute(shape, value, name=stages.OUTPUT)

@@ -57,7 +57,7 @@ def xnor_popcount(
             return te.sum(popcount_term(a[n, kw], w, m), axis=kw)
         return te.sum(exact_sign.term(exact.flags[0], a[n, kw], w, m, exact.nonzero[n, kw]), axis=kw)
 
-    attrs = {stages.EXACT_SIGN: 1} if exact is not None else None
+    attrs = {stages.EXACT_SIGN: exact.annotation} if exact is not None else None
     return te.compute((a.shape[0], tiles * lanes), popcount, name=stages.POPCOUNT, attrs=attrs)
 
 
@@ -69,7 +69,7 @@ def float_output(d: te.Tensor, count: te.Tensor, scale: te.Tensor, bias: te.Tens
         def binary_dot(counted):
             return count[o] - 2 * counted.astype("int32")
 
-        dot = exact_sign.dot(d[n, o], binary_dot) if exact else binary_dot(d[n, o])
+        dot = exact_sign.dot(d[n, o], binary_dot, exact_sign.IN_WORDS, 0) if exact else binary_dot(d[n, o])
         return scale[o] * dot.astype("float32") + bias[o]
 
     return te.compute((d.shape[0], scale.shape[0]), value, name=stages.OUTPUT)
@@ -112,13 +112,13 @@ def exact_sign_dense_func(batch: int, k: int, out: int, lanes: int) -> tirx.Prim
     x = te.placeholder((batch, k), "float32", name="x")
     nonzero = pack_input(x, nonzero_word, stages.PACK_NONZERO)
     hits = exact_sign.zero_bits(nonzero, 0, k)
-    flags = te.compute((1,), lambda i: exact_sign.flag(hits[i]), name=stages.ZERO_FLAGS)
+    flags = te.compute((1,), lambda i: exact_sign.flag(hits[i], exact_sign.IN_WORDS), name=stages.ZERO_FLAGS)
     sign = te.placeholder((padded // lanes, words, lanes), WORD, name="sign")
     mask = te.placeholder((padded // lanes, words, lanes), WORD, name="mask")
     count = te.placeholder((padded,), "int32", name="count")
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
-    d = xnor_popcount(pack_input(x), sign, mask, exact_sign.ExactSign(nonzero, flags))
+    d = xnor_popcount(pack_input(x), sign, mask, exact_sign.ExactSign(nonzero, flags, exact_sign.IN_WORDS))
     func = te.create_prim_func([x, sign, mask, count, scale, bias, float_output(d, count, scale, bias, exact=True)])
     return exact_sign.counts_from_flags(func, lambda _: [tirx.const(0, "int32")])
 

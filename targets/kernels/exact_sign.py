@@ -11,7 +11,9 @@ input rows; a dense layer's whole call) says whether any input it reads is zero,
 
 The choice is fixed for a whole reduction, so a schedule unswitches the reduction loop on it
 (``schedules.unswitch``): each row runs one loop with no select. The counts start at the flag
-(``counts_from_flags``), and the epilogue tells the forms apart by the count (``dot``).
+(``counts_from_flags``), and the epilogue tells the forms apart by the count (``dot``). Where the
+counts are 16-bit counters (NEON, ``schedules.lane_counts``), each counter adds an offset per
+word so that it never goes below 0, and the flag is smaller (``Counts``).
 """
 
 from __future__ import annotations
@@ -27,9 +29,32 @@ from tvm.ir.expr import TensorRegion
 from mptc.targets.kernels import stages
 from mptc.targets.kernels.bits import BIT_OR, WORD, channel_bits, popcount_term
 
-EXACT_BASE = 1 << 40
-"""The flag of a row that counts exactly: far above any count (< 2^32), so the epilogue tells
-such counts from the others'."""
+
+@dataclass(frozen=True)
+class Counts:
+    """How a kernel's counts hold an exact row: from its flag ``base``, far above any binary
+    row's count so that the epilogue tells them apart, each word of the reduction adding its
+    exact term and ``per_word``."""
+
+    base: int
+    per_word: int = 0
+
+    @property
+    def in_counters(self) -> bool:
+        """Whether the counts are 16-bit counters (``schedules.lane_counts``)."""
+        return self.per_word != 0
+
+
+IN_WORDS = Counts(1 << 40)
+"""int64 counts: the flag above any count (< 2^32), the exact terms as they are."""
+COUNTER_OFFSET = 16
+"""Added per 16-bit counter and word to an exact term (``popcount16(m & z) - 2 popcount16(x) >=
+-16``), so that no counter goes below 0."""
+IN_COUNTERS = Counts(1 << 15, 4 * COUNTER_OFFSET)
+"""16-bit counters: an exact row's counts lie in ``[2^15, 2^15 + 128 W]`` for ``W`` words, a binary
+row's below ``64 W``."""
+MAX_COUNTER_WORDS = ((1 << 16) - IN_COUNTERS.base) // (2 * IN_COUNTERS.per_word) - 1
+"""The most words an exact Sign conv reduces over in counters: its counts still fold below 2^16."""
 
 
 @dataclass(frozen=True)
@@ -39,14 +64,20 @@ class ExactSign:
 
     nonzero: te.Tensor
     flags: te.Tensor
+    counts: Counts
+
+    @property
+    def annotation(self) -> int:
+        """``stages.EXACT_SIGN``'s value on the popcount: 2 where it counts in 16-bit counters, else 1."""
+        return 2 if self.counts.in_counters else 1
 
 
 COUNT = "int64"  # the counts: signed, for the exact terms are negative where most inputs disagree
 
 
-def flag(hit: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The flag of a row whose inputs' zero bits OR to ``hit``: ``EXACT_BASE`` where any is set."""
-    return tirx.Select(hit != tirx.const(0, WORD), tirx.const(EXACT_BASE, COUNT), tirx.const(0, COUNT))
+def flag(hit: tirx.PrimExpr, counts: Counts) -> tirx.PrimExpr:
+    """The flag of a row whose inputs' zero bits OR to ``hit``: ``counts.base`` where any is set."""
+    return tirx.Select(hit != tirx.const(0, WORD), tirx.const(counts.base, COUNT), tirx.const(0, COUNT))
 
 
 def zero_bits(nonzero: te.Tensor, rows: int, channels: int) -> te.Tensor:
@@ -74,11 +105,15 @@ def term(
     return tirx.if_then_else(flagged, exact, popcount_term(act, w, m).astype(COUNT))
 
 
-def dot(count: tirx.PrimExpr, binary_dot: Callable[[tirx.PrimExpr], tirx.PrimExpr]) -> tirx.PrimExpr:
-    """The int32 dot product of a count: ``count - EXACT_BASE`` in a flagged row, else
-    ``binary_dot(count)`` (a select, not ``if_then_else``: the condition varies along a vector)."""
-    exact = count >= tirx.const(EXACT_BASE // 2, COUNT)
-    return tirx.Select(exact, (count - tirx.const(EXACT_BASE, COUNT)).astype("int32"), binary_dot(count))
+def dot(
+    count: tirx.PrimExpr, binary_dot: Callable[[tirx.PrimExpr], tirx.PrimExpr], counts: Counts, words: int
+) -> tirx.PrimExpr:
+    """The int32 dot product of a count over ``words`` words: ``count - base - per_word * words``
+    in a flagged row, else ``binary_dot(count)`` (a select, not ``if_then_else``: the condition
+    varies along a vector)."""
+    exact = count >= tirx.const(counts.base // 2, COUNT)
+    offset = tirx.const(counts.base + counts.per_word * words, COUNT)
+    return tirx.Select(exact, (count - offset).astype("int32"), binary_dot(count))
 
 
 def counts_from_flags(

@@ -25,7 +25,7 @@ from tvm.s_tir.schedule import _ffi_api as schedule_api
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import stages
+from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import WORD_BITS, ceil_div
 from mptc.targets.schedules import lane_counts, unswitch
@@ -213,14 +213,23 @@ class CpuKernelSchedules:
     def _lane_counts(self, sch, count) -> bool:
         """Whether ``count`` accumulates in 16-bit counters (``lane_counts``): where the tiles ask
         for it and every output's reduction fits the counters."""
-        if not self.tiles.lane_counts or stages.EXACT_SIGN in sch.get(count).annotations:
+        if not self.tiles.lane_counts:
             return False
+        exact = sch.get(count).annotations.get(stages.EXACT_SIGN)
+        if exact is not None:  # the kernel was built for the counts the frontend asked for
+            return int(exact) == 2
         block = sch.get(count)
         words = 1
         for iv in block.iter_vars:
             if iv.iter_type == tirx.IterVar.CommReduce:
                 words *= int(iv.dom.extent)
         return words <= lane_counts.MAX_WORDS
+
+    def exact_sign_counts(self, words: int) -> exact_sign.Counts:
+        """How an exact Sign conv reducing over ``words`` words counts: in 16-bit counters where the
+        tiles ask for them and its counts fold exactly (``exact_sign.MAX_COUNTER_WORDS``)."""
+        fits = self.tiles.lane_counts and words <= exact_sign.MAX_COUNTER_WORDS
+        return exact_sign.IN_COUNTERS if fits else exact_sign.IN_WORDS
 
     def _conv_tile(self, columns: int, outputs: int) -> tuple[int, int]:
         """Columns and popcount vectors of a conv register tile over ``columns`` output columns and

@@ -17,7 +17,7 @@ from tvm.ir import Range
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import stages
+from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import ceil_div
 from mptc.targets.schedules.cpu import block_names
@@ -50,6 +50,10 @@ class CudaKernelSchedules:
     def depthwise(self, func: tirx.PrimFunc) -> None:
         """None: depthwise convs stay TVM's conv2d, scheduled by dlight's GPU rules with the rest of the glue."""
         return None
+
+    def exact_sign_counts(self, words: int) -> exact_sign.Counts:
+        """int64 counts: a thread counts in one register."""
+        return exact_sign.IN_WORDS
 
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, _WORD_PROLOGUES, stages.POPCOUNT)

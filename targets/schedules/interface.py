@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from tvm import tirx
 
+from mptc.targets.kernels import exact_sign
 from mptc.targets.kernels.binary_conv import SparseGather
 
 
@@ -82,6 +83,10 @@ class KernelSchedules(Protocol):
     def depthwise_tile(self) -> int:
         """Flat outputs per register tile of the depthwise conv: a channel's flat outputs are a
         whole number of them (``kernels.depthwise.depthwise_func``)."""
+        ...
+
+    def exact_sign_counts(self, words: int) -> exact_sign.Counts:
+        """How the popcount of an exact Sign conv over ``words`` words counts (``kernels.exact_sign``)."""
         ...
 
     def depthwise_row_lanes(self, out_width: int) -> int | None:

@@ -23,6 +23,8 @@ import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.ir.expr import Call, TensorLoad
 
+from mptc.targets.kernels import exact_sign
+
 WORD = "uint64"
 COUNTERS = 4  # 16-bit counters per uint64 word
 MAX_WORDS = (1 << 16) // 64 - 1  # counts up to 64 * MAX_WORDS < 2^16 fold exactly
@@ -116,19 +118,62 @@ def _counters(words: tirx.PrimExpr, lanes: int) -> tirx.PrimExpr:
 
 
 def _step(block: s_tir.SBlock) -> tirx.Stmt:
-    """``D += popcount((a ^ w) & m)`` -> ``D16 += popcount16((a ^ w) & m)`` on one vector."""
+    """``D += popcount((a ^ w) & m)`` -> ``D16 += popcount16((a ^ w) & m)`` on one vector; an
+    ONNX ``Sign`` input's exact term (``kernels.exact_sign``) -> ``D16 += COUNTER_OFFSET +
+    popcount16(m & z) - 2 popcount16((a ^ w) & m & z)``, and a select between the two on a
+    row's flag -> the same select of the vectors (which ``schedules.unswitch`` hoists)."""
     store, lanes = _inner_store(block), _lanes(block)
     total = store.value
-    if not (isinstance(total, tirx.Add) and isinstance(total.b, Call) and total.b.op.name == "tirx.popcount"):
+    if not isinstance(total, tirx.Add):
         raise ValueError(f"{block.name_hint}: not an accumulated popcount: {total}")
-    masked = total.b.args[0]
+    counts = _access(_region(block, store.buffer, writes=True), lanes, lambda i: tirx.BufferLoad(store.buffer, i))
+    value = _counters(counts, lanes) + _added(block, total.b, lanes)
+    return tirx.BufferStore(
+        store.buffer, tirx.reinterpret(f"{store.buffer.dtype}x{lanes}", value), list(counts.indices)
+    )
+
+
+def _added(block: s_tir.SBlock, term: tirx.PrimExpr, lanes: int) -> tirx.PrimExpr:
+    """What one word adds to the counters of one vector: see ``_step``."""
+    term = _uncast(term)
+    if isinstance(term, Call) and term.op.name == "prim.if_then_else":
+        condition = term.args[0]
+        if not (isinstance(condition, tirx.NE) and isinstance(condition.a, TensorLoad)):
+            raise ValueError(f"{block.name_hint}: not a select on a row's flag: {condition}")
+        flag = _access(_region(block, condition.a.source), lanes, lambda i: tirx.BufferLoad(condition.a.source, i))
+        chosen = (_added(block, side, lanes) for side in term.args[1:])
+        return tirx.if_then_else(flag != condition.b, *chosen)
+    if _is_popcount(term):
+        act, sign, mask = _operands(block, term.args[0], lanes)
+        return tirx.popcount(_counters((act ^ sign) & mask, lanes))
+    if isinstance(term, tirx.Sub) and _is_popcount(_uncast(term.a)):  # popcount(m & z) - (popcount(x) << 1)
+        valid = _uncast(term.a).args[0]
+        twice = _uncast(term.b)
+        if not (isinstance(valid, tirx.BitwiseAnd) and isinstance(twice, tirx.LShift)):
+            raise ValueError(f"{block.name_hint}: not an exact Sign term: {term}")
+        mask, nonzero = (_load(block, load, lanes) for load in (valid.a, valid.b))
+        act, sign, _ = _operands(block, _uncast(twice.a).args[0], lanes)
+        kept = _counters(mask & nonzero, lanes)
+        offset = tirx.Broadcast(tirx.const(exact_sign.COUNTER_OFFSET, "uint16"), COUNTERS * lanes)
+        differ = tirx.popcount(_counters(act ^ sign, lanes) & kept)
+        return offset + tirx.popcount(kept) - (differ + differ)
+    raise ValueError(f"{block.name_hint}: not a popcount term: {term}")
+
+
+def _operands(block: s_tir.SBlock, masked: tirx.PrimExpr, lanes: int) -> tuple[tirx.PrimExpr, ...]:
+    """The vectors ``a``, ``w``, ``m`` of ``(a ^ w) & m``."""
     if not (isinstance(masked, tirx.BitwiseAnd) and isinstance(masked.a, tirx.BitwiseXor)):
         raise ValueError(f"{block.name_hint}: not a popcount of (a ^ w) & m: {masked}")
-    act, sign, mask = (_load(block, load, lanes) for load in (masked.a.a, masked.a.b, masked.b))
-    counts = _access(_region(block, store.buffer, writes=True), lanes, lambda i: tirx.BufferLoad(store.buffer, i))
-    word = (act ^ sign) & mask
-    value = tirx.reinterpret(f"{WORD}x{lanes}", _counters(counts, lanes) + tirx.popcount(_counters(word, lanes)))
-    return tirx.BufferStore(store.buffer, value, list(counts.indices))
+    loads = (masked.a.a, masked.a.b, masked.b)
+    return tuple(_load(block, load, lanes) if isinstance(load, TensorLoad) else load for load in loads)
+
+
+def _is_popcount(expr: tirx.PrimExpr) -> bool:
+    return isinstance(expr, Call) and expr.op.name == "tirx.popcount"
+
+
+def _uncast(expr: tirx.PrimExpr) -> tirx.PrimExpr:
+    return expr.value if isinstance(expr, tirx.Cast) else expr
 
 
 def _fold(block: s_tir.SBlock) -> tirx.Stmt:
@@ -138,9 +183,11 @@ def _fold(block: s_tir.SBlock) -> tirx.Stmt:
         raise ValueError(f"{block.name_hint}: not a copy: {store.value}")
     words = _load(block, store.value, lanes)
 
-    def shifted_add(x: tirx.PrimExpr, bits: int) -> tirx.PrimExpr:
-        return x + (x >> tirx.Broadcast(tirx.const(bits, WORD), lanes))
+    dtype = store.buffer.dtype  # uint64 words, or int64 counts (an exact Sign's)
 
-    folded = shifted_add(shifted_add(words, 16), 32) & tirx.Broadcast(tirx.const(0xFFFF, WORD), lanes)
+    def shifted_add(x: tirx.PrimExpr, bits: int) -> tirx.PrimExpr:
+        return x + (x >> tirx.Broadcast(tirx.const(bits, dtype), lanes))
+
+    folded = shifted_add(shifted_add(words, 16), 32) & tirx.Broadcast(tirx.const(0xFFFF, dtype), lanes)
     out = _access(_region(block, store.buffer, writes=True), lanes, lambda i: tirx.BufferLoad(store.buffer, i))
     return tirx.BufferStore(store.buffer, folded, list(out.indices))

@@ -38,3 +38,26 @@ def test_float_conv_in_counters_matches_reference_on_emulated_rpi4(tmp_path: Pat
     counts = instructions.instruction_counts(_compile(tmp_path / "conv", model), "rpi4", runs=1)
     # every step is one cnt on a vector of 2 outputs' words: 81 positions x 19 vectors x 9 taps x 3 words
     assert counts.neon_cnt == 81 * 19 * 9 * 3
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("zeros", ["none", "one", "every-7th"])
+def test_onnx_sign_conv_in_counters_matches_reference_on_emulated_rpi4(
+    tmp_path: Path, arm_ready: Path, zeros: str
+) -> None:
+    """An ONNX ``Sign`` conv in 16-bit counters (``exact_sign.IN_COUNTERS``): rows that read no
+    zero count as binary input, rows that read one count the exact term with its offsets; the
+    reference input is replaced by one with the zeros named, and its expected output."""
+    from mptc.artifact import write_reference
+    from tests.targets.harness import reference, sample
+
+    model = binary_conv_model(np.random.default_rng(17), 1, 70, 9, 13, 3, 1, 1, mode="sign")
+    out = _compile(tmp_path / "sign", model)
+    x = sample(model)  # every 7th value zero
+    if zeros != "every-7th":
+        x = np.where(x == 0.0, np.float32(0.5), x)
+    if zeros == "one":
+        x[0, 3, 4, 4] = 0.0
+    write_reference(out, x, reference(model, x))
+    counts = instructions.instruction_counts(out, "rpi4", runs=1)  # raises if the outputs differ
+    assert counts.neon_cnt > 0

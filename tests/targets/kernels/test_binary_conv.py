@@ -9,7 +9,7 @@ from onnx import helper
 from tvm import s_tir, tirx
 
 from mptc.targets import chooser
-from mptc.targets.kernels import binary_conv
+from mptc.targets.kernels import binary_conv, exact_sign
 from mptc.targets.layout import ConvGeometry
 from mptc.targets.policy import default_policy
 from mptc.targets.schedules import x86
@@ -191,24 +191,35 @@ def test_onnx_sign_input_conv_with_other_families_tiles(tiles):
         np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5, err_msg=zeros)
 
 
-def test_onnx_sign_input_conv_chooses_its_form_once_per_output_row():
+def test_onnx_sign_input_counts_in_counters_where_they_fold_exactly():
+    """NEON's 16-bit counters hold an exact row's counts up to ``MAX_COUNTER_WORDS`` words
+    (``exact_sign.Counts``); past them, and on x86, the counts are int64 words."""
+    neon, avx512 = CpuKernelSchedules(NEON_TILES), CpuKernelSchedules(x86.AVX512_TILES)
+    assert exact_sign.MAX_COUNTER_WORDS == 255  # 2^15 + 128 * 255 < 2^16
+    assert neon.exact_sign_counts(255) == exact_sign.IN_COUNTERS
+    assert neon.exact_sign_counts(256) == avx512.exact_sign_counts(9) == exact_sign.IN_WORDS
+
+
+@pytest.mark.parametrize("tiles", [x86.AVX512_TILES, NEON_TILES], ids=["avx512", "neon-counters"])
+def test_onnx_sign_input_conv_chooses_its_form_once_per_output_row(tiles):
     """The scheduled kernel tests the row's flag around the reduction over taps, not per word:
-    each form's loop holds no select."""
+    each form's loop holds no select (in 16-bit counters too)."""
     geo = ConvGeometry(1, 128, 14, 14, out_channels=64, kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1))
-    kernels = CpuKernelSchedules(x86.AVX512_TILES)
-    func = kernels.binary_conv(binary_conv.exact_sign_conv_func(geo, kernels.word_lanes, (3, 3)))
+    kernels = CpuKernelSchedules(tiles)
+    counts = kernels.exact_sign_counts(9 * geo.channel_words)
+    func = kernels.binary_conv(binary_conv.exact_sign_conv_func(geo, kernels.word_lanes, (3, 3), counts=counts))
     branches, selects = [], []
 
     def visit(node):
         if isinstance(node, tirx.IfThenElse):
             branches.append(node)
-        elif isinstance(node, s_tir.SBlock) and node.name_hint == "popcount_update":
+        elif isinstance(node, s_tir.SBlock) and node.name_hint.startswith("popcount_update"):
             selects.append("if_then_else" in str(node.body))
         return node
 
     tvm_ffi.structural_map(func.body, [((tirx.IfThenElse, s_tir.SBlock), visit)], order="post")
     assert len(branches) == 1 and "zero_flags" in str(branches[0].condition)
-    assert selects == [False, False]
+    assert selects and not any(selects)
 
 
 def test_onnx_sign_input_conv_fuses_residual_add_and_relu():
