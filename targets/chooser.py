@@ -44,13 +44,15 @@ def choose_kernel(
     weights: int | None = None,
     batch: int = 1,
     taps: int | None = None,
+    stride: int = 1,
 ) -> KernelChoice:
     """The kernel for one layer from its input mode and ``sparsity`` (fraction of weights pruned).
 
     ``break_even`` overrides the ``policy``'s (``sparse_break_even``; for a dense layer the tier of
     ``dense_ternary_break_even``, or on the fp32 form of ``cached_dense_break_even``, its
     ``weights`` fit; for a 1x1 conv (``taps`` 1) ``pointwise_break_even``, and a conv's dense form
-    is fp32 below ``ternary_conv_min_taps``; for a conv on a short map ``short_flat_break_even``);
+    is fp32 below ``ternary_conv_min_taps``; for a conv on a short map ``short_flat_break_even``,
+    for a conv with a ``stride`` above 1 ``strided_break_even``, the highest that applies);
     ``flat_outputs`` (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``short_flat`` takes
     ``short_flat_block`` output channels per block in one channel group below
     ``short_flat_grouped_from`` sparsity; from ``long_flat`` it takes ``long_flat_block``, grouped;
@@ -84,10 +86,13 @@ def choose_kernel(
         measured = cached
     elif op_type == "BinaryDense" and op_type in policy.dense_ternary:
         measured = policy.dense_ternary_tier(weights)
-    elif op_type == "BinaryConv" and taps == 1:
-        measured = max(policy.conv_break_even, policy.pointwise_break_even)
-    elif op_type == "BinaryConv" and flat_outputs is not None and flat_outputs < policy.short_flat:
-        measured = max(policy.conv_break_even, policy.short_flat_break_even)
+    elif op_type == "BinaryConv":
+        applies = [
+            (taps == 1, policy.pointwise_break_even),
+            (flat_outputs is not None and flat_outputs < policy.short_flat, policy.short_flat_break_even),
+            (stride > 1 and policy.strided_break_even is not None, policy.strided_break_even),
+        ]
+        measured = max([policy.conv_break_even, *(even for holds, even in applies if holds)])
     else:
         measured = policy.sparse_break_even[op_type]
     threshold = break_even if break_even is not None else measured

@@ -204,6 +204,7 @@ class _Layer:
             weight.size,
             batch,
             self.attributes.taps,
+            max(self.attributes.strides),
         )
         expr, consts = kernel_call(choice)
         self.lowering.layers.append(

@@ -108,6 +108,12 @@ class KernelPolicy:
     4x4) takes the block-sparse kernel: one vector per tap entry, its index walk costs more there
     than on larger maps (docs/performance.md)."""
 
+    strided_break_even: float | None = None
+    """Sparsity from which a conv with a stride above 1 takes the block-sparse kernel (its flat
+    input is the stride phases, so a tap's run of outputs is a phase's row, shorter than a
+    stride-1 conv's, and the index walk costs more per add); None: ``conv_break_even``
+    (docs/performance.md)."""
+
     lut_below: float | None = None
     """Sparsity below which a real-input conv (1x1 included) takes the ternary-lut kernel (the
     block-sparse gather over the signed sums of ``lut_group``-channel groups: one add per nonzero
@@ -153,7 +159,7 @@ class KernelPolicy:
 # sparsities and its strided 1x1 convs; its other break-evens and cuda's whole policy take the x86
 # measurements (docs/performance.md).
 POLICIES: dict[str, KernelPolicy] = {
-    "x86": KernelPolicy(),
+    "x86": KernelPolicy(strided_break_even=0.7),
     "arm": KernelPolicy(conv_block=1, long_flat_block=1, lut_below=0.8, subsample_strided_pointwise=True),
     "cuda": KernelPolicy(),
 }
