@@ -16,7 +16,8 @@ Its ``ai.mptc`` nodes run as the fp32 network they encode (``mptc.ops.unpack``: 
 once, as ``--compare onnxruntime`` runs it), each node named after the layer it came from.
 
 Matching: the compiler names a layer's kernel ``mptc_<i>_<node name>`` (non-alphanumerics as
-``_``, TVM may append digits to keep symbols unique), which names the source node; an onnxruntime
+``_``, TVM may append digits to keep symbols unique), which names the source node (where several
+names fit, the manifest's record of layer ``i`` decides); an onnxruntime
 node is a layer's when it has the layer's name or computes a part of it (``<layer>|sign``). A layer
 with rows on both sides is matched. Everything else is reported unmatched and grouped: the
 module's glue (``fused_conv2d_add_relu``...: TVM's fused functions do not say which nodes they
@@ -138,6 +139,7 @@ def module_times(compiled: CompiledModel, rounds: int, layers: Sequence[str]) ->
     x = tvm.runtime.tensor(compiled.x, dev)
     main = vm["main"]
     threads = thread_pool.threads()
+    recorded = [str(record.get("name", "")) for record in compiled.manifest.layers]
     timers: dict[str, Any] = {}
     samples: list[list[tuple[str, float]]] = []
     shapes: dict[str, tuple[int, ...]] = {}
@@ -178,18 +180,24 @@ def module_times(compiled: CompiledModel, rounds: int, layers: Sequence[str]) ->
         us = statistics.median(run[i][1] for run in samples)
         if not (math.isfinite(us) and us >= 0):
             raise DeviceError(f"TVM's time evaluator gave {us} us for kernel {symbol}: not a measurement")
-        kernels.append(Timed(symbol, _glue_group(symbol), us, kernel_layer(symbol, layers), shapes.get(symbol, ())))
+        layer = kernel_layer(symbol, layers, recorded)
+        kernels.append(Timed(symbol, _glue_group(symbol), us, layer, shapes.get(symbol, ())))
     return kernels, statistics.median(whole_ms), threads
 
 
-def kernel_layer(symbol: str, layers: Sequence[str]) -> str | None:
-    """The source node ``mptc_<i>_<name>[digits]`` was compiled from, if exactly one fits; None
-    for glue (TVM's fused functions) and for a name that fits none or several."""
+def kernel_layer(symbol: str, layers: Sequence[str], recorded: Sequence[str] = ()) -> str | None:
+    """The source node ``mptc_<i>_<name>[digits]`` was compiled from: the one the compiler
+    recorded as its layer ``i`` where that name fits (``recorded``: the manifest's layers in
+    order; ``node_conv2d_1`` + ``1`` fits ``node_conv2d_11`` as well as ``node_conv2d_11`` does),
+    else the one name that fits exactly or alone; None for glue (TVM's fused functions) and for a
+    name that fits none, or several that nothing decides."""
     found = _KERNEL.fullmatch(symbol)
     if found is None:
         return None
-    rest = found.group(2)
+    index, rest = int(found.group(1)), found.group(2)
     fits = [name for name in layers if _fits(rest, _symbol_name(name))]
+    if index < len(recorded) and recorded[index] in fits:
+        return recorded[index]
     exact = [name for name in fits if _symbol_name(name) == rest]
     chosen = exact if len(exact) == 1 else fits
     return chosen[0] if len(chosen) == 1 else None

@@ -87,6 +87,17 @@ def test_kernels_are_matched_by_name_only(symbol: str, layers: list[str], layer:
     assert per_layer.kernel_layer(symbol, layers) == layer
 
 
+def test_the_compilers_record_decides_between_names_that_fit() -> None:
+    """``node_conv2d_18`` + ``1`` and ``node_conv2d_1`` + ``81`` both fit ``node_conv2d_181``, and
+    layer 1's kernel ``node_conv2d_11`` is also layer 11's name: the manifest's layer ``i`` says
+    which; a record that names neither decides nothing."""
+    layers = [f"node_conv2d_{i}" for i in range(20)]
+    assert per_layer.kernel_layer("mptc_18_node_conv2d_181", layers) is None
+    assert per_layer.kernel_layer("mptc_18_node_conv2d_181", layers, layers[1:] + ["x"]) is None
+    assert per_layer.kernel_layer("mptc_18_node_conv2d_181", layers, layers) == "node_conv2d_18"
+    assert per_layer.kernel_layer("mptc_1_node_conv2d_11", layers, layers) == "node_conv2d_1"
+
+
 def test_unpacked_nodes_are_named_after_their_layer() -> None:
     from mptc.passes.pipeline import optimize
 
