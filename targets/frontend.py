@@ -510,7 +510,7 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
     return expr
 
 
-def depthwise_outputs(kernels, geo: layout.ConvGeometry) -> int | None:
+def depthwise_outputs(kernels: KernelSchedules, geo: layout.ConvGeometry) -> int | None:
     """The flat outputs per channel of a depthwise conv or max-pool (whole register tiles), or
     None where the kernels take it by rows (``depthwise_row_lanes``)."""
     if kernels.depthwise_row_lanes(geo.out_width) is not None:
