@@ -381,7 +381,10 @@ class BinaryDense(_onnx.OnnxOpConverter):
         def kernel_call(choice: chooser.KernelChoice):
             if choice.kernel == chooser.XNOR_POPCOUNT and layer.input_mode == "sign":
                 t = layout.binary_dense_tables(weight, kernels.word_lanes)
-                func = kernels.binary_dense(binary_dense.exact_sign_dense_func(batch, k, out, kernels.word_lanes))
+                counts = kernels.exact_sign_counts(layout.ceil_div(k, layout.WORD_BITS))
+                func = kernels.binary_dense(
+                    binary_dense.exact_sign_dense_func(batch, k, out, kernels.word_lanes, counts)
+                )
                 consts = [t.sign, t.mask, t.count, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
             if choice.kernel == chooser.XNOR_POPCOUNT:

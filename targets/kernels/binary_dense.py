@@ -61,15 +61,22 @@ def xnor_popcount(
     return te.compute((a.shape[0], tiles * lanes), popcount, name=stages.POPCOUNT, attrs=attrs)
 
 
-def float_output(d: te.Tensor, count: te.Tensor, scale: te.Tensor, bias: te.Tensor, exact: bool = False) -> te.Tensor:
-    """``y = scale[o] * (count[o] - 2 D) + bias[o]``; ``exact``: the counts of an ONNX ``Sign``
-    input (``exact_sign.dot``)."""
+def float_output(
+    d: te.Tensor,
+    count: te.Tensor,
+    scale: te.Tensor,
+    bias: te.Tensor,
+    exact: exact_sign.Counts | None = None,
+    words: int = 0,
+) -> te.Tensor:
+    """``y = scale[o] * (count[o] - 2 D) + bias[o]``; ``exact``: how the counts of an ONNX ``Sign``
+    input over ``words`` words hold its exact rows (``exact_sign.dot``)."""
 
     def value(n, o):
         def binary_dot(counted):
             return count[o] - 2 * counted.astype("int32")
 
-        dot = exact_sign.dot(d[n, o], binary_dot, exact_sign.IN_WORDS, 0) if exact else binary_dot(d[n, o])
+        dot = binary_dot(d[n, o]) if exact is None else exact_sign.dot(d[n, o], binary_dot, exact, words)
         return scale[o] * dot.astype("float32") + bias[o]
 
     return te.compute((d.shape[0], scale.shape[0]), value, name=stages.OUTPUT)
@@ -102,24 +109,27 @@ def xnor_dense_func(
     return te.create_prim_func([x, sign, mask, count, scale, bias, float_output(d, count, scale, bias)])
 
 
-def exact_sign_dense_func(batch: int, k: int, out: int, lanes: int) -> tirx.PrimFunc:
+def exact_sign_dense_func(
+    batch: int, k: int, out: int, lanes: int, counts: exact_sign.Counts = exact_sign.IN_WORDS
+) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, sign, mask, count, scale, bias) -> y`` of a dense layer on ONNX
     ``Sign(x)`` (``input_mode="sign"``; ``kernels.exact_sign``): an input with a zero counts
     ``dot = popcount(m & z) - 2 popcount((a ^ w) & m & z)`` with ``z`` the nonzero plane of
-    ``x``, any other as binary (``count - 2 D``); ``y = scale * dot + bias``."""
+    ``x``, any other as binary (``count - 2 D``); ``y = scale * dot + bias``; ``counts``: as the
+    schedule will count (16-bit counters or not)."""
     padded = table_outputs(out, lanes)
     words = ceil_div(k, WORD_BITS)
     x = te.placeholder((batch, k), "float32", name="x")
     nonzero = pack_input(x, nonzero_word, stages.PACK_NONZERO)
     hits = exact_sign.zero_bits(nonzero, 0, k)
-    flags = te.compute((1,), lambda i: exact_sign.flag(hits[i], exact_sign.IN_WORDS), name=stages.ZERO_FLAGS)
+    flags = te.compute((1,), lambda i: exact_sign.flag(hits[i], counts), name=stages.ZERO_FLAGS)
     sign = te.placeholder((padded // lanes, words, lanes), WORD, name="sign")
     mask = te.placeholder((padded // lanes, words, lanes), WORD, name="mask")
     count = te.placeholder((padded,), "int32", name="count")
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
-    d = xnor_popcount(pack_input(x), sign, mask, exact_sign.ExactSign(nonzero, flags, exact_sign.IN_WORDS))
-    func = te.create_prim_func([x, sign, mask, count, scale, bias, float_output(d, count, scale, bias, exact=True)])
+    d = xnor_popcount(pack_input(x), sign, mask, exact_sign.ExactSign(nonzero, flags, counts))
+    func = te.create_prim_func([x, sign, mask, count, scale, bias, float_output(d, count, scale, bias, counts, words)])
     return exact_sign.counts_from_flags(func, lambda _: [tirx.const(0, "int32")])
 
 

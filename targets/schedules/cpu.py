@@ -226,8 +226,9 @@ class CpuKernelSchedules:
         return words <= lane_counts.MAX_WORDS
 
     def exact_sign_counts(self, words: int) -> exact_sign.Counts:
-        """How an exact Sign conv reducing over ``words`` words counts: in 16-bit counters where the
-        tiles ask for them and its counts fold exactly (``exact_sign.MAX_COUNTER_WORDS``)."""
+        """How an exact Sign conv or dense layer reducing over ``words`` words counts: in 16-bit
+        counters where the tiles ask for them and its counts fold exactly
+        (``exact_sign.MAX_COUNTER_WORDS``)."""
         fits = self.tiles.lane_counts and words <= exact_sign.MAX_COUNTER_WORDS
         return exact_sign.IN_COUNTERS if fits else exact_sign.IN_WORDS
 

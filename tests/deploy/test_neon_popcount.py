@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from mptc.deploy import instructions
-from tests.targets.packed_models import binary_chain, binary_conv_model
+from tests.targets.packed_models import binary_chain, binary_conv_model, binary_dense_model
 
 
 def _compile(folder: Path, model: onnx.ModelProto) -> Path:
@@ -42,22 +42,28 @@ def test_float_conv_in_counters_matches_reference_on_emulated_rpi4(tmp_path: Pat
 
 @pytest.mark.emulated
 @pytest.mark.parametrize("zeros", ["none", "one", "every-7th"])
-def test_onnx_sign_conv_in_counters_matches_reference_on_emulated_rpi4(
-    tmp_path: Path, arm_ready: Path, zeros: str
+@pytest.mark.parametrize("op", ["conv", "dense"])
+def test_onnx_sign_in_counters_matches_reference_on_emulated_rpi4(
+    tmp_path: Path, arm_ready: Path, op: str, zeros: str
 ) -> None:
-    """An ONNX ``Sign`` conv in 16-bit counters (``exact_sign.IN_COUNTERS``): rows that read no
-    zero count as binary input, rows that read one count the exact term with its offsets; the
-    reference input is replaced by one with the zeros named, and its expected output."""
+    """An ONNX ``Sign`` conv and dense layer in 16-bit counters (``exact_sign.IN_COUNTERS``): rows
+    (a dense layer: calls) that read no zero count as binary input, the others the exact term
+    with its offsets; the reference input is replaced by one with the zeros named, and its
+    expected output."""
     from mptc.artifact import write_reference
     from tests.targets.harness import reference, sample
 
-    model = binary_conv_model(np.random.default_rng(17), 1, 70, 9, 13, 3, 1, 1, mode="sign")
-    out = _compile(tmp_path / "sign", model)
+    rng = np.random.default_rng(17)
+    if op == "conv":
+        model = binary_conv_model(rng, 1, 70, 9, 13, 3, 1, 1, mode="sign")
+    else:
+        model = binary_dense_model(rng, 2, 200, 37, mode="sign")
+    out = _compile(tmp_path / op, model)
     x = sample(model)  # every 7th value zero
     if zeros != "every-7th":
         x = np.where(x == 0.0, np.float32(0.5), x)
     if zeros == "one":
-        x[0, 3, 4, 4] = 0.0
+        x.reshape(-1)[x.size // 2] = 0.0
     write_reference(out, x, reference(model, x))
     counts = instructions.instruction_counts(out, "rpi4", runs=1)  # raises if the outputs differ
     assert counts.neon_cnt > 0
