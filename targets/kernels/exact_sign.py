@@ -6,7 +6,7 @@ A binary kernel reads sign(0) as +1; ONNX ``Sign`` maps 0 to 0, which takes a se
 that form for the rows that need it: a flag per row of outputs (a conv's output row: its window's
 input rows; a dense layer's whole call) says whether any input it reads is zero, and
 
-- a flagged row counts the exact dot product on top of the flag ``EXACT_BASE``;
+- a flagged row counts the exact dot product on top of its flag (``Counts.base``);
 - every other row counts as a binary input does (``popcount((a ^ w) & m)``, ``dot = B - 2 D``).
 
 The choice is fixed for a whole reduction, so a schedule unswitches the reduction loop on it
