@@ -285,7 +285,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
         def kernel_call(choice: chooser.KernelChoice):
             if choice.kernel == chooser.XNOR_POPCOUNT and layer.input_mode == "sign":
                 t = layout.binary_conv_tables(weight, geo, kernels.word_lanes)
-                counts = kernels.exact_sign_counts(geo.kernel[0] * geo.kernel[1] * geo.channel_words)
+                counts = kernels.exact_sign_counts(geo.tap_words)
                 func = kernels.binary_conv(
                     binary_conv.exact_sign_conv_func(
                         geo, kernels.word_lanes, t.border.shape[:2], **fused, counts=counts

@@ -77,6 +77,11 @@ class ConvGeometry:
     def channel_words(self) -> int:
         return ceil_div(self.channels, WORD_BITS)
 
+    @property
+    def tap_words(self) -> int:
+        """Words an XNOR-popcount output reduces over: every tap's channel words."""
+        return self.kernel[0] * self.kernel[1] * self.channel_words
+
 
 @dataclass(frozen=True)
 class BinaryConvTables:

@@ -182,8 +182,7 @@ def float_output(
             return border[row_class[oy], o, ox] - 2 * count.astype("int32")
 
         count = d[n, oy, ox, o]
-        words = geo.kernel[0] * geo.kernel[1] * geo.channel_words
-        dot = binary_dot(count) if exact is None else exact_sign.dot(count, binary_dot, exact, words)
+        dot = binary_dot(count) if exact is None else exact_sign.dot(count, binary_dot, exact, geo.tap_words)
         return finish(scale[o] * dot.astype("float32") + bias[o], residual, relu, n, o, oy, ox, upper)
 
     return te.compute(shape, value, name=stages.OUTPUT)

@@ -63,7 +63,7 @@ def depthwise_func(
     def weighted(n, c, q):
         return te.sum(w[c, ky, kx] * xs[n, c, _tap_offset(geo, rows, ky, kx) + q], axis=[ky, kx])
 
-    _, read = _outputs(geo, flat_outputs, weighted)
+    read = _outputs(geo, flat_outputs, weighted)
     y = te.compute(
         (geo.batch, channels, geo.out_height, geo.out_width),
         lambda n, c, oy, ox: finish(read(n, c, oy, ox) + bias[c], res, relu, n, c, oy, ox, upper),
@@ -85,22 +85,22 @@ def max_pool_func(geo: ConvGeometry, flat_outputs: int | None) -> tirx.PrimFunc:
     def window(n, c, q):
         return te.max(xs[n, c, _tap_offset(geo, rows, ky, kx) + q], axis=[ky, kx])
 
-    _, read = _outputs(geo, flat_outputs, window)
+    read = _outputs(geo, flat_outputs, window)
     y = te.compute((geo.batch, geo.channels, geo.out_height, geo.out_width), read, name=stages.OUTPUT)
     return te.create_prim_func([x, y])
 
 
-def _outputs(geo: ConvGeometry, flat_outputs: int | None, reduce) -> tuple[te.Tensor, Callable]:
-    """``DEPTHWISE``: ``reduce(n, c, q)`` over ``flat_outputs`` flat outputs, or by rows
-    (``flat_outputs`` None) over ``(OH, OW)`` at ``q = oy * Wq + ox``; and the read of output
-    ``(n, c, oy, ox)`` from it."""
+def _outputs(geo: ConvGeometry, flat_outputs: int | None, reduce) -> Callable:
+    """The read of output ``(n, c, oy, ox)`` from ``DEPTHWISE``: ``reduce(n, c, q)`` over
+    ``flat_outputs`` flat outputs, or by rows (``flat_outputs`` None) over ``(OH, OW)`` at
+    ``q = oy * Wq + ox``."""
     wq = geo.phase_width
     if flat_outputs is None:
         shape = (geo.batch, geo.channels, geo.out_height, geo.out_width)
         acc = te.compute(shape, lambda n, c, oy, ox: reduce(n, c, oy * wq + ox), name=stages.DEPTHWISE)
-        return acc, lambda n, c, oy, ox: acc[n, c, oy, ox]
+        return lambda n, c, oy, ox: acc[n, c, oy, ox]
     acc = te.compute((geo.batch, geo.channels, flat_outputs), reduce, name=stages.DEPTHWISE)
-    return acc, lambda n, c, oy, ox: acc[n, c, oy * wq + ox]
+    return lambda n, c, oy, ox: acc[n, c, oy * wq + ox]
 
 
 def _planes(x: te.Tensor, geo: ConvGeometry, rows: int, pad: tirx.PrimExpr) -> te.Tensor:

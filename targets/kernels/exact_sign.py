@@ -57,6 +57,10 @@ MAX_COUNTER_WORDS = ((1 << 16) - IN_COUNTERS.base) // (2 * IN_COUNTERS.per_word)
 """The most words an exact Sign conv reduces over in counters: its counts still fold below 2^16."""
 
 
+ANNOTATED_WORDS = 1  # ``stages.EXACT_SIGN`` on a popcount that counts in int64 words
+ANNOTATED_COUNTERS = 2  # ... and on one built for 16-bit counters (``IN_COUNTERS``)
+
+
 @dataclass(frozen=True)
 class ExactSign:
     """What a popcount over an ONNX ``Sign`` input reads beside the signs: its nonzero words
@@ -68,8 +72,8 @@ class ExactSign:
 
     @property
     def annotation(self) -> int:
-        """``stages.EXACT_SIGN``'s value on the popcount: 2 where it counts in 16-bit counters, else 1."""
-        return 2 if self.counts.in_counters else 1
+        """``stages.EXACT_SIGN``'s value on the popcount: how the schedule must count."""
+        return ANNOTATED_COUNTERS if self.counts.in_counters else ANNOTATED_WORDS
 
 
 COUNT = "int64"  # the counts: signed, for the exact terms are negative where most inputs disagree

@@ -217,7 +217,7 @@ class CpuKernelSchedules:
             return False
         exact = sch.get(count).annotations.get(stages.EXACT_SIGN)
         if exact is not None:  # the kernel was built for the counts the frontend asked for
-            return int(exact) == 2
+            return int(exact) == exact_sign.ANNOTATED_COUNTERS
         block = sch.get(count)
         words = 1
         for iv in block.iter_vars:

@@ -145,14 +145,14 @@ def _added(block: s_tir.SBlock, term: tirx.PrimExpr, lanes: int) -> tirx.PrimExp
         return tirx.if_then_else(flag != condition.b, *chosen)
     if _is_popcount(term):
         act, sign, mask = _operands(block, term.args[0], lanes)
-        return tirx.popcount(_counters((act ^ sign) & mask, lanes))
+        return tirx.popcount(_counters((act ^ sign) & _load(block, mask, lanes), lanes))
     if isinstance(term, tirx.Sub) and _is_popcount(_uncast(term.a)):  # popcount(m & z) - (popcount(x) << 1)
         valid = _uncast(term.a).args[0]
         twice = _uncast(term.b)
         if not (isinstance(valid, tirx.BitwiseAnd) and isinstance(twice, tirx.LShift)):
             raise ValueError(f"{block.name_hint}: not an exact Sign term: {term}")
         mask, nonzero = (_load(block, load, lanes) for load in (valid.a, valid.b))
-        act, sign, _ = _operands(block, _uncast(twice.a).args[0], lanes)
+        act, sign, _ = _operands(block, _uncast(twice.a).args[0], lanes)  # its mask is ``valid`` again
         kept = _counters(mask & nonzero, lanes)
         offset = tirx.Broadcast(tirx.const(exact_sign.COUNTER_OFFSET, "uint16"), COUNTERS * lanes)
         differ = tirx.popcount(_counters(act ^ sign, lanes) & kept)
@@ -160,12 +160,13 @@ def _added(block: s_tir.SBlock, term: tirx.PrimExpr, lanes: int) -> tirx.PrimExp
     raise ValueError(f"{block.name_hint}: not a popcount term: {term}")
 
 
-def _operands(block: s_tir.SBlock, masked: tirx.PrimExpr, lanes: int) -> tuple[tirx.PrimExpr, ...]:
-    """The vectors ``a``, ``w``, ``m`` of ``(a ^ w) & m``."""
+def _operands(
+    block: s_tir.SBlock, masked: tirx.PrimExpr, lanes: int
+) -> tuple[tirx.PrimExpr, tirx.PrimExpr, tirx.PrimExpr]:
+    """The vectors ``a`` and ``w`` of ``(a ^ w) & m``, and ``m`` as written."""
     if not (isinstance(masked, tirx.BitwiseAnd) and isinstance(masked.a, tirx.BitwiseXor)):
         raise ValueError(f"{block.name_hint}: not a popcount of (a ^ w) & m: {masked}")
-    loads = (masked.a.a, masked.a.b, masked.b)
-    return tuple(_load(block, load, lanes) if isinstance(load, TensorLoad) else load for load in loads)
+    return _load(block, masked.a.a, lanes), _load(block, masked.a.b, lanes), masked.b
 
 
 def _is_popcount(expr: tirx.PrimExpr) -> bool:
