@@ -22,6 +22,8 @@ from mptc.targets.kernels import stages
 from mptc.targets.layout import WORD_BITS
 
 WORD = "uint64"
+HALF = "uint32"  # a packed word is built as two halves of this width
+HALF_BITS = 32
 BIT_OR = te.comm_reducer(lambda a, b: a | b, lambda dtype: tirx.const(0, dtype), name="bit_or")
 
 Count = Callable[[list["tirx.PrimExpr"], "tirx.PrimExpr"], "tirx.PrimExpr"]  # (leading indices, channel) -> value
@@ -59,13 +61,20 @@ def channel_bits(channels: int, word: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def bit_word(is_set: Callable[[tirx.PrimExpr], tirx.PrimExpr], word: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The uint64 word ``word`` whose bit ``j`` is ``is_set(64 * word + j)``, unrolled into one expression."""
-    zero, one = tirx.const(0, WORD), tirx.const(1, WORD)
+    """The uint64 word ``word`` whose bit ``j`` is ``is_set(64 * word + j)``, unrolled into one expression.
 
-    def bit(j: int) -> tirx.PrimExpr:
-        return tirx.Select(is_set(word * WORD_BITS + j), one << tirx.const(j, WORD), zero)
+    Built as two 32-bit halves joined once: a float compare yields a 32-bit lane mask, so each bit
+    is one AND and OR in the float's own lane width (a 64-bit select widens every mask first)."""
 
-    return functools.reduce(lambda acc, j: acc | bit(j), range(1, WORD_BITS), bit(0))
+    def half(base: int) -> tirx.PrimExpr:
+        zero = tirx.const(0, HALF)
+
+        def bit(j: int) -> tirx.PrimExpr:
+            return tirx.Select(is_set(word * WORD_BITS + base + j), tirx.const(1 << j, HALF), zero)
+
+        return functools.reduce(lambda acc, j: acc | bit(j), range(1, HALF_BITS), bit(0)).astype(WORD)
+
+    return half(0) | (half(HALF_BITS) << tirx.const(HALF_BITS, WORD))
 
 
 def popcount_term(act: tirx.PrimExpr, w: tirx.PrimExpr, m: tirx.PrimExpr) -> tirx.PrimExpr:
