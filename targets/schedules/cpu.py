@@ -292,7 +292,7 @@ class CpuKernelSchedules:
         sch.decompose_reduction(count, taps[0])
         sch.decompose_reduction(bits, group)
         if fold is not None:
-            _mark_counters(sch, count, fold, group, self.word_lanes)
+            _mark_counters(sch, count, fold, group)
 
     def conv_chunk(self, flat: int, block: int) -> int:
         """Flat outputs per register tile of a real-input conv with ``block`` output channels: whole
@@ -579,7 +579,7 @@ class CpuKernelSchedules:
         if not sch.get(inner).same_as(sch.get(tile)):
             sch.vectorize(inner)
         if fold is not None:
-            _mark_counters(sch, reduce, fold, tile, int(sch.get(lanes).extent))
+            _mark_counters(sch, reduce, fold, tile)
             # the epilogue unrolled too: it reads the folded counts where they are, in registers
             for loop in _under(sch, epilogue, tile)[:-1]:
                 sch.unroll(loop)
@@ -634,13 +634,13 @@ def _view(first: TensorLoad, extent: tirx.PrimExpr) -> tirx.Buffer:
     return T.decl_buffer((extent,), dtype, data=start)
 
 
-def _mark_counters(sch, update, fold, tile, lanes: int) -> None:
-    """Mark the popcount update's vector and the fold copy's vectors (one per ``lanes`` counts,
+def _mark_counters(sch, update, fold, tile) -> None:
+    """Mark the popcount update's vector and the fold copy's runs of counts (``lane_counts.fold_words``,
     the copy's loops under ``tile`` unrolled) for ``lane_counts.expand``."""
     lane_counts.mark(sch, sch.get_loops(update)[-1], lane_counts.STEP)
     *outer, last = _under(sch, fold, tile)
-    vectors, inner = sch.split(last, [None, lanes])
-    for loop in [*outer, vectors]:
+    runs, inner = sch.split(last, [None, lane_counts.fold_words(extent(sch, last))])
+    for loop in [*outer, runs]:
         sch.unroll(loop)
     lane_counts.mark(sch, inner, lane_counts.FOLD)
 

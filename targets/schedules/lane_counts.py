@@ -28,6 +28,8 @@ from mptc.targets.kernels import exact_sign
 WORD = "uint64"
 COUNTERS = 4  # 16-bit counters per uint64 word
 MAX_WORDS = (1 << 16) // 64 - 1  # counts up to 64 * MAX_WORDS < 2^16 fold exactly
+VECTOR_WORDS = 2  # uint64 words per NEON register
+FOLD_WORDS = 8  # words per fold: four vectors' counters, two levels of pairwise adds
 KIND = "mptc.lane_counts"  # block annotation: STEP or FOLD
 STEP = "step"
 FOLD = "fold"
@@ -177,18 +179,39 @@ def _uncast(expr: tirx.PrimExpr) -> tirx.PrimExpr:
     return expr.value if isinstance(expr, tirx.Cast) else expr
 
 
+def fold_words(words: int) -> int:
+    """Words per fold block of a tile's ``words`` counts: the most (up to ``FOLD_WORDS``, whole
+    vectors) that divide them."""
+    return max(w for w in range(VECTOR_WORDS, FOLD_WORDS + 1, VECTOR_WORDS) if words % w == 0)
+
+
 def _fold(block: s_tir.SBlock) -> tirx.Stmt:
-    """A copy of the counters -> their sum per word (exact below 2^16)."""
-    store, lanes = _inner_store(block), _lanes(block)
+    """A copy of the counters of up to four vectors -> their sum per word (exact below 2^16), as a
+    tree of pairwise adds (``addp.8h``): two levels sum each word's four counters, in word order."""
+    store, words = _inner_store(block), _lanes(block)
     if not isinstance(store.value, TensorLoad):
         raise ValueError(f"{block.name_hint}: not a copy: {store.value}")
-    words = _load(block, store.value, lanes)
+    vectors = words // VECTOR_WORDS
+    if words % VECTOR_WORDS or not 0 < vectors <= FOLD_WORDS // VECTOR_WORDS:
+        raise ValueError(f"{block.name_hint}: {words} words are not 1 to 4 whole vectors")
+    region = _region(block, store.value.source)
+    *at, first = (r.min for r in region)
 
-    dtype = store.buffer.dtype  # uint64 words, or int64 counts (an exact Sign's)
+    def counters(v: int) -> tirx.PrimExpr:
+        run = tirx.Ramp(first + v * VECTOR_WORDS, 1, VECTOR_WORDS)
+        return _counters(tirx.BufferLoad(store.value.source, [*at, run]), VECTOR_WORDS)
 
-    def shifted_add(x: tirx.PrimExpr, bits: int) -> tirx.PrimExpr:
-        return x + (x >> tirx.Broadcast(tirx.const(bits, dtype), lanes))
+    halves = [_pairwise(counters(v), counters(min(v + 1, vectors - 1))) for v in range(0, vectors, 2)]
+    sums = _pairwise(halves[0], halves[-1])  # lane i: word i (a lone half pairs with itself)
+    if words < COUNTERS * VECTOR_WORDS:
+        sums = tirx.Shuffle([sums], [tirx.const(i, "int32") for i in range(words)])
+    out = _access(_region(block, store.buffer, writes=True), words, lambda i: tirx.BufferLoad(store.buffer, i))
+    return tirx.BufferStore(store.buffer, sums.astype(f"{store.buffer.dtype}x{words}"), list(out.indices))
 
-    folded = shifted_add(shifted_add(words, 16), 32) & tirx.Broadcast(tirx.const(0xFFFF, dtype), lanes)
-    out = _access(_region(block, store.buffer, writes=True), lanes, lambda i: tirx.BufferLoad(store.buffer, i))
-    return tirx.BufferStore(store.buffer, folded, list(out.indices))
+
+def _pairwise(a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The sums of neighbouring counters of ``a``, then of ``b``: NEON's ``addp``, written as
+    even plus odd lanes so that any target computes it (LLVM selects ``addp`` on aarch64)."""
+    width = COUNTERS * VECTOR_WORDS
+    lanes = [tirx.Shuffle([a, b], [tirx.const(i, "int32") for i in range(first, 2 * width, 2)]) for first in (0, 1)]
+    return lanes[0] + lanes[1]
