@@ -36,4 +36,6 @@ def test_the_popcount_loop_and_its_bound(tmp_path):
     assert cnts > 0 and popcount.count("uadalp") == cnts  # NEON's 16-bit counters: one uadalp per cnt
     cycles, bound = mca.mca_cycles(mca.assembly(popcount), "cortex-a72"), mca.popcount_bound(cnts, "cortex-a72")
     assert 0 < bound < cycles  # eor, and and uadalp share the pipes cnt needs
+    steps = mca.step_bound(cnts, "cortex-a72")
+    assert 3 * bound < steps <= cycles  # the step's four SIMD instructions per cnt; loads come on top
     assert mca.assembly(popcount)[-1].endswith(".Lloop")
