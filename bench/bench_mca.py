@@ -167,7 +167,9 @@ def main() -> None:
         row = f"{loop.function[:43]:<44}{len(loop.body):>6}{cnts:>5}{fp:>5}{cycles:>13.2f}"
         if cnts:
             popcounts, steps = popcount_bound(cnts, cpu), step_bound(cnts, cpu)
-            row += f"{cycles / cnts:>9.2f}{popcounts:>11.2f}{popcounts / cycles:>7.0%}{steps:>12.2f}{steps / cycles:>7.0%}"
+            row += (
+                f"{cycles / cnts:>9.2f}{popcounts:>11.2f}{popcounts / cycles:>7.0%}{steps:>12.2f}{steps / cycles:>7.0%}"
+            )
         print(row)
 
 

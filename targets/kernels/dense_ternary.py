@@ -118,6 +118,7 @@ def conv_ternary_func(
         (geo.batch, geo.out_height, geo.out_width, blocks * lanes),
         lambda n, oy, ox, o: te.sum(xp[n, c, oy * sh + ky * dh, ox * sw + kx * dw] * weight(o), axis=[c, ky, kx]),
         name=stages.TERNARY,
+        attrs={stages.COLUMN_STRIDE: sw},
     )
     y = te.compute(
         (geo.batch, geo.out_channels, geo.out_height, geo.out_width),

@@ -74,6 +74,10 @@ TERNARY_ROWS = 8
 # rows (each chunk decodes its block's weights again).
 TERNARY_CONV_TASKS = 8
 
+# Vectors of output columns (one row's, or of as many rows) that share each decoded weight broadcast
+# in a dense-ternary conv tile whose vectors run along the columns.
+TERNARY_SHARED_VECTORS = 2
+
 # Elements from which an elementwise stage (a dense layer's sign-split operand) runs in parallel.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
@@ -429,6 +433,9 @@ class CpuKernelSchedules:
         taps outside the tile."""
         sch = s_tir.Schedule(func)
         acc, out = sch.get_sblock(stages.TERNARY), sch.get_sblock(stages.OUTPUT)
+        if self._ternary_columns(sch, acc):
+            self._conv_ternary_columns(sch, acc, out)
+            return sch.mod["main"]
         n, oy, ox, o, c, ky, kx = sch.get_loops(acc)
         budget = self.tiles.conv_accumulators
         cols = divisor_at_most(extent(sch, ox), budget)
@@ -449,6 +456,53 @@ class CpuKernelSchedules:
             sch.unroll(loop)
         sch.vectorize(ov)
         sch.decompose_reduction(acc, c)
+        self._decode_and_pad(sch, task)
+        return sch.mod["main"]
+
+    def _ternary_columns(self, sch, acc) -> bool:
+        """Whether a dense-ternary conv's vectors run along output columns: stride 1 (neighbouring
+        outputs read neighbouring inputs) and rows of whole vectors. Its epilogue then writes NCHW
+        rows from registers, where channel vectors are transposed through memory (gathers)."""
+        columns = extent(sch, sch.get_loops(acc)[2])
+        return int(sch.get(acc).annotations[stages.COLUMN_STRIDE]) == 1 and columns % self.float_lanes == 0
+
+    def _conv_ternary_columns(self, sch, acc, out) -> None:
+        """Parallel over ``(n, output-channel block, row chunk)`` tasks, as ``conv_ternary``; a
+        register tile is ``TERNARY_SHARED_VECTORS`` vectors of output columns (of one row, or of
+        as many rows) x the channels that fill the accumulators: each decoded weight broadcast feeds
+        that many vectors, each input vector (one unaligned load per tap) the tile's channels."""
+        n, oy, ox, o, c, ky, kx = sch.get_loops(acc)
+        lanes, budget = self.float_lanes, self.tiles.conv_accumulators
+        row_vectors = divisor_at_most(extent(sch, ox) // lanes, TERNARY_SHARED_VECTORS)
+        rows = divisor_at_most(extent(sch, oy), TERNARY_SHARED_VECTORS // row_vectors)
+        channels = divisor_at_most(lanes, budget // (rows * row_vectors))  # within one decoded block
+        blocks = extent(sch, n) * extent(sch, o) // lanes
+        tiles = extent(sch, oy) // rows
+        chunk = divisor_at_most(tiles, ceil_div(tiles, ceil_div(TERNARY_CONV_TASKS, blocks))) * rows
+        oo, om, on = sch.split(o, [None, lanes // channels, channels])
+        yo, yi, yr = sch.split(oy, [None, chunk // rows, rows])
+        xo, xv, xl = sch.split(ox, [None, row_vectors, lanes])
+        sch.reorder(n, oo, yo, yi, xo, om, c, ky, kx, on, yr, xv, xl)
+        task = sch.fuse(n, oo, yo)
+        sch.parallel(task)
+        sch.transform_layout(acc, ("write", 0), lambda n, y, x, o: (n, y, o, x))  # a vector = a run of columns
+        sch.set_scope(acc, 0, "local")
+        sch.reverse_compute_at(out, om)
+        for loop in (on, yr, xv):
+            sch.unroll(loop)
+        sch.vectorize(xl)
+        sch.decompose_reduction(acc, c)
+        *outer, columns = _under(sch, out, om)
+        for loop in outer:
+            sch.unroll(loop)
+        vectors, lane = sch.split(columns, [None, lanes])
+        sch.unroll(vectors)
+        sch.vectorize(lane)
+        self._decode_and_pad(sch, task)
+
+    @staticmethod
+    def _decode_and_pad(sch, task) -> None:
+        """A dense-ternary conv's weights decoded once per parallel task, its input padded in parallel."""
         if stages.DECODE in block_names(sch):
             decode = sch.get_sblock(stages.DECODE)
             sch.compute_at(decode, task)
@@ -456,7 +510,6 @@ class CpuKernelSchedules:
         pad = sch.get_sblock(stages.PAD)
         pn, pc, _, _ = sch.get_loops(pad)
         sch.parallel(sch.fuse(pn, pc))
-        return sch.mod["main"]
 
     @property
     def depthwise_tile(self) -> int:

@@ -7,10 +7,11 @@ import pytest
 
 from mptc.targets import chooser, layout
 from mptc.targets.compile import compile_model
+from mptc.targets.kernels import dense_ternary
 from mptc.targets.policy import default_policy
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
-from mptc.targets.schedules.x86 import AVX2_TILES
+from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES
 
 from ..harness import compile_x86, reference, relative_error, run, sample
 from ..packed_models import binary_conv_model, binary_dense_model, residual_block
@@ -75,7 +76,8 @@ def test_ternary_planes_decode_to_the_weight():
 
 
 # (batch, C, size, O, k, stride, pad): channels off whole vectors and plane words, stride 2, 1x1,
-# maps below and above the decode-block size, batch 2
+# maps below and above the decode-block size, batch 2; rows of whole vectors (16 and 32 wide, the
+# vectors along the columns) with channels off whole vectors, one or two vectors a row, 3x3 and 1x1
 CONV_CASES = [
     (1, 3, 7, 5, 3, 1, 1),
     (2, 70, 9, 13, 3, 2, 1),
@@ -83,6 +85,9 @@ CONV_CASES = [
     (1, 16, 4, 40, 3, 1, 1),
     (2, 6, 12, 33, 3, 1, 1),
     (1, 9, 17, 17, 3, 2, 0),
+    (1, 5, 16, 20, 3, 1, 1),
+    (2, 3, 32, 17, 3, 1, 1),
+    (1, 8, 16, 40, 1, 1, 0),
 ]
 
 
@@ -101,12 +106,29 @@ def test_conv_ternary_matches_reference(case, decode_block_pixels):
 
 
 @pytest.mark.parametrize("tiles", [AVX2_TILES, NEON_TILES], ids=["avx2", "neon"])
-def test_conv_ternary_with_other_families_tiles(tiles):
-    model = binary_conv_model(np.random.default_rng(17), 2, 7, 10, 21, 3, 1, 1, mode="real", sparsity=0.2)
+@pytest.mark.parametrize("size", [10, 16], ids=["channel-vectors", "column-vectors"])
+def test_conv_ternary_with_other_families_tiles(tiles, size):
+    model = binary_conv_model(np.random.default_rng(17), 2, 7, size, 21, 3, 1, 1, mode="real", sparsity=0.2)
     vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(tiles))
     x = sample(model)
     assert lowering.layers[0].kernel == chooser.DENSE_TERNARY
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "size, stride, columns",
+    [(32, 1, True), (16, 1, True), (14, 1, False), (8, 1, False), (32, 2, False)],
+)
+def test_conv_ternary_vectors_run_along_rows_of_whole_vectors(size, stride, columns):
+    """Stride 1 and rows of whole vectors (AVX-512: 16 and 32 wide): the accumulators are runs of
+    columns, ``(n, y, o, x)``; otherwise runs of output channels, ``(n, y, x, o)``."""
+    geo = layout.ConvGeometry(1, 8, size, size, 48, (3, 3), (stride, stride), (1, 1, 1, 1))
+    func = dense_ternary.conv_ternary_func(geo, AVX512_TILES.float_lanes)
+    script = CpuKernelSchedules(AVX512_TILES).conv_ternary(func).script()
+    side = geo.out_width
+    by_columns = f"T.sblock_alloc_buffer((1, {side}, 48, {side})" in script
+    by_channels = f"T.sblock_alloc_buffer((1, {side}, {side}, 48)" in script
+    assert (by_columns, by_channels) == (columns, not columns)
 
 
 def test_conv_ternary_fuses_residual_add_and_relu():
