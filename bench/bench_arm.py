@@ -8,9 +8,13 @@ the same emulated core (one intra-op and one inter-op thread, sequential, ORT_EN
 execution provider), and the ratio of their counts (onnxruntime / mptc: above 1, mptc executes
 fewer instructions). A count, not a time: it repeats exactly for the same build and settings.
 
-    .venv/bin/python bench/bench_arm.py OUT/ [--board rpi4] [--runs 10] [--warmup 1] [--no-peer]
-    .venv/bin/python bench/bench_arm.py --layers [--dir DIR] [--board rpi5] [--runs 3] [--no-peer]
+    .venv/bin/python bench/bench_arm.py OUT/ [--board rpi4] [--runs 10] [--warmup 1] [--no-peer] [--threads 4]
+    .venv/bin/python bench/bench_arm.py --layers [--dir DIR] [--board rpi5] [--runs 3] [--no-peer] [--threads 4]
 
+With ``--threads N`` (a Pi has 4 cores) it also counts the instructions executed in the module's
+code per guest thread, at 1 and at N TVM threads (``mptc.deploy.instructions.thread_instructions``):
+the busiest thread's share is the critical path, and 1 thread's count over it the most N threads can
+gain (the thread pool's waiting, which depends on the host's timing, is not counted).
 The board defaults to the one in OUT/manifest.json. ``--layers`` builds the benchmark layers from
 scratch as ONNX models (:data:`LAYERS`: a binary conv whose sign is ``Where(x >= 0, 1, -1)`` and
 real-input ternary convs, 3x3 256->256 at 14x14), compiles each for ``--board`` into
@@ -38,6 +42,7 @@ from mptc.deploy.instructions import (
     compare_instructions,
     instruction_counts,
     peer_version,
+    thread_instructions,
 )
 
 PEER_SETTINGS = "1 intra-op + 1 inter-op thread, sequential, ORT_ENABLE_ALL, CPUExecutionProvider"
@@ -138,6 +143,20 @@ def print_counts(result: InstructionComparison | InstructionCounts) -> None:
         print(line)
 
 
+def thread_gain(out: Path, board: Board, threads: int, runs: int, warmup: int) -> float:
+    """Print the module's code instructions at 1 and at ``threads`` threads; return 1 thread's count
+    over the busiest thread's at ``threads`` (the most the threads can shorten an inference)."""
+    one = thread_instructions(out, board.name, threads=1, runs=runs, warmup=warmup)
+    many = thread_instructions(out, board.name, threads=threads, runs=runs, warmup=warmup)
+    gain = one.work / many.busiest
+    print(
+        f"threads: module code {one.work:,.0f} at 1 thread; at {threads}: busiest thread {many.busiest:,.0f}, "
+        f"all {many.work:,.0f} ({many.work / one.work:.3f}x the work), balance {many.balance:.3f}: "
+        f"{gain:.2f}x shorter critical path"
+    )
+    return gain
+
+
 def header(board: Board, runs: int, warmup: int, peer: bool) -> None:
     print(f"device:  emulated {board.description}: qemu-aarch64 {qemu_version()} -cpu {board.qemu_cpu}")
     print(f"counted: {runs} inferences after {warmup} warm-up; mptc at 1 TVM thread")
@@ -147,7 +166,7 @@ def header(board: Board, runs: int, warmup: int, peer: bool) -> None:
         )
 
 
-def bench_out(out: str, board_name: str | None, runs: int, warmup: int, peer: bool) -> None:
+def bench_out(out: str, board_name: str | None, runs: int, warmup: int, peer: bool, threads: int) -> None:
     manifest = read_manifest(out)
     board = BOARDS[board_name or manifest.target.board or "rpi4"]
     print(f"module:  {out} (built for {manifest.target.spec.get('mcpu', '?')}, {manifest.target.name})")
@@ -156,9 +175,11 @@ def bench_out(out: str, board_name: str | None, runs: int, warmup: int, peer: bo
     result = count(Path(out), board, runs, warmup, peer)
     print(f"took:    {time.perf_counter() - start:.1f} s under qemu")
     print_counts(result)
+    if threads > 1:
+        thread_gain(Path(out), board, threads, runs, warmup)
 
 
-def bench_layers(folder: Path, board: Board, runs: int, warmup: int, peer: bool) -> None:
+def bench_layers(folder: Path, board: Board, runs: int, warmup: int, peer: bool, threads: int) -> None:
     header(board, runs, warmup, peer)
     print(f"layers:  3x3 convs, compiled for {board.name} into {folder / board.name}")
     rows = []
@@ -167,15 +188,18 @@ def bench_layers(folder: Path, board: Board, runs: int, warmup: int, peer: bool)
         result = count(out, board, runs, warmup, peer)
         print(f"\n{layer.name}: {out}")
         print_counts(result)
-        rows.append((layer.name, result))
-    print(f"\n{'core':<12}{'layer':<18}{'mptc':>16}{'onnxruntime':>16}{'ratio':>9}{'NEON cnt':>10}")
-    for name, result in rows:
+        gain = thread_gain(out, board, threads, runs, warmup) if threads > 1 else None
+        rows.append((layer.name, result, gain))
+    gains = f"{f'{threads} threads':>11}" if threads > 1 else ""
+    print(f"\n{'core':<12}{'layer':<18}{'mptc':>16}{'onnxruntime':>16}{'ratio':>9}{'NEON cnt':>10}{gains}")
+    for name, result, gain in rows:
         mptc = result.mptc if isinstance(result, InstructionComparison) else result
         theirs, ratio = "-", "-"
         if isinstance(result, InstructionComparison):
             theirs, ratio = f"{result.onnxruntime.total:,.0f}", f"{result.ratio:.2f}"
         share = mptc.neon_cnt / mptc.total if mptc.total else 0.0
-        print(f"{board.qemu_cpu:<12}{name:<18}{mptc.total:>16,.0f}{theirs:>16}{ratio:>9}{share:>10.1%}")
+        row = f"{board.qemu_cpu:<12}{name:<18}{mptc.total:>16,.0f}{theirs:>16}{ratio:>9}{share:>10.1%}"
+        print(row + (f"{gain:>10.2f}x" if gain is not None else ""))
 
 
 def main() -> None:
@@ -187,14 +211,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="inferences counted (default 10)")
     parser.add_argument("--warmup", type=int, default=1, help="uncounted calls first (default 1)")
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="count the module only")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="also split the module's work over this many threads (a Pi: 4)"
+    )
     args = parser.parse_args()
     if args.layers == (args.out is not None):
         parser.error("give either an OUT/ folder or --layers")
     if args.layers:
         folder = args.dir or Path(tempfile.mkdtemp(prefix="mptc-bench-arm-"))
-        bench_layers(folder, BOARDS[args.board or "rpi4"], args.runs, args.warmup, args.peer)
+        bench_layers(folder, BOARDS[args.board or "rpi4"], args.runs, args.warmup, args.peer, args.threads)
     else:
-        bench_out(args.out, args.board, args.runs, args.warmup, args.peer)
+        bench_out(args.out, args.board, args.runs, args.warmup, args.peer, args.threads)
 
 
 if __name__ == "__main__":

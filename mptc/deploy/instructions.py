@@ -16,8 +16,12 @@ Subtracting whole-process counts of a ``warmup`` and a ``warmup + runs`` process
 repeat: the interpreter's start-up (about 11 G instructions) varies by millions from run to run,
 more than a small model's inference. The region count repeats exactly.
 
-TVM runs at one thread (``TVM_NUM_THREADS=1``): the plugin's counters are not atomic, and one
-thread is also the figure to compare with a single-threaded peer. ``PYTHONHASHSEED`` is fixed and
+TVM runs at one thread (``TVM_NUM_THREADS=1``): the plugin's class counters are not atomic, and
+one thread is also the figure to compare with a single-threaded peer. A board has 4 cores: for
+``threads`` above one, :func:`thread_instructions` counts only the instructions executed inside
+``OUT/module.so``'s code (its executable mapping, marked by the guest before the first call), per
+guest thread, each thread on its own counter: the kernels' work and how it splits, without the
+thread pool's waiting, whose count depends on the host's timing. ``PYTHONHASHSEED`` is fixed and
 the garbage collector is off inside the regions, so they take the same paths every time.
 The counts are instructions, not cycles: they rank kernels on one core model, they do not give
 its latency.
@@ -59,6 +63,8 @@ CLASSES = ("total", "neon_cnt", "loads_stores", "fp_simd")
 """The plugin's counters, in the order of its output lines (see ``scripts/qemu/insn_count.c``)."""
 MARK_START, MARK_STOP = 0x6D707400, 0x6D707401
 """Descriptor numbers whose ``close`` opens / closes the plugin's counting region (as in insn_count.c)."""
+MARK_CODE_START, MARK_CODE_END = 0x6D707402, 0x6D707403
+"""Descriptor numbers whose ``lseek`` offset gives the plugin the module's code range (as in insn_count.c)."""
 MAX_REGIONS = 4096
 """Regions the plugin reports (``MAX_REGIONS`` in insn_count.c); later ones are dropped."""
 
@@ -82,6 +88,10 @@ import tvm
 import tvm.runtime.vm
 dev = tvm.cpu()
 vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(model), dev)
+mark_code(model)
+threads = int(os.environ["TVM_NUM_THREADS"])
+if threads > 1:  # as many workers as a board's cores, however many the emulating host has
+    tvm.get_global_func("runtime.config_threadpool")(1, threads)
 call, arg = vm["main"], tvm.runtime.tensor(x, dev)
 first = call(arg).numpy()
 """,
@@ -116,8 +126,6 @@ import numpy as np
 model, reference, result, lib = sys.argv[1:5]
 with np.load(reference) as arrays:
     x = arrays["x"]
-{setup}
-np.save(result, first)
 
 
 def mark(fd):
@@ -127,9 +135,27 @@ def mark(fd):
         pass
 
 
+def mark_code(path):
+    path = os.path.realpath(path)
+    spans = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5] == path and "x" in fields[1]:
+                spans += [int(end, 16) for end in fields[0].split("-")]
+    for fd, at in (({code_start}, min(spans, default=0)), ({code_end}, max(spans, default=0))):
+        try:
+            os.lseek(fd, at, 0)
+        except OSError:
+            pass
+
+
+{setup}
+np.save(result, first)
 """
-"""What every guest runs first: the engine set up on the reference input (its output saved to
-``result``), and ``mark``, which opens or closes a counting region."""
+"""What every guest runs first: ``mark``, which opens or closes a counting region, ``mark_code``,
+which gives the plugin the executable mapping of a loaded file, and the engine set up on the
+reference input (its output saved to ``result``)."""
 
 _GUEST = (
     _GUEST_HEAD
@@ -279,17 +305,26 @@ def _check_output(engine: Engine, got: np.ndarray, expected: np.ndarray, where: 
         raise DeviceError(f"{engine.name} on {where} computed an output that differs from {REFERENCE_FILE} ({found})")
 
 
+def _guest(script: str, engine: Engine) -> str:
+    """``script`` with ``engine``'s set-up and the plugin's marker descriptors filled in."""
+    marks = {"start": MARK_START, "stop": MARK_STOP, "code_start": MARK_CODE_START, "code_end": MARK_CODE_END}
+    return script.format(setup=engine.setup, **marks)
+
+
 def count_instructions(
-    out_dir: str | Path, board: str, *, runs: int, warmup: int, engine: str = "mptc"
+    out_dir: str | Path, board: str, *, runs: int, warmup: int, engine: str = "mptc", threads: int = 1
 ) -> dict[str, list[tuple[int, ...]]]:
-    """Guest instructions of one emulated process that runs ``engine`` ``warmup + runs`` times.
+    """Guest instructions of one emulated process that runs ``engine`` ``warmup + runs`` times,
+    at ``threads`` TVM threads.
 
     Returns the plugin's counters, each a tuple in :data:`CLASSES` order: under ``"region"`` one
-    per counted region (``runs`` calls, then ``2 * runs``), under ``"total"`` one for the whole process.
+    per counted region (``runs`` calls, then ``2 * runs``), under ``"total"`` one for the whole
+    process; for ``mptc``, under ``"code"`` one per region with the instructions each guest thread
+    executed in the module's code (exact at any thread count, where the others are at one only).
     """
     chosen = _engine(engine)
-    script = _GUEST.format(setup=chosen.setup, start=MARK_START, stop=MARK_STOP)
-    found, _ = _run_guest(out_dir, board, chosen, script, [str(warmup), str(runs)])
+    script = _guest(_GUEST, chosen)
+    found, _ = _run_guest(out_dir, board, chosen, script, [str(warmup), str(runs)], threads=threads)
     if len(found["region"]) != 2:
         raise DeviceError(
             f"the instruction-counting plugin saw {len(found['region'])} marked regions, expected 2: "
@@ -305,7 +340,7 @@ def kernel_instructions(out_dir: str | Path, board: str) -> list[KernelInstructi
     Each call runs between two markers from the Relax VM's instrument, so a row also holds the
     VM's own dispatch of that call (a few thousand instructions); the markers' cost, counted in
     an empty region first, is subtracted. At most ``MAX_REGIONS - 1`` calls are counted."""
-    script = _KERNELS_GUEST.format(setup=ENGINES["mptc"].setup, start=MARK_START, stop=MARK_STOP)
+    script = _guest(_KERNELS_GUEST, ENGINES["mptc"])
     found, calls = _run_guest(out_dir, board, ENGINES["mptc"], script, [], names=True)
     empty, *regions = found["region"]
     if len(regions) != len(calls) or len(calls) >= MAX_REGIONS:
@@ -322,11 +357,18 @@ def kernel_instructions(out_dir: str | Path, board: str) -> list[KernelInstructi
 
 
 def _run_guest(
-    out_dir: str | Path, board: str, engine: Engine, script: str, args: list[str], names: bool = False
+    out_dir: str | Path,
+    board: str,
+    engine: Engine,
+    script: str,
+    args: list[str],
+    names: bool = False,
+    threads: int = 1,
 ) -> tuple[dict[str, list[tuple[int, ...]]], list[str]]:
-    """Run ``script`` in one emulated process on ``engine``'s model with the counting plugin, check its
-    output against the reference, and return the plugin's counters (``region`` and ``total`` lines)
-    and, with ``names``, the lines the guest wrote to ``<result>.calls`` (``_KERNELS_GUEST``)."""
+    """Run ``script`` in one emulated process on ``engine``'s model with the counting plugin (TVM at
+    ``threads`` threads), check its output against the reference, and return the plugin's counters
+    (``region``, ``total`` and ``code`` lines) and, with ``names``, the lines the guest wrote to
+    ``<result>.calls`` (``_KERNELS_GUEST``)."""
     out = Path(out_dir)
     for name in (engine.model, REFERENCE_FILE):
         if not (out / name).is_file():
@@ -345,7 +387,7 @@ def _run_guest(
             "QEMU_CPU": qemu_cpu,
             # qemu-user reads QEMU_PLUGIN as its -plugin option; the launcher passes it through.
             "QEMU_PLUGIN": f"{lib},outfile={counts}",
-            "TVM_NUM_THREADS": "1",
+            "TVM_NUM_THREADS": str(threads),
             "PYTHONHASHSEED": "0",
         }
         command = [str(python), "-c", script, str(model), str(out / REFERENCE_FILE), str(result), guest_lib, *args]
@@ -363,12 +405,13 @@ def _run_guest(
         _check_output(engine, np.load(result), read_reference(out)[1], where)
         text = counts.read_text()
         calls = [line for line in called.read_text().splitlines() if line] if names else []
-    found: dict[str, list[tuple[int, ...]]] = {"region": [], "total": []}
+    found: dict[str, list[tuple[int, ...]]] = {"region": [], "total": [], "code": []}
     for line in text.splitlines():
         name, *fields = line.split()
-        if name not in found or len(fields) != len(CLASSES):
+        if name not in found or (name != "code" and len(fields) != len(CLASSES)) or not fields:
             raise DeviceError(
-                f"the instruction-counting plugin wrote {line!r}: expected 'region|total' and {len(CLASSES)} numbers"
+                f"the instruction-counting plugin wrote {line!r}: expected 'region|total' and {len(CLASSES)} "
+                "numbers, or 'code' and a number per thread"
             )
         found[name].append(tuple(int(field) for field in fields))
     if len(found["total"]) != 1:
@@ -392,6 +435,50 @@ def instruction_counts(
         raise InputError(f"runs and warmup must be at least 1: got runs={runs}, warmup={warmup}")
     once, twice = count_instructions(out_dir, board, runs=runs, warmup=warmup, engine=engine)["region"]
     return InstructionCounts(*((b - a) / runs for a, b in zip(once, twice, strict=True)))
+
+
+@dataclass(frozen=True)
+class ThreadInstructions:
+    """Instructions per inference executed inside ``OUT/module.so``'s code at ``threads`` TVM
+    threads, per guest thread that ran any (busiest first): the kernels' work and its split."""
+
+    threads: int
+    per_thread: tuple[float, ...]
+
+    @property
+    def work(self) -> float:
+        """All threads' module instructions per inference: above the one-thread count by what
+        splitting the work adds (a task's set-up, a weight block decoded per task)."""
+        return sum(self.per_thread)
+
+    @property
+    def busiest(self) -> float:
+        """The busiest thread's module instructions per inference: the critical path, in instructions."""
+        return self.per_thread[0]
+
+    @property
+    def balance(self) -> float:
+        """``work / (threads * busiest)``: 1 when every thread gets the same share."""
+        return self.work / (self.threads * self.busiest)
+
+
+def thread_instructions(
+    out_dir: str | Path, board: str, *, threads: int, runs: int = DEFAULT_RUNS, warmup: int = 1
+) -> ThreadInstructions:
+    """Instructions per inference inside ``OUT/module.so``'s code, per guest thread, with TVM at
+    ``threads`` threads on emulated ``board`` (see the module doc); the output is checked first."""
+    if threads < 1 or runs < 1 or warmup < 1:
+        raise InputError(f"threads, runs and warmup must be at least 1: got {threads}, {runs}, {warmup}")
+    found = count_instructions(out_dir, board, runs=runs, warmup=warmup, threads=threads)["code"]
+    if len(found) != 2:
+        raise DeviceError(
+            f"the instruction-counting plugin saw the module's code in {len(found)} regions, expected 2: "
+            f"is {plugin()} built from scripts/qemu/insn_count.c?"
+        )
+    width = max(len(counts) for counts in found)  # threads past the last to run module code are not listed
+    once, twice = (counts + (0,) * (width - len(counts)) for counts in found)
+    per_thread = sorted(((b - a) / runs for a, b in zip(once, twice, strict=True)), reverse=True)
+    return ThreadInstructions(threads, tuple(n for n in per_thread if n > 0))
 
 
 def instructions_per_inference(out_dir: str | Path, board: str, *, runs: int = DEFAULT_RUNS, warmup: int = 1) -> float:

@@ -155,6 +155,21 @@ def test_each_kernel_call_is_counted_exactly(binary_conv_out: Path) -> None:
 
 
 @pytest.mark.emulated
+def test_the_modules_work_splits_over_a_boards_threads(binary_conv_out: Path) -> None:
+    """The module's code counted per guest thread: at 1 thread all of it on one (less than the
+    whole inference, which runs the VM and Python too); at 4, four threads share about the same
+    work, each a fraction of it, and the split repeats exactly."""
+    one = instructions.thread_instructions(binary_conv_out, "rpi4", threads=1, runs=2)
+    whole = instructions.instruction_counts(binary_conv_out, "rpi4", runs=2)
+    assert len(one.per_thread) == 1 and 0 < one.work < whole.total
+    four = instructions.thread_instructions(binary_conv_out, "rpi4", threads=4, runs=2)
+    assert len(four.per_thread) == 4 and four.threads == 4
+    assert one.work <= four.work < 1.5 * one.work  # each task's own set-up on top
+    assert four.busiest < 0.5 * one.work and 0.5 < four.balance <= 1
+    assert instructions.thread_instructions(binary_conv_out, "rpi4", threads=4, runs=2) == four
+
+
+@pytest.mark.emulated
 def test_profile_lists_each_kernel_calls_instructions(binary_conv_out: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
