@@ -131,8 +131,9 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
     "--instructions",
     is_flag=True,
     help="With --emulate: also count guest instructions per inference on the board's emulated core "
-    "(deterministic, 1 thread; a board-free speed figure), and with --compare onnxruntime those of "
-    "onnxruntime's aarch64 build on the same core, and their ratio.",
+    "(deterministic, 1 thread; a board-free speed figure), and how the module's code splits over "
+    "the board's cores (one thread each); with --compare onnxruntime those of onnxruntime's "
+    "aarch64 build on the same core, and their ratio.",
 )
 @click.option(
     "--inputs",
@@ -303,6 +304,14 @@ def _echo_instructions(section: dict[str, Any]) -> None:
         click.echo(
             f"  {section['peer']}: {section['onnxruntime']['total']:,.0f} per inference, "
             f"{section['ratio']:.2f}x the module's"
+        )
+    if "cores" in section:
+        cores = section["cores"]
+        click.echo(
+            f"  on the board's {cores['threads']} cores: the module's code splits with balance "
+            f"{cores['balance']:.3f}, {cores['per_thread'][0]:,.0f} on the busiest thread of "
+            f"{cores['one_thread']:,.0f} at 1 thread: a {cores['critical_path_gain']:.2f}x shorter critical path "
+            "(the thread pool's waiting not counted)"
         )
     if "per_kernel" in section:
         rows = section["per_kernel"]

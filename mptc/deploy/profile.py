@@ -390,7 +390,26 @@ def _instructions(out_dir: Path, board: Board, with_peer: bool, per_kernel: bool
             {"kernel": k.kernel, "output_shape": list(k.output_shape), **dataclasses.asdict(k.counts)}
             for k in instructions.kernel_instructions(out_dir, board.name)
         ]
+    if board.num_cores > 1:
+        section["cores"] = _core_split(out_dir, board, runs)
     return section
+
+
+def _core_split(out_dir: Path, board: Board, runs: int) -> dict[str, Any]:
+    """The ``cores`` part of the instructions section: the module's code instructions at 1 thread
+    and per thread at one thread per core of ``board`` (``instructions.thread_instructions``)."""
+    from mptc.deploy import instructions
+
+    one = instructions.thread_instructions(out_dir, board.name, threads=1, runs=runs)
+    split = instructions.thread_instructions(out_dir, board.name, threads=board.num_cores, runs=runs)
+    return {
+        "threads": split.threads,
+        "one_thread": one.work,
+        "per_thread": list(split.per_thread),
+        "work": split.work,
+        "balance": split.balance,
+        "critical_path_gain": one.work / split.busiest,
+    }
 
 
 def _thread_pool(compiled: CompiledModel, device: Device, environment: dict[str, str]) -> dict[str, Any]:

@@ -184,6 +184,10 @@ def test_profile_lists_each_kernel_calls_instructions(binary_conv_out: Path, tmp
     assert row["output_shape"] == [1, 16, 6, 6] and row["neon_cnt"] == section["mptc"]["neon_cnt"]
     assert "per kernel call, most first" in result.output
     assert f"{row['total']:,.0f}" in result.output and f"{row['kernel']} (1x16x6x6)" in result.output
+    cores = section["cores"]  # a Pi 4's four cores, one thread each
+    assert cores["threads"] == 4 and len(cores["per_thread"]) == 4 and cores["work"] >= cores["one_thread"]
+    assert cores["critical_path_gain"] == cores["one_thread"] / cores["per_thread"][0] > 1
+    assert f"on the board's 4 cores: the module's code splits with balance {cores['balance']:.3f}" in result.output
 
 
 @pytest.mark.emulated
