@@ -430,7 +430,8 @@ class CpuKernelSchedules:
         channels' weights once where the kernel has a ``DECODE`` block; register tiles of a 2-D
         block of output pixels (columns, then rows while the accumulators last) x the vectors that
         fill the rest: each weight vector feeds every pixel of the tile (broadcast inputs), the
-        taps outside the tile."""
+        taps outside the tile. Rows of whole vectors take vectors of columns instead
+        (``_conv_ternary_columns``)."""
         sch = s_tir.Schedule(func)
         acc, out = sch.get_sblock(stages.TERNARY), sch.get_sblock(stages.OUTPUT)
         if self._ternary_columns(sch, acc):
@@ -441,22 +442,12 @@ class CpuKernelSchedules:
         cols = divisor_at_most(extent(sch, ox), budget)
         rows = divisor_at_most(extent(sch, oy), budget // cols)
         vectors = divisor_at_most(extent(sch, o) // self.float_lanes, budget // (cols * rows))
-        tasks = extent(sch, n) * extent(sch, o) // (vectors * self.float_lanes)
-        chunks = min(extent(sch, oy) // rows, ceil_div(TERNARY_CONV_TASKS, tasks))
-        chunk = divisor_at_most(extent(sch, oy) // rows, ceil_div(extent(sch, oy) // rows, chunks)) * rows
+        chunk = _row_chunk(extent(sch, oy), rows, extent(sch, n) * extent(sch, o) // (vectors * self.float_lanes))
         oo, on, ov = sch.split(o, [None, vectors, self.float_lanes])
         yo, ym, yi = sch.split(oy, [None, chunk // rows, rows])
         xo, xi = sch.split(ox, [None, cols])
         sch.reorder(n, oo, yo, ym, xo, c, ky, kx, yi, xi, on, ov)
-        task = sch.fuse(n, oo, yo)
-        sch.parallel(task)
-        sch.set_scope(acc, 0, "local")
-        sch.reverse_compute_at(out, xo)
-        for loop in (yi, xi, on):
-            sch.unroll(loop)
-        sch.vectorize(ov)
-        sch.decompose_reduction(acc, c)
-        self._decode_and_pad(sch, task)
+        self._ternary_tile(sch, acc, out, (n, oo, yo), xo, (yi, xi, on), ov, c)
         return sch.mod["main"]
 
     def _ternary_columns(self, sch, acc) -> bool:
@@ -476,33 +467,33 @@ class CpuKernelSchedules:
         row_vectors = divisor_at_most(extent(sch, ox) // lanes, TERNARY_SHARED_VECTORS)
         rows = divisor_at_most(extent(sch, oy), TERNARY_SHARED_VECTORS // row_vectors)
         channels = divisor_at_most(lanes, budget // (rows * row_vectors))  # within one decoded block
-        blocks = extent(sch, n) * extent(sch, o) // lanes
-        tiles = extent(sch, oy) // rows
-        chunk = divisor_at_most(tiles, ceil_div(tiles, ceil_div(TERNARY_CONV_TASKS, blocks))) * rows
+        chunk = _row_chunk(extent(sch, oy), rows, extent(sch, n) * extent(sch, o) // lanes)
         oo, om, on = sch.split(o, [None, lanes // channels, channels])
         yo, yi, yr = sch.split(oy, [None, chunk // rows, rows])
         xo, xv, xl = sch.split(ox, [None, row_vectors, lanes])
         sch.reorder(n, oo, yo, yi, xo, om, c, ky, kx, on, yr, xv, xl)
-        task = sch.fuse(n, oo, yo)
-        sch.parallel(task)
         sch.transform_layout(acc, ("write", 0), lambda n, y, x, o: (n, y, o, x))  # a vector = a run of columns
-        sch.set_scope(acc, 0, "local")
-        sch.reverse_compute_at(out, om)
-        for loop in (on, yr, xv):
-            sch.unroll(loop)
-        sch.vectorize(xl)
-        sch.decompose_reduction(acc, c)
-        *outer, columns = _under(sch, out, om)
+        self._ternary_tile(sch, acc, out, (n, oo, yo), om, (on, yr, xv), xl, c)
+        *outer, columns = _under(sch, out, om)  # the epilogue: whole vectors of a row's columns
         for loop in outer:
             sch.unroll(loop)
         vectors, lane = sch.split(columns, [None, lanes])
         sch.unroll(vectors)
         sch.vectorize(lane)
-        self._decode_and_pad(sch, task)
 
     @staticmethod
-    def _decode_and_pad(sch, task) -> None:
-        """A dense-ternary conv's weights decoded once per parallel task, its input padded in parallel."""
+    def _ternary_tile(sch, acc, out, task_loops, tile, unrolled, lane, reduce_from) -> None:
+        """A dense-ternary conv's loops (ordered) into parallel tasks over ``task_loops``, its
+        accumulators a register tile under ``tile`` with the epilogue there, the weights decoded once
+        per task and the input padded in parallel."""
+        task = sch.fuse(*task_loops)
+        sch.parallel(task)
+        sch.set_scope(acc, 0, "local")
+        sch.reverse_compute_at(out, tile)
+        for loop in unrolled:
+            sch.unroll(loop)
+        sch.vectorize(lane)
+        sch.decompose_reduction(acc, reduce_from)
         if stages.DECODE in block_names(sch):
             decode = sch.get_sblock(stages.DECODE)
             sch.compute_at(decode, task)
@@ -696,6 +687,13 @@ def _mark_counters(sch, update, fold, tile) -> None:
     for loop in [*outer, runs]:
         sch.unroll(loop)
     lane_counts.mark(sch, inner, lane_counts.FOLD)
+
+
+def _row_chunk(height: int, rows: int, blocks: int) -> int:
+    """Output rows per parallel task of a dense-ternary conv: whole tiles of ``rows``, as many per
+    task as leave ``blocks`` channel blocks about ``TERNARY_CONV_TASKS`` tasks."""
+    tiles = height // rows
+    return divisor_at_most(tiles, ceil_div(tiles, ceil_div(TERNARY_CONV_TASKS, blocks))) * rows
 
 
 def _under(sch, block, loop) -> list:
