@@ -291,7 +291,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
                         geo, kernels.word_lanes, t.border.shape[:2], **fused, counts=counts
                     )
                 )
-                consts = [t.sign, t.mask, t.border_by_column, t.row_class, layer.scale, layer.bias]
+                consts = [t.planes, t.border_by_column, t.row_class, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel == chooser.XNOR_POPCOUNT:
                 outputs = layout.table_outputs(geo.out_channels, kernels.word_lanes, layer.words_out)
@@ -304,9 +304,9 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 if layer.words_out:
                     taps = geo.channels * geo.kernel[0] * geo.kernel[1]
                     threshold, flip = layout.sign_thresholds(t.border, layer.scale, layer.bias, taps)
-                    consts = [t.sign, t.mask, threshold, t.row_class, t.col_class, flip]
+                    consts = [t.planes, threshold, t.row_class, t.col_class, flip]
                 else:
-                    consts = [t.sign, t.mask, t.border_by_column, t.row_class, layer.scale, layer.bias]
+                    consts = [t.planes, t.border_by_column, t.row_class, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel in (chooser.BLOCK_SPARSE, chooser.TERNARY_LUT):
                 lut = layer.lowering.policy.lut_group if choice.kernel == chooser.TERNARY_LUT else 0

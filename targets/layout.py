@@ -83,6 +83,9 @@ class ConvGeometry:
         return self.kernel[0] * self.kernel[1] * self.channel_words
 
 
+SIGN_PLANE, MASK_PLANE = 0, 1  # the two word planes of ``BinaryConvTables.planes``
+
+
 @dataclass(frozen=True)
 class BinaryConvTables:
     """Constants of the XNOR-popcount conv: ``(O/lanes, kh, kw, Cw, lanes)`` words and the border table."""
@@ -92,6 +95,12 @@ class BinaryConvTables:
     border: np.ndarray  # int32 (row classes, column classes, O padded): exact count per border class
     row_class: np.ndarray  # int32 (OH,)
     col_class: np.ndarray  # int32 (OW,)
+
+    @property
+    def planes(self) -> np.ndarray:
+        """``sign`` and ``mask`` as the kernel reads them, ``(O/lanes, kh, kw, Cw, 2, lanes)``
+        (``SIGN_PLANE``, ``MASK_PLANE``): a vector's sign words beside its mask words, one paired load."""
+        return np.ascontiguousarray(np.stack([self.sign, self.mask], axis=-2))
 
     @property
     def border_by_column(self) -> np.ndarray:

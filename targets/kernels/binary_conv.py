@@ -47,6 +47,8 @@ from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.bits import WORD, nonzero_word, popcount_term, sign_word, threshold_words
 from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import (
+    MASK_PLANE,
+    SIGN_PLANE,
     ConvGeometry,
     FlatInput,
     ceil_div,
@@ -79,12 +81,12 @@ def pad_words(a: te.Tensor, geo: ConvGeometry, name: str = stages.PAD) -> te.Ten
 
 def xnor_popcount(
     a: te.Tensor,
-    sign: te.Tensor,
-    mask: te.Tensor,
+    planes: te.Tensor,
     geo: ConvGeometry,
     exact: exact_sign.ExactSign | None = None,
 ) -> te.Tensor:
-    """``D[n, oy, ox, o]`` over all ``O/V * V`` (padded) outputs; ``sign``/``mask`` are ``(O/V, kh, kw, Cw, V)``.
+    """``D[n, oy, ox, o]`` over all ``O/V * V`` (padded) outputs; ``planes`` is ``(O/V, kh, kw, Cw, 2, V)``,
+    the sign and mask words (``layout.BinaryConvTables.planes``).
 
     With ``exact`` (an ONNX ``Sign`` input; ``kernels.exact_sign``), an output row whose window
     holds an input zero counts the dot product itself over the nonzero plane (zeros and padding
@@ -92,7 +94,7 @@ def xnor_popcount(
 
     The block carries ``stages.COLUMN_STRIDE``, the distance in words between the input words two
     neighbouring output columns read (``Cw * stride``): at 1 a schedule may vectorize along columns."""
-    tiles, lanes = sign.shape[0], sign.shape[-1]
+    tiles, lanes = planes.shape[0], planes.shape[-1]
     (sh, sw), (dh, dw) = geo.strides, geo.dilations
     ky = te.reduce_axis((0, geo.kernel[0]), name="ky")
     kx = te.reduce_axis((0, geo.kernel[1]), name="kx")
@@ -100,7 +102,7 @@ def xnor_popcount(
 
     def popcount(n, oy, ox, o):
         at = (n, oy * sh + ky * dh, ox * sw + kx * dw, cw)
-        w, m = sign[o // lanes, ky, kx, cw, o % lanes], mask[o // lanes, ky, kx, cw, o % lanes]
+        w, m = (planes[o // lanes, ky, kx, cw, plane, o % lanes] for plane in (SIGN_PLANE, MASK_PLANE))
         if exact is None:
             return te.sum(popcount_term(a[at], w, m), axis=[ky, kx, cw])
         return te.sum(exact_sign.term(exact.flags[n, oy], a[at], w, m, exact.nonzero[at]), axis=[ky, kx, cw])
@@ -135,7 +137,7 @@ def exact_sign_conv_func(
     upper: float | None = None,
     counts: exact_sign.Counts = exact_sign.IN_WORDS,
 ) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, scale, bias[, residual]) -> y`` of
+    """Unscheduled PrimFunc ``(x, planes, border, row_class, scale, bias[, residual]) -> y`` of
     a conv on ONNX ``Sign(x)`` (``input_mode="sign"``, ``border`` for zero padding as in
     ``xnor_conv_func``): ``x`` float NCHW packed into a sign and a nonzero plane; rows whose
     window holds a zero take the exact count (``xnor_popcount``), ``y = scale[o] * dot + bias[o]``
@@ -146,17 +148,15 @@ def exact_sign_conv_func(
     flags = zero_flags(nonzero, geo, counts)
     exact = exact_sign.ExactSign(pad_words(nonzero, geo, stages.PAD_NONZERO), flags, counts)
     padded = table_outputs(geo.out_channels, lanes)
-    words = (padded // lanes, *geo.kernel, geo.channel_words, lanes)
-    sign = te.placeholder(words, WORD, name="sign")
-    mask = te.placeholder(words, WORD, name="mask")
+    planes = weight_planes(geo, padded, lanes)
     row_class = te.placeholder((geo.out_height,), "int32", name="row_class")
     border = te.placeholder((border_classes[0], padded, geo.out_width), "int32", name="border")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    d = xnor_popcount(a, sign, mask, geo, exact)
+    d = xnor_popcount(a, planes, geo, exact)
     y = float_output(d, border, row_class, scale, bias, geo, res, relu, upper, exact=counts)
-    func = te.create_prim_func([x, sign, mask, border, row_class, scale, bias] + ([res] if residual else []) + [y])
+    func = te.create_prim_func([x, planes, border, row_class, scale, bias] + ([res] if residual else []) + [y])
     return exact_sign.counts_from_flags(func, lambda at: list(at[:2]))
 
 
@@ -213,40 +213,44 @@ def xnor_conv_func(
     relu: bool = False,
     upper: float | None = None,
 ) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, sign, mask, border, row_class, scale, bias[, residual]) -> y``, ``border``
-    ``(row classes, O', OW)`` (``layout.BinaryConvTables.border_by_column``).
+    """Unscheduled PrimFunc ``(x, planes, border, row_class, scale, bias[, residual]) -> y``, ``planes``
+    the sign and mask words (``layout.BinaryConvTables.planes``), ``border`` ``(row classes, O', OW)``
+    (``layout.BinaryConvTables.border_by_column``).
 
     ``residual`` / ``relu`` / ``upper``: the float output fuses ``+ residual`` / ``max(., 0)`` /
     ``min(., upper)`` (ReLU6; ``targets.epilogue``).
     ``words_in``: ``x`` is ``(N, H, W, Cw)`` uint64 words; ``words_out``: ``y`` is words too, the
     weight tables cover ``table_outputs(geo.out_channels, lanes, words_out)`` outputs, and the
-    parameters are ``(x, sign, mask, threshold, row_class, col_class, flip)``: the border table,
+    parameters are ``(x, planes, threshold, row_class, col_class, flip)``: the border table,
     scale and bias folded into ``layout.sign_thresholds``.
     """
     padded = table_outputs(geo.out_channels, lanes, words_out)
-    words = (padded // lanes, *geo.kernel, geo.channel_words, lanes)
     if words_in:
         x = te.placeholder((geo.batch, geo.height, geo.width, geo.channel_words), WORD, name="x")
         a = pad_words(x, geo)
     else:
         x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
         a = pad_words(pack_input(x, geo), geo)
-    sign = te.placeholder(words, WORD, name="sign")
-    mask = te.placeholder(words, WORD, name="mask")
+    planes = weight_planes(geo, padded, lanes)
     row_class = te.placeholder((geo.out_height,), "int32", name="row_class")
-    d = xnor_popcount(a, sign, mask, geo)
+    d = xnor_popcount(a, planes, geo)
     if words_out:
         threshold = te.placeholder((*border_classes, padded), "int32", name="threshold")
         col_class = te.placeholder((geo.out_width,), "int32", name="col_class")
         flip = te.placeholder((padded,), WORD, name="flip")
         y = packed_output(d, threshold, row_class, col_class, flip, geo, lanes)
-        return te.create_prim_func([x, sign, mask, threshold, row_class, col_class, flip, y])
+        return te.create_prim_func([x, planes, threshold, row_class, col_class, flip, y])
     border = te.placeholder((border_classes[0], padded, geo.out_width), "int32", name="border")
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
     y = float_output(d, border, row_class, scale, bias, geo, res, relu, upper)
-    return te.create_prim_func([x, sign, mask, border, row_class, scale, bias] + ([res] if residual else []) + [y])
+    return te.create_prim_func([x, planes, border, row_class, scale, bias] + ([res] if residual else []) + [y])
+
+
+def weight_planes(geo: ConvGeometry, outputs: int, lanes: int) -> te.Tensor:
+    """The placeholder of ``layout.BinaryConvTables.planes`` for ``outputs`` (padded) channels."""
+    return te.placeholder((outputs // lanes, *geo.kernel, geo.channel_words, 2, lanes), WORD, name="planes")
 
 
 def zero_padded(

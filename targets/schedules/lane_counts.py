@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import tvm_ffi
 from tvm import s_tir, tirx
+from tvm.ir import Range
 from tvm.ir.expr import Call, TensorLoad
 
 from mptc.targets.kernels import exact_sign
@@ -90,10 +91,17 @@ def _region(block: s_tir.SBlock, buffer, writes: bool = False):
 
 def _load(block: s_tir.SBlock, load: TensorLoad, lanes: int) -> tirx.PrimExpr:
     """The region of ``load``'s buffer in ``block`` as one value, broadcast to ``lanes`` where it
-    is a single element."""
+    is a single element. Where the block reads several of an outer axis (the sign and the mask
+    plane of one weight table) the load's own constant index there picks one."""
     region = _region(block, load.source)
-    value = _access(region, lanes, lambda index: tirx.BufferLoad(load.source, index))
-    return value if _is_vector(region) else tirx.Broadcast(value, lanes)
+    fixed = {
+        axis: load.indices[axis]
+        for axis, r in enumerate(region[:-1])
+        if int(r.extent) != 1 and isinstance(load.indices[axis], tirx.IntImm)
+    }
+    picked = [Range.from_min_extent(fixed[axis], 1) if axis in fixed else r for axis, r in enumerate(region)]
+    value = _access(picked, lanes, lambda index: tirx.BufferLoad(load.source, index))
+    return value if _is_vector(picked) else tirx.Broadcast(value, lanes)
 
 
 def _is_vector(region) -> bool:
@@ -146,15 +154,16 @@ def _added(block: s_tir.SBlock, term: tirx.PrimExpr, lanes: int) -> tirx.PrimExp
         chosen = (_added(block, side, lanes) for side in term.args[1:])
         return tirx.if_then_else(flag != condition.b, *chosen)
     if _is_popcount(term):
-        act, sign, mask = _operands(block, term.args[0], lanes)
-        return tirx.popcount(_counters((act ^ sign) & _load(block, mask, lanes), lanes))
+        act, sign, mask = _operands(block, term.args[0])
+        act, sign, mask = (_load(block, load, lanes) for load in (act, sign, mask))
+        return tirx.popcount(_counters((act ^ sign) & mask, lanes))
     if isinstance(term, tirx.Sub) and _is_popcount(_uncast(term.a)):  # popcount(m & z) - (popcount(x) << 1)
         valid = _uncast(term.a).args[0]
         twice = _uncast(term.b)
         if not (isinstance(valid, tirx.BitwiseAnd) and isinstance(twice, tirx.LShift)):
             raise ValueError(f"{block.name_hint}: not an exact Sign term: {term}")
-        mask, nonzero = (_load(block, load, lanes) for load in (valid.a, valid.b))
-        act, sign, _ = _operands(block, _uncast(twice.a).args[0], lanes)  # its mask is ``valid`` again
+        act, sign, _ = _operands(block, _uncast(twice.a).args[0])  # its mask is ``valid``'s again
+        act, sign, mask, nonzero = (_load(block, load, lanes) for load in (act, sign, valid.a, valid.b))
         kept = _counters(mask & nonzero, lanes)
         offset = tirx.Broadcast(tirx.const(exact_sign.COUNTER_OFFSET, "uint16"), COUNTERS * lanes)
         differ = tirx.popcount(_counters(act ^ sign, lanes) & kept)
@@ -162,13 +171,15 @@ def _added(block: s_tir.SBlock, term: tirx.PrimExpr, lanes: int) -> tirx.PrimExp
     raise ValueError(f"{block.name_hint}: not a popcount term: {term}")
 
 
-def _operands(
-    block: s_tir.SBlock, masked: tirx.PrimExpr, lanes: int
-) -> tuple[tirx.PrimExpr, tirx.PrimExpr, tirx.PrimExpr]:
-    """The vectors ``a`` and ``w`` of ``(a ^ w) & m``, and ``m`` as written."""
-    if not (isinstance(masked, tirx.BitwiseAnd) and isinstance(masked.a, tirx.BitwiseXor)):
+def _operands(block: s_tir.SBlock, masked: tirx.PrimExpr) -> tuple[TensorLoad, TensorLoad, TensorLoad]:
+    """The loads ``a``, ``w`` and ``m`` of ``(a ^ w) & m``."""
+    if not (
+        isinstance(masked, tirx.BitwiseAnd)
+        and isinstance(masked.a, tirx.BitwiseXor)
+        and all(isinstance(load, TensorLoad) for load in (masked.a.a, masked.a.b, masked.b))
+    ):
         raise ValueError(f"{block.name_hint}: not a popcount of (a ^ w) & m: {masked}")
-    return _load(block, masked.a.a, lanes), _load(block, masked.a.b, lanes), masked.b
+    return masked.a.a, masked.a.b, masked.b
 
 
 def _is_popcount(expr: tirx.PrimExpr) -> bool:
