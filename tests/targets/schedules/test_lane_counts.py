@@ -87,3 +87,16 @@ def test_neon_step_is_one_cnt_and_one_uadalp_per_vector():
     assert cnt > 0
     assert len(re.findall(r"\buadalp\s+v\d+\.8h, v\d+\.16b", asm)) == cnt
     assert not re.search(r"\buaddlp\s+v\d+\.(4s|2d)|\buadalp\s+v\d+\.2d", asm)
+
+
+def test_neon_counters_fold_by_pairwise_adds_and_weights_load_in_pairs():
+    """A 64-channel conv on 16-wide maps (4 columns x 4 vectors a tile): the counters fold with
+    addp.8h, not shifted adds (usra); in the popcount loop (the basic block with the most cnt)
+    each vector's sign and mask words, side by side in the weight table
+    (``layout.BinaryConvTables.planes``), come in one ldp: one pair per 4 cnt."""
+    asm = _aarch64_asm(binary_conv_model(np.random.default_rng(18), 1, 64, 16, 64, 3, 1, 1, mode="binary"))
+    assert re.search(r"\baddp\s+v\d+\.8h", asm) and not re.search(r"\busra\b", asm)
+    blocks = re.split(r"^\.?LBB\w*:", asm, flags=re.MULTILINE)
+    loop = max(blocks, key=lambda block: len(re.findall(r"\bcnt\s+v\d+\.16b", block)))
+    cnt = len(re.findall(r"\bcnt\s+v\d+\.16b", loop))
+    assert cnt > 0 and 4 * len(re.findall(r"\bldp\s+q\d+, q\d+", loop)) >= cnt
