@@ -155,6 +155,8 @@ def _added(block: s_tir.SBlock, term: tirx.PrimExpr, lanes: int) -> tirx.PrimExp
         return tirx.if_then_else(flag != condition.b, *chosen)
     if _is_popcount(term):
         act, sign, mask = _operands(block, term.args[0])
+        if not isinstance(mask, TensorLoad):
+            raise ValueError(f"{block.name_hint}: not a popcount of (a ^ w) & m: {term}")
         act, sign, mask = (_load(block, load, lanes) for load in (act, sign, mask))
         return tirx.popcount(_counters((act ^ sign) & mask, lanes))
     if isinstance(term, tirx.Sub) and _is_popcount(_uncast(term.a)):  # popcount(m & z) - (popcount(x) << 1)
@@ -171,12 +173,13 @@ def _added(block: s_tir.SBlock, term: tirx.PrimExpr, lanes: int) -> tirx.PrimExp
     raise ValueError(f"{block.name_hint}: not a popcount term: {term}")
 
 
-def _operands(block: s_tir.SBlock, masked: tirx.PrimExpr) -> tuple[TensorLoad, TensorLoad, TensorLoad]:
-    """The loads ``a``, ``w`` and ``m`` of ``(a ^ w) & m``."""
+def _operands(block: s_tir.SBlock, masked: tirx.PrimExpr) -> tuple[TensorLoad, TensorLoad, tirx.PrimExpr]:
+    """The loads ``a`` and ``w`` of ``(a ^ w) & m``, and ``m`` as written (a load, or the exact
+    term's ``m & z``)."""
     if not (
         isinstance(masked, tirx.BitwiseAnd)
         and isinstance(masked.a, tirx.BitwiseXor)
-        and all(isinstance(load, TensorLoad) for load in (masked.a.a, masked.a.b, masked.b))
+        and all(isinstance(load, TensorLoad) for load in (masked.a.a, masked.a.b))
     ):
         raise ValueError(f"{block.name_hint}: not a popcount of (a ^ w) & m: {masked}")
     return masked.a.a, masked.a.b, masked.b
