@@ -17,7 +17,7 @@ repeat: the interpreter's start-up (about 11 G instructions) varies by millions 
 more than a small model's inference. The region count repeats exactly.
 
 TVM runs at one thread (``TVM_NUM_THREADS=1``): the plugin's class counters are not atomic, and
-one thread is also the figure to compare with a single-threaded peer. A board has 4 cores: for
+one thread is also the figure to compare with a single-threaded peer. A board has several cores: for
 ``threads`` above one, :func:`thread_instructions` counts only the instructions executed inside
 ``OUT/module.so``'s code (its executable mapping, marked by the guest before the first call), per
 guest thread, each thread on its own counter: the kernels' work and how it splits, without the
