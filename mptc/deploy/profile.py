@@ -391,19 +391,25 @@ def _instructions(out_dir: Path, board: Board, with_peer: bool, per_kernel: bool
             for k in instructions.kernel_instructions(out_dir, board.name)
         ]
     if board.num_cores > 1:
-        section["cores"] = _core_split(out_dir, board, runs)
+        section["cores"] = _core_split(out_dir, board)
     return section
 
 
-def _core_split(out_dir: Path, board: Board, runs: int) -> dict[str, Any]:
+CORE_SPLIT_RUNS = 2
+"""Inferences each count of the split over a board's cores takes: the counts repeat exactly, and a
+large model takes seconds per inference under qemu."""
+
+
+def _core_split(out_dir: Path, board: Board) -> dict[str, Any]:
     """The ``cores`` part of the instructions section: the module's code instructions at 1 thread
     and per thread at one thread per core of ``board`` (``instructions.thread_instructions``)."""
     from mptc.deploy import instructions
 
-    one = instructions.thread_instructions(out_dir, board.name, threads=1, runs=runs)
-    split = instructions.thread_instructions(out_dir, board.name, threads=board.num_cores, runs=runs)
+    one = instructions.thread_instructions(out_dir, board.name, threads=1, runs=CORE_SPLIT_RUNS)
+    split = instructions.thread_instructions(out_dir, board.name, threads=board.num_cores, runs=CORE_SPLIT_RUNS)
     return {
         "threads": split.threads,
+        "runs": CORE_SPLIT_RUNS,
         "one_thread": one.work,
         "per_thread": list(split.per_thread),
         "work": split.work,
