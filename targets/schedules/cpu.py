@@ -209,10 +209,7 @@ class CpuKernelSchedules:
         and the epilogue writes whole NCHW rows with no transpose (measured: docs/performance.md).
         Not with 16-bit counters (NEON): a vector there is 2 columns, and the channel-lane tile
         shares each output's weight words across its columns instead of broadcasting them per vector."""
-        if self._lane_counts(sch, count):
-            return False
-        columns = extent(sch, sch.get_loops(count)[2])
-        return int(sch.get(count).annotations[stages.COLUMN_STRIDE]) == 1 and columns % self.word_lanes == 0
+        return not self._lane_counts(sch, count) and _rows_of_vectors(sch, count, self.word_lanes)
 
     def _lane_counts(self, sch, count) -> bool:
         """Whether ``count`` accumulates in 16-bit counters (``lane_counts``): where the tiles ask
@@ -454,8 +451,7 @@ class CpuKernelSchedules:
         """Whether a dense-ternary conv's vectors run along output columns: stride 1 (neighbouring
         outputs read neighbouring inputs) and rows of whole vectors. Its epilogue then writes NCHW
         rows from registers, where channel vectors are transposed through memory (gathers)."""
-        columns = extent(sch, sch.get_loops(acc)[2])
-        return int(sch.get(acc).annotations[stages.COLUMN_STRIDE]) == 1 and columns % self.float_lanes == 0
+        return _rows_of_vectors(sch, acc, self.float_lanes)
 
     def _conv_ternary_columns(self, sch, acc, out) -> None:
         """Parallel over ``(n, output-channel block, row chunk)`` tasks, as ``conv_ternary``; a
@@ -687,6 +683,14 @@ def _mark_counters(sch, update, fold, tile) -> None:
     for loop in [*outer, runs]:
         sch.unroll(loop)
     lane_counts.mark(sch, inner, lane_counts.FOLD)
+
+
+def _rows_of_vectors(sch, block, lanes: int) -> bool:
+    """Whether ``block``'s (conv ``(n, oy, ox, o)``) neighbouring output columns read neighbouring
+    inputs (``stages.COLUMN_STRIDE`` 1) and its rows are whole vectors of ``lanes``: vectors may run
+    along the columns."""
+    columns = extent(sch, sch.get_loops(block)[2])
+    return int(sch.get(block).annotations[stages.COLUMN_STRIDE]) == 1 and columns % lanes == 0
 
 
 def _row_chunk(height: int, rows: int, blocks: int) -> int:

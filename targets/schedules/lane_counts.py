@@ -154,18 +154,15 @@ def _added(block: s_tir.SBlock, term: tirx.PrimExpr, lanes: int) -> tirx.PrimExp
         chosen = (_added(block, side, lanes) for side in term.args[1:])
         return tirx.if_then_else(flag != condition.b, *chosen)
     if _is_popcount(term):
-        act, sign, mask = _operands(block, term.args[0])
-        if not isinstance(mask, TensorLoad):
-            raise ValueError(f"{block.name_hint}: not a popcount of (a ^ w) & m: {term}")
-        act, sign, mask = (_load(block, load, lanes) for load in (act, sign, mask))
+        act, sign, mask = _operands(block, term.args[0], lanes)
         return tirx.popcount(_counters((act ^ sign) & mask, lanes))
     if isinstance(term, tirx.Sub) and _is_popcount(_uncast(term.a)):  # popcount(m & z) - (popcount(x) << 1)
         valid = _uncast(term.a).args[0]
         twice = _uncast(term.b)
         if not (isinstance(valid, tirx.BitwiseAnd) and isinstance(twice, tirx.LShift)):
             raise ValueError(f"{block.name_hint}: not an exact Sign term: {term}")
-        act, sign, _ = _operands(block, _uncast(twice.a).args[0])  # its mask is ``valid``'s again
-        act, sign, mask, nonzero = (_load(block, load, lanes) for load in (act, sign, valid.a, valid.b))
+        mask, nonzero = (_load(block, load, lanes) for load in (valid.a, valid.b))
+        act, sign, _ = _operands(block, _uncast(twice.a).args[0], lanes)
         kept = _counters(mask & nonzero, lanes)
         offset = tirx.Broadcast(tirx.const(exact_sign.COUNTER_OFFSET, "uint16"), COUNTERS * lanes)
         differ = tirx.popcount(_counters(act ^ sign, lanes) & kept)
@@ -173,16 +170,12 @@ def _added(block: s_tir.SBlock, term: tirx.PrimExpr, lanes: int) -> tirx.PrimExp
     raise ValueError(f"{block.name_hint}: not a popcount term: {term}")
 
 
-def _operands(block: s_tir.SBlock, masked: tirx.PrimExpr) -> tuple[TensorLoad, TensorLoad, tirx.PrimExpr]:
-    """The loads ``a`` and ``w`` of ``(a ^ w) & m``, and ``m`` as written (a load, or the exact
-    term's ``m & z``)."""
-    if not (
-        isinstance(masked, tirx.BitwiseAnd)
-        and isinstance(masked.a, tirx.BitwiseXor)
-        and all(isinstance(load, TensorLoad) for load in (masked.a.a, masked.a.b))
-    ):
+def _operands(block: s_tir.SBlock, masked: tirx.PrimExpr, lanes: int) -> tuple[tirx.PrimExpr, ...]:
+    """The vectors ``a``, ``w``, ``m`` of ``(a ^ w) & m``."""
+    if not (isinstance(masked, tirx.BitwiseAnd) and isinstance(masked.a, tirx.BitwiseXor)):
         raise ValueError(f"{block.name_hint}: not a popcount of (a ^ w) & m: {masked}")
-    return masked.a.a, masked.a.b, masked.b
+    loads = (masked.a.a, masked.a.b, masked.b)
+    return tuple(_load(block, load, lanes) if isinstance(load, TensorLoad) else load for load in loads)
 
 
 def _is_popcount(expr: tirx.PrimExpr) -> bool:
