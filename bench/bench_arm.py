@@ -40,9 +40,9 @@ from mptc.deploy.instructions import (
     InstructionComparison,
     InstructionCounts,
     compare_instructions,
+    core_split,
     instruction_counts,
     peer_version,
-    thread_instructions,
 )
 
 PEER_SETTINGS = "1 intra-op + 1 inter-op thread, sequential, ORT_ENABLE_ALL, CPUExecutionProvider"
@@ -146,15 +146,14 @@ def print_counts(result: InstructionComparison | InstructionCounts) -> None:
 def thread_gain(out: Path, board: Board, threads: int, runs: int, warmup: int) -> float:
     """Print the module's code instructions at 1 and at ``threads`` threads; return 1 thread's count
     over the busiest thread's at ``threads`` (the most the threads can shorten an inference)."""
-    one = thread_instructions(out, board.name, threads=1, runs=runs, warmup=warmup)
-    many = thread_instructions(out, board.name, threads=threads, runs=runs, warmup=warmup)
-    gain = one.work / many.busiest
+    counted = core_split(out, board.name, threads=threads, runs=runs, warmup=warmup)
+    one, many = counted.one_thread, counted.split
     print(
-        f"threads: module code {one.work:,.0f} at 1 thread; at {threads}: busiest thread {many.busiest:,.0f}, "
-        f"all {many.work:,.0f} ({many.work / one.work:.3f}x the work), balance {many.balance:.3f}: "
-        f"{gain:.2f}x shorter critical path"
+        f"threads: module code {one:,.0f} at 1 thread; at {threads}: busiest thread {many.busiest:,.0f}, "
+        f"all {many.work:,.0f} ({many.work / one:.3f}x the work), balance {many.balance:.3f}: "
+        f"{counted.critical_path_gain:.2f}x shorter critical path"
     )
-    return gain
+    return counted.critical_path_gain
 
 
 def header(board: Board, runs: int, warmup: int, peer: bool) -> None:

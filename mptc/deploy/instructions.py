@@ -481,6 +481,27 @@ def thread_instructions(
     return ThreadInstructions(threads, tuple(n for n in per_thread if n > 0))
 
 
+@dataclass(frozen=True)
+class CoreSplit:
+    """The module's code instructions per inference at one thread, and their split at ``split.threads``."""
+
+    one_thread: float
+    split: ThreadInstructions
+
+    @property
+    def critical_path_gain(self) -> float:
+        """One thread's count over the busiest thread's: the most the threads can shorten an inference."""
+        return self.one_thread / self.split.busiest
+
+
+def core_split(
+    out_dir: str | Path, board: str, *, threads: int, runs: int = DEFAULT_RUNS, warmup: int = 1
+) -> CoreSplit:
+    """The module's code counted at 1 thread and at ``threads`` threads (:func:`thread_instructions`)."""
+    one = thread_instructions(out_dir, board, threads=1, runs=runs, warmup=warmup)
+    return CoreSplit(one.work, thread_instructions(out_dir, board, threads=threads, runs=runs, warmup=warmup))
+
+
 def instructions_per_inference(out_dir: str | Path, board: str, *, runs: int = DEFAULT_RUNS, warmup: int = 1) -> float:
     """Guest instructions per inference of ``OUT/module.so`` on emulated ``board`` (see the module doc)."""
     return instruction_counts(out_dir, board, runs=runs, warmup=warmup).total

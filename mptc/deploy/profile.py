@@ -405,16 +405,16 @@ def _core_split(out_dir: Path, board: Board) -> dict[str, Any]:
     and per thread at one thread per core of ``board`` (``instructions.thread_instructions``)."""
     from mptc.deploy import instructions
 
-    one = instructions.thread_instructions(out_dir, board.name, threads=1, runs=CORE_SPLIT_RUNS)
-    split = instructions.thread_instructions(out_dir, board.name, threads=board.num_cores, runs=CORE_SPLIT_RUNS)
+    counted = instructions.core_split(out_dir, board.name, threads=board.num_cores, runs=CORE_SPLIT_RUNS)
+    split = counted.split
     return {
         "threads": split.threads,
         "runs": CORE_SPLIT_RUNS,
-        "one_thread": one.work,
+        "one_thread": counted.one_thread,
         "per_thread": list(split.per_thread),
         "work": split.work,
         "balance": split.balance,
-        "critical_path_gain": one.work / split.busiest,
+        "critical_path_gain": counted.critical_path_gain,
     }
 
 
