@@ -30,6 +30,7 @@ from mptc.config import METHODS, PRETRAINED_METHODS, TrainConfig
 from mptc.errors import InputError, first_line
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
     from mptc.artifact import Manifest
@@ -314,6 +315,7 @@ def compile(
     on_stage: Callable[[str], None] | None = None,
     on_pack: Callable[[list[str], Path], None] | None = None,
     input_shape: Sequence[int] | None = None,
+    calibration: np.ndarray | None = None,
 ) -> Manifest:
     """Compile an ONNX model with TVM into the folder ``out`` (``mptc compile``).
 
@@ -330,6 +332,9 @@ def compile(
         on_pack: told the names of the layers about to be packed and where they will be kept.
         input_shape: the input shape to compile for where the model's is symbolic (e.g. a batch of
             8); None: a symbolic batch is 1.
+        calibration: samples of the model's input (``mptc compile --activations int8``): the
+            real-input dense layers then read uint8 activations, quantized with ranges calibrated
+            on them; ``OUT/source.onnx`` is the quantized model. None: fp32 activations.
 
     Returns:
         The :class:`~mptc.artifact.Manifest` written to ``OUT/manifest.json``.
@@ -371,6 +376,7 @@ def compile(
             on_stage=on_stage,
             keep_model_as=PACKED_MODEL_FILE if unpacked else None,
             input_shape=input_shape,
+            calibration=calibration,
         )
     return read_manifest(out)
 

@@ -80,7 +80,8 @@ class TargetInfo:
 
 @dataclass(frozen=True)
 class SourceModel:
-    """The ONNX model compiled: its path (``None`` when handed over in memory), sha256 and size."""
+    """The ONNX model compiled: its path (``None`` when handed over in memory), sha256 and size
+    (``source.onnx``; with int8 activations the model quantized from the file at ``path``)."""
 
     path: str | None
     sha256: str
@@ -102,6 +103,17 @@ class Sizes:
     source_model_bytes: int
     packed_weight_bytes: int  # sign + mask bits as stored in the ONNX model
     lowered_weight_bytes: int  # the constants the chosen kernels read
+
+
+@dataclass(frozen=True)
+class Activations:
+    """The number format of the activations the real-input dense layers read: ``fp32``, or ``int8``
+    (``mptc compile --activations int8``: uint8 per tensor, ranges calibrated on ``samples`` rows
+    of data whose float32 bytes hash to ``sha256``)."""
+
+    dtype: str = "fp32"
+    samples: int = 0
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,7 @@ class Manifest:
     module_sha256: str | None = None  # of module.so; None (absent) in folders compiled before it was recorded
     # absent in folders compiled before it was recorded: read as the defaults, which mptc runs those with
     thread_pool: ThreadPool = field(default_factory=ThreadPool)
+    activations: Activations = field(default_factory=Activations)  # absent before int8: fp32
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, keys in field order (``format`` first)."""

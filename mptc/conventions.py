@@ -21,6 +21,8 @@ import numpy as np
 
 SIGN_OF_ZERO = 1.0
 BIT_ORDER: Final = "little"
+ORT_MAX_IR_VERSION = 10
+"""IR version of models handed to onnxruntime: onnx 1.23 writes IR 14, onnxruntime 1.31 reads at most 13."""
 TERNARY_RTOL = 1e-5
 """Relative spread allowed between the magnitudes of one row's kept weights."""
 

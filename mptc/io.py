@@ -36,7 +36,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from mptc.errors import InputError, OutputError, UsageError
+import numpy as np
+
+from mptc.errors import InputError, OutputError, UsageError, first_line
 
 NEW_FILE_MODE = 0o666
 """A new output's mode before the umask, as ``open()`` and the shell create files."""
@@ -168,6 +170,34 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int, what: str = 
     if len(data) > max_bytes:  # it grew while we read
         raise InputError(f"{what} {os.fspath(path)} is larger than {max_bytes:,} bytes")
     return data
+
+
+def read_array(path: str | os.PathLike[str], name: str, role: str) -> tuple[str, np.ndarray]:
+    """The one array of a ``.npz`` (or a ``.npy``), or the one called ``name`` (``role`` says what
+    that name is); never unpickled.
+
+    Raises:
+        InputError: unreadable, not arrays, several arrays none of them ``name``, or an object array.
+    """
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or first_line(error)}") from error
+    except Exception as error:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, zlib.error, ...
+        raise InputError(f"{path} is not a .npz of arrays: {first_line(error)}") from error
+    if isinstance(loaded, np.ndarray):
+        return path.name, loaded
+    with loaded:
+        names = list(loaded.files)
+        if len(names) != 1 and name not in names:
+            listed = ", ".join(names[:8]) or "none"
+            raise InputError(f"{path} holds {len(names)} arrays ({listed}): keep one, or name it '{name}' ({role})")
+        chosen = names[0] if len(names) == 1 else name
+        try:
+            return chosen, loaded[chosen]
+        except Exception as error:  # noqa: BLE001 - object arrays (pickles) and damaged members alike
+            raise InputError(f"{path}: cannot read array '{chosen}': {first_line(error)}") from error
 
 
 def _check_readable(path: str | os.PathLike[str], info: os.stat_result, what: str, max_bytes: int | None) -> None:

@@ -1,7 +1,8 @@
 """Which kernel lowers an ``ai.mptc`` layer, and why (recorded per layer in the manifest).
 
 Binary input (and ONNX ``Sign`` input, with a nonzero bit-plane beside the signs for the rows that
-read a zero: ``kernels.exact_sign``) always takes the XNOR-popcount kernel. Real input (MPT-1/32) has exact forms whose
+read a zero: ``kernels.exact_sign``) always takes the XNOR-popcount kernel; a dense layer whose real input is quantized to uint8
+(``mptc compile --activations int8``: ``targets.int8_inputs``) the int8 kernel. Real input (MPT-1/32) has exact forms whose
 cost depends on sparsity: a dense form costs the same at any sparsity: dense-ternary (the weight
 kept as two bit-planes, decoded in registers) where the policy has that kernel for the op, else
 dense fp32 (the weight unpacked at compile time, an fp32 conv/matmul); a dense layer's sign-split sparse form
@@ -23,6 +24,7 @@ BLOCK_SPARSE = "block-sparse"
 TERNARY_LUT = "ternary-lut"
 DENSE_TERNARY = "dense-ternary"
 DENSE_FP32 = "dense-fp32"
+INT8_DOT = "int8-dot"
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ def choose_kernel(
     """
     if input_mode == "binary":
         return KernelChoice(XNOR_POPCOUNT, "binary input: packed sign bits, masked XNOR-popcount")
+    if input_mode == "int8":
+        return KernelChoice(
+            INT8_DOT,
+            "uint8 input (its QuantizeLinear/DequantizeLinear pair, applied in the kernel): integer sums"
+            " against 2-bit weight codes (vpdpbusd with AVX-512 VNNI)",
+        )
     if input_mode == "sign":
         return KernelChoice(
             XNOR_POPCOUNT,

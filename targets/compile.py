@@ -31,6 +31,7 @@ from mptc.artifact import (
     OUT_FILES,
     REFERENCE_FILE,
     SOURCE_MODEL_FILE,
+    Activations,
     Manifest,
     Sizes,
     SourceModel,
@@ -40,10 +41,11 @@ from mptc.artifact import (
     write_manifest,
     write_reference,
 )
-from mptc.conventions import node_label
+from mptc.conventions import ORT_MAX_IR_VERSION, node_label
 from mptc.errors import InputError, OutputError, UnsupportedError, first_line
 from mptc.io import atomic_folder, atomic_path, output_folder, read_regular_file, write_bytes
 from mptc.ops.reference import DOMAIN, REFERENCE_OPS
+from mptc.passes.quantize_activations import quantize_activations
 from mptc.targets.build import build
 from mptc.targets.cross import aarch64_linker
 from mptc.targets.frontend import Lowering, from_onnx
@@ -55,7 +57,6 @@ from mptc.verify import require_finite
 MAX_INPUT_ELEMENTS = 2**31 - 1  # TVM indexes tensors with int32 by default
 MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit on one message
 REFERENCE_SEED = 0  # the sample input is N(0, 1) from this seed: reproducible across runs
-ORT_MAX_IR_VERSION = 10  # onnx 1.23 writes IR 14, onnxruntime 1.31 reads at most 13
 STAGES = ("import", "lower", "build", "reference", "write")  # in order, each named to on_stage as it starts
 
 
@@ -69,6 +70,7 @@ def compile_model(
     on_stage: Callable[[str], None] | None = None,
     keep_model_as: str | None = None,
     input_shape: Sequence[int] | None = None,
+    calibration: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Compile a packed ONNX model (``ai.mptc`` layers) for ``target`` and write ``out_dir``.
 
@@ -87,6 +89,10 @@ def compile_model(
         input_shape: the shape to compile for, where the model's input has symbolic dimensions
             (a batch of 8: ``(8, 3, 224, 224)``); it must agree with every static one. None: a
             symbolic batch is 1, and any other symbolic dimension is refused.
+        calibration: samples of the model's input (float32, a leading sample axis): quantize the
+            input of every real-input dense layer to uint8 with ranges calibrated on them
+            (``passes.quantize_activations``) and compile those layers as int8 kernels; the
+            quantized model is the one compiled, kept and checked. None: fp32 activations.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -105,6 +111,10 @@ def compile_model(
         source = dataclasses.replace(source, path=str(out / keep_model_as))
     _check_node_order(proto)
     input_name, input_shape = _graph_input(proto, input_shape)
+    calibrated = None
+    if calibration is not None:  # source.onnx is then the quantized model, the one compiled
+        proto, data, calibrated = _quantized(proto, input_name, input_shape, calibration)
+        source = dataclasses.replace(source, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
     stage("lower")
     kernels = kernel_schedules(compile_target)
     lowering = Lowering(kernels, policy if policy is not None else default_policy(compile_target.family))
@@ -142,9 +152,37 @@ def compile_model(
                 lowered_weight_bytes=sum(layer.lowered_bytes for layer in lowering.layers),
             ),
             module_sha256=hashlib.sha256(module).hexdigest(),
+            activations=_activations(lowering, calibrated),
         )
         write_manifest(staging, manifest)
     return manifest.to_json()
+
+
+def _quantized(
+    model: onnx.ModelProto, input_name: str, input_shape: list[int], calibration: np.ndarray
+) -> tuple[onnx.ModelProto, bytes, Activations]:
+    """``model`` with its real-input dense layers' inputs quantized on ``calibration``, its bytes,
+    and the manifest's record of it."""
+    samples = np.asarray(calibration)
+    if not (np.issubdtype(samples.dtype, np.floating) or np.issubdtype(samples.dtype, np.integer)):
+        raise InputError(f"calibration data must be numbers (float32), got {samples.dtype}")
+    if samples.ndim != len(input_shape) or list(samples.shape[1:]) != list(input_shape[1:]):
+        raise InputError(
+            f"calibration data of shape {list(samples.shape)} does not fit input {input_name!r} of shape {input_shape}"
+            f" (expected samples x {input_shape[1:]})"
+        )
+    samples = np.ascontiguousarray(samples, np.float32)
+    quantized = quantize_activations(model, input_name, samples)
+    record = Activations("int8", len(samples), hashlib.sha256(samples.tobytes()).hexdigest())
+    return quantized, quantized.SerializeToString(), record
+
+
+def _activations(lowering: Lowering, calibrated: Activations | None) -> Activations:
+    """What the manifest says of the activations: int8 where a layer runs an int8 kernel (a
+    model quantized before reads its own scales: no calibration of ours to record)."""
+    if not any(layer.input_mode == "int8" for layer in lowering.layers):
+        return Activations()
+    return calibrated or Activations("int8")
 
 
 def check_out_dir(

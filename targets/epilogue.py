@@ -1,4 +1,5 @@
-"""Which elementwise nodes after a ``BinaryConv`` (or a depthwise ``Conv``) its kernel's epilogue absorbs.
+"""Which elementwise nodes after a ``BinaryConv`` (or a depthwise ``Conv``, or an int8 ``BinaryDense``)
+its kernel's epilogue absorbs.
 
 ResNet blocks end in ``conv -> Add(residual) [-> Relu]``, MPT-1/32 convs in ``conv -> Relu`` and
 MobileNet's in ``conv -> Clip(0, 6)`` (ReLU6).
@@ -38,8 +39,9 @@ class Epilogue:
 
 
 def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
-    """The absorbable chain of every ``ai.mptc.BinaryConv`` and depthwise ``Conv``
-    (:func:`is_depthwise`) that has one, by node name. A chain is absorbed only where the
+    """The absorbable chain of every ``ai.mptc`` layer and depthwise ``Conv``
+    (:func:`is_depthwise`) that has one, by node name (of a dense layer, only the int8 kernel
+    takes one, and only without a residual). A chain is absorbed only where the
     converter of its conv takes it (``frontend``); else its nodes are converted as they are.
 
     A node joins the chain when it is the only reader of the chain's tensor, which is no graph
@@ -73,7 +75,7 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
 
     chains = {}
     for position, node in enumerate(graph.node):
-        binary = node.domain == DOMAIN and node.op_type == "BinaryConv"
+        binary = node.domain == DOMAIN and node.op_type in ("BinaryConv", "BinaryDense")
         if not (binary or is_depthwise(node, constants)) or not node.name or names[node.name] != 1:
             continue
         tensor, residual, absorbed = node.output[0], None, []

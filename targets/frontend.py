@@ -53,6 +53,7 @@ from mptc.ops.validate import (
 )
 from mptc.targets import chooser, layout
 from mptc.targets.epilogue import ONNX_DOMAINS, Epilogue, epilogues
+from mptc.targets.int8_inputs import Int8Input, int8_inputs
 from mptc.targets.kernels import binary_conv, binary_dense, dense_ternary, depthwise, packed_pool
 from mptc.targets.policy import KernelPolicy
 from mptc.targets.schedules import KernelSchedules
@@ -92,6 +93,12 @@ class Lowering:
     epilogues: dict[str, Epilogue] = field(default_factory=dict)  # by conv name (``targets.epilogue``)
     absorbed: dict[str, relax.Expr] = field(default_factory=dict)  # absorbed node name -> the fused result
     packed: list[tuple[relax.Var, tuple[int, ...]]] = field(default_factory=list)  # words var, logical shape
+    int8_inputs: dict[str, Int8Input] = field(default_factory=dict)  # by layer name (``targets.int8_inputs``)
+
+    @property
+    def passed_through(self) -> frozenset[str]:
+        """The QDQ nodes whose quantization an int8 kernel applies itself: they pass their input on."""
+        return frozenset(name for quantized in self.int8_inputs.values() for name in quantized.nodes)
 
     def call_kernel(
         self, bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list[relax.Expr], shape, logical_shape=None
@@ -141,7 +148,8 @@ class _Layer:
 
     @property
     def input_mode(self) -> str:
-        return self.attributes.input_mode
+        """The node's ``input_mode``, or ``"int8"`` where the layer quantizes its real input itself."""
+        return "int8" if self.name in self.lowering.int8_inputs else self.attributes.input_mode
 
     @property
     def label(self) -> str:
@@ -367,8 +375,8 @@ class BinaryConv(_onnx.OnnxOpConverter):
 
 
 class BinaryDense(_onnx.OnnxOpConverter):
-    """``ai.mptc.BinaryDense`` -> XNOR-popcount, sparse sign-split, dense-ternary or dense fp32 matmul
-    (``docs/operators.md``)."""
+    """``ai.mptc.BinaryDense`` -> XNOR-popcount, sparse sign-split, dense-ternary, int8 (a uint8 QDQ
+    input) or dense fp32 matmul (``docs/operators.md``)."""
 
     @classmethod
     def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
@@ -377,8 +385,20 @@ class BinaryDense(_onnx.OnnxOpConverter):
         out = layer.sign_bits.shape[0]
         weight = unpack_ternary(layer.sign_bits, layer.mask_bits, (out, k))
         kernels = layer.lowering.kernels
+        chain, residual = layer.fused_epilogue((batch, out), params.nodes)
+        # the int8 kernel absorbs a ReLU / ReLU6 (no residual); the other dense kernels none
+        clamped = (
+            chain if layer.input_mode == "int8" and residual is None and chain and chain.residual is None else None
+        )
 
         def kernel_call(choice: chooser.KernelChoice):
+            if choice.kernel == chooser.INT8_DOT:
+                quantized = layer.lowering.int8_inputs[layer.name]
+                t = layout.int8_dense_tables(weight, layer.scale, quantized.scale, quantized.zero_point)
+                clamp = {"relu": bool(clamped and clamped.relu), "upper": clamped.upper if clamped else None}
+                func = kernels.int8_dense(batch, k, out, quantized.scale, quantized.zero_point, **clamp)
+                consts = [t.codes, t.offset, t.rescale, layer.bias]
+                return layer.call(bb, func, consts, (batch, out)), consts
             if choice.kernel == chooser.XNOR_POPCOUNT and layer.input_mode == "sign":
                 t = layout.binary_dense_tables(weight, kernels.word_lanes)
                 counts = kernels.exact_sign_counts(layout.ceil_div(k, layout.WORD_BITS))
@@ -420,7 +440,7 @@ class BinaryDense(_onnx.OnnxOpConverter):
             matmul = relax.op.matmul(layer.x, relax.const(dense_t))
             return relax.op.add(bb.normalize(matmul), relax.const(layer.bias)), [dense_t, layer.bias]
 
-        return layer.lower(weight, (batch, out), kernel_call, batch=batch)
+        return layer.lower(weight, (batch, out), kernel_call, epilogue=clamped, batch=batch)
 
 
 class PackedMaxPool(_onnx.OnnxOpConverter):
@@ -594,6 +614,7 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
         whenever the builder is freed: the block is closed here instead."""
         self.lowering.words_out = packed_edges(graph) if self.lowering.pack_activations else frozenset()
         self.lowering.epilogues = epilogues(graph)
+        self.lowering.int8_inputs = int8_inputs(graph)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 return super().from_onnx(graph, opset)
@@ -615,6 +636,8 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
             raise UnsupportedError(f"operators not supported by the TVM targets: {', '.join(unsupported)}")
 
     def _convert_operator(self, op_name: str, inputs, attrs: dict, opset: int) -> relax.Expr:
+        if attrs.get("tvm_custom", {}).get("name") in self.lowering.passed_through:
+            return inputs[0]  # a QDQ pair the int8 layer after it applies in its kernel
         absorbed = self.lowering.absorbed.get(attrs.get("tvm_custom", {}).get("name"))
         if absorbed is not None:  # an Add / Relu a conv's epilogue already applied
             return self.bb.normalize(absorbed)

@@ -313,6 +313,35 @@ def ternary_nibbles(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(plus | (minus << NIBBLE_OUTPUTS)).astype(np.uint8)
 
 
+INT8_LANES = 16  # int32 sums per vector of the int8 dense kernel (one AVX-512 register)
+INT8_STEP = 16  # inputs per 64-byte code vector: 4 codes of 2 bits in each byte
+
+
+@dataclass(frozen=True)
+class Int8DenseTables:
+    """The weight of an int8 dense layer (``kernels.int8_dense``): 2-bit codes and the per-output
+    integer offset and float rescale its epilogue folds the zero point and scales into."""
+
+    codes: np.ndarray  # uint8 (ceil(O / 16), ceil(K / 16), 64)
+    offset: np.ndarray  # int32 (16 * ceil(O / 16),): zp * (Kp - sum_k c[o, k])
+    rescale: np.ndarray  # float32 (O,): activation scale * the layer's scale
+
+
+def int8_dense_tables(weight: np.ndarray, scale: np.ndarray, input_scale: float, zero_point: int) -> Int8DenseTables:
+    """Codes ``c = w + 1`` of a ternary weight ``(O, K)``: byte ``4 * lane + i`` of vector
+    ``[o // 16, t]`` holds in bits ``2j, 2j + 1`` the code of output ``o`` (``lane = o % 16``) at
+    input ``16 t + 4 j + i``; pad outputs and inputs have code 1 (``w = 0``)."""
+    out, k = weight.shape
+    blocks, steps = ceil_div(out, INT8_LANES), ceil_div(k, INT8_STEP)
+    codes = np.ones((blocks * INT8_LANES, steps * INT8_STEP), np.int64)
+    codes[:out, :k] = np.asarray(weight, np.int64) + 1
+    grid = codes.reshape(blocks, INT8_LANES, steps, 4, 4).transpose(0, 2, 1, 4, 3)  # block, t, lane, i, j
+    packed = (grid << (2 * np.arange(4))).sum(-1).astype(np.uint8).reshape(blocks, steps, 4 * INT8_LANES)
+    offset = zero_point * (steps * INT8_STEP - codes.sum(1))
+    rescale = (np.float32(input_scale) * np.asarray(scale, np.float32)).astype(np.float32)
+    return Int8DenseTables(np.ascontiguousarray(packed), offset.astype(np.int32), rescale)
+
+
 def _nibble_table() -> np.ndarray:
     code = np.arange(256)[:, None]
     lane = np.arange(NIBBLE_OUTPUTS)[None, :]

@@ -50,6 +50,11 @@ class CompileTarget:
         """Whether an x86 target's CPU has AVX-512 VPOPCNTDQ (vector popcount on zmm words)."""
         return self.family == "x86" and "avx512vpopcntdq" in x86_features(self.spec.get("mcpu"))
 
+    @property
+    def has_avx512_vnni(self) -> bool:
+        """Whether an x86 target's CPU has AVX-512 VNNI (``vpdpbusd``: uint8 x int8 dot products)."""
+        return self.family == "x86" and {"avx512f", "avx512vnni"} <= x86_features(self.spec.get("mcpu"))
+
 
 def resolve_target(target: str, board: str | None = None, target_json: str | Path | None = None) -> CompileTarget:
     """Turn ``--target`` / ``--board`` / ``--target-json`` into a :class:`CompileTarget`.
@@ -95,8 +100,11 @@ def x86_features(mcpu: str | None) -> set[str]:
     try:
         return set(codegen.llvm_get_cpu_features(tvm.target.Target(spec)))
     except (RuntimeError, ValueError):  # what TVM 0.27 raises (tvm.error.* are RuntimeErrors)
-        # Linux spells avx512vpopcntdq, the one flag the kernels ask about, "avx512_vpopcntdq".
-        return {flag.replace("avx512_vpopcntdq", "avx512vpopcntdq") for flag in cpuinfo().flags}
+        # Linux spells avx512vpopcntdq and avx512vnni "avx512_vpopcntdq" and "avx512_vnni".
+        return {
+            flag.replace("avx512_vpopcntdq", "avx512vpopcntdq").replace("avx512_vnni", "avx512vnni")
+            for flag in cpuinfo().flags
+        }
 
 
 def family_of(spec: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ import click
 
 from mptc.cli.options import board_option, out_option, target_option
 from mptc.cli.progress import StageBar
+from mptc.io import read_array
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class CompileOptions:
     target_json: Path | None
     out: Path
     input_shape: tuple[int, ...] | None
+    activations: str
+    calibration: Path | None
 
 
 def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
@@ -48,6 +51,21 @@ def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     help="The input shape to compile for where the model's is symbolic (a batch of 8: 8,3,224,224); "
     "it must agree with every static dimension. Default: a symbolic batch is 1.",
 )
+@click.option(
+    "--activations",
+    type=click.Choice(["fp32", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="int8: the real-input (MPT-1/32) dense layers read uint8 activations, quantized per tensor with "
+    "ranges calibrated on --calibration, summed in integers against 2-bit weight codes (AVX-512 VNNI where "
+    "the CPU has it). It changes the numerics: the reference is the quantized model.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Samples of the model's input for --activations int8: a .npz holding one float32 array "
+    "(or one named x) of shape samples x the input's shape past the batch, or a .npy.",
+)
 @out_option("Output folder.", folder=True)
 def compile_command(
     model: Path,
@@ -55,6 +73,8 @@ def compile_command(
     board: str | None,
     target_json: Path | None,
     input_shape: tuple[int, ...] | None,
+    activations: str,
+    calibration: Path | None,
     out: Path,
 ) -> None:
     """Compile MODEL (packed ONNX, ai.mptc layers) with TVM into OUT/.
@@ -73,11 +93,15 @@ def compile_command(
       mptc compile runs/mlp/packed.onnx --target x86 -o runs/mlp/x86
       mptc compile runs/mlp/packed.onnx --target arm --board rpi4 -o runs/mlp/rpi4
       mptc compile resnet18.onnx --target x86 --input-shape 8,3,224,224 -o runs/resnet18/x86-b8
+      mptc compile runs/mlp/packed.onnx --activations int8 --calibration digits.npz -o runs/mlp/int8
     """
     from mptc.api import compile as compile_to  # deferred: importing TVM takes seconds
     from mptc.targets.compile import STAGES
 
-    options = CompileOptions(model, target, board, target_json, out, input_shape)
+    options = CompileOptions(model, target, board, target_json, out, input_shape, activations, calibration)
+    if (activations == "int8") != (calibration is not None):
+        raise click.UsageError("--activations int8 and --calibration FILE go together: give both or neither")
+    samples = read_array(calibration, "x", "the calibration samples")[1] if calibration is not None else None
 
     def say_packing(layers: list[str], kept_as: Path) -> None:
         click.echo(f"packing {len(layers)} ternary layer(s) first ({', '.join(layers)}) into {kept_as}", err=True)
@@ -92,6 +116,7 @@ def compile_command(
             on_stage=stage,
             on_pack=say_packing,
             input_shape=options.input_shape,
+            calibration=samples,
         )
     kernels = ", ".join(f"{layer['name']}: {layer['kernel']}" for layer in manifest.layers) or "no ai.mptc layers"
     click.echo(f"wrote {options.out}/ for {manifest.target.family} ({kernels})")

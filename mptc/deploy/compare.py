@@ -27,10 +27,11 @@ import numpy as np
 import onnx
 
 from mptc.artifact import SOURCE_MODEL_FILE
+from mptc.conventions import ORT_MAX_IR_VERSION
 from mptc.errors import UnsupportedError, first_line
 from mptc.ops.reference import DOMAIN
 from mptc.ops.unpack import unpack_model
-from mptc.targets.compile import ORT_MAX_IR_VERSION
+from mptc.targets.int8_inputs import without_int8_inputs
 
 PEERS = ("onnxruntime", "onnxruntime-int8")
 CALIBRATION_BATCHES = 32  # onnxruntime's calibration keeps every activation of every sample in memory
@@ -71,7 +72,8 @@ def load_peers(
     calibration: Sequence[np.ndarray],
     threads: int | None = None,
 ) -> list[Peer]:
-    """Sessions for the peers ``names`` on the source model; ``calibration``: the INT8 peer's batches;
+    """Sessions for the peers ``names`` on the source model (its fp32 network: the uint8 inputs of an
+    int8 build unquantized, ``targets.int8_inputs``); ``calibration``: the INT8 peer's batches;
     ``threads``: the intra-op threads each runs with, the module's where it runs on this host
     (None: onnxruntime's default, every core).
 
@@ -84,7 +86,7 @@ def load_peers(
     model = onnx.load_from_string(source)
     packed = [node.op_type for node in model.graph.node if node.domain == DOMAIN]
     unpacked = f", its {len(packed)} ai.mptc layers as fp32 Conv/Gemm on the unpacked weights" if packed else ""
-    network = unpack_model(model)
+    network = unpack_model(without_int8_inputs(model))
     peers = []
     for name in check_peers(names):
         if name == "onnxruntime":

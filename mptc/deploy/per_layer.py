@@ -44,12 +44,12 @@ import numpy as np
 import onnx
 
 from mptc.artifact import SOURCE_MODEL_FILE
+from mptc.conventions import ORT_MAX_IR_VERSION
 from mptc.deploy import thread_pool
 from mptc.deploy.artifact import CompiledModel
 from mptc.errors import DeviceError, UnsupportedError, first_line
 from mptc.ops.unpack import PART_SEPARATOR, unpack_model
 from mptc.report.latency import WARMUP, time_call
-from mptc.targets.compile import ORT_MAX_IR_VERSION
 
 MIN_REPEAT_MS = 1  # each kernel is run for at least this long per round, so a 1 us kernel is timed over many runs
 CALLS_PER_ROUND = 5  # uninstrumented whole calls per round, after time_call's warm-up

@@ -40,9 +40,9 @@ from mptc.deploy.per_layer import per_layer as per_layer_times
 from mptc.deploy.rpc import Device, LoadedModule, connect, is_lost_connection
 from mptc.deploy.server import RpcServer
 from mptc.deploy.settings import DEFAULT_QUEUE_TIMEOUT_S, DEFAULT_TIMEOUT_S, ROUNDS, check_counts, check_seconds
-from mptc.errors import DeviceError, InputError, UnsupportedError, first_line
+from mptc.errors import DeviceError, InputError, UnsupportedError
 from mptc.hostinfo import cpuinfo
-from mptc.io import write_bytes, write_text
+from mptc.io import read_array, write_bytes, write_text
 from mptc.report.latency import WARMUP, interleaved_rounds, median_ratio, time_call
 from mptc.targets.compile import reference_runner
 from mptc.verify import compare_outputs
@@ -202,27 +202,7 @@ def read_inputs(path: Path, signature: TensorInfo) -> Inputs:
     Raises:
         InputError: unreadable, no such array, another dtype, or a shape that is no whole number of batches.
     """
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except OSError as error:
-        raise InputError(f"cannot read {path}: {error.strerror or first_line(error)}") from error
-    except Exception as error:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, zlib.error, ...
-        raise InputError(f"{path} is not a .npz of arrays: {first_line(error)}") from error
-    if isinstance(loaded, np.ndarray):
-        name, array = path.name, loaded
-    else:
-        with loaded:
-            names = list(loaded.files)
-            if len(names) != 1 and signature.name not in names:
-                listed = ", ".join(names[:8]) or "none"
-                raise InputError(
-                    f"{path} holds {len(names)} arrays ({listed}): keep one, or name it '{signature.name}' (the model's input)"
-                )
-            name = names[0] if len(names) == 1 else signature.name
-            try:
-                array = loaded[name]
-            except Exception as error:  # noqa: BLE001 - object arrays (pickles) and damaged members alike
-                raise InputError(f"{path}: cannot read array '{name}': {first_line(error)}") from error
+    name, array = read_array(path, signature.name, "the model's input")
     if str(array.dtype) != signature.dtype:
         raise InputError(
             f"{path}: '{name}' is {array.dtype}, the module takes {signature.dtype}{signature.shape} "

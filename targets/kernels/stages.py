@@ -23,6 +23,8 @@ TERNARY = "ternary"  # the dense-ternary reduction over 2-bit weight planes, dec
 DECODE = "decode"  # a dense-ternary conv's fp32 block of decoded weights (per parallel task)
 DEPTHWISE = "depthwise"  # a depthwise conv's taps summed over flat outputs (``kernels.depthwise``)
 SPLIT = "split"  # the sign-split operand ``[x, -x, 0]`` of a sparse dense layer
+QUANTIZE = "quantize"  # the uint8 activations of an int8 layer (ONNX ``QuantizeLinear``)
+INT8_DOT = "int8_dot"  # the integer sums of uint8 activations and 2-bit weight codes
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of ``FLAT``: (rows, columns) of each flat plane
 LUT_SHAPE = "mptc.lut_shape"  # annotation of ``LUT``: (patterns, rows, columns) of each group's planes

@@ -14,9 +14,9 @@ from mptc.targets.target import CompileTarget
 
 
 def kernel_schedules(target: CompileTarget) -> KernelSchedules:
-    """The kernel schedules of ``target``'s family (x86 tiles depend on AVX-512 VPOPCNTDQ)."""
+    """The kernel schedules of ``target``'s family (x86 tiles depend on AVX-512 VPOPCNTDQ, its int8 kernel on VNNI)."""
     if target.family == "cuda":
         return cuda.CudaKernelSchedules()
     if target.family == "arm":
         return arm.kernel_schedules()
-    return x86.kernel_schedules(target.has_avx512_popcount)
+    return x86.kernel_schedules(target.has_avx512_popcount, target.has_avx512_vnni)

@@ -17,7 +17,7 @@ from tvm.ir import Range
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import exact_sign, stages
+from mptc.targets.kernels import exact_sign, int8_dense, stages
 from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import ceil_div
 from mptc.targets.schedules.cpu import block_names
@@ -113,6 +113,13 @@ class CudaKernelSchedules:
 
     def dense_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, (), stages.TERNARY)
+
+    def int8_dense(
+        self, batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool, upper: float | None
+    ) -> tirx.PrimFunc:
+        """One thread per output; the quantized input is a stage of its own."""
+        func = int8_dense.int8_dense_func(batch, k, out, scale, zero_point, relu, upper)
+        return self._per_output(func, (stages.QUANTIZE,), stages.INT8_DOT)
 
     def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """One thread per output; the padded input and the decoded weights are stages of their own."""

@@ -75,6 +75,13 @@ class KernelSchedules(Protocol):
         """The scheduled dense-ternary dense, 2-bit weight planes (``kernels.dense_ternary.dense_ternary_func``)."""
         ...
 
+    def int8_dense(
+        self, batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool, upper: float | None
+    ) -> tirx.PrimFunc:
+        """The scheduled int8 dense layer on uint8 activations of ``scale`` and ``zero_point``, a
+        ReLU (``upper``: ReLU6) fused if ``relu`` (``kernels.int8_dense``; VNNI where the CPU has it)."""
+        ...
+
     def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """The scheduled dense-ternary conv (``kernels.dense_ternary.conv_ternary_func``)."""
         ...

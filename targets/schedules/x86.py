@@ -4,10 +4,13 @@ With AVX-512 VPOPCNTDQ the popcount inner step is vpternlogq + vpopcntq + vpaddq
 channels; a conv tile of 2 vectors x up to 8 columns (the largest divisor of the row: 7 on 14x14,
 8 on 16x16 and 32x32 maps) keeps up to 16 accumulators plus the weight and mask words of 2
 vectors in registers. AVX2 has no vector popcount (LLVM emulates it with vpshufb), and
-half the registers, so its tile is half as wide.
+half the registers, so its tile is half as wide. With AVX-512 VNNI an int8 layer sums uint8
+activations against its 2-bit codes with ``vpdpbusd`` (``kernels.int8_dense``).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
 
@@ -31,6 +34,6 @@ AVX2_TILES = CpuTiles(
 )
 
 
-def kernel_schedules(avx512: bool) -> CpuKernelSchedules:
-    """The kernel schedules for an x86 target with or without AVX-512."""
-    return CpuKernelSchedules(AVX512_TILES if avx512 else AVX2_TILES)
+def kernel_schedules(avx512: bool, vnni: bool = False) -> CpuKernelSchedules:
+    """The kernel schedules for an x86 target with or without AVX-512 (and its VNNI)."""
+    return CpuKernelSchedules(dataclasses.replace(AVX512_TILES, vnni=vnni) if avx512 else AVX2_TILES)

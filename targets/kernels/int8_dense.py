@@ -1,0 +1,181 @@
+"""Dense ternary layers on uint8 activations (``mptc compile --activations int8``).
+
+The layer's input arrives as float and is quantized in the kernel, once per row, exactly as
+ONNX ``QuantizeLinear`` does (``q = saturate(round_half_even(x / s) + zp)`` to uint8); the weight
+stays 2 bits per tap in the module as codes ``c = w + 1`` in {0, 1, 2} (``layout.int8_codes``):
+byte ``b = 4 * lane + i`` of a block's 64-byte vector at step ``t`` holds in bits ``2j, 2j + 1``
+the code of output ``16 * block + lane`` at input ``16 t + 4 j + i``. One shift and one AND
+decode 64 codes, which are valid signed bytes, so AVX-512 VNNI's ``vpdpbusd`` (uint8 x int8,
+four products into each int32 lane) sums them without a widening step::
+
+    acc[n, o] = sum_k q[n, k] * c[o, k]                                  (exact in int32)
+    sum_k (q - zp) * w = acc - sum_k q - zp * sum_k c + zp * Kp           (w = c - 1)
+    y[n, o] = float(acc[n, o] - qsum[n] + offset[o]) * rescale[o] + bias[o]
+
+with ``offset[o] = zp * (Kp - sum_k c[o, k])`` and ``rescale[o] = s * scale[o]`` folded at compile
+time, ``Kp`` the inputs padded to whole steps (pad codes are 1, ``w = 0``; pad inputs are 0).
+The float result equals ``scale * (DequantizeLinear(q) @ W^T) + bias`` up to fp32 rounding.
+Targets without VNNI run the same integer sums from the same codes as a TE compute
+(:func:`int8_dense_func`) that LLVM vectorizes over the output lanes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+from tvm.script import tirx as T
+
+from mptc.targets.kernels import stages
+from mptc.targets.kernels.epilogue import finish
+from mptc.targets.layout import INT8_LANES, INT8_STEP, ceil_div
+
+VNNI_TILE = 4  # output vectors per register tile: four independent vpdpbusd chains share each broadcast
+PARALLEL_MIN_VECTORS = 1 << 14
+"""Code vectors (256 weights each: ``batch * ceil(O / 16) * ceil(K / 16)``) from which a layer runs on
+the thread pool: below, one core sums them faster than sleeping workers wake (about 10 us)."""
+
+
+def _quantized(x: tirx.PrimExpr, scale: float, zero_point: int) -> tirx.PrimExpr:
+    """ONNX ``QuantizeLinear`` to uint8 of one float: round half to even, add, saturate."""
+    q = tirx.nearbyint(x / tirx.const(scale, "float32")) + tirx.const(float(zero_point), "float32")
+    return tirx.max(tirx.min(q, tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
+
+
+def _clamp_bounds(relu: bool, upper: float | None) -> tuple[float, float]:
+    """The fused ReLU / ReLU6 as bounds ``max(min(y, high), low)`` (none: the float range)."""
+    widest = float(np.finfo(np.float32).max)
+    return (0.0 if relu else -widest), (upper if relu and upper is not None else widest)
+
+
+def int8_dense_func(
+    batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool = False, upper: float | None = None
+) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, codes, offset, rescale, bias) -> y`` (stages ``QUANTIZE``,
+    ``INT8_DOT``, ``OUTPUT``) for targets without VNNI: the sums take ``w = c - 1`` directly,
+    so no row sum is needed; ``relu`` / ``upper`` fuse a following ReLU / ReLU6 (``targets.epilogue``)."""
+    steps, blocks = ceil_div(k, INT8_STEP), ceil_div(out, INT8_LANES)
+    padded = steps * INT8_STEP
+    x = te.placeholder((batch, k), "float32", name="x")
+    codes = te.placeholder((blocks, steps, 4 * INT8_LANES), "uint8", name="codes")
+    offset = te.placeholder((blocks * INT8_LANES,), "int32", name="offset")
+    rescale = te.placeholder((out,), "float32", name="rescale")
+    bias = te.placeholder((out,), "float32", name="bias")
+    q = te.compute(
+        (batch, padded),
+        lambda n, j: tirx.if_then_else(
+            j < k, _quantized(x[n, tirx.min(j, k - 1)], scale, zero_point), tirx.const(0, "uint8")
+        ),
+        name=stages.QUANTIZE,
+    )
+    j = te.reduce_axis((0, padded), name="k")
+
+    def code(o: tirx.PrimExpr) -> tirx.PrimExpr:
+        byte = codes[o // INT8_LANES, j // INT8_STEP, (o % INT8_LANES) * 4 + j % 4]
+        return ((byte >> ((j % INT8_STEP) // 4 * 2).astype("uint8")) & tirx.const(3, "uint8")).astype("int32") - 1
+
+    acc = te.compute(
+        (batch, blocks * INT8_LANES),
+        lambda n, o: te.sum(q[n, j].astype("int32") * code(o), axis=j),
+        name=stages.INT8_DOT,
+    )
+    y = te.compute(
+        (batch, out),
+        lambda n, o: finish(
+            (acc[n, o] + offset[o]).astype("float32") * rescale[o] + bias[o], None, relu, n, o, 0, 0, upper
+        ),
+        name=stages.OUTPUT,
+    )
+    return te.create_prim_func([x, codes, offset, rescale, bias, y])
+
+
+def vnni_dense_func(
+    batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool = False, upper: float | None = None
+) -> tirx.PrimFunc:
+    """Scheduled PrimFunc ``(x, codes, offset, rescale, bias) -> y`` on AVX-512 VNNI: each row is
+    quantized once, then tasks of ``VNNI_TILE`` output vectors, in parallel from
+    :data:`PARALLEL_MIN_VECTORS`, one ``vpdpbusd`` per 64 weights, the codes decoded in registers."""
+    steps, blocks = ceil_div(k, INT8_STEP), ceil_div(out, INT8_LANES)
+    padded = steps * INT8_STEP
+    tile = max(t for t in range(1, VNNI_TILE + 1) if blocks % t == 0)
+    lanes, width = INT8_LANES, 4 * INT8_LANES
+    inv, zp = float(scale), float(zero_point)
+    low, high = _clamp_bounds(relu, upper)
+    tasks = T.parallel if batch * blocks * steps >= PARALLEL_MIN_VECTORS else T.serial
+
+    @T.prim_func(private=True, s_tir=True)
+    def main(
+        x: T.Buffer((batch, k), "float32"),
+        codes: T.Buffer((blocks, steps, width), "uint8"),
+        offset: T.Buffer((blocks * lanes,), "int32"),
+        rescale: T.Buffer((out,), "float32"),
+        bias: T.Buffer((out,), "float32"),
+        y: T.Buffer((batch, out), "float32"),
+    ):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            q = T.sblock_alloc_buffer((batch, padded), "uint8")
+            qsum = T.sblock_alloc_buffer((batch,), "int32")
+            for n in range(batch):
+                with T.sblock("quantize"):
+                    T.reads(x[n, 0:k])
+                    T.writes(q[n, 0:padded], qsum[n])
+                    qsum[n] = 0
+                    for j in range(padded):
+                        if j < k:
+                            q[n, j] = T.Cast(
+                                "uint8",
+                                T.max(
+                                    T.min(T.nearbyint(x[n, j] / T.float32(inv)) + T.float32(zp), T.float32(255)),
+                                    T.float32(0),
+                                ),
+                            )
+                        else:
+                            q[n, j] = T.uint8(0)
+                        qsum[n] = qsum[n] + T.Cast("int32", q[n, j])
+            for task in tasks(batch * (blocks // tile)):
+                with T.sblock("int8_dot"):
+                    T.reads(
+                        q[0:batch, 0:padded],
+                        qsum[0:batch],
+                        codes[0:blocks, 0:steps, 0:width],
+                        offset[0 : blocks * lanes],
+                        rescale[0:out],
+                        bias[0:out],
+                    )
+                    T.writes(y[0:batch, 0:out])
+                    acc = T.sblock_alloc_buffer((tile, lanes), "int32", scope="local")
+                    n = task // (blocks // tile)
+                    first = task % (blocks // tile) * tile
+                    for b in T.unroll(tile):
+                        acc[b, 0:lanes] = T.Broadcast(T.int32(0), lanes)
+                    for t in range(steps):
+                        for j in T.unroll(4):
+                            a = T.reinterpret(
+                                "int8x64",
+                                T.Broadcast(T.reinterpret("int32", q.vload([n, t * 16 + j * 4], "uint8x4")), lanes),
+                            )
+                            for b in T.unroll(tile):
+                                v = codes.vload([first + b, t, 0], "uint8x64")
+                                w = T.reinterpret(
+                                    "int8x64",
+                                    T.bitwise_and(
+                                        T.shift_right(v, T.Broadcast(T.uint8(2 * j), width)),
+                                        T.Broadcast(T.uint8(3), width),
+                                    ),
+                                )
+                                acc[b, 0:lanes] = T.call_llvm_pure_intrin(
+                                    "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc.vload([b, 0], "int32x16"), a, w
+                                )
+                    for b, lane in T.grid(tile, lanes):
+                        if (first + b) * lanes + lane < out:
+                            y[n, (first + b) * lanes + lane] = T.max(
+                                T.min(
+                                    T.Cast("float32", acc[b, lane] - qsum[n] + offset[(first + b) * lanes + lane])
+                                    * rescale[(first + b) * lanes + lane]
+                                    + bias[(first + b) * lanes + lane],
+                                    T.float32(high),
+                                ),
+                                T.float32(low),
+                            )
+
+    return main
