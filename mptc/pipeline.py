@@ -10,7 +10,8 @@ The folder holds (see :class:`PipelineFolder`):
 
 Accuracy is measured on the test split at every stage: PyTorch (the ticket rebuilt from seed +
 mask bits), the exported ONNX and the packed ONNX in onnxruntime (the packed one through its
-function bodies), and the compiled module when it was built for this host. A stage that loses
+function bodies), with int8 activations the quantized ONNX (``compiled/source.onnx``), and the
+compiled module when it was built for this host. A stage that loses
 more than :data:`MAX_STAGE_DROP` against the one before it fails the run, and so does a module
 whose output on the device differs from its reference.
 """
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from mptc.artifact import MODULE_FILE, Manifest, read_manifest
+from mptc.artifact import MODULE_FILE, SOURCE_MODEL_FILE, Manifest, read_manifest
 from mptc.config import TrainConfig
 from mptc.data import load_dataset
 from mptc.data.base import Dataset
@@ -36,13 +37,15 @@ from mptc.train.rundir import RunDir
 from mptc.verify import require_finite, within
 
 MAX_STAGE_DROP = 0.01  # accuracy lost between two stages beyond this is a failed run
+CALIBRATION_SAMPLES = 512  # training samples the ranges of int8 activations are calibrated on
 STAGES = ("train", "export", "optimize", "compile", "accuracy", "profile")  # named to on_stage as each starts
 
 
 @dataclass(frozen=True)
 class DeviceOptions:
     """Where compiled modules run: here (``None`` everywhere), an RPC server, a tracker, or an
-    emulated board started here (``emulate``)."""
+    emulated board started here (``emulate``); and the number format of the activations they are
+    compiled for (``int8``: calibrated on :data:`CALIBRATION_SAMPLES` training samples)."""
 
     target: str = "x86"
     board: str | None = None
@@ -51,6 +54,7 @@ class DeviceOptions:
     key: str | None = None
     emulate: str | None = None
     repeat: int = 30
+    activations: str = "fp32"
 
     @property
     def runs_here(self) -> bool:
@@ -87,7 +91,7 @@ class PipelineResult:
     folder: PipelineFolder
     dataset: Dataset
     metrics: dict[str, Any]  # the training run's metrics.json
-    accuracy: dict[str, float | None]  # pytorch, onnx, packed_onnx, module (None unless it runs here)
+    accuracy: dict[str, float | None]  # pytorch, onnx, packed_onnx[, int8_onnx], module (None unless it runs here)
     manifest: Manifest
     profile: dict[str, Any]  # the device's report, as in compiled/profile.json
 
@@ -124,7 +128,8 @@ def run_pipeline(
     stage("optimize")
     optimize_file(paths.fp32_model, paths.packed_model)
     stage("compile")
-    compile_model(paths.packed_model, device.target, paths.compiled, board=device.board)
+    calibration = calibration_samples(dataset) if device.activations == "int8" else None
+    compile_model(paths.packed_model, device.target, paths.compiled, board=device.board, calibration=calibration)
     manifest = read_manifest(paths.compiled)
     stage("accuracy")
 
@@ -133,6 +138,11 @@ def run_pipeline(
         "pytorch": export.pytorch_accuracy,
         "onnx": export.onnx_accuracy,
         "packed_onnx": onnx_accuracy(paths.packed_model, x, labels),
+        **(
+            {"int8_onnx": onnx_accuracy(paths.compiled / SOURCE_MODEL_FILE, x, labels)}
+            if calibration is not None
+            else {}
+        ),
         "module": None,
     }
     if device.runs_here:
@@ -140,6 +150,11 @@ def run_pipeline(
     check_stages(accuracy)
     stage("profile")
     return PipelineResult(paths, dataset, metrics, accuracy, manifest, profile_on_device(paths.compiled, device))
+
+
+def calibration_samples(dataset: Dataset) -> np.ndarray:
+    """The training samples int8 activations are calibrated on (never the test split)."""
+    return np.ascontiguousarray(dataset.train.x[:CALIBRATION_SAMPLES].numpy(), np.float32)
 
 
 def train_ticket(config: TrainConfig, run: RunDir) -> dict[str, Any]:
@@ -186,7 +201,9 @@ def module_logits(module_path: str | Path, x: np.ndarray, batch: int) -> np.ndar
     (the module's static batch)."""
     import tvm
 
-    lib = tvm.runtime.load_module(str(module_path))
+    from mptc.deploy.artifact import load_library
+
+    lib = load_library(module_path)
     device = tvm.cpu()
     vm = tvm.runtime.vm.VirtualMachine(lib, device)
     outputs = []

@@ -24,7 +24,7 @@ import onnx_ir as ir
 from mptc.conventions import ORT_MAX_IR_VERSION
 from mptc.errors import InputError, UnsupportedError, first_line
 from mptc.passes._graph import add_initializer, check_packed, is_mptc, is_op, label, read_ir
-from mptc.verify import require_finite
+from mptc.verify import nonfinite, require_finite
 
 QUANTIZED_OPS = ("BinaryDense",)
 UINT8_LEVELS = 255
@@ -143,7 +143,9 @@ def quantize_activations(model: onnx.ModelProto, input_name: str, calibration: n
     """
     if calibration.ndim < 1 or len(calibration) == 0:
         raise InputError("the calibration data holds no sample")
-    require_finite(calibration, "the calibration data")
+    found = nonfinite(calibration)
+    if found is not None:
+        raise InputError(f"the calibration data hold NaN or Inf ({found}): no range can be calibrated on them")
     graph = read_ir(model)
     layers = real_input_layers(graph)
     if not layers:

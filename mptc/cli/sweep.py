@@ -65,6 +65,15 @@ def _sparsities(_ctx, _param, value: str) -> list[float]:
     show_default=True,
     help="Timed runs per point (the median is reported).",
 )
+@click.option(
+    "--activations",
+    type=click.Choice(["fp32", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="int8: compile the real-input dense layers for uint8 activations calibrated on 512 training "
+    "samples (see mptc compile --help); the report adds the quantized model's accuracy and onnxruntime's "
+    "static INT8 latency.",
+)
 @out_option("Report folder; finished points in it are reused.", folder=True)
 def sweep_command(
     out: Path,
@@ -76,6 +85,7 @@ def sweep_command(
     key: str | None,
     emulate: str | None,
     repeat: int,
+    activations: str,
     **train_options,
 ) -> None:
     """Compare accuracy, latency and size across sparsity levels, end to end.
@@ -89,6 +99,7 @@ def sweep_command(
     Examples:
       mptc sweep -o runs/sweep
       mptc sweep --binary-act --sparsity 0.5,0.7,0.9,0.95 -o runs/sweep-11
+      mptc sweep --activations int8 --sparsity 0.1,0.5,0.9 -o runs/sweep-int8
       mptc sweep --target arm --board rpi4 --emulate rpi4 -o runs/sweep-rpi4
       mptc sweep --target arm --board rpi4 --rpc 192.168.1.20:9090 -o runs/sweep-pi
     """
@@ -101,7 +112,14 @@ def sweep_command(
         raise click.UsageError(str(error)) from error
     _check_device(target, board, rpc, tracker, key, emulate)  # before any ticket is trained
     device = DeviceOptions(
-        target=target, board=board, rpc=rpc, tracker=tracker, key=key, emulate=emulate, repeat=repeat
+        target=target,
+        board=board,
+        rpc=rpc,
+        tracker=tracker,
+        key=key,
+        emulate=emulate,
+        repeat=repeat,
+        activations=activations,
     )
 
     with (
@@ -119,7 +137,13 @@ def sweep_command(
                 f"sparsity {point['sparsity']:.2f}: accuracy {point['accuracy']['pytorch']:.4f} (module "
                 f"{'n/a' if point['accuracy']['module'] is None else format(point['accuracy']['module'], '.4f')}), "
                 f"{point['latency_ms']['module']['median']:.4f} ms{' (emulated)' if point['emulated'] else ''} vs onnxruntime fp32 "
-                f"{point['latency_ms']['onnxruntime_fp32']['median']:.4f} ms, packed {point['sizes']['packed_onnx_bytes']:,} B"
+                f"{point['latency_ms']['onnxruntime_fp32']['median']:.4f} ms"
+                + (
+                    f", onnxruntime int8 {point['latency_ms']['onnxruntime_int8']['median']:.4f} ms"
+                    if "onnxruntime_int8" in point["latency_ms"]
+                    else ""
+                )
+                + f", packed {point['sizes']['packed_onnx_bytes']:,} B"
             )
 
         sweep(config, sparsities, out, device, on_point=show, on_stage=stages)

@@ -17,6 +17,7 @@ the report says.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ def load_peers(
                 f"onnxruntime {ort.__version__} static INT8 (QDQ, per-channel weights, calibrated on "
                 f"{sum(b.shape[0] if b.ndim else 1 for b in batches)} sample(s)) of {SOURCE_MODEL_FILE}{unpacked}"
             )
-            runnable = _quantize_int8(network, input_name, batches)
+            runnable = quantize_int8(network, input_name, batches)
         if threads is not None:
             description += f", at {threads} thread(s) as the module"
         peers.append(Peer(name, description, _session(runnable, name, threads), input_name))
@@ -122,7 +123,7 @@ def _session(model: onnx.ModelProto, peer: str, threads: int | None) -> Any:
         raise UnsupportedError(f"onnxruntime cannot load the model for peer {peer}: {first_line(error)}") from error
 
 
-def _quantize_int8(model: onnx.ModelProto, input_name: str, calibration: Sequence[np.ndarray]) -> onnx.ModelProto:
+def quantize_int8(model: onnx.ModelProto, input_name: str, calibration: Sequence[np.ndarray]) -> onnx.ModelProto:
     """``model`` (standard ONNX) constant-folded and statically quantized to INT8 by onnxruntime."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -140,6 +141,8 @@ def _quantize_int8(model: onnx.ModelProto, input_name: str, calibration: Sequenc
     with tempfile.TemporaryDirectory(prefix="mptc-int8-") as tmp:
         fp32, folded, int8 = (Path(tmp) / name for name in ("fp32.onnx", "folded.onnx", "int8.onnx"))
         onnx.save(runnable, fp32)
+        # the quantizer logs its per-tensor fallbacks as root-logger warnings: not the user's to read
+        logging.disable(logging.WARNING)
         try:
             quant_pre_process(str(fp32), str(folded), skip_symbolic_shape=True)
             quantize_static(str(folded), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True)
@@ -147,4 +150,6 @@ def _quantize_int8(model: onnx.ModelProto, input_name: str, calibration: Sequenc
             raise UnsupportedError(
                 f"onnxruntime cannot quantize {SOURCE_MODEL_FILE} to INT8: {first_line(error)}"
             ) from error
+        finally:
+            logging.disable(logging.NOTSET)
         return onnx.load(int8)

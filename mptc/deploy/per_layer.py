@@ -46,7 +46,7 @@ import onnx
 from mptc.artifact import SOURCE_MODEL_FILE
 from mptc.conventions import ORT_MAX_IR_VERSION
 from mptc.deploy import thread_pool
-from mptc.deploy.artifact import CompiledModel
+from mptc.deploy.artifact import CompiledModel, load_library
 from mptc.errors import DeviceError, UnsupportedError, first_line
 from mptc.ops.unpack import PART_SEPARATOR, unpack_model
 from mptc.report.latency import WARMUP, time_call
@@ -133,7 +133,7 @@ def module_times(compiled: CompiledModel, rounds: int, layers: Sequence[str]) ->
     call (uninstrumented, as ``--compare`` times it); the thread count of TVM's pool."""
     import tvm
 
-    lib = tvm.runtime.load_module(str(compiled.module_path))
+    lib = load_library(compiled.module_path)
     dev = tvm.cpu(0)
     vm = tvm.runtime.vm.VirtualMachine(lib, dev)
     x = tvm.runtime.tensor(compiled.x, dev)

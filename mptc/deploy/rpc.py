@@ -36,7 +36,7 @@ from tvm import rpc as tvm_rpc
 
 from mptc.artifact import MODULE_FILE
 from mptc.deploy import probe, trial
-from mptc.deploy.artifact import CompiledModel
+from mptc.deploy.artifact import CompiledModel, load_library
 from mptc.deploy.emulator import Board, board_from_workpath
 from mptc.deploy.settings import (
     DEFAULT_QUEUE_TIMEOUT_S,
@@ -147,7 +147,7 @@ class LoadedModule:
             trial.load_and_run(compiled, device.timeout)
         with _stage(device, f"loading {MODULE_FILE}", hint=wrong_arch_hint):
             if device.session is None:
-                lib = tvm.runtime.load_module(str(compiled.module_path))
+                lib = load_library(compiled.module_path)
                 self._dev = tvm.device(compiled.device_kind, 0)
                 self._vm = tvm.runtime.vm.VirtualMachine(lib, self._dev)
             else:

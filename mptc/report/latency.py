@@ -1,6 +1,7 @@
 """The peers a compiled module is timed against, in the same process and on the same input.
 
-onnxruntime fp32 runs the exported (unpacked) model: what a user gets without mptc. The machine is
+onnxruntime fp32 runs the exported (unpacked) model: what a user gets without mptc; its static
+INT8 quantization is the peer of a module with int8 activations. The machine is
 shared and noisy, so reports quote ratios: every side is timed once per round, round after round
 (:func:`interleaved_rounds`), and a ratio is the median over rounds of each round's ratio
 (:func:`median_ratio`), so a slow phase of the host that spans a round slows both sides of its
@@ -57,8 +58,17 @@ def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> 
     return statistics.median(n / d for n, d in zip(numerators, denominators))
 
 
-def onnxruntime_latency(path: str | Path, x: np.ndarray, repeat: int) -> dict[str, float]:
-    """Latency of an ONNX file in onnxruntime (CPU, fp32, default threads) on input ``x``."""
-    session = ort_session(onnx.load(str(path)))
-    name = session.get_inputs()[0].name
+def onnxruntime_latency(
+    path: str | Path, x: np.ndarray, repeat: int, int8_calibration: np.ndarray | None = None
+) -> dict[str, float]:
+    """Latency of an ONNX file in onnxruntime (CPU, default threads) on input ``x``: fp32, or its
+    static INT8 quantization calibrated on ``int8_calibration`` (batches of ``x``'s shape)."""
+    model = onnx.load(str(path))
+    name = next(i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
+    if int8_calibration is not None:
+        from mptc.deploy.compare import quantize_int8
+
+        batches = [int8_calibration[i : i + len(x)] for i in range(0, len(int8_calibration) - len(x) + 1, len(x))]
+        model = quantize_int8(model, name, batches)
+    session = ort_session(model)
     return time_call(lambda: session.run(None, {name: x}), repeat)

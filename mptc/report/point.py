@@ -22,7 +22,7 @@ import numpy as np
 from mptc.config import TrainConfig
 from mptc.errors import InputError
 from mptc.io import read_regular_file, write_json
-from mptc.pipeline import DeviceOptions, PipelineFolder, run_pipeline
+from mptc.pipeline import DeviceOptions, PipelineFolder, calibration_samples, run_pipeline
 from mptc.report.latency import onnxruntime_latency
 
 POINT_FILE = "point.json"
@@ -49,6 +49,14 @@ def run_point(
     measured, manifest = result.profile, result.manifest
     sample = np.ascontiguousarray(result.dataset.test.x.numpy()[: result.batch])
     baseline = onnxruntime_latency(result.folder.fp32_model, sample, device.repeat)
+    latency = {"module": measured["latency_ms"], "onnxruntime_fp32": baseline}
+    speedups = {"speedup_vs_onnxruntime_fp32": baseline["median"] / measured["latency_ms"]["median"]}
+    if device.activations == "int8":
+        calibration = calibration_samples(result.dataset)
+        latency["onnxruntime_int8"] = onnxruntime_latency(result.folder.fp32_model, sample, device.repeat, calibration)
+        speedups["speedup_vs_onnxruntime_int8"] = (
+            latency["onnxruntime_int8"]["median"] / measured["latency_ms"]["median"]
+        )
     record = {
         "sparsity": config.sparsity,
         "method": config.method,
@@ -56,8 +64,9 @@ def run_point(
         "model": config.model,
         "dataset": result.dataset.name,
         "accuracy": result.accuracy,
-        "latency_ms": {"module": measured["latency_ms"], "onnxruntime_fp32": baseline},
-        "speedup_vs_onnxruntime_fp32": baseline["median"] / measured["latency_ms"]["median"],
+        "activations": device.activations,
+        "latency_ms": latency,
+        **speedups,
         "emulated": bool(measured.get("emulated")),
         "device": measured.get("device"),
         "batch": result.batch,

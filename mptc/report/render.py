@@ -46,6 +46,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     first = points[0]
     emulated = any(p["emulated"] for p in points)
     variant = " + binary activations (MPT-1/1)" if first["binary_act"] else ""
+    variant += ", int8 activations" if first.get("activations") == "int8" else ""
     board = f", board `{report['board']}`" if report.get("board") else ""
     device = first["device"].get("description") if isinstance(first["device"], dict) else first["device"]
     lines = [
@@ -59,30 +60,40 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             "**Latencies were measured on an EMULATED board (qemu user mode): they are smoke figures, 40-60x slower than the real board, not performance.**",
         ]
+    int8 = any(p.get("activations") == "int8" for p in points)
+    stages = [("pytorch", "PyTorch"), ("onnx", "ONNX (onnxruntime)"), ("packed_onnx", "packed ONNX")]
+    stages += [("int8_onnx", "int8 ONNX (quantized activations)")] * int8 + [("module", "compiled module")]
     lines += [
         "",
         "## Accuracy at every stage (test split)",
         "",
-        "| sparsity | PyTorch | ONNX (onnxruntime) | packed ONNX | compiled module |",
-        "|---|---|---|---|---|",
+        "| sparsity | " + " | ".join(title for _, title in stages) + " |",
+        "|---|" + "---|" * len(stages),
     ]
     for p in points:
         a = p["accuracy"]
-        lines.append(
-            f"| {p['sparsity']:.2f} | {_pct(a['pytorch'])} | {_pct(a['onnx'])} | {_pct(a['packed_onnx'])} | {_pct(a['module'])} |"
-        )
+        lines.append(f"| {p['sparsity']:.2f} | " + " | ".join(_pct(a.get(key)) for key, _ in stages) + " |")
+    int8_columns = " onnxruntime int8 (ms) | speed-up |" if int8 else ""
     lines += [
         "",
         "## Latency and size",
         "",
-        "| sparsity | mptc module (ms) | onnxruntime fp32 (ms) | speed-up | fp32 ONNX | packed ONNX | compiled module | ticket |",
-        "|---|---|---|---|---|---|---|---|",
+        "| sparsity | mptc module (ms) | onnxruntime fp32 (ms) | speed-up |"
+        + int8_columns
+        + " fp32 ONNX | packed ONNX | compiled module | ticket |",
+        "|---|---|---|---|" + "---|---|" * int8 + "---|---|---|---|",
     ]
     for p in points:
         lat, size = p["latency_ms"], p["sizes"]
+        peer = lat.get("onnxruntime_int8")
+        versus_int8 = (
+            (f" {peer['median']:.4f} | {p['speedup_vs_onnxruntime_int8']:.2f}x |" if peer else " n/a | n/a |")
+            if int8
+            else ""
+        )
         lines.append(
             f"| {p['sparsity']:.2f} | {lat['module']['median']:.4f} | {lat['onnxruntime_fp32']['median']:.4f} | "
-            f"{p['speedup_vs_onnxruntime_fp32']:.2f}x | {_bytes(size.get('fp32_onnx_bytes'))} | "
+            f"{p['speedup_vs_onnxruntime_fp32']:.2f}x |{versus_int8} {_bytes(size.get('fp32_onnx_bytes'))} | "
             f"{_bytes(size.get('packed_onnx_bytes'))} | {_bytes(size.get('module_bytes'))} | {_bytes(size.get('ticket_bytes'))} |"
         )
     lines += [

@@ -66,3 +66,21 @@ def test_target_and_board_come_from_the_manifest(mlp_rpi4_out: Path) -> None:
     compiled = load_compiled(mlp_rpi4_out)
     spec = json.loads((mlp_rpi4_out / "manifest.json").read_text())["target"]["spec"]
     assert compiled.target == spec and compiled.board == "rpi4" and compiled.arch == "aarch64"
+
+
+def test_a_module_compiled_again_in_place_loads_as_the_new_build(tmp_path: Path) -> None:
+    """The dynamic loader keeps one library per path: ``load_library`` loads each build by its content."""
+    import numpy as np
+    import tvm
+
+    from mptc.artifact import read_reference
+    from mptc.deploy.artifact import load_library
+    from mptc.targets.compile import compile_model
+    from tests.targets.packed_models import binary_dense_model
+
+    out = tmp_path / "out"
+    for seed in (0, 1):
+        compile_model(binary_dense_model(np.random.default_rng(seed), 1, 40, 8, mode="real"), "x86", out)
+        x, y = read_reference(out)
+        vm = tvm.runtime.vm.VirtualMachine(load_library(out / "module.so"), tvm.cpu())
+        np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), y, rtol=1e-5)

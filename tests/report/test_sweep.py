@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from mptc.cli import main
-from mptc.targets.chooser import BLOCK_SPARSE, DENSE_FP32, DENSE_TERNARY, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT
+from mptc.targets.chooser import BLOCK_SPARSE, DENSE_FP32, DENSE_TERNARY, INT8_DOT, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT
 
 pytestmark = pytest.mark.slow
 KERNELS = {BLOCK_SPARSE, DENSE_FP32, DENSE_TERNARY, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT}
@@ -50,6 +50,26 @@ def test_sweep_reuses_finished_points(sweep_dir):
     result = CliRunner().invoke(main, ["sweep", *ARGS, "-o", str(sweep_dir)])
     assert result.exit_code == 0, result.output
     assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("sparsity-*/point.json")} == before
+
+
+def test_int8_activations_are_a_point_of_their_own(sweep_dir):
+    """The fp32 point is not reused for int8 (its training is): the int8 one reports the quantized
+    model's accuracy, onnxruntime's static INT8 latency and the int8 kernels."""
+    trained = (sweep_dir / "sparsity-0.5" / "run" / "metrics.json").stat().st_mtime_ns
+    args = [*ARGS[:4], "--sparsity", "0.5", "--repeat", "3", "--activations", "int8", "-o", str(sweep_dir)]
+    result = CliRunner().invoke(main, ["sweep", *args])
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime int8" in result.output
+    assert (sweep_dir / "sparsity-0.5" / "run" / "metrics.json").stat().st_mtime_ns == trained
+    [point] = json.loads((sweep_dir / "report.json").read_text())["points"]
+    assert point["activations"] == "int8"
+    accuracy = point["accuracy"]
+    assert set(accuracy) == {"pytorch", "onnx", "packed_onnx", "int8_onnx", "module"}
+    assert abs(accuracy["module"] - accuracy["pytorch"]) <= 0.01
+    assert {layer["kernel"] for layer in point["kernels"]} == {INT8_DOT}
+    assert point["latency_ms"]["onnxruntime_int8"]["median"] > 0 and point["speedup_vs_onnxruntime_int8"] > 0
+    markdown = (sweep_dir / "report.md").read_text()
+    assert "int8 activations" in markdown and "| onnxruntime int8 (ms) |" in markdown
 
 
 def test_bad_sparsity_list_is_a_usage_error(tmp_path):

@@ -1,5 +1,6 @@
 """``mptc compile`` through click's CliRunner (lives with the targets it drives)."""
 
+import hashlib
 import json
 import sys
 
@@ -126,3 +127,55 @@ def test_a_shape_that_does_not_fit_is_one_line(tmp_path, axes, shape, code, mess
     assert result.exit_code == code, result.output
     assert message in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_int8_activations_compile_the_quantized_model_and_record_the_calibration(tmp_path):
+    rng = np.random.default_rng(5)
+    onnx.save(binary_dense_model(rng, 2, 70, 10, mode="real", sparsity=0.4), tmp_path / "packed.onnx")
+    samples = rng.standard_normal((33, 70)).astype(np.float32)
+    np.savez(tmp_path / "calibration.npz", x=samples)
+    args = ["compile", str(tmp_path / "packed.onnx"), "--target", "x86", "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(
+        main, [*args, "--activations", "int8", "--calibration", str(tmp_path / "calibration.npz")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "dense: int8-dot" in result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["activations"] == {
+        "dtype": "int8",
+        "samples": 33,
+        "sha256": hashlib.sha256(samples.tobytes()).hexdigest(),
+    }
+    assert manifest["layers"][0]["input_mode"] == "int8"
+    source = onnx.load(tmp_path / "out" / "source.onnx")  # the model compiled: quantized
+    assert [n.op_type for n in source.graph.node][:2] == ["QuantizeLinear", "DequantizeLinear"]
+    fp32 = CliRunner().invoke(main, args[:-1] + [str(tmp_path / "fp32")])
+    assert fp32.exit_code == 0 and json.loads((tmp_path / "fp32" / "manifest.json").read_text())["activations"] == {
+        "dtype": "fp32",
+        "samples": 0,
+        "sha256": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["--activations", "int8"], 2, "go together"),
+        (["--calibration", "CAL"], 2, "go together"),
+        (["--activations", "int8", "--calibration", "WRONG"], 3, "does not fit input 'x'"),
+        (["--activations", "int8", "--calibration", "MISSING"], 3, "cannot read"),
+    ],
+)
+def test_int8_activation_mistakes_are_one_line(tmp_path, extra, code, message):
+    rng = np.random.default_rng(6)
+    onnx.save(binary_dense_model(rng, 1, 70, 10, mode="real"), tmp_path / "packed.onnx")
+    np.save(tmp_path / "cal.npy", rng.standard_normal((4, 70)).astype(np.float32))
+    np.save(tmp_path / "wrong.npy", rng.standard_normal((4, 71)).astype(np.float32))
+    paths = {"CAL": tmp_path / "cal.npy", "WRONG": tmp_path / "wrong.npy", "MISSING": tmp_path / "none.npz"}
+    extra = [str(paths.get(arg, arg)) for arg in extra]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["compile", str(tmp_path / "packed.onnx"), "--target", "x86", "-o", str(out), *extra]
+    )
+    assert result.exit_code == code and message in result.output, result.output
+    assert not out.exists()
