@@ -333,7 +333,7 @@ def compile(
         input_shape: the input shape to compile for where the model's is symbolic (e.g. a batch of
             8); None: a symbolic batch is 1.
         calibration: samples of the model's input (``mptc compile --activations int8``): the
-            real-input dense layers then read uint8 activations, quantized with ranges calibrated
+            real-input (MPT-1/32) layers then read uint8 activations, quantized with ranges calibrated
             on them; ``OUT/source.onnx`` is the quantized model. None: fp32 activations.
 
     Returns:

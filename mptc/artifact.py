@@ -107,7 +107,7 @@ class Sizes:
 
 @dataclass(frozen=True)
 class Activations:
-    """The number format of the activations the real-input dense layers read: ``fp32``, or ``int8``
+    """The number format of the activations the real-input layers read: ``fp32``, or ``int8``
     (``mptc compile --activations int8``: uint8 per tensor, ranges calibrated on ``samples`` rows
     of data whose float32 bytes hash to ``sha256``)."""
 

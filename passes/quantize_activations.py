@@ -1,15 +1,15 @@
-"""Quantize the float input of each real-input ``ai.mptc`` dense layer to uint8, calibrated on data.
+"""Quantize the float input of each real-input ``ai.mptc`` layer to uint8, calibrated on data.
 
-Before every ``BinaryDense`` in ``input_mode="real"`` (an MPT-1/32 layer) the pass inserts the
+Before every ``BinaryConv`` and ``BinaryDense`` in ``input_mode="real"`` (an MPT-1/32 layer) the pass inserts the
 standard QDQ pair::
 
-    X -> QuantizeLinear(X, s, zp) -> DequantizeLinear(., s, zp) -> BinaryDense
+    X -> QuantizeLinear(X, s, zp) -> DequantizeLinear(., s, zp) -> BinaryConv / BinaryDense
 
 with one scale ``s`` and uint8 zero point ``zp`` per tensor from the range the calibration data
 gives that input (min/max, widened to hold 0 so that zero stays exact). The result is plain ONNX:
 onnxruntime runs it as the reference of the quantized numerics, and the CPU targets fold the pair
-into the int8 dense kernel (``targets.kernels.int8_dense``), which quantizes in registers and sums
-uint8 activations against 2-bit weight codes in integers. Conv layers keep float activations.
+into the int8 kernels (``targets.kernels.int8_dense``, ``int8_conv``), which quantize the input
+themselves and sum uint8 activations against 2-bit weight codes in integers.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mptc.errors import InputError, UnsupportedError, first_line
 from mptc.passes._graph import add_initializer, check_packed, is_mptc, is_op, label, read_ir
 from mptc.verify import nonfinite, require_finite
 
-QUANTIZED_OPS = ("BinaryDense",)
+QUANTIZED_OPS = ("BinaryConv", "BinaryDense")
 UINT8_LEVELS = 255
 CALIBRATION_BATCH = 256  # rows per onnxruntime call: the activations of a batch stay small
 
@@ -49,7 +49,7 @@ class Quantization:
 
 
 def real_input_layers(model: ir.Model) -> list[ir.Node]:
-    """The real-input ``ai.mptc`` dense layers: the nodes whose input the pass quantizes."""
+    """The real-input ``ai.mptc`` layers: the nodes whose input the pass quantizes."""
     return [
         node
         for node in model.graph
@@ -134,12 +134,12 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
 
 
 def quantize_activations(model: onnx.ModelProto, input_name: str, calibration: np.ndarray) -> onnx.ModelProto:
-    """``model`` (packed) with the inputs of its real-input dense layers quantized to uint8, each
+    """``model`` (packed) with the inputs of its real-input layers quantized to uint8, each
     calibrated on ``calibration`` (rows of the model's input, float32).
 
     Raises:
         InputError: calibration data that is empty or not finite; UnsupportedError: a model with no
-        real-input dense layer, or one onnxruntime cannot run.
+        real-input ``ai.mptc`` layer, or one onnxruntime cannot run.
     """
     if calibration.ndim < 1 or len(calibration) == 0:
         raise InputError("the calibration data holds no sample")
@@ -150,8 +150,8 @@ def quantize_activations(model: onnx.ModelProto, input_name: str, calibration: n
     layers = real_input_layers(graph)
     if not layers:
         raise UnsupportedError(
-            "--activations int8: the model has no real-input BinaryDense layer (int8 activations are"
-            " compiled for MPT-1/32 dense layers; binary-input layers and convs keep their kernels)"
+            "--activations int8: the model has no real-input BinaryConv or BinaryDense layer (int8"
+            " activations are for MPT-1/32 layers; binary-input layers keep their XNOR-popcount kernels)"
         )
     quantized = next((layer for layer in layers if _dequantized(layer)), None)
     if quantized is not None:

@@ -1,7 +1,7 @@
 """Which kernel lowers an ``ai.mptc`` layer, and why (recorded per layer in the manifest).
 
 Binary input (and ONNX ``Sign`` input, with a nonzero bit-plane beside the signs for the rows that
-read a zero: ``kernels.exact_sign``) always takes the XNOR-popcount kernel; a dense layer whose real input is quantized to uint8
+read a zero: ``kernels.exact_sign``) always takes the XNOR-popcount kernel; a layer whose real input is quantized to uint8
 (``mptc compile --activations int8``: ``targets.int8_inputs``) the int8 kernel. Real input (MPT-1/32) has exact forms whose
 cost depends on sparsity: a dense form costs the same at any sparsity: dense-ternary (the weight
 kept as two bit-planes, decoded in registers) where the policy has that kernel for the op, else

@@ -90,7 +90,7 @@ def compile_model(
             (a batch of 8: ``(8, 3, 224, 224)``); it must agree with every static one. None: a
             symbolic batch is 1, and any other symbolic dimension is refused.
         calibration: samples of the model's input (float32, a leading sample axis): quantize the
-            input of every real-input dense layer to uint8 with ranges calibrated on them
+            input of every real-input ``ai.mptc`` layer to uint8 with ranges calibrated on them
             (``passes.quantize_activations``) and compile those layers as int8 kernels; the
             quantized model is the one compiled, kept and checked. None: fp32 activations.
 
@@ -161,7 +161,7 @@ def compile_model(
 def _quantized(
     model: onnx.ModelProto, input_name: str, input_shape: list[int], calibration: np.ndarray
 ) -> tuple[onnx.ModelProto, bytes, Activations]:
-    """``model`` with its real-input dense layers' inputs quantized on ``calibration``, its bytes,
+    """``model`` with its real-input layers' inputs quantized on ``calibration``, its bytes,
     and the manifest's record of it."""
     samples = np.asarray(calibration)
     if not (np.issubdtype(samples.dtype, np.floating) or np.issubdtype(samples.dtype, np.integer)):

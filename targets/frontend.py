@@ -262,7 +262,8 @@ class _Layer:
 
 
 class BinaryConv(_onnx.OnnxOpConverter):
-    """``ai.mptc.BinaryConv`` -> XNOR-popcount, block-sparse, dense-ternary or dense fp32 conv (``docs/operators.md``)."""
+    """``ai.mptc.BinaryConv`` -> XNOR-popcount, block-sparse, dense-ternary, int8 (a uint8 QDQ input) or
+    dense fp32 conv (``docs/operators.md``)."""
 
     @classmethod
     def _impl_v1(cls, bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr:
@@ -291,6 +292,12 @@ class BinaryConv(_onnx.OnnxOpConverter):
         extra = [] if residual is None else [residual]
 
         def kernel_call(choice: chooser.KernelChoice):
+            if choice.kernel == chooser.INT8_DOT:
+                quantized = layer.lowering.int8_inputs[layer.name]
+                t = layout.int8_conv_tables(weight, layer.scale, quantized.scale, quantized.zero_point)
+                func = kernels.int8_conv(geo, quantized.scale, quantized.zero_point, **fused)
+                consts = [t.codes, t.offset, t.rescale, layer.bias]
+                return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel == chooser.XNOR_POPCOUNT and layer.input_mode == "sign":
                 t = layout.binary_conv_tables(weight, geo, kernels.word_lanes)
                 counts = kernels.exact_sign_counts(geo.tap_words)

@@ -1,7 +1,7 @@
 """Which ``QuantizeLinear -> DequantizeLinear`` pairs become an int8 layer's own quantization.
 
 ``mptc compile --activations int8`` (``passes.quantize_activations``) writes a uint8 QDQ pair
-before each real-input ``ai.mptc`` dense layer. On a CPU target the importer does not run the
+before each real-input ``ai.mptc`` layer. On a CPU target the importer does not run the
 pair: the layer's kernel (``kernels.int8_dense``) takes the float input and quantizes it in
 registers with the same scale and zero point, so the pair's nodes pass their input through and
 the quantized tensor never exists in memory. Any other QDQ pair stays TVM's to convert.
@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from mptc.ops.reference import DOMAIN
 
-INT8_OPS = ("BinaryDense",)
+INT8_OPS = ("BinaryConv", "BinaryDense")
 QDQ_DOMAINS = ("", "ai.onnx")
 
 
@@ -34,7 +34,7 @@ class Int8Input:
 def int8_inputs(graph: onnx.GraphProto) -> dict[str, Int8Input]:
     """The layers (by name) whose input is a uint8 QDQ pair the int8 kernel folds.
 
-    A pair qualifies when the ``DequantizeLinear`` feeds only a real-input ``ai.mptc`` dense layer
+    A pair qualifies when the ``DequantizeLinear`` feeds only a real-input ``ai.mptc`` layer
     as its ``X``, the ``QuantizeLinear`` only that ``DequantizeLinear``, neither output is a graph
     output, both read the same scalar constants (a positive finite float32 scale, a uint8 zero
     point, no attribute but ``axis``, which a scalar ignores) and every node on the way has a

@@ -342,6 +342,33 @@ def int8_dense_tables(weight: np.ndarray, scale: np.ndarray, input_scale: float,
     return Int8DenseTables(np.ascontiguousarray(packed), offset.astype(np.int32), rescale)
 
 
+@dataclass(frozen=True)
+class Int8ConvTables:
+    """The weight of an int8 conv (``kernels.int8_conv``): 2-bit codes, and the per-output integer
+    offset and float rescale its epilogue folds the zero point and scales into."""
+
+    codes: np.ndarray  # uint8 (ceil(O / 16), ceil(C / 16), kh, kw, 64)
+    offset: np.ndarray  # int32 (16 * ceil(O / 16),): -zp * sum w[o]
+    rescale: np.ndarray  # float32 (O,): activation scale * the layer's scale
+
+
+def int8_conv_tables(weight: np.ndarray, scale: np.ndarray, input_scale: float, zero_point: int) -> Int8ConvTables:
+    """Codes ``w + 1`` of a ternary conv weight ``(O, C, kh, kw)``: byte ``4 * lane + i`` of vector
+    ``[o // 16, g, ky, kx]`` holds in bits ``2j, 2j + 1`` the code of output ``o`` (``lane = o %
+    16``) at input channel ``16 g + 4 j + i``; pad outputs and channels have code 1 (``w = 0``)."""
+    out, channels, kh, kw = weight.shape
+    blocks, groups = ceil_div(out, INT8_LANES), ceil_div(channels, INT8_STEP)
+    codes = np.ones((blocks * INT8_LANES, groups * INT8_STEP, kh, kw), np.int64)
+    codes[:out, :channels] = np.asarray(weight, np.int64) + 1
+    grid = codes.reshape(blocks, INT8_LANES, groups, 4, 4, kh, kw).transpose(
+        0, 2, 5, 6, 1, 4, 3
+    )  # b, g, ky, kx, lane, i, j
+    packed = (grid << (2 * np.arange(4))).sum(-1).astype(np.uint8).reshape(blocks, groups, kh, kw, 4 * INT8_LANES)
+    offset = -zero_point * (codes - 1).reshape(blocks * INT8_LANES, -1).sum(1)
+    rescale = (np.float32(input_scale) * np.asarray(scale, np.float32)).astype(np.float32)
+    return Int8ConvTables(np.ascontiguousarray(packed), offset.astype(np.int32), rescale)
+
+
 def _nibble_table() -> np.ndarray:
     code = np.arange(256)[:, None]
     lane = np.arange(NIBBLE_OUTPUTS)[None, :]

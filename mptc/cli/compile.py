@@ -56,7 +56,7 @@ def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     type=click.Choice(["fp32", "int8"]),
     default="fp32",
     show_default=True,
-    help="int8: the real-input (MPT-1/32) dense layers read uint8 activations, quantized per tensor with "
+    help="int8: the real-input (MPT-1/32) layers read uint8 activations, quantized per tensor with "
     "ranges calibrated on --calibration, summed in integers against 2-bit weight codes (AVX-512 VNNI where "
     "the CPU has it). It changes the numerics: the reference is the quantized model.",
 )

@@ -70,7 +70,7 @@ def _sparsities(_ctx, _param, value: str) -> list[float]:
     type=click.Choice(["fp32", "int8"]),
     default="fp32",
     show_default=True,
-    help="int8: compile the real-input dense layers for uint8 activations calibrated on 512 training "
+    help="int8: compile the real-input layers for uint8 activations calibrated on 512 training "
     "samples (see mptc compile --help); the report adds the quantized model's accuracy and onnxruntime's "
     "static INT8 latency.",
 )

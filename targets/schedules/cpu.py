@@ -25,9 +25,9 @@ from tvm.s_tir.schedule import _ffi_api as schedule_api
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import exact_sign, int8_dense, stages
+from mptc.targets.kernels import exact_sign, int8_conv, int8_dense, stages
 from mptc.targets.kernels.binary_conv import SparseGather
-from mptc.targets.layout import INT8_LANES, WORD_BITS, ceil_div
+from mptc.targets.layout import INT8_LANES, WORD_BITS, ConvGeometry, ceil_div
 from mptc.targets.schedules import lane_counts, unswitch
 
 
@@ -438,6 +438,38 @@ class CpuKernelSchedules:
         oo, ov = sch.split(o, [None, INT8_LANES])
         sch.reorder(n, oo, j, ov)
         self._register_tile(sch, acc, result, sch.fuse(n, oo), reduce_from=j, unrolled=(), lanes=ov)
+        return sch.mod["main"]
+
+    def int8_conv(
+        self,
+        geo: ConvGeometry,
+        scale: float,
+        zero_point: int,
+        residual: bool,
+        relu: bool,
+        upper: float | None,
+    ) -> tirx.PrimFunc:
+        """The int8 conv (``kernels.int8_conv``): the sums by ``vpdpbusd`` register tiles with VNNI,
+        else a TE reduction parallel over output rows, 16 outputs a vector; the quantized input
+        parallel over its channel words, the epilogue over output channels, rows vectorized."""
+        dot = int8_conv.vnni_conv_dot if self.tiles.vnni else None
+        sch = s_tir.Schedule(int8_conv.int8_conv_func(geo, scale, zero_point, dot, residual, relu, upper))
+        quantize = sch.get_sblock(stages.QUANTIZE)
+        n, c4, yp, xp = sch.get_loops(quantize)
+        sch.parallel(sch.fuse(n, c4, yp))
+        sch.vectorize(sch.split(xp, [None, self.float_lanes])[1])
+        if dot is None:
+            acc = sch.get_sblock(stages.INT8_DOT)
+            n, oy, ox, o, c, ky, kx = sch.get_loops(acc)
+            oo, ov = sch.split(o, [None, INT8_LANES])
+            sch.reorder(n, oy, oo, ox, c, ky, kx, ov)
+            sch.parallel(sch.fuse(n, oy))
+            sch.vectorize(ov)
+            sch.decompose_reduction(acc, c)
+        out = sch.get_sblock(stages.OUTPUT)
+        n, o, oy, ox = sch.get_loops(out)
+        sch.parallel(sch.fuse(n, o))
+        sch.vectorize(sch.split(sch.fuse(oy, ox), [None, self.float_lanes])[1])
         return sch.mod["main"]
 
     def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -13,6 +13,7 @@ from tvm import tirx
 
 from mptc.targets.kernels import exact_sign
 from mptc.targets.kernels.binary_conv import SparseGather
+from mptc.targets.layout import ConvGeometry
 
 
 @runtime_checkable
@@ -80,6 +81,19 @@ class KernelSchedules(Protocol):
     ) -> tirx.PrimFunc:
         """The scheduled int8 dense layer on uint8 activations of ``scale`` and ``zero_point``, a
         ReLU (``upper``: ReLU6) fused if ``relu`` (``kernels.int8_dense``; VNNI where the CPU has it)."""
+        ...
+
+    def int8_conv(
+        self,
+        geo: ConvGeometry,
+        scale: float,
+        zero_point: int,
+        residual: bool,
+        relu: bool,
+        upper: float | None,
+    ) -> tirx.PrimFunc:
+        """The scheduled int8 conv on uint8 activations of ``scale`` and ``zero_point``, the residual
+        add and ReLU (``upper``: ReLU6) fused as flagged (``kernels.int8_conv``; VNNI where the CPU has it)."""
         ...
 
     def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -82,7 +82,7 @@ def test_refusals():
     with pytest.raises(InputError, match="calibration data"):
         quantize_activations(model, "x", nan)
     binary = binary_dense_model(rng, 1, 20, 8, mode="binary")
-    with pytest.raises(UnsupportedError, match="no real-input BinaryDense"):
+    with pytest.raises(UnsupportedError, match="no real-input BinaryConv or BinaryDense"):
         quantize_activations(binary, "x", samples)
     twice = quantize_activations(model, "x", samples)
     with pytest.raises(UnsupportedError, match="already reads a DequantizeLinear"):
