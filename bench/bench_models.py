@@ -6,7 +6,8 @@ for this host. Side by side in one process, on the same input, in interleaved ro
 the speedup is the median over rounds of each round's ratio, so a slow phase of the shared host
 that spans a round slows both sides of its ratio):
 
-* mptc: the packed model compiled by ``mptc.targets`` (bit-packed / sparse kernels);
+* mptc: the packed model compiled by ``mptc.targets`` (bit-packed / sparse kernels; variant
+  ``MPT-1/32+int8``: ``--activations int8``, calibrated on the same 32 inputs as onnxruntime's INT8);
 * onnxruntime fp32 on the exported (unpacked) model: what a user gets without mptc;
 * onnxruntime static INT8 (QDQ, per-channel, calibrated on 32 inputs) of that model;
 * TVM fp32: the unpacked model compiled by ``mptc.targets`` with its fp32 schedules;
@@ -50,7 +51,9 @@ from mptc.train.loop import build  # noqa: E402
 VARIANTS = {
     "MPT-1/1": dict(method="biprop", binary_act=True),
     "MPT-1/32": dict(method="biprop"),
+    "MPT-1/32+int8": dict(method="biprop"),  # compiled with --activations int8
 }
+INT8_ACTIVATIONS = {"MPT-1/32+int8"}
 DATASET = "synthetic:3x32x32"
 
 
@@ -95,10 +98,10 @@ def onnxruntime_call(path: Path, x: np.ndarray):
 
 def bench(
     model_name: str, variant: str, sparsity: float, repeat: int, rounds: int, work: Path
-) -> tuple[dict[str, float], float]:
+) -> tuple[dict[str, float], tuple[float, float]]:
     """Median over ``rounds`` interleaved rounds (every peer once per round) of each peer's median
     of ``repeat`` calls, and the median per-round speedup of mptc over onnxruntime fp32: a burst
-    of load from other jobs hits one round of every peer alike."""
+    of load from other jobs hits one round of every peer alike; and over onnxruntime INT8."""
     config = TrainConfig(model=model_name, dataset=DATASET, sparsity=sparsity, seed=0, **VARIANTS[variant])
     dataset = load_dataset(DATASET)
     model = build(config, dataset)
@@ -110,10 +113,12 @@ def bench(
     stem = work / f"{model_name}-{variant.replace('/', '_')}-s{int(round(sparsity * 100))}"
     export_model(model, config, dataset, stem.with_suffix(".onnx"))
     optimize_file(stem.with_suffix(".onnx"), stem.with_suffix(".packed.onnx"))
-    compile_model(stem.with_suffix(".packed.onnx"), "x86", stem.with_name(stem.name + "-mptc"))
+    samples = dataset.train.x[:32].numpy()
+    calibration = samples if variant in INT8_ACTIVATIONS else None
+    compile_model(stem.with_suffix(".packed.onnx"), "x86", stem.with_name(stem.name + "-mptc"), calibration=calibration)
     compile_model(stem.with_suffix(".onnx"), "x86", stem.with_name(stem.name + "-tvmfp32"))
     x = dataset.test.x[:1].numpy()
-    int8 = quantize_int8(stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx"), dataset.train.x[:32].numpy())
+    int8 = quantize_int8(stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx"), samples)
     torch_call = eager_call(freeze(model), torch.from_numpy(x))
     calls = {
         "mptc": module_call(stem.with_name(stem.name + "-mptc"), x),
@@ -128,8 +133,11 @@ def bench(
             medians[peer].append(time_call(call, repeat)["median"])
     del calls, torch_call  # free this model's sessions and thread pools before the next one is timed
     gc.collect()
-    speedup = statistics.median(o / m for o, m in zip(medians["onnxruntime fp32"], medians["mptc"]))
-    return {peer: statistics.median(values) for peer, values in medians.items()}, speedup
+    speedups = tuple(
+        statistics.median(o / m for o, m in zip(medians[peer], medians["mptc"]))
+        for peer in ("onnxruntime fp32", "onnxruntime int8")
+    )
+    return {peer: statistics.median(values) for peer, values in medians.items()}, speedups
 
 
 def main() -> None:
@@ -146,22 +154,29 @@ def main() -> None:
     )
     args = parser.parse_args()
     peers = ["mptc", "onnxruntime fp32", "onnxruntime int8", "tvm fp32", "torch fp32"]
-    print(f"| model | variant | sparsity | {' | '.join(p + ' (ms)' for p in peers)} | mptc vs onnxruntime fp32 |")
-    print(f"|---|---|---|{'---|' * len(peers)}---|")
+    print(
+        f"| model | variant | sparsity | {' | '.join(p + ' (ms)' for p in peers)} | mptc vs onnxruntime fp32 | vs int8 |"
+    )
+    print(f"|---|---|---|{'---|' * len(peers)}---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for model_name in args.models.split(","):
             for variant in args.variants.split(","):
                 for sparsity in (float(s) for s in args.sparsities.split(",")):
                     try:
-                        times, speedup = bench(model_name, variant, sparsity, args.repeat, args.rounds, Path(tmp))
+                        times, (versus_fp32, versus_int8) = bench(
+                            model_name, variant, sparsity, args.repeat, args.rounds, Path(tmp)
+                        )
                     except VerificationError as error:  # a random ticket whose stages disagree is not timed
                         print(
-                            f"| {model_name} | {variant} | {sparsity:.2f} | not timed: {error} |{' |' * len(peers)}",
+                            f"| {model_name} | {variant} | {sparsity:.2f} | not timed: {error} |{' |' * (len(peers) + 1)}",
                             flush=True,
                         )
                         continue
                     cells = " | ".join(f"{times[p]:.2f}" for p in peers)
-                    print(f"| {model_name} | {variant} | {sparsity:.2f} | {cells} | {speedup:.2f}x |", flush=True)
+                    print(
+                        f"| {model_name} | {variant} | {sparsity:.2f} | {cells} | {versus_fp32:.2f}x | {versus_int8:.2f}x |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
