@@ -14,16 +14,13 @@ integer sums (stage ``INT8_DOT``, ``(N, OH, OW, O')``) are exact::
     acc[n, oy, ox, o] = sum_{c, ky, kx} q[n, c, oy*sh + ky*dh, ox*sw + kx*dw] * w[o, c, ky, kx]
     y[n, o, oy, ox] = float(acc - zp * sum w[o]) * (s * scale[o]) + bias[o]  (+ residual, ReLU)
 
-since a padded position holds ``zp`` and ``sum (q - zp) * w = sum q * w - zp * sum w``. On AVX-512
-VNNI the sums are a loop nest of ``vpdpbusd`` (:func:`vnni_conv_dot`): a register tile of
+since a padded position holds ``zp`` and ``sum (q - zp) * w = sum q * w - zp * sum w``. The sums
+are a loop nest of AVX-512 VNNI's ``vpdpbusd`` (:func:`vnni_conv_dot`): a register tile of
 ``columns x vectors`` outputs, each weight vector decoded once (shift, AND, subtract 1) for the
-tile's columns, each input word broadcast once for its vectors. Elsewhere ``INT8_DOT`` is a TE
-reduction over the same codes.
+tile's columns, each input word broadcast once for its vectors.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
@@ -37,8 +34,6 @@ from mptc.targets.layout import INT8_LANES, INT8_STEP, ConvGeometry, ceil_div
 CHANNELS_PER_WORD = 4  # uint8 channels of one pixel in a 32-bit word: one vpdpbusd lane's four products
 VNNI_COLUMNS = 8  # output columns per register tile at most (the largest divisor of the row)
 VNNI_ACCUMULATORS = 16  # zmm accumulators per tile: columns x vectors
-
-DotBody = Callable[[ConvGeometry, tirx.Buffer, tirx.Buffer, tirx.Buffer], tirx.Stmt]
 
 
 def quantized_input(x: te.Tensor, geo: ConvGeometry, scale: float, zero_point: int) -> te.Tensor:
@@ -59,19 +54,18 @@ def quantized_input(x: te.Tensor, geo: ConvGeometry, scale: float, zero_point: i
     return te.compute((geo.batch, words, geo.padded_height, geo.padded_width), word, name=stages.QUANTIZE)
 
 
-def int8_conv_func(
+def vnni_conv_func(
     geo: ConvGeometry,
     scale: float,
     zero_point: int,
-    dot: DotBody | None = None,
     residual: bool = False,
     relu: bool = False,
     upper: float | None = None,
 ) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, codes, offset, rescale, bias[, residual]) -> y`` (NCHW): the sums
-    by ``dot`` (a loop nest, :func:`vnni_conv_dot`) or, None, a TE reduction; ``residual`` / ``relu``
-    / ``upper`` fuse ``+ residual`` / ``max(., 0)`` / ``min(., upper)`` into ``OUTPUT``."""
-    (sh, sw), (dh, dw), (kh, kw) = geo.strides, geo.dilations, geo.kernel
+    """PrimFunc ``(x, codes, offset, rescale, bias[, residual]) -> y`` (NCHW), the sums by
+    :func:`vnni_conv_dot`; ``residual`` / ``relu`` / ``upper`` fuse ``+ residual`` / ``max(., 0)``
+    / ``min(., upper)`` into ``OUTPUT``. ``QUANTIZE`` and ``OUTPUT`` are left to schedule."""
+    (kh, kw) = geo.kernel
     blocks, groups = ceil_div(geo.out_channels, INT8_LANES), ceil_div(geo.channels, INT8_STEP)
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
     codes = te.placeholder((blocks, groups, kh, kw, 4 * INT8_LANES), "uint8", name="codes")
@@ -81,26 +75,9 @@ def int8_conv_func(
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
     q = quantized_input(x, geo, scale, zero_point)
     shape = (geo.batch, geo.out_height, geo.out_width, blocks * INT8_LANES)
-    if dot is not None:
-        acc = te.extern(
-            shape, [q, codes], lambda ins, outs: dot(geo, *ins, outs[0]), name=stages.INT8_DOT, dtype="int32"
-        )
-    else:
-        c = te.reduce_axis((0, groups * INT8_STEP), "c")
-        ky, kx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
-
-        def weight(o):
-            byte = codes[o // INT8_LANES, c // INT8_STEP, ky, kx, o % INT8_LANES * 4 + c % 4]
-            shift = (c % INT8_STEP // 4 * 2).astype("uint8")
-            return ((byte >> shift) & tirx.const(3, "uint8")).astype("int32") - 1
-
-        acc = te.compute(
-            shape,
-            lambda n, oy, ox, o: te.sum(
-                level(q[n, c // 4, oy * sh + ky * dh, ox * sw + kx * dw], c % 4) * weight(o), axis=[c, ky, kx]
-            ),
-            name=stages.INT8_DOT,
-        )
+    acc = te.extern(
+        shape, [q, codes], lambda ins, outs: vnni_conv_dot(geo, *ins, outs[0]), name=stages.INT8_DOT, dtype="int32"
+    )
 
     def output(n, o, oy, ox):
         value = (acc[n, oy, ox, o] + offset[o]).astype("float32") * rescale[o] + bias[o]
@@ -108,11 +85,6 @@ def int8_conv_func(
 
     y = te.compute((geo.batch, geo.out_channels, geo.out_height, geo.out_width), output, name=stages.OUTPUT)
     return te.create_prim_func([x, codes, offset, rescale, bias, *([res] if res is not None else []), y])
-
-
-def level(word: tirx.PrimExpr, i: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The uint8 level (int32) of channel ``i`` of a quantized word."""
-    return ((word >> (i * 8).astype("uint32")) & tirx.const(255, "uint32")).astype("int32")
 
 
 def vnni_conv_dot(geo: ConvGeometry, q: tirx.Buffer, codes: tirx.Buffer, acc: tirx.Buffer) -> tirx.Stmt:

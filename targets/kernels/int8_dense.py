@@ -15,18 +15,14 @@ four products into each int32 lane) sums them without a widening step::
 with ``offset[o] = zp * (Kp - sum_k c[o, k])`` and ``rescale[o] = s * scale[o]`` folded at compile
 time, ``Kp`` the inputs padded to whole steps (pad codes are 1, ``w = 0``; pad inputs are 0).
 The float result equals ``scale * (DequantizeLinear(q) @ W^T) + bias`` up to fp32 rounding.
-Targets without VNNI run the same integer sums from the same codes as a TE compute
-(:func:`int8_dense_func`) that LLVM vectorizes over the output lanes.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from tvm import te, tirx
+from tvm import tirx
 from tvm.script import tirx as T
 
-from mptc.targets.kernels import stages
-from mptc.targets.kernels.epilogue import finish
 from mptc.targets.layout import INT8_LANES, INT8_STEP, ceil_div
 
 VNNI_TILE = 4  # output vectors per register tile: four independent vpdpbusd chains share each broadcast
@@ -41,51 +37,10 @@ def _quantized(x: tirx.PrimExpr, scale: float, zero_point: int) -> tirx.PrimExpr
     return tirx.max(tirx.min(q, tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
 
 
-def _clamp_bounds(relu: bool, upper: float | None) -> tuple[float, float]:
+def clamp_bounds(relu: bool, upper: float | None) -> tuple[float, float]:
     """The fused ReLU / ReLU6 as bounds ``max(min(y, high), low)`` (none: the float range)."""
     widest = float(np.finfo(np.float32).max)
     return (0.0 if relu else -widest), (upper if relu and upper is not None else widest)
-
-
-def int8_dense_func(
-    batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool = False, upper: float | None = None
-) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, codes, offset, rescale, bias) -> y`` (stages ``QUANTIZE``,
-    ``INT8_DOT``, ``OUTPUT``) for targets without VNNI: the sums take ``w = c - 1`` directly,
-    so no row sum is needed; ``relu`` / ``upper`` fuse a following ReLU / ReLU6 (``targets.epilogue``)."""
-    steps, blocks = ceil_div(k, INT8_STEP), ceil_div(out, INT8_LANES)
-    padded = steps * INT8_STEP
-    x = te.placeholder((batch, k), "float32", name="x")
-    codes = te.placeholder((blocks, steps, 4 * INT8_LANES), "uint8", name="codes")
-    offset = te.placeholder((blocks * INT8_LANES,), "int32", name="offset")
-    rescale = te.placeholder((out,), "float32", name="rescale")
-    bias = te.placeholder((out,), "float32", name="bias")
-    q = te.compute(
-        (batch, padded),
-        lambda n, j: tirx.if_then_else(
-            j < k, _quantized(x[n, tirx.min(j, k - 1)], scale, zero_point), tirx.const(0, "uint8")
-        ),
-        name=stages.QUANTIZE,
-    )
-    j = te.reduce_axis((0, padded), name="k")
-
-    def code(o: tirx.PrimExpr) -> tirx.PrimExpr:
-        byte = codes[o // INT8_LANES, j // INT8_STEP, (o % INT8_LANES) * 4 + j % 4]
-        return ((byte >> ((j % INT8_STEP) // 4 * 2).astype("uint8")) & tirx.const(3, "uint8")).astype("int32") - 1
-
-    acc = te.compute(
-        (batch, blocks * INT8_LANES),
-        lambda n, o: te.sum(q[n, j].astype("int32") * code(o), axis=j),
-        name=stages.INT8_DOT,
-    )
-    y = te.compute(
-        (batch, out),
-        lambda n, o: finish(
-            (acc[n, o] + offset[o]).astype("float32") * rescale[o] + bias[o], None, relu, n, o, 0, 0, upper
-        ),
-        name=stages.OUTPUT,
-    )
-    return te.create_prim_func([x, codes, offset, rescale, bias, y])
 
 
 def vnni_dense_func(
@@ -99,7 +54,7 @@ def vnni_dense_func(
     tile = max(t for t in range(1, VNNI_TILE + 1) if blocks % t == 0)
     lanes, width = INT8_LANES, 4 * INT8_LANES
     inv, zp = float(scale), float(zero_point)
-    low, high = _clamp_bounds(relu, upper)
+    low, high = clamp_bounds(relu, upper)
     tasks = T.parallel if batch * blocks * steps >= PARALLEL_MIN_VECTORS else T.serial
 
     @T.prim_func(private=True, s_tir=True)

@@ -25,10 +25,11 @@ from tvm.s_tir.schedule import _ffi_api as schedule_api
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import exact_sign, int8_conv, int8_dense, stages
+from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.binary_conv import SparseGather
-from mptc.targets.layout import INT8_LANES, WORD_BITS, ConvGeometry, ceil_div
+from mptc.targets.layout import WORD_BITS, ceil_div
 from mptc.targets.schedules import lane_counts, unswitch
+from mptc.targets.schedules.interface import Int8Kernels
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,6 @@ class CpuTiles:
     lane_counts: bool = False  # popcounts add up in 16-bit counters (``lane_counts``): NEON's cnt + uadalp
     popcount_tile: int = 0  # conv popcount tile's accumulators, shaped by ``_conv_tile`` (0: cols x vectors)
     ternary_nibbles: bool = False  # dense-ternary weights as code bytes decoded by a table load (NEON)
-    vnni: bool = False  # AVX-512 VNNI: int8 layers sum uint8 x int8 with vpdpbusd (``kernels.int8_dense``)
 
 
 # Parallel tasks of a block-sparse conv (consecutive output blocks each): enough to balance a few
@@ -99,8 +99,9 @@ def extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int:
 class CpuKernelSchedules:
     """Schedules of the PrimFuncs built by ``targets.kernels`` for one CPU family."""
 
-    def __init__(self, tiles: CpuTiles):
+    def __init__(self, tiles: CpuTiles, int8: Int8Kernels | None = None):
         self.tiles = tiles
+        self.int8 = int8
 
     @property
     def word_lanes(self) -> int:
@@ -421,55 +422,6 @@ class CpuKernelSchedules:
         sch.reorder(oo, no, k, ni, on, ov)
         tile = sch.fuse(oo, no)
         self._register_tile(sch, acc, out, tile, reduce_from=k, unrolled=(ni, on), lanes=ov)
-        return sch.mod["main"]
-
-    def int8_dense(
-        self, batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool, upper: float | None
-    ) -> tirx.PrimFunc:
-        """With VNNI the kernel's own loop nest (``kernels.int8_dense.vnni_dense_func``); else the
-        TE compute with the row quantized once, parallel over ``(n, output vector)``, the integer
-        sums of a vector in registers."""
-        if self.tiles.vnni:
-            return int8_dense.vnni_dense_func(batch, k, out, scale, zero_point, relu, upper)
-        sch = s_tir.Schedule(int8_dense.int8_dense_func(batch, k, out, scale, zero_point, relu, upper))
-        self._elementwise(sch, sch.get_sblock(stages.QUANTIZE))
-        acc, result = sch.get_sblock(stages.INT8_DOT), sch.get_sblock(stages.OUTPUT)
-        n, o, j = sch.get_loops(acc)
-        oo, ov = sch.split(o, [None, INT8_LANES])
-        sch.reorder(n, oo, j, ov)
-        self._register_tile(sch, acc, result, sch.fuse(n, oo), reduce_from=j, unrolled=(), lanes=ov)
-        return sch.mod["main"]
-
-    def int8_conv(
-        self,
-        geo: ConvGeometry,
-        scale: float,
-        zero_point: int,
-        residual: bool,
-        relu: bool,
-        upper: float | None,
-    ) -> tirx.PrimFunc:
-        """The int8 conv (``kernels.int8_conv``): the sums by ``vpdpbusd`` register tiles with VNNI,
-        else a TE reduction parallel over output rows, 16 outputs a vector; the quantized input
-        parallel over its channel words, the epilogue over output channels, rows vectorized."""
-        dot = int8_conv.vnni_conv_dot if self.tiles.vnni else None
-        sch = s_tir.Schedule(int8_conv.int8_conv_func(geo, scale, zero_point, dot, residual, relu, upper))
-        quantize = sch.get_sblock(stages.QUANTIZE)
-        n, c4, yp, xp = sch.get_loops(quantize)
-        sch.parallel(sch.fuse(n, c4, yp))
-        sch.vectorize(sch.split(xp, [None, self.float_lanes])[1])
-        if dot is None:
-            acc = sch.get_sblock(stages.INT8_DOT)
-            n, oy, ox, o, c, ky, kx = sch.get_loops(acc)
-            oo, ov = sch.split(o, [None, INT8_LANES])
-            sch.reorder(n, oy, oo, ox, c, ky, kx, ov)
-            sch.parallel(sch.fuse(n, oy))
-            sch.vectorize(ov)
-            sch.decompose_reduction(acc, c)
-        out = sch.get_sblock(stages.OUTPUT)
-        n, o, oy, ox = sch.get_loops(out)
-        sch.parallel(sch.fuse(n, o))
-        sch.vectorize(sch.split(sch.fuse(oy, ox), [None, self.float_lanes])[1])
         return sch.mod["main"]
 
     def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -17,9 +17,9 @@ from tvm.ir import Range
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import exact_sign, int8_conv, int8_dense, stages
+from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.binary_conv import SparseGather
-from mptc.targets.layout import ConvGeometry, ceil_div
+from mptc.targets.layout import ceil_div
 from mptc.targets.schedules.cpu import block_names
 
 THREADS_PER_BLOCK = 128  # a multiple of the warp size that leaves room for several blocks per SM
@@ -41,6 +41,7 @@ class CudaKernelSchedules:
     word_lanes = WORD_LANES
     float_lanes = FLOAT_LANES
     ternary_nibbles = False
+    int8 = None  # no int8 kernels: a QDQ pair runs as TVM's own ops before the real-input kernel
     depthwise_tile = FLOAT_LANES
 
     def depthwise_row_lanes(self, out_width: int) -> None:
@@ -113,26 +114,6 @@ class CudaKernelSchedules:
 
     def dense_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         return self._per_output(func, (), stages.TERNARY)
-
-    def int8_dense(
-        self, batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool, upper: float | None
-    ) -> tirx.PrimFunc:
-        """One thread per output; the quantized input is a stage of its own."""
-        func = int8_dense.int8_dense_func(batch, k, out, scale, zero_point, relu, upper)
-        return self._per_output(func, (stages.QUANTIZE,), stages.INT8_DOT)
-
-    def int8_conv(
-        self,
-        geo: ConvGeometry,
-        scale: float,
-        zero_point: int,
-        residual: bool,
-        relu: bool,
-        upper: float | None,
-    ) -> tirx.PrimFunc:
-        """One thread per output; the quantized input is a stage of its own."""
-        func = int8_conv.int8_conv_func(geo, scale, zero_point, None, residual, relu, upper)
-        return self._per_output(func, (stages.QUANTIZE,), stages.INT8_DOT)
 
     def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """One thread per output; the padded input and the decoded weights are stages of their own."""

@@ -16,6 +16,23 @@ from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import ConvGeometry
 
 
+class Int8Kernels(Protocol):
+    """The scheduled kernels of layers on uint8 activations (``kernels.int8_dense``, ``kernels.int8_conv``)."""
+
+    def dense(
+        self, batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool, upper: float | None
+    ) -> tirx.PrimFunc:
+        """A dense layer on uint8 activations of ``scale`` and ``zero_point``, a ReLU (``upper``:
+        ReLU6) fused if ``relu``."""
+        ...
+
+    def conv(
+        self, geo: ConvGeometry, scale: float, zero_point: int, residual: bool, relu: bool, upper: float | None
+    ) -> tirx.PrimFunc:
+        """A conv on uint8 activations, the residual add and ReLU (``upper``: ReLU6) fused as flagged."""
+        ...
+
+
 @runtime_checkable
 class KernelSchedules(Protocol):
     """Schedules of the PrimFuncs built by ``targets.kernels``, and the table shapes they read."""
@@ -28,6 +45,13 @@ class KernelSchedules(Protocol):
     @property
     def float_lanes(self) -> int:
         """fp32 values per vector: the lanes of the sign-split dense index and of the fp32 glue."""
+        ...
+
+    @property
+    def int8(self) -> Int8Kernels | None:
+        """The int8 kernels, where the family has a dot-product instruction that makes them faster
+        than the real-input kernels (x86 AVX-512 VNNI); None: a QDQ pair before a layer runs as
+        TVM's own ops, and the layer as any real-input one (``targets.int8_inputs``)."""
         ...
 
     @property
@@ -74,26 +98,6 @@ class KernelSchedules(Protocol):
 
     def dense_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """The scheduled dense-ternary dense, 2-bit weight planes (``kernels.dense_ternary.dense_ternary_func``)."""
-        ...
-
-    def int8_dense(
-        self, batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool, upper: float | None
-    ) -> tirx.PrimFunc:
-        """The scheduled int8 dense layer on uint8 activations of ``scale`` and ``zero_point``, a
-        ReLU (``upper``: ReLU6) fused if ``relu`` (``kernels.int8_dense``; VNNI where the CPU has it)."""
-        ...
-
-    def int8_conv(
-        self,
-        geo: ConvGeometry,
-        scale: float,
-        zero_point: int,
-        residual: bool,
-        relu: bool,
-        upper: float | None,
-    ) -> tirx.PrimFunc:
-        """The scheduled int8 conv on uint8 activations of ``scale`` and ``zero_point``, the residual
-        add and ReLU (``upper``: ReLU6) fused as flagged (``kernels.int8_conv``; VNNI where the CPU has it)."""
         ...
 
     def conv_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -5,6 +5,7 @@ from click.testing import CliRunner
 
 from mptc.cli import main
 from mptc.targets.chooser import BLOCK_SPARSE, DENSE_FP32, DENSE_TERNARY, INT8_DOT, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT
+from mptc.targets.target import resolve_target
 
 pytestmark = pytest.mark.slow
 KERNELS = {BLOCK_SPARSE, DENSE_FP32, DENSE_TERNARY, SPARSE_SIGN_SPLIT, XNOR_POPCOUNT}
@@ -66,7 +67,8 @@ def test_int8_activations_are_a_point_of_their_own(sweep_dir):
     accuracy = point["accuracy"]
     assert set(accuracy) == {"pytorch", "onnx", "packed_onnx", "int8_onnx", "module"}
     assert abs(accuracy["module"] - accuracy["pytorch"]) <= 0.01
-    assert {layer["kernel"] for layer in point["kernels"]} == {INT8_DOT}
+    if resolve_target("x86").has_avx512_vnni:  # else the QDQ pairs run as TVM's ops
+        assert {layer["kernel"] for layer in point["kernels"]} == {INT8_DOT}
     assert point["latency_ms"]["onnxruntime_int8"]["median"] > 0 and point["speedup_vs_onnxruntime_int8"] > 0
     markdown = (sweep_dir / "report.md").read_text()
     assert "int8 activations" in markdown and "| onnxruntime int8 (ms) |" in markdown

@@ -6,11 +6,10 @@ import pytest
 
 from mptc.passes.quantize_activations import quantize_activations
 from mptc.targets import chooser, layout
-from mptc.targets.schedules.cpu import CpuKernelSchedules
 
 from ..harness import compile_x86, relative_error, run
 from ..packed_models import binary_conv_model, residual_block
-from .test_int8_dense import HAS_VNNI, TILES, onnxruntime_output
+from .test_int8_dense import VNNI, WITHOUT_INT8, needs_vnni, onnxruntime_output
 
 # (batch, C, size, O, k, stride, pad): channels off and on whole words (4) and groups (16), outputs
 # off whole vectors (one vector: no pair) and in pairs, 3x3 / 1x1 / 5x5, stride 2, rows of 7, 14
@@ -35,32 +34,36 @@ def quantized(model: onnx.ModelProto, rng: np.random.Generator) -> tuple[onnx.Mo
     return quantize_activations(model, "x", calibration), x
 
 
+@needs_vnni
 @pytest.mark.parametrize("batch, channels, size, out, kernel, stride, pad", CASES)
-@pytest.mark.parametrize("tiles", ["avx512-vnni", "avx2", "neon"])
-def test_int8_conv_matches_onnxruntime(tiles, batch, channels, size, out, kernel, stride, pad):
-    if tiles == "avx512-vnni" and not HAS_VNNI:
-        pytest.skip("this host has no AVX-512 VNNI")
+def test_int8_conv_matches_onnxruntime(batch, channels, size, out, kernel, stride, pad):
     rng = np.random.default_rng(channels * 100 + size + out)
     model = binary_conv_model(rng, batch, channels, size, out, kernel, stride, pad, mode="real", sparsity=0.3)
     model, x = quantized(model, rng)
-    vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(TILES[tiles]))
+    vm, lowering = compile_x86(model, kernels=VNNI)
     [layer] = lowering.layers
     assert (layer.kernel, layer.input_mode) == (chooser.INT8_DOT, "int8")
     assert relative_error(run(vm, x), onnxruntime_output(model, x)) < 1e-5
 
 
-@pytest.mark.parametrize("tiles", ["avx512-vnni", "avx2"])
-def test_int8_convs_absorb_residual_adds_and_relu(tiles):
-    if tiles == "avx512-vnni" and not HAS_VNNI:
-        pytest.skip("this host has no AVX-512 VNNI")
+@needs_vnni
+def test_int8_convs_absorb_residual_adds_and_relu():
     rng = np.random.default_rng(3)
     model, x = quantized(residual_block(rng, "real", sparsity=0.4, size=8), rng)
-    vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(TILES[tiles]))
+    vm, lowering = compile_x86(model, kernels=VNNI)
     assert [(layer.kernel, layer.epilogue) for layer in lowering.layers] == [
         (chooser.INT8_DOT, "add+relu"),
         (chooser.INT8_DOT, "add"),
         (chooser.INT8_DOT, "relu"),
     ]
+    assert relative_error(run(vm, x), onnxruntime_output(model, x)) < 1e-5
+
+
+def test_without_int8_kernels_a_conv_reads_the_dequantized_input():
+    rng = np.random.default_rng(5)
+    model, x = quantized(residual_block(rng, "real", sparsity=0.4, size=8), rng)
+    vm, lowering = compile_x86(model, kernels=WITHOUT_INT8["neon"])
+    assert {layer.input_mode for layer in lowering.layers} == {"real"}
     assert relative_error(run(vm, x), onnxruntime_output(model, x)) < 1e-5
 
 

@@ -1,7 +1,5 @@
 """The int8 dense kernel (uint8 activations, 2-bit weight codes) vs onnxruntime on the QDQ model it compiles."""
 
-import dataclasses
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -12,18 +10,19 @@ from mptc.targets import chooser, layout
 from mptc.targets.kernels import int8_dense
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
-from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES
+from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES, VnniKernels
 from mptc.targets.target import resolve_target
 
 from ..harness import compile_x86, relative_error, run
 from ..packed_models import GraphBuilder, ternary
 
 HAS_VNNI = resolve_target("x86").has_avx512_vnni
-TILES = {
-    "avx512-vnni": dataclasses.replace(AVX512_TILES, vnni=True),
-    "avx512": AVX512_TILES,
-    "avx2": AVX2_TILES,
-    "neon": NEON_TILES,
+needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="this host has no AVX-512 VNNI")
+VNNI = CpuKernelSchedules(AVX512_TILES, VnniKernels())
+WITHOUT_INT8 = {
+    "avx512": CpuKernelSchedules(AVX512_TILES),
+    "avx2": CpuKernelSchedules(AVX2_TILES),
+    "neon": CpuKernelSchedules(NEON_TILES),
 }
 
 # (batch, K, out): inputs and outputs off whole steps (16) and vectors, one output vector, tiles of
@@ -60,28 +59,37 @@ def inputs(rng: np.random.Generator, model: onnx.ModelProto, batch: int, k: int)
     return x
 
 
+@needs_vnni
 @pytest.mark.parametrize("batch, k, out", CASES)
-@pytest.mark.parametrize("tiles", list(TILES), ids=list(TILES))
-def test_int8_dense_matches_onnxruntime(tiles, batch, k, out):
-    if tiles == "avx512-vnni" and not HAS_VNNI:
-        pytest.skip("this host has no AVX-512 VNNI")
+def test_int8_dense_matches_onnxruntime(batch, k, out):
     rng = np.random.default_rng(batch * 1000 + k + out)
     model = int8_model(rng, batch, k, out)
-    vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(TILES[tiles]))
+    vm, lowering = compile_x86(model, kernels=VNNI)
     [layer] = lowering.layers
     assert (layer.kernel, layer.input_mode) == (chooser.INT8_DOT, "int8")
     x = inputs(rng, model, batch, k)
     assert relative_error(run(vm, x), onnxruntime_output(model, x)) < 1e-5
 
 
+@pytest.mark.parametrize("family", list(WITHOUT_INT8))
+def test_without_int8_kernels_the_pair_runs_before_the_real_input_kernel(family):
+    """No VNNI (AVX2, NEON, AVX-512 without it): TVM converts the QDQ pair, the layer takes a
+    real-input kernel on the dequantized input, and the numerics are the quantized model's."""
+    rng = np.random.default_rng(6)
+    model = int8_model(rng, 2, 70, 33)
+    vm, lowering = compile_x86(model, kernels=WITHOUT_INT8[family])
+    [layer] = lowering.layers
+    assert layer.input_mode == "real" and layer.kernel != chooser.INT8_DOT
+    x = inputs(rng, model, 2, 70)
+    assert relative_error(run(vm, x), onnxruntime_output(model, x)) < 1e-5
+
+
+@needs_vnni
 @pytest.mark.parametrize("clamp", ["relu", "relu6"])
-@pytest.mark.parametrize("tiles", ["avx512-vnni", "avx2"])
-def test_int8_dense_absorbs_relu(tiles, clamp):
-    if tiles == "avx512-vnni" and not HAS_VNNI:
-        pytest.skip("this host has no AVX-512 VNNI")
+def test_int8_dense_absorbs_relu(clamp):
     rng = np.random.default_rng(7)
     model = int8_model(rng, 2, 90, 40, clamp)
-    vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(TILES[tiles]))
+    vm, lowering = compile_x86(model, kernels=VNNI)
     assert lowering.layers[0].epilogue == ("relu" if clamp == "relu" else "clip(0, 6)")
     x = inputs(rng, model, 2, 90) * 3
     y = run(vm, x)
@@ -89,9 +97,10 @@ def test_int8_dense_absorbs_relu(tiles, clamp):
     assert relative_error(y, onnxruntime_output(model, x)) < 1e-5
 
 
+@needs_vnni
 def test_int8_dense_keeps_two_bits_per_weight():
     model = int8_model(np.random.default_rng(8), 1, 300, 70)
-    _, lowering = compile_x86(model)
+    _, lowering = compile_x86(model, kernels=VNNI)
     [layer] = lowering.layers
     blocks, steps = layout.ceil_div(70, 16), layout.ceil_div(300, 16)
     assert layer.lowered_bytes == blocks * steps * 64 + 4 * 16 * blocks + 2 * 4 * 70
