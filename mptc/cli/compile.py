@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mptc.cli.options import board_option, out_option, target_option
+from mptc.cli.options import activations_option, board_option, out_option, target_option
 from mptc.cli.progress import StageBar
 from mptc.io import read_array
 
@@ -51,15 +51,7 @@ def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     help="The input shape to compile for where the model's is symbolic (a batch of 8: 8,3,224,224); "
     "it must agree with every static dimension. Default: a symbolic batch is 1.",
 )
-@click.option(
-    "--activations",
-    type=click.Choice(["fp32", "int8"]),
-    default="fp32",
-    show_default=True,
-    help="int8: the real-input (MPT-1/32) layers read uint8 activations, quantized per tensor with "
-    "ranges calibrated on --calibration, summed in integers against 2-bit weight codes (AVX-512 VNNI where "
-    "the CPU has it). It changes the numerics: the reference is the quantized model.",
-)
+@activations_option("--calibration")
 @click.option(
     "--calibration",
     type=click.Path(dir_okay=False, path_type=Path),

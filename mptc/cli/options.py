@@ -93,6 +93,20 @@ def target_option(default: str | None = None) -> Callable[[F], F]:
     )
 
 
+def activations_option(calibrated_on: str) -> Callable[[F], F]:
+    """``--activations fp32|int8``; ``calibrated_on`` says where int8's ranges come from."""
+    return click.option(
+        "--activations",
+        type=click.Choice(["fp32", "int8"]),
+        default="fp32",
+        show_default=True,
+        help="int8: the real-input (MPT-1/32) layers read uint8 activations, quantized per tensor with ranges "
+        f"calibrated on {calibrated_on}; with AVX-512 VNNI they sum them in integers against 2-bit weight codes "
+        "(elsewhere the quantization runs as its own op). It changes the numerics: the reference is the "
+        "quantized model.",
+    )
+
+
 def board_option() -> Callable[[F], F]:
     """``--board``, one of :data:`mptc.boards.BOARDS`: the board an arm or cuda module is built for."""
     return click.option(

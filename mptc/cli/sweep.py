@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mptc.cli.options import (
+    activations_option,
     board_option,
     emulate_option,
     key_option,
@@ -65,14 +66,8 @@ def _sparsities(_ctx, _param, value: str) -> list[float]:
     show_default=True,
     help="Timed runs per point (the median is reported).",
 )
-@click.option(
-    "--activations",
-    type=click.Choice(["fp32", "int8"]),
-    default="fp32",
-    show_default=True,
-    help="int8: compile the real-input layers for uint8 activations calibrated on 512 training "
-    "samples (see mptc compile --help); the report adds the quantized model's accuracy and onnxruntime's "
-    "static INT8 latency.",
+@activations_option(
+    "512 training samples (the report adds the quantized model's accuracy and onnxruntime's static INT8 latency)"
 )
 @out_option("Report folder; finished points in it are reused.", folder=True)
 def sweep_command(
