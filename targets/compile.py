@@ -178,11 +178,12 @@ def _quantized(
 
 
 def _activations(lowering: Lowering, calibrated: Activations | None) -> Activations:
-    """What the manifest says of the activations: int8 where a layer runs an int8 kernel (a
-    model quantized before reads its own scales: no calibration of ours to record)."""
-    if not any(layer.input_mode == "int8" for layer in lowering.layers):
-        return Activations()
-    return calibrated or Activations("int8")
+    """What the manifest says of the activations: the calibration this compile quantized with, or
+    int8 where a layer of a model quantized before runs an int8 kernel (it reads the model's own
+    scales), else fp32. Each layer's ``input_mode`` says whether its kernel is an int8 one."""
+    if calibrated is not None:
+        return calibrated
+    return Activations("int8") if any(layer.input_mode == "int8" for layer in lowering.layers) else Activations()
 
 
 def check_out_dir(

@@ -295,7 +295,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
             if choice.kernel == chooser.INT8_DOT:
                 quantized = layer.lowering.int8_inputs[layer.name]
                 t = layout.int8_conv_tables(weight, layer.scale, quantized.scale, quantized.zero_point)
-                func = kernels.int8.conv(geo, quantized.scale, quantized.zero_point, **fused)
+                func = kernels.int8_conv(geo, quantized.scale, quantized.zero_point, **fused)
                 consts = [t.codes, t.offset, t.rescale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             if choice.kernel == chooser.XNOR_POPCOUNT and layer.input_mode == "sign":
@@ -403,7 +403,7 @@ class BinaryDense(_onnx.OnnxOpConverter):
                 quantized = layer.lowering.int8_inputs[layer.name]
                 t = layout.int8_dense_tables(weight, layer.scale, quantized.scale, quantized.zero_point)
                 clamp = {"relu": bool(clamped and clamped.relu), "upper": clamped.upper if clamped else None}
-                func = kernels.int8.dense(batch, k, out, quantized.scale, quantized.zero_point, **clamp)
+                func = kernels.int8_dense(batch, k, out, quantized.scale, quantized.zero_point, **clamp)
                 consts = [t.codes, t.offset, t.rescale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
             if choice.kernel == chooser.XNOR_POPCOUNT and layer.input_mode == "sign":
@@ -621,7 +621,9 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
         whenever the builder is freed: the block is closed here instead."""
         self.lowering.words_out = packed_edges(graph) if self.lowering.pack_activations else frozenset()
         self.lowering.epilogues = epilogues(graph)
-        self.lowering.int8_inputs = int8_inputs(graph) if self.lowering.kernels.int8 is not None else {}
+        kernels = self.lowering.kernels
+        ops = {op for op, kernel in (("BinaryDense", kernels.int8_dense), ("BinaryConv", kernels.int8_conv)) if kernel}
+        self.lowering.int8_inputs = int8_inputs(graph, frozenset(ops))
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 return super().from_onnx(graph, opset)

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from mptc.ops.reference import DOMAIN
 
-INT8_OPS = ("BinaryConv", "BinaryDense")
+INT8_OPS = frozenset({"BinaryConv", "BinaryDense"})
 QDQ_DOMAINS = ("", "ai.onnx")
 
 
@@ -31,8 +31,8 @@ class Int8Input:
     nodes: tuple[str, str]  # the QuantizeLinear and the DequantizeLinear
 
 
-def int8_inputs(graph: onnx.GraphProto) -> dict[str, Int8Input]:
-    """The layers (by name) whose input is a uint8 QDQ pair the int8 kernel folds.
+def int8_inputs(graph: onnx.GraphProto, ops: frozenset[str] = INT8_OPS) -> dict[str, Int8Input]:
+    """The layers of ``ops`` (by name) whose input is a uint8 QDQ pair the int8 kernel folds.
 
     A pair qualifies when the ``DequantizeLinear`` feeds only a real-input ``ai.mptc`` layer
     as its ``X``, the ``QuantizeLinear`` only that ``DequantizeLinear``, neither output is a graph
@@ -54,7 +54,7 @@ def int8_inputs(graph: onnx.GraphProto) -> dict[str, Int8Input]:
 
     found = {}
     for node in graph.node:
-        if not (node.domain == DOMAIN and node.op_type in INT8_OPS and _real_input(node)) or not node.input:
+        if not (node.domain == DOMAIN and node.op_type in ops and _real_input(node)) or not node.input:
             continue
         dq = producer.get(node.input[0])
         q = producer.get(dq.input[0]) if dq is not None and dq.input else None

@@ -5,8 +5,9 @@ ONNX ``QuantizeLinear`` does (``q = saturate(round_half_even(x / s) + zp)`` to u
 stays 2 bits per tap in the module as codes ``c = w + 1`` in {0, 1, 2} (``layout.int8_codes``):
 byte ``b = 4 * lane + i`` of a block's 64-byte vector at step ``t`` holds in bits ``2j, 2j + 1``
 the code of output ``16 * block + lane`` at input ``16 t + 4 j + i``. One shift and one AND
-decode 64 codes, which are valid signed bytes, so AVX-512 VNNI's ``vpdpbusd`` (uint8 x int8,
-four products into each int32 lane) sums them without a widening step::
+decode 64 codes, which are valid signed and unsigned bytes, so AVX-512 VNNI's ``vpdpbusd`` (uint8 x
+int8, four products into each int32 lane) or Armv8.2's ``udot`` (uint8 x uint8, four lanes at a
+time) sums them without a widening step::
 
     acc[n, o] = sum_k q[n, k] * c[o, k]                                  (exact in int32)
     sum_k (q - zp) * w = acc - sum_k q - zp * sum_k c + zp * Kp           (w = c - 1)
@@ -19,22 +20,18 @@ The float result equals ``scale * (DequantizeLinear(q) @ W^T) + bias`` up to fp3
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
 from mptc.targets.layout import INT8_LANES, INT8_STEP, ceil_div
 
-VNNI_TILE = 4  # output vectors per register tile: four independent vpdpbusd chains share each broadcast
+DOT_TILE = 4  # output vectors per register tile: four independent chains of dot products share each broadcast
 PARALLEL_MIN_VECTORS = 1 << 14
 """Code vectors (256 weights each: ``batch * ceil(O / 16) * ceil(K / 16)``) from which a layer runs on
 the thread pool: below, one core sums them faster than sleeping workers wake (about 10 us)."""
-
-
-def _quantized(x: tirx.PrimExpr, scale: float, zero_point: int) -> tirx.PrimExpr:
-    """ONNX ``QuantizeLinear`` to uint8 of one float: round half to even, add, saturate."""
-    q = tirx.nearbyint(x / tirx.const(scale, "float32")) + tirx.const(float(zero_point), "float32")
-    return tirx.max(tirx.min(q, tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
 
 
 def clamp_bounds(relu: bool, upper: float | None) -> tuple[float, float]:
@@ -43,16 +40,37 @@ def clamp_bounds(relu: bool, upper: float | None) -> tuple[float, float]:
     return (0.0 if relu else -widest), (upper if relu and upper is not None else widest)
 
 
-def vnni_dense_func(
-    batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool = False, upper: float | None = None
+@dataclass(frozen=True)
+class DotInstruction:
+    """An LLVM intrinsic that adds four uint8 x 8-bit products into each of ``lanes`` int32 lanes."""
+
+    intrinsic: str
+    lanes: int
+
+
+VPDPBUSD = DotInstruction("llvm.x86.avx512.vpdpbusd.512", 16)  # AVX-512 VNNI: uint8 x int8
+UDOT = DotInstruction("llvm.aarch64.neon.udot.v4i32.v16i8", 4)  # Armv8.2 dotprod: uint8 x uint8
+
+
+def dot_dense_func(
+    batch: int,
+    k: int,
+    out: int,
+    scale: float,
+    zero_point: int,
+    relu: bool = False,
+    upper: float | None = None,
+    dot: DotInstruction = VPDPBUSD,
 ) -> tirx.PrimFunc:
-    """Scheduled PrimFunc ``(x, codes, offset, rescale, bias) -> y`` on AVX-512 VNNI: each row is
-    quantized once, then tasks of ``VNNI_TILE`` output vectors, in parallel from
-    :data:`PARALLEL_MIN_VECTORS`, one ``vpdpbusd`` per 64 weights, the codes decoded in registers."""
+    """Scheduled PrimFunc ``(x, codes, offset, rescale, bias) -> y``: each row is quantized once,
+    then tasks of ``DOT_TILE`` output vectors of 16, in parallel from :data:`PARALLEL_MIN_VECTORS`,
+    the codes decoded in registers, ``16 / dot.lanes`` ``dot`` instructions per 64 weights (the codes
+    are in {0, 1, 2}: unsigned and signed bytes alike)."""
     steps, blocks = ceil_div(k, INT8_STEP), ceil_div(out, INT8_LANES)
     padded = steps * INT8_STEP
-    tile = max(t for t in range(1, VNNI_TILE + 1) if blocks % t == 0)
+    tile = max(t for t in range(1, DOT_TILE + 1) if blocks % t == 0)
     lanes, width = INT8_LANES, 4 * INT8_LANES
+    parts, part_lanes, part_width = INT8_LANES // dot.lanes, dot.lanes, 4 * dot.lanes
     inv, zp = float(scale), float(zero_point)
     low, high = clamp_bounds(relu, upper)
     tasks = T.parallel if batch * blocks * steps >= PARALLEL_MIN_VECTORS else T.serial
@@ -106,20 +124,26 @@ def vnni_dense_func(
                     for t in range(steps):
                         for j in T.unroll(4):
                             a = T.reinterpret(
-                                "int8x64",
-                                T.Broadcast(T.reinterpret("int32", q.vload([n, t * 16 + j * 4], "uint8x4")), lanes),
+                                f"int8x{part_width}",
+                                T.Broadcast(
+                                    T.reinterpret("int32", q.vload([n, t * 16 + j * 4], "uint8x4")), part_lanes
+                                ),
                             )
-                            for b in T.unroll(tile):
-                                v = codes.vload([first + b, t, 0], "uint8x64")
+                            for b, part in T.grid(tile, parts):
+                                v = codes.vload([first + b, t, part * part_width], f"uint8x{part_width}")
                                 w = T.reinterpret(
-                                    "int8x64",
+                                    f"int8x{part_width}",
                                     T.bitwise_and(
-                                        T.shift_right(v, T.Broadcast(T.uint8(2 * j), width)),
-                                        T.Broadcast(T.uint8(3), width),
+                                        T.shift_right(v, T.Broadcast(T.uint8(2 * j), part_width)),
+                                        T.Broadcast(T.uint8(3), part_width),
                                     ),
                                 )
-                                acc[b, 0:lanes] = T.call_llvm_pure_intrin(
-                                    "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc.vload([b, 0], "int32x16"), a, w
+                                acc[b, part * part_lanes : part * part_lanes + part_lanes] = T.call_llvm_pure_intrin(
+                                    f"int32x{part_lanes}",
+                                    dot.intrinsic,
+                                    acc.vload([b, part * part_lanes], f"int32x{part_lanes}"),
+                                    a,
+                                    w,
                                 )
                     for b, lane in T.grid(tile, lanes):
                         if (first + b) * lanes + lane < out:

@@ -18,5 +18,5 @@ def kernel_schedules(target: CompileTarget) -> KernelSchedules:
     if target.family == "cuda":
         return cuda.CudaKernelSchedules()
     if target.family == "arm":
-        return arm.kernel_schedules()
+        return arm.kernel_schedules("+dotprod" in target.spec.get("mattr", ()))
     return x86.kernel_schedules(target.has_avx512_popcount, target.has_avx512_vnni)

@@ -15,6 +15,9 @@ dense layer reads its weights as code bytes decoded by one table load per vector
 
 from __future__ import annotations
 
+import functools
+
+from mptc.targets.kernels import int8_dense
 from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
 
 NEON_TILES = CpuTiles(
@@ -33,6 +36,9 @@ NEON_TILES = CpuTiles(
 )
 
 
-def kernel_schedules() -> CpuKernelSchedules:
-    """The kernel schedules for an aarch64 NEON target."""
-    return CpuKernelSchedules(NEON_TILES)
+def kernel_schedules(dotprod: bool = False) -> CpuKernelSchedules:
+    """The kernel schedules for an aarch64 NEON target (with ``udot`` for int8 dense layers where
+    the core has Armv8.2's dotprod: Pi 5, Orin)."""
+    if not dotprod:
+        return CpuKernelSchedules(NEON_TILES)
+    return CpuKernelSchedules(NEON_TILES, functools.partial(int8_dense.dot_dense_func, dot=int8_dense.UDOT))

@@ -29,7 +29,7 @@ from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import WORD_BITS, ceil_div
 from mptc.targets.schedules import lane_counts, unswitch
-from mptc.targets.schedules.interface import Int8Kernels
+from mptc.targets.schedules.interface import Int8Conv, Int8Dense
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,10 @@ def extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int:
 class CpuKernelSchedules:
     """Schedules of the PrimFuncs built by ``targets.kernels`` for one CPU family."""
 
-    def __init__(self, tiles: CpuTiles, int8: Int8Kernels | None = None):
+    def __init__(self, tiles: CpuTiles, int8_dense: Int8Dense | None = None, int8_conv: Int8Conv | None = None):
         self.tiles = tiles
-        self.int8 = int8
+        self.int8_dense = int8_dense
+        self.int8_conv = int8_conv
 
     @property
     def word_lanes(self) -> int:

@@ -41,7 +41,7 @@ class CudaKernelSchedules:
     word_lanes = WORD_LANES
     float_lanes = FLOAT_LANES
     ternary_nibbles = False
-    int8 = None  # no int8 kernels: a QDQ pair runs as TVM's own ops before the real-input kernel
+    int8_dense = int8_conv = None  # no int8 kernels: a QDQ pair runs as TVM's own ops before the layer
     depthwise_tile = FLOAT_LANES
 
     def depthwise_row_lanes(self, out_width: int) -> None:

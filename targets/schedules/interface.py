@@ -16,20 +16,24 @@ from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.layout import ConvGeometry
 
 
-class Int8Kernels(Protocol):
-    """The scheduled kernels of layers on uint8 activations (``kernels.int8_dense``, ``kernels.int8_conv``)."""
+class Int8Dense(Protocol):
+    """Builds the scheduled dense layer on uint8 activations (``kernels.int8_dense``)."""
 
-    def dense(
+    def __call__(
         self, batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool, upper: float | None
     ) -> tirx.PrimFunc:
-        """A dense layer on uint8 activations of ``scale`` and ``zero_point``, a ReLU (``upper``:
-        ReLU6) fused if ``relu``."""
+        """On activations of ``scale`` and ``zero_point``, a ReLU (``upper``: ReLU6) fused if ``relu``."""
         ...
 
-    def conv(
+
+class Int8Conv(Protocol):
+    """Builds the scheduled conv on uint8 activations (``kernels.int8_conv``)."""
+
+    def __call__(
         self, geo: ConvGeometry, scale: float, zero_point: int, residual: bool, relu: bool, upper: float | None
     ) -> tirx.PrimFunc:
-        """A conv on uint8 activations, the residual add and ReLU (``upper``: ReLU6) fused as flagged."""
+        """On activations of ``scale`` and ``zero_point``, the residual add and ReLU (``upper``:
+        ReLU6) fused as flagged."""
         ...
 
 
@@ -48,10 +52,15 @@ class KernelSchedules(Protocol):
         ...
 
     @property
-    def int8(self) -> Int8Kernels | None:
-        """The int8 kernels, where the family has a dot-product instruction that makes them faster
-        than the real-input kernels (x86 AVX-512 VNNI); None: a QDQ pair before a layer runs as
-        TVM's own ops, and the layer as any real-input one (``targets.int8_inputs``)."""
+    def int8_dense(self) -> Int8Dense | None:
+        """The int8 dense layer, where the family has a dot-product instruction that makes it
+        faster than the real-input kernels (AVX-512 VNNI, Armv8.2 dotprod); None: a QDQ pair before
+        a dense layer runs as TVM's own ops, and the layer as any real-input one (``targets.int8_inputs``)."""
+        ...
+
+    @property
+    def int8_conv(self) -> Int8Conv | None:
+        """The int8 conv, where the family has one (AVX-512 VNNI); None as for ``int8_dense``."""
         ...
 
     @property

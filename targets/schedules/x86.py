@@ -10,6 +10,8 @@ activations against its 2-bit codes with ``vpdpbusd`` (``kernels.int8_dense``, `
 
 from __future__ import annotations
 
+import functools
+
 from tvm import s_tir, tirx
 
 from mptc.targets.kernels import int8_conv, int8_dense, stages
@@ -36,32 +38,29 @@ AVX2_TILES = CpuTiles(
 )
 
 
-class VnniKernels:
-    """The int8 kernels on AVX-512 VNNI: the dense layer's own loop nest; the conv's ``vpdpbusd``
-    register tiles, its quantized input parallel over channel words and rows and its epilogue over
-    output channels, rows vectorized."""
-
-    def dense(
-        self, batch: int, k: int, out: int, scale: float, zero_point: int, relu: bool, upper: float | None
-    ) -> tirx.PrimFunc:
-        return int8_dense.vnni_dense_func(batch, k, out, scale, zero_point, relu, upper)
-
-    def conv(
-        self, geo: ConvGeometry, scale: float, zero_point: int, residual: bool, relu: bool, upper: float | None
-    ) -> tirx.PrimFunc:
-        lanes = AVX512_TILES.float_lanes
-        sch = s_tir.Schedule(int8_conv.vnni_conv_func(geo, scale, zero_point, residual, relu, upper))
-        n, c4, yp, xp = sch.get_loops(sch.get_sblock(stages.QUANTIZE))
-        sch.parallel(sch.fuse(n, c4, yp))
-        sch.vectorize(sch.split(xp, [None, lanes])[1])
-        n, o, oy, ox = sch.get_loops(sch.get_sblock(stages.OUTPUT))
-        sch.parallel(sch.fuse(n, o))
-        sch.vectorize(sch.split(sch.fuse(oy, ox), [None, lanes])[1])
-        return sch.mod["main"]
+def vnni_conv(
+    geo: ConvGeometry, scale: float, zero_point: int, residual: bool, relu: bool, upper: float | None
+) -> tirx.PrimFunc:
+    """The int8 conv on AVX-512 VNNI (``kernels.int8_conv``): ``vpdpbusd`` register tiles, the
+    quantized input parallel over channel words and rows, the epilogue over output channels, rows
+    vectorized."""
+    lanes = AVX512_TILES.float_lanes
+    sch = s_tir.Schedule(int8_conv.vnni_conv_func(geo, scale, zero_point, residual, relu, upper))
+    n, c4, yp, xp = sch.get_loops(sch.get_sblock(stages.QUANTIZE))
+    sch.parallel(sch.fuse(n, c4, yp))
+    sch.vectorize(sch.split(xp, [None, lanes])[1])
+    n, o, oy, ox = sch.get_loops(sch.get_sblock(stages.OUTPUT))
+    sch.parallel(sch.fuse(n, o))
+    sch.vectorize(sch.split(sch.fuse(oy, ox), [None, lanes])[1])
+    return sch.mod["main"]
 
 
 def kernel_schedules(avx512: bool, vnni: bool = False) -> CpuKernelSchedules:
     """The kernel schedules for an x86 target with or without AVX-512 (and its VNNI)."""
     if not avx512:
         return CpuKernelSchedules(AVX2_TILES)
-    return CpuKernelSchedules(AVX512_TILES, VnniKernels() if vnni else None)
+    if not vnni:
+        return CpuKernelSchedules(AVX512_TILES)
+    return CpuKernelSchedules(
+        AVX512_TILES, functools.partial(int8_dense.dot_dense_func, dot=int8_dense.VPDPBUSD), vnni_conv
+    )

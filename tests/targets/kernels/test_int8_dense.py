@@ -10,7 +10,7 @@ from mptc.targets import chooser, layout
 from mptc.targets.kernels import int8_dense
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
-from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES, VnniKernels
+from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES, kernel_schedules
 from mptc.targets.target import resolve_target
 
 from ..harness import compile_x86, relative_error, run
@@ -18,7 +18,7 @@ from ..packed_models import GraphBuilder, ternary
 
 HAS_VNNI = resolve_target("x86").has_avx512_vnni
 needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="this host has no AVX-512 VNNI")
-VNNI = CpuKernelSchedules(AVX512_TILES, VnniKernels())
+VNNI = kernel_schedules(avx512=True, vnni=True)
 WITHOUT_INT8 = {
     "avx512": CpuKernelSchedules(AVX512_TILES),
     "avx2": CpuKernelSchedules(AVX2_TILES),
@@ -108,8 +108,8 @@ def test_int8_dense_keeps_two_bits_per_weight():
 
 
 def test_vnni_kernel_runs_serially_below_the_parallel_threshold():
-    small = int8_dense.vnni_dense_func(1, 512, 512, 0.1, 3).script()
-    large = int8_dense.vnni_dense_func(4, 1024, 1024, 0.1, 3).script()
+    small = int8_dense.dot_dense_func(1, 512, 512, 0.1, 3).script()
+    large = int8_dense.dot_dense_func(4, 1024, 1024, 0.1, 3).script()
     assert "T.parallel" not in small and "T.parallel" in large
 
 
