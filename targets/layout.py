@@ -15,7 +15,10 @@ The ONNX operators carry ``sign_bits`` / ``mask_bits`` as ``uint8 (O, ceil(K / 8
   kernel walks them (``block_sparse_conv_tables``);
 * real path, dense-ternary form: two ``uint32`` bit-planes (``+1`` taps, ``-1`` taps) with the
   output channels along the bits, read as vector masks and decoded in registers
-  (``ternary_planes``): the weight stays 2 bits per tap in the module.
+  (``ternary_planes``): the weight stays 2 bits per tap in the module;
+* uint8 input (int8 kernels): 2-bit codes ``w + 1``, four per byte, in 64-byte vectors of 16
+  outputs x 4 inputs per step, and the integer offset and float rescale that fold the zero point
+  and the scales (``int8_dense_tables``, ``int8_conv_tables``).
 """
 
 from __future__ import annotations
@@ -313,6 +316,16 @@ def ternary_nibbles(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(plus | (minus << NIBBLE_OUTPUTS)).astype(np.uint8)
 
 
+def _nibble_table() -> np.ndarray:
+    code = np.arange(256)[:, None]
+    lane = np.arange(NIBBLE_OUTPUTS)[None, :]
+    return (((code >> lane) & 1) - ((code >> (lane + NIBBLE_OUTPUTS)) & 1)).astype(np.float32)
+
+
+NIBBLE_TABLE = _nibble_table()
+"""``(256, 4)`` float32: row ``c`` is the 4 weights in {-1, 0, +1} that code byte ``c`` stands for."""
+
+
 INT8_LANES = 16  # int32 sums per vector of the int8 dense kernel (one AVX-512 register)
 INT8_STEP = 16  # inputs per 64-byte code vector: 4 codes of 2 bits in each byte
 
@@ -367,16 +380,6 @@ def int8_conv_tables(weight: np.ndarray, scale: np.ndarray, input_scale: float, 
     offset = -zero_point * (codes - 1).reshape(blocks * INT8_LANES, -1).sum(1)
     rescale = (np.float32(input_scale) * np.asarray(scale, np.float32)).astype(np.float32)
     return Int8ConvTables(np.ascontiguousarray(packed), offset.astype(np.int32), rescale)
-
-
-def _nibble_table() -> np.ndarray:
-    code = np.arange(256)[:, None]
-    lane = np.arange(NIBBLE_OUTPUTS)[None, :]
-    return (((code >> lane) & 1) - ((code >> (lane + NIBBLE_OUTPUTS)) & 1)).astype(np.float32)
-
-
-NIBBLE_TABLE = _nibble_table()
-"""``(256, 4)`` float32: row ``c`` is the 4 weights in {-1, 0, +1} that code byte ``c`` stands for."""
 
 
 def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:
