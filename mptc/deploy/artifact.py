@@ -12,7 +12,6 @@ library runs its code.
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,27 +32,23 @@ from mptc.artifact import (
 from mptc.errors import InputError
 from mptc.io import read_regular_file, write_bytes
 
-LIBRARY_CACHE = "mptc-modules"  # under the temporary folder: this user's loaded modules, by content
-
 
 def load_library(path: str | Path) -> Any:
-    """``tvm.runtime.load_module`` of a module library, loaded from a copy named by its sha256.
+    """``tvm.runtime.load_module`` of a module library, loaded from a private copy.
 
     The dynamic loader keeps one library per path for the life of the process: a ``module.so``
     compiled again in place would load as the old code (a notebook that compiles and profiles
-    twice, a sweep that recomputes a point). A copy per content loads each build once, and a
-    build loaded before is shared."""
+    twice, a sweep that recomputes a point). A copy in a folder of its own is a path never loaded
+    before; it is deleted once loaded (the mapping outlives the file)."""
     import tempfile
 
     import tvm
 
     data = read_regular_file(path, MAX_FILE_BYTES, MODULE_FILE)
-    folder = Path(tempfile.gettempdir()) / f"{LIBRARY_CACHE}-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    copy = folder / f"{hashlib.sha256(data).hexdigest()}.so"
-    if not copy.is_file():
+    with tempfile.TemporaryDirectory(prefix="mptc-module-") as folder:
+        copy = Path(folder) / MODULE_FILE
         write_bytes(copy, data)
-    return tvm.runtime.load_module(str(copy))
+        return tvm.runtime.load_module(str(copy))
 
 
 # ELF e_machine values of the architectures mptc targets.
