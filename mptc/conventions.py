@@ -18,11 +18,22 @@ from collections.abc import Iterable
 from typing import Final
 
 import numpy as np
+import onnx
 
 SIGN_OF_ZERO = 1.0
 BIT_ORDER: Final = "little"
 ORT_MAX_IR_VERSION = 10
 """IR version of models handed to onnxruntime: onnx 1.23 writes IR 14, onnxruntime 1.31 reads at most 13."""
+
+
+def for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` that onnxruntime loads: its IR version capped at :data:`ORT_MAX_IR_VERSION`."""
+    runnable = onnx.ModelProto()
+    runnable.CopyFrom(model)
+    runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
+    return runnable
+
+
 TERNARY_RTOL = 1e-5
 """Relative spread allowed between the magnitudes of one row's kept weights."""
 

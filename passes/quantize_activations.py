@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from mptc.conventions import ORT_MAX_IR_VERSION
+from mptc.conventions import for_onnxruntime
 from mptc.errors import InputError, UnsupportedError, first_line
 from mptc.passes._graph import add_initializer, check_packed, is_mptc, is_op, label, read_ir
 from mptc.verify import nonfinite, require_finite
@@ -70,9 +70,7 @@ def calibrate(
     of the model's input), the model run by onnxruntime with those tensors as extra outputs."""
     import onnxruntime as ort
 
-    runnable = onnx.ModelProto()
-    runnable.CopyFrom(model)
-    runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
+    runnable = for_onnxruntime(model)
     known = {output.name for output in runnable.graph.output}
     runnable.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors if name not in known)
     try:

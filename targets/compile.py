@@ -41,7 +41,7 @@ from mptc.artifact import (
     write_manifest,
     write_reference,
 )
-from mptc.conventions import ORT_MAX_IR_VERSION, node_label
+from mptc.conventions import for_onnxruntime, node_label
 from mptc.errors import InputError, OutputError, UnsupportedError, first_line
 from mptc.io import atomic_folder, atomic_path, output_folder, read_regular_file, write_bytes
 from mptc.ops.reference import DOMAIN, REFERENCE_OPS
@@ -222,9 +222,7 @@ def reference_runner(model: onnx.ModelProto, input_name: str) -> tuple[Callable[
         import onnxruntime as ort
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-        runnable = onnx.ModelProto()
-        runnable.CopyFrom(model)
-        runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
+        runnable = for_onnxruntime(model)
         try:
             session = ort.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"])
         except (

@@ -94,11 +94,17 @@ class Lowering:
     absorbed: dict[str, relax.Expr] = field(default_factory=dict)  # absorbed node name -> the fused result
     packed: list[tuple[relax.Var, tuple[int, ...]]] = field(default_factory=list)  # words var, logical shape
     int8_inputs: dict[str, Int8Input] = field(default_factory=dict)  # by layer name (``targets.int8_inputs``)
+    passed_through: frozenset[str] = frozenset()  # the QDQ nodes of ``int8_inputs``: they pass their input on
 
-    @property
-    def passed_through(self) -> frozenset[str]:
-        """The QDQ nodes whose quantization an int8 kernel applies itself: they pass their input on."""
-        return frozenset(name for quantized in self.int8_inputs.values() for name in quantized.nodes)
+    def fold_int8_inputs(self, graph: onnx.GraphProto) -> None:
+        """Let the int8 kernels of this family apply the QDQ pairs before their layers themselves."""
+        ops = {
+            op
+            for op, kernel in (("BinaryDense", self.kernels.int8_dense), ("BinaryConv", self.kernels.int8_conv))
+            if kernel
+        }
+        self.int8_inputs = int8_inputs(graph, frozenset(ops))
+        self.passed_through = frozenset(name for quantized in self.int8_inputs.values() for name in quantized.nodes)
 
     def call_kernel(
         self, bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list[relax.Expr], shape, logical_shape=None
@@ -621,9 +627,7 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
         whenever the builder is freed: the block is closed here instead."""
         self.lowering.words_out = packed_edges(graph) if self.lowering.pack_activations else frozenset()
         self.lowering.epilogues = epilogues(graph)
-        kernels = self.lowering.kernels
-        ops = {op for op, kernel in (("BinaryDense", kernels.int8_dense), ("BinaryConv", kernels.int8_conv)) if kernel}
-        self.lowering.int8_inputs = int8_inputs(graph, frozenset(ops))
+        self.lowering.fold_int8_inputs(graph)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 return super().from_onnx(graph, opset)

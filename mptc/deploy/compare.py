@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from mptc.artifact import SOURCE_MODEL_FILE
-from mptc.conventions import ORT_MAX_IR_VERSION
+from mptc.conventions import for_onnxruntime
 from mptc.errors import UnsupportedError, first_line
 from mptc.ops.reference import DOMAIN
 from mptc.ops.unpack import unpack_model
@@ -110,9 +110,7 @@ def _session(model: onnx.ModelProto, peer: str, threads: int | None) -> Any:
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-    runnable = onnx.ModelProto()
-    runnable.CopyFrom(model)
-    runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
+    runnable = for_onnxruntime(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # its warnings would cross the CLI's one-line contract
     if threads is not None:
@@ -135,9 +133,7 @@ def quantize_int8(model: onnx.ModelProto, input_name: str, calibration: Sequence
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
-    runnable = onnx.ModelProto()
-    runnable.CopyFrom(model)
-    runnable.ir_version = min(runnable.ir_version, ORT_MAX_IR_VERSION)
+    runnable = for_onnxruntime(model)
     with tempfile.TemporaryDirectory(prefix="mptc-int8-") as tmp:
         fp32, folded, int8 = (Path(tmp) / name for name in ("fp32.onnx", "folded.onnx", "int8.onnx"))
         onnx.save(runnable, fp32)

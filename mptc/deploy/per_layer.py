@@ -44,7 +44,7 @@ import numpy as np
 import onnx
 
 from mptc.artifact import SOURCE_MODEL_FILE
-from mptc.conventions import ORT_MAX_IR_VERSION
+from mptc.conventions import for_onnxruntime
 from mptc.deploy import thread_pool
 from mptc.deploy.artifact import CompiledModel, load_library
 from mptc.errors import DeviceError, UnsupportedError, first_line
@@ -240,8 +240,7 @@ def onnxruntime_times(
 def named_for_profiling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Owners]:
     """``model`` unpacked (``mptc.ops.unpack``: a layer's nodes are named ``<layer>`` and
     ``<layer>|<part>``, an unnamed node after its output), and the layer of each node and tensor."""
-    unpacked = unpack_model(model)
-    unpacked.ir_version = min(unpacked.ir_version, ORT_MAX_IR_VERSION)
+    unpacked = for_onnxruntime(unpack_model(model))
     for node in unpacked.graph.node:  # an unnamed node is the layer its output names, as packing names it
         node.name = node.name or node.output[0]
     owners = Owners({node.name: node.name for node in unpacked.graph.node if PART_SEPARATOR not in node.name}, {})
