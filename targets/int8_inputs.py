@@ -31,8 +31,12 @@ class Int8Input:
     nodes: tuple[str, str]  # the QuantizeLinear and the DequantizeLinear
 
 
-def int8_inputs(graph: onnx.GraphProto, ops: frozenset[str] = INT8_OPS) -> dict[str, Int8Input]:
-    """The layers of ``ops`` (by name) whose input is a uint8 QDQ pair the int8 kernel folds.
+def int8_inputs(
+    graph: onnx.GraphProto, ops: frozenset[str] = INT8_OPS, below: float | None = None
+) -> dict[str, Int8Input]:
+    """The layers of ``ops`` (by name) whose input is a uint8 QDQ pair the int8 kernel folds; with
+    ``below``, only those of a lower sparsity (:func:`mask_sparsity`): a sparser layer's real-input
+    kernel does less work than the dense integer sums (``KernelPolicy.int8_below``).
 
     A pair qualifies when the ``DequantizeLinear`` feeds only a real-input ``ai.mptc`` layer
     as its ``X``, the ``QuantizeLinear`` only that ``DequantizeLinear``, neither output is a graph
@@ -55,6 +59,8 @@ def int8_inputs(graph: onnx.GraphProto, ops: frozenset[str] = INT8_OPS) -> dict[
     found = {}
     for node in graph.node:
         if not (node.domain == DOMAIN and node.op_type in ops and _real_input(node)) or not node.input:
+            continue
+        if below is not None and mask_sparsity(node, constants) >= below:
             continue
         dq = producer.get(node.input[0])
         q = producer.get(dq.input[0]) if dq is not None and dq.input else None
@@ -100,6 +106,17 @@ def without_int8_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _attributes(*nodes: onnx.NodeProto) -> set[str]:
     return {a.name for node in nodes for a in node.attribute}
+
+
+def mask_sparsity(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> float:
+    """The fraction of a layer's weights its ``mask_bits`` prune, over the mask's whole bytes (exact
+    where a row's weights fill whole bytes; the pad bits, never kept, count as pruned); 0 where
+    the mask is not a constant."""
+    mask = constants.get(node.input[2]) if len(node.input) > 2 else None
+    if mask is None:
+        return 0.0
+    bits = numpy_helper.to_array(mask)
+    return float(1.0 - np.unpackbits(bits.astype(np.uint8)).sum() / (8 * bits.size)) if bits.size else 0.0
 
 
 def _real_input(node: onnx.NodeProto) -> bool:

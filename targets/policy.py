@@ -121,6 +121,13 @@ class KernelPolicy:
     on x86 the lookup planes, 13/3 times the input, leave L1 and the AVX-512 gather runs slower
     than the block-sparse one (docs/performance.md)."""
 
+    int8_below: float | None = None
+    """Sparsity below which a layer whose input is a uint8 QDQ pair (``--activations int8``) takes
+    the family's int8 kernel (dense integer sums: the same work at every sparsity); from it, the
+    pair runs as TVM's ops and the layer takes its real-input kernel, which skips the pruned
+    weights. None: the int8 kernel at every sparsity (x86 timed it faster up to 0.9). arm counted
+    0.7 (docs/performance.md)."""
+
     lut_group: int = 3
     """Input channels per lookup group of the ternary-lut conv: ``(3^g - 1) / 2`` planes per group
     (13 for 3), ``(1 + s + ... + s^(g-1)) / g`` of the block-sparse form's adds at sparsity ``s``
@@ -160,7 +167,9 @@ class KernelPolicy:
 # measurements (docs/performance.md).
 POLICIES: dict[str, KernelPolicy] = {
     "x86": KernelPolicy(strided_break_even=0.7),
-    "arm": KernelPolicy(conv_block=1, long_flat_block=1, lut_below=0.8, subsample_strided_pointwise=True),
+    "arm": KernelPolicy(
+        conv_block=1, long_flat_block=1, lut_below=0.8, int8_below=0.7, subsample_strided_pointwise=True
+    ),
     "cuda": KernelPolicy(),
 }
 

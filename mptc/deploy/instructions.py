@@ -45,10 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mptc.artifact import MODULE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE, read_reference
+from mptc.artifact import MANIFEST_FILE, MODULE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE, read_manifest, read_reference
 from mptc.deploy.emulator import SETUP_COMMAND, arm_root, get_board, launcher
 from mptc.errors import DeviceError, InputError
-from mptc.verify import compare_outputs
+from mptc.verify import compare_outputs, rel_tolerance
 
 PLUGIN_FILE = "lib/libinsn_count.so"
 PEER_LIB = "ortlib"
@@ -296,10 +296,10 @@ def _peer_model(source: Path, scratch: Path) -> Path:
     return path
 
 
-def _check_output(engine: Engine, got: np.ndarray, expected: np.ndarray, where: str) -> None:
+def _check_output(engine: Engine, got: np.ndarray, expected: np.ndarray, where: str, tolerance: float) -> None:
     """Counts of a wrong computation mean nothing: the output must match the reference first, by
     the criterion every stage's check uses (``mptc.verify.compare_outputs``)."""
-    check = compare_outputs(got, expected)
+    check = compare_outputs(got, expected, tolerance)
     if not check["outputs_match"]:
         found = ", ".join(f"{key} {value}" for key, value in check.items() if key != "outputs_match")
         raise DeviceError(f"{engine.name} on {where} computed an output that differs from {REFERENCE_FILE} ({found})")
@@ -402,7 +402,8 @@ def _run_guest(
             raise DeviceError(
                 f"{where} failed to run {engine.name} on {out / engine.model} (exit {done.returncode}): {tail}"
             )
-        _check_output(engine, np.load(result), read_reference(out)[1], where)
+        activations = read_manifest(out).activations.dtype if (out / MANIFEST_FILE).is_file() else "fp32"
+        _check_output(engine, np.load(result), read_reference(out)[1], where, rel_tolerance(activations))
         text = counts.read_text()
         calls = [line for line in called.read_text().splitlines() if line] if names else []
     found: dict[str, list[tuple[int, ...]]] = {"region": [], "total": [], "code": []}

@@ -45,7 +45,7 @@ from mptc.hostinfo import cpuinfo
 from mptc.io import read_array, write_bytes, write_text
 from mptc.report.latency import WARMUP, interleaved_rounds, median_ratio, time_call
 from mptc.targets.compile import reference_runner
-from mptc.verify import compare_outputs
+from mptc.verify import compare_outputs, rel_tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def profile(
             "samples": given.samples,
             "batches": len(given.batches),
             "checked_against": checker,
-            **compare_outputs(outputs, expected_outputs),
+            **compare_outputs(outputs, expected_outputs, rel_tolerance(compiled.manifest.activations.dtype)),
         }
     if peers:
         report["compare"] = _comparison(peers, measurement, device, board, given, batches, outputs, repeat, rounds)
@@ -504,7 +504,7 @@ def _report(
         "samples_ms": samples_ms,
         "repeat": repeat,
         "number": number,
-        **compare_outputs(measurement.reference_output, compiled.y),
+        **compare_outputs(measurement.reference_output, compiled.y, rel_tolerance(compiled.manifest.activations.dtype)),
         **({"note": EMULATED_NOTE} if board is not None else {}),
     }
 

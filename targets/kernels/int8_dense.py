@@ -20,12 +20,11 @@ The float result equals ``scale * (DequantizeLinear(q) @ W^T) + bias`` up to fp3
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from mptc.targets.kernels.dot_instructions import VPDPBUSD, DotInstruction
 from mptc.targets.layout import INT8_LANES, INT8_STEP, ceil_div
 
 DOT_TILE = 4  # output vectors per register tile: four independent chains of dot products share each broadcast
@@ -38,18 +37,6 @@ def clamp_bounds(relu: bool, upper: float | None) -> tuple[float, float]:
     """The fused ReLU / ReLU6 as bounds ``max(min(y, high), low)`` (none: the float range)."""
     widest = float(np.finfo(np.float32).max)
     return (0.0 if relu else -widest), (upper if relu and upper is not None else widest)
-
-
-@dataclass(frozen=True)
-class DotInstruction:
-    """An LLVM intrinsic that adds four uint8 x 8-bit products into each of ``lanes`` int32 lanes."""
-
-    intrinsic: str
-    lanes: int
-
-
-VPDPBUSD = DotInstruction("llvm.x86.avx512.vpdpbusd.512", 16)  # AVX-512 VNNI: uint8 x int8
-UDOT = DotInstruction("llvm.aarch64.neon.udot.v4i32.v16i8", 4)  # Armv8.2 dotprod: uint8 x uint8
 
 
 def dot_dense_func(

@@ -25,6 +25,8 @@ DEPTHWISE = "depthwise"  # a depthwise conv's taps summed over flat outputs (``k
 SPLIT = "split"  # the sign-split operand ``[x, -x, 0]`` of a sparse dense layer
 QUANTIZE = "quantize"  # the uint8 activations of an int8 layer (ONNX ``QuantizeLinear``)
 INT8_DOT = "int8_dot"  # the integer sums of uint8 activations and 2-bit weight codes
+PIXEL_LEVELS = "pixel_levels"  # an int8 conv's sum of each padded pixel's levels over its channels
+WINDOW_LEVELS = "window_levels"  # an int8 conv's sum of the levels in each output's window
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of ``FLAT``: (rows, columns) of each flat plane
 LUT_SHAPE = "mptc.lut_shape"  # annotation of ``LUT``: (patterns, rows, columns) of each group's planes

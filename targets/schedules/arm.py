@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 
 from mptc.targets.kernels import int8_dense
-from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
+from mptc.targets.kernels.dot_instructions import UDOT
+from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles, Int8ConvSchedule
 
 NEON_TILES = CpuTiles(
     word_lanes=2,
@@ -35,10 +36,16 @@ NEON_TILES = CpuTiles(
     ternary_nibbles=True,
 )
 
+INT8_CONV_COLUMNS = 5  # int8 conv tile: 6 columns x 4 udot registers = 24 accumulators, 4 decoded codes
+
 
 def kernel_schedules(dotprod: bool = False) -> CpuKernelSchedules:
-    """The kernel schedules for an aarch64 NEON target (with ``udot`` for int8 dense layers where
-    the core has Armv8.2's dotprod: Pi 5, Orin)."""
+    """The kernel schedules for an aarch64 NEON target (with ``udot`` for int8 layers where the
+    core has Armv8.2's dotprod: Pi 5, Orin)."""
     if not dotprod:
         return CpuKernelSchedules(NEON_TILES)
-    return CpuKernelSchedules(NEON_TILES, functools.partial(int8_dense.dot_dense_func, dot=int8_dense.UDOT))
+    return CpuKernelSchedules(
+        NEON_TILES,
+        functools.partial(int8_dense.dot_dense_func, dot=UDOT),
+        Int8ConvSchedule(UDOT, NEON_TILES.float_lanes, vectors=1, columns=INT8_CONV_COLUMNS),
+    )

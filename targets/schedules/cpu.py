@@ -25,9 +25,10 @@ from tvm.s_tir.schedule import _ffi_api as schedule_api
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import exact_sign, stages
+from mptc.targets.kernels import exact_sign, int8_conv, stages
 from mptc.targets.kernels.binary_conv import SparseGather
-from mptc.targets.layout import WORD_BITS, ceil_div
+from mptc.targets.kernels.dot_instructions import DotInstruction
+from mptc.targets.layout import WORD_BITS, ConvGeometry, ceil_div
 from mptc.targets.schedules import lane_counts, unswitch
 from mptc.targets.schedules.interface import Int8Conv, Int8Dense
 
@@ -94,6 +95,39 @@ def divisor_at_most(n: int, cap: int) -> int:
 
 def extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int:
     return int(sch.get(loop).extent)
+
+
+@dataclass(frozen=True)
+class Int8ConvSchedule:
+    """The int8 conv of a family with a dot-product instruction (``kernels.int8_conv``): register
+    tiles of up to ``vectors`` x ``columns`` on ``dot``; the quantized input parallel over channel
+    words and rows, the level sums over rows, the epilogue over output channels, each vectorized
+    by ``lanes`` floats along its rows."""
+
+    dot: DotInstruction
+    lanes: int
+    vectors: int
+    columns: int
+
+    def __call__(
+        self, geo: ConvGeometry, scale: float, zero_point: int, residual: bool, relu: bool, upper: float | None
+    ) -> tirx.PrimFunc:
+        func = int8_conv.dot_conv_func(
+            geo, scale, zero_point, self.dot, self.vectors, self.columns, residual, relu, upper
+        )
+        sch = s_tir.Schedule(func)
+        n, c4, yp, xp = sch.get_loops(sch.get_sblock(stages.QUANTIZE))
+        sch.parallel(sch.fuse(n, c4, yp))
+        sch.vectorize(sch.split(xp, [None, self.lanes])[1])
+        n, yp, xp = sch.get_loops(sch.get_sblock(stages.PIXEL_LEVELS))
+        sch.parallel(sch.fuse(n, yp))
+        sch.vectorize(sch.split(xp, [None, self.lanes])[1])
+        n, oy, *_ = sch.get_loops(sch.get_sblock(stages.WINDOW_LEVELS))
+        sch.parallel(sch.fuse(n, oy))
+        n, o, oy, ox = sch.get_loops(sch.get_sblock(stages.OUTPUT))
+        sch.parallel(sch.fuse(n, o))
+        sch.vectorize(sch.split(sch.fuse(oy, ox), [None, self.lanes])[1])
+        return sch.mod["main"]
 
 
 class CpuKernelSchedules:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import functools
 
-from tvm import s_tir, tirx
-
-from mptc.targets.kernels import int8_conv, int8_dense, stages
-from mptc.targets.layout import ConvGeometry
-from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles
+from mptc.targets.kernels import int8_dense
+from mptc.targets.kernels.dot_instructions import VPDPBUSD
+from mptc.targets.schedules.cpu import CpuKernelSchedules, CpuTiles, Int8ConvSchedule
 
 AVX512_TILES = CpuTiles(
     word_lanes=8,
@@ -38,23 +36,6 @@ AVX2_TILES = CpuTiles(
 )
 
 
-def vnni_conv(
-    geo: ConvGeometry, scale: float, zero_point: int, residual: bool, relu: bool, upper: float | None
-) -> tirx.PrimFunc:
-    """The int8 conv on AVX-512 VNNI (``kernels.int8_conv``): ``vpdpbusd`` register tiles, the
-    quantized input parallel over channel words and rows, the epilogue over output channels, rows
-    vectorized."""
-    lanes = AVX512_TILES.float_lanes
-    sch = s_tir.Schedule(int8_conv.vnni_conv_func(geo, scale, zero_point, residual, relu, upper))
-    n, c4, yp, xp = sch.get_loops(sch.get_sblock(stages.QUANTIZE))
-    sch.parallel(sch.fuse(n, c4, yp))
-    sch.vectorize(sch.split(xp, [None, lanes])[1])
-    n, o, oy, ox = sch.get_loops(sch.get_sblock(stages.OUTPUT))
-    sch.parallel(sch.fuse(n, o))
-    sch.vectorize(sch.split(sch.fuse(oy, ox), [None, lanes])[1])
-    return sch.mod["main"]
-
-
 def kernel_schedules(avx512: bool, vnni: bool = False) -> CpuKernelSchedules:
     """The kernel schedules for an x86 target with or without AVX-512 (and its VNNI)."""
     if not avx512:
@@ -62,5 +43,7 @@ def kernel_schedules(avx512: bool, vnni: bool = False) -> CpuKernelSchedules:
     if not vnni:
         return CpuKernelSchedules(AVX512_TILES)
     return CpuKernelSchedules(
-        AVX512_TILES, functools.partial(int8_dense.dot_dense_func, dot=int8_dense.VPDPBUSD), vnni_conv
+        AVX512_TILES,
+        functools.partial(int8_dense.dot_dense_func, dot=VPDPBUSD),
+        Int8ConvSchedule(VPDPBUSD, AVX512_TILES.float_lanes, vectors=2, columns=8),
     )

@@ -1,6 +1,6 @@
-"""int8 dense layers on the dotprod boards (``udot``, ``kernels.int8_dense``), emulated:
-``instructions`` checks the module's output against the reference of the quantized model
-(onnxruntime's run of the QDQ pair) before it counts."""
+"""int8 layers on the dotprod boards (``udot``, ``kernels.int8_dense`` / ``kernels.int8_conv``),
+emulated: ``instructions`` checks the module's output against the reference of the quantized
+model (onnxruntime's run of the QDQ pairs) before it counts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from mptc.deploy import instructions
 from mptc.targets.chooser import INT8_DOT
+from mptc.verify import REL_TOLERANCE
 from tests.targets.packed_models import GraphBuilder, ternary
 
 
@@ -48,5 +49,61 @@ def test_a_pi_4_without_dotprod_runs_the_pair_before_the_fp32_kernels(tmp_path: 
     calibration = rng.standard_normal((16, 100)).astype(np.float32)
     built = mptc.compile(
         tmp_path / "model.onnx", target="arm", board="rpi4", out=tmp_path / "out", calibration=calibration
+    )
+    assert {layer["input_mode"] for layer in built.layers} == {"real"} and built.activations.dtype == "int8"
+
+
+def _two_convs_of_one_input(rng: np.random.Generator, sparsity: float = 0.5) -> onnx.ModelProto:
+    """Two real-input convs of the same (1, 20, 14, 14) input, their outputs flattened and
+    concatenated: 3x3 stride 1 -> 40 channels (rows of 14: column tiles 5, 5, 4, words loaded four
+    at a time) and 5x5 stride 2 -> 16 (words broadcast one by one); 20 channels fill no whole
+    word group. Each reads the graph input, so no float noise upstream moves a level."""
+    g = GraphBuilder(rng)
+    wide = g.binary(
+        "BinaryConv", "x", ternary(rng, 40, 20 * 9, sparsity), "c1", "real", kernel_shape=[3, 3], pads=[1] * 4
+    )
+    strided = g.binary(
+        "BinaryConv",
+        "x",
+        ternary(rng, 16, 20 * 25, sparsity),
+        "c2",
+        "real",
+        kernel_shape=[5, 5],
+        strides=[2, 2],
+        pads=[2] * 4,
+    )
+    flat = [g.node("Flatten", [y], f"{y}.flat") for y in (wide, strided)]
+    return g.model((1, 20, 14, 14), g.node("Concat", flat, "y", axis=1))
+
+
+@pytest.mark.emulated
+def test_int8_convs_run_udot_on_the_emulated_rpi5(
+    tmp_path: Path, arm_ready: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mptc
+
+    rng = np.random.default_rng(21)
+    onnx.save(_two_convs_of_one_input(rng), tmp_path / "model.onnx")
+    calibration = (rng.standard_normal((8, 20, 14, 14)) + 0.3).astype(np.float32)
+    built = mptc.compile(
+        tmp_path / "model.onnx", target="arm", board="rpi5", out=tmp_path / "int8", calibration=calibration
+    )
+    assert [(layer["kernel"], layer["input_mode"]) for layer in built.layers] == [(INT8_DOT, "int8")] * 2
+    # both convs quantize the graph input itself: held to the fp32 modules' tolerance, not int8's
+    monkeypatch.setattr(instructions, "rel_tolerance", lambda activations: REL_TOLERANCE)
+    assert instructions.instruction_counts(tmp_path / "int8", "rpi5", runs=1).total > 0
+
+
+def test_sparser_convs_than_arms_int8_break_even_keep_their_real_input_kernels(tmp_path: Path) -> None:
+    import mptc
+    from mptc.targets.policy import default_policy
+
+    below = default_policy("arm").int8_below
+    assert below is not None
+    rng = np.random.default_rng(22)
+    onnx.save(_two_convs_of_one_input(rng, sparsity=below + 0.1), tmp_path / "model.onnx")
+    calibration = rng.standard_normal((8, 20, 14, 14)).astype(np.float32)
+    built = mptc.compile(
+        tmp_path / "model.onnx", target="arm", board="rpi5", out=tmp_path / "out", calibration=calibration
     )
     assert {layer["input_mode"] for layer in built.layers} == {"real"} and built.activations.dtype == "int8"

@@ -6,6 +6,7 @@ import pytest
 
 from mptc.passes.quantize_activations import quantize_activations
 from mptc.targets import chooser, layout
+from mptc.targets.kernels.int8_conv import column_tiles
 
 from ..harness import compile_x86, relative_error, run
 from ..packed_models import binary_conv_model, residual_block
@@ -79,3 +80,11 @@ def test_int8_conv_codes_decode_to_the_weight():
     assert np.all(codes[21:] == 1) and np.all(codes[:, 19:] == 1)  # pads: w = 0
     np.testing.assert_array_equal(t.offset[:21], -9 * weight.reshape(21, -1).sum(1))
     assert not np.any(t.offset[21:]) and np.all(t.rescale == 0.5)
+
+
+@pytest.mark.parametrize("width, columns", [(14, 5), (32, 5), (32, 8), (7, 5), (4, 5), (1, 8), (56, 6)])
+def test_column_tiles_cover_a_row_in_tiles_of_at_most_the_columns_and_sizes_one_apart(width, columns):
+    runs = column_tiles(width, columns)
+    sizes = [span for count, span in runs for _ in range(count)]
+    assert sum(sizes) == width and max(sizes) <= columns and max(sizes) - min(sizes) <= 1
+    assert len(sizes) == -(-width // columns)  # as few tiles as the cap allows
