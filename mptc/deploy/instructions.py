@@ -312,7 +312,14 @@ def _guest(script: str, engine: Engine) -> str:
 
 
 def count_instructions(
-    out_dir: str | Path, board: str, *, runs: int, warmup: int, engine: str = "mptc", threads: int = 1
+    out_dir: str | Path,
+    board: str,
+    *,
+    runs: int,
+    warmup: int,
+    engine: str = "mptc",
+    threads: int = 1,
+    tolerance: float | None = None,
 ) -> dict[str, list[tuple[int, ...]]]:
     """Guest instructions of one emulated process that runs ``engine`` ``warmup + runs`` times,
     at ``threads`` TVM threads.
@@ -324,7 +331,9 @@ def count_instructions(
     """
     chosen = _engine(engine)
     script = _guest(_GUEST, chosen)
-    found, _ = _run_guest(out_dir, board, chosen, script, [str(warmup), str(runs)], threads=threads)
+    found, _ = _run_guest(
+        out_dir, board, chosen, script, [str(warmup), str(runs)], threads=threads, tolerance=tolerance
+    )
     if len(found["region"]) != 2:
         raise DeviceError(
             f"the instruction-counting plugin saw {len(found['region'])} marked regions, expected 2: "
@@ -364,6 +373,7 @@ def _run_guest(
     args: list[str],
     names: bool = False,
     threads: int = 1,
+    tolerance: float | None = None,
 ) -> tuple[dict[str, list[tuple[int, ...]]], list[str]]:
     """Run ``script`` in one emulated process on ``engine``'s model with the counting plugin (TVM at
     ``threads`` threads), check its output against the reference, and return the plugin's counters
@@ -402,8 +412,10 @@ def _run_guest(
             raise DeviceError(
                 f"{where} failed to run {engine.name} on {out / engine.model} (exit {done.returncode}): {tail}"
             )
-        activations = read_manifest(out).activations.dtype if (out / MANIFEST_FILE).is_file() else "fp32"
-        _check_output(engine, np.load(result), read_reference(out)[1], where, rel_tolerance(activations))
+        if tolerance is None:
+            activations = read_manifest(out).activations.dtype if (out / MANIFEST_FILE).is_file() else "fp32"
+            tolerance = rel_tolerance(activations)
+        _check_output(engine, np.load(result), read_reference(out)[1], where, tolerance)
         text = counts.read_text()
         calls = [line for line in called.read_text().splitlines() if line] if names else []
     found: dict[str, list[tuple[int, ...]]] = {"region": [], "total": [], "code": []}
@@ -421,7 +433,13 @@ def _run_guest(
 
 
 def instruction_counts(
-    out_dir: str | Path, board: str, *, runs: int = DEFAULT_RUNS, warmup: int = 1, engine: str = "mptc"
+    out_dir: str | Path,
+    board: str,
+    *,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = 1,
+    engine: str = "mptc",
+    tolerance: float | None = None,
 ) -> InstructionCounts:
     """Guest instructions per inference of ``engine`` on emulated ``board``, by class.
 
@@ -431,10 +449,13 @@ def instruction_counts(
         runs: the inferences counted (the difference between the plugin's two regions).
         warmup: calls made first, outside the regions, so one-time set-up is not counted; at least 1.
         engine: ``mptc`` (OUT/module.so) or ``onnxruntime`` (OUT/source.onnx, the peer).
+        tolerance: the output's relative tolerance against the reference (default: the manifest's
+            activations', ``mptc.verify.rel_tolerance``).
     """
     if runs < 1 or warmup < 1:
         raise InputError(f"runs and warmup must be at least 1: got runs={runs}, warmup={warmup}")
-    once, twice = count_instructions(out_dir, board, runs=runs, warmup=warmup, engine=engine)["region"]
+    counted = count_instructions(out_dir, board, runs=runs, warmup=warmup, engine=engine, tolerance=tolerance)
+    once, twice = counted["region"]
     return InstructionCounts(*((b - a) / runs for a, b in zip(once, twice, strict=True)))
 
 
