@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
+from bench_models import DATASET, random_ticket
 
 import mptc
 from mptc.artifact import MANIFEST_FILE, MODULE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE
@@ -34,9 +34,7 @@ from mptc.deploy.compare import quantize_int8
 from mptc.deploy.emulator import get_board
 from mptc.export import export_model
 from mptc.passes.pipeline import optimize_file
-from mptc.train.loop import build
 
-DATASET = "synthetic:3x32x32"
 CALIBRATION_SAMPLES = 32
 INT8_PEER_TOLERANCE = 0.05
 
@@ -45,12 +43,7 @@ def ticket(model_name: str, sparsity: float, work: Path) -> tuple[Path, Path, np
     """The exported and the packed ONNX of a random MPT-1/32 ticket, and its calibration inputs."""
     config = TrainConfig(model=model_name, dataset=DATASET, sparsity=sparsity, seed=0, method="biprop")
     dataset = load_dataset(DATASET)
-    model = build(config, dataset)
-    with torch.no_grad():  # realistic BatchNorm statistics, as after training
-        model.train()
-        for x_batch, _ in dataset.train.batches(64):
-            model(x_batch)
-    model.eval()
+    model = random_ticket(config, dataset)
     exported, packed = work / "model.onnx", work / "packed.onnx"
     export_model(model, config, dataset, exported)
     optimize_file(exported, packed)
