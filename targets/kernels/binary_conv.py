@@ -122,7 +122,7 @@ def zero_flags(nonzero: te.Tensor, geo: ConvGeometry, counts: exact_sign.Counts)
         window = []
         for ky in range(geo.kernel[0]):
             y = oy * geo.strides[0] + ky * geo.dilations[0] - geo.pads[0]
-            window.append(tirx.if_then_else(tirx.all(y >= 0, y < geo.height), rows[n, _clamp(y, geo.height)], zero))
+            window.append(tirx.if_then_else(tirx.all(y >= 0, y < geo.height), rows[n, clamped(y, geo.height)], zero))
         return exact_sign.flag(functools.reduce(lambda acc, r: acc | r, window), counts)
 
     return te.compute((geo.batch, geo.out_height), window_flag, name=stages.ZERO_FLAGS)
@@ -264,10 +264,11 @@ def zero_padded(
     so both sides of the select are safe to compute), ``zero`` in the padding."""
     y, xx = yp - geo.pads[0], xp - geo.pads[1]
     inside = tirx.all(y >= 0, y < geo.height, xx >= 0, xx < geo.width)
-    return tirx.if_then_else(inside, read(_clamp(y, geo.height), _clamp(xx, geo.width)), zero)
+    return tirx.if_then_else(inside, read(clamped(y, geo.height), clamped(xx, geo.width)), zero)
 
 
-def _clamp(i: tirx.PrimExpr, size: int) -> tirx.PrimExpr:
+def clamped(i: tirx.PrimExpr, size: int) -> tirx.PrimExpr:
+    """``i`` clamped into ``[0, size)``: an index that is safe to read whatever the padding."""
     return tirx.max(tirx.min(i, size - 1), 0)
 
 
@@ -287,7 +288,7 @@ def flat_input(x: te.Tensor, geo: ConvGeometry, flat: FlatInput, length: int) ->
             y = row % hq * sh + row // (sw * hq) - geo.pads[0]
             xx = col * sw + row // hq % sw - geo.pads[1]
         inside = tirx.all(ch < c, y >= 0, y < geo.height, xx >= 0, xx < geo.width)
-        safe = x[n, tirx.min(ch, c - 1), _clamp(y, geo.height), _clamp(xx, geo.width)]
+        safe = x[n, tirx.min(ch, c - 1), clamped(y, geo.height), clamped(xx, geo.width)]
         return tirx.if_then_else(inside, safe, tirx.const(0.0, "float32"))
 
     return te.compute(

@@ -29,12 +29,15 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from mptc.targets.kernels import stages
-from mptc.targets.kernels.binary_conv import zero_padded
+from mptc.targets.kernels.binary_conv import clamped
 from mptc.targets.kernels.dot_instructions import DotInstruction
 from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import INT8_LANES, INT8_STEP, ConvGeometry, ceil_div
 
 CHANNELS_PER_WORD = 4  # uint8 channels of one pixel in a 32-bit word: one dot-product lane's four products
+UNROLLED_TAPS = (
+    9  # taps of a kernel up to which a tile's tap loops are unrolled (3x3: address offsets become immediates)
+)
 
 
 def quantized_input(x: te.Tensor, geo: ConvGeometry, scale: float, zero_point: int) -> te.Tensor:
@@ -44,9 +47,13 @@ def quantized_input(x: te.Tensor, geo: ConvGeometry, scale: float, zero_point: i
     words = ceil_div(geo.channels, INT8_STEP) * CHANNELS_PER_WORD
 
     def level(n, c, yp, xp):
-        read = zero_padded(lambda y, xx: x[n, tirx.min(c, geo.channels - 1), y, xx], geo, yp, xp, 0.0)
+        # every index clamped and the padding chosen by a select, not a branch: the stage
+        # vectorizes along a row with the loads as gathers where it could not otherwise
+        y, xx = yp - geo.pads[0], xp - geo.pads[1]
+        read = x[n, tirx.min(c, geo.channels - 1), clamped(y, geo.height), clamped(xx, geo.width)]
         q = tirx.max(tirx.min(tirx.nearbyint(read / tirx.const(scale, "float32")) + float(zero_point), 255.0), 0.0)
-        return tirx.if_then_else(c < geo.channels, q, float(zero_point)).astype("uint32")
+        inside = tirx.all(c < geo.channels, y >= 0, y < geo.height, xx >= 0, xx < geo.width)
+        return tirx.Select(inside, q, tirx.const(float(zero_point), "float32")).astype("uint32")
 
     def word(n, c4, yp, xp):
         levels = [level(n, c4 * CHANNELS_PER_WORD + i, yp, xp) << tirx.const(8 * i, "uint32") for i in range(4)]
@@ -182,7 +189,8 @@ def dot_conv(
         for t in range(span):
             for v in range(vectors):
                 T.buffer_store(regs[t][v], tirx.Broadcast(tirx.const(0, "int32"), INT8_LANES), everything)
-        with T.serial(0, groups) as group, T.serial(0, kh) as ky, T.serial(0, kw) as kx:
+        rows = T.unroll if kh * kw <= UNROLLED_TAPS else T.serial
+        with T.serial(0, groups) as group, rows(0, kh) as ky, T.unroll(0, kw) as kx:
             packed = [
                 [codes.vload([first + v, group, ky, kx, p * width], f"uint8x{width}") for p in range(parts)]
                 for v in range(vectors)
