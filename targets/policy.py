@@ -126,7 +126,7 @@ class KernelPolicy:
     the family's int8 kernel (dense integer sums: the same work at every sparsity); from it, the
     pair runs as TVM's ops and the layer takes its real-input kernel, which skips the pruned
     weights. None: the int8 kernel at every sparsity (x86 timed it faster up to 0.9). arm counted
-    0.7 (docs/performance.md)."""
+    0.8 (docs/performance.md)."""
 
     lut_group: int = 3
     """Input channels per lookup group of the ternary-lut conv: ``(3^g - 1) / 2`` planes per group
@@ -168,7 +168,7 @@ class KernelPolicy:
 POLICIES: dict[str, KernelPolicy] = {
     "x86": KernelPolicy(strided_break_even=0.7),
     "arm": KernelPolicy(
-        conv_block=1, long_flat_block=1, lut_below=0.8, int8_below=0.7, subsample_strided_pointwise=True
+        conv_block=1, long_flat_block=1, lut_below=0.8, int8_below=0.8, subsample_strided_pointwise=True
     ),
     "cuda": KernelPolicy(),
 }

@@ -9,17 +9,19 @@ with ``zp`` (the level of 0.0) in the padding and past the last channel: the fou
 dot-product lane read one word. The weight stays 2 bits per tap (``layout.int8_conv_tables``):
 byte ``4 * lane + i`` of the 64-byte vector ``[o // 16, c16, ky, kx]`` holds in bits ``2j, 2j + 1``
 the code ``c = w + 1`` of output ``o`` at input channel ``16 c16 + 4 j + i``; pad codes are 1
-(``w = 0``). The integer sums (stage ``INT8_DOT``, ``(N, OH, OW, O')``) run over the codes, and
-the levels of each output's window (stage ``WINDOW_LEVELS``, every word and tap) take the ``+ 1``
-back out, exactly::
+(``w = 0``). The integer sums (stage ``INT8_DOT``, ``(N, OH, OW, O')``) are exact::
 
-    acc[n, oy, ox, o] = sum_{c, ky, kx} q[n, c, oy*sh + ky*dh, ox*sw + kx*dw] * c[o, c, ky, kx]
-    y[n, o, oy, ox] = float(acc - window[n, oy, ox] - zp * sum w[o]) * (s * scale[o]) + bias[o]
+    acc[n, oy, ox, o] = sum_{c, ky, kx} q[n, c, oy*sh + ky*dh, ox*sw + kx*dw] * w[o, c, ky, kx]
+    y[n, o, oy, ox] = float(acc - zp * sum w[o]) * (s * scale[o]) + bias[o]
 
-since a padded position holds ``zp`` and ``sum (q - zp) * w = sum q * c - sum q - zp * sum w``.
-The sums are a loop nest of dot-product instructions (:func:`dot_conv`, ``kernels.dot_instructions``):
-a register tile of ``columns x vectors`` outputs, each code vector decoded once (shift, AND) for
-the tile's columns, each input word broadcast once for its vectors.
+since a padded position holds ``zp`` and ``sum (q - zp) * w = sum q * w - zp * sum w``. Where the
+dot instruction's code operand is signed (``vpdpbusd``) a code vector decodes to ``w`` (shift,
+AND, subtract 1); where it is not (``udot``), to ``c`` (shift, AND), and the sum of the levels in
+each output's window (stage ``WINDOW_LEVELS``, every word and tap) takes the ``+ 1`` back out:
+``sum q * w = sum q * c - window``. The sums are a loop nest of dot-product instructions
+(:func:`dot_conv`, ``kernels.dot_instructions``): a register tile of ``columns x vectors``
+outputs, each code vector decoded once for the tile's columns, each input word broadcast once
+for its vectors (or, with ``udot``, four columns' words read from one load).
 """
 
 from __future__ import annotations
@@ -100,12 +102,14 @@ def dot_conv_func(
     dot: DotInstruction,
     vectors: int,
     columns: int,
+    unrolled_taps: int = 0,
     residual: bool = False,
     relu: bool = False,
     upper: float | None = None,
 ) -> tirx.PrimFunc:
     """PrimFunc ``(x, codes, offset, rescale, bias[, residual]) -> y`` (NCHW), the sums by
-    :func:`dot_conv` on ``dot`` in tiles of at most ``vectors`` x ``columns``; ``residual`` /
+    :func:`dot_conv` on ``dot`` in tiles of at most ``vectors`` x ``columns``, the tap loops
+    unrolled for kernels of up to ``unrolled_taps`` taps; ``residual`` /
     ``relu`` / ``upper`` fuse ``+ residual`` / ``max(., 0)`` / ``min(., upper)`` into ``OUTPUT``.
     ``QUANTIZE``, the level sums and ``OUTPUT`` are left to schedule."""
     (kh, kw) = geo.kernel
@@ -117,18 +121,19 @@ def dot_conv_func(
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
     q = quantized_input(x, geo, scale, zero_point)
-    window = window_levels(q, geo)
+    window = None if dot.signed_codes else window_levels(q, geo)
     shape = (geo.batch, geo.out_height, geo.out_width, blocks * INT8_LANES)
     acc = te.extern(
         shape,
         [q, codes],
-        lambda ins, outs: dot_conv(geo, dot, vectors, columns, *ins, outs[0]),
+        lambda ins, outs: dot_conv(geo, dot, vectors, columns, unrolled_taps, *ins, outs[0]),
         name=stages.INT8_DOT,
         dtype="int32",
     )
 
     def output(n, o, oy, ox):
-        value = (acc[n, oy, ox, o] - window[n, oy, ox] + offset[o]).astype("float32") * rescale[o] + bias[o]
+        total = acc[n, oy, ox, o] + offset[o] - (0 if window is None else window[n, oy, ox])
+        value = total.astype("float32") * rescale[o] + bias[o]
         return finish(value, res, relu, n, o, oy, ox, upper)
 
     y = te.compute((geo.batch, geo.out_channels, geo.out_height, geo.out_width), output, name=stages.OUTPUT)
@@ -148,6 +153,7 @@ def dot_conv(
     dot: DotInstruction,
     vectors: int,
     columns: int,
+    unrolled_taps: int,
     q: tirx.Buffer,
     codes: tirx.Buffer,
     acc: tirx.Buffer,
@@ -155,7 +161,8 @@ def dot_conv(
     """The ``INT8_DOT`` loop nest: parallel over ``(n, group of vectors, row)``; register tiles of
     up to ``columns`` x ``vectors`` vectors of 16 outputs (:func:`column_tiles`), each
     ``16 / dot.lanes`` dot registers; per input word group and tap, each code register decoded
-    once per channel word, each pixel's channel word broadcast once for the tile's registers."""
+    once per channel word, each pixel's channel word broadcast once for the tile's registers. The
+    tap loops are unrolled up to ``unrolled_taps`` taps (their address offsets become immediates)."""
     (sh, sw), (dh, dw), (kh, kw) = geo.strides, geo.dilations, geo.kernel
     blocks, groups = ceil_div(geo.out_channels, INT8_LANES), ceil_div(geo.channels, INT8_STEP)
     vectors = max(v for v in range(1, vectors + 1) if blocks % v == 0)
@@ -163,6 +170,7 @@ def dot_conv(
     parts = INT8_LANES // lanes  # dot registers per vector of 16 outputs
     tasks = geo.batch * (blocks // vectors) * geo.out_height
     three = tirx.Broadcast(tirx.const(3, "uint8"), width)
+    one = tirx.Broadcast(tirx.const(1 if dot.signed_codes else 0, "uint8"), width)
 
     def column_levels(row: list[tirx.PrimExpr], x: tirx.PrimExpr, span: int) -> list[tirx.PrimExpr]:
         """The channel word of each of ``span`` columns from ``x`` broadcast as ``dot``'s levels: with
@@ -189,15 +197,17 @@ def dot_conv(
         for t in range(span):
             for v in range(vectors):
                 T.buffer_store(regs[t][v], tirx.Broadcast(tirx.const(0, "int32"), INT8_LANES), everything)
-        rows = T.unroll if kh * kw <= UNROLLED_TAPS else T.serial
-        with T.serial(0, groups) as group, rows(0, kh) as ky, T.unroll(0, kw) as kx:
+        unrolled = T.unroll if kh * kw <= unrolled_taps else T.serial
+        with T.serial(0, groups) as group, unrolled(0, kh) as ky, unrolled(0, kw) as kx:
             packed = [
                 [codes.vload([first + v, group, ky, kx, p * width], f"uint8x{width}") for p in range(parts)]
                 for v in range(vectors)
             ]
             for j in range(4):
                 shift = tirx.Broadcast(tirx.const(2 * j, "uint8"), width)
-                weights = [[tirx.reinterpret(f"int8x{width}", (code >> shift) & three) for code in v] for v in packed]
+                weights = [
+                    [tirx.reinterpret(f"int8x{width}", ((code >> shift) & three) - one) for code in v] for v in packed
+                ]
                 row = [n, group * 4 + j, oy * sh + ky * dh]
                 for t, levels in enumerate(column_levels(row, x0 * sw + kx * dw, span)):
                     for v in range(vectors):

@@ -36,7 +36,7 @@ NEON_TILES = CpuTiles(
     ternary_nibbles=True,
 )
 
-INT8_CONV_COLUMNS = 5  # int8 conv tile: 6 columns x 4 udot registers = 24 accumulators, 4 decoded codes
+INT8_CONV_COLUMNS = 5  # int8 conv tile: 5 columns x 4 udot registers = 20 accumulators, 4 codes, 4 decoded
 
 
 def kernel_schedules(dotprod: bool = False) -> CpuKernelSchedules:
@@ -47,5 +47,5 @@ def kernel_schedules(dotprod: bool = False) -> CpuKernelSchedules:
     return CpuKernelSchedules(
         NEON_TILES,
         functools.partial(int8_dense.dot_dense_func, dot=UDOT),
-        Int8ConvSchedule(UDOT, NEON_TILES.float_lanes, vectors=1, columns=INT8_CONV_COLUMNS),
+        Int8ConvSchedule(UDOT, NEON_TILES.float_lanes, vectors=1, columns=INT8_CONV_COLUMNS, unrolled_taps=9),
     )

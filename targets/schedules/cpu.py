@@ -108,22 +108,20 @@ class Int8ConvSchedule:
     lanes: int
     vectors: int
     columns: int
+    unrolled_taps: int = 0  # kernels of up to this many taps get their tap loops unrolled
 
     def __call__(
         self, geo: ConvGeometry, scale: float, zero_point: int, residual: bool, relu: bool, upper: float | None
     ) -> tirx.PrimFunc:
         func = int8_conv.dot_conv_func(
-            geo, scale, zero_point, self.dot, self.vectors, self.columns, residual, relu, upper
+            geo, scale, zero_point, self.dot, self.vectors, self.columns, self.unrolled_taps, residual, relu, upper
         )
         sch = s_tir.Schedule(func)
         n, c4, yp, xp = sch.get_loops(sch.get_sblock(stages.QUANTIZE))
         sch.parallel(sch.fuse(n, c4, yp))
         sch.vectorize(sch.split(xp, [None, self.lanes])[1])
-        n, yp, xp = sch.get_loops(sch.get_sblock(stages.PIXEL_LEVELS))
-        sch.parallel(sch.fuse(n, yp))
-        sch.vectorize(sch.split(xp, [None, self.lanes])[1])
-        n, oy, *_ = sch.get_loops(sch.get_sblock(stages.WINDOW_LEVELS))
-        sch.parallel(sch.fuse(n, oy))
+        if stages.PIXEL_LEVELS in block_names(sch):  # a few adds per output: one thread, no wake-up of the pool
+            sch.vectorize(sch.split(sch.get_loops(sch.get_sblock(stages.PIXEL_LEVELS))[-1], [None, self.lanes])[1])
         n, o, oy, ox = sch.get_loops(sch.get_sblock(stages.OUTPUT))
         sch.parallel(sch.fuse(n, o))
         sch.vectorize(sch.split(sch.fuse(oy, ox), [None, self.lanes])[1])
