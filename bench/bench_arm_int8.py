@@ -11,6 +11,7 @@ INT8 model, held to 5 % of the output's scale (1.19.2 requantizes with other rou
 and a level one step apart propagates through every later layer).
 
     .venv/bin/python bench/bench_arm_int8.py [--models resnet18,vgg-small] [--sparsities 0.1,0.5,0.9] [--board rpi5]
+    .venv/bin/python bench/bench_arm_int8.py --models mlp --dataset digits
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ CALIBRATION_SAMPLES = 32
 INT8_PEER_TOLERANCE = 0.05
 
 
-def ticket(model_name: str, sparsity: float, work: Path) -> tuple[Path, Path, np.ndarray]:
+def ticket(model_name: str, dataset_name: str, sparsity: float, work: Path) -> tuple[Path, Path, np.ndarray]:
     """The exported and the packed ONNX of a random MPT-1/32 ticket, and its calibration inputs."""
-    config = TrainConfig(model=model_name, dataset=DATASET, sparsity=sparsity, seed=0, method="biprop")
-    dataset = load_dataset(DATASET)
+    config = TrainConfig(model=model_name, dataset=dataset_name, sparsity=sparsity, seed=0, method="biprop")
+    dataset = load_dataset(dataset_name)
     model = random_ticket(config, dataset)
     exported, packed = work / "model.onnx", work / "packed.onnx"
     export_model(model, config, dataset, exported)
@@ -70,8 +71,8 @@ def int8_peer(exported: Path, calibration: np.ndarray, beside: Path, folder: Pat
     return folder
 
 
-def bench(model_name: str, sparsity: float, board: str, work: Path) -> dict[str, float]:
-    exported, packed, calibration = ticket(model_name, sparsity, work)
+def bench(model_name: str, dataset: str, sparsity: float, board: str, work: Path) -> dict[str, float]:
+    exported, packed, calibration = ticket(model_name, dataset, sparsity, work)
     int8 = mptc.compile(packed, target="arm", board=board, out=work / "int8", calibration=calibration)
     mptc.compile(packed, target="arm", board=board, out=work / "fp32")
     counted = {
@@ -95,6 +96,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,vgg-small")
     parser.add_argument("--sparsities", default="0.1,0.5,0.9")
+    parser.add_argument(
+        "--dataset", default=DATASET, help=f"the tickets' input data (default {DATASET}; digits: the MLP's)"
+    )
     parser.add_argument("--board", default="rpi5", help="a board with dotprod: rpi5 or jetson-orin (default rpi5)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -108,7 +112,7 @@ def main() -> None:
             for sparsity in (float(s) for s in args.sparsities.split(",")):
                 work = Path(tmp) / f"{model_name}-{sparsity}"
                 work.mkdir()
-                rows.append((model_name, sparsity, bench(model_name, sparsity, args.board, work)))
+                rows.append((model_name, sparsity, bench(model_name, args.dataset, sparsity, args.board, work)))
     print("\n| model | sparsity | mptc int8 | mptc fp32 | onnxruntime int8 | onnxruntime fp32 | vs int8 | vs fp32 |")
     print("|---|---|---|---|---|---|---|---|")
     for model_name, sparsity, c in rows:

@@ -103,7 +103,7 @@ class Lowering:
             for op, kernel in (("BinaryDense", self.kernels.int8_dense), ("BinaryConv", self.kernels.int8_conv))
             if kernel
         }
-        self.int8_inputs = int8_inputs(graph, frozenset(ops), self.policy.int8_below)
+        self.int8_inputs = int8_inputs(graph, frozenset(ops), self.policy.int8_conv_below)
         self.passed_through = frozenset(name for quantized in self.int8_inputs.values() for name in quantized.nodes)
 
     def call_kernel(

@@ -32,11 +32,11 @@ class Int8Input:
 
 
 def int8_inputs(
-    graph: onnx.GraphProto, ops: frozenset[str] = INT8_OPS, below: float | None = None
+    graph: onnx.GraphProto, ops: frozenset[str] = INT8_OPS, conv_below: float | None = None
 ) -> dict[str, Int8Input]:
     """The layers of ``ops`` (by name) whose input is a uint8 QDQ pair the int8 kernel folds; with
-    ``below``, only those of a lower sparsity (:func:`mask_sparsity`): a sparser layer's real-input
-    kernel does less work than the dense integer sums (``KernelPolicy.int8_below``).
+    ``conv_below``, only the convs of a lower sparsity (:func:`mask_sparsity`): a sparser conv's
+    real-input kernel does less work than the dense integer sums (``KernelPolicy.int8_conv_below``).
 
     A pair qualifies when the ``DequantizeLinear`` feeds only a real-input ``ai.mptc`` layer
     as its ``X``, the ``QuantizeLinear`` only that ``DequantizeLinear``, neither output is a graph
@@ -60,7 +60,7 @@ def int8_inputs(
     for node in graph.node:
         if not (node.domain == DOMAIN and node.op_type in ops and _real_input(node)) or not node.input:
             continue
-        if below is not None and mask_sparsity(node, constants) >= below:
+        if node.op_type == "BinaryConv" and conv_below is not None and mask_sparsity(node, constants) >= conv_below:
             continue
         dq = producer.get(node.input[0])
         q = producer.get(dq.input[0]) if dq is not None and dq.input else None

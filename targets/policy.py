@@ -121,12 +121,12 @@ class KernelPolicy:
     on x86 the lookup planes, 13/3 times the input, leave L1 and the AVX-512 gather runs slower
     than the block-sparse one (docs/performance.md)."""
 
-    int8_below: float | None = None
-    """Sparsity below which a layer whose input is a uint8 QDQ pair (``--activations int8``) takes
+    int8_conv_below: float | None = None
+    """Sparsity below which a conv whose input is a uint8 QDQ pair (``--activations int8``) takes
     the family's int8 kernel (dense integer sums: the same work at every sparsity); from it, the
-    pair runs as TVM's ops and the layer takes its real-input kernel, which skips the pruned
+    pair runs as TVM's ops and the conv takes its real-input kernel, which skips the pruned
     weights. None: the int8 kernel at every sparsity (x86 timed it faster up to 0.9). arm counted
-    0.8 (docs/performance.md)."""
+    0.8; its int8 dense layers stay faster up to 0.9 (docs/performance.md)."""
 
     lut_group: int = 3
     """Input channels per lookup group of the ternary-lut conv: ``(3^g - 1) / 2`` planes per group
@@ -168,7 +168,7 @@ class KernelPolicy:
 POLICIES: dict[str, KernelPolicy] = {
     "x86": KernelPolicy(strided_break_even=0.7),
     "arm": KernelPolicy(
-        conv_block=1, long_flat_block=1, lut_below=0.8, int8_below=0.8, subsample_strided_pointwise=True
+        conv_block=1, long_flat_block=1, lut_below=0.8, int8_conv_below=0.8, subsample_strided_pointwise=True
     ),
     "cuda": KernelPolicy(),
 }

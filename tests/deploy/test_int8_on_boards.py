@@ -16,11 +16,11 @@ from mptc.verify import REL_TOLERANCE
 from tests.targets.packed_models import GraphBuilder, ternary
 
 
-def _two_dense_layers(rng: np.random.Generator) -> onnx.ModelProto:
+def _two_dense_layers(rng: np.random.Generator, sparsity: float = 0.5) -> onnx.ModelProto:
     """dense 100 -> 72 (real input) -> Relu -> dense 72 -> 10 (real input)."""
     g = GraphBuilder(rng)
-    h = g.node("Relu", [g.binary("BinaryDense", "x", ternary(rng, 72, 100, 0.5), "d1", "real")], "relu")
-    return g.model((1, 100), g.binary("BinaryDense", h, ternary(rng, 10, 72, 0.5), "d2", "real"))
+    h = g.node("Relu", [g.binary("BinaryDense", "x", ternary(rng, 72, 100, sparsity), "d1", "real")], "relu")
+    return g.model((1, 100), g.binary("BinaryDense", h, ternary(rng, 10, 72, sparsity), "d2", "real"))
 
 
 @pytest.mark.emulated
@@ -92,16 +92,24 @@ def test_int8_convs_run_udot_on_the_emulated_rpi5(tmp_path: Path, arm_ready: Pat
     assert counted.total > 0
 
 
-def test_sparser_convs_than_arms_int8_break_even_keep_their_real_input_kernels(tmp_path: Path) -> None:
+def test_sparser_convs_than_arms_int8_break_even_keep_their_real_input_kernels_dense_layers_do_not(
+    tmp_path: Path,
+) -> None:
     import mptc
     from mptc.targets.policy import default_policy
 
-    below = default_policy("arm").int8_below
+    below = default_policy("arm").int8_conv_below
     assert below is not None
     rng = np.random.default_rng(22)
-    onnx.save(_two_convs_of_one_input(rng, sparsity=below + 0.1), tmp_path / "model.onnx")
-    calibration = rng.standard_normal((8, 20, 14, 14)).astype(np.float32)
-    built = mptc.compile(
-        tmp_path / "model.onnx", target="arm", board="rpi5", out=tmp_path / "out", calibration=calibration
-    )
-    assert {layer["input_mode"] for layer in built.layers} == {"real"} and built.activations.dtype == "int8"
+    onnx.save(_two_convs_of_one_input(rng, sparsity=below + 0.1), tmp_path / "convs.onnx")
+    onnx.save(_two_dense_layers(rng, sparsity=below + 0.1), tmp_path / "dense.onnx")
+    for name, shape in (("convs", (8, 20, 14, 14)), ("dense", (8, 100))):
+        built = mptc.compile(
+            tmp_path / f"{name}.onnx",
+            target="arm",
+            board="rpi5",
+            out=tmp_path / name,
+            calibration=rng.standard_normal(shape).astype(np.float32),
+        )
+        modes = {"convs": {"real"}, "dense": {"int8"}}[name]
+        assert {layer["input_mode"] for layer in built.layers} == modes and built.activations.dtype == "int8"
