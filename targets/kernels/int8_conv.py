@@ -37,9 +37,6 @@ from mptc.targets.kernels.epilogue import finish, residual_input
 from mptc.targets.layout import INT8_LANES, INT8_STEP, ConvGeometry, ceil_div
 
 CHANNELS_PER_WORD = 4  # uint8 channels of one pixel in a 32-bit word: one dot-product lane's four products
-UNROLLED_TAPS = (
-    9  # taps of a kernel up to which a tile's tap loops are unrolled (3x3: address offsets become immediates)
-)
 
 
 def quantized_input(x: te.Tensor, geo: ConvGeometry, scale: float, zero_point: int) -> te.Tensor:

@@ -37,6 +37,7 @@ NEON_TILES = CpuTiles(
 )
 
 INT8_CONV_COLUMNS = 5  # int8 conv tile: 5 columns x 4 udot registers = 20 accumulators, 4 codes, 4 decoded
+INT8_CONV_UNROLLED_TAPS = 9  # a 3x3 int8 conv's tap loops unrolled: their address offsets become immediates
 
 
 def kernel_schedules(dotprod: bool = False) -> CpuKernelSchedules:
@@ -47,5 +48,7 @@ def kernel_schedules(dotprod: bool = False) -> CpuKernelSchedules:
     return CpuKernelSchedules(
         NEON_TILES,
         functools.partial(int8_dense.dot_dense_func, dot=UDOT),
-        Int8ConvSchedule(UDOT, NEON_TILES.float_lanes, vectors=1, columns=INT8_CONV_COLUMNS, unrolled_taps=9),
+        Int8ConvSchedule(
+            UDOT, NEON_TILES.float_lanes, vectors=1, columns=INT8_CONV_COLUMNS, unrolled_taps=INT8_CONV_UNROLLED_TAPS
+        ),
     )
