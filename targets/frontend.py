@@ -300,7 +300,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
         def kernel_call(choice: chooser.KernelChoice):
             if choice.kernel == chooser.INT8_DOT:
                 quantized = layer.lowering.int8_inputs[layer.name]
-                t = layout.int8_conv_tables(weight, layer.scale, quantized.scale, quantized.zero_point)
+                t = layout.int8_tables(weight, layer.scale, quantized.scale, quantized.zero_point)
                 func = kernels.int8_conv(geo, quantized.scale, quantized.zero_point, **fused)
                 consts = [t.codes, t.offset, t.rescale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
@@ -407,7 +407,7 @@ class BinaryDense(_onnx.OnnxOpConverter):
         def kernel_call(choice: chooser.KernelChoice):
             if choice.kernel == chooser.INT8_DOT:
                 quantized = layer.lowering.int8_inputs[layer.name]
-                t = layout.int8_dense_tables(weight, layer.scale, quantized.scale, quantized.zero_point)
+                t = layout.int8_tables(weight, layer.scale, quantized.scale, quantized.zero_point)
                 clamp = {"relu": bool(clamped and clamped.relu), "upper": clamped.upper if clamped else None}
                 func = kernels.int8_dense(batch, k, out, quantized.scale, quantized.zero_point, **clamp)
                 consts = [t.codes, t.offset, t.rescale, layer.bias]

@@ -18,7 +18,7 @@ The ONNX operators carry ``sign_bits`` / ``mask_bits`` as ``uint8 (O, ceil(K / 8
   (``ternary_planes``): the weight stays 2 bits per tap in the module;
 * uint8 input (int8 kernels): 2-bit codes ``w + 1``, four per byte, in 64-byte vectors of 16
   outputs x 4 inputs per step, and the integer offset and float rescale that fold the zero point
-  and the scales (``int8_dense_tables``, ``int8_conv_tables``).
+  and the scales (``int8_tables``).
 """
 
 from __future__ import annotations
@@ -331,55 +331,32 @@ INT8_STEP = 16  # inputs per 64-byte code vector: 4 codes of 2 bits in each byte
 
 
 @dataclass(frozen=True)
-class Int8DenseTables:
-    """The weight of an int8 dense layer (``kernels.int8_dense``): 2-bit codes and the per-output
-    integer offset and float rescale its epilogue folds the zero point and scales into."""
+class Int8Tables:
+    """The weight of an int8 layer (``kernels.int8_dense``, ``kernels.int8_conv``): 2-bit codes, and
+    the per-output integer offset and float rescale its epilogue folds the zero point and scales into."""
 
-    codes: np.ndarray  # uint8 (ceil(O / 16), ceil(K / 16), 64)
-    offset: np.ndarray  # int32 (16 * ceil(O / 16),): zp * (Kp - sum_k c[o, k])
-    rescale: np.ndarray  # float32 (O,): activation scale * the layer's scale
-
-
-def int8_dense_tables(weight: np.ndarray, scale: np.ndarray, input_scale: float, zero_point: int) -> Int8DenseTables:
-    """Codes ``c = w + 1`` of a ternary weight ``(O, K)``: byte ``4 * lane + i`` of vector
-    ``[o // 16, t]`` holds in bits ``2j, 2j + 1`` the code of output ``o`` (``lane = o % 16``) at
-    input ``16 t + 4 j + i``; pad outputs and inputs have code 1 (``w = 0``)."""
-    out, k = weight.shape
-    blocks, steps = ceil_div(out, INT8_LANES), ceil_div(k, INT8_STEP)
-    codes = np.ones((blocks * INT8_LANES, steps * INT8_STEP), np.int64)
-    codes[:out, :k] = np.asarray(weight, np.int64) + 1
-    grid = codes.reshape(blocks, INT8_LANES, steps, 4, 4).transpose(0, 2, 1, 4, 3)  # block, t, lane, i, j
-    packed = (grid << (2 * np.arange(4))).sum(-1).astype(np.uint8).reshape(blocks, steps, 4 * INT8_LANES)
-    offset = zero_point * (steps * INT8_STEP - codes.sum(1))
-    rescale = (np.float32(input_scale) * np.asarray(scale, np.float32)).astype(np.float32)
-    return Int8DenseTables(np.ascontiguousarray(packed), offset.astype(np.int32), rescale)
-
-
-@dataclass(frozen=True)
-class Int8ConvTables:
-    """The weight of an int8 conv (``kernels.int8_conv``): 2-bit codes, and the per-output integer
-    offset and float rescale its epilogue folds the zero point and scales into."""
-
-    codes: np.ndarray  # uint8 (ceil(O / 16), ceil(C / 16), kh, kw, 64)
+    codes: np.ndarray  # uint8 (ceil(O / 16), ceil(C / 16), *kernel, 64)
     offset: np.ndarray  # int32 (16 * ceil(O / 16),): -zp * sum w[o]
     rescale: np.ndarray  # float32 (O,): activation scale * the layer's scale
 
 
-def int8_conv_tables(weight: np.ndarray, scale: np.ndarray, input_scale: float, zero_point: int) -> Int8ConvTables:
-    """Codes ``w + 1`` of a ternary conv weight ``(O, C, kh, kw)``: byte ``4 * lane + i`` of vector
-    ``[o // 16, g, ky, kx]`` holds in bits ``2j, 2j + 1`` the code of output ``o`` (``lane = o %
-    16``) at input channel ``16 g + 4 j + i``; pad outputs and channels have code 1 (``w = 0``)."""
-    out, channels, kh, kw = weight.shape
+def int8_tables(weight: np.ndarray, scale: np.ndarray, input_scale: float, zero_point: int) -> Int8Tables:
+    """Codes ``w + 1`` of a ternary weight ``(O, C, *kernel)`` (a dense layer's ``(O, K)``, a conv's
+    ``(O, C, kh, kw)``): byte ``4 * lane + i`` of vector ``[o // 16, g, *tap]`` holds in bits
+    ``2j, 2j + 1`` the code of output ``o`` (``lane = o % 16``) at input ``16 g + 4 j + i``; pad
+    outputs and inputs have code 1 (``w = 0``)."""
+    out, channels, *kernel = weight.shape
     blocks, groups = ceil_div(out, INT8_LANES), ceil_div(channels, INT8_STEP)
-    codes = np.ones((blocks * INT8_LANES, groups * INT8_STEP, kh, kw), np.int64)
+    codes = np.ones((blocks * INT8_LANES, groups * INT8_STEP, *kernel), np.int64)
     codes[:out, :channels] = np.asarray(weight, np.int64) + 1
-    grid = codes.reshape(blocks, INT8_LANES, groups, 4, 4, kh, kw).transpose(
-        0, 2, 5, 6, 1, 4, 3
-    )  # b, g, ky, kx, lane, i, j
-    packed = (grid << (2 * np.arange(4))).sum(-1).astype(np.uint8).reshape(blocks, groups, kh, kw, 4 * INT8_LANES)
+    taps = range(5, 5 + len(kernel))
+    grid = codes.reshape(blocks, INT8_LANES, groups, 4, 4, *kernel).transpose(
+        0, 2, *taps, 1, 4, 3
+    )  # b, g, tap, lane, i, j
+    packed = (grid << (2 * np.arange(4))).sum(-1).astype(np.uint8).reshape(blocks, groups, *kernel, 4 * INT8_LANES)
     offset = -zero_point * (codes - 1).reshape(blocks * INT8_LANES, -1).sum(1)
     rescale = (np.float32(input_scale) * np.asarray(scale, np.float32)).astype(np.float32)
-    return Int8ConvTables(np.ascontiguousarray(packed), offset.astype(np.int32), rescale)
+    return Int8Tables(np.ascontiguousarray(packed), offset.astype(np.int32), rescale)
 
 
 def sparse_dense_index(weight: np.ndarray, lanes: int) -> np.ndarray:

@@ -71,7 +71,7 @@ def test_without_int8_kernels_a_conv_reads_the_dequantized_input():
 def test_int8_conv_codes_decode_to_the_weight():
     rng = np.random.default_rng(4)
     weight = rng.choice([-1, 0, 1], size=(21, 19, 3, 2))
-    t = layout.int8_conv_tables(weight, np.full(21, 2.0, np.float32), 0.25, 9)
+    t = layout.int8_tables(weight, np.full(21, 2.0, np.float32), 0.25, 9)
     assert t.codes.shape == (2, 2, 3, 2, 64)
     o, c, ky, kx = np.meshgrid(np.arange(32), np.arange(32), np.arange(3), np.arange(2), indexing="ij")
     byte = t.codes[o // 16, c // 16, ky, kx, (o % 16) * 4 + c % 4]

@@ -116,7 +116,7 @@ def test_vnni_kernel_runs_serially_below_the_parallel_threshold():
 def test_int8_codes_decode_to_the_weight():
     rng = np.random.default_rng(9)
     weight = rng.choice([-1, 0, 1], size=(21, 37))
-    t = layout.int8_dense_tables(weight, np.ones(21, np.float32), 0.5, 7)
+    t = layout.int8_tables(weight, np.ones(21, np.float32), 0.5, 7)
     assert t.codes.shape == (2, 3, 64)
     o, k = np.meshgrid(np.arange(32), np.arange(48), indexing="ij")
     byte = t.codes[o // 16, k // 16, (o % 16) * 4 + k % 4]
