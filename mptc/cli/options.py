@@ -101,9 +101,9 @@ def activations_option(calibrated_on: str) -> Callable[[F], F]:
         default="fp32",
         show_default=True,
         help="int8: the real-input (MPT-1/32) layers read uint8 activations, quantized per tensor with ranges "
-        f"calibrated on {calibrated_on}; with AVX-512 VNNI they sum them in integers against 2-bit weight codes "
-        "(elsewhere the quantization runs as its own op). It changes the numerics: the reference is the "
-        "quantized model.",
+        f"calibrated on {calibrated_on}; with AVX-512 VNNI, or Armv8.2 dotprod (Pi 5, Orin), they sum them in "
+        "integers against 2-bit weight codes (elsewhere the quantization runs as its own op). It changes the "
+        "numerics: the reference is the quantized model.",
     )
 
 

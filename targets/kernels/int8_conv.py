@@ -6,7 +6,7 @@ channels (stage ``QUANTIZE``; byte ``i`` of word ``q[n, c4, yp, xp]``)::
     q[n, 4 c4 + i, yp, xp] = saturate(round_half_even(x[n, 4 c4 + i, yp - pt, xp - pl] / s) + zp)
 
 with ``zp`` (the level of 0.0) in the padding and past the last channel: the four products of one
-dot-product lane read one word. The weight stays 2 bits per tap (``layout.int8_conv_tables``):
+dot-product lane read one word. The weight stays 2 bits per tap (``layout.int8_tables``):
 byte ``4 * lane + i`` of the 64-byte vector ``[o // 16, c16, ky, kx]`` holds in bits ``2j, 2j + 1``
 the code ``c = w + 1`` of output ``o`` at input channel ``16 c16 + 4 j + i``; pad codes are 1
 (``w = 0``). The integer sums (stage ``INT8_DOT``, ``(N, OH, OW, O')``) are exact::
@@ -166,8 +166,12 @@ def dot_conv(
     lanes, width = dot.lanes, 4 * dot.lanes
     parts = INT8_LANES // lanes  # dot registers per vector of 16 outputs
     tasks = geo.batch * (blocks // vectors) * geo.out_height
-    three = tirx.Broadcast(tirx.const(3, "uint8"), width)
-    one = tirx.Broadcast(tirx.const(1 if dot.signed_codes else 0, "uint8"), width)
+    three, one = (tirx.Broadcast(tirx.const(v, "uint8"), width) for v in (3, 1))
+
+    def decoded(code: tirx.PrimExpr, shift: tirx.PrimExpr) -> tirx.PrimExpr:
+        """The codes of one channel word: ``w`` where ``dot`` takes signed codes, else ``c = w + 1``."""
+        c = (code >> shift) & three
+        return tirx.reinterpret(f"int8x{width}", c - one if dot.signed_codes else c)
 
     def column_levels(row: list[tirx.PrimExpr], x: tirx.PrimExpr, span: int) -> list[tirx.PrimExpr]:
         """The channel word of each of ``span`` columns from ``x`` broadcast as ``dot``'s levels: with
@@ -202,9 +206,7 @@ def dot_conv(
             ]
             for j in range(4):
                 shift = tirx.Broadcast(tirx.const(2 * j, "uint8"), width)
-                weights = [
-                    [tirx.reinterpret(f"int8x{width}", ((code >> shift) & three) - one) for code in v] for v in packed
-                ]
+                weights = [[decoded(code, shift) for code in v] for v in packed]
                 row = [n, group * 4 + j, oy * sh + ky * dh]
                 for t, levels in enumerate(column_levels(row, x0 * sw + kx * dw, span)):
                     for v in range(vectors):

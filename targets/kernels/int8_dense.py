@@ -2,7 +2,7 @@
 
 The layer's input arrives as float and is quantized in the kernel, once per row, exactly as
 ONNX ``QuantizeLinear`` does (``q = saturate(round_half_even(x / s) + zp)`` to uint8); the weight
-stays 2 bits per tap in the module as codes ``c = w + 1`` in {0, 1, 2} (``layout.int8_codes``):
+stays 2 bits per tap in the module as codes ``c = w + 1`` in {0, 1, 2} (``layout.int8_tables``):
 byte ``b = 4 * lane + i`` of a block's 64-byte vector at step ``t`` holds in bits ``2j, 2j + 1``
 the code of output ``16 * block + lane`` at input ``16 t + 4 j + i``. One shift and one AND
 decode 64 codes, which are valid signed and unsigned bytes, so AVX-512 VNNI's ``vpdpbusd`` (uint8 x
@@ -13,8 +13,9 @@ time) sums them without a widening step::
     sum_k (q - zp) * w = acc - sum_k q - zp * sum_k c + zp * Kp           (w = c - 1)
     y[n, o] = float(acc[n, o] - qsum[n] + offset[o]) * rescale[o] + bias[o]
 
-with ``offset[o] = zp * (Kp - sum_k c[o, k])`` and ``rescale[o] = s * scale[o]`` folded at compile
-time, ``Kp`` the inputs padded to whole steps (pad codes are 1, ``w = 0``; pad inputs are 0).
+with ``offset[o] = zp * (Kp - sum_k c[o, k]) = -zp * sum_k w[o, k]`` and ``rescale[o] = s *
+scale[o]`` folded at compile time, ``Kp`` the inputs padded to whole steps (pad codes are 1,
+``w = 0``; pad inputs are 0).
 The float result equals ``scale * (DequantizeLinear(q) @ W^T) + bias`` up to fp32 rounding.
 """
 
@@ -33,7 +34,7 @@ PARALLEL_MIN_VECTORS = 1 << 14
 the thread pool: below, one core sums them faster than sleeping workers wake (about 10 us)."""
 
 
-def clamp_bounds(relu: bool, upper: float | None) -> tuple[float, float]:
+def _clamp_bounds(relu: bool, upper: float | None) -> tuple[float, float]:
     """The fused ReLU / ReLU6 as bounds ``max(min(y, high), low)`` (none: the float range)."""
     widest = float(np.finfo(np.float32).max)
     return (0.0 if relu else -widest), (upper if relu and upper is not None else widest)
@@ -59,7 +60,7 @@ def dot_dense_func(
     lanes, width = INT8_LANES, 4 * INT8_LANES
     parts, part_lanes, part_width = INT8_LANES // dot.lanes, dot.lanes, 4 * dot.lanes
     inv, zp = float(scale), float(zero_point)
-    low, high = clamp_bounds(relu, upper)
+    low, high = _clamp_bounds(relu, upper)
     tasks = T.parallel if batch * blocks * steps >= PARALLEL_MIN_VECTORS else T.serial
 
     @T.prim_func(private=True, s_tir=True)
@@ -125,12 +126,8 @@ def dot_dense_func(
                                         T.Broadcast(T.uint8(3), part_width),
                                     ),
                                 )
-                                acc[b, part * part_lanes : part * part_lanes + part_lanes] = T.call_llvm_pure_intrin(
-                                    f"int32x{part_lanes}",
-                                    dot.intrinsic,
-                                    acc.vload([b, part * part_lanes], f"int32x{part_lanes}"),
-                                    a,
-                                    w,
+                                acc[b, part * part_lanes : part * part_lanes + part_lanes] = dot(
+                                    acc.vload([b, part * part_lanes], f"int32x{part_lanes}"), a, w
                                 )
                     for b, lane in T.grid(tile, lanes):
                         if (first + b) * lanes + lane < out:

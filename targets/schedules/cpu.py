@@ -101,8 +101,8 @@ def extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int:
 class Int8ConvSchedule:
     """The int8 conv of a family with a dot-product instruction (``kernels.int8_conv``): register
     tiles of up to ``vectors`` x ``columns`` on ``dot``; the quantized input parallel over channel
-    words and rows, the level sums over rows, the epilogue over output channels, each vectorized
-    by ``lanes`` floats along its rows."""
+    words and rows, the level sums (unsigned codes only) on one thread, the epilogue over output
+    channels, each vectorized by ``lanes`` along its rows."""
 
     dot: DotInstruction
     lanes: int

@@ -60,7 +60,7 @@ class KernelSchedules(Protocol):
 
     @property
     def int8_conv(self) -> Int8Conv | None:
-        """The int8 conv, where the family has one (AVX-512 VNNI); None as for ``int8_dense``."""
+        """The int8 conv, where the family has one (AVX-512 VNNI, Armv8.2 dotprod); None as for ``int8_dense``."""
         ...
 
     @property
