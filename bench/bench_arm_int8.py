@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import onnx
 from bench_models import DATASET, random_ticket
 
 import mptc
-from mptc.artifact import MANIFEST_FILE, MODULE_FILE, REFERENCE_FILE, SOURCE_MODEL_FILE
+from mptc.artifact import SOURCE_MODEL_FILE, read_reference, write_reference
 from mptc.config import TrainConfig
 from mptc.data import load_dataset
 from mptc.deploy import instructions
@@ -62,12 +61,8 @@ def int8_peer(exported: Path, calibration: np.ndarray, beside: Path, folder: Pat
     int8.ir_version = min(int8.ir_version, instructions.PEER_MAX_IR_VERSION)
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(int8, folder / SOURCE_MODEL_FILE)
-    reference = np.load(beside / REFERENCE_FILE)
-    x_name, y_name = reference.files
-    y = ort.InferenceSession(int8.SerializeToString()).run(None, {name: reference[x_name]})[0]
-    np.savez(folder / REFERENCE_FILE, **{x_name: reference[x_name], y_name: y})
-    for file in (MANIFEST_FILE, MODULE_FILE):
-        shutil.copy(beside / file, folder / file)
+    x, _ = read_reference(beside)
+    write_reference(folder, x, ort.InferenceSession(int8.SerializeToString()).run(None, {name: x})[0])
     return folder
 
 
