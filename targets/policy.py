@@ -163,12 +163,18 @@ class KernelPolicy:
 
 # arm counted its own block sizes (guest instructions per inference under qemu: with 4-lane vectors
 # a block's sign-class segments cost more than its shared loads save), its lookup conv's
-# sparsities and its strided 1x1 convs; its other break-evens and cuda's whole policy take the x86
-# measurements (docs/performance.md).
+# sparsities, its strided 1x1 convs and its dense layers' break-even (its dense-ternary layer
+# decodes a table vector per 4 weights, where AVX-512 decodes 16 from a mask register); its
+# other break-evens and cuda's whole policy take the x86 measurements (docs/performance.md).
 POLICIES: dict[str, KernelPolicy] = {
     "x86": KernelPolicy(strided_break_even=0.7),
     "arm": KernelPolicy(
-        conv_block=1, long_flat_block=1, lut_below=0.8, int8_conv_below=0.8, subsample_strided_pointwise=True
+        conv_block=1,
+        long_flat_block=1,
+        lut_below=0.8,
+        int8_conv_below=0.8,
+        subsample_strided_pointwise=True,
+        dense_ternary_break_even=((1 << 62, 0.82),),
     ),
     "cuda": KernelPolicy(),
 }

@@ -194,6 +194,7 @@ class CpuKernelSchedules:
                 unrolled=(on, xi, cw) if counters else (xi, on),
                 lanes=ov,
                 counters=counters,
+                channel_constants=counters,
             )
             if exact:  # each output row counts in one form: the loop over taps holds no select
                 unswitch.mark(sch, taps)
@@ -632,11 +633,17 @@ class CpuKernelSchedules:
         return sch.mod["main"]
 
     @staticmethod
-    def _register_tile(sch, reduce, epilogue, tile, reduce_from, unrolled, lanes, counters=False) -> None:
+    def _register_tile(
+        sch, reduce, epilogue, tile, reduce_from, unrolled, lanes, counters=False, channel_constants=False
+    ) -> None:
         """Accumulate ``reduce`` in a register tile under ``tile`` and emit the epilogue there, vectorized.
 
         ``counters``: ``reduce`` is a popcount kept in 16-bit counters (``lane_counts``), folded
-        into counts by a copy of the tile that the epilogue reads."""
+        into counts by a copy of the tile that the epilogue reads. ``channel_constants``: the
+        epilogue's vectors run along a conv's columns, one channel per vector, and the tile's
+        ``scale`` and ``bias`` are copied first by whole vectors: each channel's then is a lane
+        (NEON's multiply-add by element), where its own load took an address computed per
+        channel."""
         sch.parallel(tile)
         sch.set_scope(reduce, 0, "local")
         fold = None
@@ -653,6 +660,13 @@ class CpuKernelSchedules:
         inner = sch.get_loops(epilogue)[-1]
         if not sch.get(inner).same_as(sch.get(tile)):
             sch.vectorize(inner)
+        if channel_constants:
+            for name in ("scale", "bias"):
+                index = next(i for i, r in enumerate(sch.get(epilogue).reads) if r.source.name == name)
+                local = sch.cache_read(epilogue, index, "local")
+                sch.compute_at(local, tile)
+                (loop,) = _under(sch, local, tile)
+                sch.vectorize(loop)
         if fold is not None:
             _mark_counters(sch, reduce, fold, tile)
             # the epilogue unrolled too: it reads the folded counts where they are, in registers
@@ -711,8 +725,11 @@ def _view(first: TensorLoad, extent: tirx.PrimExpr) -> tirx.Buffer:
 
 def _mark_counters(sch, update, fold, tile) -> None:
     """Mark the popcount update's vector and the fold copy's runs of counts (``lane_counts.fold_words``,
-    the copy's loops under ``tile`` unrolled) for ``lane_counts.expand``."""
+    the copy's loops under ``tile`` unrolled) for ``lane_counts.expand``. The fold holds int32
+    counts (below 2^16), the epilogue's own type: a uint64 fold made LLVM widen every count to
+    64 bits and narrow it again on its way to the epilogue's vectors."""
     lane_counts.mark(sch, sch.get_loops(update)[-1], lane_counts.STEP)
+    sch.unsafe_set_dtype(fold, 0, "int32")
     *outer, last = _under(sch, fold, tile)
     runs, inner = sch.split(last, [None, lane_counts.fold_words(extent(sch, last))])
     for loop in [*outer, runs]:

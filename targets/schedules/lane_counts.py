@@ -196,17 +196,18 @@ def _fold(block: s_tir.SBlock) -> tirx.Stmt:
     """A copy of the counters of up to four vectors -> their sum per word (exact below 2^16), as a
     tree of pairwise adds (``addp.8h``): two levels sum each word's four counters, in word order."""
     store, words = _inner_store(block), _lanes(block)
-    if not isinstance(store.value, TensorLoad):
+    copied = _uncast(store.value)  # the fold's own dtype may be narrower than the counts'
+    if not isinstance(copied, TensorLoad):
         raise ValueError(f"{block.name_hint}: not a copy: {store.value}")
     vectors = words // VECTOR_WORDS
     if words % VECTOR_WORDS or not 0 < vectors <= FOLD_WORDS // VECTOR_WORDS:
         raise ValueError(f"{block.name_hint}: {words} words are not 1 to 4 whole vectors")
-    region = _region(block, store.value.source)
+    region = _region(block, copied.source)
     *at, first = (r.min for r in region)
 
     def counters(v: int) -> tirx.PrimExpr:
         run = tirx.Ramp(first + v * VECTOR_WORDS, 1, VECTOR_WORDS)
-        return _counters(tirx.BufferLoad(store.value.source, [*at, run]), VECTOR_WORDS)
+        return _counters(tirx.BufferLoad(copied.source, [*at, run]), VECTOR_WORDS)
 
     halves = [_pairwise(counters(v), counters(min(v + 1, vectors - 1))) for v in range(0, vectors, 2)]
     sums = _pairwise(halves[0], halves[-1])  # lane i: word i (a lone half pairs with itself)

@@ -135,3 +135,17 @@ def test_arm_takes_the_lookup_conv_below_its_measured_sparsity():
     assert chooser.choose_kernel("BinaryDense", "real", 0.5, arm).kernel != chooser.TERNARY_LUT
     assert POLICY.lut_below is None
     assert chooser.choose_kernel("BinaryConv", "real", 0.5, POLICY, taps=9).kernel == chooser.BLOCK_SPARSE
+
+
+def test_arm_dense_layers_take_the_sparse_form_from_its_counted_break_even():
+    """arm's dense layers leave the dense-ternary kernel at its own counted break-even (0.82),
+    below x86's (0.92 for layers up to 2^19 weights): at 0.85 the digits MLP's 512 x 512 layer is
+    sparse on a Pi and dense-ternary on x86."""
+    arm = default_policy("arm")
+    weights = 512 * 512
+    even = arm.dense_ternary_tier(weights)
+    assert even < POLICY.dense_ternary_tier(weights)
+    below = chooser.choose_kernel("BinaryDense", "real", even - 0.01, arm, weights=weights)
+    assert below.kernel == chooser.DENSE_TERNARY
+    assert chooser.choose_kernel("BinaryDense", "real", 0.85, arm, weights=weights).kernel == chooser.SPARSE_SIGN_SPLIT
+    assert chooser.choose_kernel("BinaryDense", "real", 0.85, POLICY, weights=weights).kernel == chooser.DENSE_TERNARY
