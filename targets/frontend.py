@@ -379,9 +379,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
             bias = layer.bias.reshape(1, -1, 1, 1)
             y = relax.op.add(bb.normalize(conv), relax.const(bias))
             y = y if residual is None else relax.op.add(bb.normalize(y), residual)
-            if fused["relu"]:
-                y = relax.op.nn.relu(bb.normalize(y))
-                y = y if fused["upper"] is None else relax.op.minimum(bb.normalize(y), relax.const(fused["upper"]))
+            y = clamped_expr(bb, y, fused["relu"], fused["upper"])
             return y, [dense, bias]
 
         return layer.lower(weight, out_shape, kernel_call, flat.flat_outputs, epilogue)
@@ -399,16 +397,18 @@ class BinaryDense(_onnx.OnnxOpConverter):
         weight = unpack_ternary(layer.sign_bits, layer.mask_bits, (out, k))
         kernels = layer.lowering.kernels
         chain, residual = layer.fused_epilogue((batch, out), params.nodes)
-        # the int8 kernel absorbs a ReLU / ReLU6 (no residual); the other dense kernels none
+        # the int8 and the real-input kernels absorb a ReLU / ReLU6 (no residual); the XNOR ones none
         clamped = (
-            chain if layer.input_mode == "int8" and residual is None and chain and chain.residual is None else None
+            chain
+            if layer.input_mode in ("int8", "real") and residual is None and chain and chain.residual is None
+            else None
         )
+        clamp = {"relu": bool(clamped and clamped.relu), "upper": clamped.upper if clamped else None}
 
         def kernel_call(choice: chooser.KernelChoice):
             if choice.kernel == chooser.INT8_DOT:
                 quantized = layer.lowering.int8_inputs[layer.name]
                 t = layout.int8_tables(weight, layer.scale, quantized.scale, quantized.zero_point)
-                clamp = {"relu": bool(clamped and clamped.relu), "upper": clamped.upper if clamped else None}
                 func = kernels.int8_dense(batch, k, out, quantized.scale, quantized.zero_point, **clamp)
                 consts = [t.codes, t.offset, t.rescale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
@@ -431,9 +431,15 @@ class BinaryDense(_onnx.OnnxOpConverter):
                 else:
                     consts = [t.sign, t.mask, t.count, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
+            row_sums = kernels.sparse_row_sums
+            if choice.kernel == chooser.SPARSE_SIGN_SPLIT and row_sums is not None and not choice.batch_lanes:
+                rows = layout.sparse_dense_rows(weight)
+                func = binary_dense.sparse_rows_func(batch, k, out, len(rows.index), row_sums, **clamp)
+                consts = [rows.ptr, rows.index, layer.scale, layer.bias]
+                return layer.call(bb, kernels.sparse_dense(func), consts, (batch, out)), consts
             if choice.kernel == chooser.SPARSE_SIGN_SPLIT:  # lanes along the batch, or over outputs
                 index = layout.sparse_dense_index(weight, 1 if choice.batch_lanes else kernels.float_lanes)
-                func = binary_dense.sparse_dense_func(batch, k, out, index.shape, choice.batch_lanes)
+                func = binary_dense.sparse_dense_func(batch, k, out, index.shape, choice.batch_lanes, **clamp)
                 func = kernels.sparse_dense_batched(func) if choice.batch_lanes else kernels.sparse_dense(func)
                 consts = [index, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
@@ -443,7 +449,7 @@ class BinaryDense(_onnx.OnnxOpConverter):
                     [layout.ternary_nibbles(weight), layout.NIBBLE_TABLE] if nibbles else layout.ternary_planes(weight)
                 )
                 func = kernels.dense_ternary(
-                    dense_ternary.dense_ternary_func(batch, k, out, kernels.float_lanes, nibbles=nibbles)
+                    dense_ternary.dense_ternary_func(batch, k, out, kernels.float_lanes, nibbles=nibbles, **clamp)
                 )
                 consts = [*weights, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, (batch, out)), consts
@@ -451,7 +457,8 @@ class BinaryDense(_onnx.OnnxOpConverter):
                 (weight * layer.scale[:, None]).T.astype(np.float32)
             )  # (K, O): matmul's layout
             matmul = relax.op.matmul(layer.x, relax.const(dense_t))
-            return relax.op.add(bb.normalize(matmul), relax.const(layer.bias)), [dense_t, layer.bias]
+            y = relax.op.add(bb.normalize(matmul), relax.const(layer.bias))
+            return clamped_expr(bb, y, **clamp), [dense_t, layer.bias]
 
         return layer.lower(weight, (batch, out), kernel_call, epilogue=clamped, batch=batch)
 
@@ -471,6 +478,14 @@ class PackedMaxPool(_onnx.OnnxOpConverter):
         words = (batch, geo.out_height, geo.out_width, geo.channel_words)
         logical = (batch, channels, geo.out_height, geo.out_width)
         return lowering.call_kernel(bb, func, name, [inputs[0]], words, logical_shape=logical)
+
+
+def clamped_expr(bb: relax.BlockBuilder, y: relax.Expr, relu: bool, upper: float | None) -> relax.Expr:
+    """``y`` through the ReLU (``upper``: ReLU6) a layer absorbed, as Relax ops, where its kernel is TVM's own."""
+    if not relu:
+        return y
+    y = relax.op.nn.relu(bb.normalize(y))
+    return y if upper is None else relax.op.minimum(bb.normalize(y), relax.const(upper))
 
 
 def fused_chain(

@@ -174,7 +174,7 @@ POLICIES: dict[str, KernelPolicy] = {
         lut_below=0.8,
         int8_conv_below=0.8,
         subsample_strided_pointwise=True,
-        dense_ternary_break_even=((1 << 62, 0.82),),
+        dense_ternary_break_even=((1 << 62, 0.78),),
     ),
     "cuda": KernelPolicy(),
 }

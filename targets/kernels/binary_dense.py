@@ -13,7 +13,10 @@ Real input, sparse form (``targets.layout.sparse_dense_index``)::
     xs = [x, -x, 0],   y[n, o] = scale[o] * sum_j xs[n, idx[o, j]] + bias[o]
 
 At batch, ``xs`` is transposed so an index entry adds the whole batch's values with vector loads
-(``batch_lanes``); at batch 1 the lanes run over outputs and each entry is a gather.
+(``batch_lanes``); at batch 1 the lanes run over outputs and each entry is a gather. A family
+without a gather instruction (NEON) sums each output's own list instead
+(``layout.sparse_dense_rows``, ``sparse_rows_func``): a lane of a gathered vector costs it an
+address and a load, as much as a scalar add of its own, and the lists carry no ELL padding.
 
 The dense real-input form is no kernel of ours: a Relax ``matmul`` on the unpacked, scaled
 weight (``targets.frontend``), scheduled by the glue rules.
@@ -24,10 +27,14 @@ Stages are named for the schedules (``kernels.stages``): ``PACK``/``SPLIT``, ``P
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from tvm import te, tirx
 
 from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.bits import WORD, nonzero_word, popcount_term, sign_word, threshold_words
+from mptc.targets.kernels.epilogue import clamp
 from mptc.targets.layout import WORD_BITS, ceil_div, table_outputs
 
 
@@ -150,7 +157,13 @@ def split_input(x: te.Tensor, batch_lanes: bool = False) -> te.Tensor:
 
 
 def sparse_dense(
-    xs: te.Tensor, index: te.Tensor, scale: te.Tensor, bias: te.Tensor, batch_lanes: bool = False
+    xs: te.Tensor,
+    index: te.Tensor,
+    scale: te.Tensor,
+    bias: te.Tensor,
+    batch_lanes: bool = False,
+    relu: bool = False,
+    upper: float | None = None,
 ) -> te.Tensor:
     """Sign-split sparse dense: only additions of gathered inputs; ``index`` is ``(O/V, L, V)`` int32.
 
@@ -166,18 +179,61 @@ def sparse_dense(
 
     if batch_lanes:
         s = te.compute((out, xs.shape[1]), lambda o, n: te.sum(xs[tap(o), n], axis=j), name=stages.GATHER)
-        return te.compute((xs.shape[1], out), lambda n, o: scale[o] * s[o, n] + bias[o], name=stages.OUTPUT)
+        return te.compute(
+            (xs.shape[1], out), lambda n, o: clamp(scale[o] * s[o, n] + bias[o], relu, upper), name=stages.OUTPUT
+        )
     s = te.compute((xs.shape[0], out), lambda n, o: te.sum(xs[n, tap(o)], axis=j), name=stages.GATHER)
-    return te.compute((xs.shape[0], out), lambda n, o: scale[o] * s[n, o] + bias[o], name=stages.OUTPUT)
+    return te.compute(
+        (xs.shape[0], out), lambda n, o: clamp(scale[o] * s[n, o] + bias[o], relu, upper), name=stages.OUTPUT
+    )
 
 
 def sparse_dense_func(
-    batch: int, k: int, out: int, index_shape: tuple[int, int, int], batch_lanes: bool = False
+    batch: int,
+    k: int,
+    out: int,
+    index_shape: tuple[int, int, int],
+    batch_lanes: bool = False,
+    relu: bool = False,
+    upper: float | None = None,
 ) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc ``(x, index, scale, bias) -> y`` of the real-input sparse path."""
+    """Unscheduled PrimFunc ``(x, index, scale, bias) -> y`` of the real-input sparse path, a ReLU
+    (``upper``: ReLU6) fused if ``relu``."""
     x = te.placeholder((batch, k), "float32", name="x")
     index = te.placeholder(index_shape, "int32", name="index")
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
-    y = sparse_dense(split_input(x, batch_lanes), index, scale, bias, batch_lanes)
+    y = sparse_dense(split_input(x, batch_lanes), index, scale, bias, batch_lanes, relu, upper)
     return te.create_prim_func([x, index, scale, bias, y])
+
+
+@dataclass(frozen=True)
+class SparseRowSums:
+    """What a family's loop nest of ``sparse_rows_func`` (``KernelSchedules.sparse_row_sums``) walks."""
+
+    batch: int
+    outputs: int
+    operand: int  # values of the sign-split operand per batch row: 2K + 1
+
+
+RowSumsBody = Callable[[SparseRowSums, tirx.Buffer, tirx.Buffer, tirx.Buffer, tirx.Buffer], tirx.Stmt]
+
+
+def sparse_rows_func(
+    batch: int, k: int, out: int, entries: int, body: RowSumsBody, relu: bool = False, upper: float | None = None
+) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, ptr, index, scale, bias) -> y`` of the sign-split dense whose
+    sums (stage ``GATHER``, a ``te.extern`` of ``body``) walk each output's own list of
+    ``layout.sparse_dense_rows``; ``relu`` / ``upper`` as in ``sparse_dense_func``."""
+    x = te.placeholder((batch, k), "float32", name="x")
+    ptr = te.placeholder((out + 1,), "int32", name="ptr")
+    index = te.placeholder((entries,), "int32", name="index")
+    scale = te.placeholder((out,), "float32", name="scale")
+    bias = te.placeholder((out,), "float32", name="bias")
+    xs = split_input(x)
+    rows = SparseRowSums(batch, out, 2 * k + 1)
+    s = te.extern(
+        (batch, out), [xs, ptr, index], lambda ins, outs: body(rows, *ins, outs[0]), name=stages.GATHER, dtype="float32"
+    )
+    y = te.compute((batch, out), lambda n, o: clamp(scale[o] * s[n, o] + bias[o], relu, upper), name=stages.OUTPUT)
+    return te.create_prim_func([x, ptr, index, scale, bias, y])

@@ -32,7 +32,7 @@ from tvm import te, tirx
 
 from mptc.targets.kernels import stages
 from mptc.targets.kernels.binary_conv import zero_padded
-from mptc.targets.kernels.epilogue import finish, residual_input
+from mptc.targets.kernels.epilogue import clamp, finish, residual_input
 from mptc.targets.layout import NIBBLE_OUTPUTS, NIBBLE_TABLE, PLANE, PLANE_BITS, ConvGeometry, ceil_div
 
 
@@ -45,9 +45,12 @@ def plane_weight(plus: te.Tensor, minus: te.Tensor, taps: tuple[tirx.PrimExpr, .
     return tirx.Select(minus[word] & bit != none, minus_one, tirx.Select(plus[word] & bit != none, one, zero))
 
 
-def dense_ternary_func(batch: int, k: int, out: int, lanes: int, nibbles: bool = False) -> tirx.PrimFunc:
+def dense_ternary_func(
+    batch: int, k: int, out: int, lanes: int, nibbles: bool = False, relu: bool = False, upper: float | None = None
+) -> tirx.PrimFunc:
     """Unscheduled PrimFunc ``(x, plus, minus, scale, bias) -> y``; the reduction (stage ``TERNARY``)
-    covers ``O`` rounded up to whole vectors of ``lanes`` outputs, which the planes' words hold.
+    covers ``O`` rounded up to whole vectors of ``lanes`` outputs, which the planes' words hold;
+    a ReLU (``upper``: ReLU6) fused if ``relu``.
 
     ``nibbles`` (4-lane vectors, NEON): ``(x, codes, table, scale, bias) -> y`` instead, the weight
     as one code byte per 4 outputs (``layout.ternary_nibbles``) decoded by one vector load from
@@ -76,7 +79,7 @@ def dense_ternary_func(batch: int, k: int, out: int, lanes: int, nibbles: bool =
     acc = te.compute(
         (batch, ceil_div(out, lanes) * lanes), lambda n, o: te.sum(x[n, j] * weight(o), axis=j), name=stages.TERNARY
     )
-    y = te.compute((batch, out), lambda n, o: scale[o] * acc[n, o] + bias[o], name=stages.OUTPUT)
+    y = te.compute((batch, out), lambda n, o: clamp(scale[o] * acc[n, o] + bias[o], relu, upper), name=stages.OUTPUT)
     return te.create_prim_func([x, *weights, scale, bias, y])
 
 

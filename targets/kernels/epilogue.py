@@ -1,4 +1,4 @@
-"""The fused tail of a conv kernel's float epilogue (``targets.epilogue``): residual add, then ReLU (or ReLU6)."""
+"""The fused tail of a kernel's float epilogue (``targets.epilogue``): residual add (convs), then ReLU (or ReLU6)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ def finish(
     """``value [+ residual[n, o, oy, ox]]``, clamped at 0 if ``relu`` (and at ``upper`` above: ReLU6)."""
     if residual is not None:
         value = value + residual[n, o, oy, ox]
+    return clamp(value, relu, upper)
+
+
+def clamp(value: tirx.PrimExpr, relu: bool, upper: float | None = None) -> tirx.PrimExpr:
+    """``value`` clamped at 0 if ``relu`` (and at ``upper`` above: ReLU6)."""
     if not relu:
         return value
     clamped = tirx.max(value, tirx.const(0.0, "float32"))

@@ -10,7 +10,10 @@ The block-sparse gather keeps 28 accumulators: its loads come in pairs (``ldp``)
 registers, so a chunk of 28 vectors walks the index half as often as one of 14, two entries
 per iteration of a segment's loop (on x86 that cost resnet50's ticket 4 %). A dense-ternary
 dense layer reads its weights as code bytes decoded by one table load per vector
-(``ternary_nibbles``), where testing a bit per lane takes six instructions.
+(``ternary_nibbles``), where testing a bit per lane takes six instructions. Its sign-split
+sparse form at batch 1 sums each output's own list of inputs (``sparse_rows``): without a gather,
+a lane of a gathered vector takes an address and a load, and ELL rows pad every output to the
+longest one.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ NEON_TILES = CpuTiles(
     lane_counts=True,
     popcount_tile=16,
     ternary_nibbles=True,
+    sparse_rows=True,
 )
 
 INT8_CONV_COLUMNS = 5  # int8 conv tile: 5 columns x 4 udot registers = 20 accumulators, 4 codes, 4 decoded

@@ -25,7 +25,7 @@ from tvm.s_tir.schedule import _ffi_api as schedule_api
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import exact_sign, int8_conv, stages
+from mptc.targets.kernels import binary_dense, exact_sign, int8_conv, stages
 from mptc.targets.kernels.binary_conv import SparseGather
 from mptc.targets.kernels.dot_instructions import DotInstruction
 from mptc.targets.layout import WORD_BITS, ConvGeometry, ceil_div
@@ -51,6 +51,7 @@ class CpuTiles:
     lane_counts: bool = False  # popcounts add up in 16-bit counters (``lane_counts``): NEON's cnt + uadalp
     popcount_tile: int = 0  # conv popcount tile's accumulators, shaped by ``_conv_tile`` (0: cols x vectors)
     ternary_nibbles: bool = False  # dense-ternary weights as code bytes decoded by a table load (NEON)
+    sparse_rows: bool = False  # the sign-split dense at batch 1 sums each output's own list (NEON: no gather)
 
 
 # Parallel tasks of a block-sparse conv (consecutive output blocks each): enough to balance a few
@@ -63,6 +64,10 @@ SPARSE_TASKS = 16
 # (docs/performance.md, changelog). Chunks are whole vectors: a half-width one costs an
 # operation for half the lanes.
 CHUNK_ENTRY_COST = 2
+
+# Outputs from which the sign-split dense's per-output sums (``sparse_row_sums``) run in parallel
+# tasks; a smaller layer (a classifier) costs less than waking the thread pool.
+ROW_SUMS_PARALLEL_FROM = 64
 
 # Register tile of the batched sign-split dense kernel: outputs x vectors of batch values.
 SPARSE_BATCH_ROWS = 4
@@ -147,6 +152,37 @@ class CpuKernelSchedules:
     @property
     def ternary_nibbles(self) -> bool:
         return self.tiles.ternary_nibbles
+
+    @property
+    def sparse_row_sums(self) -> binary_dense.RowSumsBody | None:
+        return self._sparse_row_sums if self.tiles.sparse_rows else None
+
+    def _sparse_row_sums(
+        self, r: binary_dense.SparseRowSums, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer
+    ) -> tirx.Stmt:
+        """Loop nest of the per-output sums: parallel over tasks of consecutive outputs (from
+        ``ROW_SUMS_PARALLEL_FROM``); an output's entries (an even number, ``layout.SparseRows``) in
+        pairs into two scalar sums: a pair's indices are one load (``ldp``), each entry an input
+        load at its index and an add."""
+        parts = min(r.outputs, SPARSE_TASKS) if r.outputs >= ROW_SUMS_PARALLEL_FROM else 1
+        per = ceil_div(r.outputs, parts)
+        zero = tirx.const(0.0, "float32")
+        with IRBuilder() as ib:
+            with T.parallel(0, r.batch * parts) as task:
+                n = task // parts
+                with T.serial(0, per) as step:
+                    o = task % parts * per + step
+                    with T.If(o < r.outputs), T.Then():
+                        first, last = T.bind(ptr[o]), T.bind(ptr[o + 1])
+                        entries = _view(index[first], last - first)
+                        sums = T.alloc_local((2,), "float32")
+                        for i in range(2):
+                            T.buffer_store(sums, zero, [i])
+                        with T.serial(0, (last - first) // 2) as pair:
+                            for i in range(2):
+                                T.buffer_store(sums, sums[i] + xs[n, entries[2 * pair + i]], [i])
+                        T.buffer_store(acc, sums[0] + sums[1], [n, o])
+        return ib.get()
 
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Tile ``(n, oy, ox/cols, o/(vectors*lanes))`` parallel; the taps (one fused loop) outside
@@ -431,9 +467,15 @@ class CpuKernelSchedules:
         return sch.mod["main"]
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        """Parallel over output-channel vectors; per index entry, one gather-add per batch row."""
+        """Parallel over output-channel vectors; per index entry, one gather-add per batch row.
+        The per-output sums (``sparse_row_sums``) bring their own loop nest: the operand and the
+        epilogue around them are element-wise."""
         sch = s_tir.Schedule(func)
         gather, out = sch.get_sblock(stages.GATHER), sch.get_sblock(stages.OUTPUT)
+        if not sch.get_loops(gather):
+            self._elementwise(sch, sch.get_sblock(stages.SPLIT))
+            self._elementwise(sch, out)
+            return sch.mod["main"]
         n, o, j = sch.get_loops(gather)
         oo, ov = sch.split(o, [None, self.float_lanes])
         no, ni = sch.split(n, [None, divisor_at_most(extent(sch, n), self.tiles.dense_rows)])

@@ -41,6 +41,7 @@ class CudaKernelSchedules:
     word_lanes = WORD_LANES
     float_lanes = FLOAT_LANES
     ternary_nibbles = False
+    sparse_row_sums = None  # one thread per output already sums its own ELL row
     int8_dense = int8_conv = None  # no int8 kernels: a QDQ pair runs as TVM's own ops before the layer
     depthwise_tile = FLOAT_LANES
 

@@ -13,6 +13,7 @@ from tvm import tirx
 
 from mptc.targets.kernels import exact_sign
 from mptc.targets.kernels.binary_conv import SparseGather
+from mptc.targets.kernels.binary_dense import RowSumsBody
 from mptc.targets.layout import ConvGeometry
 
 
@@ -69,6 +70,13 @@ class KernelSchedules(Protocol):
         (``layout.ternary_nibbles``) instead of bit-planes."""
         ...
 
+    @property
+    def sparse_row_sums(self) -> RowSumsBody | None:
+        """The loop nest of a sign-split dense layer at batch 1 that sums each output's own list of
+        inputs (``kernels.binary_dense.sparse_rows_func``), where the family has one; None: ELL
+        rows of lanes (``kernels.binary_dense.sparse_dense_func``)."""
+        ...
+
     def binary_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """The scheduled XNOR-popcount conv (``kernels.binary_conv.xnor_conv_func``)."""
         ...
@@ -98,7 +106,8 @@ class KernelSchedules(Protocol):
         ...
 
     def sparse_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
-        """The scheduled sign-split dense, lanes over outputs (``kernels.binary_dense.sparse_dense_func``)."""
+        """The scheduled sign-split dense, lanes over outputs (``kernels.binary_dense.sparse_dense_func``),
+        or the stages around the family's per-output sums (``sparse_rows_func``)."""
         ...
 
     def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

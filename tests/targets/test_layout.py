@@ -54,6 +54,17 @@ def test_sparse_dense_index_points_into_sign_split_operand():
     np.testing.assert_array_equal(index[0, :, 1], [6, 6])  # an empty row reads the zero slot
 
 
+def test_sparse_dense_rows_list_each_output_padded_to_pairs_with_the_zero():
+    weight = np.array([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [-1.0, 1.0, 1.0]])
+    rows = layout.sparse_dense_rows(weight)
+    np.testing.assert_array_equal(rows.ptr, [0, 2, 2, 6])  # an empty output has no entries
+    np.testing.assert_array_equal(rows.index, [0, 5, 1, 2, 3, 6])  # +1 inputs, then -x offsets K + j; 6 the zero
+    assert rows.index.dtype == np.int32
+    empty = layout.sparse_dense_rows(np.zeros((2, 3)))
+    np.testing.assert_array_equal(empty.ptr, [0, 0, 0])
+    assert len(empty.index) == 2  # a constant of no elements is not kept; nothing reads it
+
+
 def _flat_values(padded: np.ndarray, geo: layout.ConvGeometry, flat: layout.FlatInput) -> np.ndarray:
     """The flat input of ``layout.FlatInput`` from the zero-padded image ``(C, Hq * sh, Wq * sw)``,
     zeros in the columns and rows that only pad a plane, and two zero planes of tail."""

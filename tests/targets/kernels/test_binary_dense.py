@@ -10,7 +10,7 @@ from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
 
 from ..harness import compile_x86, reference, relative_error, run, sample
-from ..packed_models import GraphBuilder, binary_dense_model
+from ..packed_models import GraphBuilder, binary_dense_model, ternary
 
 BATCH_LANES_FROM = default_policy("x86").batch_lanes_from
 CASES = [(1, 100, 13), (5, 70, 37), (5, 200, 64), (1, 64, 3)]  # (batch, K, out): K off and on word boundaries
@@ -40,6 +40,22 @@ def test_real_input_dense_both_paths_match_reference(batch, k, out, break_even, 
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5
 
 
+@pytest.mark.parametrize("break_even, kernel", [(0.0, chooser.SPARSE_SIGN_SPLIT), (1.1, chooser.DENSE_TERNARY)])
+@pytest.mark.parametrize("batch", [1, 19])
+def test_real_input_dense_absorbs_a_following_relu(batch, break_even, kernel):
+    """Every real-input dense kernel (the sparse form over outputs and along the batch, the
+    dense-ternary one) clamps in its own epilogue: no ReLU kernel follows it."""
+    rng = np.random.default_rng(22)
+    g = GraphBuilder(rng)
+    y = g.node("Relu", [g.binary("BinaryDense", "x", ternary(rng, 37, 70, 0.8), "dense", "real")], "relu")
+    model = g.model((batch, 70), y)
+    vm, lowering = compile_x86(model, break_even)
+    x = sample(model)
+    expected = reference(model, x)
+    assert (lowering.layers[0].kernel, lowering.layers[0].epilogue) == (kernel, "relu")
+    assert (expected == 0).any() and relative_error(run(vm, x), expected) < 1e-5
+
+
 # NEON tiles on this host: popcounts in 16-bit counters (``schedules.lane_counts``), portable TIR.
 NEON = CpuKernelSchedules(NEON_TILES)
 
@@ -51,6 +67,28 @@ def test_xnor_popcount_dense_in_16_bit_counters_matches_reference(batch, k, out)
     x = sample(model)
     assert lowering.layers[0].kernel == chooser.XNOR_POPCOUNT
     np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k, out, sparsity", [(100, 13, 0.8), (70, 37, 0.5), (64, 3, 0.97), (513, 70, 0.9)])
+@pytest.mark.parametrize("clip", [None, "relu", "clip(0, 6)"])
+def test_neon_sparse_rows_match_reference_with_a_fused_clamp(k, out, sparsity, clip):
+    """NEON's sign-split dense at batch 1 sums each output's own list (odd lengths padded with the
+    zero; at 0.97 some outputs keep no weight), a following ReLU or ReLU6 (Clip 0..6) fused."""
+    rng = np.random.default_rng(21)
+    g = GraphBuilder(rng)
+    y = g.binary("BinaryDense", "x", ternary(rng, out, k, sparsity), "dense", "real")
+    if clip == "relu":
+        y = g.node("Relu", [y], "relu")
+    elif clip == "clip(0, 6)":
+        y = g.node("Clip", [y, g.const("low", np.float32(0.0)), g.const("high", np.float32(6.0))], "relu6")
+    model = g.model((1, k), y)
+    vm, lowering = compile_x86(model, 0.0, kernels=NEON)
+    x = sample(model) * 4
+    layer = lowering.layers[0]
+    assert (layer.kernel, layer.epilogue) == (chooser.SPARSE_SIGN_SPLIT, clip or "")
+    expected = reference(model, x)
+    assert (clip is None) or (expected == 0).any()  # the clamp is exercised
+    assert relative_error(run(vm, x), expected) < 1e-5
 
 
 @pytest.mark.parametrize("words", [lane_counts.MAX_WORDS, lane_counts.MAX_WORDS + 1])

@@ -100,3 +100,12 @@ def test_neon_counters_fold_by_pairwise_adds_and_weights_load_in_pairs():
     loop = max(blocks, key=lambda block: len(re.findall(r"\bcnt\s+v\d+\.16b", block)))
     cnt = len(re.findall(r"\bcnt\s+v\d+\.16b", loop))
     assert cnt > 0 and 4 * len(re.findall(r"\bldp\s+q\d+, q\d+", loop)) >= cnt
+
+
+def test_neon_conv_epilogue_reads_channel_constants_as_lanes():
+    """The epilogue of a counter tile reads the tile's scale and bias by whole vectors, each
+    channel's a lane (``fmla`` by element): a channel's own load built its address with a ``bfi``
+    (the index ``8 t + k`` lowered to an OR), four instructions per channel."""
+    asm = _aarch64_asm(binary_conv_model(np.random.default_rng(18), 1, 64, 16, 64, 3, 1, 1, mode="binary"))
+    assert re.search(r"\bfmla\s+v\d+\.4s, v\d+\.4s, v\d+\.s\[\d\]", asm)
+    assert not re.search(r"\bbfi\b", asm)
