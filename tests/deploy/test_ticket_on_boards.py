@@ -33,13 +33,19 @@ def packed_ticket(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "packed.onnx"
 
 
-@pytest.mark.parametrize("board", ["rpi4", "rpi5"])
+@pytest.mark.parametrize("board, first", [("rpi4", "dense-ternary"), ("rpi5", "sparse-sign-split")])
 def test_compiled_mpt11_ticket_runs_on_the_emulated_board(
-    packed_ticket: Path, arm_ready: Path, tmp_path: Path, board: str
+    packed_ticket: Path, arm_ready: Path, tmp_path: Path, board: str, first: str
 ) -> None:
+    """The real-input first layer in each of its forms on ARM: dense-ternary (code bytes and a
+    table) and, forced on rpi5, the sign-split sums over each output's own list."""
     out = tmp_path / board
-    manifest = compile_model(packed_ticket, "arm", out, board=board)
-    assert [layer["kernel"] for layer in manifest["layers"]][1:] == ["xnor-popcount"] * 2, manifest["layers"]
+    policy = default_policy("arm")
+    if first == "sparse-sign-split":
+        policy = dataclasses.replace(policy, dense_ternary_break_even=((1 << 62, 0.0),))
+    manifest = compile_model(packed_ticket, "arm", out, board=board, policy=policy)
+    kernels = [layer["kernel"] for layer in manifest["layers"]]
+    assert kernels == [first] + ["xnor-popcount"] * 2, manifest["layers"]
     report = profile(out, emulated_board=board, repeat=3)
     assert report["outputs_match"] and report["argmax_match"], report
     assert report["emulated"] and report["device"]["emulated_board"] == board
