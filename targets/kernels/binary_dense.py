@@ -213,7 +213,6 @@ class SparseRowSums:
 
     batch: int
     outputs: int
-    operand: int  # values of the sign-split operand per batch row: 2K + 1
 
 
 RowSumsBody = Callable[[SparseRowSums, tirx.Buffer, tirx.Buffer, tirx.Buffer, tirx.Buffer], tirx.Stmt]
@@ -231,7 +230,7 @@ def sparse_rows_func(
     scale = te.placeholder((out,), "float32", name="scale")
     bias = te.placeholder((out,), "float32", name="bias")
     xs = split_input(x)
-    rows = SparseRowSums(batch, out, 2 * k + 1)
+    rows = SparseRowSums(batch, out)
     s = te.extern(
         (batch, out), [xs, ptr, index], lambda ins, outs: body(rows, *ins, outs[0]), name=stages.GATHER, dtype="float32"
     )

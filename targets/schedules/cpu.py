@@ -65,10 +65,6 @@ SPARSE_TASKS = 16
 # operation for half the lanes.
 CHUNK_ENTRY_COST = 2
 
-# Outputs from which the sign-split dense's per-output sums (``sparse_row_sums``) run in parallel
-# tasks; a smaller layer (a classifier) costs less than waking the thread pool.
-ROW_SUMS_PARALLEL_FROM = 64
-
 # Register tile of the batched sign-split dense kernel: outputs x vectors of batch values.
 SPARSE_BATCH_ROWS = 4
 SPARSE_BATCH_VECTORS = 4
@@ -160,11 +156,12 @@ class CpuKernelSchedules:
     def _sparse_row_sums(
         self, r: binary_dense.SparseRowSums, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer
     ) -> tirx.Stmt:
-        """Loop nest of the per-output sums: parallel over tasks of consecutive outputs (from
-        ``ROW_SUMS_PARALLEL_FROM``); an output's entries (an even number, ``layout.SparseRows``) in
-        pairs into two scalar sums: a pair's indices are one load (``ldp``), each entry an input
-        load at its index and an add."""
-        parts = min(r.outputs, SPARSE_TASKS) if r.outputs >= ROW_SUMS_PARALLEL_FROM else 1
+        """Loop nest of the per-output sums: parallel over tasks of consecutive outputs; an
+        output's entries (an even number, ``layout.SparseRows``) in pairs into two scalar sums: a
+        pair's indices are one load (``ldp``), each entry an input load at its index and an add.
+        The operand is read as ``xs[n, i]``: through a pointer view, as the block-sparse gather
+        reads its flat input, the compiled network read other values."""
+        parts = min(r.outputs, SPARSE_TASKS)
         per = ceil_div(r.outputs, parts)
         zero = tirx.const(0.0, "float32")
         with IRBuilder() as ib:
