@@ -159,8 +159,8 @@ class CpuKernelSchedules:
         """Loop nest of the per-output sums: parallel over tasks of consecutive outputs; an
         output's entries (an even number, ``layout.SparseRows``) in pairs into two scalar sums: a
         pair's indices are one load (``ldp``), each entry an input load at its index and an add.
-        The operand is read as ``xs[n, i]``: through a pointer view, as the block-sparse gather
-        reads its flat input, the compiled network read other values."""
+        The operand is read as ``xs[n, i]``: through a pointer view (as the block-sparse gather
+        reads its flat input) a layer of one task read other values in the compiled network."""
         parts = min(r.outputs, SPARSE_TASKS)
         per = ceil_div(r.outputs, parts)
         zero = tirx.const(0.0, "float32")

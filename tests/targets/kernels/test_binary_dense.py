@@ -69,11 +69,12 @@ def test_xnor_popcount_dense_in_16_bit_counters_matches_reference(batch, k, out)
     np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("k, out, sparsity", [(100, 13, 0.8), (70, 37, 0.5), (64, 3, 0.97), (513, 70, 0.9)])
+@pytest.mark.parametrize("k, out, sparsity", [(100, 13, 0.8), (70, 37, 0.5), (64, 3, 0.97), (513, 70, 0.9), (40, 1, 0.5)])
 @pytest.mark.parametrize("clip", [None, "relu", "clip(0, 6)"])
 def test_neon_sparse_rows_match_reference_with_a_fused_clamp(k, out, sparsity, clip):
     """NEON's sign-split dense at batch 1 sums each output's own list (odd lengths padded with the
-    zero; at 0.97 some outputs keep no weight), a following ReLU or ReLU6 (Clip 0..6) fused."""
+    zero; at 0.97 some outputs keep no weight; one output: one task), a following ReLU or ReLU6
+    (Clip 0..6) fused."""
     rng = np.random.default_rng(21)
     g = GraphBuilder(rng)
     y = g.binary("BinaryDense", "x", ternary(rng, out, k, sparsity), "dense", "real")
@@ -87,7 +88,7 @@ def test_neon_sparse_rows_match_reference_with_a_fused_clamp(k, out, sparsity, c
     layer = lowering.layers[0]
     assert (layer.kernel, layer.epilogue) == (chooser.SPARSE_SIGN_SPLIT, clip or "")
     expected = reference(model, x)
-    assert (clip is None) or (expected == 0).any()  # the clamp is exercised
+    assert clip is None or out == 1 or (expected == 0).any()  # the clamp is exercised
     assert relative_error(run(vm, x), expected) < 1e-5
 
 
