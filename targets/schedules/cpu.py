@@ -161,8 +161,7 @@ class CpuKernelSchedules:
         pair's indices are one load (``ldp``), each entry an input load at its index and an add.
         The operand is read as ``xs[n, i]``: through a pointer view (as the block-sparse gather
         reads its flat input) a layer of one task read other values in the compiled network."""
-        parts = min(r.outputs, SPARSE_TASKS)
-        per = ceil_div(r.outputs, parts)
+        parts, per = _tasks(r.outputs)
         zero = tirx.const(0.0, "float32")
         with IRBuilder() as ib:
             with T.parallel(0, r.batch * parts) as task:
@@ -392,8 +391,7 @@ class CpuKernelSchedules:
         task's blocks share the group's slice of the input while it is in L1."""
         lanes = self.float_lanes
         vectors, tiles, classes = g.chunk // lanes, g.outputs // g.chunk, g.classes
-        parts = min(g.blocks, SPARSE_TASKS)
-        per = ceil_div(g.blocks, parts)
+        parts, per = _tasks(g.blocks)
         zero = tirx.const(0.0, "float32")
         with IRBuilder() as ib:
             with T.parallel(0, g.batch * parts) as task:
@@ -753,6 +751,12 @@ class CpuKernelSchedules:
         if elements >= PARALLEL_MIN_ELEMENTS:
             sch.parallel(outer)
         sch.vectorize(inner)
+
+
+def _tasks(items: int) -> tuple[int, int]:
+    """Parallel tasks of consecutive items (at most ``SPARSE_TASKS``) and the items of each."""
+    parts = min(items, SPARSE_TASKS)
+    return parts, ceil_div(items, parts)
 
 
 def _view(first: TensorLoad, extent: tirx.PrimExpr) -> tirx.Buffer:

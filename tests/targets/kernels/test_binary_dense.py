@@ -69,7 +69,9 @@ def test_xnor_popcount_dense_in_16_bit_counters_matches_reference(batch, k, out)
     np.testing.assert_allclose(run(vm, x), reference(model, x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("k, out, sparsity", [(100, 13, 0.8), (70, 37, 0.5), (64, 3, 0.97), (513, 70, 0.9), (40, 1, 0.5)])
+@pytest.mark.parametrize(
+    "k, out, sparsity", [(100, 13, 0.8), (70, 37, 0.5), (64, 3, 0.97), (513, 70, 0.9), (40, 1, 0.5)]
+)
 @pytest.mark.parametrize("clip", [None, "relu", "clip(0, 6)"])
 def test_neon_sparse_rows_match_reference_with_a_fused_clamp(k, out, sparsity, clip):
     """NEON's sign-split dense at batch 1 sums each output's own list (odd lengths padded with the
