@@ -190,6 +190,8 @@ class CpuKernelSchedules:
         exact = stages.EXACT_SIGN in sch.get(count).annotations
         if stages.LANE_BITS in block_names(sch):
             cols, vectors = self._conv_tile(columns, WORD_BITS)
+            if self._lane_counts(sch, count):
+                _weights_in_tile_order(sch, count, "planes", self._vectors(WORD_BITS, vectors))
             n, oy, ox, w, lane, v = sch.get_loops(sch.get_sblock(stages.LANE_BITS))
             xo, xi = sch.split(ox, [None, cols])
             self._threshold_words(sch, [n, oy, xo, w], xi, lane, v, vectors)
@@ -215,6 +217,8 @@ class CpuKernelSchedules:
             # with counters: taps in separate loops (affine addresses, no division per word), the
             # channel words unrolled; per vector, its weight and mask words serve every column in turn
             sch.reorder(n, oy, xo, oo, ky, kx, cw, *((on, xi) if counters else (xi, on)), ov)
+            if counters:
+                _weights_in_tile_order(sch, count, "planes", vectors)
             tile = sch.fuse(n, oy, xo, oo)
             taps = ky if counters else sch.fuse(ky, kx, cw)
             self._register_tile(
@@ -764,6 +768,21 @@ def _view(first: TensorLoad, extent: tirx.PrimExpr) -> tirx.Buffer:
     dtype = first.source.dtype
     start = T.bind(T.address_of(first), tvm.ir.PointerType(tvm.ir.PrimType(dtype)))
     return T.decl_buffer((extent,), dtype, data=start)
+
+
+def _weights_in_tile_order(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, name: str, vectors: int) -> None:
+    """Re-lay the packed conv weight ``name`` (``(P, kh, kw, Cw, 2, V)`` sign and mask words) for
+    register tiles of ``vectors`` vectors: ``(P / vectors, kh, kw, Cw, vectors, 2, V)``, so one
+    reduction step's words of a tile's vectors are contiguous and load in pairs (``ldp``) at
+    small offsets, where vectors a channel's taps apart took a load each. The copy is a layout
+    rewrite block (as TVM's ``RewriteLayout`` writes it) that ``build.relax_pipeline`` splits out
+    and folds at compile time."""
+    index = next(i for i, region in enumerate(sch.get(block).reads) if region.source.name == name)
+    copy = sch.cache_read(block, index, "global")
+    sch.transform_layout(
+        block, ("read", index), lambda p, y, x, c, s, v: (p // vectors, y, x, c, p % vectors, s, v), pad_value=None
+    )
+    sch.annotate(copy, "meta_schedule.layout_rewrite_preproc", True)
 
 
 def _mark_counters(sch, update, fold, tile) -> None:

@@ -89,12 +89,15 @@ def test_neon_step_is_one_cnt_and_one_uadalp_per_vector():
     assert not re.search(r"\buaddlp\s+v\d+\.(4s|2d)|\buadalp\s+v\d+\.2d", asm)
 
 
-def test_neon_counters_fold_by_pairwise_adds_and_weights_load_in_pairs():
-    """A 64-channel conv on 16-wide maps (4 columns x 4 vectors a tile): the counters fold with
-    addp.8h, not shifted adds (usra); in the popcount loop (the basic block with the most cnt)
-    each vector's sign and mask words, side by side in the weight table
-    (``layout.BinaryConvTables.planes``), come in one ldp: one pair per 4 cnt."""
-    asm = _aarch64_asm(binary_conv_model(np.random.default_rng(18), 1, 64, 16, 64, 3, 1, 1, mode="binary"))
+@pytest.mark.parametrize("channels, size", [(64, 16), (256, 14)])
+def test_neon_counters_fold_by_pairwise_adds_and_weights_load_in_pairs(channels, size):
+    """The counters fold with addp.8h, not shifted adds (usra); in the popcount loop (the basic
+    block with the most cnt) each vector's sign and mask words come in one ldp: one pair per 4
+    cnt. A 64-channel conv on 16-wide maps has tiles of 4 columns x 4 vectors; a 256-channel one on
+    14-wide maps 2 x 8, whose vectors lie a channel's 9 taps apart in the weight table
+    (``layout.BinaryConvTables.planes``): re-laid in tile order, they stay in ldp's reach."""
+    model = binary_conv_model(np.random.default_rng(18), 1, channels, size, channels, 3, 1, 1, mode="binary")
+    asm = _aarch64_asm(model)
     assert re.search(r"\baddp\s+v\d+\.8h", asm) and not re.search(r"\busra\b", asm)
     blocks = re.split(r"^\.?LBB\w*:", asm, flags=re.MULTILINE)
     loop = max(blocks, key=lambda block: len(re.findall(r"\bcnt\s+v\d+\.16b", block)))
