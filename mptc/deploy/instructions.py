@@ -119,7 +119,9 @@ first = call(arg)[0]
 
 _GUEST_HEAD = """\
 import sys
-sys.modules["torch"] = None  # tvm_ffi imports torch if it can; never needed here
+# tvm_ffi imports these if it can; never needed here (modules take and give float32), and under
+# the emulator ml_dtypes' start-up alone takes half of TVM's import
+sys.modules["torch"] = sys.modules["ml_dtypes"] = None
 import gc
 import os
 import numpy as np

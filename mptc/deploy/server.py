@@ -38,8 +38,11 @@ _PR_SET_PDEATHSIG = 1
 # The server, run in the interpreter itself. `python -m tvm.exec.rpc_server` does the same through
 # a PopenWorker, a second process that imports TVM again: 14 s instead of 7 s under qemu. The
 # listening loop never returns; it ends only when a session process dies (e.g. from SIGILL).
+# tvm_ffi imports torch and ml_dtypes if it can; a server copies tensors as bytes and needs neither
+# (ml_dtypes' start-up alone is half of TVM's import under qemu).
 _SERVE = """
 import sys
+sys.modules["torch"] = sys.modules["ml_dtypes"] = None
 from tvm.rpc.server import PopenRPCServerState
 host, port, tracker, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 tracker_addr = (tracker.rsplit(":", 1)[0], int(tracker.rsplit(":", 1)[1])) if tracker else None

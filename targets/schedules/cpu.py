@@ -422,15 +422,14 @@ class CpuKernelSchedules:
                         window = _view(xs[n, group * g.group_floats + qo * g.chunk], g.group_floats + g.chunk)
 
                         def add_entry(entry, signs):
-                            for v in range(vectors):
-                                with T.vectorized(0, lanes) as lane:
-                                    x = window[entry.astype("int32") + v * lanes + lane]
-                                    for i, sign in enumerate(signs):
-                                        if sign:
-                                            at = v * lanes + lane
-                                            T.buffer_store(
-                                                regs[i], regs[i][at] + x if sign > 0 else regs[i][at] - x, [at]
-                                            )
+                            # a loop TVM unrolls after lowering, not one statement per vector:
+                            # buffer flattening costs more than linear time in statements
+                            with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
+                                at = v * lanes + lane
+                                x = window[entry.astype("int32") + at]
+                                for i, sign in enumerate(signs):
+                                    if sign:
+                                        T.buffer_store(regs[i], regs[i][at] + x if sign > 0 else regs[i][at] - x, [at])
 
                         for k, signs in enumerate(classes):
                             segment = b * len(classes) + k
