@@ -69,6 +69,14 @@ CHUNK_ENTRY_COST = 2
 SPARSE_BATCH_ROWS = 4
 SPARSE_BATCH_VECTORS = 4
 
+# Counter tiles (NEON) unroll a tap row's columns too where the tile has this many output columns
+# or more, so neighbouring columns load the input words their taps share once (4 columns x 3 taps
+# read 6 words), and the unrolled body holds at most this many steps (a tile's vectors x columns x
+# tap columns x channel words); past it, and with 2 columns, LLVM's code counted more
+# (docs/performance.md).
+SHARED_TAP_COLUMNS = 4
+UNROLLED_TAP_STEPS = 320
+
 # Batch rows of a dense-ternary register tile (of ``CpuTiles.conv_accumulators`` float vectors in
 # all): each decoded weight vector feeds every row of the tile.
 TERNARY_ROWS = 8
@@ -217,6 +225,8 @@ class CpuKernelSchedules:
             # with counters: taps in separate loops (affine addresses, no division per word), the
             # channel words unrolled; per vector, its weight and mask words serve every column in turn
             sch.reorder(n, oy, xo, oo, ky, kx, cw, *((on, xi) if counters else (xi, on)), ov)
+            steps = extent(sch, kx) * extent(sch, cw) * cols * vectors
+            shared = (kx,) if cols >= SHARED_TAP_COLUMNS and steps <= UNROLLED_TAP_STEPS else ()
             if counters:
                 _weights_in_tile_order(sch, count, "planes", vectors)
             tile = sch.fuse(n, oy, xo, oo)
@@ -227,7 +237,7 @@ class CpuKernelSchedules:
                 sch.get_sblock(stages.OUTPUT),
                 tile,
                 reduce_from=taps,
-                unrolled=(on, xi, cw) if counters else (xi, on),
+                unrolled=(on, xi, cw, *shared) if counters else (xi, on),
                 lanes=ov,
                 counters=counters,
                 channel_constants=counters,

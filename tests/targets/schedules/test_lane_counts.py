@@ -112,3 +112,15 @@ def test_neon_conv_epilogue_reads_channel_constants_as_lanes():
     asm = _aarch64_asm(binary_conv_model(np.random.default_rng(18), 1, 64, 16, 64, 3, 1, 1, mode="binary"))
     assert re.search(r"\bfmla\s+v\d+\.4s, v\d+\.4s, v\d+\.s\[\d\]", asm)
     assert not re.search(r"\bbfi\b", asm)
+
+
+def test_neon_tile_columns_load_the_input_words_their_taps_share_once():
+    """A 4-column tile's taps along a row read 6 input words for its 12 (column, tap) pairs: with
+    the tap columns unrolled, each is one broadcast load (ld1r) per channel word, 8 cnt per load
+    in the popcount loop (a 128-channel conv on 16-wide maps: 2 channel words); a loop per tap
+    column loaded each pair's word, 4 or 5 cnt per load."""
+    asm = _aarch64_asm(binary_conv_model(np.random.default_rng(18), 1, 128, 16, 128, 3, 1, 1, mode="binary"))
+    blocks = re.split(r"^\.?LBB\w*:", asm, flags=re.MULTILINE)
+    loop = max(blocks, key=lambda block: len(re.findall(r"\bcnt\s+v\d+\.16b", block)))
+    loads = len(re.findall(r"\bld1r\s", loop))
+    assert loads > 0 and 8 * loads <= len(re.findall(r"\bcnt\s+v\d+\.16b", loop))
