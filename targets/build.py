@@ -45,6 +45,7 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
             relax.transform.SplitLayoutRewritePreproc(),
             relax.transform.FoldConstant(),
             relax.transform.DeadCodeElimination(),
+            drop_uncalled_kernels,
         ]
         + cpu_pipeline.dataflow_lower_passes(tvm_target)
         + cpu_pipeline.finalize_passes(tvm_target)
@@ -56,6 +57,25 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+@tvm.transform.module_pass(opt_level=0, name="MptcDropUncalledKernels")
+def drop_uncalled_kernels(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """``mod`` without the PrimFuncs no Relax function calls. The kernels carry a ``global_symbol``
+    (``frontend.Lowering.call_kernel``), which keeps them through ``DeadCodeElimination``, so the
+    copies that splitting a layout rewrite out leaves (the kernel before the split, the rewrite
+    folded into its constant) would go into the module as code no one runs."""
+    called = {
+        gv.name_hint
+        for func in mod.functions.values()
+        if isinstance(func, relax.Function)
+        for gv in relax.analysis.all_global_vars(func)
+    }
+    return tvm.IRModule(
+        {gv: func for gv, func in mod.functions.items() if isinstance(func, relax.Function) or gv.name_hint in called},
+        attrs=mod.attrs,
+        global_infos=mod.global_infos,
+    )
 
 
 def vector_registers(target: CompileTarget, float_lanes: int) -> int:

@@ -124,3 +124,11 @@ def test_neon_tile_columns_load_the_input_words_their_taps_share_once():
     loop = max(blocks, key=lambda block: len(re.findall(r"\bcnt\s+v\d+\.16b", block)))
     loads = len(re.findall(r"\bld1r\s", loop))
     assert loads > 0 and 8 * loads <= len(re.findall(r"\bcnt\s+v\d+\.16b", loop))
+
+
+def test_a_module_holds_only_the_kernels_it_calls():
+    """Splitting the weights' layout rewrite out of a kernel leaves the kernel before the split and
+    the rewrite (folded into the constant at compile time) beside the one called: none of them
+    goes into the module."""
+    asm = _aarch64_asm(binary_conv_model(np.random.default_rng(18), 1, 64, 16, 64, 3, 1, 1, mode="binary"))
+    assert re.findall(r"^__tvm_ffi_(mptc_\w+):", asm, flags=re.MULTILINE) == ["mptc_0_conv1_prepacked"]
