@@ -77,6 +77,17 @@ SPARSE_BATCH_VECTORS = 4
 SHARED_TAP_COLUMNS = 4
 UNROLLED_TAP_STEPS = 320
 
+
+@dataclass(frozen=True)
+class TapRow:
+    """A conv's row of taps as a counter tile reads it: ``taps`` kernel columns of ``words``
+    channel words each, neighbouring output columns ``stride`` input columns apart."""
+
+    taps: int
+    words: int
+    stride: int
+
+
 # Batch rows of a dense-ternary register tile (of ``CpuTiles.conv_accumulators`` float vectors in
 # all): each decoded weight vector feeds every row of the tile.
 TERNARY_ROWS = 8
@@ -218,15 +229,17 @@ class CpuKernelSchedules:
                 unswitch.mark(sch, taps)
         else:
             n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
-            cols, vectors = self._conv_tile(columns, extent(sch, o))
+            counters = self._lane_counts(sch, count)
+            words = extent(sch, cw)
+            stride = int(sch.get(count).annotations[stages.COLUMN_STRIDE]) // words
+            row = TapRow(extent(sch, kx), words, stride) if counters else None
+            cols, vectors = self._conv_tile(columns, extent(sch, o), row)
             xo, xi = sch.split(ox, [None, cols])
             oo, on, ov = sch.split(o, [None, vectors, self.word_lanes])
-            counters = self._lane_counts(sch, count)
             # with counters: taps in separate loops (affine addresses, no division per word), the
             # channel words unrolled; per vector, its weight and mask words serve every column in turn
             sch.reorder(n, oy, xo, oo, ky, kx, cw, *((on, xi) if counters else (xi, on)), ov)
-            steps = extent(sch, kx) * extent(sch, cw) * cols * vectors
-            shared = (kx,) if cols >= SHARED_TAP_COLUMNS and steps <= UNROLLED_TAP_STEPS else ()
+            shared = (kx,) if row and self._shares_taps(cols, vectors, row) else ()
             if counters:
                 _weights_in_tile_order(sch, count, "planes", vectors)
             tile = sch.fuse(n, oy, xo, oo)
@@ -315,19 +328,34 @@ class CpuKernelSchedules:
         fits = self.tiles.lane_counts and words <= exact_sign.MAX_COUNTER_WORDS
         return exact_sign.IN_COUNTERS if fits else exact_sign.IN_WORDS
 
-    def _conv_tile(self, columns: int, outputs: int) -> tuple[int, int]:
+    def _conv_tile(self, columns: int, outputs: int, row: TapRow | None = None) -> tuple[int, int]:
         """Columns and popcount vectors of a conv register tile over ``columns`` output columns and
         ``outputs`` channels. Within ``popcount_tile`` accumulators the shape loads the fewest
         operands per accumulator step: each vector's weight and mask words (loaded in pairs of
-        words) serve the tile's columns, each column's input word (a broadcast load and its
-        address) the tile's vectors. Ties: more columns."""
+        words) serve the tile's columns, each input word (a broadcast load and its address) the
+        tile's vectors; with ``row``, the taps along a row whose words the columns share
+        (``_shares_taps``) are loaded once. Ties: more columns."""
         budget = self.tiles.popcount_tile
         if not budget:
             return divisor_at_most(columns, self.tiles.conv_cols), self._vectors(outputs, self.tiles.conv_vectors)
+        row = row or TapRow(taps=1, words=1, stride=1)
         shapes = [
             (c, self._vectors(outputs, budget // c)) for c in range(1, min(columns, budget) + 1) if columns % c == 0
         ]
-        return min(shapes, key=lambda cv: (Fraction(cv[1] + 2 * cv[0], cv[0] * cv[1]), -cv[0]))
+
+        def loads_per_step(cols: int, vectors: int) -> Fraction:
+            inputs = cols * row.taps
+            if self._shares_taps(cols, vectors, row):
+                inputs = min(inputs, (cols - 1) * row.stride + row.taps)
+            return Fraction(vectors * row.taps + 2 * inputs, cols * vectors * row.taps)
+
+        return min(shapes, key=lambda cv: (loads_per_step(*cv), -cv[0]))
+
+    @staticmethod
+    def _shares_taps(cols: int, vectors: int, row: TapRow) -> bool:
+        """Whether a counter tile unrolls its tap row's columns (``SHARED_TAP_COLUMNS``,
+        ``UNROLLED_TAP_STEPS``), so its columns load the input words they share once."""
+        return cols >= SHARED_TAP_COLUMNS and row.taps * row.words * cols * vectors <= UNROLLED_TAP_STEPS
 
     def _vectors(self, outputs: int, max_vectors: int) -> int:
         """Popcount vectors (of ``word_lanes`` outputs) per register tile."""

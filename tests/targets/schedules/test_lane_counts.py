@@ -14,7 +14,7 @@ from mptc.targets.kernels import binary_conv, binary_dense
 from mptc.targets.policy import default_policy
 from mptc.targets.schedules import kernel_schedules, lane_counts
 from mptc.targets.schedules.arm import NEON_TILES
-from mptc.targets.schedules.cpu import CpuKernelSchedules
+from mptc.targets.schedules.cpu import CpuKernelSchedules, TapRow
 from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES
 from mptc.targets.target import resolve_target
 
@@ -64,6 +64,21 @@ def test_neon_conv_tile_loads_fewest_operands_per_step(columns, outputs, tile):
     assert CpuKernelSchedules(NEON_TILES)._conv_tile(columns, outputs) == tile
 
 
+@pytest.mark.parametrize(
+    "columns, outputs, row, tile",
+    [
+        # 14x14 maps, 3x3 taps of 4 words: 7 columns share their taps' 9 input words, where 2
+        # columns read 6 words for 6 (column, tap) pairs
+        (14, 256, TapRow(taps=3, words=4, stride=1), (7, 2)),
+        (32, 64, TapRow(taps=3, words=1, stride=1), (4, 4)),  # 4 x 4 shares too, and loads less
+        (4, 512, TapRow(taps=3, words=8, stride=1), (4, 4)),  # 384 steps unrolled: no sharing, as before
+        (16, 128, TapRow(taps=3, words=1, stride=2), (4, 4)),  # stride 2: 9 words for 12 pairs
+    ],
+)
+def test_neon_conv_tile_counts_the_input_words_a_tap_row_shares(columns, outputs, row, tile):
+    assert CpuKernelSchedules(NEON_TILES)._conv_tile(columns, outputs, row) == tile
+
+
 def test_x86_conv_tiles_keep_their_fixed_shape():
     kernels = CpuKernelSchedules(AVX512_TILES)
     assert kernels._conv_tile(14, 256) == (7, 2)
@@ -89,20 +104,21 @@ def test_neon_step_is_one_cnt_and_one_uadalp_per_vector():
     assert not re.search(r"\buaddlp\s+v\d+\.(4s|2d)|\buadalp\s+v\d+\.2d", asm)
 
 
-@pytest.mark.parametrize("channels, size", [(64, 16), (256, 14)])
-def test_neon_counters_fold_by_pairwise_adds_and_weights_load_in_pairs(channels, size):
+@pytest.mark.parametrize("channels, size, columns", [(64, 16, 4), (256, 14, 7)])
+def test_neon_counters_fold_by_pairwise_adds_and_weights_load_in_pairs(channels, size, columns):
     """The counters fold with addp.8h, not shifted adds (usra); in the popcount loop (the basic
-    block with the most cnt) each vector's sign and mask words come in one ldp: one pair per 4
-    cnt. A 64-channel conv on 16-wide maps has tiles of 4 columns x 4 vectors; a 256-channel one on
-    14-wide maps 2 x 8, whose vectors lie a channel's 9 taps apart in the weight table
-    (``layout.BinaryConvTables.planes``): re-laid in tile order, they stay in ldp's reach."""
+    block with the most cnt) each vector's sign and mask words come in one ldp, which serves the
+    tile's columns: one pair per ``columns`` cnt. A 64-channel conv on 16-wide maps has tiles of 4
+    columns x 4 vectors, a 256-channel one on 14-wide maps 7 x 2, whose vectors lie a channel's 9
+    taps apart in the weight table (``layout.BinaryConvTables.planes``): re-laid in tile order,
+    they stay in ldp's reach."""
     model = binary_conv_model(np.random.default_rng(18), 1, channels, size, channels, 3, 1, 1, mode="binary")
     asm = _aarch64_asm(model)
     assert re.search(r"\baddp\s+v\d+\.8h", asm) and not re.search(r"\busra\b", asm)
     blocks = re.split(r"^\.?LBB\w*:", asm, flags=re.MULTILINE)
     loop = max(blocks, key=lambda block: len(re.findall(r"\bcnt\s+v\d+\.16b", block)))
     cnt = len(re.findall(r"\bcnt\s+v\d+\.16b", loop))
-    assert cnt > 0 and 4 * len(re.findall(r"\bldp\s+q\d+, q\d+", loop)) >= cnt
+    assert cnt > 0 and columns * len(re.findall(r"\bldp\s+q\d+, q\d+", loop)) >= cnt
 
 
 def test_neon_conv_epilogue_reads_channel_constants_as_lanes():
