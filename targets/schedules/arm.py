@@ -5,7 +5,9 @@ widening pairwise adds (``uaddlp``). The popcount kernels instead keep each accu
 counters (``lane_counts``: ``cnt.16b`` + ``uadalp.8h`` per vector of words, the counters folded
 once per tile), so a step is eor, and, cnt, uadalp plus its share of the operand loads. A conv
 tile of 16 accumulators takes the columns x vectors shape that loads the fewest operands per
-step (``CpuKernelSchedules._conv_tile``: 2 x 8 on 14-wide maps, 4 x 4 on 16- or 32-wide ones).
+step, its weights re-laid in tile order so each vector's sign and mask words are one ``ldp``,
+the input words its columns' taps share loaded once (``CpuKernelSchedules._conv_tile``: 7 x 2
+on 14-wide maps, 4 x 4 on 16- or 32-wide ones).
 The block-sparse gather keeps 28 accumulators: its loads come in pairs (``ldp``) into two
 registers, so a chunk of 28 vectors walks the index half as often as one of 14, two entries
 per iteration of a segment's loop (on x86 that cost resnet50's ticket 4 %). A dense-ternary
