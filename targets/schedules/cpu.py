@@ -207,13 +207,16 @@ class CpuKernelSchedules:
         count = sch.get_sblock(stages.POPCOUNT)
         columns = extent(sch, sch.get_loops(count)[2])
         exact = stages.EXACT_SIGN in sch.get(count).annotations
+        row = self._tap_row(sch, count)
         if stages.LANE_BITS in block_names(sch):
-            cols, vectors = self._conv_tile(columns, WORD_BITS)
-            if self._lane_counts(sch, count):
-                _weights_in_tile_order(sch, count, "planes", self._vectors(WORD_BITS, vectors))
+            cols, vectors = self._conv_tile(columns, WORD_BITS, row)
+            group = self._vectors(WORD_BITS, vectors)
+            if row:
+                _weights_in_tile_order(sch, count, "planes", group)
             n, oy, ox, w, lane, v = sch.get_loops(sch.get_sblock(stages.LANE_BITS))
             xo, xi = sch.split(ox, [None, cols])
-            self._threshold_words(sch, [n, oy, xo, w], xi, lane, v, vectors)
+            shared = bool(row) and self._shares_taps(cols, group, row)
+            self._threshold_words(sch, [n, oy, xo, w], xi, lane, v, vectors, shared_taps=shared)
         elif self._columns_as_lanes(sch, count):
             n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
             xo, xl = sch.split(ox, [None, self.word_lanes])
@@ -229,10 +232,7 @@ class CpuKernelSchedules:
                 unswitch.mark(sch, taps)
         else:
             n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
-            counters = self._lane_counts(sch, count)
-            words = extent(sch, cw)
-            stride = int(sch.get(count).annotations[stages.COLUMN_STRIDE]) // words
-            row = TapRow(extent(sch, kx), words, stride) if counters else None
+            counters = row is not None
             cols, vectors = self._conv_tile(columns, extent(sch, o), row)
             xo, xi = sch.split(ox, [None, cols])
             oo, on, ov = sch.split(o, [None, vectors, self.word_lanes])
@@ -328,6 +328,14 @@ class CpuKernelSchedules:
         fits = self.tiles.lane_counts and words <= exact_sign.MAX_COUNTER_WORDS
         return exact_sign.IN_COUNTERS if fits else exact_sign.IN_WORDS
 
+    def _tap_row(self, sch: s_tir.Schedule, count: s_tir.schedule.SBlockRV) -> TapRow | None:
+        """The row of taps a conv's popcount reads, where it counts in 16-bit counters (None elsewhere)."""
+        if not self._lane_counts(sch, count):
+            return None
+        _, _, _, _, _, kx, cw = sch.get_loops(count)
+        words = extent(sch, cw)
+        return TapRow(extent(sch, kx), words, int(sch.get(count).annotations[stages.COLUMN_STRIDE]) // words)
+
     def _conv_tile(self, columns: int, outputs: int, row: TapRow | None = None) -> tuple[int, int]:
         """Columns and popcount vectors of a conv register tile over ``columns`` output columns and
         ``outputs`` channels. Within ``popcount_tile`` accumulators the shape loads the fewest
@@ -361,7 +369,7 @@ class CpuKernelSchedules:
         """Popcount vectors (of ``word_lanes`` outputs) per register tile."""
         return divisor_at_most(outputs // self.word_lanes, max_vectors)
 
-    def _threshold_words(self, sch, tile_loops, inner, lane, v, max_vectors: int) -> None:
+    def _threshold_words(self, sch, tile_loops, inner, lane, v, max_vectors: int, shared_taps: bool = False) -> None:
         """Packed output (``kernels.bits.threshold_words``): one parallel tile per output word and
         ``inner`` positions (columns or batch rows). Per group of ``vectors`` popcount vectors the
         counts are reduced in registers (taps outside), then compared with their thresholds a
@@ -390,7 +398,7 @@ class CpuKernelSchedules:
         if counters:  # separate tap loops (affine addresses), each vector's weights serve every position
             taps = loops[-reductions:]
             sch.reorder(*taps, on, position, ov)
-            unrolled.append(taps[-1])
+            unrolled += taps[-2:] if shared_taps else taps[-1:]  # with the tap columns (``_shares_taps``)
         else:
             taps = [sch.fuse(*loops[-reductions:]) if reductions > 1 else loops[-1]]
             sch.reorder(*taps, position, on, ov)
