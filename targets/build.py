@@ -63,8 +63,9 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
 def drop_uncalled_kernels(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
     """``mod`` without the PrimFuncs no Relax function calls. The kernels carry a ``global_symbol``
     (``frontend.Lowering.call_kernel``), which keeps them through ``DeadCodeElimination``, so the
-    copies that splitting a layout rewrite out leaves (the kernel before the split, the rewrite
-    folded into its constant) would go into the module as code no one runs."""
+    copies earlier passes leave (a renamed copy of each kernel; where a layout rewrite is split
+    out, the kernel before the split and the rewrite folded into its constant) would go into the
+    module as code no one runs."""
     called = {
         gv.name_hint
         for func in mod.functions.values()

@@ -210,12 +210,9 @@ class CpuKernelSchedules:
         row = self._tap_row(sch, count)
         if stages.LANE_BITS in block_names(sch):
             cols, vectors = self._conv_tile(columns, WORD_BITS, row)
-            group = self._vectors(WORD_BITS, vectors)
-            if row:
-                _weights_in_tile_order(sch, count, "planes", group)
+            shared = self._counter_tile_loads(sch, count, row, cols, self._vectors(WORD_BITS, vectors))
             n, oy, ox, w, lane, v = sch.get_loops(sch.get_sblock(stages.LANE_BITS))
             xo, xi = sch.split(ox, [None, cols])
-            shared = bool(row) and self._shares_taps(cols, group, row)
             self._threshold_words(sch, [n, oy, xo, w], xi, lane, v, vectors, shared_taps=shared)
         elif self._columns_as_lanes(sch, count):
             n, oy, ox, o, ky, kx, cw = sch.get_loops(count)
@@ -239,9 +236,7 @@ class CpuKernelSchedules:
             # with counters: taps in separate loops (affine addresses, no division per word), the
             # channel words unrolled; per vector, its weight and mask words serve every column in turn
             sch.reorder(n, oy, xo, oo, ky, kx, cw, *((on, xi) if counters else (xi, on)), ov)
-            shared = (kx,) if row and self._shares_taps(cols, vectors, row) else ()
-            if counters:
-                _weights_in_tile_order(sch, count, "planes", vectors)
+            shared = (kx,) if self._counter_tile_loads(sch, count, row, cols, vectors) else ()
             tile = sch.fuse(n, oy, xo, oo)
             taps = ky if counters else sch.fuse(ky, kx, cw)
             self._register_tile(
@@ -335,6 +330,14 @@ class CpuKernelSchedules:
         _, _, _, _, _, kx, cw = sch.get_loops(count)
         words = extent(sch, cw)
         return TapRow(extent(sch, kx), words, int(sch.get(count).annotations[stages.COLUMN_STRIDE]) // words)
+
+    def _counter_tile_loads(self, sch, count, row: TapRow | None, cols: int, vectors: int) -> bool:
+        """For a counter tile (``row`` given) of ``cols`` x ``vectors``: re-lay the weights in its
+        order (``_weights_in_tile_order``); whether it unrolls its tap columns (``_shares_taps``)."""
+        if row is None:
+            return False
+        _weights_in_tile_order(sch, count, "planes", vectors)
+        return self._shares_taps(cols, vectors, row)
 
     def _conv_tile(self, columns: int, outputs: int, row: TapRow | None = None) -> tuple[int, int]:
         """Columns and popcount vectors of a conv register tile over ``columns`` output columns and

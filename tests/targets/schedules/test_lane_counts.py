@@ -94,6 +94,12 @@ def _aarch64_asm(model) -> str:
     return "\n".join(module.inspect_source("asm") for module in executable.mod.imports)
 
 
+def _popcount_loop(asm: str) -> str:
+    """The basic block with the most cnt: the popcount loop."""
+    blocks = re.split(r"^\.?LBB\w*:", asm, flags=re.MULTILINE)
+    return max(blocks, key=lambda block: len(re.findall(r"\bcnt\s+v\d+\.16b", block)))
+
+
 def test_neon_step_is_one_cnt_and_one_uadalp_per_vector():
     """The counters' step adds each cnt.16b with one uadalp.8h; no 64-bit widening chain
     (uaddlp .4s / .2d, uadalp .2d) is left in the kernel."""
@@ -115,8 +121,7 @@ def test_neon_counters_fold_by_pairwise_adds_and_weights_load_in_pairs(channels,
     model = binary_conv_model(np.random.default_rng(18), 1, channels, size, channels, 3, 1, 1, mode="binary")
     asm = _aarch64_asm(model)
     assert re.search(r"\baddp\s+v\d+\.8h", asm) and not re.search(r"\busra\b", asm)
-    blocks = re.split(r"^\.?LBB\w*:", asm, flags=re.MULTILINE)
-    loop = max(blocks, key=lambda block: len(re.findall(r"\bcnt\s+v\d+\.16b", block)))
+    loop = _popcount_loop(asm)
     cnt = len(re.findall(r"\bcnt\s+v\d+\.16b", loop))
     assert cnt > 0 and columns * len(re.findall(r"\bldp\s+q\d+, q\d+", loop)) >= cnt
 
@@ -136,8 +141,7 @@ def test_neon_tile_columns_load_the_input_words_their_taps_share_once():
     in the popcount loop (a 128-channel conv on 16-wide maps: 2 channel words); a loop per tap
     column loaded each pair's word, 4 or 5 cnt per load."""
     asm = _aarch64_asm(binary_conv_model(np.random.default_rng(18), 1, 128, 16, 128, 3, 1, 1, mode="binary"))
-    blocks = re.split(r"^\.?LBB\w*:", asm, flags=re.MULTILINE)
-    loop = max(blocks, key=lambda block: len(re.findall(r"\bcnt\s+v\d+\.16b", block)))
+    loop = _popcount_loop(asm)
     loads = len(re.findall(r"\bld1r\s", loop))
     assert loads > 0 and 8 * loads <= len(re.findall(r"\bcnt\s+v\d+\.16b", loop))
 
