@@ -21,6 +21,7 @@ from tvm.s_tir import pipeline as s_tir_pipeline
 from tvm.tirx import compilation_pipeline
 
 from mptc.targets.schedules.cpu_glue import glue_rules
+from mptc.targets.shift_insert import ShiftInsert
 from mptc.targets.stack_buffers import LocalBuffersOnStack
 from mptc.targets.target import CompileTarget
 
@@ -85,11 +86,12 @@ def vector_registers(target: CompileTarget, float_lanes: int) -> int:
 
 
 def tir_pipeline():
-    """TVM's default TIR pipeline, with small ``local`` buffers kept on the stack in host code."""
+    """TVM's default TIR pipeline, with small ``local`` buffers kept on the stack in host code
+    and, on aarch64, packed sign words built by ``sli`` (``targets.shift_insert``)."""
     lower, finalize_host, finalize_device = s_tir_pipeline.default_s_tir_pipeline()
 
     def finalize_host_on_stack() -> tvm.transform.Pass:
-        return tvm.transform.Sequential([LocalBuffersOnStack(), finalize_host()])
+        return tvm.transform.Sequential([LocalBuffersOnStack(), ShiftInsert(), finalize_host()])
 
     return lower, finalize_host_on_stack, finalize_device
 

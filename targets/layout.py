@@ -398,11 +398,22 @@ def flat_input(geo: ConvGeometry, policy: KernelPolicy) -> FlatInput:
     """The flat input of a real-input conv: shifted planes where channel planes would drop at
     least ``policy.shifted_planes_waste`` of their flat outputs, else channel planes."""
     (sh, sw), hq, wq = geo.strides, geo.phase_height, geo.phase_width
+    # the planes hold row phases outermost, so those no tap reads can be left out (e.g. at a
+    # 1x1 stride-2 shortcut, three quarters of the input), and then the column phases too
+    row_phases = 1 if _reads_phase_zero(geo, axis=0) else sh
+    col_phases = 1 if row_phases == 1 and _reads_phase_zero(geo, axis=1) else sw
     if 1 - geo.out_width / wq >= policy.shifted_planes_waste:
         stride = aligned_row_stride(geo.out_width, policy)
-        rows = sh * hq + (stride % LINE_FLOATS == 0 and sh * hq * stride // LINE_FLOATS % 2 == 0)
+        rows = row_phases * hq + (stride % LINE_FLOATS == 0 and row_phases * hq * stride // LINE_FLOATS % 2 == 0)
         return FlatInput(True, geo.channels * geo.kernel[1], rows, stride, geo.out_height)
-    return FlatInput(False, geo.channels, sh * sw * hq, wq, geo.out_height)
+    return FlatInput(False, geo.channels, row_phases * col_phases * hq, wq, geo.out_height)
+
+
+def _reads_phase_zero(geo: ConvGeometry, axis: int) -> bool:
+    """Whether every tap offset along ``axis`` (0: rows, 1: columns) is a multiple of the stride:
+    the taps read that axis's stride phase 0 alone."""
+    stride, dilation = geo.strides[axis], geo.dilations[axis]
+    return all(k * dilation % stride == 0 for k in range(geo.kernel[axis]))
 
 
 def flat_is_input(geo: ConvGeometry, flat: FlatInput, outputs: int) -> bool:

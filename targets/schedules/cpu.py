@@ -728,7 +728,8 @@ class CpuKernelSchedules:
         """Accumulate ``reduce`` in a register tile under ``tile`` and emit the epilogue there, vectorized.
 
         ``counters``: ``reduce`` is a popcount kept in 16-bit counters (``lane_counts``), folded
-        into counts by a copy of the tile that the epilogue reads. ``channel_constants``: the
+        into counts by a copy of the tile that the epilogue reads (with ``channel_constants``,
+        folded into runs of columns, ``_mark_counters``). ``channel_constants``: the
         epilogue's vectors run along a conv's columns, one channel per vector, and the tile's
         ``scale`` and ``bias`` are copied first by whole vectors: each channel's then is a lane
         (NEON's multiply-add by element), where its own load took an address computed per
@@ -757,7 +758,8 @@ class CpuKernelSchedules:
                 (loop,) = _under(sch, local, tile)
                 sch.vectorize(loop)
         if fold is not None:
-            _mark_counters(sch, reduce, fold, tile)
+            loops = _under(sch, fold, tile)  # (columns, outputs), the columns' loop gone with one column
+            _mark_counters(sch, reduce, fold, tile, by_columns=channel_constants and len(loops) == 2)
             # the epilogue unrolled too: it reads the folded counts where they are, in registers
             for loop in _under(sch, epilogue, tile)[:-1]:
                 sch.unroll(loop)
@@ -833,13 +835,25 @@ def _weights_in_tile_order(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, 
     sch.annotate(copy, "meta_schedule.layout_rewrite_preproc", True)
 
 
-def _mark_counters(sch, update, fold, tile) -> None:
+def _mark_counters(sch, update, fold, tile, by_columns: bool = False) -> None:
     """Mark the popcount update's vector and the fold copy's runs of counts (``lane_counts.fold_words``,
     the copy's loops under ``tile`` unrolled) for ``lane_counts.expand``. The fold holds int32
     counts (below 2^16), the epilogue's own type: a uint64 fold made LLVM widen every count to
-    64 bits and narrow it again on its way to the epilogue's vectors."""
+    64 bits and narrow it again on its way to the epilogue's vectors.
+
+    ``by_columns``: the fold of a conv tile ``(n, oy, ox, o)`` whose epilogue's vectors run along
+    its columns is laid out ``(n, oy, o, ox)`` and folds each vector's two words across the
+    tile's columns (``lane_counts.FOLD_BY_COLUMNS``)."""
     lane_counts.mark(sch, sch.get_loops(update)[-1], lane_counts.STEP)
     sch.unsafe_set_dtype(fold, 0, "int32")
+    if by_columns:
+        sch.transform_layout(fold, ("write", 0), lambda n, y, x, o: (n, y, o, x))
+        columns, outputs = _under(sch, fold, tile)
+        vectors, words = sch.split(outputs, [None, lane_counts.VECTOR_WORDS])
+        sch.reorder(vectors, words, columns)
+        sch.unroll(vectors)
+        lane_counts.mark(sch, words, lane_counts.FOLD_BY_COLUMNS)
+        return
     *outer, last = _under(sch, fold, tile)
     runs, inner = sch.split(last, [None, lane_counts.fold_words(extent(sch, last))])
     for loop in [*outer, runs]:

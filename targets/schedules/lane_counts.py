@@ -4,8 +4,9 @@ NEON counts bits per byte (``cnt.16b``) only; a 64-bit popcount widens the byte 
 times (``uaddlp`` x3) before it is added. Here each uint64 accumulator of the register tile is
 four 16-bit counters instead, and a step adds the popcount of each 16-bit lane of the XNOR word
 (``cnt.16b`` + ``uadalp.8h``: two instructions per vector of words instead of five). The
-counters are folded into one count per accumulator once per tile (``fold``: two shifted adds
-and a mask), before the epilogue reads them.
+counters are folded into one count per accumulator once per tile, by pairwise adds, before the
+epilogue reads them: in word order (``FOLD``), or, for a conv epilogue whose vectors run along
+the output columns, into each channel's run of columns (``FOLD_BY_COLUMNS``).
 
 A step or fold is a block of one vector of ``lanes`` words whose scalar body the schedule
 blockizes and marks (``mark``); ``expand`` replaces each marked block's body by the vector
@@ -31,9 +32,11 @@ COUNTERS = 4  # 16-bit counters per uint64 word
 MAX_WORDS = (1 << 16) // 64 - 1  # counts up to 64 * MAX_WORDS < 2^16 fold exactly
 VECTOR_WORDS = 2  # uint64 words per NEON register
 FOLD_WORDS = 8  # words per fold: four vectors' counters, two levels of pairwise adds
-KIND = "mptc.lane_counts"  # block annotation: STEP or FOLD
+COLUMN_GROUP = 4  # columns whose counts one tree of pairwise adds folds into one vector (a fold by columns)
+KIND = "mptc.lane_counts"  # block annotation: STEP, FOLD or FOLD_BY_COLUMNS
 STEP = "step"
 FOLD = "fold"
+FOLD_BY_COLUMNS = "fold_by_columns"
 
 
 def mark(sch: s_tir.Schedule, lanes_loop: s_tir.schedule.LoopRV, kind: str) -> s_tir.schedule.SBlockRV:
@@ -53,7 +56,7 @@ def _expand_block(block: s_tir.SBlock) -> s_tir.SBlock:
     kind = block.annotations.get(KIND)
     if kind is None:
         return block
-    statement = _step(block) if str(kind) == STEP else _fold(block)
+    statement = {STEP: _step, FOLD: _fold, FOLD_BY_COLUMNS: _fold_by_columns}[str(kind)](block)
     annotations = {k: v for k, v in block.annotations.items() if k != KIND}
     return s_tir.SBlock(
         block.iter_vars,
@@ -215,6 +218,42 @@ def _fold(block: s_tir.SBlock) -> tirx.Stmt:
         sums = tirx.Shuffle([sums], [tirx.const(i, "int32") for i in range(words)])
     out = _access(_region(block, store.buffer, writes=True), words, lambda i: tirx.BufferLoad(store.buffer, i))
     return tirx.BufferStore(store.buffer, sums.astype(f"{store.buffer.dtype}x{words}"), list(out.indices))
+
+
+def _fold_by_columns(block: s_tir.SBlock) -> tirx.Stmt:
+    """The counters of one vector (two words: two output channels) in each of a tile's columns
+    -> each channel's counts as a run along the columns, the layout of an NCHW epilogue's vectors.
+    Per four columns, a tree of pairwise adds leaves ``[c0 w0, c0 w1, c1 w0, ..., c3 w1]`` in
+    one vector, so each channel's run is one shuffle of its lanes (``uzp``), where counts folded
+    per column reached the epilogue's column vectors a lane at a time."""
+    store = _inner_store(block)
+    copied = _uncast(store.value)
+    if not isinstance(copied, TensorLoad):
+        raise ValueError(f"{block.name_hint}: not a copy: {store.value}")
+    *at, columns, words = _region(block, copied.source)
+    *out_at, out_words, out_columns = _region(block, store.buffer, writes=True)
+    if int(words.extent) != VECTOR_WORDS or int(out_words.extent) != VECTOR_WORDS:
+        raise ValueError(f"{block.name_hint}: a fold by columns takes one vector of {VECTOR_WORDS} words per column")
+    count = int(columns.extent)
+
+    def counters(j: int) -> tirx.PrimExpr:
+        index = [r.min for r in at] + [columns.min + min(j, count - 1), tirx.Ramp(words.min, 1, VECTOR_WORDS)]
+        return _counters(tirx.BufferLoad(copied.source, index), VECTOR_WORDS)
+
+    groups = [
+        _pairwise(_pairwise(counters(g), counters(g + 1)), _pairwise(counters(g + 2), counters(g + 3)))
+        for g in range(0, count, COLUMN_GROUP)
+    ]
+    runs = []
+    for word in range(VECTOR_WORDS):
+        lanes = [
+            (j // COLUMN_GROUP) * COUNTERS * VECTOR_WORDS + (j % COLUMN_GROUP) * VECTOR_WORDS + word
+            for j in range(count)
+        ]
+        run = tirx.Shuffle(groups, [tirx.const(i, "int32") for i in lanes]).astype(f"{store.buffer.dtype}x{count}")
+        index = [r.min for r in out_at] + [out_words.min + word, tirx.Ramp(out_columns.min, 1, count)]
+        runs.append(tirx.BufferStore(store.buffer, run, index))
+    return tirx.SeqStmt(runs)
 
 
 def _pairwise(a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -67,7 +67,8 @@ def test_sparse_dense_rows_list_each_output_padded_to_pairs_with_the_zero():
 
 def _flat_values(padded: np.ndarray, geo: layout.ConvGeometry, flat: layout.FlatInput) -> np.ndarray:
     """The flat input of ``layout.FlatInput`` from the zero-padded image ``(C, Hq * sh, Wq * sw)``,
-    zeros in the columns and rows that only pad a plane, and two zero planes of tail."""
+    zeros in the columns and rows that only pad a plane, and two zero planes of tail; of the
+    stride phases, those the planes hold (the first)."""
     (sh, sw), hq, wq = geo.strides, geo.phase_height, geo.phase_width
     c, ow, kw = geo.channels, geo.out_width, geo.kernel[1]
     if flat.shifted:  # (c, kx, py, qy, ox)
@@ -77,8 +78,9 @@ def _flat_values(padded: np.ndarray, geo: layout.ConvGeometry, flat: layout.Flat
         planes = columns.reshape(c * kw, hq, sh, ow).transpose(0, 2, 1, 3).reshape(c * kw, sh * hq, ow)
     else:  # (c, py, px, qy, qx)
         planes = padded.reshape(c, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3).reshape(c, sh * sw * hq, wq)
+    rows = min(planes.shape[1], flat.plane_rows)  # phases outermost: the planes keep the first ones the taps read
     framed = np.zeros((flat.planes, flat.plane_rows, flat.row_stride))
-    framed[:, : planes.shape[1], : planes.shape[2]] = planes
+    framed[:, :rows, : planes.shape[2]] = planes[:, :rows]
     return np.concatenate([framed.reshape(-1), np.zeros(2 * flat.plane_size)])
 
 
@@ -140,6 +142,28 @@ def test_block_sparse_conv_tables_read_the_flat_input_exactly(block, group, wast
     )
     np.testing.assert_allclose(got[:5], expected, atol=1e-12)
     np.testing.assert_array_equal(got[5:], 0)
+
+
+@pytest.mark.parametrize(
+    "kernel, dilation, row_phases, phases",
+    [((1, 1), 1, 1, 1), ((3, 3), 2, 1, 1), ((1, 3), 1, 1, 2), ((3, 3), 1, 2, 4), ((3, 1), 1, 2, 4)],
+    ids=["1x1", "3x3-dilated-2", "1x3", "3x3", "3x1"],
+)
+@pytest.mark.parametrize("waste", [0.0, 1.0], ids=["shifted-planes", "channel-planes"])
+def test_strided_flat_planes_hold_only_the_phases_the_taps_read(kernel, dilation, row_phases, phases, waste):
+    """At stride 2, a 1x1 conv (a ResNet shortcut) and a 3x3 dilated by 2 read stride phase (0, 0)
+    alone: their planes hold that phase, a quarter of the input, where all four were copied (and
+    a lookup conv summed every copied value); a 1x3 conv reads the first row phase only. Shifted
+    planes hold row phases only (a plane per tap column); channel planes hold the row phases
+    outermost, so a 3x1 conv keeps all four."""
+    geo = layout.ConvGeometry(
+        1, 3, 16, 16, 5, kernel=kernel, strides=(2, 2), pads=(1, 1, 1, 1), dilations=(dilation,) * 2
+    )
+    flat = layout.flat_input(geo, dataclasses.replace(POLICY, shifted_planes_waste=waste))
+    if flat.shifted:  # one more row where a plane of whole cache lines would be an even number of them
+        assert flat.plane_rows - row_phases * geo.phase_height in (0, 1)
+    else:
+        assert flat.plane_rows == phases * geo.phase_height
 
 
 @pytest.mark.parametrize("width, stride", [(14, 16), (15, 16), (7, 8), (13, 13), (12, 12), (4, 4)])

@@ -135,6 +135,31 @@ def test_neon_conv_epilogue_reads_channel_constants_as_lanes():
     assert not re.search(r"\bbfi\b", asm)
 
 
+@pytest.mark.parametrize("channels, size", [(64, 16), (256, 14)])
+def test_neon_conv_epilogue_reads_each_channel_as_a_run_of_columns(channels, size):
+    """The counts of a counter tile fold straight into each channel's run of columns
+    (``lane_counts.FOLD_BY_COLUMNS``), the NCHW epilogue's vectors: no lane is moved on its own
+    (``mov v.s[i], v.s[j]``), as when the counts folded per column were gathered into column
+    vectors a lane at a time (4 and 7 columns)."""
+    asm = _aarch64_asm(
+        binary_conv_model(np.random.default_rng(18), 1, channels, size, channels, 3, 1, 1, mode="binary")
+    )
+    assert re.search(r"\baddp\s+v\d+\.8h", asm)
+    assert not re.search(r"\bmov\s+v\d+\.s\[\d\], v\d+\.s\[\d\]|\bins\s", asm)
+
+
+@pytest.mark.parametrize("channels, size", [(64, 16), (256, 14)])
+def test_neon_sign_pack_inserts_each_bit_with_one_sli(channels, size):
+    """A float input's signs pack by shift-left-and-insert (``targets.shift_insert``): per 64
+    channels, 64 compares and 62 ``sli`` (each 32-bit half's top bit needs none), no AND and ORR
+    per bit; vectors of 4 pixels (16-wide rows) and of 2 (14-wide)."""
+    asm = _aarch64_asm(
+        binary_conv_model(np.random.default_rng(18), 1, channels, size, channels, 3, 1, 1, mode="binary")
+    )
+    compares = len(re.findall(r"\bfcmge\s+v\d+", asm))
+    assert compares > 0 and len(re.findall(r"\bsli\s+v\d+", asm)) == compares // 64 * 62
+
+
 def test_neon_tile_columns_load_the_input_words_their_taps_share_once():
     """A 4-column tile's taps along a row read 6 input words for its 12 (column, tap) pairs: with
     the tap columns unrolled, each is one broadcast load (ld1r) per channel word, 8 cnt per load
