@@ -3,7 +3,9 @@
 NEON has no 64-bit popcount: LLVM lowers ``popcount`` on uint64x2 to ``cnt.16b`` plus three
 widening pairwise adds (``uaddlp``). The popcount kernels instead keep each accumulator as 16-bit
 counters (``lane_counts``: ``cnt.16b`` + ``uadalp.8h`` per vector of words, the counters folded
-once per tile), so a step is eor, and, cnt, uadalp plus its share of the operand loads. A conv
+once per tile, into the NCHW epilogue's runs of columns), so a step is eor, and, cnt, uadalp
+plus its share of the operand loads; a float input's signs pack by ``sli``, a compare and an
+insert per vector of floats (``targets.shift_insert``). A conv
 tile of 16 accumulators takes the columns x vectors shape that loads the fewest operands per
 step, its weights re-laid in tile order so each vector's sign and mask words are one ``ldp``,
 the input words its columns' taps share loaded once (``CpuKernelSchedules._conv_tile``: 7 x 2
