@@ -32,7 +32,7 @@ COUNTERS = 4  # 16-bit counters per uint64 word
 MAX_WORDS = (1 << 16) // 64 - 1  # counts up to 64 * MAX_WORDS < 2^16 fold exactly
 VECTOR_WORDS = 2  # uint64 words per NEON register
 FOLD_WORDS = 8  # words per fold: four vectors' counters, two levels of pairwise adds
-COLUMN_GROUP = 4  # columns whose counts one tree of pairwise adds folds into one vector (a fold by columns)
+COLUMN_GROUP = 4  # columns whose counts two levels of pairwise adds fold into one vector (a fold by columns)
 KIND = "mptc.lane_counts"  # block annotation: STEP, FOLD or FOLD_BY_COLUMNS
 STEP = "step"
 FOLD = "fold"
@@ -224,8 +224,9 @@ def _fold_by_columns(block: s_tir.SBlock) -> tirx.Stmt:
     """The counters of one vector (two words: two output channels) in each of a tile's columns
     -> each channel's counts as a run along the columns, the layout of an NCHW epilogue's vectors.
     Per four columns, a tree of pairwise adds leaves ``[c0 w0, c0 w1, c1 w0, ..., c3 w1]`` in
-    one vector, so each channel's run is one shuffle of its lanes (``uzp``), where counts folded
-    per column reached the epilogue's column vectors a lane at a time."""
+    one vector, so each channel's run is a shuffle of its even or odd lanes (widened to 32 bits,
+    one ``and`` or ``ushr``), where counts folded per column reached the epilogue's column
+    vectors a lane at a time."""
     store = _inner_store(block)
     copied = _uncast(store.value)
     if not isinstance(copied, TensorLoad):
