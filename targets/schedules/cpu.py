@@ -252,14 +252,29 @@ class CpuKernelSchedules:
             )
             if exact:  # each output row counts in one form: the loop over taps holds no select
                 unswitch.mark(sch, taps)
-        self._pack(sch, parallel_loops=2)
-        for name in (stages.PACK, stages.PACK_NONZERO):  # float NCHW input: consecutive x contiguous, one word each
+        for name in (stages.PACK, stages.PACK_NONZERO):
             if name in block_names(sch):
-                _, x, cw = sch.get_loops(sch.get_sblock(name))
-                sch.reorder(cw, x)
-                # a full float vector of pixels per compare: 2.5x faster than word-wide on 32-pixel rows
-                sch.vectorize(sch.split(x, [None, divisor_at_most(extent(sch, x), self.float_lanes)])[1])
+                self._pack_pixels(sch, sch.get_sblock(name))
+        self._pack(sch, parallel_loops=2)
         return unswitch.apply(lane_counts.expand(sch.mod["main"]))
+
+    def _pack_pixels(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        """A float NCHW input's sign pack ``(n, y, x, cw)``: a word per pixel, from vectors of
+        consecutive pixels (a full float vector per compare: 2.5x faster than word-wide on
+        32-pixel rows), parallel over ``(n, y)``. Where a row's widest vector is half a register
+        or less (14-wide rows on NEON: 2 lanes of 4) and the map holds whole vectors, the vectors
+        run across rows."""
+        n, y, x, cw = sch.get_loops(block)
+        width, lanes = extent(sch, x), self.float_lanes
+        if 2 * divisor_at_most(width, lanes) <= lanes and extent(sch, y) * width % lanes == 0:
+            outer, pixels = sch.split(sch.fuse(y, x), [None, lanes])
+            sch.reorder(n, outer, cw, pixels)
+            sch.parallel(sch.fuse(n, outer))
+        else:
+            sch.reorder(n, y, cw, x)
+            sch.parallel(sch.fuse(n, y))
+            pixels = sch.split(x, [None, divisor_at_most(width, lanes)])[1]
+        sch.vectorize(pixels)
 
     def binary_dense(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Tile ``(o/(vectors*lanes), n/rows)`` parallel; words outside the register tile (see ``binary_conv``)."""
@@ -766,9 +781,10 @@ class CpuKernelSchedules:
 
     @staticmethod
     def _pack(sch, parallel_loops: int) -> None:
-        """Sign-pack and padding of the input words, where the kernel has those stages: parallel over leading loops."""
+        """Sign-pack and padding of the input words, where the kernel has those stages and no
+        parallel loop yet: parallel over leading loops."""
         for name in (stages.PACK, stages.PAD, stages.PACK_NONZERO, stages.PAD_NONZERO):
-            if name in block_names(sch):
+            if name in block_names(sch) and not _is_parallel(sch, sch.get_sblock(name)):
                 loops = sch.get_loops(sch.get_sblock(name))
                 sch.parallel(sch.fuse(*loops[:parallel_loops]))
 
@@ -859,6 +875,10 @@ def _mark_counters(sch, update, fold, tile, by_columns: bool = False) -> None:
     for loop in [*outer, runs]:
         sch.unroll(loop)
     lane_counts.mark(sch, inner, lane_counts.FOLD)
+
+
+def _is_parallel(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    return any(sch.get(loop).kind == tirx.ForKind.PARALLEL for loop in sch.get_loops(block))
 
 
 def _rows_of_vectors(sch, block, lanes: int) -> bool:

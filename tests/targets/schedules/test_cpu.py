@@ -26,6 +26,7 @@ def test_tiles_of_every_family_match_reference(family):
         binary_chain(np.random.default_rng(7)),
         binary_conv_model(np.random.default_rng(8), 2, 70, 9, 13, 3, 2, 1, mode="real"),
         binary_conv_model(np.random.default_rng(9), 1, 64, 16, 20, 3, 1, 1, mode="binary"),  # vectors along columns
+        binary_conv_model(np.random.default_rng(10), 2, 64, 14, 6, 3, 1, 1, mode="binary"),  # NEON packs across rows
     )
     for model in models:
         vm, _ = compile_x86(model, break_even=0.0, kernels=kernels)
