@@ -21,7 +21,9 @@ one thread is also the figure to compare with a single-threaded peer. A board ha
 ``threads`` above one, :func:`thread_instructions` counts only the instructions executed inside
 ``OUT/module.so``'s code (its executable mapping, marked by the guest before the first call), per
 guest thread, each thread on its own counter: the kernels' work and how it splits, without the
-thread pool's waiting, whose count depends on the host's timing. ``PYTHONHASHSEED`` is fixed and
+thread pool's waiting, whose count depends on the host's timing. :func:`block_counts` splits the
+module's code count by translated block (the plugin's ``blocks=1``), for reading a kernel's cost
+off its assembly (``bench/bench_hot_blocks.py``). ``PYTHONHASHSEED`` is fixed and
 the garbage collector is off inside the regions, so they take the same paths every time.
 The counts are instructions, not cycles: they rank kernels on one core model, they do not give
 its latency.
@@ -376,11 +378,12 @@ def _run_guest(
     names: bool = False,
     threads: int = 1,
     tolerance: float | None = None,
+    blocks: bool = False,
 ) -> tuple[dict[str, list[tuple[int, ...]]], list[str]]:
     """Run ``script`` in one emulated process on ``engine``'s model with the counting plugin (TVM at
     ``threads`` threads), check its output against the reference, and return the plugin's counters
-    (``region``, ``total`` and ``code`` lines) and, with ``names``, the lines the guest wrote to
-    ``<result>.calls`` (``_KERNELS_GUEST``)."""
+    (``region``, ``total`` and ``code`` lines; with ``blocks``, ``block`` lines too) and, with
+    ``names``, the lines the guest wrote to ``<result>.calls`` (``_KERNELS_GUEST``)."""
     out = Path(out_dir)
     for name in (engine.model, REFERENCE_FILE):
         if not (out / name).is_file():
@@ -398,7 +401,7 @@ def _run_guest(
             **os.environ,
             "QEMU_CPU": qemu_cpu,
             # qemu-user reads QEMU_PLUGIN as its -plugin option; the launcher passes it through.
-            "QEMU_PLUGIN": f"{lib},outfile={counts}",
+            "QEMU_PLUGIN": f"{lib},outfile={counts}" + (",blocks=1" if blocks else ""),
             "TVM_NUM_THREADS": str(threads),
             "PYTHONHASHSEED": "0",
         }
@@ -420,13 +423,14 @@ def _run_guest(
         _check_output(engine, np.load(result), read_reference(out)[1], where, tolerance)
         text = counts.read_text()
         calls = [line for line in called.read_text().splitlines() if line] if names else []
-    found: dict[str, list[tuple[int, ...]]] = {"region": [], "total": [], "code": []}
+    found: dict[str, list[tuple[int, ...]]] = {"region": [], "total": [], "code": [], "block": []}
+    widths = {"region": len(CLASSES), "total": len(CLASSES), "block": 3}
     for line in text.splitlines():
         name, *fields = line.split()
-        if name not in found or (name != "code" and len(fields) != len(CLASSES)) or not fields:
+        if name not in found or len(fields) != widths.get(name, len(fields)) or not fields:
             raise DeviceError(
                 f"the instruction-counting plugin wrote {line!r}: expected 'region|total' and {len(CLASSES)} "
-                "numbers, or 'code' and a number per thread"
+                "numbers, 'code' and a number per thread, or 'block' and 3 numbers"
             )
         found[name].append(tuple(int(field) for field in fields))
     if len(found["total"]) != 1:
@@ -459,6 +463,45 @@ def instruction_counts(
     counted = count_instructions(out_dir, board, runs=runs, warmup=warmup, engine=engine, tolerance=tolerance)
     once, twice = counted["region"]
     return InstructionCounts(*((b - a) / runs for a, b in zip(once, twice, strict=True)))
+
+
+@dataclass(frozen=True)
+class BlockCount:
+    """One block of ``OUT/module.so``'s code as qemu translated it: its ``offset`` from the start of
+    the module's executable mapping, its ``instructions``, and its ``executions`` per inference."""
+
+    offset: int
+    instructions: int
+    executions: float
+
+    @property
+    def per_inference(self) -> float:
+        """The block's share of an inference's instructions."""
+        return self.instructions * self.executions
+
+
+def block_counts(out_dir: str | Path, board: str, *, runs: int = DEFAULT_RUNS, warmup: int = 1) -> list[BlockCount]:
+    """The blocks of ``OUT/module.so``'s code one inference runs on emulated ``board`` (TVM at one
+    thread), most instructions first: where a kernel's instructions go, to the instruction. Their
+    instructions add up to the module's code count exactly, or this raises (the plugin keeps
+    ``MAX_BLOCKS`` blocks)."""
+    if runs < 1 or warmup < 1:
+        raise InputError(f"runs and warmup must be at least 1: got runs={runs}, warmup={warmup}")
+    script = _guest(_GUEST, ENGINES["mptc"])
+    found, _ = _run_guest(out_dir, board, ENGINES["mptc"], script, [str(warmup), str(runs)], blocks=True)
+    executions: dict[tuple[int, int], int] = {}
+    for offset, instructions, times in found["block"]:  # a block qemu translated twice: two lines
+        executions[offset, instructions] = executions.get((offset, instructions), 0) + times
+    counted = sum(n * times for (_, n), times in executions.items())
+    code = sum(sum(counts) for counts in found["code"])
+    if counted != code:
+        raise DeviceError(
+            f"the blocks the plugin listed hold {counted} of the module's {code} instructions: "
+            f"is {plugin()} built from scripts/qemu/insn_count.c?"
+        )
+    inferences = 3 * runs  # the two regions: runs calls, then 2 * runs
+    rows = [BlockCount(offset, n, times / inferences) for (offset, n), times in executions.items()]
+    return sorted(rows, key=lambda row: -row.per_inference)
 
 
 @dataclass(frozen=True)

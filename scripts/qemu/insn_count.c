@@ -1,13 +1,18 @@
 /*
  * insn_count: a qemu TCG plugin that counts executed guest instructions (aarch64 guests).
  *
- * Usage:  qemu-aarch64 -plugin libinsn_count.so,outfile=PATH ...
+ * Usage:  qemu-aarch64 -plugin libinsn_count.so,outfile=PATH[,blocks=1] ...
  *         (or QEMU_PLUGIN=libinsn_count.so,outfile=PATH in qemu-user's environment)
  * At exit it writes lines to PATH, four counters each (total neon_cnt loads_stores fp_simd):
  *   region <4 counters>   one line per region: instructions between a start and a stop marker
  *   total  <4 counters>   instructions executed by the whole process
  * and, once a code range is marked, one line per region with one counter per guest thread:
  *   code <n_0> <n_1> ...  instructions each thread (vCPU 0, 1, ...) executed inside the range
+ * and, with blocks=1, one line per translation block of the marked range that ran in a region:
+ *   block <offset> <instructions> <executions>   offset from the range's start; a block qemu
+ *   translated twice has two lines. Executions are counted in every region together, exactly with
+ *   one guest thread (plain uint64_t, as the class counters); at most MAX_BLOCKS blocks are kept,
+ *   so the lines' instructions fall short of the code lines' where a module has more.
  *
  * Markers: the guest calls close() on a descriptor numbered MARK_START or MARK_STOP (it fails with
  * EBADF, which is all the guest sees; from Python: os.close(n) in a try). Counting a region this way
@@ -48,6 +53,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define MARK_CODE_END 0x6d707403u
 #define MAX_REGIONS 4096
 #define MAX_THREADS 64
+#define MAX_BLOCKS 65536
 
 enum { TOTAL, NEON_CNT, LOADS_STORES, FP_SIMD };
 
@@ -62,6 +68,15 @@ static uint64_t code_start, code_end; /* the marked code range, [start, end) */
 static uint64_t code[MAX_THREADS];    /* instructions run inside it, per guest thread */
 static uint64_t code_started[MAX_THREADS];
 static uint64_t code_regions[MAX_REGIONS][MAX_THREADS];
+
+struct block {
+    uint64_t offset;       /* from code_start */
+    uint64_t instructions;
+    uint64_t executions;   /* inside regions */
+};
+static int count_blocks; /* the blocks=1 argument */
+static struct block blocks[MAX_BLOCKS];
+static int n_blocks;
 
 static int insn_class(uint32_t word)
 {
@@ -84,6 +99,14 @@ static void code_exec(unsigned int vcpu_index, void *insns)
     }
 }
 
+static void block_exec(unsigned int vcpu_index, void *block)
+{
+    (void)vcpu_index;
+    if (in_region) {
+        ((struct block *)block)->executions++;
+    }
+}
+
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
@@ -92,6 +115,12 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
     if (vaddr >= code_start && vaddr < code_end) {
         qemu_plugin_register_vcpu_tb_exec_cb(tb, code_exec, QEMU_PLUGIN_CB_NO_REGS, (void *)(uintptr_t)n);
+        if (count_blocks && n_blocks < MAX_BLOCKS) {
+            struct block *b = &blocks[n_blocks++];
+            b->offset = vaddr - code_start;
+            b->instructions = n;
+            qemu_plugin_register_vcpu_tb_exec_cb(tb, block_exec, QEMU_PLUGIN_CB_NO_REGS, b);
+        }
     }
     if (!arm64) {
         return;
@@ -175,6 +204,12 @@ static void at_exit(qemu_plugin_id_t id, void *userdata)
         }
         fprintf(f, "\n");
     }
+    for (int i = 0; i < n_blocks; i++) {
+        if (blocks[i].executions) {
+            fprintf(f, "block %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", blocks[i].offset, blocks[i].instructions,
+                    blocks[i].executions);
+        }
+    }
     fclose(f);
 }
 
@@ -184,8 +219,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     for (int i = 0; i < argc; i++) {
         if (strncmp(argv[i], "outfile=", 8) == 0 && strlen(argv[i] + 8) < sizeof(outfile)) {
             strcpy(outfile, argv[i] + 8);
+        } else if (strcmp(argv[i], "blocks=1") == 0) {
+            count_blocks = 1;
         } else {
-            fprintf(stderr, "insn_count: unknown argument '%s' (expected outfile=PATH)\n", argv[i]);
+            fprintf(stderr, "insn_count: unknown argument '%s' (expected outfile=PATH or blocks=1)\n", argv[i]);
             return -1;
         }
     }

@@ -170,6 +170,20 @@ def test_the_modules_work_splits_over_a_boards_threads(binary_conv_out: Path) ->
 
 
 @pytest.mark.emulated
+def test_the_modules_code_splits_into_blocks_exactly(binary_conv_out: Path) -> None:
+    """Each translated block of the module's code with its executions per inference: together the
+    module's one-thread count, to the instruction; whole executions per inference; the same again;
+    the conv's popcount loop (a block run once per tap row of each tile) near the top."""
+    blocks = instructions.block_counts(binary_conv_out, "rpi4", runs=2)
+    one = instructions.thread_instructions(binary_conv_out, "rpi4", threads=1, runs=2)
+    assert sum(block.per_inference for block in blocks) == one.work
+    assert all(block.executions == int(block.executions) > 0 for block in blocks)
+    assert [b.per_inference for b in blocks] == sorted((b.per_inference for b in blocks), reverse=True)
+    assert instructions.block_counts(binary_conv_out, "rpi4", runs=2) == blocks
+    assert blocks[0].executions > 1 and blocks[0].instructions > 10
+
+
+@pytest.mark.emulated
 def test_profile_lists_each_kernel_calls_instructions(binary_conv_out: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
