@@ -56,8 +56,9 @@ def main() -> None:
     module = out / MODULE_FILE
     blocks = block_counts(out, board, runs=args.runs)
     base = code_base(module)
+    functions = disassemble(module)
     by_address: dict[int, tuple[str, Instruction]] = {
-        ins.address: (function, ins) for function, body in disassemble(module).items() for ins in body
+        ins.address: (function, ins) for function, body in functions.items() for ins in body
     }
     total = sum(block.per_inference for block in blocks)
     print(f"module: {module} on emulated {board}: {total:,.0f} instructions per inference in its code, 1 thread")
@@ -66,7 +67,7 @@ def main() -> None:
         start = base + block.offset
         body = [by_address[a][1] for a in range(start, start + 4 * block.instructions, 4) if a in by_address]
         function = by_address[start][0] if start in by_address else "?"
-        first = next((a for a, (f, _) in by_address.items() if f == function), start)
+        first = functions[function][0].address if function in functions else start
         common = collections.Counter(ins.mnemonic for ins in body).most_common(5)
         print(
             f"{block.per_inference:>13,.0f} {block.per_inference / total:>6.1%} {block.executions:>9,.0f} "

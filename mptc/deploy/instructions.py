@@ -42,6 +42,7 @@ import importlib.metadata
 import os
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -489,9 +490,9 @@ def block_counts(out_dir: str | Path, board: str, *, runs: int = DEFAULT_RUNS, w
         raise InputError(f"runs and warmup must be at least 1: got runs={runs}, warmup={warmup}")
     script = _guest(_GUEST, ENGINES["mptc"])
     found, _ = _run_guest(out_dir, board, ENGINES["mptc"], script, [str(warmup), str(runs)], blocks=True)
-    executions: dict[tuple[int, int], int] = {}
+    executions: Counter[tuple[int, int]] = Counter()
     for offset, instructions, times in found["block"]:  # a block qemu translated twice: two lines
-        executions[offset, instructions] = executions.get((offset, instructions), 0) + times
+        executions[offset, instructions] += times
     counted = sum(n * times for (_, n), times in executions.items())
     code = sum(sum(counts) for counts in found["code"])
     if counted != code:

@@ -773,8 +773,7 @@ class CpuKernelSchedules:
                 (loop,) = _under(sch, local, tile)
                 sch.vectorize(loop)
         if fold is not None:
-            loops = _under(sch, fold, tile)  # (columns, outputs), the columns' loop gone with one column
-            _mark_counters(sch, reduce, fold, tile, by_columns=channel_constants and len(loops) == 2)
+            _mark_counters(sch, reduce, fold, tile, by_columns=channel_constants)
             # the epilogue unrolled too: it reads the folded counts where they are, in registers
             for loop in _under(sch, epilogue, tile)[:-1]:
                 sch.unroll(loop)
@@ -859,18 +858,20 @@ def _mark_counters(sch, update, fold, tile, by_columns: bool = False) -> None:
 
     ``by_columns``: the fold of a conv tile ``(n, oy, ox, o)`` whose epilogue's vectors run along
     its columns is laid out ``(n, oy, o, ox)`` and folds each vector's two words across the
-    tile's columns (``lane_counts.FOLD_BY_COLUMNS``)."""
+    tile's columns (``lane_counts.FOLD_BY_COLUMNS``), where the tile has more than one column
+    (with one, the columns' loop is gone)."""
     lane_counts.mark(sch, sch.get_loops(update)[-1], lane_counts.STEP)
     sch.unsafe_set_dtype(fold, 0, "int32")
-    if by_columns:
+    loops = _under(sch, fold, tile)
+    if by_columns and len(loops) == 2:
         sch.transform_layout(fold, ("write", 0), lambda n, y, x, o: (n, y, o, x))
-        columns, outputs = _under(sch, fold, tile)
+        columns, outputs = loops
         vectors, words = sch.split(outputs, [None, lane_counts.VECTOR_WORDS])
         sch.reorder(vectors, words, columns)
         sch.unroll(vectors)
         lane_counts.mark(sch, words, lane_counts.FOLD_BY_COLUMNS)
         return
-    *outer, last = _under(sch, fold, tile)
+    *outer, last = loops
     runs, inner = sch.split(last, [None, lane_counts.fold_words(extent(sch, last))])
     for loop in [*outer, runs]:
         sch.unroll(loop)
