@@ -360,6 +360,7 @@ class BinaryConv(_onnx.OnnxOpConverter):
                         **fused,
                         lut_group=lut,
                         in_place=in_place,
+                        fused=kernels.fused_gather_epilogue,
                     )
                 )
                 consts = [t.ptr, t.index, layer.scale, layer.bias]

@@ -27,7 +27,9 @@ subtracted from the outputs that keep it: no multiplies, no zero-weight work. ``
 whole rows of ``R`` (and up to a whole number of ``chunk`` values), so every tap reads one
 contiguous run of the input. The segments' lengths vary per block, which TE cannot express: the
 gather is a ``te.extern`` whose loop nest each target family writes (``SparseGather``), as TOPI's
-sparse kernels were.
+sparse kernels were. Where ``R = OW`` the flat outputs are the output's own pixels, and a family
+whose gather can (``KernelSchedules.fused_gather_epilogue``) applies the epilogue as it stores
+each finished sum (``GatherStore``): no ``acc`` is written to memory and read back.
 
 Stages are named for the schedules (``kernels.stages``): ``PACK``/``PAD``/``FLAT``,
 ``POPCOUNT``/``GATHER``, ``LANE_BITS``/``OUTPUT``. ``FLAT`` carries its plane shape ``(rows, Wq)``
@@ -41,11 +43,12 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tvm import te, tirx
+from tvm import s_tir, te, tirx
+from tvm.script.ir_builder import tirx as T
 
 from mptc.targets.kernels import exact_sign, stages
 from mptc.targets.kernels.bits import WORD, nonzero_word, popcount_term, sign_word, threshold_words
-from mptc.targets.kernels.epilogue import finish, residual_input
+from mptc.targets.kernels.epilogue import clamp, finish, residual_input
 from mptc.targets.layout import (
     MASK_PLANE,
     SIGN_PLANE,
@@ -344,7 +347,60 @@ class SparseGather:
         return sign_classes(self.block)
 
 
-GatherBody = Callable[[SparseGather, tirx.Buffer, tirx.Buffer, tirx.Buffer, tirx.Buffer], tirx.Stmt]
+@dataclass(frozen=True)
+class GatherStore:
+    """Where the gather puts each finished sum ``acc[n, b, i, q]``: ``put(n, b, i, q, value)``
+    emits the store into the loop nest being built, into the accumulator an epilogue stage reads,
+    or, fused, into the output itself with the epilogue applied. The gather puts each sum once,
+    after its last input-channel group, and only for ``q < valid``."""
+
+    put: Callable[[tirx.PrimExpr, tirx.PrimExpr, int, tirx.PrimExpr, tirx.PrimExpr], None]
+    valid: int
+
+
+GatherBody = Callable[[SparseGather, tirx.Buffer, tirx.Buffer, tirx.Buffer, GatherStore], tirx.Stmt]
+
+
+def fuses_epilogue(geo: ConvGeometry, flat: FlatInput) -> bool:
+    """Whether the flat outputs of a block-sparse conv are its output pixels (``R = OW``), so a
+    gather can store its sums where the output has them."""
+    return flat.row_stride == geo.out_width
+
+
+def _flat_view(buffer: tirx.Buffer) -> tuple[tirx.Buffer, tirx.Stmt]:
+    """``buffer`` as one dimension, and the statement that declares that view of its data."""
+    view = tirx.decl_buffer((functools.reduce(lambda a, b: a * b, buffer.shape, 1),), buffer.dtype, name=buffer.name)
+    return view, tirx.DeclBuffer(view, data=buffer.data)
+
+
+def _fused_gather(
+    xs, ptr, index, scale, bias, geo: ConvGeometry, gather: SparseGather, body: GatherBody, residual, relu, upper
+) -> te.Tensor:
+    """The gather whose store is the epilogue: ``y`` written straight from the sums."""
+    pixels = geo.out_height * geo.out_width
+    ins = [xs, ptr, index, scale, bias] + ([residual] if residual is not None else [])
+
+    def build(buffers: list[tirx.Buffer], outs: list[tirx.Buffer]) -> tirx.Stmt:
+        xs_b, ptr_b, index_b, scale_b, bias_b, *res_b = buffers
+        views = [_flat_view(b) for b in (outs[0], *res_b)]
+        y, res = views[0][0], (views[1][0] if res_b else None)
+
+        def put(n, b, i, q, value):
+            o = b * gather.block + i
+            at = (n * geo.out_channels + o) * pixels + q
+            total = scale_b[o] * value + bias_b[o]
+            total = clamp(total if res is None else total + res[at], relu, upper)
+            if gather.blocks * gather.block > geo.out_channels:  # the last block has outputs past the last channel
+                with T.If(o < geo.out_channels), T.Then():
+                    T.buffer_store(y, total, [at])
+            else:
+                T.buffer_store(y, total, [at])
+
+        stmt = body(gather, xs_b, ptr_b, index_b, GatherStore(put, pixels))
+        return tirx.SeqStmt([*(declared for _, declared in views), stmt])
+
+    shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
+    return te.extern(shape, ins, build, name=stages.GATHER, dtype="float32")
 
 
 def block_sparse_conv(
@@ -360,14 +416,23 @@ def block_sparse_conv(
     residual=None,
     relu=False,
     upper: float | None = None,
+    fused: bool = False,
 ) -> te.Tensor:
     """``acc`` over the flat outputs of each output channel (``body`` walks the tables: the loop
     nest is the target's, as for TOPI's hand-written sparse kernels), then the affine epilogue
-    (and the fused residual add and ReLU) on the real outputs."""
+    (and the fused residual add and ReLU) on the real outputs; with ``fused`` (where
+    ``fuses_epilogue``), the epilogue inside the gather's stores."""
+    if fused:
+        return _fused_gather(xs, ptr, index, scale, bias, geo, gather, body, residual, relu, upper)
+
+    def build(buffers: list[tirx.Buffer], outs: list[tirx.Buffer]) -> tirx.Stmt:
+        def put(n, b, i, q, value):
+            T.buffer_store(outs[0], value, [n, b, i, q])
+
+        return body(gather, *buffers, GatherStore(put, gather.outputs))
+
     shape = (gather.batch, gather.blocks, gather.block, gather.outputs)
-    acc = te.extern(
-        shape, [xs, ptr, index], lambda ins, outs: body(gather, *ins, outs[0]), name=stages.GATHER, dtype="float32"
-    )
+    acc = te.extern(shape, [xs, ptr, index], build, name=stages.GATHER, dtype="float32")
     block = gather.block
 
     def value(n, o, oy, ox):
@@ -388,6 +453,7 @@ def block_sparse_conv_func(
     upper: float | None = None,
     lut_group: int = 0,
     in_place: bool = False,
+    fused: bool = False,
 ) -> tirx.PrimFunc:
     """PrimFunc ``(x, ptr, index, scale, bias[, residual]) -> y`` of the real-input conv
     (``residual`` / ``relu`` / ``upper`` as in ``xnor_conv_func``); the ``flat``, ``lut`` and
@@ -398,7 +464,8 @@ def block_sparse_conv_func(
     ``in_place`` (where the flat input is the input itself, ``layout.flat_is_input``; not with
     ``lut_group``): ``x`` is ``(N, C * H * W)`` and the gather reads it with no ``flat`` stage.
     The input the gather reads has a zero tail of whole planes past the furthest read (the last
-    plane's largest tap offset + the flat outputs, padded to whole chunks).
+    plane's largest tap offset + the flat outputs, padded to whole chunks). ``fused``: the
+    epilogue in the gather's stores (``block_sparse_conv``), where ``fuses_epilogue``.
     """
     tail = ceil_div(gather.outputs, flat.plane_size)
     shape = (geo.channels * geo.height * geo.width,) if in_place else (geo.channels, geo.height, geo.width)
@@ -418,5 +485,15 @@ def block_sparse_conv_func(
     scale = te.placeholder((geo.out_channels,), "float32", name="scale")
     bias = te.placeholder((geo.out_channels,), "float32", name="bias")
     res = residual_input((geo.batch, geo.out_channels, geo.out_height, geo.out_width), residual)
-    y = block_sparse_conv(xs, ptr, index, scale, bias, geo, flat, gather, body, res, relu, upper)
-    return te.create_prim_func([x, ptr, index, scale, bias] + ([res] if residual else []) + [y])
+    fused = fused and fuses_epilogue(geo, flat)
+    y = block_sparse_conv(xs, ptr, index, scale, bias, geo, flat, gather, body, res, relu, upper, fused)
+    return _with_root(te.create_prim_func([x, ptr, index, scale, bias] + ([res] if residual else []) + [y]))
+
+
+def _with_root(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with a root block around its stages: TE gives a function of one stage (a fused
+    gather reading its input in place) none, and schedules and TVM's passes look for it."""
+    if func.body.block.name_hint == "root":
+        return func
+    root = s_tir.SBlock([], [], [], "root", func.body)
+    return func.with_body(s_tir.SBlockRealize([], True, root))

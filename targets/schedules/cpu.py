@@ -26,7 +26,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from mptc.targets.kernels import binary_dense, exact_sign, int8_conv, stages
-from mptc.targets.kernels.binary_conv import SparseGather
+from mptc.targets.kernels.binary_conv import GatherStore, SparseGather
 from mptc.targets.kernels.dot_instructions import DotInstruction
 from mptc.targets.layout import WORD_BITS, ConvGeometry, ceil_div
 from mptc.targets.schedules import lane_counts, unswitch
@@ -150,6 +150,8 @@ class Int8ConvSchedule:
 
 class CpuKernelSchedules:
     """Schedules of the PrimFuncs built by ``targets.kernels`` for one CPU family."""
+
+    fused_gather_epilogue = True  # the sums of a chunk leave the registers once, as outputs
 
     def __init__(self, tiles: CpuTiles, int8_dense: Int8Dense | None = None, int8_conv: Int8Conv | None = None):
         self.tiles = tiles
@@ -450,13 +452,14 @@ class CpuKernelSchedules:
         return max(1, min(channels, self.tiles.l1_floats // channel_floats))
 
     def sparse_gather(
-        self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer
+        self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, store: GatherStore
     ) -> tirx.Stmt:
         """Loop nest of the block-sparse gather: parallel over tasks of consecutive output blocks;
         per chunk of flat outputs and input-channel group, each block of the task keeps
         ``block x chunk`` accumulators in registers and walks its segments, one vector load per
         entry and vector, added to or subtracted from the accumulators its sign class names. A
-        task's blocks share the group's slice of the input while it is in L1."""
+        task's blocks share the group's slice of the input while it is in L1; their sums between
+        groups stay in the task's own buffer, and go to ``store`` after the last group."""
         lanes = self.float_lanes
         vectors, tiles, classes = g.chunk // lanes, g.outputs // g.chunk, g.classes
         parts, per = _tasks(g.blocks)
@@ -464,6 +467,7 @@ class CpuKernelSchedules:
         with IRBuilder() as ib:
             with T.parallel(0, g.batch * parts) as task:
                 n = task // parts
+                partial = T.alloc_local((per, g.block, g.chunk), "float32") if g.groups > 1 else None
                 with T.serial(0, tiles) as qo, T.serial(0, g.groups) as group, T.serial(0, per) as step:
                     b = task % parts * per + step
                     with T.If(b < g.blocks), T.Then():
@@ -473,12 +477,9 @@ class CpuKernelSchedules:
                         regs = [T.alloc_local((g.chunk,), "float32") for _ in range(g.block)]
                         for i in range(g.block):
                             with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
-                                old = acc[n, b, i, qo * g.chunk + v * lanes + lane]
-                                T.buffer_store(
-                                    regs[i],
-                                    zero if g.groups == 1 else tirx.Select(group == 0, zero, old),
-                                    [v * lanes + lane],
-                                )
+                                at = v * lanes + lane
+                                first = zero if partial is None else tirx.Select(group == 0, zero, partial[step, i, at])
+                                T.buffer_store(regs[i], first, [at])
 
                         # the chunk of the group's input, and each segment's entries, from
                         # pointers: an entry's input is then one add away from its index (an
@@ -508,20 +509,33 @@ class CpuKernelSchedules:
                                 add_entry(entries[2 * pair + 1], signs)
                             with T.If((last - first) % 2 == 1), T.Then():
                                 add_entry(entries[last - first - 1], signs)
-                        for i in range(g.block):
-                            with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
-                                T.buffer_store(
-                                    acc, regs[i][v * lanes + lane], [n, b, i, qo * g.chunk + v * lanes + lane]
-                                )
+
+                        def put_sums():
+                            for i in range(g.block):
+                                with T.unroll(0, vectors) as v:
+                                    _put_vector(store, g, lanes, n, b, i, qo * g.chunk + v * lanes, regs[i], v * lanes)
+
+                        if partial is None:
+                            put_sums()
+                        else:
+                            with T.If(group == g.groups - 1):
+                                with T.Then():
+                                    put_sums()
+                                with T.Else():
+                                    for i in range(g.block):
+                                        with T.unroll(0, vectors) as v, T.vectorized(0, lanes) as lane:
+                                            at = v * lanes + lane
+                                            T.buffer_store(partial, regs[i][at], [step, i, at])
         return ib.get()
 
     def block_sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """The flat input and the epilogue around the gather (``sparse_gather``): both parallel
         and vectorized along rows."""
         sch = s_tir.Schedule(func)
-        n, o, _, ox = sch.get_loops(sch.get_sblock(stages.OUTPUT))
-        sch.parallel(sch.fuse(n, o))
-        sch.vectorize(ox)
+        if stages.OUTPUT in block_names(sch):  # none where the gather stores the output itself
+            n, o, _, ox = sch.get_loops(sch.get_sblock(stages.OUTPUT))
+            sch.parallel(sch.fuse(n, o))
+            sch.vectorize(ox)
         if stages.FLAT in block_names(sch):  # none where the gather reads the input in place
             self._planes(sch, sch.get_sblock(stages.FLAT))
         if stages.LUT in block_names(sch):
@@ -826,6 +840,25 @@ def _tasks(items: int) -> tuple[int, int]:
     """Parallel tasks of consecutive items (at most ``SPARSE_TASKS``) and the items of each."""
     parts = min(items, SPARSE_TASKS)
     return parts, ceil_div(items, parts)
+
+
+def _put_vector(store: GatherStore, g: SparseGather, lanes: int, n, b, i: int, start, regs: tirx.Buffer, at) -> None:
+    """Put one vector of sums, the flat outputs ``start...`` of output ``i`` of block ``b`` (from
+    ``regs[at...]``): as a vector where all its lanes are outputs ``store`` takes, lane by lane in
+    the vector that ends past them."""
+
+    def put(lane):
+        store.put(n, b, i, start + lane, regs[at + lane])
+
+    if store.valid == g.outputs:
+        with T.vectorized(0, lanes) as lane:
+            put(lane)
+        return
+    with T.If(start + lanes <= store.valid):
+        with T.Then(), T.vectorized(0, lanes) as lane:
+            put(lane)
+        with T.Else(), T.serial(0, lanes) as lane, T.If(start + lane < store.valid), T.Then():
+            put(lane)
 
 
 def _view(first: TensorLoad, extent: tirx.PrimExpr) -> tirx.Buffer:

@@ -18,7 +18,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from mptc.targets.kernels import exact_sign, stages
-from mptc.targets.kernels.binary_conv import SparseGather
+from mptc.targets.kernels.binary_conv import GatherStore, SparseGather
 from mptc.targets.layout import ceil_div
 from mptc.targets.schedules.cpu import block_names
 
@@ -42,6 +42,7 @@ class CudaKernelSchedules:
     float_lanes = FLOAT_LANES
     ternary_nibbles = False
     sparse_row_sums = None  # one thread per output already sums its own ELL row
+    fused_gather_epilogue = False  # the epilogue is a stage of its own, one thread per output
     int8_dense = int8_conv = None  # no int8 kernels: a QDQ pair runs as TVM's own ops before the layer
     depthwise_tile = FLOAT_LANES
 
@@ -72,7 +73,7 @@ class CudaKernelSchedules:
         return channels
 
     def sparse_gather(
-        self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer
+        self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, store: GatherStore
     ) -> tirx.Stmt:
         """One thread per ``(n, block, flat output)``, its ``block`` accumulators in registers;
         consecutive threads read consecutive flat outputs of each tap (coalesced)."""
@@ -98,7 +99,7 @@ class CudaKernelSchedules:
                                 if sign:
                                     T.buffer_store(regs, regs[i] + x if sign > 0 else regs[i] - x, [i])
                     for i in range(g.block):
-                        T.buffer_store(acc, regs[i], [n, b, i, q])
+                        store.put(n, b, i, q, regs[i])
         return ib.get()
 
     def block_sparse_conv(self, func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 from tvm import tirx
 
 from mptc.targets.kernels import exact_sign
-from mptc.targets.kernels.binary_conv import SparseGather
+from mptc.targets.kernels.binary_conv import GatherStore, SparseGather
 from mptc.targets.kernels.binary_dense import RowSumsBody
 from mptc.targets.layout import ConvGeometry
 
@@ -94,8 +94,14 @@ class KernelSchedules(Protocol):
         """Input channels per group of a block-sparse conv, ``channel_floats`` flat values each per chunk."""
         ...
 
+    @property
+    def fused_gather_epilogue(self) -> bool:
+        """Whether the block-sparse gather applies the conv's epilogue as it stores its sums, where
+        the flat outputs are the output's pixels (``kernels.binary_conv.fuses_epilogue``)."""
+        ...
+
     def sparse_gather(
-        self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, acc: tirx.Buffer
+        self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, store: GatherStore
     ) -> tirx.Stmt:
         """The family's loop nest of the block-sparse gather (the ``te.extern`` body of
         ``kernels.binary_conv.block_sparse_conv``)."""

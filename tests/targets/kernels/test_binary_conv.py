@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import onnx
 import pytest
 import tvm_ffi
 from onnx import helper
@@ -19,7 +20,7 @@ from mptc.targets.schedules.x86 import AVX2_TILES
 from mptc.targets.target import resolve_target
 
 from ..harness import compile_x86, reference, relative_error, run, sample
-from ..packed_models import binary_chain, binary_conv_model, residual_block
+from ..packed_models import GraphBuilder, binary_chain, binary_conv_model, residual_block, ternary
 
 # (batch, channels, size, out, kernel, stride, pad): odd channel counts, 1x1 and 3x3, stride 1/2, pad 0/1
 BINARY_CASES = [
@@ -262,3 +263,54 @@ def test_pointwise_conv_gathers_from_its_input_in_place(case, in_place):
     assert lowering.layers[0].kernel == chooser.BLOCK_SPARSE
     x = sample(model)
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+def _pointwise_block(channels: int, size: int, out: int) -> onnx.ModelProto:
+    """``Clip(conv2(Relu(conv1(x) + x)), 0, 6)``: two real-input 1x1 convs, one with a residual
+    add and ReLU, one with ReLU6, on a ``size x size`` map."""
+    rng = np.random.default_rng(12)
+    g = GraphBuilder(rng)
+    h = g.binary("BinaryConv", "x", ternary(rng, channels, channels, 0.8), "c1", "real", kernel_shape=[1, 1])
+    h = g.node("Relu", [g.node("Add", [h, "x"], "add1")], "relu1")
+    y = g.binary("BinaryConv", h, ternary(rng, out, channels, 0.8), "c2", "real", kernel_shape=[1, 1])
+    bounds = [g.const("zero", np.float32(0.0)), g.const("six", np.float32(6.0))]
+    return g.model((1, channels, size, size), g.node("Clip", [y, *bounds], "relu6"))
+
+
+@pytest.mark.parametrize("tiles", ["host", "neon", "channel-groups"])
+@pytest.mark.parametrize("size", [7, 8], ids=["49-pixels", "64-pixels"])
+def test_block_sparse_conv_applies_its_epilogue_in_the_gather(tiles, size):
+    """Where the flat outputs are the output's pixels, the gather stores the outputs itself,
+    epilogue applied (no output stage): with a partial last vector (49 pixels), a last block of
+    fewer outputs (13 in blocks of 4), input channels in one group or one per channel, and the
+    residual add, ReLU and ReLU6 fused."""
+    from mptc.targets.frontend import Lowering, from_onnx
+
+    host = x86.kernel_schedules(resolve_target("x86").has_avx512_popcount)
+    kernels = {
+        "host": host,
+        "neon": NEON,
+        "channel-groups": CpuKernelSchedules(dataclasses.replace(host.tiles, l1_floats=1)),
+    }[tiles]
+    policy = dataclasses.replace(default_policy("x86"), conv_block=4, short_flat_block=4, short_flat=0)
+    model = _pointwise_block(24, size, 13)
+    mod = from_onnx(model, Lowering(kernels, policy, break_even=0.0), {"x": [1, 24, size, size]})
+    scripts = [f.script() for gv, f in mod.functions_items() if gv.name_hint.startswith("mptc_")]
+    assert len(scripts) == 2 and not any('T.sblock("output")' in s for s in scripts)
+    vm, lowering = compile_x86(model, 0.0, kernels, policy)
+    assert [layer.epilogue for layer in lowering.layers] == ["add+relu", "clip(0, 6)"]
+    x = sample(model)
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+def test_block_sparse_conv_on_padded_rows_keeps_its_output_stage():
+    """Flat rows wider than the output's (a padded 3x3 conv on channel planes): the gather's sums
+    go to an accumulator, and the output stage drops the extra columns."""
+    from mptc.targets.frontend import Lowering, from_onnx
+    from mptc.targets.schedules import kernel_schedules
+
+    model = binary_conv_model(np.random.default_rng(6), 1, 5, 34, 7, 3, 1, 1, mode="real", sparsity=0.8)
+    lowering = Lowering(kernel_schedules(resolve_target("x86")), default_policy("x86"), break_even=0.0)
+    mod = from_onnx(model, lowering, {"x": [1, 5, 34, 34]})
+    [script] = [f.script() for gv, f in mod.functions_items() if gv.name_hint.startswith("mptc_")]
+    assert 'T.sblock("flat")' in script and 'T.sblock("output")' in script
