@@ -454,22 +454,25 @@ class CpuKernelSchedules:
     def sparse_gather(
         self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, store: GatherStore
     ) -> tirx.Stmt:
-        """Loop nest of the block-sparse gather: parallel over tasks of consecutive output blocks;
-        per chunk of flat outputs and input-channel group, each block of the task keeps
-        ``block x chunk`` accumulators in registers and walks its segments, one vector load per
-        entry and vector, added to or subtracted from the accumulators its sign class names. A
-        task's blocks share the group's slice of the input while it is in L1; their sums between
-        groups stay in the task's own buffer, and go to ``store`` after the last group."""
+        """Loop nest of the block-sparse gather: parallel over tasks of one chunk of flat outputs
+        and a run of consecutive output blocks (all of them where the chunks alone make
+        ``SPARSE_TASKS``); per input-channel group, each block of the task keeps ``block x chunk``
+        accumulators in registers and walks its segments, one vector load per entry and vector,
+        added to or subtracted from the accumulators its sign class names. A task's blocks share
+        the group's slice of the input while it is in L1, so a large input is read about once,
+        not once per run of blocks; the sums between groups stay in the task's own buffer, and go
+        to ``store`` after the last group. Every chunk holds the same entries, so tasks of whole
+        chunks weigh the same."""
         lanes = self.float_lanes
         vectors, tiles, classes = g.chunk // lanes, g.outputs // g.chunk, g.classes
-        parts, per = _tasks(g.blocks)
+        parts, per = _tasks(g.blocks, ceil_div(SPARSE_TASKS, tiles))
         zero = tirx.const(0.0, "float32")
         with IRBuilder() as ib:
-            with T.parallel(0, g.batch * parts) as task:
-                n = task // parts
+            with T.parallel(0, g.batch * parts * tiles) as task:
+                n, part, qo = task // (parts * tiles), task // tiles % parts, task % tiles
                 partial = T.alloc_local((per, g.block, g.chunk), "float32") if g.groups > 1 else None
-                with T.serial(0, tiles) as qo, T.serial(0, g.groups) as group, T.serial(0, per) as step:
-                    b = task % parts * per + step
+                with T.serial(0, g.groups) as group, T.serial(0, per) as step:
+                    b = part * per + step
                     with T.If(b < g.blocks), T.Then():
                         # one buffer per output: each stays under the 1 KB stack limit
                         # (targets.stack_buffers), so LLVM keeps it in registers; one buffer for the
@@ -836,9 +839,9 @@ class CpuKernelSchedules:
         sch.vectorize(inner)
 
 
-def _tasks(items: int) -> tuple[int, int]:
-    """Parallel tasks of consecutive items (at most ``SPARSE_TASKS``) and the items of each."""
-    parts = min(items, SPARSE_TASKS)
+def _tasks(items: int, most: int = SPARSE_TASKS) -> tuple[int, int]:
+    """Parallel tasks of consecutive items (at most ``most``) and the items of each."""
+    parts = min(items, most)
     return parts, ceil_div(items, parts)
 
 
