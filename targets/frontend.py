@@ -337,7 +337,12 @@ class BinaryConv(_onnx.OnnxOpConverter):
                     read = replace(geo, channels=gathered.shape[1])
                 read_flat = replace(flat, planes=flat.planes // geo.channels * read.channels)
                 chunk = kernels.conv_chunk(flat.flat_outputs, choice.block)
-                group = kernels.conv_group(read.channels, layout.channel_floats(read, read_flat, chunk), choice.grouped)
+                group = kernels.conv_group(
+                    read.channels,
+                    layout.channel_floats(read, read_flat, chunk),
+                    choice.grouped,
+                    geo.kernel[0] * geo.kernel[1],
+                )
                 t = layout.block_sparse_conv_tables(gathered, read, read_flat, choice.block, group)
                 gather = binary_conv.SparseGather(
                     geo.batch,

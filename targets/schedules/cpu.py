@@ -47,6 +47,7 @@ class CpuTiles:
     gather_accumulators: int = 0  # the block-sparse gather's (block x chunk) where it differs (0: conv_accumulators)
     gather_pairs: bool = False  # the gather walks a segment two entries per iteration (one loop control for both)
     l1_floats: int = 8192  # fp32 values of L1 data cache a block-sparse conv's input group may fill (32 KB)
+    pointwise_slice_floats: int = 32768  # a 1x1 conv's chunk of every input channel up to this: one group (128 KB)
     conv_row_outputs: int = 8  # output channels per register tile when a conv's vectors run along columns
     lane_counts: bool = False  # popcounts add up in 16-bit counters (``lane_counts``): NEON's cnt + uadalp
     popcount_tile: int = 0  # conv popcount tile's accumulators, shaped by ``_conv_tile`` (0: cols x vectors)
@@ -54,9 +55,10 @@ class CpuTiles:
     sparse_rows: bool = False  # the sign-split dense at batch 1 sums each output's own list (NEON: no gather)
 
 
-# Parallel tasks of a block-sparse conv (consecutive output blocks each): enough to balance a few
-# cores, few enough that each task's blocks share the input slice they read.
+# Parallel tasks of a sparse layer (consecutive outputs each): enough to balance a few cores, few
+# enough that each task's outputs share the input slice they read.
 SPARSE_TASKS = 16
+THREADS_BALANCED = 4  # a block-sparse gather's tasks split evenly over this many threads (and its divisors)
 
 # Cost of walking a chunk's index once (the entry's load, its address, the segment loops), in
 # vector operations: the chunk of a block-sparse conv minimizes tiles x (vectors + this). By
@@ -443,11 +445,14 @@ class CpuKernelSchedules:
         )
         return vectors * self.float_lanes
 
-    def conv_group(self, channels: int, channel_floats: int, grouped: bool) -> int:
+    def conv_group(self, channels: int, channel_floats: int, grouped: bool, taps: int) -> int:
         """Input channels per group of a block-sparse conv: all of them unless ``grouped``, else as
         many as keep the flat input one chunk reads (``channel_floats`` per channel) within
-        ``l1_floats``, so the output blocks of a task re-read it from L1."""
-        if not grouped:
+        ``l1_floats``, so the output blocks of a task re-read it from L1. A 1x1 conv (``taps``
+        1) whose chunk of every channel fits ``pointwise_slice_floats`` takes one group: each
+        block reads a kept channel once, from L2 as cheaply, and groups would only add the round
+        trips of their partial sums (docs/performance.md)."""
+        if not grouped or (taps == 1 and channels * channel_floats <= self.tiles.pointwise_slice_floats):
             return channels
         return max(1, min(channels, self.tiles.l1_floats // channel_floats))
 
@@ -455,17 +460,17 @@ class CpuKernelSchedules:
         self, g: SparseGather, xs: tirx.Buffer, ptr: tirx.Buffer, index: tirx.Buffer, store: GatherStore
     ) -> tirx.Stmt:
         """Loop nest of the block-sparse gather: parallel over tasks of one chunk of flat outputs
-        and a run of consecutive output blocks (all of them where the chunks alone make
-        ``SPARSE_TASKS``); per input-channel group, each block of the task keeps ``block x chunk``
+        and a run of consecutive output blocks (``_block_parts``: all of them where the chunks
+        alone make ``SPARSE_TASKS``, so a large input is read about once, not once per run of
+        blocks); per input-channel group, each block of the task keeps ``block x chunk``
         accumulators in registers and walks its segments, one vector load per entry and vector,
         added to or subtracted from the accumulators its sign class names. A task's blocks share
-        the group's slice of the input while it is in L1, so a large input is read about once,
-        not once per run of blocks; the sums between groups stay in the task's own buffer, and go
-        to ``store`` after the last group. Every chunk holds the same entries, so tasks of whole
-        chunks weigh the same."""
+        the group's slice of the input while it is in L1; the sums between groups stay in the
+        task's own buffer, and go to ``store`` after the last group."""
         lanes = self.float_lanes
         vectors, tiles, classes = g.chunk // lanes, g.outputs // g.chunk, g.classes
-        parts, per = _tasks(g.blocks, ceil_div(SPARSE_TASKS, tiles))
+        parts = _block_parts(g.blocks, tiles)
+        per = ceil_div(g.blocks, parts)
         zero = tirx.const(0.0, "float32")
         with IRBuilder() as ib:
             with T.parallel(0, g.batch * parts * tiles) as task:
@@ -839,9 +844,22 @@ class CpuKernelSchedules:
         sch.vectorize(inner)
 
 
-def _tasks(items: int, most: int = SPARSE_TASKS) -> tuple[int, int]:
-    """Parallel tasks of consecutive items (at most ``most``) and the items of each."""
-    parts = min(items, most)
+def _block_parts(blocks: int, tiles: int) -> int:
+    """Runs of output blocks a block-sparse gather splits each chunk's work into: one where the
+    ``tiles`` chunks alone make ``SPARSE_TASKS`` tasks (each chunk's input then read once), else
+    enough for ``SPARSE_TASKS`` and, where the blocks allow, a whole number of tasks per thread
+    on 2 and 4 cores (every chunk holds the same entries, so tasks of one chunk and equal runs
+    weigh the same)."""
+    if tiles >= SPARSE_TASKS:
+        return 1
+    parts = ceil_div(SPARSE_TASKS, tiles)
+    whole = next(p for p in range(parts, parts + THREADS_BALANCED) if p * tiles % THREADS_BALANCED == 0)
+    return min(blocks, whole)
+
+
+def _tasks(items: int) -> tuple[int, int]:
+    """Parallel tasks of consecutive items (at most ``SPARSE_TASKS``) and the items of each."""
+    parts = min(items, SPARSE_TASKS)
     return parts, ceil_div(items, parts)
 
 

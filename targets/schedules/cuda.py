@@ -68,7 +68,7 @@ class CudaKernelSchedules:
         """One thread per output needs no register tile: pad the flat outputs to whole warps."""
         return 32
 
-    def conv_group(self, channels: int, channel_floats: int, grouped: bool) -> int:
+    def conv_group(self, channels: int, channel_floats: int, grouped: bool, taps: int) -> int:
         """A thread walks all of its block's segments: the input is read through the cache, not tiled."""
         return channels
 

@@ -90,8 +90,9 @@ class KernelSchedules(Protocol):
         ``block`` output channels per block."""
         ...
 
-    def conv_group(self, channels: int, channel_floats: int, grouped: bool) -> int:
-        """Input channels per group of a block-sparse conv, ``channel_floats`` flat values each per chunk."""
+    def conv_group(self, channels: int, channel_floats: int, grouped: bool, taps: int) -> int:
+        """Input channels per group of a block-sparse conv of ``taps`` taps per channel,
+        ``channel_floats`` flat values each per chunk."""
         ...
 
     @property

@@ -70,7 +70,7 @@ def test_real_input_conv_every_path_matches_reference(case, block, l1_floats):
         policy = dataclasses.replace(policy, conv_block=block, short_flat_block=block)
     if l1_floats:
         tiles = x86.kernel_schedules(resolve_target("x86").has_avx512_popcount).tiles
-        kernels = CpuKernelSchedules(dataclasses.replace(tiles, l1_floats=l1_floats))
+        kernels = CpuKernelSchedules(dataclasses.replace(tiles, l1_floats=l1_floats, pointwise_slice_floats=0))
         policy = dataclasses.replace(policy, short_flat=0)  # every map grouped
     model = binary_conv_model(np.random.default_rng(2), *case, mode="real", sparsity=0.8)
     vm, lowering = compile_x86(model, 1.1 if block is None else 0.0, kernels, policy)
@@ -94,7 +94,7 @@ def test_ternary_lut_conv_matches_reference(case, tiles, group):
     kernels = {"host": None, "neon": NEON, "channel-groups": None}[tiles]
     if tiles == "channel-groups":
         host = x86.kernel_schedules(resolve_target("x86").has_avx512_popcount).tiles
-        kernels = CpuKernelSchedules(dataclasses.replace(host, l1_floats=1))
+        kernels = CpuKernelSchedules(dataclasses.replace(host, l1_floats=1, pointwise_slice_floats=0))
     model = binary_conv_model(np.random.default_rng(3), *case, mode="real", sparsity=0.5)
     vm, lowering = compile_x86(model, kernels=kernels, policy=policy)
     x = sample(model)
@@ -290,7 +290,7 @@ def test_block_sparse_conv_applies_its_epilogue_in_the_gather(tiles, size):
     kernels = {
         "host": host,
         "neon": NEON,
-        "channel-groups": CpuKernelSchedules(dataclasses.replace(host.tiles, l1_floats=1)),
+        "channel-groups": CpuKernelSchedules(dataclasses.replace(host.tiles, l1_floats=1, pointwise_slice_floats=0)),
     }[tiles]
     policy = dataclasses.replace(default_policy("x86"), conv_block=4, short_flat_block=4, short_flat=0)
     model = _pointwise_block(24, size, 13)

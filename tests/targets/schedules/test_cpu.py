@@ -9,6 +9,7 @@ from tvm import s_tir
 
 from mptc.targets import layout
 from mptc.targets.kernels import binary_conv, stages
+from mptc.targets.schedules import cpu
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
 from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES
@@ -68,6 +69,37 @@ def test_float_output_convs_vectorize_along_columns_only_where_reads_are_contigu
 def test_conv_chunk_counts_a_walk_of_the_index_per_tile(flat, block, chunk):
     """A chunk of a block-sparse conv costs its vectors plus one walk of the index per tile."""
     assert CpuKernelSchedules(AVX512_TILES).conv_chunk(flat, block) == chunk
+
+
+@pytest.mark.parametrize(
+    "blocks, tiles, parts",
+    [
+        (32, 1, 16),  # a 7x7 map in one chunk: 16 runs of 2 blocks
+        (32, 3, 8),  # 3 chunks: 24 tasks, 6 per thread of 4, where 6 runs made 18
+        (80, 13, 4),  # 52 tasks, where 2 runs made 26
+        (64, 49, 1),  # a 56x56 map: each of its 49 chunks one task, its input read once
+        (3, 3, 3),  # no more runs than blocks
+    ],
+)
+def test_gather_tasks_split_chunks_before_blocks(blocks, tiles, parts):
+    """The block-sparse gather's tasks are a chunk and a run of blocks each: chunks alone where
+    they make ``SPARSE_TASKS``, else runs enough for it and a whole number of tasks per thread."""
+    assert cpu._block_parts(blocks, tiles) == parts
+
+
+@pytest.mark.parametrize(
+    "channels, channel_floats, taps, group",
+    [
+        (256, 64, 1, 256),  # a 1x1 conv on 56x56: the chunk's 64 KB of every channel, one group
+        (2048, 64, 1, 128),  # ... of 2048 channels (512 KB): groups of 32 KB
+        (64, 180, 9, 45),  # a 3x3 conv re-reads its inputs per tap: groups however small the input
+    ],
+)
+def test_pointwise_convs_group_their_channels_only_past_l2(channels, channel_floats, taps, group):
+    """Channel groups keep a chunk's input in L1 for every block of a task; a 1x1 conv whose
+    chunk of every channel fits ``pointwise_slice_floats`` reads it from L2 in one group."""
+    assert CpuKernelSchedules(AVX512_TILES).conv_group(channels, channel_floats, True, taps) == group
+    assert CpuKernelSchedules(AVX512_TILES).conv_group(channels, channel_floats, False, taps) == channels
 
 
 @pytest.mark.parametrize("flat, chunk", [(224, 112), (64, 64), (16, 16)])
