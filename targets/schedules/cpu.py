@@ -479,7 +479,7 @@ class CpuKernelSchedules:
                 with T.serial(0, g.groups) as group, T.serial(0, per) as step:
                     b = part * per + step
                     with T.If(b < g.blocks), T.Then():
-                        # one buffer per output: each stays under the 1 KB stack limit
+                        # one buffer per output: each stays within the stack limit
                         # (targets.stack_buffers), so LLVM keeps it in registers; one buffer for the
                         # whole tile could exceed it and go to the heap workspace
                         regs = [T.alloc_local((g.chunk,), "float32") for _ in range(g.block)]
