@@ -40,6 +40,7 @@ division left in the vector loop.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -369,7 +370,7 @@ def fuses_epilogue(geo: ConvGeometry, flat: FlatInput) -> bool:
 
 def _flat_view(buffer: tirx.Buffer) -> tuple[tirx.Buffer, tirx.Stmt]:
     """``buffer`` as one dimension, and the statement that declares that view of its data."""
-    view = tirx.decl_buffer((functools.reduce(lambda a, b: a * b, buffer.shape, 1),), buffer.dtype, name=buffer.name)
+    view = tirx.decl_buffer((math.prod(buffer.shape),), buffer.dtype, name=buffer.name)
     return view, tirx.DeclBuffer(view, data=buffer.data)
 
 
