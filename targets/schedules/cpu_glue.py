@@ -45,8 +45,9 @@ first:
   block, which ``build.relax_pipeline`` splits out and folds at compile time. A matmul's weight
   ``(K, N)`` becomes column panels ``(N / cols, K, cols)`` read contiguously; and when the
   vector-loaded operand is such a weight, the column panels are the outer parallel loop, so each
-  panel is read from memory once for all row tiles instead of once per row tile (measured:
-  docs/performance.md). Otherwise the row tiles are the innermost parallel iterations, so
+  panel is read from memory once for all row tiles instead of once per row tile, within each
+  image of a batch (the images outermost: every panel re-reads one image's input from cache
+  rather than the whole batch's from memory; measured: docs/performance.md). Otherwise the row tiles are the innermost parallel iterations, so
   consecutive tiles reuse one vector-loaded input block from L1.
 * :class:`Injective` - elementwise / layout functions: everything inlined into the last block,
   whose loops are fused, split into vector chunks, and the chunks run in parallel.
@@ -237,7 +238,10 @@ class TiledReduction(_VectorRule):
             outer[i], part = sch.split(outer[i], [None, size])
             inner.append(part)
         if weight_columns:
-            order = [co, *outer]
+            # each column panel read once for all its row tiles, but within one image of a batch:
+            # every panel then re-reads that image's input from cache, not the batch from memory
+            images = 1 if axis != 0 and 0 not in row_axes and extent(sch, outer[0]) > 1 else 0
+            order = [*outer[:images], co, *outer[images:]]
         else:
             # the row tiles innermost: consecutive tiles share their vector-loaded input block
             order = [*(loop for i, loop in enumerate(outer) if i not in row_axes), co, *(outer[i] for i in row_axes)]

@@ -331,6 +331,21 @@ def test_pointwise_conv_iterates_flat_pixels():
     assert flat, [f.script() for f in funcs]
 
 
+def test_batched_weight_panels_iterate_images_outermost():
+    """With its vectors along the output channels (196 flat pixels fill 14 of 16 lanes, 64
+    channels all of them), a batched 1x1 conv runs each image's tiles for every weight panel
+    before the next image: the image index is the parallel loop's outermost part, the panel
+    next, so a panel re-reads one image's input from cache rather than the batch's from memory."""
+    model, shape = _pointwise(64, 64, 14, 4, np.random.default_rng(0))
+    func = next(f for f in _scheduled(model, shape) if "T.int64(196)" in f.script())
+    script = func.script()
+    loop = re.search(r"for (\w+) in T.parallel", script).group(1)
+    image = re.search(rf"v0 = T.axis.spatial\(T.int64\(4\), {loop} // T.int64\((\d+)\)\)", script)
+    panel = re.search(rf"v1 = T.axis.spatial\(T.int64\(64\), {loop} % T.int64\((\d+)\) // ", script)
+    assert image and panel and image.group(1) == panel.group(1), script
+    _matches_onnxruntime(model, shape)
+
+
 def test_tile_takes_every_row_of_a_prime_map():
     """On a 7x7 map the register tile holds all 7 pixels of a row instead of one: 7 rows of 2
     vectors in AVX-512's 32 registers, 7 rows of 1 vector within AVX2's budget of 8; NEON's 32
