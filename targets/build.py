@@ -13,6 +13,8 @@ in registers (``targets.stack_buffers``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
@@ -28,8 +30,10 @@ from mptc.targets.target import CompileTarget
 TIR_PIPELINE = "mptc"
 
 
-def relax_pipeline(target: CompileTarget, float_lanes: int):
-    """The Relax pipeline for ``target``: TVM's default for CUDA, with our glue schedules for CPU."""
+def relax_pipeline(target: CompileTarget, float_lanes: int, tuned: Sequence[tvm.transform.Pass] = ()):
+    """The Relax pipeline for ``target``: TVM's default for CUDA, with our glue schedules for CPU.
+    ``tuned`` (CPU): passes that schedule some functions before the glue rules take the rest, e.g.
+    MetaSchedule's ``MetaScheduleApplyDatabase`` (``bench/bench_metaschedule.py``)."""
     if target.family == "cuda":
         return "default"
     tvm_target = target.tvm_target()
@@ -38,6 +42,7 @@ def relax_pipeline(target: CompileTarget, float_lanes: int):
         + cpu_pipeline.legalize_passes(tvm_target)
         + [
             relax.transform.AttachAttrLayoutFreeBuffers(),
+            *tuned,
             dl.ApplyDefaultSchedule(
                 *glue_rules(float_lanes, vector_registers(target, float_lanes), target.family == "arm")
             ),
@@ -104,12 +109,15 @@ compilation_pipeline.register_tir_pipeline(TIR_PIPELINE, tir_pipeline)
 PASS_CONFIG = {"s_tir.LoopPartition": {"partition_const_loop": True}}
 
 
-def build(mod: tvm.IRModule, target: CompileTarget, float_lanes: int) -> relax.VMExecutable:
-    """Compile ``mod`` (a Relax module from ``targets.frontend``) into a VM executable."""
+def build(
+    mod: tvm.IRModule, target: CompileTarget, float_lanes: int, tuned: Sequence[tvm.transform.Pass] = ()
+) -> relax.VMExecutable:
+    """Compile ``mod`` (a Relax module from ``targets.frontend``) into a VM executable; ``tuned``:
+    as in :func:`relax_pipeline`."""
     with tvm.transform.PassContext(config=PASS_CONFIG):
         return tvm.compile(
             mod,
             target=target.tvm_target(),
-            relax_pipeline=relax_pipeline(target, float_lanes),
+            relax_pipeline=relax_pipeline(target, float_lanes, tuned),
             tir_pipeline=TIR_PIPELINE,
         )
