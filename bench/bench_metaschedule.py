@@ -61,7 +61,8 @@ def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params: objec
 
 
 def fp32_functions(layer: Layer) -> tuple[tvm.IRModule, list[tvm.tirx.PrimFunc]]:
-    """The layer's Relax module from mptc's frontend, and its fused fp32 functions as the glue rules get them."""
+    """The layer's Relax module from mptc's frontend, and the fused fp32 functions the glue rules
+    would schedule (not mptc's own kernels, which arrive scheduled)."""
     target = resolve_target("x86")
     mod = from_onnx(layer.model, Lowering(kernel_schedules(target), default_policy("x86")), {"x": layer.input_shape})
     tvm_target = target.tvm_target()
@@ -72,7 +73,11 @@ def fp32_functions(layer: Layer) -> tuple[tvm.IRModule, list[tvm.tirx.PrimFunc]]
     )
     with tvm_target:
         prepared = tvm.transform.Sequential(passes)(mod)
-    return mod, [f for f in prepared.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    funcs = [f for f in prepared.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    glue = [f for f in funcs if not (f.attrs or {}).get("tirx.is_scheduled", False)]  # not mptc's own kernels
+    if not glue:
+        raise SystemExit(f"{layer.name}: mptc's own kernel runs it, no fp32 function to tune")
+    return mod, glue
 
 
 def tune(funcs: list[tvm.tirx.PrimFunc], trials: int, work_dir: Path) -> None:
@@ -109,14 +114,16 @@ def per_round(samples: dict[str, list[float]], peer: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", required=True, help="comma-separated substrings of bench_glue.py's layer names")
+    parser.add_argument("--layers", required=True, help="comma-separated names of bench_glue.py's layers")
     parser.add_argument("--trials", type=int, default=256, help="MetaSchedule trials per fp32 function this run")
     parser.add_argument("--work-dir", type=Path, required=True, help="tuning databases, one folder per layer")
     parser.add_argument("--threads", default="2,1")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     wanted = args.layers.split(",")
-    chosen = [layer for layer in layers() if any(w in layer.name for w in wanted)]
+    chosen = [layer for layer in layers() if layer.name in wanted]
+    if len(chosen) != len(wanted):
+        raise SystemExit(f"no such layer in bench_glue.py: {sorted(set(wanted) - {layer.name for layer in chosen})}")
     info = cpuinfo()
     print(f"host: {info.model}, {len(info.mhz)} cores; tvm {tvm.__version__}, onnxruntime {ort.__version__}")
     print("| layer | trials | threads | mptc rules us | tuned us | onnxruntime us | rules / tuned | ort / tuned |")

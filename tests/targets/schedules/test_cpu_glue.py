@@ -40,6 +40,34 @@ def test_every_function_of_a_network_is_parallel_and_vectorized():
         assert "T.parallel" in script and "T.vectorized" in script, name
 
 
+@tvm.transform.module_pass(opt_level=0, name="PoolsAsLegalized")
+def _pools_as_legalized(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Marks the pooling functions scheduled as they are, as a tuning database marks its records'."""
+    return tvm.IRModule(
+        {
+            gv: f.with_attr("tirx.is_scheduled", True) if "pool" in gv.name_hint else f
+            for gv, f in mod.functions_items()
+        },
+        attrs=mod.attrs,
+    )
+
+
+def test_tuned_passes_schedule_before_the_glue_rules():
+    """``relax_pipeline(..., tuned=)``: what those passes schedule (MetaSchedule's database in
+    ``bench/bench_metaschedule.py``) is compiled as they left it, the glue rules take the rest."""
+    target = resolve_target("x86")
+    kernels = kernel_schedules(target)
+    network = small_network(np.random.default_rng(0))
+    mod = from_onnx(network, Lowering(kernels, default_policy("x86")), {"x": [1, 3, 12, 12]})
+    with target.tvm_target():
+        mod = relax_pipeline(target, kernels.float_lanes, tuned=[_pools_as_legalized])(mod)
+    funcs = {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    pools = [name for name in funcs if "pool" in name]
+    assert pools and all("T.parallel" not in funcs[name] for name in pools), list(funcs)
+    convs = [script for name, script in funcs.items() if "conv2d" in name]
+    assert convs and all("T.parallel" in script for script in convs)
+
+
 def test_odd_shaped_glue_matches_onnxruntime():
     """Odd sizes everywhere: vector tails, row tiles that do not divide, a batch-1 matmul panel."""
     rng = np.random.default_rng(0)
