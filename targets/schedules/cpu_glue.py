@@ -47,8 +47,9 @@ first:
   vector-loaded operand is such a weight, the column panels are the outer parallel loop, so each
   panel is read from memory once for all row tiles instead of once per row tile, within each
   image of a batch (the images outermost: every panel re-reads one image's input from cache
-  rather than the whole batch's from memory; measured: docs/performance.md). Otherwise the row tiles are the innermost parallel iterations, so
-  consecutive tiles reuse one vector-loaded input block from L1.
+  rather than the whole batch's from memory; measured: docs/performance.md). Otherwise the row
+  tiles are the innermost parallel iterations, so consecutive tiles reuse one vector-loaded
+  input block from L1.
 * :class:`Injective` - elementwise / layout functions: everything inlined into the last block,
   whose loops are fused, split into vector chunks, and the chunks run in parallel.
 """
