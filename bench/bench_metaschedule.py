@@ -4,7 +4,7 @@ Why: TVM's own way to schedule the fp32 parts is tuning (MetaSchedule) with a da
 compile time; mptc writes rules by hand instead (``targets.schedules.cpu_glue``). This measures
 whether a shipped database would beat them. Each layer's fp32 function, as mptc's pipeline hands it
 to the glue rules (legalized, fused, its constants marked layout-free), is tuned for ``--trials``
-(evolutionary search, XGBoost cost model, 2 threads); the layer is then compiled by mptc's own
+(evolutionary search, XGBoost cost model, every core of the host); the layer is then compiled by mptc's own
 pipeline twice, with the database applied before the rules (``targets.build.build(..., tuned=)``)
 and without, and both are timed side by side with onnxruntime in one process, in interleaved
 rounds, as ``bench_glue.py`` times them.
@@ -40,11 +40,10 @@ import onnxruntime as ort  # noqa: E402
 import tvm  # noqa: E402
 from bench_glue import Layer, check, layers, ort_timer, tvm_timer  # noqa: E402
 from tvm import relax  # noqa: E402
-from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline  # noqa: E402
 from tvm.s_tir import meta_schedule as ms  # noqa: E402
 
 from mptc.hostinfo import cpuinfo  # noqa: E402
-from mptc.targets.build import build  # noqa: E402
+from mptc.targets.build import build, fused_functions  # noqa: E402
 from mptc.targets.frontend import Lowering, from_onnx  # noqa: E402
 from mptc.targets.policy import default_policy  # noqa: E402
 from mptc.targets.schedules import kernel_schedules  # noqa: E402
@@ -65,14 +64,8 @@ def fp32_functions(layer: Layer) -> tuple[tvm.IRModule, list[tvm.tirx.PrimFunc]]
     would schedule (not mptc's own kernels, which arrive scheduled)."""
     target = resolve_target("x86")
     mod = from_onnx(layer.model, Lowering(kernel_schedules(target), default_policy("x86")), {"x": layer.input_shape})
-    tvm_target = target.tvm_target()
-    passes = (
-        cpu_pipeline.library_dispatch_passes(tvm_target)
-        + cpu_pipeline.legalize_passes(tvm_target)
-        + [relax.transform.AttachAttrLayoutFreeBuffers()]
-    )
-    with tvm_target:
-        prepared = tvm.transform.Sequential(passes)(mod)
+    with target.tvm_target() as tvm_target:
+        prepared = tvm.transform.Sequential(fused_functions(tvm_target))(mod)
     funcs = [f for f in prepared.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     glue = [f for f in funcs if not (f.attrs or {}).get("tirx.is_scheduled", False)]  # not mptc's own kernels
     if not glue:

@@ -38,10 +38,8 @@ def relax_pipeline(target: CompileTarget, float_lanes: int, tuned: Sequence[tvm.
         return "default"
     tvm_target = target.tvm_target()
     passes = (
-        cpu_pipeline.library_dispatch_passes(tvm_target)
-        + cpu_pipeline.legalize_passes(tvm_target)
+        fused_functions(tvm_target)
         + [
-            relax.transform.AttachAttrLayoutFreeBuffers(),
             *tuned,
             dl.ApplyDefaultSchedule(
                 *glue_rules(float_lanes, vector_registers(target, float_lanes), target.family == "arm")
@@ -63,6 +61,16 @@ def relax_pipeline(target: CompileTarget, float_lanes: int, tuned: Sequence[tvm.
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def fused_functions(tvm_target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """The CPU passes that bring a Relax module to the legalized, fused functions the glue rules
+    (or a tuning database) schedule, their constant operands marked layout-free."""
+    return (
+        cpu_pipeline.library_dispatch_passes(tvm_target)
+        + cpu_pipeline.legalize_passes(tvm_target)
+        + [relax.transform.AttachAttrLayoutFreeBuffers()]
+    )
 
 
 @tvm.transform.module_pass(opt_level=0, name="MptcDropUncalledKernels")
