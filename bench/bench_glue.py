@@ -23,6 +23,10 @@ activations (a sign before each ternary conv: MPT-1/1).
 from __future__ import annotations
 
 import mptc  # noqa: F401  (sizes TVM's thread pool before tvm loads)
+from mptc.artifact import ThreadPool
+from mptc.deploy import thread_pool
+
+thread_pool.apply(ThreadPool())  # the pool a compiled module's manifest records (spin 1000, unbound), before tvm loads
 
 TVM_THREADPOOL_BIG_CORES = 1  # runtime.config_threadpool mode: all (big) cores, n threads
 TARGET_SECONDS = 0.02  # each side's timed batch of calls lasts about this long
@@ -42,6 +46,7 @@ from tvm import relax  # noqa: E402
 
 from mptc.hostinfo import cpuinfo  # noqa: E402
 from mptc.passes.pipeline import optimize  # noqa: E402
+from mptc.report.latency import interleaved_rounds  # noqa: E402
 from mptc.targets.build import build  # noqa: E402
 from mptc.targets.frontend import Lowering, from_onnx  # noqa: E402
 from mptc.targets.policy import default_policy  # noqa: E402
@@ -397,10 +402,7 @@ def main() -> None:
         error = check(vm, layer.model, x)
         for n in threads:
             timers = {"tvm": tvm_timer(vm, x, n), "ort": ort_timer(layer.model, x, n)}
-            samples: dict[str, list[float]] = {name: [] for name in timers}
-            for _ in range(args.rounds):
-                for name, timer in timers.items():
-                    samples[name].append(timer())
+            samples = interleaved_rounds(timers, args.rounds)
             t, o = samples["tvm"], samples["ort"]
             ratio = statistics.median(b / a for a, b in zip(t, o, strict=True))
             print(

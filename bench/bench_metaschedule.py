@@ -43,6 +43,7 @@ from tvm import relax  # noqa: E402
 from tvm.s_tir import meta_schedule as ms  # noqa: E402
 
 from mptc.hostinfo import cpuinfo  # noqa: E402
+from mptc.report.latency import interleaved_rounds  # noqa: E402
 from mptc.targets.build import build, fused_functions  # noqa: E402
 from mptc.targets.frontend import Lowering, from_onnx  # noqa: E402
 from mptc.targets.policy import default_policy  # noqa: E402
@@ -142,10 +143,7 @@ def main() -> None:
         for n in (int(t) for t in args.threads.split(",")):
             timers = {name: tvm_timer(vm, x, n) for name, vm in vms.items()}
             timers["ort"] = ort_timer(layer.model, x, n)
-            samples: dict[str, list[float]] = {name: [] for name in timers}
-            for _ in range(args.rounds):
-                for name, timer in timers.items():
-                    samples[name].append(timer())
+            samples = interleaved_rounds(timers, args.rounds)
             median = {name: statistics.median(s) * 1e6 for name, s in samples.items()}
             print(
                 f"| {layer.name} | {trials} | {n} | {median['rules']:.0f} | {median['tuned']:.0f} | {median['ort']:.0f} "

@@ -21,6 +21,7 @@ import onnx
 from mptc.export.onnx_export import ort_session
 
 WARMUP = 5
+SETTLE_S = 0.05  # pause before each side of a round: the previous side's pool threads go idle (see interleaved_rounds)
 
 
 def time_call(call: Callable[[], object], repeat: int) -> dict[str, float]:
@@ -40,13 +41,17 @@ def interleaved_rounds(
 ) -> dict[str, list[float]]:
     """Each timer's result (one round's latency) for ``rounds`` rounds, every timer once per round.
 
-    ``on_round`` is told how many rounds are done, 0 before the first.
+    Each side starts ``SETTLE_S`` after the previous one ends: onnxruntime's intra-op threads keep
+    spinning after its runs and took one of two cores from the side timed next (a module's 2-thread
+    conv ran 1.5-2x slower right after onnxruntime, as fast as alone after the pause; measured:
+    docs/performance.md). ``on_round`` is told how many rounds are done, 0 before the first.
     """
     samples: dict[str, list[float]] = {name: [] for name in timers}
     for done in range(rounds):
         if on_round is not None:
             on_round(done)
         for name, timer in timers.items():
+            time.sleep(SETTLE_S)
             samples[name].append(timer())
     if on_round is not None:
         on_round(rounds)
