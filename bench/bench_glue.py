@@ -6,7 +6,8 @@ schedule rules. Each layer here is a one-node ONNX model (conv + bias + Relu / C
 network fuses them) on the ImageNet shapes of resnet18/50 and mobilenet_v2, compiled through
 mptc's real frontend and pipeline and timed side by side with onnxruntime in one process, at the
 same thread count, in interleaved rounds (each round: TVM's ``time_evaluator`` median, then
-onnxruntime's median). Reported: the median and min over rounds and the median of the per-round
+onnxruntime's median, each side after a pause that lets the other's pool threads go idle:
+``mptc.report.latency.interleaved_rounds``). Reported: the median and min over rounds and the median of the per-round
 ratios, so a slow phase of the shared host that spans a round slows both sides of its ratio.
 
 With ``--networks``, whole resnet18 and mobilenet_v2 (batch-norm folded, random weights) are

@@ -43,7 +43,7 @@ from mptc.deploy.settings import DEFAULT_QUEUE_TIMEOUT_S, DEFAULT_TIMEOUT_S, ROU
 from mptc.errors import DeviceError, InputError, UnsupportedError
 from mptc.hostinfo import cpuinfo
 from mptc.io import read_array, write_bytes, write_text
-from mptc.report.latency import WARMUP, interleaved_rounds, median_ratio, time_call
+from mptc.report.latency import SETTLE_S, WARMUP, interleaved_rounds, median_ratio, time_call
 from mptc.targets.compile import reference_runner
 from mptc.verify import compare_outputs, rel_tolerance
 
@@ -327,7 +327,7 @@ def _comparison(
     section: dict[str, Any] = {
         "input": f"batch 1 of {given.path}" if given else f"x of {REFERENCE_FILE}",
         "rounds": rounds,
-        "method": f"{rounds} interleaved rounds, {how}; speedup = peer / {MODULE} per round, median over rounds",
+        "method": f"{rounds} interleaved rounds, each side {SETTLE_S * 1e3:.0f} ms after the other, {how}; speedup = peer / {MODULE} per round, median over rounds",
         MODULE: {"median_ms": statistics.median(module_ms), "round_ms": module_ms},
         "peers": {},
     }
