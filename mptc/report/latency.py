@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from mptc.export.onnx_export import ort_session
-
 WARMUP = 5
 SETTLE_S = 0.05  # pause before each side of a round: the previous side's pool threads go idle (see interleaved_rounds)
 
@@ -68,6 +66,8 @@ def onnxruntime_latency(
 ) -> dict[str, float]:
     """Latency of an ONNX file in onnxruntime (CPU, default threads) on input ``x``: fp32, or its
     static INT8 quantization calibrated on ``int8_calibration`` (batches of ``x``'s shape)."""
+    from mptc.export.onnx_export import ort_session  # the exporter imports torch; the timing helpers above need neither
+
     model = onnx.load(str(path))
     name = next(i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
     if int8_calibration is not None:
