@@ -7,8 +7,9 @@ network fuses them) on the ImageNet shapes of resnet18/50 and mobilenet_v2, comp
 mptc's real frontend and pipeline and timed side by side with onnxruntime in one process, at the
 same thread count, in interleaved rounds (each round: TVM's ``time_evaluator`` median, then
 onnxruntime's median, each side after a pause that lets the other's pool threads go idle:
-``mptc.report.latency.interleaved_rounds``). Reported: the median and min over rounds and the median of the per-round
-ratios, so a slow phase of the shared host that spans a round slows both sides of its ratio.
+``mptc.report.latency.interleaved_rounds``). Reported: the median and min over rounds and the
+median of the per-round ratios, so a slow phase of the shared host that spans a round slows both
+sides of its ratio.
 
 With ``--networks``, whole resnet18 and mobilenet_v2 (batch-norm folded, random weights) are
 timed the same way, and resnet50. With ``--tickets 0.5,0.9`` also their tickets at each sparsity: every conv
@@ -47,7 +48,7 @@ from tvm import relax  # noqa: E402
 
 from mptc.hostinfo import cpuinfo  # noqa: E402
 from mptc.passes.pipeline import optimize  # noqa: E402
-from mptc.report.latency import interleaved_rounds  # noqa: E402
+from mptc.report.latency import interleaved_rounds, median_ratio  # noqa: E402
 from mptc.targets.build import build  # noqa: E402
 from mptc.targets.frontend import Lowering, from_onnx  # noqa: E402
 from mptc.targets.policy import default_policy  # noqa: E402
@@ -405,7 +406,7 @@ def main() -> None:
             timers = {"tvm": tvm_timer(vm, x, n), "ort": ort_timer(layer.model, x, n)}
             samples = interleaved_rounds(timers, args.rounds)
             t, o = samples["tvm"], samples["ort"]
-            ratio = statistics.median(b / a for a, b in zip(t, o, strict=True))
+            ratio = median_ratio(o, t)
             print(
                 f"| {layer.name} | {n} | {statistics.median(t) * 1e6:.0f} / {min(t) * 1e6:.0f} "
                 f"| {statistics.median(o) * 1e6:.0f} / {min(o) * 1e6:.0f} | {ratio:.2f}x | {min(o) / min(t):.2f}x | {error:.1e} |",

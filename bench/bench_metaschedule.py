@@ -43,12 +43,12 @@ from tvm import relax  # noqa: E402
 from tvm.s_tir import meta_schedule as ms  # noqa: E402
 
 from mptc.hostinfo import cpuinfo  # noqa: E402
-from mptc.report.latency import interleaved_rounds  # noqa: E402
+from mptc.report.latency import interleaved_rounds, median_ratio  # noqa: E402
 from mptc.targets.build import build, fused_functions  # noqa: E402
 from mptc.targets.frontend import Lowering, from_onnx  # noqa: E402
 from mptc.targets.policy import default_policy  # noqa: E402
 from mptc.targets.schedules import kernel_schedules  # noqa: E402
-from mptc.targets.target import resolve_target  # noqa: E402
+from mptc.targets.target import CompileTarget, resolve_target  # noqa: E402
 
 
 def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params: object) -> tvm.runtime.Module:
@@ -60,10 +60,9 @@ def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params: objec
     return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
-def fp32_functions(layer: Layer) -> tuple[tvm.IRModule, list[tvm.tirx.PrimFunc]]:
+def fp32_functions(layer: Layer, target: CompileTarget) -> tuple[tvm.IRModule, list[tvm.tirx.PrimFunc]]:
     """The layer's Relax module from mptc's frontend, and the fused fp32 functions the glue rules
     would schedule (not mptc's own kernels, which arrive scheduled)."""
-    target = resolve_target("x86")
     mod = from_onnx(layer.model, Lowering(kernel_schedules(target), default_policy("x86")), {"x": layer.input_shape})
     with target.tvm_target() as tvm_target:
         prepared = tvm.transform.Sequential(fused_functions(tvm_target))(mod)
@@ -74,13 +73,12 @@ def fp32_functions(layer: Layer) -> tuple[tvm.IRModule, list[tvm.tirx.PrimFunc]]
     return mod, glue
 
 
-def tune(funcs: list[tvm.tirx.PrimFunc], trials: int, work_dir: Path) -> None:
+def tune(funcs: list[tvm.tirx.PrimFunc], target: CompileTarget, trials: int, work_dir: Path) -> None:
     """``trials`` more MetaSchedule trials for each function, recorded in ``work_dir``'s database."""
-    target = resolve_target("x86").tvm_target()
     for func in funcs:
         ms.tune_tir(
             mod=tvm.IRModule({"main": func}),
-            target=target,
+            target=target.tvm_target(),
             work_dir=str(work_dir),
             max_trials_global=trials,
             num_trials_per_iter=TRIALS_PER_ROUND,
@@ -89,21 +87,14 @@ def tune(funcs: list[tvm.tirx.PrimFunc], trials: int, work_dir: Path) -> None:
         )
 
 
-def compile_tuned(mod: tvm.IRModule, work_dir: Path) -> relax.VirtualMachine:
+def compile_tuned(mod: tvm.IRModule, target: CompileTarget, work_dir: Path) -> relax.VirtualMachine:
     """``mod`` through mptc's pipeline with the database's schedules applied before the glue rules."""
-    target = resolve_target("x86")
     database = ms.database.JSONDatabase(work_dir=str(work_dir))
     with target.tvm_target():
         apply = relax.transform.MetaScheduleApplyDatabase(enable_warning=True)
     with database:
         executable = build(mod, target, kernel_schedules(target).float_lanes, tuned=[apply])
     return relax.VirtualMachine(executable, tvm.cpu())
-
-
-def per_round(samples: dict[str, list[float]], peer: str) -> float:
-    """The median over rounds of ``peer``'s time over the tuned module's (a slow phase of the host
-    that spans a round slows both sides of its ratio)."""
-    return statistics.median(p / t for p, t in zip(samples[peer], samples["tuned"], strict=True))
 
 
 def main() -> None:
@@ -127,12 +118,12 @@ def main() -> None:
     for layer in chosen:
         work_dir = args.work_dir / re.sub(r"\W+", "_", layer.name)
         work_dir.mkdir(parents=True, exist_ok=True)
-        mod, funcs = fp32_functions(layer)
+        mod, funcs = fp32_functions(layer, target)
         if args.trials:
-            tune(funcs, args.trials, work_dir)
+            tune(funcs, target, args.trials, work_dir)
         vms = {
             "rules": relax.VirtualMachine(build(mod, target, lanes), tvm.cpu()),
-            "tuned": compile_tuned(mod, work_dir),
+            "tuned": compile_tuned(mod, target, work_dir),
         }
         trials = len((work_dir / "database_tuning_record.json").read_text().splitlines())
         x = np.random.default_rng(1).standard_normal(layer.input_shape).astype(np.float32)
@@ -147,7 +138,7 @@ def main() -> None:
             median = {name: statistics.median(s) * 1e6 for name, s in samples.items()}
             print(
                 f"| {layer.name} | {trials} | {n} | {median['rules']:.0f} | {median['tuned']:.0f} | {median['ort']:.0f} "
-                f"| {per_round(samples, 'rules'):.2f}x | {per_round(samples, 'ort'):.2f}x |",
+                f"| {median_ratio(samples['rules'], samples['tuned']):.2f}x | {median_ratio(samples['ort'], samples['tuned']):.2f}x |",
                 flush=True,
             )
 
