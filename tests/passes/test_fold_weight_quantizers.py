@@ -576,7 +576,7 @@ def test_own_qonnx_export_packs_like_the_standard_export(tmp_path, family, metho
         np.testing.assert_allclose(bias2, bias, rtol=1e-5, atol=1e-6)
 
 
-# --- a real Brevitas export (optional: pip install .[outside]) ----------------------------------
+# --- a real Brevitas export (pyproject's `outside` extra, which `make test` installs) -----------
 
 
 @pytest.mark.slow
