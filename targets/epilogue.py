@@ -1,5 +1,5 @@
-"""Which elementwise nodes after a ``BinaryConv`` (or a depthwise ``Conv``, or an int8 ``BinaryDense``)
-its kernel's epilogue absorbs.
+"""Which elementwise nodes after a ``BinaryConv`` (or a float ``Conv`` that an mptc kernel computes:
+depthwise, Winograd; or an int8 ``BinaryDense``) its kernel's epilogue absorbs.
 
 ResNet blocks end in ``conv -> Add(residual) [-> Relu]``, MPT-1/32 convs in ``conv -> Relu`` and
 MobileNet's in ``conv -> Clip(0, 6)`` (ReLU6).
@@ -39,8 +39,8 @@ class Epilogue:
 
 
 def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
-    """The absorbable chain of every ``ai.mptc`` layer and depthwise ``Conv``
-    (:func:`is_depthwise`) that has one, by node name (of a dense layer, only the int8 kernel
+    """The absorbable chain of every ``ai.mptc`` layer and float ``Conv`` with a constant weight
+    (:func:`has_constant_weight`) that has one, by node name (of a dense layer, only the int8 kernel
     takes one, and only without a residual). A chain is absorbed only where the
     converter of its conv takes it (``frontend``); else its nodes are converted as they are.
 
@@ -76,7 +76,7 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
     chains = {}
     for position, node in enumerate(graph.node):
         binary = node.domain == DOMAIN and node.op_type in ("BinaryConv", "BinaryDense")
-        if not (binary or is_depthwise(node, constants)) or not node.name or names[node.name] != 1:
+        if not (binary or has_constant_weight(node, constants)) or not node.name or names[node.name] != 1:
             continue
         tensor, residual, absorbed = node.output[0], None, []
         reader = only_reader(tensor)
@@ -100,15 +100,13 @@ def epilogues(graph: onnx.GraphProto) -> dict[str, Epilogue]:
     return chains
 
 
-def is_depthwise(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
-    """An ONNX ``Conv`` with one filter per input channel: ``group`` = the weight's output
-    channels, one input channel each, the weight a constant."""
+def has_constant_weight(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
+    """An ONNX ``Conv`` whose weight is a 4-D constant: the frontend's depthwise and Winograd
+    converters take the ones their kernels compute (TVM's converter, which absorbs nothing, the rest)."""
     if node.op_type != "Conv" or node.domain not in ONNX_DOMAINS or len(node.input) < 2:
         return False
     weight = constants.get(node.input[1])
-    group = next((a.i for a in node.attribute if a.name == "group"), 1)
-    dims = list(weight.dims) if weight is not None else []
-    return len(dims) == 4 and dims[1] == 1 and group == dims[0] > 1
+    return weight is not None and len(weight.dims) == 4
 
 
 def _relu_bound(clip: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> float | None:

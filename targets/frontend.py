@@ -54,7 +54,7 @@ from mptc.ops.validate import (
 from mptc.targets import chooser, layout
 from mptc.targets.epilogue import ONNX_DOMAINS, Epilogue, epilogues
 from mptc.targets.int8_inputs import Int8Input, int8_inputs
-from mptc.targets.kernels import binary_conv, binary_dense, dense_ternary, depthwise, packed_pool
+from mptc.targets.kernels import binary_conv, binary_dense, dense_ternary, depthwise, packed_pool, winograd
 from mptc.targets.policy import KernelPolicy
 from mptc.targets.schedules import KernelSchedules
 
@@ -567,6 +567,64 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
     return expr
 
 
+def winograd_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
+    """A float ONNX ``Conv`` that ``kernels.winograd`` computes (3x3, stride 1, one group, an
+    even output) with at least ``policy.winograd_min_channels`` input channels, as its input
+    transform, TVM's matmul of the weights transformed at compile time (the fp32 glue schedules
+    it) and its output transform with the epilogue it absorbs; None for any other conv."""
+    lowering = params.lowering
+    name = attr["tvm_custom"]["name"]  # unnamed: the epilogue it would absorb is not known by name
+    x, weight = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    shape = _static_shape(x)
+    least = lowering.policy.winograd_min_channels
+    if (
+        least is None
+        or not name
+        or shape is None
+        or len(shape) != 4
+        or shape[1] < least
+        or getattr(x.ty, "dtype", None) != "float32"
+        or not isinstance(weight, tvm.ir.GenericConst)
+        or not (bias is None or isinstance(bias, tvm.ir.GenericConst))
+        or attr.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET")
+        or attr.get("group", 1) != 1
+    ):
+        return None
+    w = weight.value.numpy()
+    if w.dtype != np.float32 or w.ndim != 4 or w.shape[1] != shape[1]:
+        return None
+    geo = layout.ConvGeometry(
+        *shape,
+        out_channels=w.shape[0],
+        kernel=tuple(w.shape[2:]),
+        strides=tuple(attr.get("strides", (1, 1))),
+        pads=tuple(attr.get("pads", (0, 0, 0, 0))),
+        dilations=tuple(attr.get("dilations", (1, 1))),
+    )
+    transformed_bytes = 4 * winograd.POSITIONS * geo.channels * winograd.tiles(geo) if winograd.applies(geo) else 0
+    if not 0 < transformed_bytes <= lowering.policy.winograd_max_bytes:
+        return None
+    out_shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
+    chain, residual = fused_chain(lowering, name, out_shape, params.nodes)
+    transform = lowering.kernels.winograd_input(winograd.input_func(geo))
+    finish = lowering.kernels.winograd_output(
+        winograd.output_func(
+            geo, residual=residual is not None, relu=bool(chain and chain.relu), upper=chain.upper if chain else None
+        )
+    )
+    if transform is None or finish is None:
+        return None
+    tiles = lowering.call_kernel(bb, transform, name, [x], (winograd.POSITIONS, geo.channels, winograd.tiles(geo)))
+    products = bb.emit(relax.op.matmul(relax.const(winograd.transformed_weights(w)), bb.emit(tiles)))
+    b = bias.value.numpy() if bias is not None else np.zeros(geo.out_channels, np.float32)
+    args = [products, relax.const(b.astype(np.float32))] + ([residual] if residual is not None else [])
+    expr = lowering.call_kernel(bb, finish, name, args, out_shape)
+    for node in chain.nodes if chain else ():
+        lowering.absorbed[node] = expr
+    return expr
+
+
 def depthwise_outputs(kernels: KernelSchedules, geo: layout.ConvGeometry) -> int | None:
     """The flat outputs per channel of a depthwise conv or max-pool (whole register tiles), or
     None where the kernels take it by rows (``depthwise_row_lanes``)."""
@@ -676,9 +734,12 @@ class MptcGraphImporter(_onnx.ONNXGraphImporter):
         if absorbed is not None:  # an Add / Relu a conv's epilogue already applied
             return self.bb.normalize(absorbed)
         if op_name == "Conv":
-            depthwise = depthwise_conv(self.bb, inputs, attrs, ConverterContext(self.lowering, self._nodes))
-            if depthwise is not None:
-                return self.bb.normalize(depthwise)
+            context = ConverterContext(self.lowering, self._nodes)
+            special = depthwise_conv(self.bb, inputs, attrs, context)
+            if special is None:
+                special = winograd_conv(self.bb, inputs, attrs, context)
+            if special is not None:
+                return self.bb.normalize(special)
             if self.lowering.policy.subsample_strided_pointwise:
                 inputs, attrs = subsampled_pointwise(self.bb, inputs, attrs)
         if op_name == "MaxPool" and self.lowering.logical_shape(inputs[0]) is None:

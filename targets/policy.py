@@ -145,6 +145,17 @@ class KernelPolicy:
     one, instead of the fp32 glue, whose tiles run along the output channels on narrow maps and
     beat it there; None: never (docs/performance.md)."""
 
+    winograd_min_channels: int | None = None
+    """Input channels from which a float 3x3 stride-1 conv with an even output runs Winograd's
+    F(2x2, 3x3) (``kernels.winograd``: 16 multiply-adds per 2x2 outputs and input channel instead
+    of 36, as 16 GEMMs) instead of the direct fp32 glue; below, the GEMMs' sums are too short to
+    pay for the transforms; None: never (docs/performance.md)."""
+
+    winograd_max_bytes: int = 16 << 20
+    """The most bytes of transformed input tiles (``16 x C x tiles`` floats, the GEMMs' operand)
+    a Winograd conv may write and read back: past the last-level cache's share, that extra pass
+    costs what the saved multiply-adds win (docs/performance.md)."""
+
     def dense_ternary_tier(self, weights: int | None) -> float:
         """The dense-ternary break-even of a dense layer of ``weights`` weights (None: the largest tier)."""
         if weights is None:
@@ -167,7 +178,7 @@ class KernelPolicy:
 # decodes a table vector per 4 weights, where AVX-512 decodes 16 from a mask register); its
 # other break-evens and cuda's whole policy take the x86 measurements (docs/performance.md).
 POLICIES: dict[str, KernelPolicy] = {
-    "x86": KernelPolicy(strided_break_even=0.7),
+    "x86": KernelPolicy(strided_break_even=0.7, winograd_min_channels=16),
     "arm": KernelPolicy(
         conv_block=1,
         long_flat_block=1,

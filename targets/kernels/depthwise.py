@@ -57,7 +57,7 @@ def depthwise_func(
     bias = te.placeholder((channels,), "float32", name="bias")
     res = residual_input((geo.batch, channels, geo.out_height, geo.out_width), residual)
     rows = phase_rows(geo, flat_outputs or geo.out_height * wq)
-    xs = _planes(x, geo, rows, tirx.const(0.0, "float32"))
+    xs = phase_planes(x, geo, rows, tirx.const(0.0, "float32"))
     ky, kx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
 
     def weighted(n, c, q):
@@ -79,7 +79,7 @@ def max_pool_func(geo: ConvGeometry, flat_outputs: int | None) -> tirx.PrimFunc:
     x = te.placeholder((geo.batch, geo.channels, geo.height, geo.width), "float32", name="x")
     wq = geo.phase_width
     rows = phase_rows(geo, flat_outputs or geo.out_height * wq)
-    xs = _planes(x, geo, rows, tirx.min_value("float32"))
+    xs = phase_planes(x, geo, rows, tirx.min_value("float32"))
     ky, kx = te.reduce_axis((0, geo.kernel[0]), "ky"), te.reduce_axis((0, geo.kernel[1]), "kx")
 
     def window(n, c, q):
@@ -103,7 +103,7 @@ def _outputs(geo: ConvGeometry, flat_outputs: int | None, reduce) -> Callable:
     return lambda n, c, oy, ox: acc[n, c, oy * wq + ox]
 
 
-def _planes(x: te.Tensor, geo: ConvGeometry, rows: int, pad: tirx.PrimExpr) -> te.Tensor:
+def phase_planes(x: te.Tensor, geo: ConvGeometry, rows: int, pad: tirx.PrimExpr) -> te.Tensor:
     """``FLAT``: each channel's image padded with ``pad`` as ``layout.FlatInput`` planes of
     stride phases of ``rows`` rows (``phase_rows``)."""
     (sh, sw), wq = geo.strides, geo.phase_width

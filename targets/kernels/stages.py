@@ -27,9 +27,11 @@ QUANTIZE = "quantize"  # the uint8 activations of an int8 layer (ONNX ``Quantize
 INT8_DOT = "int8_dot"  # the integer sums of uint8 activations and 2-bit weight codes
 PIXEL_LEVELS = "pixel_levels"  # an int8 conv's sum of each padded pixel's levels over its channels
 WINDOW_LEVELS = "window_levels"  # an int8 conv's sum of the levels in each output's window
+WINOGRAD_INPUT = "winograd_input"  # a Winograd conv's transformed input tiles (``kernels.winograd``)
 
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of ``FLAT``: (rows, columns) of each flat plane
 LUT_SHAPE = "mptc.lut_shape"  # annotation of ``LUT``: (patterns, rows, columns) of each group's planes
+TILE_SHAPE = "mptc.tile_shape"  # annotation of ``WINOGRAD_INPUT``: (n, rows, columns) of the output's tiles
 PHASE_SHAPE = "mptc.phase_shape"  # annotation of a depthwise conv's ``FLAT``: (sh, sw, rows, columns) of its plane
 EXACT_SIGN = "mptc.exact_sign"  # annotation of ``POPCOUNT``: counts over the nonzero plane too (ONNX Sign)
 COLUMN_STRIDE = "mptc.column_stride"  # annotation of ``POPCOUNT``: input words between output columns

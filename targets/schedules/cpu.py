@@ -707,6 +707,43 @@ class CpuKernelSchedules:
         sch.unroll(px)
         return sch.mod["main"]
 
+    def winograd_input(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Parallel over (image, channel); per channel, its phase planes built in cache (as the
+        depthwise conv's), then per row of tiles each of the 16 positions (unrolled: one
+        expression once the position is a constant) over the row's tiles as one vector."""
+        sch = s_tir.Schedule(func)
+        flat, block = sch.get_sblock(stages.FLAT), sch.get_sblock(stages.WINOGRAD_INPUT)
+        images, rows, cols = (int(d) for d in sch.get(block).annotations[stages.TILE_SHAPE])
+        b, c, p = sch.get_loops(block)
+        n, i, j = sch.split(p, [images, rows, cols])
+        sch.reorder(n, c, i, b, j)
+        task = sch.fuse(n, c)
+        sch.parallel(task)
+        sch.unroll(b)
+        sch.vectorize(j)
+        sch.compute_at(flat, task)
+        _read_whole(sch, block, stages.FLAT)
+        shape = [int(v) for v in sch.get(flat).annotations[stages.PHASE_SHAPE]]
+        py, px, row, col = sch.split(sch.get_loops(flat)[-1], shape)
+        sch.reorder(py, row, col, px)
+        sch.unroll(px)
+        return sch.mod["main"]
+
+    def winograd_output(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """Parallel over (image, output channel); per tile row, the tiles' loop left to LLVM
+        (its 2x2 outputs stored as interleaved pairs of two rows), each tile's four outputs
+        unrolled in its body."""
+        sch = s_tir.Schedule(func)
+        block = sch.get_sblock(stages.OUTPUT)
+        n, o, oy, ox = sch.get_loops(block)
+        i, a = sch.split(oy, [None, 2])
+        j, b = sch.split(ox, [None, 2])
+        sch.reorder(i, j, a, b)
+        sch.parallel(sch.fuse(n, o))
+        sch.unroll(a)
+        sch.unroll(b)
+        return sch.mod["main"]
+
     def _depthwise_rows(self, sch, flat, acc, out) -> tirx.PrimFunc:
         """The depthwise conv by rows: parallel over channels, the plane built per channel, then
         per output row tiles of at most ``DEPTHWISE_VECTORS`` vectors in registers, each written

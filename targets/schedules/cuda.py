@@ -54,6 +54,14 @@ class CudaKernelSchedules:
         """None: depthwise convs stay TVM's conv2d, scheduled by dlight's GPU rules with the rest of the glue."""
         return None
 
+    def winograd_input(self, func: tirx.PrimFunc) -> None:
+        """None: 3x3 convs stay TVM's conv2d, scheduled by dlight's GPU rules with the rest of the glue."""
+        return None
+
+    def winograd_output(self, func: tirx.PrimFunc) -> None:
+        """None, as ``winograd_input``."""
+        return None
+
     def exact_sign_counts(self, words: int) -> exact_sign.Counts:
         """int64 counts: a thread counts in one register."""
         return exact_sign.IN_WORDS

@@ -149,6 +149,16 @@ class KernelSchedules(Protocol):
         family leaves depthwise convs to TVM's own pipeline."""
         ...
 
+    def winograd_input(self, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+        """The scheduled input transform of a Winograd conv (``kernels.winograd.input_func``), or
+        None where the family leaves 3x3 convs to TVM's own pipeline."""
+        ...
+
+    def winograd_output(self, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+        """The scheduled output transform and epilogue of a Winograd conv
+        (``kernels.winograd.output_func``); None as ``winograd_input``."""
+        ...
+
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """The scheduled max-pool on packed signs (``kernels.packed_pool.or_pool_func``)."""
         ...

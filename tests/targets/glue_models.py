@@ -19,16 +19,34 @@ def depthwise_model(
     named: bool = True,
 ) -> onnx.ModelProto:
     """``x -> Conv(group = C) [-> Add(x)] [-> Relu | Clip(0, 6)]``, random weights."""
-    rng = np.random.default_rng(sum(shape) + kernel + stride)
-    channels = shape[1]
-    inits = {"w": rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32)}
+    return conv_model(shape, shape[1], kernel, stride, pads, dilation, act, residual, bias, named, groups=shape[1])
+
+
+def conv_model(
+    shape: tuple[int, int, int, int],
+    out_channels: int,
+    kernel: int = 3,
+    stride: int = 1,
+    pads: tuple[int, int, int, int] = (1, 1, 1, 1),
+    dilation: int = 1,
+    act: str = "",
+    residual: bool = False,
+    bias: bool = True,
+    named: bool = True,
+    groups: int = 1,
+) -> onnx.ModelProto:
+    """``x -> Conv [-> Add(x)] [-> Relu | Clip(0, 6)]``, random weights (He-scaled, so a deep sum stays near 1)."""
+    rng = np.random.default_rng(sum(shape) + kernel + stride + out_channels)
+    fan_in = shape[1] // groups * kernel * kernel
+    weight = rng.standard_normal((out_channels, shape[1] // groups, kernel, kernel)) * (2.0 / fan_in) ** 0.5
+    inits = {"w": weight.astype(np.float32)}
     if bias:
-        inits["b"] = rng.standard_normal(channels).astype(np.float32)
+        inits["b"] = rng.standard_normal(out_channels).astype(np.float32)
     conv = helper.make_node(
         "Conv",
         ["x", "w", "b"] if bias else ["x", "w"],
         ["c"],
-        group=channels,
+        group=groups,
         kernel_shape=[kernel, kernel],
         strides=[stride, stride],
         pads=list(pads),
@@ -50,7 +68,7 @@ def depthwise_model(
         node.name = node.output[0] if named else ""
     graph = helper.make_graph(
         nodes,
-        "depthwise",
+        "conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],

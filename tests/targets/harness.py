@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import tvm
 from onnx.reference import ReferenceEvaluator
 from tvm import relax
@@ -53,3 +54,23 @@ def sample(model: onnx.ModelProto, seed: int = 0) -> np.ndarray:
 
 def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def compile_and_run(model: onnx.ModelProto, kernels=None, policy=None) -> tuple[np.ndarray, list[str], Lowering]:
+    """The module's output on a random input, its ``mptc_`` kernels, and the lowering."""
+    target = resolve_target("x86")
+    kernels = kernels or kernel_schedules(target)
+    lowering = Lowering(kernels, policy or default_policy("x86"))
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    mod = from_onnx(model, lowering, {"x": shape})
+    ours = sorted(gv.name_hint for gv in mod.functions if gv.name_hint.startswith("mptc_"))
+    vm = relax.VirtualMachine(build(mod, target, kernels.float_lanes), tvm.cpu())
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    return vm["main"](tvm.runtime.tensor(x)).numpy(), ours, lowering
+
+
+def onnxruntime_output(model: onnx.ModelProto) -> np.ndarray:
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]

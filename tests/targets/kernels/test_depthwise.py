@@ -6,46 +6,18 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import tvm
 from onnx import numpy_helper
-from tvm import relax
 
-from mptc.targets.build import build
-from mptc.targets.frontend import Lowering, from_onnx
 from mptc.targets.policy import default_policy
-from mptc.targets.schedules import kernel_schedules
 from mptc.targets.schedules.arm import NEON_TILES
 from mptc.targets.schedules.cpu import CpuKernelSchedules
 from mptc.targets.schedules.cuda import CudaKernelSchedules
 from mptc.targets.schedules.x86 import AVX512_TILES
-from mptc.targets.target import resolve_target
 
 from ..glue_models import depthwise_model
-from ..harness import relative_error
-
-
-def compile_and_run(model: onnx.ModelProto, kernels=None, policy=None) -> tuple[np.ndarray, list[str], Lowering]:
-    """The module's output on a random input, its ``mptc_`` kernels, and the lowering."""
-    target = resolve_target("x86")
-    kernels = kernels or kernel_schedules(target)
-    lowering = Lowering(kernels, policy or default_policy("x86"))
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    mod = from_onnx(model, lowering, {"x": shape})
-    ours = sorted(gv.name_hint for gv in mod.functions if gv.name_hint.startswith("mptc_"))
-    vm = relax.VirtualMachine(build(mod, target, kernels.float_lanes), tvm.cpu())
-    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
-    return vm["main"](tvm.runtime.tensor(x)).numpy(), ours, lowering
-
-
-def onnxruntime_output(model: onnx.ModelProto) -> np.ndarray:
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
-
+from ..harness import compile_and_run, onnxruntime_output, relative_error
 
 # (shape, kernel, stride, pads, dilation, act): MobileNet's 3x3 at stride 1 and 2, odd and
 # non-square maps and a batch, asymmetric (TF "same") padding, 5x5, dilation, stride 3
