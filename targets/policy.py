@@ -186,6 +186,7 @@ POLICIES: dict[str, KernelPolicy] = {
         int8_conv_below=0.8,
         subsample_strided_pointwise=True,
         dense_ternary_break_even=((1 << 62, 0.78),),
+        winograd_min_channels=16,
     ),
     "cuda": KernelPolicy(),
 }
