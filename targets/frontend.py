@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -512,18 +514,28 @@ def fused_chain(
     return (chain, residual) if usable else (None, None)
 
 
-def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
-    """An ONNX ``Conv`` with one filter per channel, on a map at least ``policy.depthwise_min_width``
-    wide, as ``kernels.depthwise`` with the epilogue it absorbs; None for any other conv (TVM's
-    converter takes it: a grouped conv, a weight that is no constant, a dynamic shape, ``auto_pad``)."""
-    lowering = params.lowering
-    name = attr["tvm_custom"]["name"]  # unnamed: the epilogue it would absorb is not known by name
+@dataclass(frozen=True)
+class FloatConv:
+    """The parts of a float ONNX ``Conv`` that an mptc kernel can compute: named (the epilogue it
+    absorbs is known by name), a static 4-D float32 input, constant float32 weight and bias."""
+
+    name: str
+    x: relax.Expr
+    weight: np.ndarray
+    bias: np.ndarray
+    group: int
+    geo: layout.ConvGeometry
+
+
+def float_conv(inputs, attr: dict) -> FloatConv | None:
+    """The :class:`FloatConv` of an ONNX ``Conv``'s converter arguments; None where its input or
+    weight is not static, it is unnamed, or it pads by ``auto_pad`` (TVM's converter takes it)."""
+    name = attr["tvm_custom"]["name"]
     x, weight = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
     shape = _static_shape(x)
     if (
-        lowering.policy.depthwise_min_width is None
-        or not name
+        not name
         or shape is None
         or len(shape) != 4
         or getattr(x.ty, "dtype", None) != "float32"
@@ -533,66 +545,7 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
     ):
         return None
     w = weight.value.numpy()
-    channels = shape[1]
-    if w.dtype != np.float32 or w.shape[:2] != (channels, 1) or w.ndim != 4 or attr.get("group", 1) != channels:
-        return None
-    geo = layout.ConvGeometry(
-        *shape,
-        out_channels=channels,
-        kernel=tuple(w.shape[2:]),
-        strides=tuple(attr.get("strides", (1, 1))),
-        pads=tuple(attr.get("pads", (0, 0, 0, 0))),
-        dilations=tuple(attr.get("dilations", (1, 1))),
-    )
-    if geo.out_width < lowering.policy.depthwise_min_width:
-        return None
-    out_shape = (geo.batch, channels, geo.out_height, geo.out_width)
-    chain, residual = fused_chain(lowering, name, out_shape, params.nodes)
-    func = lowering.kernels.depthwise(
-        depthwise.depthwise_func(
-            geo,
-            depthwise_outputs(lowering.kernels, geo),
-            residual=residual is not None,
-            relu=bool(chain and chain.relu),
-            upper=chain.upper if chain else None,
-        )
-    )
-    if func is None:
-        return None
-    b = bias.value.numpy() if bias is not None else np.zeros(channels, np.float32)
-    args = [x, relax.const(np.ascontiguousarray(w[:, 0])), relax.const(b.astype(np.float32))]
-    expr = lowering.call_kernel(bb, func, name, args + ([residual] if residual is not None else []), out_shape)
-    for node in chain.nodes if chain else ():
-        lowering.absorbed[node] = expr
-    return expr
-
-
-def winograd_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
-    """A float ONNX ``Conv`` that ``kernels.winograd`` computes (3x3, stride 1, one group, an
-    even output) with at least ``policy.winograd_min_channels`` input channels, as its input
-    transform, TVM's matmul of the weights transformed at compile time (the fp32 glue schedules
-    it) and its output transform with the epilogue it absorbs; None for any other conv."""
-    lowering = params.lowering
-    name = attr["tvm_custom"]["name"]  # unnamed: the epilogue it would absorb is not known by name
-    x, weight = inputs[0], inputs[1]
-    bias = inputs[2] if len(inputs) > 2 else None
-    shape = _static_shape(x)
-    least = lowering.policy.winograd_min_channels
-    if (
-        least is None
-        or not name
-        or shape is None
-        or len(shape) != 4
-        or shape[1] < least
-        or getattr(x.ty, "dtype", None) != "float32"
-        or not isinstance(weight, tvm.ir.GenericConst)
-        or not (bias is None or isinstance(bias, tvm.ir.GenericConst))
-        or attr.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET")
-        or attr.get("group", 1) != 1
-    ):
-        return None
-    w = weight.value.numpy()
-    if w.dtype != np.float32 or w.ndim != 4 or w.shape[1] != shape[1]:
+    if w.dtype != np.float32 or w.ndim != 4:
         return None
     geo = layout.ConvGeometry(
         *shape,
@@ -602,27 +555,82 @@ def winograd_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterC
         pads=tuple(attr.get("pads", (0, 0, 0, 0))),
         dilations=tuple(attr.get("dilations", (1, 1))),
     )
-    transformed_bytes = 4 * winograd.POSITIONS * geo.channels * winograd.tiles(geo) if winograd.applies(geo) else 0
-    if not 0 < transformed_bytes <= lowering.policy.winograd_max_bytes:
-        return None
+    b = bias.value.numpy().astype(np.float32) if bias is not None else np.zeros(w.shape[0], np.float32)
+    return FloatConv(name, x, w, b, int(attr.get("group", 1)), geo)
+
+
+def _absorbing(
+    bb: relax.BlockBuilder, params: ConverterContext, conv: FloatConv, make: Callable[..., tirx.PrimFunc | None]
+) -> Callable[[list[relax.Expr]], relax.Expr] | None:
+    """The kernel that ends ``conv`` with the epilogue it absorbs (``fused_chain``), as a call on
+    the kernel's other arguments: ``make(residual=, relu=, upper=)`` builds the scheduled kernel
+    (None: the family has none, and so is the result); the call adds the residual argument and
+    marks the chain's nodes absorbed by its result."""
+    lowering, geo = params.lowering, conv.geo
     out_shape = (geo.batch, geo.out_channels, geo.out_height, geo.out_width)
-    chain, residual = fused_chain(lowering, name, out_shape, params.nodes)
-    transform = lowering.kernels.winograd_input(winograd.input_func(geo))
-    finish = lowering.kernels.winograd_output(
-        winograd.output_func(
-            geo, residual=residual is not None, relu=bool(chain and chain.relu), upper=chain.upper if chain else None
-        )
-    )
-    if transform is None or finish is None:
+    chain, residual = fused_chain(lowering, conv.name, out_shape, params.nodes)
+    func = make(residual=residual is not None, relu=bool(chain and chain.relu), upper=chain.upper if chain else None)
+    if func is None:
         return None
-    tiles = lowering.call_kernel(bb, transform, name, [x], (winograd.POSITIONS, geo.channels, winograd.tiles(geo)))
-    products = bb.emit(relax.op.matmul(relax.const(winograd.transformed_weights(w)), bb.emit(tiles)))
-    b = bias.value.numpy() if bias is not None else np.zeros(geo.out_channels, np.float32)
-    args = [products, relax.const(b.astype(np.float32))] + ([residual] if residual is not None else [])
-    expr = lowering.call_kernel(bb, finish, name, args, out_shape)
-    for node in chain.nodes if chain else ():
-        lowering.absorbed[node] = expr
-    return expr
+
+    def call(args: list[relax.Expr]) -> relax.Expr:
+        expr = lowering.call_kernel(bb, func, conv.name, args + ([residual] if residual is not None else []), out_shape)
+        for node in chain.nodes if chain else ():
+            lowering.absorbed[node] = expr
+        return expr
+
+    return call
+
+
+def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
+    """An ONNX ``Conv`` with one filter per channel, on a map at least ``policy.depthwise_min_width``
+    wide, as ``kernels.depthwise`` with the epilogue it absorbs; None for any other conv (TVM's
+    converter takes it: a grouped conv, a weight that is no constant, a dynamic shape, ``auto_pad``)."""
+    lowering = params.lowering
+    conv = float_conv(inputs, attr)
+    least = lowering.policy.depthwise_min_width
+    if least is None or conv is None:
+        return None
+    geo = conv.geo
+    if conv.weight.shape[:2] != (geo.channels, 1) or conv.group != geo.channels or geo.out_width < least:
+        return None
+    outputs = depthwise_outputs(lowering.kernels, geo)
+    call = _absorbing(
+        bb,
+        params,
+        conv,
+        lambda **epilogue: lowering.kernels.depthwise(depthwise.depthwise_func(geo, outputs, **epilogue)),
+    )
+    if call is None:
+        return None
+    return call([conv.x, relax.const(np.ascontiguousarray(conv.weight[:, 0])), relax.const(conv.bias)])
+
+
+def winograd_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
+    """A float ONNX ``Conv`` that ``kernels.winograd`` computes (3x3, stride 1, one group, an
+    even output) with at least ``policy.winograd_min_channels`` input channels and at most
+    ``policy.winograd_max_bytes`` of transformed input tiles, as its input transform, TVM's matmul
+    of the weights transformed at compile time (the fp32 glue schedules it) and its output
+    transform with the epilogue it absorbs; None for any other conv."""
+    lowering, policy = params.lowering, params.lowering.policy
+    conv = float_conv(inputs, attr)
+    if policy.winograd_min_channels is None or conv is None:
+        return None
+    geo = conv.geo
+    if conv.group != 1 or geo.channels < policy.winograd_min_channels or not winograd.applies(geo):
+        return None
+    tiles = (winograd.POSITIONS, geo.channels, winograd.tiles(geo))
+    if 4 * math.prod(tiles) > policy.winograd_max_bytes:
+        return None
+    transform = lowering.kernels.winograd_input(winograd.input_func(geo))
+    call = _absorbing(
+        bb, params, conv, lambda **epilogue: lowering.kernels.winograd_output(winograd.output_func(geo, **epilogue))
+    )
+    if transform is None or call is None:
+        return None
+    transformed = bb.emit(lowering.call_kernel(bb, transform, conv.name, [conv.x], tiles))
+    products = bb.emit(relax.op.matmul(relax.const(winograd.transformed_weights(conv.weight)), transformed))
+    return call([products, relax.const(conv.bias)])
 
 
 def depthwise_outputs(kernels: KernelSchedules, geo: layout.ConvGeometry) -> int | None:

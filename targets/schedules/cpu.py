@@ -700,11 +700,7 @@ class CpuKernelSchedules:
         sch.vectorize(ql)
         sch.decompose_reduction(acc, ky)
         sch.vectorize(sch.split(sch.get_loops(tile)[-1], [None, self.float_lanes])[1])
-        sch.compute_at(flat, task)
-        shape = [int(v) for v in sch.get(flat).annotations[stages.PHASE_SHAPE]]
-        py, px, row, col = sch.split(sch.get_loops(flat)[-1], shape)
-        sch.reorder(py, row, col, px)
-        sch.unroll(px)
+        _phase_planes_at(sch, flat, task)
         return sch.mod["main"]
 
     def winograd_input(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -721,12 +717,7 @@ class CpuKernelSchedules:
         sch.parallel(task)
         sch.unroll(b)
         sch.vectorize(j)
-        sch.compute_at(flat, task)
-        _read_whole(sch, block, stages.FLAT)
-        shape = [int(v) for v in sch.get(flat).annotations[stages.PHASE_SHAPE]]
-        py, px, row, col = sch.split(sch.get_loops(flat)[-1], shape)
-        sch.reorder(py, row, col, px)
-        sch.unroll(px)
+        _phase_planes_at(sch, flat, task, block)
         return sch.mod["main"]
 
     def winograd_output(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -761,12 +752,7 @@ class CpuKernelSchedules:
         sch.decompose_reduction(acc, ky)
         inner = sch.get_loops(out)[-1]
         sch.vectorize(sch.split(inner, [None, lanes])[1])
-        sch.compute_at(flat, task)
-        _read_whole(sch, acc, stages.FLAT)
-        shape = [int(v) for v in sch.get(flat).annotations[stages.PHASE_SHAPE]]
-        py, px, row, col = sch.split(sch.get_loops(flat)[-1], shape)
-        sch.reorder(py, row, col, px)
-        sch.unroll(px)
+        _phase_planes_at(sch, flat, task, acc)
         return sch.mod["main"]
 
     def sparse_dense_batched(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -992,6 +978,19 @@ def _under(sch, block, loop) -> list:
     """The loops of ``block`` inside ``loop``."""
     loops = sch.get_loops(block)
     return loops[next(i for i, at in enumerate(loops) if sch.get(at).same_as(sch.get(loop))) + 1 :]
+
+
+def _phase_planes_at(sch: s_tir.Schedule, flat, task, reader=None) -> None:
+    """A channel's stride-phase planes (``kernels.depthwise.phase_planes``) built in ``task``,
+    whole where ``reader`` (the stage that reads them) would have TVM infer a part: the stride
+    phases of each input row copied together, so its loads are contiguous runs."""
+    sch.compute_at(flat, task)
+    if reader is not None:
+        _read_whole(sch, reader, stages.FLAT)
+    shape = [int(v) for v in sch.get(flat).annotations[stages.PHASE_SHAPE]]
+    py, px, row, col = sch.split(sch.get_loops(flat)[-1], shape)
+    sch.reorder(py, row, col, px)
+    sch.unroll(px)
 
 
 def _read_whole(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, name: str) -> None:

@@ -7,19 +7,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def depthwise_model(
-    shape: tuple[int, int, int, int],
-    kernel: int = 3,
-    stride: int = 1,
-    pads: tuple[int, int, int, int] = (1, 1, 1, 1),
-    dilation: int = 1,
-    act: str = "",
-    residual: bool = False,
-    bias: bool = True,
-    named: bool = True,
-) -> onnx.ModelProto:
-    """``x -> Conv(group = C) [-> Add(x)] [-> Relu | Clip(0, 6)]``, random weights."""
-    return conv_model(shape, shape[1], kernel, stride, pads, dilation, act, residual, bias, named, groups=shape[1])
+def depthwise_model(shape: tuple[int, int, int, int], *args, **options) -> onnx.ModelProto:
+    """:func:`conv_model` with one filter per channel (``group`` = C); ``args`` from its ``kernel`` on."""
+    return conv_model(shape, shape[1], *args, groups=shape[1], **options)
 
 
 def conv_model(
