@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -10,17 +11,20 @@ import pytest
 
 from mptc.deploy.profile import profile
 from mptc.targets.compile import compile_model
+from mptc.targets.policy import default_policy
 from tests.targets.glue_models import downsample_model
 
 pytestmark = pytest.mark.emulated
 
 
 def test_conv_glue_runs_on_the_emulated_rpi4(arm_ready: Path, tmp_path: Path) -> None:
-    """A 3x3 conv and a stride-2 1x1 shortcut: the FMAs take their weights as lanes of loaded
-    vectors (by element), the shortcut reads a subsampled copy with whole-vector loads, not lane
-    by lane, and the outputs match onnxruntime's."""
+    """A 3x3 conv (the direct glue, as a conv Winograd does not take runs it) and a stride-2 1x1
+    shortcut: the FMAs take their weights as lanes of loaded vectors (by element), the shortcut
+    reads a subsampled copy with whole-vector loads, not lane by lane, and the outputs match
+    onnxruntime's."""
     out = tmp_path / "rpi4"
-    compile_model(downsample_model(size=20), "arm", out, board="rpi4")
+    direct = dataclasses.replace(default_policy("arm"), winograd_min_channels=None)
+    compile_model(downsample_model(size=20), "arm", out, board="rpi4", policy=direct)
     listing = subprocess.run(
         ["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", str(out / "module.so")],
         capture_output=True,
