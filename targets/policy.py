@@ -175,8 +175,9 @@ class KernelPolicy:
 # arm counted its own block sizes (guest instructions per inference under qemu: with 4-lane vectors
 # a block's sign-class segments cost more than its shared loads save), its lookup conv's
 # sparsities, its strided 1x1 convs and its dense layers' break-even (its dense-ternary layer
-# decodes a table vector per 4 weights, where AVX-512 decodes 16 from a mask register); its
-# other break-evens and cuda's whole policy take the x86 measurements (docs/performance.md).
+# decodes a table vector per 4 weights, where AVX-512 decodes 16 from a mask register), and its
+# Winograd convs (from 16 channels, as on x86); its other break-evens and cuda's whole policy take
+# the x86 measurements (docs/performance.md).
 POLICIES: dict[str, KernelPolicy] = {
     "x86": KernelPolicy(strided_break_even=0.7, winograd_min_channels=16),
     "arm": KernelPolicy(
