@@ -181,9 +181,10 @@ def profile_command(**options: Any) -> None:
 
     --per-layer (this host only) times each kernel of the module beside onnxruntime's profiler on
     OUT/source.onnx and prints one row per layer, slowest first: rows are matched by layer name
-    only, and TVM's fused glue and the nodes onnxruntime made or renamed are listed unmatched.
-    With --emulate BOARD --instructions it counts each kernel call's guest instructions on the
-    emulated core instead: where an aarch64 build spends its work.
+    only, and TVM's fused glue and the nodes onnxruntime made or renamed are listed unmatched
+    (a Winograd 3x3 conv's GEMMs too: its own row holds its two transforms). With --emulate
+    BOARD --instructions it counts each kernel call's guest instructions on the emulated core
+    instead: where an aarch64 build spends its work.
 
     TVM's thread pool runs as OUT/manifest.json records (thread_pool; printed as "threads:"):
     every core, a short spin after each kernel, threads not bound to cores. Variables you set

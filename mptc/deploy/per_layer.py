@@ -22,7 +22,9 @@ node is a layer's when it has the layer's name or computes a part of it (``<laye
 with rows on both sides is matched. Everything else is reported unmatched and grouped: the
 module's glue (``fused_conv2d_add_relu``...: TVM's fused functions do not say which nodes they
 came from) by kernel name, named with its output shape in front so a reader can place it in the
-network, onnxruntime's by op type. Nothing is matched by position or by guess.
+network, onnxruntime's by op type. Nothing is matched by position or by guess. So a Winograd
+conv's row (``targets.kernels.winograd``) holds its two transforms only: its GEMMs are a TVM
+matmul, one function for the convs of a shape, listed unmatched (``16xKxtiles matmul``).
 """
 
 from __future__ import annotations
