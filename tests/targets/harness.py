@@ -21,20 +21,34 @@ def input_shape(model: onnx.ModelProto) -> list[int]:
     return [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
 
 
+def lower_x86(
+    model: onnx.ModelProto,
+    break_even: float | None = None,
+    kernels: KernelSchedules | None = None,
+    policy: KernelPolicy | None = None,
+) -> tuple[tvm.IRModule, Lowering]:
+    """The model's Relax module for this host; ``break_even`` forces the real-input kernel (0:
+    sparse, >1: dense); ``kernels`` replaces the host's kernel schedules (any CPU family's tiles
+    run here), ``policy`` the x86 default policy."""
+    kernels = kernels or kernel_schedules(resolve_target("x86"))
+    lowering = Lowering(kernels, policy or default_policy("x86"), break_even=break_even)
+    return from_onnx(model, lowering, {"x": input_shape(model)}), lowering
+
+
 def compile_x86(
     model: onnx.ModelProto,
     break_even: float | None = None,
     kernels: KernelSchedules | None = None,
     policy: KernelPolicy | None = None,
 ) -> tuple[relax.VirtualMachine, Lowering]:
-    """The model compiled for this host; ``break_even`` forces the real-input kernel (0: sparse, >1: dense);
-    ``kernels`` replaces the host's kernel schedules (any CPU family's tiles run here), ``policy``
-    the x86 default policy."""
-    target = resolve_target("x86")
-    kernels = kernels or kernel_schedules(target)
-    lowering = Lowering(kernels, policy or default_policy("x86"), break_even=break_even)
-    executable = build(from_onnx(model, lowering, {"x": input_shape(model)}), target, kernels.float_lanes)
-    return relax.VirtualMachine(executable, tvm.cpu()), lowering
+    """The model compiled for this host (arguments as :func:`lower_x86`)."""
+    mod, lowering = lower_x86(model, break_even, kernels, policy)
+    return build_x86(mod, lowering), lowering
+
+
+def build_x86(mod: tvm.IRModule, lowering: Lowering) -> relax.VirtualMachine:
+    """``mod`` (from :func:`lower_x86`) built for this host and loaded."""
+    return relax.VirtualMachine(build(mod, resolve_target("x86"), lowering.kernels.float_lanes), tvm.cpu())
 
 
 def run(vm: relax.VirtualMachine, x: np.ndarray) -> np.ndarray:
@@ -57,20 +71,18 @@ def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
 
 
 def compile_and_run(model: onnx.ModelProto, kernels=None, policy=None) -> tuple[np.ndarray, list[str], Lowering]:
-    """The module's output on a random input, its ``mptc_`` kernels, and the lowering."""
-    target = resolve_target("x86")
-    kernels = kernels or kernel_schedules(target)
-    lowering = Lowering(kernels, policy or default_policy("x86"))
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    mod = from_onnx(model, lowering, {"x": shape})
+    """The module's output on :func:`random_input`, its ``mptc_`` kernels, and the lowering."""
+    mod, lowering = lower_x86(model, kernels=kernels, policy=policy)
     ours = sorted(gv.name_hint for gv in mod.functions if gv.name_hint.startswith("mptc_"))
-    vm = relax.VirtualMachine(build(mod, target, kernels.float_lanes), tvm.cpu())
-    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
-    return vm["main"](tvm.runtime.tensor(x)).numpy(), ours, lowering
+    return run(build_x86(mod, lowering), random_input(model)), ours, lowering
 
 
 def onnxruntime_output(model: onnx.ModelProto) -> np.ndarray:
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    """onnxruntime's output on :func:`random_input`."""
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
+    return session.run(None, {"x": random_input(model)})[0]
+
+
+def random_input(model: onnx.ModelProto) -> np.ndarray:
+    """The N(0, 1) input ``compile_and_run`` and ``onnxruntime_output`` both take."""
+    return np.random.default_rng(7).standard_normal(input_shape(model)).astype(np.float32)
