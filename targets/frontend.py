@@ -619,8 +619,8 @@ def winograd_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterC
     geo = conv.geo
     if conv.group != 1 or geo.channels < policy.winograd_min_channels or not winograd.applies(geo):
         return None
-    tiles = (winograd.POSITIONS, geo.channels, winograd.tiles(geo))
-    if 4 * math.prod(tiles) > policy.winograd_max_bytes:
+    tiles_shape = (winograd.POSITIONS, geo.channels, winograd.tiles(geo))
+    if 4 * math.prod(tiles_shape) > policy.winograd_max_bytes:
         return None
     transform = lowering.kernels.winograd_input(winograd.input_func(geo))
     call = _absorbing(
@@ -628,7 +628,7 @@ def winograd_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterC
     )
     if transform is None or call is None:
         return None
-    transformed = bb.emit(lowering.call_kernel(bb, transform, conv.name, [conv.x], tiles))
+    transformed = bb.emit(lowering.call_kernel(bb, transform, conv.name, [conv.x], tiles_shape))
     products = bb.emit(relax.op.matmul(relax.const(winograd.transformed_weights(conv.weight)), transformed))
     return call([products, relax.const(conv.bias)])
 

@@ -99,8 +99,8 @@ def input_func(geo: ConvGeometry) -> tirx.PrimFunc:
             return xs[n, c, ((r % TILE) * TILE + s % TILE) * rows * cols + (i + r // TILE) * cols + j + s // TILE]
 
         d = [[read(r, s) for s in range(4)] for r in range(4)]
-        rows_t = [[_combine(terms, [d[r][s] for r in range(4)]) for s in range(4)] for terms in _INPUT_TERMS]
-        return _choose(b, [_combine(col, rows_t[row]) for row in range(4) for col in _INPUT_TERMS])
+        bt_d = [[_combine(terms, [d[r][s] for r in range(4)]) for s in range(4)] for terms in _INPUT_TERMS]
+        return _choose(b, [_combine(col, bt_d[row]) for row in range(4) for col in _INPUT_TERMS])
 
     v = te.compute(
         (POSITIONS, geo.channels, tiles(geo)),

@@ -25,7 +25,7 @@ from tvm.s_tir.schedule import _ffi_api as schedule_api
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import binary_dense, exact_sign, int8_conv, stages
+from mptc.targets.kernels import binary_dense, exact_sign, int8_conv, stages, winograd
 from mptc.targets.kernels.binary_conv import GatherStore, SparseGather
 from mptc.targets.kernels.dot_instructions import DotInstruction
 from mptc.targets.layout import WORD_BITS, ConvGeometry, ceil_div
@@ -727,8 +727,8 @@ class CpuKernelSchedules:
         sch = s_tir.Schedule(func)
         block = sch.get_sblock(stages.OUTPUT)
         n, o, oy, ox = sch.get_loops(block)
-        i, a = sch.split(oy, [None, 2])
-        j, b = sch.split(ox, [None, 2])
+        i, a = sch.split(oy, [None, winograd.TILE])
+        j, b = sch.split(ox, [None, winograd.TILE])
         sch.reorder(i, j, a, b)
         sch.parallel(sch.fuse(n, o))
         sch.unroll(a)
