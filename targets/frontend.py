@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -608,28 +607,34 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
 
 def winograd_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
     """A float ONNX ``Conv`` that ``kernels.winograd`` computes (3x3, stride 1, one group, an
-    even output) with at least ``policy.winograd_min_channels`` input channels and at most
-    ``policy.winograd_max_bytes`` of transformed input tiles, as its input transform, TVM's matmul
-    of the weights transformed at compile time (the fp32 glue schedules it) and its output
-    transform with the epilogue it absorbs; None for any other conv."""
+    output of whole tiles of the first of ``policy.winograd_tiles`` whose transformed tiles and
+    weights fit ``policy.winograd_max_bytes`` and ``winograd_max_weight_bytes``) with at least
+    ``policy.winograd_min_channels`` input channels, as its input transform, TVM's matmul of the weights transformed at
+    compile time (the fp32 glue schedules it) and its output transform with the epilogue it
+    absorbs; None for any other conv."""
     lowering, policy = params.lowering, params.lowering.policy
     conv = float_conv(inputs, attr)
     if policy.winograd_min_channels is None or conv is None:
         return None
     geo = conv.geo
-    if conv.group != 1 or geo.channels < policy.winograd_min_channels or not winograd.applies(geo):
+    if conv.group != 1 or geo.channels < policy.winograd_min_channels:
         return None
-    tiles_shape = (winograd.POSITIONS, geo.channels, winograd.tiles(geo))
-    if 4 * math.prod(tiles_shape) > policy.winograd_max_bytes:
+    scheme = winograd.choose(geo, policy.winograd_tiles, policy.winograd_max_bytes, policy.winograd_max_weight_bytes)
+    if scheme is None:
         return None
-    transform = lowering.kernels.winograd_input(winograd.input_func(geo))
+    transform = lowering.kernels.winograd_input(winograd.input_func(geo, scheme))
     call = _absorbing(
-        bb, params, conv, lambda **epilogue: lowering.kernels.winograd_output(winograd.output_func(geo, **epilogue))
+        bb,
+        params,
+        conv,
+        lambda **epilogue: lowering.kernels.winograd_output(winograd.output_func(geo, scheme, **epilogue)),
     )
     if transform is None or call is None:
         return None
+    tiles_shape = (scheme.positions, geo.channels, winograd.tiles(geo, scheme))
     transformed = bb.emit(lowering.call_kernel(bb, transform, conv.name, [conv.x], tiles_shape))
-    products = bb.emit(relax.op.matmul(relax.const(winograd.transformed_weights(conv.weight)), transformed))
+    weights = relax.const(winograd.transformed_weights(conv.weight, scheme))
+    products = bb.emit(relax.op.matmul(weights, transformed))
     return call([products, relax.const(conv.bias)])
 
 

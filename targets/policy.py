@@ -147,14 +147,24 @@ class KernelPolicy:
 
     winograd_min_channels: int | None = None
     """Input channels from which a float 3x3 stride-1 conv with an even output runs Winograd's
-    F(2x2, 3x3) (``kernels.winograd``: 16 multiply-adds per 2x2 outputs and input channel instead
-    of 36, as 16 GEMMs) instead of the direct fp32 glue; below, the GEMMs' sums are too short to
+    minimal filtering (``kernels.winograd``: F(2x2, 3x3) does 16 multiply-adds per 2x2 outputs and
+    input channel instead of 36, as 16 GEMMs) instead of the direct fp32 glue; below, the GEMMs' sums are too short to
     pay for the transforms; None: never (docs/performance.md)."""
 
     winograd_max_bytes: int = 16 << 20
-    """The most bytes of transformed input tiles (``16 x C x tiles`` floats, the GEMMs' operand)
+    """The most bytes of transformed input tiles (``a^2 x C x tiles`` floats, the GEMMs' operand)
     a Winograd conv may write and read back: past the last-level cache's share, that extra pass
     costs what the saved multiply-adds win (docs/performance.md)."""
+
+    winograd_max_weight_bytes: int = 24 << 20
+    """The most bytes of transformed weights (``a^2 x K x C`` floats) a Winograd conv may read per
+    call: F(4x4, 3x3)'s are 2.25x F(2x2, 3x3)'s, and on a small map, where each is used by few
+    tiles, streaming them costs more than its fewer multiply-adds win (docs/performance.md)."""
+
+    winograd_tiles: tuple[int, ...] = (2,)
+    """The Winograd tiles a conv tries, in order (``kernels.winograd.SCHEMES``: 4 is F(4x4, 3x3),
+    2 is F(2x2, 3x3)): the first whose tiles divide the output and whose transformed tiles and
+    weights fit the two limits above (docs/performance.md)."""
 
     def dense_ternary_tier(self, weights: int | None) -> float:
         """The dense-ternary break-even of a dense layer of ``weights`` weights (None: the largest tier)."""
@@ -179,7 +189,7 @@ class KernelPolicy:
 # Winograd convs (from 16 channels, as on x86); its other break-evens and cuda's whole policy take
 # the x86 measurements (docs/performance.md).
 POLICIES: dict[str, KernelPolicy] = {
-    "x86": KernelPolicy(strided_break_even=0.7, winograd_min_channels=16),
+    "x86": KernelPolicy(strided_break_even=0.7, winograd_min_channels=16, winograd_tiles=(4, 2)),
     "arm": KernelPolicy(
         conv_block=1,
         long_flat_block=1,

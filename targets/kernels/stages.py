@@ -32,6 +32,7 @@ WINOGRAD_INPUT = "winograd_input"  # a Winograd conv's transformed input tiles (
 PLANE_SHAPE = "mptc.plane_shape"  # annotation of ``FLAT``: (rows, columns) of each flat plane
 LUT_SHAPE = "mptc.lut_shape"  # annotation of ``LUT``: (patterns, rows, columns) of each group's planes
 TILE_SHAPE = "mptc.tile_shape"  # annotation of ``WINOGRAD_INPUT``: (n, rows, columns) of the output's tiles
+TILE = "mptc.tile"  # annotation of a Winograd conv's ``OUTPUT``: outputs per side of one tile
 PHASE_SHAPE = "mptc.phase_shape"  # annotation of a depthwise conv's ``FLAT``: (sh, sw, rows, columns) of its plane
 EXACT_SIGN = "mptc.exact_sign"  # annotation of ``POPCOUNT``: counts over the nonzero plane too (ONNX Sign)
 COLUMN_STRIDE = "mptc.column_stride"  # annotation of ``POPCOUNT``: input words between output columns

@@ -25,7 +25,7 @@ from tvm.s_tir.schedule import _ffi_api as schedule_api
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from mptc.targets.kernels import binary_dense, exact_sign, int8_conv, stages, winograd
+from mptc.targets.kernels import binary_dense, exact_sign, int8_conv, stages
 from mptc.targets.kernels.binary_conv import GatherStore, SparseGather
 from mptc.targets.kernels.dot_instructions import DotInstruction
 from mptc.targets.layout import WORD_BITS, ConvGeometry, ceil_div
@@ -705,7 +705,7 @@ class CpuKernelSchedules:
 
     def winograd_input(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Parallel over (image, channel); per channel, its phase planes built in cache (as the
-        depthwise conv's), then per row of tiles each of the 16 positions (unrolled: one
+        depthwise conv's), then per row of tiles each of the ``a^2`` positions (unrolled: one
         expression once the position is a constant) over the row's tiles as one vector."""
         sch = s_tir.Schedule(func)
         flat, block = sch.get_sblock(stages.FLAT), sch.get_sblock(stages.WINOGRAD_INPUT)
@@ -722,13 +722,14 @@ class CpuKernelSchedules:
 
     def winograd_output(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         """Parallel over (image, output channel); per tile row, the tiles' loop left to LLVM
-        (its 2x2 outputs stored as interleaved pairs of two rows), each tile's four outputs
+        (its ``m x m`` outputs stored as interleaved runs of ``m`` rows), each tile's outputs
         unrolled in its body."""
         sch = s_tir.Schedule(func)
         block = sch.get_sblock(stages.OUTPUT)
+        tile = int(sch.get(block).annotations[stages.TILE])
         n, o, oy, ox = sch.get_loops(block)
-        i, a = sch.split(oy, [None, winograd.TILE])
-        j, b = sch.split(ox, [None, winograd.TILE])
+        i, a = sch.split(oy, [None, tile])
+        j, b = sch.split(ox, [None, tile])
         sch.reorder(i, j, a, b)
         sch.parallel(sch.fuse(n, o))
         sch.unroll(a)
