@@ -198,6 +198,7 @@ POLICIES: dict[str, KernelPolicy] = {
         subsample_strided_pointwise=True,
         dense_ternary_break_even=((1 << 62, 0.78),),
         winograd_min_channels=16,
+        winograd_tiles=(4, 2),
     ),
     "cuda": KernelPolicy(),
 }
