@@ -52,8 +52,9 @@ def choose_kernel(
 
     ``break_even`` overrides the ``policy``'s (``sparse_break_even``; for a dense layer the tier of
     ``dense_ternary_break_even``, or on the fp32 form of ``cached_dense_break_even``, its
-    ``weights`` fit; for a 1x1 conv (``taps`` 1) ``pointwise_break_even``, and a conv's dense form
-    is fp32 below ``ternary_conv_min_taps``; for a conv on a short map ``short_flat_break_even``,
+    ``weights`` fit; for a 1x1 conv (``taps`` 1) ``pointwise_break_even``, its dense form the fp32
+    GEMM, on weights decoded per call from ``pointwise_ternary_min_outputs`` ``flat_outputs``;
+    for a conv on a short map ``short_flat_break_even``,
     for a conv with a ``stride`` above 1 ``strided_break_even``, the highest that applies);
     ``flat_outputs`` (a conv's outputs per channel, ``layout.FlatInput.flat_outputs``) below ``short_flat`` takes
     ``short_flat_block`` output channels per block in one channel group below
@@ -124,9 +125,13 @@ def choose_kernel(
             batch_lanes=batched,
         )
     below = f"real input, sparsity {sparsity:.3f} < break-even {threshold:.2f}"
-    pointwise = op_type == "BinaryConv" and taps is not None and taps < policy.ternary_conv_min_taps
-    if op_type in policy.dense_ternary and not pointwise:
-        return KernelChoice(DENSE_TERNARY, f"{below}, 2-bit weight planes decoded in registers")
-    if pointwise:
+    if op_type == "BinaryConv" and taps == 1:
+        least = policy.pointwise_ternary_min_outputs
+        if op_type in policy.dense_ternary and least is not None and (flat_outputs or 0) >= least:
+            return KernelChoice(
+                DENSE_TERNARY, f"{below}, a 1x1 conv: 2-bit weight planes decoded per call for the fp32 GEMM"
+            )
         return KernelChoice(DENSE_FP32, f"{below}, a 1x1 conv: the fp32 pixel GEMM")
+    if op_type in policy.dense_ternary:
+        return KernelChoice(DENSE_TERNARY, f"{below}, 2-bit weight planes decoded in registers")
     return KernelChoice(DENSE_FP32, below)

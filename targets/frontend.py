@@ -373,11 +373,20 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 return layer.call(bb, func, consts, out_shape, extra, flat_x=in_place), consts
             if choice.kernel == chooser.DENSE_TERNARY:
                 plus, minus = layout.ternary_planes(weight)
+                consts = [plus, minus, layer.scale, layer.bias]
+                pointwise = layout.pointwise_geometry(geo)
+                if pointwise is not None:
+                    func = kernels.pointwise_ternary(dense_ternary.pointwise_ternary_func(pointwise, **fused))
+                    x = layer.x
+                    if tuple(geo.strides) != (1, 1):  # a downsampling shortcut: one strided copy first
+                        end = [geo.height, geo.width]
+                        x = bb.normalize(relax.op.strided_slice(x, [2, 3], [0, 0], end, list(geo.strides)))
+                    args = [x, *(relax.const(c) for c in consts), *extra]
+                    return layer.lowering.call_kernel(bb, func, layer.name, args, out_shape), consts
                 in_registers = geo.out_height * geo.out_width < layer.lowering.policy.decode_block_pixels
                 func = kernels.conv_ternary(
                     dense_ternary.conv_ternary_func(geo, kernels.float_lanes, **fused, in_registers=in_registers)
                 )
-                consts = [plus, minus, layer.scale, layer.bias]
                 return layer.call(bb, func, consts, out_shape, extra), consts
             dense = (weight * layer.scale[:, None, None, None]).astype(np.float32)
             conv = relax.op.nn.conv2d(

@@ -86,6 +86,14 @@ class ConvGeometry:
         return self.kernel[0] * self.kernel[1] * self.channel_words
 
 
+def pointwise_geometry(geo: ConvGeometry) -> ConvGeometry | None:
+    """A 1x1 unpadded conv as the stride-1 one (a GEMM over pixels) on its input subsampled by its
+    stride (itself at stride 1); None for any other conv."""
+    if tuple(geo.kernel) != (1, 1) or any(geo.pads) or tuple(geo.dilations) != (1, 1):
+        return None
+    return ConvGeometry(geo.batch, geo.channels, geo.out_height, geo.out_width, geo.out_channels, (1, 1))
+
+
 SIGN_PLANE, MASK_PLANE = 0, 1  # the two word planes of ``BinaryConvTables.planes``
 
 

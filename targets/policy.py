@@ -92,10 +92,14 @@ class KernelPolicy:
     per-layer overhead; ``cached_dense_break_even`` and ``dense_break_even`` are the fp32
     form's (docs/performance.md)."""
 
-    ternary_conv_min_taps: int = 2
-    """Kernel taps (``kh * kw``) from which a conv's dense form is dense-ternary: a 1x1 conv is a
-    GEMM over pixels, which the fp32 glue runs 1.5-4x faster than the dense-ternary conv on
-    ImageNet maps; it keeps fp32 weights (docs/performance.md)."""
+    pointwise_ternary_min_outputs: int | None = None
+    """Flat outputs per channel (``layout.FlatInput.flat_outputs``, about the map's pixels) from
+    which a 1x1 conv's dense form keeps its 2-bit weight planes and decodes them once per call
+    into the fp32 GEMM's weight (``kernels.dense_ternary.pointwise_ternary_func``), a 2-5x
+    smaller module for a slower layer: the decode pass costs a share ``1 / pixels`` of the GEMM,
+    0.86-0.99x the fp32 form's speed from 14x14 maps (196), 0.68-0.80x on 7x7 ones. None (the
+    default: never slower than the fp32 form): every 1x1 conv below the break-even keeps fp32
+    weights (docs/performance.md)."""
 
     pointwise_break_even: float = 0.75
     """Sparsity from which a 1x1 conv takes the block-sparse kernel: against the fp32 glue's pixel

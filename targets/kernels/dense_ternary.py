@@ -24,6 +24,17 @@ BinaryConv decodes once per parallel task into an fp32 block of its output chann
 ``xp`` is the zero-padded input (stage ``PAD``). A task decodes ``C * kh * kw * V`` weights for
 ``OH' * OW * V`` outputs of ``C * kh * kw`` taps each: the decode is a fraction ``1 / (OH' * OW)``
 of the work, the module keeps 2 bits per weight, and the fp32 block stays in cache.
+
+A 1x1 conv (stride 1, no padding) is a GEMM over its pixels, which the fp32 glue's register tiles
+run at the FMA units' peak: its weight is decoded once per call into an fp32 stage ``DECODE``
+``(C, O)`` that the glue's rule (``schedules.cpu_glue.TiledReduction``) keeps as a stage and
+reads as the GEMM's weight::
+
+    wd[c, o] = w(c, o)
+    y[n, o, h, w] = scale[o] * sum_c x[n, c, h, w] * wd[c, o] + bias[o]  (+ residual, ReLU)
+
+The decode is a fraction ``1 / (H * W)`` of the work; per call it writes ``4 * C * O`` bytes
+(cached) where the fp32 form reads as many from the module's constants.
 """
 
 from __future__ import annotations
@@ -126,6 +137,41 @@ def conv_ternary_func(
     y = te.compute(
         (geo.batch, geo.out_channels, geo.out_height, geo.out_width),
         lambda n, o, oy, ox: finish(scale[o] * acc[n, oy, ox, o] + bias[o], res, relu, n, o, oy, ox, upper),
+        name=stages.OUTPUT,
+    )
+    return te.create_prim_func([x, plus, minus, scale, bias, *([res] if res is not None else []), y])
+
+
+def pointwise_ternary_func(
+    geo: ConvGeometry, residual: bool = False, relu: bool = False, upper: float | None = None
+) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc ``(x, plus, minus, scale, bias[, residual]) -> y`` (NCHW) of a 1x1
+    stride-1 unpadded conv: ``DECODE`` ``(C, O)``, the reduction ``TERNARY`` and ``OUTPUT`` with
+    ``residual`` / ``relu`` / ``upper`` as ``conv_ternary_func``. Shapes are int64, as the Relax
+    legalizer writes the fp32 glue the same rule schedules."""
+
+    def shape(*dims: int) -> tuple[tirx.IntImm, ...]:
+        return tuple(tirx.IntImm("int64", d) for d in dims)
+
+    n, c, o = geo.batch, geo.channels, geo.out_channels
+    pixels = (geo.height, geo.width)
+    x = te.placeholder(shape(n, c, *pixels), "float32", name="x")
+    planes = shape(c, 1, 1, ceil_div(o, PLANE_BITS))
+    plus, minus = te.placeholder(planes, PLANE, name="plus"), te.placeholder(planes, PLANE, name="minus")
+    scale = te.placeholder(shape(o), "float32", name="scale")
+    bias = te.placeholder(shape(o), "float32", name="bias")
+    res = residual_input(shape(n, o, *pixels), residual)
+    zero = tirx.IntImm("int64", 0)
+    wd = te.compute(shape(c, o), lambda ci, oi: plane_weight(plus, minus, (ci, zero, zero), oi), name=stages.DECODE)
+    k = te.reduce_axis(shape(0, c), "c")
+    acc = te.compute(
+        shape(n, o, *pixels),
+        lambda b, oi, h, w: te.sum(x[b, k, h, w] * wd[k, oi], axis=k),
+        name=stages.TERNARY,
+    )
+    y = te.compute(
+        shape(n, o, *pixels),
+        lambda b, oi, h, w: finish(scale[oi] * acc[b, oi, h, w] + bias[oi], res, relu, b, oi, h, w, upper),
         name=stages.OUTPUT,
     )
     return te.create_prim_func([x, plus, minus, scale, bias, *([res] if res is not None else []), y])

@@ -93,14 +93,16 @@ SCHEMES = {scheme.tile: scheme for scheme in (F2, F4)}
 
 
 def applies(geo: ConvGeometry, scheme: Scheme) -> bool:
-    """Whether ``scheme`` computes a conv of this geometry: 3x3, stride 1, no dilation and an
-    output of whole tiles; the geometry has no groups, which the caller checks."""
+    """Whether ``scheme`` computes a conv of this geometry: 3x3, stride 1, no dilation, an output
+    of whole tiles and at least two tiles to a row (the transforms' vectors run along a row of
+    tiles); the geometry has no groups, which the caller checks."""
     return (
         geo.kernel == (3, 3)
         and geo.strides == (1, 1)
         and geo.dilations == (1, 1)
         and geo.out_height % scheme.tile == 0
         and geo.out_width % scheme.tile == 0
+        and geo.out_width >= 2 * scheme.tile
     )
 
 

@@ -42,6 +42,7 @@ NEON_TILES = CpuTiles(
     popcount_tile=16,
     ternary_nibbles=True,
     sparse_rows=True,
+    weight_vectors=True,
 )
 
 INT8_CONV_COLUMNS = 5  # int8 conv tile: 5 columns x 4 udot registers = 20 accumulators, 4 codes, 4 decoded

@@ -30,7 +30,9 @@ from mptc.targets.kernels.binary_conv import GatherStore, SparseGather
 from mptc.targets.kernels.dot_instructions import DotInstruction
 from mptc.targets.layout import WORD_BITS, ConvGeometry, ceil_div
 from mptc.targets.schedules import lane_counts, unswitch
+from mptc.targets.schedules.cpu_glue import TiledReduction
 from mptc.targets.schedules.interface import Int8Conv, Int8Dense
+from mptc.targets.schedules.loops import divisor_at_most, extent
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class CpuTiles:
     popcount_tile: int = 0  # conv popcount tile's accumulators, shaped by ``_conv_tile`` (0: cols x vectors)
     ternary_nibbles: bool = False  # dense-ternary weights as code bytes decoded by a table load (NEON)
     sparse_rows: bool = False  # the sign-split dense at batch 1 sums each output's own list (NEON: no gather)
+    vector_registers: int = 32  # vector registers, which bound the fp32 glue's register tiles (AVX2: 16)
+    weight_vectors: bool = False  # the FMA takes a lane of a vector as its broadcast operand (NEON's by-element FMLA)
 
 
 # Parallel tasks of a sparse layer (consecutive outputs each): enough to balance a few cores, few
@@ -108,15 +112,6 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 # Register tile of the depthwise conv: vectors of consecutive flat outputs (docs/performance.md).
 DEPTHWISE_VECTORS = 8
 MIN_ROW_LANES = 4  # the narrowest vector a depthwise row tile takes (half of a NEON register is two lanes)
-
-
-def divisor_at_most(n: int, cap: int) -> int:
-    """Largest divisor of ``n`` not above ``cap``: tiles that divide exactly need no predicate."""
-    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
-
-
-def extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int:
-    return int(sch.get(loop).extent)
 
 
 @dataclass(frozen=True)
@@ -607,6 +602,15 @@ class CpuKernelSchedules:
         xo, xi = sch.split(ox, [None, cols])
         sch.reorder(n, oo, yo, ym, xo, c, ky, kx, yi, xi, on, ov)
         self._ternary_tile(sch, acc, out, (n, oo, yo), xo, (yi, xi, on), ov, c)
+        return sch.mod["main"]
+
+    def pointwise_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The fp32 glue's schedule of a 1x1 conv (``cpu_glue.TiledReduction``: a GEMM over flat
+        pixels, or vectors of output channels on maps narrower than a vector's worth of pixels),
+        the weights decoded per call as a parallel stage before it."""
+        rule = TiledReduction(self.float_lanes, self.tiles.vector_registers, self.tiles.weight_vectors)
+        sch = rule.schedule(func)
+        assert sch is not None, "a pointwise conv is one leading-spatial reduction"
         return sch.mod["main"]
 
     def _ternary_columns(self, sch, acc) -> bool:

@@ -50,6 +50,9 @@ first:
   rather than the whole batch's from memory; measured: docs/performance.md). Otherwise the row
   tiles are the innermost parallel iterations, so consecutive tiles reuse one vector-loaded
   input block from L1.
+  A kernel's weights decoded from their packed form (a producer named ``stages.DECODE``) are
+  a parallel stage of their own, written per call in the layout the kernel chose (``(C, K)``,
+  so a tile's row weights and a vector of output channels are contiguous), and read as weights.
 * :class:`Injective` - elementwise / layout functions: everything inlined into the last block,
   whose loops are fused, split into vector chunks, and the chunks run in parallel.
 """
@@ -65,7 +68,8 @@ from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.meta_schedule.postproc import RewriteLayout
 from tvm.target import Target
 
-from mptc.targets.schedules.cpu import divisor_at_most, extent
+from mptc.targets.kernels import stages
+from mptc.targets.schedules.loops import divisor_at_most, extent
 
 TILE_VECTORS = 2  # vectors per register-tile row (innermost spatial axis)
 TILE_ACCUMULATORS = 8  # rows x vectors kept in AVX2's 16 vector registers, and by stride-1 windows
@@ -99,10 +103,19 @@ class TiledReduction(_VectorRule):
         self.weight_vectors = weight_vectors
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
-        normalized = self._normalized(func, target)
-        if normalized is None:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
-        sch, infos = normalized
+        return self.schedule(func)
+
+    def schedule(self, func: tirx.PrimFunc) -> s_tir.Schedule | None:
+        """The schedule of ``func`` (see the class), or None when it has another shape. A
+        producer named ``stages.DECODE`` (a kernel's packed weights decoded to fp32,
+        ``kernels.dense_ternary.pointwise_ternary_func``) stays a parallel stage of its own, like
+        a pad, and the tiles read its output as a weight."""
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
         reductions = [i for i, info in enumerate(infos) if info.is_reduction()]
         if len(reductions) != 1:
             return None
@@ -114,13 +127,17 @@ class TiledReduction(_VectorRule):
         if not all(info.is_injective() for info in infos if info is not main):
             return None
         pads = [info.block_rv for info in infos[: reductions[0]] if info.is_data_pad(sch)]
+        decoded = [
+            info.block_rv for info in infos[: reductions[0]] if sch.get(info.block_rv).name_hint == stages.DECODE
+        ]
         for info in infos[: reductions[0]]:
-            if info.block_rv not in pads:
+            if info.block_rv not in pads and info.block_rv not in decoded:
                 sch.compute_inline(info.block_rv)
         writeback = sch.cache_write(main.block_rv, 0, "local")
         for info in infos[reductions[0] + 1 :]:
             sch.reverse_compute_inline(info.block_rv)
         weights = [func.params[i] for i in (func.attrs or {}).get("layout_free_buffers", [])]
+        weights += [sch.get(block).writes[0].source for block in decoded]
         if not pads and _flatten_pixels(sch, main.block_rv, writeback, spatial):
             spatial -= 1
         axis = self._vector_axis(sch, main.block_rv, spatial, weights)
@@ -149,6 +166,10 @@ class TiledReduction(_VectorRule):
                 sch.parallel(sch.fuse(*sch.get_loops(pad)[:-2]))
             else:
                 self._parallel_vectorized(sch, pad)
+        for block in decoded:  # whole vectors of output channels, in parallel
+            rows, lanes = sch.split(sch.fuse(*sch.get_loops(block)), [None, self.float_lanes])
+            sch.parallel(rows)
+            sch.vectorize(lanes)
         RewriteLayout().apply(sch)
         return sch
 
@@ -445,7 +466,7 @@ def _column_reads(stmt, axis: int) -> list:
 
 
 def _is_weight(read, weights) -> bool:
-    """Whether ``read`` loads one of the layout-free (constant) ``weights``."""
+    """Whether ``read`` loads one of the ``weights``: layout-free (constant) or decoded ones."""
     return any(read.source.same_as(w) for w in weights)
 
 

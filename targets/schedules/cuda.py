@@ -129,6 +129,10 @@ class CudaKernelSchedules:
         """One thread per output; the padded input and the decoded weights are stages of their own."""
         return self._per_output(func, (stages.PAD, stages.DECODE), stages.TERNARY)
 
+    def pointwise_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """One thread per output; the decoded weights a stage of their own."""
+        return self._per_output(func, (stages.DECODE,), stages.TERNARY)
+
     def or_pool(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch = s_tir.Schedule(func)
         _bind(sch, sch.get_sblock(stages.OUTPUT))

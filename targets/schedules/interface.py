@@ -129,6 +129,10 @@ class KernelSchedules(Protocol):
         """The scheduled dense-ternary conv (``kernels.dense_ternary.conv_ternary_func``)."""
         ...
 
+    def pointwise_ternary(self, func: tirx.PrimFunc) -> tirx.PrimFunc:
+        """The scheduled dense-ternary 1x1 conv (``kernels.dense_ternary.pointwise_ternary_func``)."""
+        ...
+
     @property
     def depthwise_tile(self) -> int:
         """Flat outputs per register tile of the depthwise conv: a channel's flat outputs are a

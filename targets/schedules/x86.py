@@ -33,6 +33,7 @@ AVX2_TILES = CpuTiles(
     dense_vectors=2,
     dense_rows=2,
     conv_accumulators=8,
+    vector_registers=16,
 )
 
 

@@ -5,10 +5,12 @@ timed block-sparse against dense-ternary, 7 interleaved rounds), kernel calls in
 network for the 1x1 convs, and the dense-layer A/B of ``docs/performance.md`` (x86 host, AMD EPYC ``znver5``, 1 thread, 2026-12-06), microseconds.
 """
 
+import dataclasses
+
 import pytest
 
 from mptc.targets import chooser, layout
-from mptc.targets.policy import default_policy
+from mptc.targets.policy import KernelPolicy, default_policy
 
 POLICY = default_policy("x86")
 TIE = 0.05  # forms within 5 % of each other: either choice is right within the host's noise
@@ -43,12 +45,21 @@ POINTWISE_COSTS = [
     (24, 56, 144, 0.5, 132.8, 120.2), (96, 14, 576, 0.5, 130.3, 102.5),
 ]  # fmt: skip
 
-# (C, map side, O, sparsity, block-sparse us, fp32 glue us, dense-ternary us), 1x1 conv batch 1, one layer
+# (C, map side, O, sparsity, block-sparse us, dense form us), 1x1 conv batch 1, one layer
 POINTWISE_LAYER_COSTS = [
-    (144, 56, 24, 0.5, 156.4, 88.7, 372.9), (144, 56, 24, 0.9, 76.6, 87.9, 378.1),
-    (1024, 14, 256, 0.5, 492.2, 387.3, 563.1), (1024, 14, 256, 0.9, 189.6, 372.6, 530.0),
-    (256, 14, 1024, 0.5, 443.6, 402.9, 484.2), (512, 7, 2048, 0.5, 628.2, 407.9, 417.1),
+    (144, 56, 24, 0.5, 156.4, 88.7), (144, 56, 24, 0.9, 76.6, 87.9), (1024, 14, 256, 0.5, 492.2, 387.3),
+    (1024, 14, 256, 0.9, 189.6, 372.6), (256, 14, 1024, 0.5, 443.6, 402.9), (512, 7, 2048, 0.5, 628.2, 407.9),
 ]  # fmt: skip
+
+# (C, map side, O, fp32 GEMM us, per-call decode us), 1x1 conv batch 1 + ReLU, one layer, 2 threads
+POINTWISE_DECODE_COSTS = [
+    (32, 112, 16, 63.1, 64.0), (96, 56, 24, 66.7, 67.9), (144, 56, 24, 106.6, 107.0), (24, 56, 144, 119.4, 127.0),
+    (144, 28, 32, 33.2, 35.3), (32, 28, 192, 50.3, 54.7), (384, 14, 64, 46.1, 51.4), (576, 14, 96, 100.4, 112.1),
+    (96, 14, 576, 121.6, 127.9), (1024, 14, 256, 492.4, 575.4), (256, 14, 1024, 519.0, 561.4),
+    (576, 7, 160, 43.9, 63.0), (960, 7, 160, 70.2, 101.8), (160, 7, 960, 78.3, 95.5), (960, 7, 320, 135.6, 172.6),
+    (320, 7, 1280, 199.0, 277.3), (2048, 7, 512, 485.7, 640.8),
+]  # fmt: skip
+DECODE_PRICE = 0.2  # the most time the 2-bit weights of a 1x1 conv may cost over its fp32 GEMM
 
 # (K, O, sparsity, sign-split us, dense-ternary us), dense batch 1
 DENSE_COSTS = [
@@ -98,16 +109,25 @@ def test_a_pointwise_conv_in_a_network_takes_the_faster_form(channels, side, out
     assert _right(_pointwise_choice(channels, side, out, sparsity) == chooser.BLOCK_SPARSE, sparse_us, fp32_us)
 
 
-@pytest.mark.parametrize("channels, side, out, sparsity, sparse_us, fp32_us, ternary_us", POINTWISE_LAYER_COSTS)
-def test_a_pointwise_conv_takes_the_faster_form(channels, side, out, sparsity, sparse_us, fp32_us, ternary_us):
-    """A 1x1 conv's dense form is the fp32 pixel GEMM (the dense-ternary conv is slower on every one)."""
-    assert all(fp32 < ternary for *_, fp32, ternary in POINTWISE_LAYER_COSTS)
+@pytest.mark.parametrize("channels, side, out, sparsity, sparse_us, dense_us", POINTWISE_LAYER_COSTS)
+def test_a_pointwise_conv_takes_the_faster_form(channels, side, out, sparsity, sparse_us, dense_us):
     kernel = _pointwise_choice(channels, side, out, sparsity)
-    assert kernel in (chooser.BLOCK_SPARSE, chooser.DENSE_FP32)
-    assert _right(kernel == chooser.BLOCK_SPARSE, sparse_us, fp32_us)
+    assert _right(kernel == chooser.BLOCK_SPARSE, sparse_us, dense_us)
 
 
-def _pointwise_choice(channels: int, side: int, out: int, sparsity: float) -> str:
+@pytest.mark.parametrize("channels, side, out, fp32_us, decode_us", POINTWISE_DECODE_COSTS)
+def test_a_pointwise_conv_keeps_2_bit_weights_where_they_cost_little(channels, side, out, fp32_us, decode_us):
+    """Below the break-even a 1x1 conv takes the fp32 GEMM by default (never the slower form);
+    asked for 2-bit weights from 196 flat outputs, it keeps its planes (decoded per call)
+    wherever that costs at most ``DECODE_PRICE`` over the fp32 GEMM, and only there."""
+    assert _pointwise_choice(channels, side, out, 0.3) == chooser.DENSE_FP32
+    packed = dataclasses.replace(POLICY, pointwise_ternary_min_outputs=196)
+    kernel = _pointwise_choice(channels, side, out, 0.3, packed)
+    assert kernel in (chooser.DENSE_TERNARY, chooser.DENSE_FP32)
+    assert (kernel == chooser.DENSE_TERNARY) == (decode_us <= fp32_us * (1 + DECODE_PRICE))
+
+
+def _pointwise_choice(channels: int, side: int, out: int, sparsity: float, policy: KernelPolicy = POLICY) -> str:
     geo = layout.ConvGeometry(1, channels, side, side, out, kernel=(1, 1))
-    flat = layout.flat_input(geo, POLICY).flat_outputs
-    return chooser.choose_kernel("BinaryConv", "real", sparsity, POLICY, flat_outputs=flat, taps=1).kernel
+    flat = layout.flat_input(geo, policy).flat_outputs
+    return chooser.choose_kernel("BinaryConv", "real", sparsity, policy, flat_outputs=flat, taps=1).kernel

@@ -14,7 +14,7 @@ from mptc.targets.schedules.cpu import CpuKernelSchedules
 from mptc.targets.schedules.x86 import AVX2_TILES, AVX512_TILES
 
 from ..harness import compile_x86, reference, relative_error, run, sample
-from ..packed_models import binary_conv_model, binary_dense_model, residual_block
+from ..packed_models import GraphBuilder, binary_conv_model, binary_dense_model, residual_block, ternary
 
 # (batch, K, out): outputs below one vector, off and on whole plane words (32) and vectors; batches
 # below, at and past a register tile's rows
@@ -78,16 +78,20 @@ def test_ternary_planes_decode_to_the_weight():
 # (batch, C, size, O, k, stride, pad): channels off whole vectors and plane words, stride 2, 1x1,
 # maps below and above the decode-block size, batch 2; rows of whole vectors (16 and 32 wide, the
 # vectors along the columns) with channels off whole vectors, one or two vectors a row, 3x3 and 1x1
+# every 1x1 conv below the break-even takes a dense-ternary kernel, whatever its map
+POINTWISE_ALWAYS = dataclasses.replace(default_policy("x86"), pointwise_ternary_min_outputs=1)
+
+# (batch, channels, size, out, kernel, stride, pad); an unpadded 1x1 conv is the pointwise kernel's
+# (below), a padded one this kernel's
 CONV_CASES = [
     (1, 3, 7, 5, 3, 1, 1),
     (2, 70, 9, 13, 3, 2, 1),
-    (1, 5, 8, 3, 1, 2, 0),
+    (1, 5, 8, 3, 1, 2, 1),
     (1, 16, 4, 40, 3, 1, 1),
     (2, 6, 12, 33, 3, 1, 1),
     (1, 9, 17, 17, 3, 2, 0),
     (1, 5, 16, 20, 3, 1, 1),
     (2, 3, 32, 17, 3, 1, 1),
-    (1, 8, 16, 40, 1, 1, 0),
 ]
 
 
@@ -95,9 +99,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("decode_block_pixels", [1, 10**6], ids=["block", "registers"])
 def test_conv_ternary_matches_reference(case, decode_block_pixels):
     """Every map with the weights decoded once per task into a block, and decoded in registers."""
-    policy = dataclasses.replace(
-        default_policy("x86"), decode_block_pixels=decode_block_pixels, ternary_conv_min_taps=1
-    )
+    policy = dataclasses.replace(POINTWISE_ALWAYS, decode_block_pixels=decode_block_pixels)
     model = binary_conv_model(np.random.default_rng(16), *case, mode="real", sparsity=0.2)
     vm, lowering = compile_x86(model, policy=policy)
     x = sample(model)
@@ -177,5 +179,72 @@ def test_neon_tiles_read_code_bytes():
     vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(NEON_TILES))
     [layer] = lowering.layers
     assert layer.lowered_bytes == k * layout.ceil_div(out, 4) + layout.NIBBLE_TABLE.nbytes + 2 * 4 * out
+    x = sample(model)
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+# (batch, channels, size, out, stride): pixels in whole AVX-512 vectors (8x8, 16x16) and not (7x7,
+# 5x5, 14x14: the glue's tiles take vectors of output channels), out channels off plane words (45,
+# 33), downsampling shortcuts (stride 2 on even and odd maps)
+POINTWISE_CASES = [
+    (1, 24, 8, 40, 1),
+    (2, 37, 7, 45, 1),
+    (1, 64, 16, 33, 1),
+    (3, 16, 5, 64, 1),
+    (1, 130, 14, 70, 1),
+    (1, 32, 16, 48, 2),
+    (2, 20, 9, 24, 2),
+]
+
+
+@pytest.mark.parametrize("batch, channels, size, out, stride", POINTWISE_CASES)
+def test_pointwise_ternary_matches_reference(batch, channels, size, out, stride):
+    """A 1x1 conv below the break-even keeps its 2-bit planes and decodes them per call for the
+    fp32 glue's GEMM tiles (strided: on its subsampled input)."""
+    rng = np.random.default_rng(19)
+    model = binary_conv_model(rng, batch, channels, size, out, 1, stride, 0, mode="real", sparsity=0.3)
+    vm, lowering = compile_x86(model, policy=POINTWISE_ALWAYS)
+    x = sample(model)
+    [layer] = lowering.layers
+    assert layer.kernel == chooser.DENSE_TERNARY and "1x1" in layer.reason
+    assert layer.lowered_bytes == 2 * channels * layout.ceil_div(out, layout.PLANE_BITS) * 4 + 2 * 4 * out
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+@pytest.mark.parametrize("tiles", [AVX2_TILES, NEON_TILES], ids=["avx2", "neon"])
+@pytest.mark.parametrize("size", [7, 8], ids=["channel-vectors", "pixel-vectors"])
+def test_pointwise_ternary_with_other_families_tiles(tiles, size):
+    """AVX2's 16 registers, NEON's 4 lanes and its weights loaded as vectors (run on this host)."""
+    model = binary_conv_model(np.random.default_rng(20), 2, 20, size, 36, 1, 1, 0, mode="real", sparsity=0.2)
+    vm, lowering = compile_x86(model, kernels=CpuKernelSchedules(tiles), policy=POINTWISE_ALWAYS)
+    x = sample(model)
+    assert lowering.layers[0].kernel == chooser.DENSE_TERNARY
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+def test_pointwise_ternary_fuses_residual_add_and_relu6():
+    """An inverted residual's tail: ``Clip(conv(x) + x, 0, 6)`` in the GEMM's epilogue."""
+    g = GraphBuilder(np.random.default_rng(21))
+    y = g.binary("BinaryConv", "x", ternary(g.rng, 24, 24, 0.2), "pw", "real", kernel_shape=[1, 1])
+    s = g.node("Add", [y, "x"], "add")
+    lo, hi = g.const("lo", np.array(0.0, np.float32)), g.const("hi", np.array(0.6, np.float32))
+    model = g.model((1, 24, 8, 8), g.node("Clip", [s, lo, hi], "relu6"))
+    vm, lowering = compile_x86(model, policy=POINTWISE_ALWAYS)
+    [layer] = lowering.layers
+    assert (layer.kernel, layer.epilogue) == (chooser.DENSE_TERNARY, "add+clip(0, 0.6)")
+    x = sample(model)
+    assert relative_error(run(vm, x), reference(model, x)) < 1e-5
+
+
+@pytest.mark.parametrize("least, packed", [(None, False), (196, True), (197, False)])
+def test_pointwise_ternary_from_the_policys_flat_outputs(least, packed):
+    """The fp32 GEMM by default; the 2-bit planes from ``pointwise_ternary_min_outputs`` flat
+    outputs (a 14x14 map: 196)."""
+    model = binary_conv_model(np.random.default_rng(22), 1, 32, 14, 48, 1, 1, 0, mode="real", sparsity=0.3)
+    vm, lowering = compile_x86(
+        model, policy=dataclasses.replace(default_policy("x86"), pointwise_ternary_min_outputs=least)
+    )
+    [layer] = lowering.layers
+    assert layer.kernel == (chooser.DENSE_TERNARY if packed else chooser.DENSE_FP32), layer.reason
     x = sample(model)
     assert relative_error(run(vm, x), reference(model, x)) < 1e-5

@@ -30,10 +30,8 @@ CASES = [
 ]
 
 
-# outputs 4 divides: 8x8, 8x12, 8x4, 12x8, and a batch
-F4_CASES = [case for case in CASES if case[0][2] != 14 and case[0][2:] != (6, 10)] + [
-    ((2, 24, 12, 8), 24, (1, 1, 1, 1), "relu", True, True)
-]
+# outputs 4 divides, two tiles to a row or more: 8x8, 8x12, 12x8 (a batch)
+F4_CASES = [CASES[0], CASES[2], ((2, 24, 12, 8), 24, (1, 1, 1, 1), "relu", True, True)]
 
 
 @pytest.mark.parametrize("shape, out, pads, act, residual, bias", CASES)
@@ -94,6 +92,7 @@ def test_choose_takes_the_first_tile_that_fits():
     assert winograd.choose(geo(56), (4, 2), 16 << 20, 16 << 20) is winograd.F4
     assert winograd.choose(geo(14), (4, 2), 16 << 20, 16 << 20) is winograd.F2
     assert winograd.choose(geo(7), (4, 2), 16 << 20, 16 << 20) is None
+    assert winograd.choose(geo(4), (4, 2), 16 << 20, 16 << 20) is winograd.F2  # one 4x4 tile to a row
     f4_bytes = 4 * winograd.F4.positions * 64 * winograd.tiles(geo(56), winograd.F4)
     assert winograd.choose(geo(56), (2, 4), f4_bytes, 16 << 20) is winograd.F4
     assert winograd.choose(geo(56), (4, 2), f4_bytes - 1, 16 << 20) is None
@@ -107,13 +106,14 @@ def test_choose_takes_the_first_tile_that_fits():
     [
         conv_model((1, 3, 16, 16), 16, act="relu"),  # too few input channels
         conv_model((1, 16, 9, 9), 16, act="relu"),  # odd output: no whole 2x2 tiles
+        conv_model((1, 16, 6, 2), 16, act="relu"),  # one tile to a row
         conv_model((1, 16, 16, 16), 16, stride=2, act="relu"),
         conv_model((1, 16, 16, 16), 16, kernel=5, pads=(2, 2, 2, 2)),
         conv_model((1, 16, 16, 16), 16, dilation=2, pads=(2, 2, 2, 2)),
         conv_model((1, 16, 16, 16), 16, groups=2),
         conv_model((1, 16, 16, 16), 16, act="relu", named=False),  # its epilogue unknown by name
     ],
-    ids=["3-channels", "odd-output", "stride-2", "5x5", "dilated", "grouped", "unnamed"],
+    ids=["3-channels", "odd-output", "one-tile-rows", "stride-2", "5x5", "dilated", "grouped", "unnamed"],
 )
 def test_other_convs_stay_glue(model):
     y, ours, lowering = compile_and_run(model)
