@@ -615,12 +615,11 @@ def depthwise_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: Converter
 
 
 def winograd_conv(bb: relax.BlockBuilder, inputs, attr: dict, params: ConverterContext) -> relax.Expr | None:
-    """A float ONNX ``Conv`` that ``kernels.winograd`` computes (3x3, stride 1, one group, an
-    output of whole tiles of the first of ``policy.winograd_tiles`` whose transformed tiles and
-    weights fit ``policy.winograd_max_bytes`` and ``winograd_max_weight_bytes``) with at least
-    ``policy.winograd_min_channels`` input channels, as its input transform, TVM's matmul of the weights transformed at
-    compile time (the fp32 glue schedules it) and its output transform with the epilogue it
-    absorbs; None for any other conv."""
+    """A float ONNX ``Conv`` that ``kernels.winograd`` computes (3x3, stride 1, one group, at
+    least ``policy.winograd_min_channels`` input channels; the scheme ``winograd.choose`` picks
+    from ``policy.winograd_tiles`` and the two byte limits) as its input transform, TVM's matmul
+    of the weights transformed at compile time (the fp32 glue schedules it) and its output
+    transform with the epilogue it absorbs; None for any other conv."""
     lowering, policy = params.lowering, params.lowering.policy
     conv = float_conv(inputs, attr)
     if policy.winograd_min_channels is None or conv is None:

@@ -150,10 +150,10 @@ class KernelPolicy:
     beat it there; None: never (docs/performance.md)."""
 
     winograd_min_channels: int | None = None
-    """Input channels from which a float 3x3 stride-1 conv with an even output runs Winograd's
-    minimal filtering (``kernels.winograd``: F(2x2, 3x3) does 16 multiply-adds per 2x2 outputs and
-    input channel instead of 36, as 16 GEMMs) instead of the direct fp32 glue; below, the GEMMs' sums are too short to
-    pay for the transforms; None: never (docs/performance.md)."""
+    """Input channels from which a float 3x3 stride-1 conv runs Winograd's minimal filtering
+    (``kernels.winograd``: F(2x2, 3x3) does 16 multiply-adds per 2x2 outputs and input channel
+    instead of 36, as 16 GEMMs) instead of the direct fp32 glue; below, the GEMMs' sums are too
+    short to pay for the transforms; None: never (docs/performance.md)."""
 
     winograd_max_bytes: int = 16 << 20
     """The most bytes of transformed input tiles (``a^2 x C x tiles`` floats, the GEMMs' operand)
