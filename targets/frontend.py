@@ -28,7 +28,7 @@ import contextlib
 import io
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -256,10 +256,13 @@ class _Layer:
         out_shape,
         extra=(),
         flat_x: bool = False,
+        x: relax.Expr | None = None,
     ) -> relax.Expr:
-        """Call a kernel on ``x`` (``flat_x``: reshaped to ``(N, C * H * W)``, a view), ``consts``
-        and ``extra`` expressions; a words output ``(N, [OH, OW,] ceil(O / 64))`` stands for ``out_shape``."""
-        x = relax.op.reshape(self.x, (self.shape[0], int(np.prod(self.shape[1:])))) if flat_x else self.x
+        """Call a kernel on the layer's input (``flat_x``: reshaped to ``(N, C * H * W)``, a view;
+        ``x``: this expression instead), ``consts`` and ``extra`` expressions; a words output
+        ``(N, [OH, OW,] ceil(O / 64))`` stands for ``out_shape``."""
+        if x is None:
+            x = relax.op.reshape(self.x, (self.shape[0], int(np.prod(self.shape[1:])))) if flat_x else self.x
         args = [x] + [relax.const(c) for c in consts] + list(extra)
         if not self.words_out:
             return self.lowering.call_kernel(bb, func, self.name, args, out_shape)
@@ -377,12 +380,9 @@ class BinaryConv(_onnx.OnnxOpConverter):
                 pointwise = layout.pointwise_geometry(geo)
                 if pointwise is not None:
                     func = kernels.pointwise_ternary(dense_ternary.pointwise_ternary_func(pointwise, **fused))
-                    x = layer.x
-                    if tuple(geo.strides) != (1, 1):  # a downsampling shortcut: one strided copy first
-                        end = [geo.height, geo.width]
-                        x = bb.normalize(relax.op.strided_slice(x, [2, 3], [0, 0], end, list(geo.strides)))
-                    args = [x, *(relax.const(c) for c in consts), *extra]
-                    return layer.lowering.call_kernel(bb, func, layer.name, args, out_shape), consts
+                    strided = tuple(geo.strides) != (1, 1)
+                    x = bb.normalize(subsampled(layer.x, (geo.height, geo.width), geo.strides)) if strided else layer.x
+                    return layer.call(bb, func, consts, out_shape, extra, x=x), consts
                 in_registers = geo.out_height * geo.out_width < layer.lowering.policy.decode_block_pixels
                 func = kernels.conv_ternary(
                     dense_ternary.conv_ternary_func(geo, kernels.float_lanes, **fused, in_registers=in_registers)
@@ -705,8 +705,13 @@ def subsampled_pointwise(bb: relax.BlockBuilder, inputs, attr: dict) -> tuple[li
         or attr.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET")
     ):
         return inputs, attr
-    sliced = relax.op.strided_slice(x, axes=[2, 3], begin=[0, 0], end=list(shape[2:]), strides=list(strides))
-    return [bb.normalize(sliced), *inputs[1:]], {**attr, "strides": (1, 1)}
+    return [bb.normalize(subsampled(x, shape[2:], strides)), *inputs[1:]], {**attr, "strides": (1, 1)}
+
+
+def subsampled(x: relax.Expr, size: Sequence[int], strides: Sequence[int]) -> relax.Expr:
+    """Every ``strides``-th pixel of ``x`` (NCHW, spatial ``size``): the input a strided 1x1
+    unpadded conv reads, one strided copy, for the stride-1 conv on it."""
+    return relax.op.strided_slice(x, axes=[2, 3], begin=[0, 0], end=list(size), strides=list(strides))
 
 
 CONVERTERS: dict[str, type[_onnx.OnnxOpConverter]] = {"BinaryConv": BinaryConv, "BinaryDense": BinaryDense}

@@ -85,13 +85,29 @@ class _VectorRule(dl.cpu.base.CPUScheduleRule):
     def __init__(self, float_lanes: int):
         self.float_lanes = float_lanes
 
-    def _normalized(self, func: tirx.PrimFunc, target: Target):
-        """``(schedule, block infos)`` of ``func``, or None when the rule cannot apply."""
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-            return None
+    def _applicable(self, func: tirx.PrimFunc, target: Target) -> bool:
+        """Whether ``func`` is a PrimFunc for a target this rule schedules."""
+        return isinstance(func, tirx.PrimFunc) and self.is_target_available(target)
+
+    @staticmethod
+    def _normalized(func: tirx.PrimFunc):
+        """``(schedule, block infos)`` of ``func``, or None when its blocks cannot be normalized."""
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
         return None if infos is None else (sch, infos)
+
+    def _parallel_vector_chunks(self, sch: s_tir.Schedule, block) -> None:
+        """``block``'s loops fused and split into vectors of ``float_lanes``, the chunks in
+        parallel; a block of one vector or less is left as it is."""
+        loops = sch.get_loops(block)
+        if not loops:
+            return
+        fused = sch.fuse(*loops)
+        if extent(sch, fused) <= self.float_lanes:
+            return
+        outer, inner = sch.split(fused, [None, self.float_lanes])
+        sch.parallel(outer)
+        sch.vectorize(inner)
 
 
 class TiledReduction(_VectorRule):
@@ -103,19 +119,17 @@ class TiledReduction(_VectorRule):
         self.weight_vectors = weight_vectors
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-            return None
-        return self.schedule(func)
+        return self.schedule(func) if self._applicable(func, target) else None
 
     def schedule(self, func: tirx.PrimFunc) -> s_tir.Schedule | None:
         """The schedule of ``func`` (see the class), or None when it has another shape. A
         producer named ``stages.DECODE`` (a kernel's packed weights decoded to fp32,
         ``kernels.dense_ternary.pointwise_ternary_func``) stays a parallel stage of its own, like
         a pad, and the tiles read its output as a weight."""
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if infos is None:
+        normalized = self._normalized(func)
+        if normalized is None:
             return None
+        sch, infos = normalized
         reductions = [i for i, info in enumerate(infos) if info.is_reduction()]
         if len(reductions) != 1:
             return None
@@ -166,10 +180,8 @@ class TiledReduction(_VectorRule):
                 sch.parallel(sch.fuse(*sch.get_loops(pad)[:-2]))
             else:
                 self._parallel_vectorized(sch, pad)
-        for block in decoded:  # whole vectors of output channels, in parallel
-            rows, lanes = sch.split(sch.fuse(*sch.get_loops(block)), [None, self.float_lanes])
-            sch.parallel(rows)
-            sch.vectorize(lanes)
+        for block in decoded:
+            self._parallel_vector_chunks(sch, block)
         RewriteLayout().apply(sch)
         return sch
 
@@ -480,22 +492,12 @@ class Injective(_VectorRule):
     """All blocks injective: inline into the last one, fuse, vectorize chunks, parallel over chunks."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
-        normalized = self._normalized(func, target)
+        normalized = self._normalized(func) if self._applicable(func, target) else None
         if normalized is None or not all(info.is_injective() for info in normalized[1]):
             return None
         sch, infos = normalized
-        infos = try_inline(sch, infos)
-        for info in infos:
-            loops = sch.get_loops(info.block_rv)
-            if not loops:
-                continue
-            fused = sch.fuse(*loops)
-            size = extent(sch, fused)
-            if size <= self.float_lanes:
-                continue
-            outer, inner = sch.split(fused, [None, self.float_lanes])
-            sch.parallel(outer)
-            sch.vectorize(inner)
+        for info in try_inline(sch, infos):
+            self._parallel_vector_chunks(sch, info.block_rv)
         return sch
 
 
